@@ -1,0 +1,59 @@
+package queue
+
+import (
+	"bytes"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// checkIndex verifies relayq's own invariants on top of bbolt's: each
+// message has exactly its one schedule entry and a body; every schedule entry
+// and body chunk belongs to something.
+func checkIndex(tx *bolt.Tx) []error {
+	var problems []error
+	messages := tx.Bucket(bucketMessages)
+	bodies := tx.Bucket(bucketBodies)
+	dead := tx.Bucket(bucketDead)
+	sched := tx.Bucket(bucketSchedule)
+
+	_ = messages.ForEach(func(k, v []byte) error {
+		m, err := decodeMessage(v)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("message %s: record does not decode: %w", k, err))
+			return nil
+		}
+		if sched.Get(scheduleKey(m.dueAt(), m.ID)) == nil {
+			problems = append(problems, fmt.Errorf("message %s: no schedule entry (it would never be delivered)", k))
+		}
+		if bodies.Get(chunkKey(m.ID, 0)) == nil {
+			problems = append(problems, fmt.Errorf("message %s: body missing", k))
+		}
+		return nil
+	})
+	_ = sched.ForEach(func(k, _ []byte) error {
+		id := k[8:]
+		v := messages.Get(id)
+		if v == nil {
+			problems = append(problems, fmt.Errorf("schedule entry for %s: no such message", id))
+			return nil
+		}
+		if m, err := decodeMessage(v); err == nil && !bytes.Equal(scheduleKey(m.dueAt(), m.ID), k) {
+			problems = append(problems, fmt.Errorf("schedule entry for %s: stale (message is due at %s)", id, m.dueAt()))
+		}
+		return nil
+	})
+	_ = bodies.ForEach(func(k, _ []byte) error {
+		i := bytes.LastIndexByte(k, '/')
+		if i < 0 {
+			problems = append(problems, fmt.Errorf("body chunk %q: malformed key", k))
+			return nil
+		}
+		id := k[:i]
+		if messages.Get(id) == nil && dead.Get(id) == nil {
+			problems = append(problems, fmt.Errorf("body of %s: orphaned (no message or dead letter)", id))
+		}
+		return nil
+	})
+	return problems
+}

@@ -1,0 +1,140 @@
+package queue
+
+import (
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The committer is relayq's group commit. Every change to the store is a
+// function queued here; one goroutine runs as many queued functions as are
+// waiting in a single bbolt read-write transaction and commits it once, so
+// concurrent callers share bbolt's two fdatasyncs.
+//
+// Unlike bbolt's own Batch it waits for no timer: a lone caller is committed
+// at once, and callers that arrive while a commit is in progress are all
+// taken by the next one. Under load the batch grows by itself; at rest the
+// latency is one commit.
+//
+// A change function may run more than once (see run), so it must only write
+// to the transaction and to variables it sets afresh on each run; results
+// may be used only after commit returns nil.
+
+type change struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+type committer struct {
+	db       *bolt.DB
+	queue    chan change
+	maxBatch int
+	stop     chan struct{}
+	stopped  chan struct{}
+
+	commits atomic.Int64 // transactions committed
+	changes atomic.Int64 // change functions committed
+}
+
+func newCommitter(db *bolt.DB, maxBatch int) *committer {
+	c := &committer{
+		db:       db,
+		queue:    make(chan change, maxBatch),
+		maxBatch: maxBatch,
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	go c.loop()
+	return c
+}
+
+// commit runs fn in a shared read-write transaction and returns once that
+// transaction has committed (or failed).
+func (c *committer) commit(fn func(*bolt.Tx) error) error {
+	ch := change{fn: fn, done: make(chan error, 1)}
+	select {
+	case c.queue <- ch:
+	case <-c.stop:
+		return ErrClosed
+	}
+	return <-ch.done
+}
+
+// close stops the loop after the changes already queued are committed.
+func (c *committer) close() {
+	close(c.stop)
+	<-c.stopped
+}
+
+func (c *committer) loop() {
+	defer close(c.stopped)
+	batch := make([]change, 0, c.maxBatch)
+	for {
+		select {
+		case ch := <-c.queue:
+			batch = append(batch[:0], ch)
+		case <-c.stop:
+			c.drain(batch[:0])
+			return
+		}
+	fill:
+		for len(batch) < c.maxBatch {
+			select {
+			case ch := <-c.queue:
+				batch = append(batch, ch)
+			default:
+				break fill
+			}
+		}
+		c.run(batch)
+	}
+}
+
+// drain commits whatever is still queued when the store closes, so that no
+// caller that got into the queue is left waiting.
+func (c *committer) drain(batch []change) {
+	for {
+		select {
+		case ch := <-c.queue:
+			batch = append(batch, ch)
+		default:
+			if len(batch) > 0 {
+				c.run(batch)
+			}
+			return
+		}
+	}
+}
+
+// run commits the batch in one transaction. If any function fails, the
+// transaction is rolled back and every function is run again in a
+// transaction of its own, so that one failing change (or one too large for
+// the space left) cannot fail the others.
+func (c *committer) run(batch []change) {
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		for _, ch := range batch {
+			if err := ch.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || len(batch) == 1 {
+		if err == nil {
+			c.commits.Add(1)
+			c.changes.Add(int64(len(batch)))
+		}
+		for _, ch := range batch {
+			ch.done <- fullErr(err)
+		}
+		return
+	}
+	for _, ch := range batch {
+		err := c.db.Update(ch.fn)
+		if err == nil {
+			c.commits.Add(1)
+			c.changes.Add(1)
+		}
+		ch.done <- fullErr(err)
+	}
+}

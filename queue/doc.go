@@ -1,0 +1,35 @@
+// Package queue is relayq's durable message store, a single bbolt file.
+//
+// It owns the messages from the moment intake hands them over until they are
+// delivered or dead-lettered: envelope, body, per-recipient state, the
+// schedule of next attempts, the leases workers hold, and the dead letters.
+// It knows nothing of SMTP on the wire; replies are kept as its own Reply.
+//
+// Promises:
+//
+//   - Put returns only after the bbolt transaction holding the message has
+//     committed, that is after bbolt's fdatasync of the data and meta pages.
+//     Only then may intake acknowledge the message. Concurrent Puts share one
+//     commit (group commit, see committer.go), so many submitters pay for one
+//     fsync between them.
+//   - The body is written once, in chunks apart from the small message
+//     record, and never rewritten: leasing a message or recording an attempt
+//     touches only the record and the schedule.
+//   - Every live message has exactly one schedule entry: at its next attempt
+//     time, or at the end of its lease while a worker holds it. A lease left
+//     by a crashed process is released when the store is opened again, and a
+//     lease that runs out while the process lives makes the message due
+//     again; the late worker's Record then fails with ErrLeaseLost.
+//   - Attempt counts and next-attempt times are stored per recipient, so
+//     backoff goes on across restarts.
+//   - A recipient that fails permanently moves to the dead-letter bucket with
+//     the reply that killed it; the body stays until the dead letter is
+//     purged.
+//
+// Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes),
+// "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),
+// "meta" (format version).
+//
+// It does not decide policy: when to retry, what is permanent and when a
+// message expires are delivery's decisions, handed in through Record.
+package queue

@@ -1,0 +1,38 @@
+package queue
+
+import (
+	"errors"
+	"syscall"
+
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Errors a caller can test for with errors.Is.
+var (
+	// ErrFull is returned by Put when the store reached Options.MaxSize or the
+	// file system is out of space. Intake answers 452 4.3.1; nothing was stored.
+	ErrFull = errors.New("queue: store is full")
+	// ErrLocked is returned by Open when another process holds the database
+	// (another relayq serve on the same file).
+	ErrLocked = errors.New("queue: database is locked by another process")
+	// ErrNotFound is returned when no message or dead letter has the given ID.
+	ErrNotFound = errors.New("queue: no such message")
+	// ErrLeaseLost is returned by Record and Release when the lease ran out
+	// and the message was leased again (or removed) meanwhile.
+	ErrLeaseLost = errors.New("queue: lease lost")
+	// ErrClosed is returned by every operation after Close.
+	ErrClosed = errors.New("queue: closed")
+)
+
+// fullErr maps storage errors that mean "no room" to ErrFull, keeping the
+// cause for the log.
+func fullErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
+		errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) {
+		return errors.Join(ErrFull, err)
+	}
+	return err
+}

@@ -1,0 +1,435 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketMessages = []byte("messages")
+	bucketBodies   = []byte("bodies")
+	bucketSchedule = []byte("schedule")
+	bucketDead     = []byte("dead")
+	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead}
+
+	keyVersion    = []byte("version")
+	formatVersion = []byte("1")
+)
+
+// chunkSize bounds one body value. bbolt stores a value larger than a page in
+// contiguous overflow pages; keeping chunks well under a megabyte keeps the
+// freelist from fragmenting and a read of the body bounded in memory.
+const chunkSize = 256 << 10
+
+// Options configures Open. The zero value is usable.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to release the
+	// database before failing with ErrLocked. Zero means 1s.
+	LockTimeout time.Duration
+	// LeaseTimeout is how long a worker holds a leased message before it is
+	// due again. Zero means 15 minutes.
+	LeaseTimeout time.Duration
+	// MaxSize caps the database file in bytes; Put fails with ErrFull when a
+	// commit would grow it further. Zero means no cap.
+	MaxSize int64
+	// MaxBatch caps how many changes share one commit. Zero means 1000.
+	MaxBatch int
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+	// Logger receives what the store has to say; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Queue is an open store. Its methods are safe for concurrent use.
+type Queue struct {
+	db     *bolt.DB
+	opts   Options
+	commit *committer
+	ids    idSource
+	log    *slog.Logger
+
+	wakeMu sync.Mutex
+	wake   chan struct{} // closed and replaced when something becomes due sooner
+
+	leaseMu  sync.Mutex // orders lease tokens
+	leaseSeq uint64
+}
+
+// Open opens (creating it if needed) the store at path. It takes bbolt's
+// exclusive file lock: a second process on the same file gets ErrLocked
+// after Options.LockTimeout. Leases left by a previous run are released.
+func Open(path string, opts Options) (*Queue, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.LeaseTimeout <= 0 {
+		opts.LeaseTimeout = 15 * time.Minute
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("queue: open %s: %w", path, err)
+	}
+	_, statErr := os.Stat(path)
+	creating := errors.Is(statErr, os.ErrNotExist)
+
+	db, err := bolt.Open(path, 0o600, boltOptions(opts))
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("queue: open %s: %w (is another relayq serve running?)", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: open %s: %w", path, err)
+	}
+	if creating {
+		// The new file's directory entry must survive a crash too.
+		if err := syncDir(dir); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("queue: open %s: %w", path, err)
+		}
+	}
+	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{})}
+	if err := q.init(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: %w", path, err)
+	}
+	q.commit = newCommitter(db, opts.MaxBatch)
+	return q, nil
+}
+
+// boltOptions are the settings relayq's durability rests on; see
+// reliability.md §2. NoSync and NoGrowSync stay false: every commit is
+// fdatasynced before it returns.
+func boltOptions(opts Options) *bolt.Options {
+	return &bolt.Options{
+		Timeout:         opts.LockTimeout,
+		NoSync:          false,
+		NoGrowSync:      false,
+		NoFreelistSync:  true, // a queue grows and shrinks; don't write the whole freelist on every commit
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: 64 << 20, // fewer remaps, which wait for every reader
+		MaxSize:         int(opts.MaxSize),
+	}
+}
+
+// init creates the buckets, checks the format version and releases leases a
+// crashed run left behind.
+func (q *Queue) init() error {
+	return q.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keyVersion); {
+		case v == nil:
+			if err := meta.Put(keyVersion, formatVersion); err != nil {
+				return err
+			}
+		case string(v) != string(formatVersion):
+			return fmt.Errorf("unknown queue format version %q (this relayq knows %q)", v, formatVersion)
+		}
+		return q.reclaimLeases(tx)
+	})
+}
+
+func (q *Queue) reclaimLeases(tx *bolt.Tx) error {
+	var leased []*Message
+	err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+		m, err := decodeMessage(v)
+		if err != nil {
+			return fmt.Errorf("message %s: %w", k, err)
+		}
+		if !m.LeasedUntil.IsZero() {
+			leased = append(leased, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range leased {
+		if err := q.reschedule(tx, m, func() { m.LeasedUntil = time.Time{}; m.leaseToken = 0 }); err != nil {
+			return err
+		}
+	}
+	if len(leased) > 0 {
+		q.log.Info("released leases left by the previous run", "count", len(leased))
+	}
+	return nil
+}
+
+// Close waits for pending commits and closes the database.
+func (q *Queue) Close() error {
+	q.commit.close()
+	return q.db.Close()
+}
+
+// Path is the database file.
+func (q *Queue) Path() string { return q.db.Path() }
+
+// Put stores a new message and returns its ID once the transaction holding it
+// has committed. The body must already be normalised (CRLF line endings).
+func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if len(env.Recipients) == 0 {
+		return "", errors.New("queue: put: no recipients")
+	}
+	now := q.opts.Now()
+	m := &Message{
+		ID:          q.ids.next(now),
+		From:        env.From,
+		Submitter:   env.Submitter,
+		Created:     now,
+		Size:        int64(len(body)),
+		UTF8:        env.UTF8,
+		EightBit:    env.EightBit,
+		NextAttempt: now,
+	}
+	for _, rcpt := range env.Recipients {
+		m.Recipients = append(m.Recipients, Recipient{Address: rcpt, Status: StatusQueued})
+	}
+	record, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("queue: put: %w", err)
+	}
+	err = q.commit.commit(func(tx *bolt.Tx) error {
+		if err := putBody(tx, m.ID, body); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), record); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketSchedule).Put(scheduleKey(m.NextAttempt, m.ID), nil)
+	})
+	if err != nil {
+		return "", fmt.Errorf("queue: put: %w", err)
+	}
+	q.notify()
+	return m.ID, nil
+}
+
+// Get returns the message record for id.
+func (q *Queue) Get(id string) (*Message, error) {
+	var m *Message
+	err := q.db.View(func(tx *bolt.Tx) error {
+		var err error
+		m, err = getMessage(tx, id)
+		return err
+	})
+	return m, err
+}
+
+// List returns every queued message, oldest first.
+func (q *Queue) List() ([]*Message, error) {
+	var out []*Message
+	err := q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+			m, err := decodeMessage(v)
+			if err != nil {
+				return fmt.Errorf("message %s: %w", k, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: list: %w", err)
+	}
+	return out, nil
+}
+
+// ListDead returns every dead letter, oldest first.
+func (q *Queue) ListDead() ([]*DeadLetter, error) {
+	var out []*DeadLetter
+	err := q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
+			var d DeadLetter
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("dead letter %s: %w", k, err)
+			}
+			out = append(out, &d)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: list dead: %w", err)
+	}
+	return out, nil
+}
+
+// Counts is a cheap summary of the store.
+type Counts struct {
+	Messages int
+	Dead     int
+}
+
+// Count returns how many messages and dead letters the store holds.
+func (q *Queue) Count() (Counts, error) {
+	var c Counts
+	err := q.db.View(func(tx *bolt.Tx) error {
+		c.Messages = tx.Bucket(bucketMessages).Stats().KeyN
+		c.Dead = tx.Bucket(bucketDead).Stats().KeyN
+		return nil
+	})
+	return c, err
+}
+
+// Stats reports how well group commit is working.
+type Stats struct {
+	Commits int64 // read-write transactions committed (each is two fdatasyncs)
+	Changes int64 // changes (Put, lease, record, …) those commits carried
+}
+
+// Stats returns the commit counters since Open.
+func (q *Queue) Stats() Stats {
+	return Stats{Commits: q.commit.commits.Load(), Changes: q.commit.changes.Load()}
+}
+
+// Check runs bbolt's consistency check and relayq's own: every message has
+// a schedule entry and a body, and every schedule entry and body belongs to
+// a message or dead letter. It returns every problem found.
+func (q *Queue) Check() []error {
+	var problems []error
+	err := q.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			problems = append(problems, err)
+		}
+		problems = append(problems, checkIndex(tx)...)
+		return nil
+	})
+	if err != nil {
+		problems = append(problems, err)
+	}
+	return problems
+}
+
+// Changed returns a channel that is closed when a message may have become
+// due sooner than before (a Put, a Release, a rescheduled attempt). Take a
+// new channel after each wake-up.
+func (q *Queue) Changed() <-chan struct{} {
+	q.wakeMu.Lock()
+	defer q.wakeMu.Unlock()
+	return q.wake
+}
+
+func (q *Queue) notify() {
+	q.wakeMu.Lock()
+	close(q.wake)
+	q.wake = make(chan struct{})
+	q.wakeMu.Unlock()
+}
+
+// NextDue returns when the earliest message is due (or its lease runs out),
+// and false when the queue is empty.
+func (q *Queue) NextDue() (time.Time, bool) {
+	var due time.Time
+	var ok bool
+	_ = q.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketSchedule).Cursor().First()
+		if k != nil {
+			due, ok = scheduleTime(k), true
+		}
+		return nil
+	})
+	return due, ok
+}
+
+func scheduleKey(t time.Time, id string) []byte {
+	k := make([]byte, 8+len(id))
+	binary.BigEndian.PutUint64(k, uint64(t.UnixNano()))
+	copy(k[8:], id)
+	return k
+}
+
+func scheduleTime(k []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+}
+
+// dueAt is where a message sits in the schedule: the end of its lease while
+// leased, else its next attempt.
+func (m *Message) dueAt() time.Time {
+	if !m.LeasedUntil.IsZero() {
+		return m.LeasedUntil
+	}
+	return m.NextAttempt
+}
+
+// reschedule applies change to m and moves its schedule entry to match.
+func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
+	sched := tx.Bucket(bucketSchedule)
+	if err := sched.Delete(scheduleKey(m.dueAt(), m.ID)); err != nil {
+		return err
+	}
+	change()
+	if err := putMessage(tx, m); err != nil {
+		return err
+	}
+	return sched.Put(scheduleKey(m.dueAt(), m.ID), nil)
+}
+
+// storedMessage is the record as it is kept: the exported fields plus the
+// lease token, which callers never see.
+type storedMessage struct {
+	*Message
+	LeaseToken uint64 `json:"lease_token,omitempty"`
+}
+
+func decodeMessage(v []byte) (*Message, error) {
+	s := storedMessage{Message: &Message{}}
+	if err := json.Unmarshal(v, &s); err != nil {
+		return nil, err
+	}
+	s.Message.leaseToken = s.LeaseToken
+	return s.Message, nil
+}
+
+func getMessage(tx *bolt.Tx, id string) (*Message, error) {
+	v := tx.Bucket(bucketMessages).Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("queue: %s: %w", id, ErrNotFound)
+	}
+	m, err := decodeMessage(v)
+	if err != nil {
+		return nil, fmt.Errorf("queue: message %s: %w", id, err)
+	}
+	return m, nil
+}
+
+func putMessage(tx *bolt.Tx, m *Message) error {
+	v, err := json.Marshal(storedMessage{Message: m, LeaseToken: m.leaseToken})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketMessages).Put([]byte(m.ID), v)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
