@@ -49,6 +49,11 @@ type Server struct {
 // Listen creates the control socket at path (replacing a stale one) with
 // mode 0600 and starts answering.
 func Listen(path string, q *queue.Queue, log *slog.Logger) (*Server, error) {
+	self := os.Getuid()
+	return listen(path, q, log, func(uid int) bool { return uid == 0 || uid == self })
+}
+
+func listen(path string, q *queue.Queue, log *slog.Logger, allow func(uid int) bool) (*Server, error) {
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
@@ -62,8 +67,7 @@ func Listen(path string, q *queue.Queue, log *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
 	}
-	self := os.Getuid()
-	s := &Server{ln: ln, q: q, log: log, allow: func(uid int) bool { return uid == 0 || uid == self }}
+	s := &Server{ln: ln, q: q, log: log, allow: allow}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil

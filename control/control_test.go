@@ -65,12 +65,12 @@ func TestPeerNotAllowedIsRefused(t *testing.T) {
 	}
 	defer q.Close()
 	sock := filepath.Join(dir, "control.sock")
-	s, err := Listen(sock, q, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// As if the caller were another user.
+	s, err := listen(sock, q, slog.New(slog.NewTextHandler(io.Discard, nil)), func(uid int) bool { return false })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.allow = func(uid int) bool { return false } // as if the caller were another user
 	if _, err := Call(context.Background(), sock, Request{Op: OpQueueList}); err == nil || err.Error() != "control: permission denied" {
 		t.Fatalf("got %v, want permission denied", err)
 	}
