@@ -1,0 +1,289 @@
+package relayq
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// SystemConfigPath is the config file used when neither -c nor
+// $RELAYQ_CONFIG names one and the file exists.
+const SystemConfigPath = "/etc/relayq/config.toml"
+
+// systemStateDir is the state directory of a system-wide relayq (the one
+// systemd's StateDirectory=relayq creates).
+const systemStateDir = "/var/lib/relayq"
+
+// embeddedName is the source Find reports for the built-in config.
+const embeddedName = "embedded default"
+
+//go:embed config.toml.example
+var embeddedConfig []byte
+
+// Config is relayq's whole configuration. Every TOML key is the field's toml
+// tag; config.toml.example documents each one with its default.
+type Config struct {
+	// StateDir holds the queue, the sockets and the maildrop. "" picks
+	// /var/lib/relayq when running as root or when that directory exists,
+	// else $XDG_STATE_HOME/relayq or ~/.local/state/relayq. Always absolute
+	// after loading.
+	StateDir   string           `toml:"state_dir"`
+	Queue      QueueConfig      `toml:"queue"`
+	Submission SubmissionConfig `toml:"submission"`
+	Control    ControlConfig    `toml:"control"`
+	Relay      RelayConfig      `toml:"relay"`
+	Delivery   DeliveryConfig   `toml:"delivery"`
+	Retry      RetryConfig      `toml:"retry"`
+	Log        LogConfig        `toml:"log"`
+}
+
+// QueueConfig is the [queue] table: the bbolt store.
+type QueueConfig struct {
+	Path    string   `toml:"path"`     // database file; relative to StateDir; default "queue.db"
+	MaxSize ByteSize `toml:"max_size"` // largest database size; 0 (default) = unlimited
+}
+
+// SubmissionConfig is the [submission] table: how local programs hand mail in.
+type SubmissionConfig struct {
+	Socket         string   `toml:"socket"`           // SMTP unix socket; relative to StateDir; default "submit.sock"
+	SocketMode     FileMode `toml:"socket_mode"`      // default 0666: every local user may send, as with Postfix's sendmail
+	SocketGroup    string   `toml:"socket_group"`     // group name or numeric gid for the socket; "" = leave as is
+	Listen         []string `toml:"listen"`           // extra loopback SMTP listeners, host:port; default none
+	MaxMessageSize ByteSize `toml:"max_message_size"` // default 25 MiB
+	MaxRecipients  int      `toml:"max_recipients"`   // default 1000
+	Maildrop       string   `toml:"maildrop"`         // sendmail's fallback directory; relative to StateDir; default "maildrop"
+	Hostname       string   `toml:"hostname"`         // greeting and Message-ID name; default the machine's host name
+}
+
+// ControlConfig is the [control] table: the socket that queue and dead-letter
+// commands use to talk to the daemon.
+type ControlConfig struct {
+	Socket string `toml:"socket"` // relative to StateDir; default "control.sock"
+}
+
+// RelayConfig is the [relay] table: the one upstream relay. Its keys follow
+// Nodemailer's SMTP transport (snake_case names, same defaults). After
+// loading, URL has been folded into the separate fields, so users of a
+// Config read Host, Port, Secure, LMTP, Socket and Auth and never parse URL.
+type RelayConfig struct {
+	URL               string     `toml:"url" redact:"url"`   // smtp://user:pass@host:587, smtps://host:465, lmtp://host:24, lmtp+unix:///path
+	Host              string     `toml:"host"`               // default "localhost"; "" when Socket is set
+	Port              int        `toml:"port"`               // default 587, 465 when Secure, 24 when LMTP; 0 when Socket is set
+	Secure            bool       `toml:"secure"`             // TLS from the first byte (smtps)
+	LMTP              bool       `toml:"lmtp"`               // speak LMTP instead of SMTP
+	Socket            string     `toml:"socket"`             // absolute unix socket path (LMTP only); "" = TCP to Host:Port
+	Name              string     `toml:"name"`               // EHLO/LHLO name; default the machine's host name
+	Auth              AuthConfig `toml:"auth"`               // login; none when Auth.User is ""
+	TLS               TLSConfig  `toml:"tls"`                // certificate checks and STARTTLS policy
+	ConnectionTimeout Duration   `toml:"connection_timeout"` // default 2m
+	GreetingTimeout   Duration   `toml:"greeting_timeout"`   // default 30s
+	SocketTimeout     Duration   `toml:"socket_timeout"`     // inactivity allowed on a connection; default 10m
+	MaxConnections    int        `toml:"max_connections"`    // pool size; default 5
+	MaxMessages       int        `toml:"max_messages"`       // messages per connection before reconnecting; default 100
+}
+
+// AuthConfig is the [relay.auth] table. After loading, Pass holds the
+// password whether it came from pass, pass_file or the url (except for
+// [FindForClient], which leaves pass_file unread).
+type AuthConfig struct {
+	User          string `toml:"user"`
+	Pass          string `toml:"pass" redact:"secret"`
+	PassFile      string `toml:"pass_file"`      // absolute path; read at load, one trailing newline dropped
+	AllowInsecure bool   `toml:"allow_insecure"` // AUTH without TLS; only for a loopback or unix-socket relay
+}
+
+// TLSConfig is the [relay.tls] table.
+type TLSConfig struct {
+	ServerName         string `toml:"servername"`          // name the certificate must match; default Host ("" for a unix socket)
+	RejectUnauthorized bool   `toml:"reject_unauthorized"` // verify the certificate; default true
+	RequireTLS         bool   `toml:"require_tls"`         // fail rather than send without TLS
+	IgnoreTLS          bool   `toml:"ignore_tls"`          // never STARTTLS
+	CAFile             string `toml:"ca_file"`             // absolute path of PEM CAs to trust instead of the system's
+}
+
+// DeliveryConfig is the [delivery] table.
+type DeliveryConfig struct {
+	Workers         int      `toml:"workers"`          // concurrent deliveries; default 4
+	LeaseTimeout    Duration `toml:"lease_timeout"`    // how long a worker owns a message; default 15m
+	ShutdownTimeout Duration `toml:"shutdown_timeout"` // wait for in-flight deliveries on stop; default 30s
+}
+
+// RetryConfig is the [retry] table: backoff after a temporary failure,
+// defaults close to Postfix's.
+type RetryConfig struct {
+	InitialInterval Duration `toml:"initial_interval"` // default 5m
+	Multiplier      float64  `toml:"multiplier"`       // default 2
+	MaxInterval     Duration `toml:"max_interval"`     // default 1h
+	MaxLifetime     Duration `toml:"max_lifetime"`     // then dead letter as expired; default 120h
+}
+
+// LogConfig is the [log] table.
+type LogConfig struct {
+	Level  string `toml:"level"`  // debug, info (default), warn or error
+	Format string `toml:"format"` // text (default) or json
+}
+
+// defaults returns the configuration before any file is read. Values that
+// depend on the machine (state directory, host names) and on other keys
+// (relay port) are filled in by resolve.
+func defaults() *Config {
+	return &Config{
+		Queue: QueueConfig{Path: "queue.db"},
+		Submission: SubmissionConfig{
+			Socket:         "submit.sock",
+			SocketMode:     0o666,
+			MaxMessageSize: 25 << 20,
+			MaxRecipients:  1000,
+			Maildrop:       "maildrop",
+		},
+		Control: ControlConfig{Socket: "control.sock"},
+		Relay: RelayConfig{
+			Host:              "localhost",
+			TLS:               TLSConfig{RejectUnauthorized: true},
+			ConnectionTimeout: Duration{2 * time.Minute},
+			GreetingTimeout:   Duration{30 * time.Second},
+			SocketTimeout:     Duration{10 * time.Minute},
+			MaxConnections:    5,
+			MaxMessages:       100,
+		},
+		Delivery: DeliveryConfig{
+			Workers:         4,
+			LeaseTimeout:    Duration{15 * time.Minute},
+			ShutdownTimeout: Duration{30 * time.Second},
+		},
+		Retry: RetryConfig{
+			InitialInterval: Duration{5 * time.Minute},
+			Multiplier:      2,
+			MaxInterval:     Duration{time.Hour},
+			MaxLifetime:     Duration{120 * time.Hour},
+		},
+		Log: LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// Find picks the config and loads it: flagPath if non-empty, else
+// $RELAYQ_CONFIG, else SystemConfigPath if it exists, else the embedded
+// default. source is the path used, or "embedded default".
+func Find(flagPath string, getenv func(string) string) (cfg *Config, source string, err error) {
+	return newLoader(getenv).find(flagPath, SystemConfigPath)
+}
+
+// FindForClient is Find for commands that never talk to the relay (sendmail,
+// queue and dead-letter listings), which any local user may run: it does not
+// read relay.auth.pass_file or relay.tls.ca_file, which are usually readable
+// by the daemon only, so Relay.Auth.Pass stays empty unless the file sets pass.
+func FindForClient(flagPath string, getenv func(string) string) (cfg *Config, source string, err error) {
+	l := newLoader(getenv)
+	l.skipSecrets = true
+	return l.find(flagPath, SystemConfigPath)
+}
+
+// Load reads and checks the config file at path.
+func Load(path string) (*Config, error) {
+	return newLoader(os.Getenv).load(path)
+}
+
+// Parse checks a config held in memory; name stands for the file in error
+// messages.
+func Parse(data []byte, name string) (*Config, error) {
+	return newLoader(os.Getenv).parse(data, name)
+}
+
+// Default returns the embedded config.toml.example, loaded. It panics only if
+// the embedded file is broken, which config_test.go prevents.
+func Default() *Config {
+	cfg, err := Parse(embeddedConfig, embeddedName)
+	if err != nil {
+		panic(fmt.Sprintf("relayq: embedded config.toml.example: %v", err))
+	}
+	return cfg
+}
+
+// loader holds what loading takes from the process environment, so that
+// tests can supply their own.
+type loader struct {
+	getenv      func(string) string
+	euid        int
+	stateDir    string                 // the system state directory, /var/lib/relayq
+	hostname    func() (string, error) // os.Hostname
+	homeDir     func() string          // home from the user database, when $HOME is unset
+	skipSecrets bool                   // see FindForClient
+}
+
+func newLoader(getenv func(string) string) loader {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	return loader{
+		getenv:   getenv,
+		euid:     os.Geteuid(),
+		stateDir: systemStateDir,
+		hostname: os.Hostname,
+		homeDir: func() string {
+			if u, err := user.Current(); err == nil {
+				return u.HomeDir
+			}
+			return ""
+		},
+	}
+}
+
+func (l loader) find(flagPath, systemPath string) (*Config, string, error) {
+	path := flagPath
+	if path == "" {
+		path = l.getenv("RELAYQ_CONFIG")
+	}
+	if path == "" {
+		_, err := os.Stat(systemPath)
+		switch {
+		case err == nil:
+			path = systemPath
+		case errors.Is(err, fs.ErrNotExist):
+			cfg, err := l.parse(embeddedConfig, embeddedName)
+			return cfg, embeddedName, err
+		default:
+			return nil, systemPath, fmt.Errorf("relayq: config: %w", err)
+		}
+	}
+	cfg, err := l.load(path)
+	return cfg, path, err
+}
+
+func (l loader) load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("relayq: config: %w", err)
+	}
+	return l.parse(data, path)
+}
+
+// parse is the one place a config is decoded: defaults, then the file, then
+// resolve, then validate.
+func (l loader) parse(data []byte, name string) (*Config, error) {
+	cfg := defaults()
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
+	if err != nil {
+		return nil, decodeError(name, err)
+	}
+	c := &checker{name: name, data: data, md: md}
+	c.checkKeys()
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	l.resolve(cfg, c)
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	l.validate(cfg, c)
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}

@@ -1,0 +1,215 @@
+package relayq
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+)
+
+// maxSocketPath is the longest path a unix socket can have on Linux
+// (sizeof sun_path, 108, less the terminating NUL).
+const maxSocketPath = 107
+
+// resolve fills in what depends on the machine and on other keys: the state
+// directory, paths under it, host names, and the relay.
+func (l loader) resolve(cfg *Config, c *checker) {
+	cfg.StateDir = l.stateDirFor(cfg.StateDir)
+	for _, p := range []struct {
+		key  string
+		path *string
+	}{
+		{"queue.path", &cfg.Queue.Path},
+		{"submission.socket", &cfg.Submission.Socket},
+		{"submission.maildrop", &cfg.Submission.Maildrop},
+		{"control.socket", &cfg.Control.Socket},
+	} {
+		if *p.path == "" {
+			c.add(p.key, "must not be empty")
+		} else if !filepath.IsAbs(*p.path) {
+			*p.path = filepath.Join(cfg.StateDir, *p.path)
+		}
+	}
+	host, err := l.hostname()
+	if err != nil || !isHostname(host) {
+		host = "localhost"
+	}
+	if cfg.Submission.Hostname == "" {
+		cfg.Submission.Hostname = host
+	}
+	if cfg.Relay.Name == "" {
+		cfg.Relay.Name = host
+	}
+	l.resolveRelay(&cfg.Relay, c)
+}
+
+// stateDirFor returns the absolute state directory for the state_dir key.
+// It never fails, so that Default cannot: without any usable home it falls
+// back to the system directory, where a later open fails with a clear
+// permission error.
+func (l loader) stateDirFor(dir string) string {
+	if dir != "" {
+		if abs, err := filepath.Abs(dir); err == nil {
+			return abs
+		}
+		return filepath.Clean(dir)
+	}
+	if l.euid == 0 {
+		return l.stateDir
+	}
+	if fi, err := os.Stat(l.stateDir); err == nil && fi.IsDir() {
+		return l.stateDir
+	}
+	// XDG Base Directory: a relative $XDG_STATE_HOME is invalid and ignored.
+	if x := l.getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "relayq")
+	}
+	home := l.getenv("HOME")
+	if !filepath.IsAbs(home) {
+		home = l.homeDir()
+	}
+	if filepath.IsAbs(home) {
+		return filepath.Join(home, ".local", "state", "relayq")
+	}
+	return l.stateDir
+}
+
+// validate checks every value outside [relay] (which resolveRelay checks).
+func (l loader) validate(cfg *Config, c *checker) {
+	s := cfg.Submission
+	checkSocketPath(c, "submission.socket", s.Socket)
+	checkSocketPath(c, "control.socket", cfg.Control.Socket)
+	if s.SocketGroup != "" {
+		if _, err := s.SocketGID(); err != nil {
+			c.add("submission.socket_group", "%v", err)
+		}
+	}
+	for _, addr := range s.Listen {
+		if err := checkListen(addr); err != nil {
+			c.add("submission.listen", "%v", err)
+		}
+	}
+	if s.MaxMessageSize <= 0 {
+		c.add("submission.max_message_size", "must be greater than 0")
+	}
+	atLeast(c, "submission.max_recipients", s.MaxRecipients, 1)
+	if !validName(s.Hostname) {
+		c.add("submission.hostname", "%q is not a host name", s.Hostname)
+	}
+	checkDistinct(c, cfg)
+
+	atLeast(c, "delivery.workers", cfg.Delivery.Workers, 1)
+	positive(c, "delivery.lease_timeout", cfg.Delivery.LeaseTimeout)
+
+	r := cfg.Retry
+	positive(c, "retry.initial_interval", r.InitialInterval)
+	if r.Multiplier < 1 || math.IsInf(r.Multiplier, 0) || math.IsNaN(r.Multiplier) {
+		c.add("retry.multiplier", "%v must be a number of at least 1", r.Multiplier)
+	}
+	if r.MaxInterval.Duration < r.InitialInterval.Duration {
+		c.add("retry.max_interval", "%s is shorter than retry.initial_interval (%s)", r.MaxInterval, r.InitialInterval)
+	}
+	positive(c, "retry.max_lifetime", r.MaxLifetime)
+
+	switch cfg.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		c.add("log.level", "%q is not one of debug, info, warn, error", cfg.Log.Level)
+	}
+	switch cfg.Log.Format {
+	case "text", "json":
+	default:
+		c.add("log.format", "%q is not one of text, json", cfg.Log.Format)
+	}
+}
+
+// SocketGID returns the numeric group for the submission socket, looking a
+// group name up in the group database; -1 (as os.Chown takes it: leave the
+// group alone) when socket_group is empty. A number is taken as a gid without
+// lookup, since chown needs none.
+func (s SubmissionConfig) SocketGID() (int, error) {
+	if s.SocketGroup == "" {
+		return -1, nil
+	}
+	if gid, err := strconv.Atoi(s.SocketGroup); err == nil {
+		if gid < 0 {
+			return 0, fmt.Errorf("%d is not a group id", gid)
+		}
+		return gid, nil
+	}
+	g, err := user.LookupGroup(s.SocketGroup)
+	if errors.As(err, new(user.UnknownGroupError)) {
+		return 0, fmt.Errorf("no group %q", s.SocketGroup)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("group %q: %w", s.SocketGroup, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// checkListen accepts a loopback host:port. relayq has no submission AUTH, so
+// a listener on any other address would be an open relay. Port 0 picks a free
+// port.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: %s is not a port (0-65535)", addr, port)
+	}
+	if !isLoopback(host) {
+		return fmt.Errorf("%q is not a loopback address (127.0.0.1, [::1] or localhost): "+
+			"relayq does not authenticate submitters, so it would be an open relay", addr)
+	}
+	return nil
+}
+
+// checkSocketPath checks that path fits in a unix socket address.
+func checkSocketPath(c *checker, key, path string) {
+	if path == "" {
+		return // reported where it was resolved
+	}
+	if !filepath.IsAbs(path) {
+		c.add(key, "%q is not an absolute path", path)
+	}
+	if len(path) > maxSocketPath {
+		c.add(key, "%s is %d bytes long; a unix socket path can have at most %d", path, len(path), maxSocketPath)
+	}
+}
+
+// checkDistinct refuses two uses of one path (the queue database as the
+// socket, say), which would fail later in a confusing way.
+func checkDistinct(c *checker, cfg *Config) {
+	seen := map[string]string{}
+	for _, p := range []struct{ key, path string }{
+		{"queue.path", cfg.Queue.Path},
+		{"submission.socket", cfg.Submission.Socket},
+		{"submission.maildrop", cfg.Submission.Maildrop},
+		{"control.socket", cfg.Control.Socket},
+	} {
+		if p.path == "" {
+			continue
+		}
+		if other, ok := seen[p.path]; ok {
+			c.add(p.key, "%s is also %s", p.path, other)
+		}
+		seen[p.path] = p.key
+	}
+}
+
+func atLeast(c *checker, key string, v, low int) {
+	if v < low {
+		c.add(key, "%d must be at least %d", v, low)
+	}
+}
+
+func positive(c *checker, key string, d Duration) {
+	if d.Duration <= 0 {
+		c.add(key, "%s must be longer than 0", d)
+	}
+}
