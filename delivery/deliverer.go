@@ -1,0 +1,274 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"relayq/queue"
+	"relayq/transport"
+)
+
+// Options configures a Deliverer. Queue and Transport are required.
+type Options struct {
+	Queue     *queue.Queue
+	Transport *transport.Transport
+	// Relay names the relay in log lines, e.g. "smtp://mail.example.com:587".
+	Relay string
+	// Workers is how many messages are in flight at once; default 4.
+	Workers int
+	Retry   RetryPolicy
+	// AttemptTimeout bounds one attempt (connect to final reply). It must
+	// stay below the queue's lease timeout, or a slow attempt's message is
+	// leased again while it is still being sent. Default 10m.
+	AttemptTimeout time.Duration
+	// ShutdownTimeout is how long Run lets attempts in flight finish after
+	// its context ends; the rest are cut short and their leases given back.
+	// Default 30s.
+	ShutdownTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Deliverer runs the workers.
+type Deliverer struct {
+	opts  Options
+	log   *eventLog
+	pause *relayPause
+}
+
+// New returns a Deliverer; call Run to start it.
+func New(opts Options) *Deliverer {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = 10 * time.Minute
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	opts.Retry = opts.Retry.withDefaults()
+	return &Deliverer{
+		opts:  opts,
+		log:   &eventLog{l: opts.Logger, relay: opts.Relay},
+		pause: newRelayPause(min(time.Second, opts.Retry.InitialInterval), opts.Retry.InitialInterval),
+	}
+}
+
+// Run delivers until ctx ends, then shuts down as the package comment says.
+// It returns when every worker has finished and every lease is settled.
+func (d *Deliverer) Run(ctx context.Context) error {
+	// Attempts get their own context: it outlives ctx by the grace period.
+	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSends()
+
+	slots := make(chan struct{}, d.opts.Workers)
+	for range d.opts.Workers {
+		slots <- struct{}{}
+	}
+	var wg sync.WaitGroup
+	defer func() {
+		timer := time.AfterFunc(d.opts.ShutdownTimeout, cancelSends)
+		wg.Wait()
+		timer.Stop()
+	}()
+
+	for {
+		// Wait for at least one idle worker, then take every idle one.
+		select {
+		case <-slots:
+		case <-ctx.Done():
+			return nil
+		}
+		if !d.waitForRelay(ctx) {
+			slots <- struct{}{}
+			return nil
+		}
+		free := 1
+	more:
+		for !d.pause.probing() {
+			select {
+			case <-slots:
+				free++
+			default:
+				break more
+			}
+		}
+		changed := d.opts.Queue.Changed()
+		leases, err := d.opts.Queue.Lease(free)
+		if err != nil {
+			d.opts.Logger.Error("cannot lease messages", "err", err)
+		}
+		for _, l := range leases {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.attempt(sendCtx, l)
+				slots <- struct{}{}
+			}()
+		}
+		for range free - len(leases) {
+			slots <- struct{}{}
+		}
+		if len(leases) == free && err == nil {
+			continue // every worker busy; the loop waits for the next to come back
+		}
+		if !d.waitForWork(ctx, changed, slots, err != nil) {
+			return nil
+		}
+	}
+}
+
+// waitForRelay sleeps out a relay pause; it reports false when ctx ended.
+func (d *Deliverer) waitForRelay(ctx context.Context) bool {
+	wait := d.pause.remaining(d.opts.Now())
+	if wait <= 0 {
+		return true
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// waitForWork sleeps until a message may be due: something changed in the
+// queue, the next scheduled message comes due, or a worker came back. It
+// reports false when ctx ended.
+func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, slots chan struct{}, failed bool) bool {
+	wait := time.Minute
+	if due, ok := d.opts.Queue.NextDue(); ok {
+		wait = due.Sub(d.opts.Now())
+	}
+	if failed {
+		wait = time.Second // a store error; don't spin
+	}
+	wait = max(wait, 5*time.Millisecond)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-changed:
+	case <-timer.C:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// attempt sends one leased message and records what happened.
+func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
+	rcpts := pendingAddresses(l.Message)
+	msg := &transport.Message{
+		From:       l.From,
+		Recipients: rcpts,
+		Body:       d.opts.Queue.Body(l.ID),
+		Size:       l.Size,
+		UTF8:       l.UTF8,
+		EightBit:   l.EightBit,
+	}
+	attemptCtx, cancel := context.WithTimeout(ctx, d.opts.AttemptTimeout)
+	start := d.opts.Now()
+	res, err := d.opts.Transport.Send(attemptCtx, msg)
+	cancel()
+	if err == nil || ctx.Err() == nil {
+		d.noteRelay(err)
+	}
+	if err != nil && ctx.Err() != nil {
+		// Cut short by shutdown: no attempt is counted; the message is
+		// due again at its old time when the daemon comes back.
+		if rerr := d.opts.Queue.Release(l); rerr != nil {
+			d.opts.Logger.Error("cannot release lease", "id", l.ID, "err", rerr)
+		}
+		d.log.interrupted(l, err)
+		return
+	}
+	verdicts := make(map[string]verdict, len(rcpts))
+	for i, addr := range rcpts {
+		if err != nil {
+			verdicts[addr] = classifyTransaction(err)
+		} else {
+			verdicts[addr] = classifyRecipient(res.Recipients[i])
+		}
+	}
+	outcomes := d.outcomes(l.Message, verdicts)
+	if _, rerr := d.opts.Queue.Record(l, outcomes); rerr != nil {
+		// The relay's answer is known but could not be stored. If it was
+		// a delivery, the next attempt sends it again: a duplicate, never
+		// a loss.
+		d.opts.Logger.Error("cannot record attempt; the message will be tried again", "id", l.ID, "err", rerr)
+		if !errors.Is(rerr, queue.ErrLeaseLost) {
+			_ = d.opts.Queue.Release(l)
+		}
+		return
+	}
+	for _, o := range outcomes {
+		d.log.attempt(l.Message, o, verdicts[o.Address].uncertain, d.opts.Now().Sub(start))
+	}
+}
+
+// outcomes turns verdicts into what the queue records: deferrals get their
+// next attempt time, or become dead letters once the message is too old.
+func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict) []queue.Outcome {
+	now := d.opts.Now()
+	deadline := m.Created.Add(d.opts.Retry.MaxLifetime)
+	var out []queue.Outcome
+	for _, r := range m.Pending() {
+		v, ok := verdicts[r.Address]
+		if !ok {
+			continue
+		}
+		o := queue.Outcome{Address: r.Address, Result: v.result, Reply: v.reply}
+		if v.result == queue.Deferred {
+			if !now.Before(deadline) {
+				o.Result = queue.Failed
+				o.Reply = expired(v.reply, d.opts.Retry.MaxLifetime)
+			} else {
+				next := now.Add(d.opts.Retry.Delay(r.Attempts + 1))
+				// One last try at the deadline rather than none.
+				if next.After(deadline) {
+					next = deadline
+				}
+				o.NextAttempt = next
+			}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// expired wraps the last reply of a recipient that ran out of time.
+func expired(last *queue.Reply, lifetime time.Duration) *queue.Reply {
+	r := &queue.Reply{Lines: []string{"message expired after " + lifetime.String() + " in the queue"}}
+	if last != nil {
+		r.Code, r.Enhanced = last.Code, last.Enhanced
+		r.Lines = append(r.Lines, "last reply: "+last.String())
+	}
+	return r
+}
+
+// pendingAddresses lists the recipients still to be tried, each once: the
+// relay's per-recipient replies are keyed by address.
+func pendingAddresses(m *queue.Message) []string {
+	seen := make(map[string]bool)
+	var out []string
+	for _, r := range m.Pending() {
+		if !seen[r.Address] {
+			seen[r.Address] = true
+			out = append(out, r.Address)
+		}
+	}
+	return out
+}

@@ -1,0 +1,25 @@
+// Package delivery moves queued messages to the relay.
+//
+// A dispatcher leases due messages from the queue, as many as there are idle
+// workers, and each worker hands its message to the transport and records
+// the outcome per recipient. The decision what an outcome means is made in
+// one place, classify.go:
+//
+//   - 2xx: delivered.
+//   - 4xx, a timeout, a network or TLS error: deferred with exponential
+//     backoff and jitter, computed from the attempt count stored with the
+//     recipient, so backoff goes on across restarts. RCPT 552 counts as
+//     4xx (RFC 5321 §4.5.3.1.10).
+//   - 5xx: the recipient is dead-lettered with the relay's full reply.
+//   - Failures of the session rather than of the message (connect, greeting,
+//     TLS, EHLO, AUTH, 421) always defer, whatever their code: a broken relay
+//     never kills mail.
+//   - A connection lost after the final dot, before the reply, is retried and
+//     logged as a possible duplicate.
+//   - A message older than the maximum lifetime at a failed attempt is
+//     dead-lettered as expired, with its last reply.
+//
+// On shutdown it stops leasing, lets attempts in flight finish within a
+// grace period, and gives back the leases of those it had to cut short, so
+// no message is left leased.
+package delivery

@@ -1,0 +1,46 @@
+package delivery
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"relayq/queue"
+)
+
+// eventLog writes one line per attempt per recipient, like Postfix's
+// "status=" lines, with stable keys an operator can grep: id, rcpt, relay,
+// attempt, delay (since the message was queued), took (this attempt),
+// status (sent, deferred, dead) and reply.
+type eventLog struct {
+	l     *slog.Logger
+	relay string
+}
+
+func (e *eventLog) attempt(m *queue.Message, o queue.Outcome, uncertain bool, took time.Duration) {
+	status, level := "sent", slog.LevelInfo
+	switch o.Result {
+	case queue.Deferred:
+		status, level = "deferred", slog.LevelWarn
+	case queue.Failed:
+		status, level = "dead", slog.LevelError
+	}
+	attrs := []any{
+		"id", m.ID, "from", m.From, "rcpt", o.Address, "relay", e.relay,
+		"attempt", m.Attempts + 1, "delay", time.Since(m.Created).Round(time.Millisecond),
+		"took", took.Round(time.Millisecond), "status", status, "reply", o.Reply.String(),
+	}
+	if o.Result == queue.Deferred {
+		attrs = append(attrs, "next", o.NextAttempt.Format(time.RFC3339))
+	}
+	if uncertain {
+		// RFC 1047: the relay may have taken the message; it will be sent
+		// again, so the recipient may receive it twice.
+		attrs = append(attrs, "possible_duplicate", true)
+	}
+	e.l.Log(context.Background(), level, "delivery", attrs...)
+}
+
+func (e *eventLog) interrupted(l *queue.Lease, err error) {
+	e.l.Info("delivery interrupted by shutdown; will retry", "id", l.ID, "relay", e.relay, "err", err)
+}

@@ -1,0 +1,89 @@
+package delivery
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/transport"
+)
+
+// relayPause holds off new attempts while the relay itself is failing
+// (refused connection, bad greeting, TLS or AUTH failure, 421), the way
+// Postfix marks a destination dead: with a thousand messages queued, a
+// broken relay should see a few probes, not a thousand connections. The
+// pause doubles from base up to max and ends at the first success.
+type relayPause struct {
+	mu       sync.Mutex
+	until    time.Time
+	interval time.Duration
+	base     time.Duration
+	max      time.Duration
+}
+
+func newRelayPause(base, max time.Duration) *relayPause {
+	return &relayPause{base: base, max: max}
+}
+
+// failed records a session failure at now and returns the new pause.
+func (p *relayPause) failed(now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.interval = min(max(2*p.interval, p.base), p.max)
+	p.until = now.Add(p.interval)
+	return p.interval
+}
+
+// succeeded ends the pause; it reports whether there was one.
+func (p *relayPause) succeeded() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := p.interval != 0
+	p.interval, p.until = 0, time.Time{}
+	return was
+}
+
+// probing reports whether the last attempt found the relay failing: then
+// only one message at a time goes out, as a probe.
+func (p *relayPause) probing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.interval != 0
+}
+
+// remaining is how long new attempts should still wait.
+func (p *relayPause) remaining(now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.until.Sub(now)
+}
+
+// sessionFailure reports whether err is the relay's fault rather than the
+// message's.
+func sessionFailure(err error) bool {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return false
+	}
+	switch te.Stage {
+	case transport.StageDial, transport.StageGreeting, transport.StageTLS, transport.StageHello, transport.StageAuth:
+		return true
+	}
+	var se *smtp.SMTPError
+	return errors.As(err, &se) && se.Code == 421
+}
+
+// noteRelay updates the pause after an attempt and logs changes once.
+func (d *Deliverer) noteRelay(err error) {
+	switch {
+	case err == nil:
+		if d.pause.succeeded() {
+			d.opts.Logger.Info("relay is back", "relay", d.opts.Relay)
+		}
+	case sessionFailure(err):
+		wait := d.pause.failed(d.opts.Now())
+		d.opts.Logger.Warn("relay unavailable; holding deliveries", "relay", d.opts.Relay, "for", wait, "err", err)
+	}
+}

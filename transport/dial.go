@@ -1,0 +1,245 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// maxPreamble bounds what transport reads itself before go-smtp takes over
+// (greeting, EHLO and STARTTLS replies), so that a relay sending an endless
+// line cannot exhaust memory. go-smtp bounds its own reads by line.
+const maxPreamble = 64 << 10
+
+// conn is one relay session in the pool.
+type conn struct {
+	id        uint64
+	client    *smtp.Client
+	io        *ioConn
+	tls       bool
+	sent      int       // transactions started on it
+	idleSince time.Time // when it was last put back in the pool
+	reused    bool      // it has been taken from the pool at least once
+}
+
+// dial opens a relay session ready for MAIL: connected, greeted, TLS as
+// configured, EHLO/LHLO said with LocalName, authenticated.
+func (t *Transport) dial(ctx context.Context) (*conn, error) {
+	if strings.ContainsFunc(t.localName, badAddressRune) {
+		return nil, &Error{Stage: StageHello, Err: fmt.Errorf("invalid local name %q", t.localName)}
+	}
+	dctx, cancel := context.WithTimeout(ctx, t.opts.ConnectTimeout)
+	nc, err := t.opts.Dial(dctx, t.opts.Network, t.opts.Address)
+	cancel()
+	if err != nil {
+		return nil, &Error{Stage: StageDial, Err: ctxCause(ctx, err)}
+	}
+	c := &conn{id: t.nextID.Add(1), io: newIOConn(nc, t.opts.CommandTimeout)}
+	unbind := c.io.bind(ctx)
+	defer unbind()
+	if err := t.setup(ctx, c); err != nil {
+		nc.Close()
+		var te *Error
+		if errors.As(err, &te) {
+			te.Err = ctxCause(ctx, te.Err)
+		}
+		t.log.Debug("relay session failed", "conn", c.id, "relay", t.opts.Address, "err", err)
+		return nil, err
+	}
+	t.log.Debug("relay session ready", "conn", c.id, "relay", t.opts.Address, "tls", c.tls, "auth", t.opts.Username != "")
+	return c, nil
+}
+
+// setup runs the session up to the first MAIL. transport reads the greeting
+// and does STARTTLS itself, so that the EHLO before TLS carries LocalName
+// (go-smtp's client would say "localhost") and STARTTLS can be
+// opportunistic; then it hands the session to go-smtp.
+func (t *Transport) setup(ctx context.Context, c *conn) error {
+	var nc net.Conn = c.io
+	if t.opts.Secure {
+		tc, err := t.handshake(ctx, c.io)
+		if err != nil {
+			return &Error{Stage: StageTLS, Err: err}
+		}
+		nc, c.tls = tc, true
+	}
+	br := bufio.NewReader(io.LimitReader(nc, maxPreamble))
+	greeting, err := t.readReply(nc, br, 220, t.opts.GreetingTimeout)
+	if err != nil {
+		return &Error{Stage: StageGreeting, Err: err}
+	}
+	replay := greeting
+	if !t.opts.Secure && (t.opts.RequireTLS || !t.opts.IgnoreTLS) {
+		upgraded, err := t.startTLS(ctx, c, nc, br)
+		if err != nil {
+			return err
+		}
+		if upgraded != nil {
+			nc, br = upgraded, nil
+		}
+	}
+	if br != nil {
+		// Whatever the relay sent early belongs to go-smtp now.
+		buffered, _ := br.Peek(br.Buffered())
+		replay = append(replay, buffered...)
+	}
+	rc := &replayConn{Conn: nc, pending: replay}
+	if t.opts.LMTP {
+		c.client = smtp.NewClientLMTP(rc)
+	} else {
+		c.client = smtp.NewClient(rc)
+	}
+	c.client.CommandTimeout = t.opts.CommandTimeout
+	c.client.SubmissionTimeout = t.opts.DataTimeout
+	if err := c.client.Hello(t.localName); err != nil {
+		return &Error{Stage: StageHello, Err: err}
+	}
+	if t.opts.Username != "" {
+		if err := t.authenticate(c); err != nil {
+			return &Error{Stage: StageAuth, Err: err}
+		}
+	}
+	return nil
+}
+
+// startTLS says EHLO and, if the relay offers STARTTLS, upgrades the
+// connection. It returns nil (and no error) when the session stays in
+// clear, which only happens when TLS is not required.
+func (t *Transport) startTLS(ctx context.Context, c *conn, nc net.Conn, br *bufio.Reader) (net.Conn, error) {
+	if t.opts.IgnoreTLS { // and RequireTLS: the two contradict each other
+		return nil, &Error{Stage: StageTLS, Err: fmt.Errorf("%w: IgnoreTLS forbids STARTTLS", ErrTLSUnavailable)}
+	}
+	verb := "EHLO"
+	if t.opts.LMTP {
+		verb = "LHLO"
+	}
+	ext, err := t.command(nc, br, 250, verb+" "+t.localName)
+	var se *smtp.SMTPError
+	if err != nil && !(errors.As(err, &se) && (se.Code == 500 || se.Code == 502)) {
+		return nil, &Error{Stage: StageHello, Err: err}
+	}
+	// A relay that refuses EHLO (500/502) knows no extensions; go-smtp
+	// falls back to HELO later.
+	if !hasExtension(string(ext), "STARTTLS") {
+		if t.opts.RequireTLS {
+			return nil, &Error{Stage: StageTLS, Err: fmt.Errorf("%w: the relay does not offer STARTTLS", ErrTLSUnavailable)}
+		}
+		t.log.Debug("relay offers no STARTTLS; continuing in clear", "conn", c.id, "relay", t.opts.Address)
+		return nil, nil
+	}
+	if _, err := t.command(nc, br, 220, "STARTTLS"); err != nil {
+		return nil, &Error{Stage: StageTLS, Err: err}
+	}
+	if br.Buffered() > 0 {
+		// Bytes after the 220 would be read as if they came over TLS
+		// (the CVE-2011-0411 class of injection).
+		return nil, &Error{Stage: StageTLS, Err: errors.New("relay sent data after its STARTTLS reply")}
+	}
+	tc, err := t.handshake(ctx, c.io)
+	if err != nil {
+		return nil, &Error{Stage: StageTLS, Err: err}
+	}
+	c.tls = true
+	return tc, nil
+}
+
+// handshake runs the TLS client handshake on the raw connection within
+// CommandTimeout, verifying the certificate as t.tlsConfig says.
+func (t *Transport) handshake(ctx context.Context, raw *ioConn) (*tls.Conn, error) {
+	tc := tls.Client(raw, t.tlsConfig)
+	hctx, cancel := context.WithTimeout(ctx, t.opts.CommandTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, err
+	}
+	st := tc.ConnectionState()
+	t.log.Debug("relay TLS established", "relay", t.opts.Address,
+		"version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	return tc, nil
+}
+
+// command writes one command line and reads the reply, which must have
+// code want; it returns the reply as the relay sent it (all lines, CRLF).
+func (t *Transport) command(nc net.Conn, br *bufio.Reader, want int, line string) ([]byte, error) {
+	if _, err := nc.Write([]byte(line + "\r\n")); err != nil {
+		return nil, err
+	}
+	return t.readReply(nc, br, want, t.opts.CommandTimeout)
+}
+
+// readReply reads one reply within timeout. A reply with another code is
+// returned as an *smtp.SMTPError; a good one is returned re-encoded as wire
+// bytes, ready to be replayed to go-smtp.
+func (t *Transport) readReply(nc net.Conn, br *bufio.Reader, want int, timeout time.Duration) ([]byte, error) {
+	nc.SetReadDeadline(time.Now().Add(timeout))
+	defer nc.SetReadDeadline(time.Time{})
+	code, msg, err := textproto.NewReader(br).ReadResponse(want)
+	if err != nil {
+		var pe *textproto.Error
+		if errors.As(err, &pe) {
+			return nil, toSMTPError(pe)
+		}
+		return nil, err
+	}
+	lines := strings.Split(msg, "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		sep := "-"
+		if i == len(lines)-1 {
+			sep = " "
+		}
+		fmt.Fprintf(&b, "%03d%s%s\r\n", code, sep, l)
+	}
+	return []byte(b.String()), nil
+}
+
+// toSMTPError is go-smtp's own conversion (client.go toSMTPErr), which is
+// unexported: the enhanced code is parsed from the first line and stripped
+// from continuation lines.
+func toSMTPError(pe *textproto.Error) *smtp.SMTPError {
+	se := &smtp.SMTPError{Code: pe.Code, Message: pe.Msg}
+	first, rest, ok := strings.Cut(pe.Msg, " ")
+	if !ok {
+		return se
+	}
+	var ec smtp.EnhancedCode
+	if n, err := fmt.Sscanf(first, "%d.%d.%d", &ec[0], &ec[1], &ec[2]); err != nil || n != 3 ||
+		fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2]) != first {
+		return se
+	}
+	se.EnhancedCode = ec
+	se.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
+	return se
+}
+
+// hasExtension reports whether an EHLO reply (wire bytes) lists keyword.
+func hasExtension(reply, keyword string) bool {
+	for i, line := range strings.Split(strings.TrimRight(reply, "\r\n"), "\r\n") {
+		if i == 0 || len(line) < 4 {
+			continue // the first line is the relay's name
+		}
+		name, _, _ := strings.Cut(line[4:], " ")
+		if strings.EqualFold(name, keyword) {
+			return true
+		}
+	}
+	return false
+}
+
+// ctxCause prefixes err with the context's error when the context ended,
+// so that an aborted Send says why instead of only "i/o timeout".
+func ctxCause(ctx context.Context, err error) error {
+	if ctx.Err() == nil || errors.Is(err, ctx.Err()) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ctx.Err(), err)
+}

@@ -1,0 +1,185 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"relayq/transport/smtptest"
+)
+
+func TestPoolReuse(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{TLS: true})
+	tr := newTransport(t, srv)
+	for range 10 {
+		mustSend(t, tr, message("s@example.org", "r@example.net"))
+	}
+	for _, m := range srv.WaitMessages(t, 10, time.Second) {
+		if m.Conn != 1 {
+			t.Fatalf("message on connection %d, want all 10 on connection 1", m.Conn)
+		}
+	}
+	if n := srv.Connections(); n != 1 {
+		t.Errorf("%d connections for 10 messages, want 1", n)
+	}
+	if slices.Contains(srv.Commands(), "RSET") {
+		t.Errorf("RSET between successful transactions")
+	}
+}
+
+func TestPoolMaxConnections(t *testing.T) {
+	// A slow relay makes the Sends pile up on the pool.
+	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Body: smtptest.Times(30, smtptest.Step{Delay: 10 * time.Millisecond}),
+	}})
+	tr := newTransport(t, srv, func(o *Options) { o.MaxConnections = 3 })
+	var wg sync.WaitGroup
+	errs := make(chan error, 30)
+	for range 30 {
+		wg.Go(func() {
+			if _, err := send(t, tr, message("s@example.org", "r@example.net")); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Send: %v", err)
+	}
+	srv.WaitMessages(t, 30, time.Second)
+	if c, m := srv.Connections(), srv.MaxConcurrent(); c != 3 || m != 3 {
+		t.Errorf("%d connections, %d at once; want 3 and 3", c, m)
+	}
+}
+
+func TestPoolWaitRespectsContext(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Hang}}}})
+	tr := newTransport(t, srv, func(o *Options) { o.MaxConnections = 1 })
+	busy := make(chan error, 1)
+	hungCtx, stopHung := context.WithCancel(context.Background())
+	defer stopHung()
+	go func() {
+		_, err := tr.Send(hungCtx, message("s@example.org", "r@example.net"))
+		busy <- err
+	}()
+	waitFor(t, func() bool { return srv.DataAttempts() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := tr.Send(ctx, message("s@example.org", "r@example.net"))
+	if te := wantError(t, err, StageDial, true); !errors.Is(te, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want the context's deadline while waiting for a connection", err)
+	}
+	if srv.Connections() != 1 {
+		t.Errorf("%d connections with MaxConnections 1", srv.Connections())
+	}
+	stopHung()
+	if err := <-busy; !errors.Is(err, context.Canceled) {
+		t.Errorf("hung Send: %v, want context.Canceled", err)
+	}
+}
+
+func TestPoolMaxMessages(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{})
+	tr := newTransport(t, srv, func(o *Options) { o.MaxMessages = 3 })
+	for range 7 {
+		mustSend(t, tr, message("s@example.org", "r@example.net"))
+	}
+	if n := srv.Connections(); n != 3 {
+		t.Errorf("%d connections for 7 messages at 3 per connection, want 3", n)
+	}
+}
+
+func TestPoolIdleCheck(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{})
+	tr := newTransport(t, srv, func(o *Options) { o.IdleCheck = time.Nanosecond })
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	if !slices.Contains(srv.Commands(), "NOOP") || srv.Connections() != 1 {
+		t.Errorf("commands %q on %d connections; want a NOOP before reuse on one", srv.Commands(), srv.Connections())
+	}
+	// A failed check means a new connection, not a failed Send.
+	srv.SetScript(smtptest.Script{Noop: []smtptest.Step{smtptest.Reply(421, "4.4.2 Idle too long")}})
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	if srv.Connections() != 2 {
+		t.Errorf("%d connections, want a second one after the failed NOOP", srv.Connections())
+	}
+}
+
+// TestPoolStaleConnection: the relay closed a pooled connection without
+// the pool noticing; the next Send reconnects instead of failing.
+func TestPoolStaleConnection(t *testing.T) {
+	for _, step := range []smtptest.Step{{Fault: smtptest.Drop}, smtptest.Reply(421, "4.4.2 Timeout")} {
+		srv := smtptest.NewServer(t, smtptest.Options{})
+		tr := newTransport(t, srv)
+		mustSend(t, tr, message("s@example.org", "r@example.net"))
+		srv.SetScript(smtptest.Script{Mail: []smtptest.Step{step}})
+		mustSend(t, tr, message("s@example.org", "r@example.net"))
+		if srv.Connections() != 2 || len(srv.Messages()) != 2 {
+			t.Errorf("MAIL %+v: %d connections, %d messages; want 2 and 2", step, srv.Connections(), len(srv.Messages()))
+		}
+	}
+}
+
+func TestPoolAfterRefusal(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Mail: []smtptest.Step{smtptest.Reply(553, "5.7.1 Sender rejected")},
+		Body: []smtptest.Step{{}, smtptest.Reply(554, "5.7.1 Spam")},
+	}})
+	tr := newTransport(t, srv)
+	_, err := send(t, tr, message("s@example.org", "r@example.net"))
+	wantError(t, err, StageMail, false)
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	if srv.Connections() != 1 {
+		t.Errorf("refused MAIL: %d connections, want the same one reused after RSET", srv.Connections())
+	}
+	_, err = send(t, tr, message("s@example.org", "r@example.net"))
+	wantError(t, err, StageDot, false)
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	if srv.Connections() != 2 {
+		t.Errorf("refused after the dot: %d connections, want a new one", srv.Connections())
+	}
+}
+
+func TestPoolIdleTimeout(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{})
+	tr := newTransport(t, srv, func(o *Options) { o.IdleTimeout = 20 * time.Millisecond })
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	waitFor(t, func() bool { return slices.Contains(srv.Commands(), "QUIT") })
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	if srv.Connections() != 2 {
+		t.Errorf("%d connections, want a new one after the idle one was closed", srv.Connections())
+	}
+}
+
+func TestClose(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{})
+	tr := newTransport(t, srv)
+	mustSend(t, tr, message("s@example.org", "r@example.net"))
+	tr.Close()
+	if cmds := srv.Commands(); cmds[len(cmds)-1] != "QUIT" {
+		t.Errorf("last command %q, want QUIT from Close", cmds[len(cmds)-1])
+	}
+	_, err := send(t, tr, message("s@example.org", "r@example.net"))
+	if te := wantError(t, err, StageDial, true); !errors.Is(te, ErrClosed) {
+		t.Errorf("Send after Close: %v, want ErrClosed", err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a second.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within a second")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -1,0 +1,291 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Send delivers m in one transaction. It returns a non-nil error (an
+// *Error) when the transaction failed as a whole; then no recipient was
+// delivered. Otherwise the Result holds each recipient's outcome; if every
+// recipient was refused at RCPT, no DATA was sent.
+//
+// A connection taken from the pool that turns out to be dead before the
+// transaction started (EOF or 421 at MAIL) is replaced at once, within the
+// same Send: nothing was sent on it, so that is not a failed attempt.
+func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
+	tx, err := newTransaction(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(tx.rcpts) == 0 {
+		return tx.res, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Stage: StageDial, Err: err}
+	}
+	c, err := t.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	healthy, err := t.run(ctx, c, tx)
+	if err != nil && c.reused && staleConn(err) && ctx.Err() == nil {
+		t.log.Debug("pooled relay connection was dead; reconnecting", "conn", c.id, "err", err)
+		t.close(c, false)
+		if c, err = t.dial(ctx); err != nil {
+			t.freeSlot()
+			return nil, err
+		}
+		healthy, err = t.run(ctx, c, tx)
+	}
+	t.release(c, healthy)
+	if err != nil {
+		return nil, err
+	}
+	tx.copyDuplicates()
+	return tx.res, nil
+}
+
+// staleConn: the transaction failed at MAIL because the session was gone
+// (I/O error or 421), so nothing of the message was sent.
+func staleConn(err error) bool {
+	var te *Error
+	if !errors.As(err, &te) || te.Stage != StageMail {
+		return false
+	}
+	var se *smtp.SMTPError
+	return !errors.As(te.Err, &se) || se.Code == 421
+}
+
+// transaction is one Send's state.
+type transaction struct {
+	msg   *Message
+	res   *Result
+	rcpts []int          // indexes of the recipients to send, unique addresses
+	first map[string]int // address → index of its first occurrence
+}
+
+// newTransaction checks the envelope: an invalid sender fails the Send, an
+// invalid recipient gets a local 553 and is left out.
+func newTransaction(m *Message) (*transaction, error) {
+	if err := checkAddress(m.From, true); err != nil {
+		return nil, &Error{Stage: StageMail, Err: invalidSender(err)}
+	}
+	tx := &transaction{msg: m, res: &Result{Recipients: make([]RecipientResult, len(m.Recipients))}, first: map[string]int{}}
+	for i, addr := range m.Recipients {
+		tx.res.Recipients[i].Address = addr
+		if err := checkAddress(addr, false); err != nil {
+			tx.res.Recipients[i].Err = invalidRecipient(err)
+			continue
+		}
+		if _, dup := tx.first[addr]; !dup {
+			tx.first[addr] = i
+			tx.rcpts = append(tx.rcpts, i)
+		}
+	}
+	return tx, nil
+}
+
+// copyDuplicates gives a repeated address the result of its first
+// occurrence (go-smtp keys LMTP replies by address, so each goes once).
+func (tx *transaction) copyDuplicates() {
+	for i, r := range tx.res.Recipients {
+		if j, ok := tx.first[r.Address]; ok && j != i {
+			tx.res.Recipients[i].Err, tx.res.Recipients[i].Reply = tx.res.Recipients[j].Err, tx.res.Recipients[j].Reply
+		}
+	}
+}
+
+// run runs the transaction on c. healthy says whether c can carry another
+// one.
+func (t *Transport) run(ctx context.Context, c *conn, tx *transaction) (healthy bool, err error) {
+	unbind := c.io.bind(ctx)
+	defer unbind()
+	healthy, err = t.transact(c, tx)
+	if err != nil {
+		var te *Error
+		if errors.As(err, &te) {
+			te.Err = ctxCause(ctx, te.Err)
+		}
+	}
+	return healthy && !c.io.aborted.Load(), err
+}
+
+func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
+	m := tx.msg
+	if err := t.checkRelay(c, m); err != nil {
+		return true, &Error{Stage: StageMail, Err: err}
+	}
+	c.sent++
+	opts := &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8}
+	if err := c.client.Mail(m.From, opts); err != nil {
+		return t.refused(c, &Error{Stage: StageMail, Err: err})
+	}
+	var accepted []int
+	for _, i := range tx.rcpts {
+		err := c.client.Rcpt(m.Recipients[i], nil)
+		var se *smtp.SMTPError
+		switch {
+		case err == nil:
+			accepted = append(accepted, i)
+		case errors.As(err, &se) && se.Code != 421:
+			tx.res.Recipients[i].Err = se
+		default:
+			return false, &Error{Stage: StageRcpt, Err: err}
+		}
+	}
+	if len(accepted) == 0 {
+		return c.client.Reset() == nil, nil
+	}
+	w, err := c.client.Data()
+	if err != nil {
+		return t.refused(c, &Error{Stage: StageData, Err: err})
+	}
+	if err := t.writeBody(c, w, m.Body); err != nil {
+		return false, err
+	}
+	if t.opts.LMTP {
+		return t.finishLMTP(c, w, tx, accepted)
+	}
+	return t.finishSMTP(c, w, tx, accepted)
+}
+
+// checkRelay refuses, before anything is sent, a message the relay said in
+// its EHLO reply it cannot take.
+func (t *Transport) checkRelay(c *conn, m *Message) error {
+	if limit, ok := c.client.MaxMessageSize(); ok && limit > 0 && m.Size > int64(limit) {
+		return localError(552, smtp.EnhancedCode{5, 3, 4},
+			"message size %d exceeds the relay's limit of %d bytes", m.Size, limit)
+	}
+	if ok, _ := c.client.Extension("SMTPUTF8"); m.UTF8 && !ok {
+		return localError(553, smtp.EnhancedCode{5, 6, 7},
+			"the message needs SMTPUTF8 (non-ASCII addresses) and the relay does not support it")
+	}
+	if ok, _ := c.client.Extension("8BITMIME"); m.EightBit && !ok {
+		return localError(554, smtp.EnhancedCode{5, 6, 3},
+			"the message has 8-bit content and the relay does not support 8BITMIME")
+	}
+	return nil
+}
+
+// refused handles an error reply before the body: a plain refusal leaves
+// the session usable after RSET; a 421 or an I/O error does not.
+func (t *Transport) refused(c *conn, e *Error) (bool, error) {
+	var se *smtp.SMTPError
+	if !errors.As(e.Err, &se) || se.Code == 421 {
+		return false, e
+	}
+	return c.client.Reset() == nil, e
+}
+
+// writeBody streams the body with DataTimeout per write. A failure here
+// leaves the session mid-DATA: the connection cannot be reused.
+func (t *Transport) writeBody(c *conn, w io.Writer, body io.Reader) error {
+	c.io.setWriteTimeout(t.opts.DataTimeout)
+	if body == nil {
+		body = strings.NewReader("")
+	}
+	br := &bodyReader{r: body}
+	if _, err := io.Copy(w, br); err != nil {
+		if br.err != nil {
+			return &Error{Stage: StageData, Err: fmt.Errorf("reading the message: %w", br.err)}
+		}
+		return &Error{Stage: StageData, Err: err}
+	}
+	return nil
+}
+
+func (t *Transport) finishSMTP(c *conn, w *smtp.DataCommand, tx *transaction, accepted []int) (bool, error) {
+	resp, err := w.CloseWithResponse()
+	c.io.setWriteTimeout(t.opts.CommandTimeout)
+	if err != nil {
+		return false, t.dotError(c, err)
+	}
+	for _, i := range accepted {
+		tx.res.Recipients[i].Reply = resp.StatusText
+	}
+	return true, nil
+}
+
+// dotError classifies a failure to finish the body: the final dot not
+// written (StageData), a reply to it (StageDot), or no reply (AfterDot).
+func (t *Transport) dotError(c *conn, err error) *Error {
+	var se *smtp.SMTPError
+	switch {
+	case c.io.writeFailed.Load():
+		return &Error{Stage: StageData, Err: err}
+	case errors.As(err, &se):
+		return &Error{Stage: StageDot, Err: se}
+	}
+	return &Error{Stage: StageDot, Err: err, AfterDot: true}
+}
+
+// finishLMTP maps the per-recipient replies after the dot back to the
+// recipients. If the connection broke part-way, the recipients already
+// answered keep their replies and the others get an AfterDot *Error; only
+// if no reply came at all does the transaction fail as a whole.
+func (t *Transport) finishLMTP(c *conn, w *smtp.DataCommand, tx *transaction, accepted []int) (bool, error) {
+	resp, err := w.CloseWithLMTPResponse()
+	c.io.setWriteTimeout(t.opts.CommandTimeout)
+	var refused smtp.LMTPDataError
+	errors.As(err, &refused)
+	ioErr := lmtpIOError(err)
+	if ioErr != nil && len(resp) == 0 && len(refused) == 0 {
+		return false, t.dotError(c, ioErr)
+	}
+	for _, i := range accepted {
+		addr := tx.msg.Recipients[i]
+		r := &tx.res.Recipients[i]
+		if ok, found := resp[addr]; found {
+			r.Reply = ok.StatusText
+		} else if se, found := refused[addr]; found {
+			r.Err = se
+		} else {
+			r.Err = &Error{Stage: StageDot, Err: ioErr, AfterDot: true}
+		}
+	}
+	if ioErr != nil {
+		return false, nil
+	}
+	// go-smtp ≥ v0.25.1 forgets the recipients at the next MAIL (#308);
+	// RSET anyway, so that no older behaviour can file replies against
+	// the wrong message.
+	return c.client.Reset() == nil, nil
+}
+
+// lmtpIOError extracts from CloseWithLMTPResponse's error the part that is
+// not a per-recipient refusal: the I/O error that cut the replies short.
+func lmtpIOError(err error) error {
+	switch e := err.(type) {
+	case nil, smtp.LMTPDataError:
+		return nil
+	case interface{ Unwrap() []error }: // errors.Join(ioErr, refusals)
+		for _, part := range e.Unwrap() {
+			if _, refusal := part.(smtp.LMTPDataError); !refusal {
+				return part
+			}
+		}
+		return nil
+	}
+	return err
+}
+
+// bodyReader remembers a failure to read the message, to tell it apart
+// from a failure to write to the relay.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}

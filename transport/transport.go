@@ -1,0 +1,159 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a Transport. Zero values mean the documented defaults.
+type Options struct {
+	Network string // "tcp" (default) or "unix" (LMTP over a Unix socket)
+	Address string // "host:port", or a socket path
+	LMTP    bool
+
+	Secure     bool // implicit TLS (smtps)
+	RequireTLS bool // STARTTLS must succeed, else fail at StageTLS; never send in clear
+	IgnoreTLS  bool // never STARTTLS
+	// TLS verifies the relay (ServerName, RootCAs, InsecureSkipVerify…).
+	// nil means Go's defaults; an empty ServerName means the host part of
+	// Address.
+	TLS *tls.Config
+
+	LocalName string // EHLO/LHLO name; "" means os.Hostname()
+
+	// AUTH (PLAIN, else LOGIN) when Username is set. Never without TLS
+	// unless AllowInsecureAuth: a Unix-socket or loopback relay is not
+	// exempt by itself, the configuration decides.
+	Username, Password string
+	AllowInsecureAuth  bool
+
+	ConnectTimeout  time.Duration // dialling; default 2m
+	GreetingTimeout time.Duration // the 220 greeting; default 30s
+	CommandTimeout  time.Duration // each command's reply and each write outside the body; default 5m
+	DataTimeout     time.Duration // each write of the body, and the reply after the final dot; default 10m
+
+	MaxConnections int           // pool size; default 5. Send waits (within its ctx) when all are busy
+	MaxMessages    int           // transactions per connection before it is replaced; default 100
+	IdleTimeout    time.Duration // idle connections older than this are closed; default 30s
+	// IdleCheck: a pooled connection idle longer than this is checked with
+	// NOOP before reuse; default 5s.
+	IdleCheck time.Duration
+
+	Logger *slog.Logger // connection events at debug level; nil discards
+
+	// Dial opens the connection (a test seam, later proxies). nil means a
+	// net.Dialer. It is called with a context bounded by ConnectTimeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Message is one message to send.
+type Message struct {
+	From       string    // "" is the null sender
+	Recipients []string  // deduplicated by the caller
+	Body       io.Reader // CRLF-normalised message (headers and body), streamed
+	Size       int64     // the body's size, for SIZE= and the relay's limit
+	UTF8       bool      // needs SMTPUTF8
+	EightBit   bool      // needs 8BITMIME
+}
+
+// Result holds what happened to each recipient of a transaction that went
+// through (Send returned no error).
+type Result struct {
+	Recipients []RecipientResult // in the order of Message.Recipients
+}
+
+// RecipientResult is one recipient's outcome.
+type RecipientResult struct {
+	Address string
+	// Err is nil when the relay accepted the message for this recipient
+	// (2xx). Otherwise it is the relay's *smtp.SMTPError for it, untouched
+	// (the RCPT reply, the DATA reply, or the LMTP reply after the dot); a
+	// *LocalError for an address relayq refused to send; or, for LMTP
+	// recipients whose reply was lost when the connection broke after the
+	// dot, an *Error with AfterDot set.
+	Err error
+	// Reply is the relay's final reply text on success, e.g.
+	// "2.0.0 Ok: queued as 4Xyz".
+	Reply string
+}
+
+// Transport sends messages to one relay over a pool of SMTP or LMTP
+// connections. It is safe for concurrent use.
+type Transport struct {
+	opts      Options
+	tlsConfig *tls.Config
+	localName string
+	log       *slog.Logger
+	nextID    atomic.Uint64
+
+	mu     sync.Mutex
+	idle   []*conn       // most recently used last
+	open   int           // connections open or being dialled
+	wake   chan struct{} // closed and replaced when a connection or a slot frees up
+	reaper *time.Timer   // closes connections idle for IdleTimeout
+	closed bool
+}
+
+// New returns a Transport; it connects lazily, on the first Send.
+func New(opts Options) *Transport {
+	setDefaults(&opts)
+	t := &Transport{opts: opts, log: opts.Logger, wake: make(chan struct{})}
+	t.localName = opts.LocalName
+	if t.localName == "" {
+		t.localName = hostname()
+	}
+	t.tlsConfig = &tls.Config{}
+	if opts.TLS != nil {
+		t.tlsConfig = opts.TLS.Clone()
+	}
+	if t.tlsConfig.ServerName == "" && opts.Network == "tcp" {
+		if host, _, err := net.SplitHostPort(opts.Address); err == nil {
+			t.tlsConfig.ServerName = host
+		}
+	}
+	return t
+}
+
+func setDefaults(o *Options) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.ConnectTimeout, 2*time.Minute)
+	def(&o.GreetingTimeout, 30*time.Second)
+	def(&o.CommandTimeout, 5*time.Minute)
+	def(&o.DataTimeout, 10*time.Minute)
+	def(&o.IdleTimeout, 30*time.Second)
+	def(&o.IdleCheck, 5*time.Second)
+	if o.Network == "" {
+		o.Network = "tcp"
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 5
+	}
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = 100
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Dial == nil {
+		var d net.Dialer
+		o.Dial = d.DialContext
+	}
+}
+
+func hostname() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
+}
