@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"relayq"
+	"relayq/control"
+	"relayq/delivery"
+	"relayq/queue"
+	"relayq/spool"
+	"relayq/transport"
+)
+
+// daemon is a running relayq: the queue, the ways in (intake sockets,
+// maildrop), the control socket and the delivery workers.
+type daemon struct {
+	log       *slog.Logger
+	cfg       *relayq.Config
+	q         *queue.Queue
+	transport *transport.Transport
+	intake    *spool.Server
+	ctl       *control.Server
+	relay     string
+
+	cancel context.CancelFunc // stops the maildrop watcher and delivery
+	done   chan struct{}      // closed when both have returned
+}
+
+// configError marks start-up failures caused by the configuration (a CA
+// file that does not parse, a group that does not exist).
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// startDaemon opens the queue and starts everything; on failure it undoes
+// what it started.
+func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
+	d = &daemon{log: log, cfg: cfg, done: make(chan struct{})}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	// Directories for the sockets and the maildrop must be reachable by
+	// local users; the queue file itself is 0600.
+	for _, p := range []string{cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return nil, fmt.Errorf("create directory for %s: %w", p, err)
+		}
+	}
+	d.q, err = queue.Open(cfg.Queue.Path, queue.Options{
+		LeaseTimeout: cfg.Delivery.LeaseTimeout.Duration,
+		MaxSize:      int64(cfg.Queue.MaxSize),
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { d.q.Close() })
+
+	topts, relay, err := transportOptions(cfg.Relay, log)
+	if err != nil {
+		return nil, &configError{err}
+	}
+	d.relay = relay
+	d.transport = transport.New(topts)
+	undo = append(undo, func() { d.transport.Close() })
+
+	gid, err := cfg.Submission.SocketGID()
+	if err != nil {
+		return nil, &configError{err}
+	}
+	if err := spool.EnsureMaildrop(cfg.Submission.Maildrop); err != nil {
+		return nil, err
+	}
+	d.intake = spool.NewServer(spool.Options{
+		Queue:          d.q,
+		Socket:         cfg.Submission.Socket,
+		SocketMode:     os.FileMode(cfg.Submission.SocketMode),
+		SocketGID:      gid,
+		Listen:         cfg.Submission.Listen,
+		Hostname:       cfg.Submission.Hostname,
+		MaxMessageSize: int64(cfg.Submission.MaxMessageSize),
+		MaxRecipients:  cfg.Submission.MaxRecipients,
+		Logger:         log,
+	})
+	if err := d.intake.Start(); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = d.intake.Shutdown(context.Background()) })
+
+	d.ctl, err = control.Listen(cfg.Control.Socket, d.q, log)
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { d.ctl.Close() })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	d.startBackground(ctx)
+	return d, nil
+}
+
+// startBackground runs the maildrop watcher and the delivery workers.
+func (d *daemon) startBackground(ctx context.Context) {
+	deliverer := delivery.New(delivery.Options{
+		Queue:     d.q,
+		Transport: d.transport,
+		Relay:     d.relay,
+		Workers:   d.cfg.Delivery.Workers,
+		Retry: delivery.RetryPolicy{
+			InitialInterval: d.cfg.Retry.InitialInterval.Duration,
+			Multiplier:      d.cfg.Retry.Multiplier,
+			MaxInterval:     d.cfg.Retry.MaxInterval.Duration,
+			MaxLifetime:     d.cfg.Retry.MaxLifetime.Duration,
+		},
+		// An attempt must end well before its lease runs out, or the
+		// message would be leased (and sent) twice.
+		AttemptTimeout:  d.cfg.Delivery.LeaseTimeout.Duration * 9 / 10,
+		ShutdownTimeout: d.cfg.Delivery.ShutdownTimeout.Duration,
+		Logger:          d.log,
+	})
+	maildropDone := make(chan struct{})
+	go func() {
+		defer close(maildropDone)
+		spool.WatchMaildrop(ctx, d.cfg.Submission.Maildrop, d.q, time.Second, d.log)
+	}()
+	go func() {
+		defer close(d.done)
+		if err := deliverer.Run(ctx); err != nil {
+			d.log.Error("delivery stopped", "err", err)
+		}
+		<-maildropDone
+	}()
+}
+
+// stop shuts down in the order that loses nothing: stop taking mail, stop
+// importing, let deliveries finish (or give their leases back), then close
+// the store.
+func (d *daemon) stop() error {
+	grace := d.cfg.Delivery.ShutdownTimeout.Duration
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	errs := []error{d.intake.Shutdown(ctx)}
+	d.cancel()
+	<-d.done
+	errs = append(errs, d.ctl.Close(), d.transport.Close(), d.q.Close())
+	return errors.Join(errs...)
+}
+
+// transportOptions turns the [relay] section into transport.Options and a
+// name for the relay in logs.
+func transportOptions(r relayq.RelayConfig, log *slog.Logger) (transport.Options, string, error) {
+	o := transport.Options{
+		Network:           "tcp",
+		Address:           net.JoinHostPort(r.Host, strconv.Itoa(r.Port)),
+		LMTP:              r.LMTP,
+		Secure:            r.Secure,
+		RequireTLS:        r.TLS.RequireTLS,
+		IgnoreTLS:         r.TLS.IgnoreTLS,
+		LocalName:         r.Name,
+		Username:          r.Auth.User,
+		Password:          r.Auth.Pass,
+		AllowInsecureAuth: r.Auth.AllowInsecure,
+		ConnectTimeout:    r.ConnectionTimeout.Duration,
+		GreetingTimeout:   r.GreetingTimeout.Duration,
+		CommandTimeout:    r.SocketTimeout.Duration,
+		DataTimeout:       r.SocketTimeout.Duration,
+		MaxConnections:    r.MaxConnections,
+		MaxMessages:       r.MaxMessages,
+		Logger:            log,
+	}
+	scheme := "smtp"
+	switch {
+	case r.LMTP:
+		scheme = "lmtp"
+	case r.Secure:
+		scheme = "smtps"
+	}
+	name := scheme + "://" + o.Address
+	if r.Socket != "" {
+		o.Network, o.Address = "unix", r.Socket
+		name = "lmtp+unix://" + r.Socket
+	}
+	tlsConf := &tls.Config{
+		ServerName:         r.TLS.ServerName,
+		InsecureSkipVerify: !r.TLS.RejectUnauthorized,
+		MinVersion:         tls.VersionTLS12,
+	}
+	if tlsConf.ServerName == "" {
+		tlsConf.ServerName = r.Host
+	}
+	if r.TLS.CAFile != "" {
+		pem, err := os.ReadFile(r.TLS.CAFile)
+		if err != nil {
+			return o, "", fmt.Errorf("relay.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return o, "", fmt.Errorf("relay.tls.ca_file: %s holds no PEM certificate", r.TLS.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	o.TLS = tlsConf
+	return o, name, nil
+}

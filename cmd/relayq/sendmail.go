@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq"
+	"relayq/queue"
+	"relayq/spool"
+)
+
+// sendmailTimeout bounds the whole submission to the daemon.
+const sendmailTimeout = 5 * time.Minute
+
+const sendmailSynopsis = "usage: relayq sendmail [-c FILE] [-t] [-i] [-f SENDER] [-F NAME] [-v] [--] [RECIPIENT…]"
+
+const sendmailHelp = sendmailSynopsis + `
+
+Reads one message from standard input and hands it to relayq: over the
+daemon's socket, or, when the daemon is not running, into the maildrop
+directory it imports from when it starts. Exits 0 only once the message is
+on disk.
+
+  -c FILE      config file (else $RELAYQ_CONFIG, else /etc/relayq/config.toml)
+  -t           also take recipients from the To, Cc and Bcc headers
+  -i, -oi      a line with a single "." does not end the message
+  -f SENDER    envelope sender ("<>" for none; default USER@HOSTNAME)
+  -F NAME      full name for an added From header
+  -v           print the queue ID
+  -bm          deliver mail (the default, and the only mode)
+  -o…, -od…, -U, -n, -m, -h N, -N …, -R …, -V …, -B …, -L …  accepted and ignored
+
+Exit status (sysexits): 0 queued; 64 usage; 65 bad message; 67 bad address;
+75 temporary failure, try again; 78 bad config.
+`
+
+// sendmailArgs is a parsed sendmail command line.
+type sendmailArgs struct {
+	config  string
+	opts    spool.PrepareOptions // From, FullName, ExtractRecipients, IgnoreDots, Recipients
+	verbose bool
+	help    bool
+}
+
+// runSendmail is `relayq sendmail` and /usr/sbin/sendmail.
+func runSendmail(args []string, env cmdEnv) int {
+	a, err := parseSendmailArgs(args)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "sendmail: %v\n%s\n", err, sendmailSynopsis)
+		return exitUsage
+	}
+	if a.help {
+		fmt.Fprint(env.Stdout, sendmailHelp)
+		return exitOK
+	}
+	// The client flavour: an ordinary user may not read the relay's secrets.
+	cfg, _, err := relayq.FindForClient(a.config, env.Getenv)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
+		return exitConfig
+	}
+	o := a.opts
+	o.User = loginName(env)
+	o.Hostname = cfg.Submission.Hostname
+	o.Now = time.Now()
+	o.MaxSize = int64(cfg.Submission.MaxMessageSize)
+	p, err := spool.Prepare(env.Stdin, o)
+	if code := prepareExit(err); code != exitOK {
+		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
+		return code
+	}
+	return submit(cfg.Submission, p, a.verbose, env)
+}
+
+// prepareExit maps Prepare's errors to exit codes.
+func prepareExit(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, spool.ErrBadMessage):
+		return exitDataErr
+	case errors.Is(err, spool.ErrBadAddress):
+		return exitNoUser
+	case errors.Is(err, spool.ErrNoRecipients):
+		return exitUsage
+	default: // reading standard input failed
+		return exitIOErr
+	}
+}
+
+// submit hands the message to the daemon, or to the maildrop when the
+// daemon's socket does not answer.
+func submit(sub relayq.SubmissionConfig, p *spool.Prepared, verbose bool, env cmdEnv) int {
+	envelope := queue.Envelope{From: p.From, Recipients: p.Recipients}
+	ctx, cancel := context.WithTimeout(context.Background(), sendmailTimeout)
+	defer cancel()
+	id, err := spool.Submit(ctx, sub.Socket, envelope, p.Body)
+	if err == nil {
+		if verbose {
+			fmt.Fprintf(env.Stdout, "queued as %s\n", id)
+		}
+		return exitOK
+	}
+	if !errors.Is(err, spool.ErrUnreachable) {
+		return refused(err, env)
+	}
+	name, dropErr := spool.WriteMaildrop(sub.Maildrop, envelope, p.Body)
+	if dropErr != nil {
+		fmt.Fprintf(env.Stderr, "sendmail: the relayq daemon is not reachable (%v), and the maildrop does not take the message either (%v); nothing was sent, try again later\n", err, dropErr)
+		return exitTempFail
+	}
+	if verbose {
+		fmt.Fprintf(env.Stdout, "queued in the maildrop as %s (relayq is not running; it takes the message when it starts)\n", name)
+	}
+	return exitOK
+}
+
+// refused reports a submission the daemon did not accept: 4xx and lost
+// connections are temporary; a 5xx is about the address (5.1.x) or the
+// message.
+func refused(err error, env cmdEnv) int {
+	fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
+	var reply *smtp.SMTPError
+	switch {
+	case errors.As(err, &reply) && reply.Code/100 == 5 && reply.EnhancedCode[0] == 5 && reply.EnhancedCode[1] == 1:
+		return exitNoUser
+	case errors.As(err, &reply) && reply.Code/100 == 5:
+		return exitDataErr
+	case errors.Is(err, spool.ErrBadAddress):
+		return exitNoUser
+	default:
+		return exitTempFail
+	}
+}
+
+// loginName is the user running sendmail, for the default sender: from the
+// user database, else $LOGNAME or $USER, else "uid<N>".
+func loginName(env cmdEnv) string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	for _, k := range []string{"LOGNAME", "USER"} {
+		if v := env.Getenv(k); v != "" {
+			return v
+		}
+	}
+	return "uid" + strconv.Itoa(os.Getuid())
+}
+
+// parseSendmailArgs reads sendmail's command line the way getopt(3) does:
+// flags may be bundled (-ti), a flag's argument may be attached (-fADDR) or
+// the next word (-f ADDR), and the first word that is not a flag, or "--",
+// ends the flags. The rest are recipients.
+//
+// Options that would change where relayq reads its config or writes a log
+// (-C, -X) are refused, and so are modes other than -bm and queue runs (-q):
+// sendmail's dangerous options stay out (the CVE-2016-10033 class of bug).
+func parseSendmailArgs(args []string) (sendmailArgs, error) {
+	var a sendmailArgs
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		switch {
+		case arg == "--":
+			a.opts.Recipients = append(a.opts.Recipients, args[i+1:]...)
+			return a, nil
+		case arg == "--help":
+			a.help = true
+			return a, nil
+		case len(arg) < 2 || arg[0] != '-':
+			a.opts.Recipients = append(a.opts.Recipients, args[i:]...)
+			return a, nil
+		}
+		next, err := a.flags(arg[1:], args[i+1:])
+		if err != nil {
+			return a, err
+		}
+		i += next
+	}
+	return a, nil
+}
+
+// flags applies one word of bundled flags (without its "-"); rest are the
+// words after it. It returns how many of them it used as an argument.
+func (a *sendmailArgs) flags(word string, rest []string) (used int, err error) {
+	for j := 0; j < len(word); j++ {
+		c := word[j]
+		switch c {
+		case 't':
+			a.opts.ExtractRecipients = true
+			continue
+		case 'i':
+			a.opts.IgnoreDots = true
+			continue
+		case 'v':
+			a.verbose = true
+			continue
+		case 'n', 'm', 'U', 'G': // no aliases, me too, initial submission, gateway: nothing to do
+			continue
+		case 'C', 'X', 'q':
+			return 0, fmt.Errorf("-%c is not supported (relayq's sendmail takes its config from -c FILE, logs nothing and runs no queue)", c)
+		case 'c', 'f', 'r', 'F', 'o', 'b', 'A', 'B', 'N', 'R', 'V', 'h', 'L', 'p', 'O':
+		default:
+			return 0, fmt.Errorf("unknown option -%c", c)
+		}
+		// c takes an argument: the rest of the word, or the next word.
+		val := word[j+1:]
+		if val == "" {
+			if len(rest) == 0 {
+				return 0, fmt.Errorf("option -%c needs an argument", c)
+			}
+			val, used = rest[0], 1
+		}
+		return used, a.option(c, val)
+	}
+	return 0, nil
+}
+
+// option applies a flag that takes an argument.
+func (a *sendmailArgs) option(c byte, val string) error {
+	switch c {
+	case 'c':
+		a.config = val
+	case 'f', 'r':
+		a.opts.From = val
+	case 'F':
+		a.opts.FullName = val
+	case 'o':
+		// -oi is -i; every other -o… (-odb, -odi, -oem, -oQ…) is ignored,
+		// as Postfix does.
+		if val == "i" {
+			a.opts.IgnoreDots = true
+		}
+	case 'b':
+		if val != "m" {
+			return fmt.Errorf("-b%s is not supported: relayq's sendmail only submits mail (-bm); use 'relayq queue list' for the queue", val)
+		}
+	}
+	// A, B, N, R, V, h, L, p, O: DSN and body type requests, hop count,
+	// labels and options relayq does not use; accepted and ignored.
+	return nil
+}

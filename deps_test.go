@@ -1,0 +1,102 @@
+package relayq
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// forbiddenImports keeps the imports pointing one way (../shared/STYLE.md
+// §4b): cmd → spool, delivery, control → queue, transport. Each entry says why.
+var forbiddenImports = map[string]map[string]string{
+	"queue": {
+		"relayq":           "the store takes plain Options; only cmd reads the config",
+		"relayq/transport": "the store knows nothing of SMTP on the wire",
+		"relayq/spool":     "intake calls the store, not the other way",
+		"relayq/delivery":  "delivery calls the store, not the other way",
+		"relayq/control":   "the control socket calls the store, not the other way",
+	},
+	"transport": {
+		"relayq":          "the transport takes plain Options; only cmd reads the config",
+		"relayq/queue":    "the transport reports what happened; the store is delivery's business",
+		"relayq/delivery": "delivery calls the transport, not the other way",
+		"relayq/spool":    "intake has nothing to do with the relay side",
+	},
+	"spool": {
+		"relayq":           "intake takes plain Options; only cmd reads the config",
+		"relayq/delivery":  "intake and delivery meet only in the store",
+		"relayq/transport": "intake never talks to the relay",
+	},
+	"delivery": {
+		"relayq":       "delivery takes plain Options; only cmd reads the config",
+		"relayq/spool": "intake and delivery meet only in the store",
+	},
+	"control": {
+		"relayq":          "the control socket takes plain arguments; only cmd reads the config",
+		"relayq/delivery": "it answers from the store",
+		"relayq/spool":    "it answers from the store",
+	},
+	"transport/smtptest": {
+		"relayq/queue":     "a test peer knows only SMTP",
+		"relayq/transport": "it tests the transport, so must not depend on it",
+	},
+}
+
+func TestImportDirection(t *testing.T) {
+	for dir, banned := range forbiddenImports {
+		for imp, file := range packageImports(t, dir) {
+			if why, bad := banned[imp]; bad {
+				t.Errorf("%s imports %s (%s): %s", dir, imp, file, why)
+			}
+		}
+	}
+}
+
+// TestNoGrabBagPackages keeps helpers next to the code that uses them.
+func TestNoGrabBagPackages(t *testing.T) {
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		switch d.Name() {
+		case "util", "utils", "common", "helpers", "types", "models":
+			t.Errorf("package directory %s: name it for what it does", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// packageImports returns the imports of the non-test files in dir, each
+// with a file that has it.
+func packageImports(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range parsed.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			out[p] = f
+		}
+	}
+	if len(files) == 0 {
+		t.Fatalf("no Go files in %s", dir)
+	}
+	return out
+}

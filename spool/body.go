@@ -1,0 +1,100 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"io"
+)
+
+// errTooLarge is what a normalizer's Write returns once its output passes
+// the limit.
+var errTooLarge = errors.New("spool: message too large")
+
+// normalizer collects a message body so that its only line ending is CRLF,
+// whatever came in: CRLF stays, a bare LF and a bare CR each become CRLF.
+// Stored bodies are then safe to dot-stuff and send: no bare LF or CR is
+// left that a lenient relay could read as the end of DATA (SMTP smuggling,
+// reliability.md §3.7). On the way it notes NUL and 8-bit octets.
+//
+// It is an io.Writer, so a body can be streamed into it with io.Copy.
+type normalizer struct {
+	buf      []byte
+	max      int64 // largest output in bytes; 0 = no limit
+	cr       bool  // the last byte was a CR whose line ending is not yet written
+	nul      bool  // the body holds a NUL octet
+	eightBit bool  // the body holds an octet >= 0x80
+}
+
+func (n *normalizer) Write(p []byte) (int, error) {
+	written := len(p)
+	for len(p) > 0 {
+		if n.cr {
+			n.cr = false
+			n.buf = append(n.buf, '\r', '\n')
+			if p[0] == '\n' {
+				p = p[1:]
+				continue
+			}
+		}
+		i := bytes.IndexAny(p, "\r\n")
+		if i < 0 {
+			n.text(p)
+			break
+		}
+		n.text(p[:i])
+		if p[i] == '\r' {
+			n.cr = true
+		} else {
+			n.buf = append(n.buf, '\r', '\n')
+		}
+		p = p[i+1:]
+	}
+	if n.max > 0 && int64(len(n.buf)) > n.max {
+		return 0, errTooLarge
+	}
+	return written, nil
+}
+
+// text appends bytes that hold no CR or LF.
+func (n *normalizer) text(p []byte) {
+	if !n.nul && bytes.IndexByte(p, 0) >= 0 {
+		n.nul = true
+	}
+	if !n.eightBit {
+		for _, c := range p {
+			if c >= 0x80 {
+				n.eightBit = true
+				break
+			}
+		}
+	}
+	n.buf = append(n.buf, p...)
+}
+
+// body ends the input and returns the normalised bytes. A body that is not
+// empty ends with CRLF (a CR left at the very end becomes CRLF; a last line
+// without one gets it), so the stored bytes are exactly what goes out
+// before the final dot.
+func (n *normalizer) body() ([]byte, error) {
+	if n.cr {
+		n.cr = false
+		n.buf = append(n.buf, '\r', '\n')
+	}
+	if len(n.buf) > 0 && !bytes.HasSuffix(n.buf, []byte("\r\n")) {
+		n.buf = append(n.buf, '\r', '\n')
+	}
+	if n.max > 0 && int64(len(n.buf)) > n.max {
+		return nil, errTooLarge
+	}
+	return n.buf, nil
+}
+
+// readNormalized reads r to its end through a normalizer.
+func readNormalized(r io.Reader, max int64) (*normalizer, []byte, error) {
+	n := &normalizer{max: max}
+	if _, err := io.Copy(n, r); err != nil {
+		return n, nil, err
+	}
+	body, err := n.body()
+	return n, body, err
+}

@@ -1,0 +1,115 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/queue"
+)
+
+// submitCommandTimeout bounds each reply from the daemon; the reply to the
+// final dot waits for a commit, which is quick on a healthy disk.
+const submitCommandTimeout = time.Minute
+
+var queuedAs = regexp.MustCompile(`queued as ([^\s]+)`)
+
+// Submit hands one message to the daemon over its Unix socket and returns
+// the queue ID from the daemon's "250 … queued as ID" ("" if the reply names
+// none: the message is queued all the same).
+//
+// Errors:
+//   - errors.Is(err, ErrUnreachable): the socket could not be connected to, or
+//     the connection failed before the end of the message was sent. Nothing
+//     was accepted; fall back to the maildrop.
+//   - a *smtp.SMTPError (errors.As): the daemon refused, with that reply.
+//   - anything else: the connection failed after the message was sent, so
+//     the daemon may or may not have queued it (trying again may send it
+//     twice, never zero times).
+//
+// The body must have CRLF line endings (see Prepare). ctx bounds the whole
+// exchange.
+func Submit(ctx context.Context, socket string, env queue.Envelope, body []byte) (id string, err error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return "", fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+
+	c := smtp.NewClient(nc)
+	defer c.Close()
+	c.CommandTimeout = submitCommandTimeout
+	c.SubmissionTimeout = submitCommandTimeout
+
+	if err := sendEnvelope(c, env, len(body)); err != nil {
+		return "", unreachableUnlessReply(socket, err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return "", unreachableUnlessReply(socket, err)
+	}
+	if _, err := w.Write(body); err != nil {
+		return "", unreachableUnlessReply(socket, err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		var smtpErr *smtp.SMTPError
+		if errors.As(err, &smtpErr) {
+			return "", fmt.Errorf("spool: submit to %s: %w", socket, err)
+		}
+		return "", fmt.Errorf("spool: submit to %s: no reply after the message was sent, it may or may not be queued: %w", socket, err)
+	}
+	if m := queuedAs.FindStringSubmatch(resp.StatusText); m != nil {
+		id = m[1]
+	}
+	_ = c.Quit()
+	return id, nil
+}
+
+// sendEnvelope says EHLO, MAIL and RCPT. go-smtp's client only checks
+// addresses for CR and LF; they are checked here in full, so nothing can be
+// smuggled into a command as an ESMTP parameter.
+func sendEnvelope(c *smtp.Client, env queue.Envelope, size int) error {
+	if env.From != "" {
+		if err := checkAddress(env.From); err != nil {
+			return fmt.Errorf("%w: sender %q: %v", ErrBadAddress, env.From, err)
+		}
+	}
+	for _, r := range env.Recipients {
+		if err := checkAddress(r); err != nil {
+			return fmt.Errorf("%w: recipient %q: %v", ErrBadAddress, r, err)
+		}
+	}
+	if err := c.Hello("localhost"); err != nil {
+		return err
+	}
+	opts := &smtp.MailOptions{Size: int64(size), UTF8: env.UTF8 || needsUTF8(env.From, env.Recipients)}
+	if err := c.Mail(env.From, opts); err != nil {
+		return err
+	}
+	for _, r := range env.Recipients {
+		if err := c.Rcpt(r, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unreachableUnlessReply classifies a failure before the end of the message
+// was sent: the daemon's reply is returned as it is; a bad address stays
+// ErrBadAddress; anything else (connection closed, timeout) means nothing was
+// accepted, so it is ErrUnreachable.
+func unreachableUnlessReply(socket string, err error) error {
+	var smtpErr *smtp.SMTPError
+	if errors.As(err, &smtpErr) || errors.Is(err, ErrBadAddress) {
+		return fmt.Errorf("spool: submit to %s: %w", socket, err)
+	}
+	return fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)
+}

@@ -1,0 +1,168 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/queue"
+)
+
+func TestSubmit(t *testing.T) {
+	q := openQueue(t, queue.Options{})
+	s := startServer(t, Options{Queue: q})
+	env := queue.Envelope{From: "cron@example.org", Recipients: []string{"a@example.com", "b@example.com"}}
+	body := "Subject: x\r\n\r\n.leading dot\r\n.\r\nend\r\n"
+	id, err := Submit(context.Background(), s.opts.Socket, env, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := q.Get(id)
+	if err != nil {
+		t.Fatalf("Submit returned %q, not in the queue: %v", id, err)
+	}
+	got, _ := io.ReadAll(q.Body(id))
+	if string(got) != body {
+		t.Errorf("body %q, want %q", got, body)
+	}
+	if m.From != env.From || !reflect.DeepEqual(addresses(m.Recipients), env.Recipients) || m.Submitter.UID != os.Getuid() {
+		t.Errorf("queued %+v", m)
+	}
+}
+
+func TestSubmitNullSenderAndUTF8(t *testing.T) {
+	q := openQueue(t, queue.Options{})
+	s := startServer(t, Options{Queue: q})
+	env := queue.Envelope{From: "", Recipients: []string{"jörg@exämple.de"}}
+	id, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := q.Get(id)
+	if m.From != "" || !m.UTF8 {
+		t.Errorf("from %q utf8 %v, want the null sender and SMTPUTF8", m.From, m.UTF8)
+	}
+}
+
+func TestSubmitUnreachable(t *testing.T) {
+	dir := socketDir(t)
+	stale := filepath.Join(dir, "stale.sock")
+	l, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	// A daemon that accepts and hangs up at once, as one shutting down.
+	hangup := filepath.Join(dir, "hangup.sock")
+	hl, err := net.Listen("unix", hangup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hl.Close()
+	go func() {
+		for {
+			c, err := hl.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	for name, socket := range map[string]string{
+		"missing": filepath.Join(dir, "missing.sock"),
+		"refused": stale,
+		"hang up": hangup,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Submit(context.Background(), socket, env, []byte("x\r\n"))
+			if !errors.Is(err, ErrUnreachable) {
+				t.Fatalf("Submit: %v, want ErrUnreachable", err)
+			}
+		})
+	}
+}
+
+// The daemon's refusals come back as its reply, and a temporary one stays
+// temporary (never the 554 go-smtp makes of other errors).
+func TestSubmitReplies(t *testing.T) {
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	tests := []struct {
+		name     string
+		qopts    queue.Options
+		opts     Options
+		body     string
+		code     int
+		enhanced smtp.EnhancedCode
+	}{
+		{"too large", queue.Options{}, Options{MaxMessageSize: 10}, strings.Repeat("x", 100) + "\r\n", 552, smtp.EnhancedCode{5, 3, 4}},
+		{"queue full", queue.Options{MaxSize: 1 << 20}, Options{MaxMessageSize: 8 << 20}, strings.Repeat("0123456789abcdef\r\n", 2<<20/18), 452, smtp.EnhancedCode{4, 3, 1}},
+		{"NUL", queue.Options{}, Options{}, "a\x00\r\n", 554, smtp.EnhancedCode{5, 6, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Queue = openQueue(t, tt.qopts)
+			s := startServer(t, tt.opts)
+			_, err := Submit(context.Background(), s.opts.Socket, env, []byte(tt.body))
+			var smtpErr *smtp.SMTPError
+			if !errors.As(err, &smtpErr) {
+				t.Fatalf("Submit: %v, want an SMTP reply", err)
+			}
+			if smtpErr.Code != tt.code || smtpErr.EnhancedCode != tt.enhanced {
+				t.Errorf("reply %d %v, want %d %v", smtpErr.Code, smtpErr.EnhancedCode, tt.code, tt.enhanced)
+			}
+			if errors.Is(err, ErrUnreachable) {
+				t.Error("a reply counted as unreachable (sendmail would write a maildrop file)")
+			}
+		})
+	}
+}
+
+// Submit checks addresses itself: go-smtp's client only refuses CR and LF,
+// so "a@b> SIZE=1" would otherwise become an ESMTP parameter.
+func TestSubmitRefusesBadAddresses(t *testing.T) {
+	s := startServer(t, Options{})
+	for _, env := range []queue.Envelope{
+		{From: "a@example.org> SIZE=1", Recipients: []string{"b@example.org"}},
+		{From: "a@example.org", Recipients: []string{"b@example.org> NOTIFY=NEVER"}},
+		{From: "a@example.org", Recipients: []string{"-X/tmp/log@example.org"}},
+	} {
+		_, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n"))
+		if !errors.Is(err, ErrBadAddress) {
+			t.Errorf("Submit(%q → %q): %v, want ErrBadAddress", env.From, env.Recipients, err)
+		}
+	}
+}
+
+func TestSubmitContext(t *testing.T) {
+	// A daemon that never greets.
+	path := filepath.Join(socketDir(t), "mute.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	if _, err := Submit(ctx, path, env, []byte("x\r\n")); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Submit: %v, want ErrUnreachable once ctx ends before the message was sent", err)
+	}
+}

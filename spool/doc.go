@@ -1,0 +1,39 @@
+// Package spool is relayq's intake: every local way a message gets into the
+// queue.
+//
+//   - Server is an SMTP server (go-smtp) on the submission Unix socket and on
+//     any extra TCP listeners the config names. It records who submitted
+//     (SO_PEERCRED on the socket) and answers "250 2.0.0 Ok: queued as ID"
+//     only after queue.Put has returned, that is after the bbolt commit.
+//   - Submit and Prepare are the client side of `relayq sendmail`: Prepare
+//     turns standard input into a message (sendmail's rules: -t, dots, the
+//     Date, Message-ID and From headers), Submit hands it to the daemon over
+//     the socket.
+//   - WriteMaildrop is sendmail's fallback when the daemon is down: one file
+//     per message, written to a temporary name, fsynced and renamed into
+//     place. ImportMaildrop and WatchMaildrop, on the daemon's side, move
+//     those files into the queue.
+//
+// Promises:
+//
+//   - Nothing is acknowledged (250, or a maildrop name returned) before it is
+//     on stable storage. What can go wrong after that is a duplicate, never a
+//     loss: a crash between queue.Put and the removal of a maildrop file
+//     imports that file again.
+//   - Stored bodies have CRLF line endings only: a bare LF or bare CR is
+//     turned into CRLF on the way in, so no sequence in a body can end the
+//     DATA section of the relay we send it to (SMTP smuggling,
+//     reliability.md §3.7). Bodies with NUL octets are refused (554 5.6.0 /
+//     ErrBadMessage): they cannot be sent as text without being changed.
+//   - Content is judged only where it would break the wire: an empty DATA is
+//     accepted (an empty body), lines up to Options.MaxLineLength (1 MiB)
+//     are accepted whatever RFC 5322 says (folding to 998 octets is for the
+//     way out), and headers are not checked over SMTP.
+//   - A Session method answers a client only with a bare *smtp.SMTPError, so
+//     that go-smtp never turns a temporary local failure into 554. Replies
+//     carry no paths or internal error text; the cause goes to the log.
+//
+// It does not deliver, retry or decide policy about senders; it does not
+// authenticate (no AUTH on these listeners), and it does not decide which
+// addresses to listen on (the config does).
+package spool

@@ -1,0 +1,22 @@
+package spool
+
+import "errors"
+
+// Errors a caller can test for with errors.Is.
+var (
+	// ErrUnreachable is returned by Submit when the daemon's socket cannot be
+	// connected to (missing, refused, no permission), or the connection
+	// failed before the end of the message was sent. Nothing was accepted;
+	// `relayq sendmail` then falls back to the maildrop.
+	ErrUnreachable = errors.New("spool: daemon unreachable")
+	// ErrBadMessage is returned by Prepare for a message relayq will not
+	// take: over the size limit, or containing NUL octets (EX_DATAERR).
+	ErrBadMessage = errors.New("spool: bad message")
+	// ErrBadAddress is returned by Prepare for a sender or recipient that is
+	// not a valid address, and for CR, LF or other control characters in -f,
+	// -F or an address (EX_NOUSER).
+	ErrBadAddress = errors.New("spool: bad address")
+	// ErrNoRecipients is returned by Prepare when neither the arguments nor
+	// (with -t) the headers name a recipient (EX_USAGE).
+	ErrNoRecipients = errors.New("spool: no recipients")
+)

@@ -1,0 +1,395 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"relayq/queue"
+)
+
+// The maildrop is where `relayq sendmail` leaves a message when the daemon's
+// socket does not answer. One file per message, in a directory the daemon
+// owns with mode 01733: every user may create files, nobody but the daemon
+// may list them, and the sticky bit keeps users from removing each other's.
+// Names are random, so a file cannot be found by guessing either.
+//
+// A file goes through these names:
+//
+//	tmp.<name>        being written by sendmail; ignored, removed after an hour
+//	<name>            complete (fsynced, renamed into place): to import
+//	<name>.work       claimed by the daemon's import (renamed, so that a file
+//	                  the daemon could not remove is never imported twice)
+//	<name>.bad        could not be read as a maildrop file; kept for a human
+//
+// <name> is the creation time in hex nanoseconds, a dash and 32 random hex
+// digits, so a directory listing sorts in order of submission.
+//
+// The format, version 1: a first line "relayq-maildrop 1"; then one line
+// "from <addr>" ("from <>" for the null sender); one "rcpt <addr>" line per
+// recipient; "smtputf8" if the envelope needs SMTPUTF8; an empty line; the
+// body (CRLF line endings), to the end of the file. The header lines end with
+// LF. Who submitted is not in the file: the importer takes the file owner's
+// uid, which the submitter cannot forge.
+const (
+	maildropMagic   = "relayq-maildrop 1"
+	maildropTemp    = "tmp."
+	maildropWork    = ".work"
+	maildropBad     = ".bad"
+	maildropMode    = os.ModeSticky | 0o733
+	maildropTempAge = time.Hour
+)
+
+// EnsureMaildrop creates the maildrop directory if needed and gives it mode
+// 01733 (set explicitly, whatever the umask). The daemon calls it at start,
+// as the user that will import. The parent must exist and be searchable by
+// the users who run sendmail.
+func EnsureMaildrop(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("spool: maildrop: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("spool: maildrop: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("spool: maildrop %s is not a directory", dir)
+	}
+	if err := os.Chmod(dir, maildropMode); err != nil {
+		return fmt.Errorf("spool: maildrop: %w", err)
+	}
+	return nil
+}
+
+// WriteMaildrop stores one message in dir: it writes a temporary file
+// (mode 0644, so the daemon can read it), fsyncs it, renames it to its final
+// name and makes the rename durable (fsync of the directory, or syncfs(2)
+// where the directory cannot be opened). Only then does it return the name.
+func WriteMaildrop(dir string, env queue.Envelope, body []byte) (name string, err error) {
+	header, err := maildropHeader(env)
+	if err != nil {
+		return "", err
+	}
+	name = fmt.Sprintf("%016x-%s", time.Now().UnixNano(), randomHex(16))
+	tmp := filepath.Join(dir, maildropTemp+name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("spool: maildrop: %w", err)
+	}
+	defer func() {
+		f.Close()
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if err := writeMaildropFile(f, header, body); err != nil {
+		return "", fmt.Errorf("spool: maildrop: write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return "", fmt.Errorf("spool: maildrop: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		if err := syncFS(f); err != nil {
+			return "", fmt.Errorf("spool: maildrop: sync %s: %w", dir, err)
+		}
+	}
+	return name, nil
+}
+
+func writeMaildropFile(f *os.File, header string, body []byte) error {
+	// The umask may have taken the read bits away; the daemon needs them.
+	if err := f.Chmod(0o644); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(f, header); err != nil {
+		return err
+	}
+	if _, err := f.Write(body); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func maildropHeader(env queue.Envelope) (string, error) {
+	if env.From != "" {
+		if err := checkAddress(env.From); err != nil {
+			return "", fmt.Errorf("spool: maildrop: %w: sender %q: %v", ErrBadAddress, env.From, err)
+		}
+	}
+	if len(env.Recipients) == 0 {
+		return "", fmt.Errorf("spool: maildrop: %w", ErrNoRecipients)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\nfrom <%s>\n", maildropMagic, env.From)
+	for _, r := range env.Recipients {
+		if err := checkAddress(r); err != nil {
+			return "", fmt.Errorf("spool: maildrop: %w: recipient %q: %v", ErrBadAddress, r, err)
+		}
+		fmt.Fprintf(&b, "rcpt <%s>\n", r)
+	}
+	if env.UTF8 {
+		b.WriteString("smtputf8\n")
+	}
+	b.WriteString("\n")
+	return b.String(), nil
+}
+
+// parseMaildrop reads a maildrop file back. The body is normalised again
+// (the file may not have come from WriteMaildrop) and refused if it holds
+// NUL octets.
+func parseMaildrop(data []byte) (queue.Envelope, []byte, error) {
+	var env queue.Envelope
+	s := string(data)
+	first := true
+	for {
+		line, rest, ok := strings.Cut(s, "\n")
+		if !ok {
+			return env, nil, errors.New("no end of header")
+		}
+		s = rest
+		if first {
+			if line != maildropMagic {
+				return env, nil, fmt.Errorf("first line is %.40q, not %q", line, maildropMagic)
+			}
+			first = false
+			continue
+		}
+		if line == "" {
+			break
+		}
+		if err := parseMaildropLine(&env, line); err != nil {
+			return env, nil, err
+		}
+	}
+	if len(env.Recipients) == 0 {
+		return env, nil, errors.New("no recipients")
+	}
+	n, body, err := readNormalized(strings.NewReader(s), 0)
+	if err != nil {
+		return env, nil, err
+	}
+	if n.nul {
+		return env, nil, errors.New("body contains NUL octets")
+	}
+	env.EightBit = n.eightBit
+	env.UTF8 = env.UTF8 || needsUTF8(env.From, env.Recipients)
+	return env, body, nil
+}
+
+func parseMaildropLine(env *queue.Envelope, line string) error {
+	key, val, _ := strings.Cut(line, " ")
+	addr, isAddr := strings.CutPrefix(val, "<")
+	addr, closed := strings.CutSuffix(addr, ">")
+	switch {
+	case key == "smtputf8" && val == "":
+		env.UTF8 = true
+	case key == "from" && isAddr && closed:
+		if addr != "" {
+			if err := checkAddress(addr); err != nil {
+				return fmt.Errorf("sender %q: %v", addr, err)
+			}
+		}
+		env.From = addr
+	case key == "rcpt" && isAddr && closed:
+		if err := checkAddress(addr); err != nil {
+			return fmt.Errorf("recipient %q: %v", addr, err)
+		}
+		env.Recipients = append(env.Recipients, addr)
+	default:
+		return fmt.Errorf("unknown line %.60q", line)
+	}
+	return nil
+}
+
+// ImportMaildrop moves every complete file in dir into q: claim it (rename
+// to .work), read it, queue.Put, remove it. The removals are made durable
+// with one fsync of dir at the end.
+//
+// A crash after Put and before the removal is on disk leaves the file to be
+// imported again: a duplicate, never a loss. A file that cannot be read as a
+// maildrop file is renamed *.bad and logged, never deleted. Temporary files
+// are left alone while sendmail may still be writing them, and removed once
+// they are an hour old. A failing Put (queue full, storage error) stops the
+// import; the file stays for the next one.
+//
+// The submitter recorded is the file owner's uid, Via "maildrop".
+func ImportMaildrop(ctx context.Context, dir string, q *queue.Queue, log *slog.Logger) (imported int, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("spool: maildrop: %w", err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	defer func() {
+		if imported > 0 {
+			if serr := syncDir(dir); serr != nil && err == nil {
+				err = fmt.Errorf("spool: maildrop: %w", serr)
+			}
+		}
+	}()
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return imported, err
+		}
+		switch {
+		case strings.HasPrefix(name, maildropTemp):
+			removeStaleTemp(dir, name, log)
+		case strings.HasSuffix(name, maildropBad):
+		default:
+			ok, err := importFile(ctx, dir, name, q, log)
+			if err != nil {
+				return imported, err
+			}
+			if ok {
+				imported++
+			}
+		}
+	}
+	return imported, nil
+}
+
+// importFile imports one file; ok reports that it was queued and removed.
+// The error is for failures that should stop the import (queue, disk).
+func importFile(ctx context.Context, dir, name string, q *queue.Queue, log *slog.Logger) (ok bool, err error) {
+	base := strings.TrimSuffix(name, maildropWork)
+	work := filepath.Join(dir, base+maildropWork)
+	if name != base+maildropWork {
+		if err := os.Rename(filepath.Join(dir, name), work); err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				log.Error("maildrop: cannot claim file, left in place", "file", name, "err", err)
+			}
+			return false, nil
+		}
+	}
+	env, body, err := readMaildropFile(work)
+	if err != nil {
+		setAside(dir, base, work, err, log)
+		return false, nil
+	}
+	id, err := q.Put(ctx, env, body)
+	if err != nil {
+		return false, fmt.Errorf("spool: maildrop: queue %s: %w", base, err)
+	}
+	// From here until the directory is synced, a crash imports the file
+	// again: a duplicate, not a loss.
+	if err := os.Remove(work); err != nil {
+		log.Error("maildrop: queued but cannot remove file; it will be imported again", "id", id, "file", base, "err", err)
+		return false, fmt.Errorf("spool: maildrop: %w", err)
+	}
+	log.Info("accepted", "id", id, "via", viaMaildrop, "uid", env.Submitter.UID, "file", base,
+		"from", env.From, "rcpts", len(env.Recipients), "size", len(body))
+	return true, nil
+}
+
+// readMaildropFile opens a claimed file without following a symbolic link,
+// checks that it is a plain file with one link (so nobody can hard-link a
+// file they cannot read into the maildrop and have it mailed), and parses it.
+func readMaildropFile(path string) (queue.Envelope, []byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return queue.Envelope{}, nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return queue.Envelope{}, nil, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.Mode().IsRegular():
+		return queue.Envelope{}, nil, errors.New("not a regular file")
+	case !ok:
+		return queue.Envelope{}, nil, errors.New("no owner")
+	case st.Nlink != 1:
+		return queue.Envelope{}, nil, fmt.Errorf("file has %d links", st.Nlink)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return queue.Envelope{}, nil, err
+	}
+	env, body, err := parseMaildrop(data)
+	if err != nil {
+		return env, nil, err
+	}
+	env.Submitter = queue.Submitter{UID: int(st.Uid), Via: viaMaildrop}
+	return env, body, nil
+}
+
+// setAside renames a file that cannot be imported to <name>.bad.
+func setAside(dir, base, work string, why error, log *slog.Logger) {
+	bad := filepath.Join(dir, base+maildropBad)
+	if err := os.Rename(work, bad); err != nil {
+		log.Error("maildrop: unreadable file, and cannot set it aside", "file", base, "why", why, "err", err)
+		return
+	}
+	log.Warn("maildrop: unreadable file set aside", "file", base+maildropBad, "why", why)
+}
+
+// removeStaleTemp removes a temporary file sendmail left over an hour ago
+// (it died while writing; it never reported success for it).
+func removeStaleTemp(dir, name string, log *slog.Logger) {
+	path := filepath.Join(dir, name)
+	fi, err := os.Lstat(path)
+	if err != nil || time.Since(fi.ModTime()) < maildropTempAge {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		log.Warn("maildrop: cannot remove stale temporary file", "file", name, "err", err)
+		return
+	}
+	log.Info("maildrop: removed stale temporary file", "file", name, "age", time.Since(fi.ModTime()).Round(time.Second))
+}
+
+// WatchMaildrop imports from dir every interval (0 means 5s) until ctx is
+// done. Failures are logged, once until the next different one.
+func WatchMaildrop(ctx context.Context, dir string, q *queue.Queue, interval time.Duration, log *slog.Logger) {
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last string
+	for {
+		_, err := ImportMaildrop(ctx, dir, q, log)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && err.Error() != last:
+			log.Error("maildrop import failed; will retry", "dir", dir, "err", err)
+			last = err.Error()
+		case err == nil:
+			last = ""
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,323 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/queue"
+)
+
+// Defaults for the zero values of Options.
+const (
+	defaultSocketMode   os.FileMode = 0o666
+	defaultReadTimeout              = 10 * time.Minute
+	defaultWriteTimeout             = time.Minute
+	// defaultMaxLineLength bounds a line, in commands and in DATA. go-smtp's
+	// own default (2000) would refuse single-line JSON or HTML from cron with
+	// a permanent 554 (reliability.md §4.2); these listeners are local, so a
+	// large bound costs little.
+	defaultMaxLineLength = 1 << 20
+)
+
+// Options configures a Server. Only Queue is required.
+type Options struct {
+	// Queue receives every accepted message.
+	Queue *queue.Queue
+	// Socket is the path of the submission Unix socket; "" for none.
+	Socket string
+	// SocketMode is the socket's permission bits; 0 means 0666 (every local
+	// user may submit, as with Postfix's sendmail).
+	SocketMode os.FileMode
+	// SocketGID is the group given to the socket; -1 leaves it as created.
+	SocketGID int
+	// Listen are extra TCP addresses ("127.0.0.1:25"; ":0" picks a port). The
+	// config decides that they are loopback addresses; the server takes them
+	// as given.
+	Listen []string
+	// Hostname is the domain in the greeting; "" means os.Hostname().
+	Hostname string
+	// MaxMessageSize is advertised with SIZE; a bigger message gets
+	// 552 5.3.4. 0 means no limit.
+	MaxMessageSize int64
+	// MaxRecipients per transaction; the next RCPT gets 452 4.5.3. 0 means
+	// no limit.
+	MaxRecipients int
+	// MaxLineLength bounds a line in bytes; 0 means 1 MiB. A longer line in
+	// DATA gets 552 5.3.4 and the connection is closed.
+	MaxLineLength int
+	// ReadTimeout bounds the wait for each command and for the whole of DATA
+	// (go-smtp does not renew it inside DATA); 0 means 10 minutes.
+	// WriteTimeout bounds each reply; 0 means 1 minute.
+	ReadTimeout, WriteTimeout time.Duration
+	// Logger receives a line per accepted message and the causes of refusals;
+	// nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is the SMTP intake on the Unix socket and the TCP listeners.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	srv  *smtp.Server
+
+	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
+	// gives up waiting.
+	putCtx    context.Context
+	cancelPut context.CancelFunc
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[*conn]struct{}
+	closing   bool
+	serving   sync.WaitGroup // Serve goroutines
+	receiving sync.WaitGroup // sessions inside Data (Add only while !closing)
+	stopped   chan struct{}  // closed when the first Shutdown returns
+	stopErr   error
+}
+
+// NewServer returns a server that is not listening yet; see Start.
+func NewServer(opts Options) *Server {
+	if opts.SocketMode == 0 {
+		opts.SocketMode = defaultSocketMode
+	}
+	if opts.Hostname == "" {
+		opts.Hostname, _ = os.Hostname()
+		if opts.Hostname == "" {
+			opts.Hostname = "localhost"
+		}
+	}
+	if opts.MaxLineLength <= 0 {
+		opts.MaxLineLength = defaultMaxLineLength
+	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = defaultReadTimeout
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = defaultWriteTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		opts:    opts,
+		log:     opts.Logger,
+		conns:   make(map[*conn]struct{}),
+		stopped: make(chan struct{}),
+	}
+	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
+
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = opts.Hostname
+	srv.MaxMessageBytes = opts.MaxMessageSize
+	srv.MaxRecipients = opts.MaxRecipients
+	srv.MaxLineLength = opts.MaxLineLength
+	srv.ReadTimeout = opts.ReadTimeout
+	srv.WriteTimeout = opts.WriteTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = errorLog{opts.Logger}
+	s.srv = srv
+	return s
+}
+
+// Start listens on the socket and every Listen address and serves each in
+// its own goroutine. A socket file left by a dead daemon is removed; one
+// that a live daemon answers on is an error, and so is a file there that is
+// not a socket. If any listener fails, none is left open.
+func (s *Server) Start() error {
+	if s.opts.Queue == nil {
+		return errors.New("spool: start: no queue")
+	}
+	if s.opts.Socket == "" && len(s.opts.Listen) == 0 {
+		return errors.New("spool: start: no socket and no listen address")
+	}
+	var ls []net.Listener
+	fail := func(err error) error {
+		for _, l := range ls {
+			l.Close()
+		}
+		return err
+	}
+	if s.opts.Socket != "" {
+		l, err := listenUnix(s.opts.Socket, s.opts.SocketMode, s.opts.SocketGID)
+		if err != nil {
+			return fail(err)
+		}
+		ls = append(ls, &listener{Listener: l, srv: s, via: viaSocket})
+	}
+	for _, addr := range s.opts.Listen {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fail(fmt.Errorf("spool: listen on %s: %w", addr, err))
+		}
+		ls = append(ls, &listener{Listener: l, srv: s, via: viaTCP})
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return fail(errors.New("spool: start: server is shut down"))
+	}
+	s.listeners = append(s.listeners, ls...)
+	for _, l := range ls {
+		s.serving.Add(1)
+		go s.serve(l)
+		s.log.Info("accepting mail", "listen", l.Addr().String())
+	}
+	return nil
+}
+
+func (s *Server) serve(l net.Listener) {
+	defer s.serving.Done()
+	err := s.srv.Serve(l)
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if err != nil && !closing {
+		s.log.Error("smtp listener failed", "listen", l.Addr().String(), "err", err)
+	}
+}
+
+// Addrs returns the addresses actually listened on: the socket first (if
+// any), then the TCP listeners in the order of Options.Listen.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	addrs := make([]net.Addr, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		addrs = append(addrs, l.Addr())
+	}
+	return addrs
+}
+
+// Shutdown stops accepting connections, closes the idle ones (their
+// clients see the connection close, nothing was acknowledged), and lets
+// sessions that are receiving DATA finish and get their reply. If ctx ends
+// first, the remaining connections are closed and ctx's error returned; a
+// Put in progress then fails and its client gets no 250. A client that got
+// its 354 just before Shutdown, before go-smtp handed the data over, gets
+// 421 4.3.2. No Put is running once Shutdown returns, so the queue may be
+// closed. Later calls wait for the first one and return its result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		select {
+		case <-s.stopped:
+			return s.stopErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.closing = true
+	for c := range s.conns {
+		if !c.inData {
+			c.stopReading()
+		}
+	}
+	ls := s.listeners
+	s.mu.Unlock()
+
+	// Close the listeners here too: Serve may not have registered one with
+	// go-smtp yet.
+	for _, l := range ls {
+		l.Close()
+	}
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	if ctx.Err() != nil {
+		s.cancelPut()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Conn.Close()
+		}
+		s.mu.Unlock()
+		err = ctx.Err()
+	}
+	s.serving.Wait()
+	// No Put is left running once Shutdown returns, so the caller may close
+	// the queue.
+	s.receiving.Wait()
+	s.cancelPut()
+	if s.opts.Socket != "" {
+		s.log.Info("stopped accepting mail", "socket", s.opts.Socket)
+	}
+	s.stopErr = err
+	close(s.stopped)
+	return err
+}
+
+// listenUnix listens on a Unix socket at path, replacing a stale socket file.
+func listenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("spool: socket directory: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("spool: socket %s: %w", path, err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("spool: socket %s: set group %d: %w", path, gid, err)
+		}
+	}
+	return l, nil
+}
+
+// removeStaleSocket removes a socket file nobody answers on. It refuses to
+// touch anything else: another file, or a socket a live daemon holds.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("spool: socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("spool: socket %s: a file that is not a socket is in the way", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("spool: socket %s: another relayq is answering on it", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("spool: socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// errorLog hands go-smtp's internal messages (connection errors, panics) to
+// slog.
+type errorLog struct{ log *slog.Logger }
+
+func (e errorLog) Printf(format string, v ...any) {
+	e.log.Warn("smtp server", "detail", fmt.Sprintf(format, v...))
+}
+
+func (e errorLog) Println(v ...any) {
+	e.log.Warn("smtp server", "detail", fmt.Sprint(v...))
+}

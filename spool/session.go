@@ -1,0 +1,174 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/queue"
+)
+
+// Replies. go-smtp answers with the code of an error only if the error IS a
+// *smtp.SMTPError (a type assertion, so not even a wrapped one): anything
+// else from Data becomes a permanent 554 (reliability.md §4.2). Every
+// Session method below therefore returns one of these, bare, and logs the
+// cause itself. None of them carries a path or internal error text.
+var (
+	replyBadSender = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+	replyBadRcpt   = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	replyNested    = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command"}
+	replyNUL       = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains NUL octets"}
+	replyFull      = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
+	replyStorage   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}
+	replyTimeout   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Timeout or connection lost while reading message data"}
+	replyShutdown  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Shutting down, try again later"}
+)
+
+// replyLineTooLong is the reply to a DATA line over Options.MaxLineLength.
+func replyLineTooLong(limit int) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: fmt.Sprintf("Message has a line longer than %d bytes", limit)}
+}
+
+// replyQueued is how Data says 250 with the queue ID in the text: go-smtp
+// writes an SMTPError's code and text as they are, whatever the class.
+func replyQueued(id string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// session is one SMTP connection's transaction state.
+type session struct {
+	srv       *Server
+	conn      *conn
+	submitter queue.Submitter
+	log       *slog.Logger
+
+	fromSet bool
+	from    string
+	utf8    bool
+	rcpts   []string
+	seen    map[string]bool
+}
+
+// newSession is go-smtp's Backend: called at the first EHLO/HELO.
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	sc, ok := c.Conn().(*conn)
+	if !ok {
+		// Every connection comes through listener.Accept.
+		return nil, replyStorage
+	}
+	sub := queue.Submitter{UID: -1, Via: sc.via}
+	log := s.log.With("via", sc.via)
+	switch sc.via {
+	case viaSocket:
+		uid, err := peerUID(sc.Conn)
+		if err != nil {
+			log.Warn("submitter unknown", "err", err)
+		}
+		sub.UID = uid
+		log = log.With("uid", uid)
+	case viaTCP:
+		sub.Addr = sc.RemoteAddr().String()
+		log = log.With("addr", sub.Addr)
+	}
+	return &session{srv: s, conn: sc, submitter: sub, log: log.With("helo", c.Hostname())}, nil
+}
+
+func (s *session) Reset() {
+	s.fromSet, s.from, s.utf8 = false, "", false
+	s.rcpts, s.seen = nil, nil
+}
+
+func (s *session) Logout() error { return nil }
+
+// Mail takes the reverse path; "" is the null sender <>. go-smtp has checked
+// the syntax of the path already; this checks what it lets through (control
+// characters, quoted local parts, lengths).
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.fromSet {
+		return replyNested
+	}
+	if from != "" {
+		if err := checkAddress(from); err != nil {
+			s.log.Info("refused sender", "from", fmt.Sprintf("%q", from), "err", err)
+			return replyBadSender
+		}
+	}
+	s.fromSet, s.from = true, from
+	s.utf8 = opts != nil && opts.UTF8
+	return nil
+}
+
+// Rcpt adds a recipient. The same address given twice is kept once (the
+// domain compared without case), so the relay never sees it twice in one
+// transaction. go-smtp refuses <postmaster> without a domain (its parser
+// wants local@domain) before this is called, with 501 5.5.2.
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := checkAddress(to); err != nil {
+		s.log.Info("refused recipient", "rcpt", fmt.Sprintf("%q", to), "err", err)
+		return replyBadRcpt
+	}
+	if s.seen == nil {
+		s.seen = make(map[string]bool)
+	}
+	if k := addressKey(to); !s.seen[k] {
+		s.seen[k] = true
+		s.rcpts = append(s.rcpts, to)
+	}
+	return nil
+}
+
+// Data reads the message, normalising its line endings, and answers 250
+// only once queue.Put has returned (the bbolt commit is on disk).
+func (s *session) Data(r io.Reader) error {
+	if !s.srv.beginData(s.conn) {
+		return replyShutdown
+	}
+	defer s.srv.endData(s.conn)
+
+	n, body, err := readNormalized(r, s.srv.opts.MaxMessageSize)
+	if err != nil {
+		return s.readFailed(err)
+	}
+	if n.nul {
+		s.log.Info("refused message with NUL octets", "from", s.from, "size", len(body))
+		return replyNUL
+	}
+	env := queue.Envelope{
+		From:       s.from,
+		Recipients: s.rcpts,
+		Submitter:  s.submitter,
+		UTF8:       s.utf8 || needsUTF8(s.from, s.rcpts),
+		EightBit:   n.eightBit,
+	}
+	id, err := s.srv.opts.Queue.Put(s.srv.putCtx, env, body)
+	switch {
+	case errors.Is(err, queue.ErrFull):
+		s.log.Error("queue full, message refused", "from", s.from, "size", len(body), "err", err)
+		return replyFull
+	case err != nil:
+		s.log.Error("cannot queue message", "from", s.from, "size", len(body), "err", err)
+		return replyStorage
+	}
+	s.log.Info("accepted", "id", id, "from", s.from, "rcpts", len(s.rcpts), "size", len(body))
+	return replyQueued(id)
+}
+
+// readFailed maps a failure to read the DATA section to a reply.
+func (s *session) readFailed(err error) error {
+	switch {
+	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, errTooLarge):
+		s.log.Info("refused message over the size limit", "from", s.from, "limit", s.srv.opts.MaxMessageSize)
+		return smtp.ErrDataTooLarge
+	case errors.Is(err, smtp.ErrTooLongLine):
+		s.log.Info("refused message with a line too long", "from", s.from, "limit", s.srv.opts.MaxLineLength)
+		return replyLineTooLong(s.srv.opts.MaxLineLength)
+	default:
+		// A timeout (the connection is then closed, see conn), or the
+		// client went away. Nothing was queued.
+		s.log.Info("message data not received", "from", s.from, "err", err)
+		return replyTimeout
+	}
+}

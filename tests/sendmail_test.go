@@ -1,0 +1,109 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"relayq/transport/smtptest"
+)
+
+// TestSendmailSymlink: a program running sendmail (a symlink to relayq) →
+// relayq (unix socket) → smtptest relay. -t takes the recipients from To,
+// Cc and Bcc and drops the Bcc field; -f sets the envelope sender; Date,
+// Message-ID and From (with -F's name) are added when missing; bare LF line
+// endings become CRLF; -v prints the queue ID.
+func TestSendmailSymlink(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay)
+	msg := "To: to1@example.net\n" +
+		"Cc: Cc User <cc1@example.net>\n" +
+		"Bcc: hidden@example.net\n" +
+		"Subject: via sendmail\n" +
+		"\n" +
+		"hello\n" +
+		".a line starting with a dot\n"
+	res := runCmd(sendmailLink, []byte(msg), "-c", d.config, "-t", "-oi", "-v", "-f", "sender@example.org", "-F", "Test User")
+	if res.code != 0 {
+		t.Fatalf("sendmail: %v", res)
+	}
+	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+	if got.From != "sender@example.org" {
+		t.Errorf("MAIL FROM %q, want sender@example.org", got.From)
+	}
+	wantTo := []string{"cc1@example.net", "hidden@example.net", "to1@example.net"}
+	if to := slices.Sorted(slices.Values(got.To)); !slices.Equal(to, wantTo) {
+		t.Errorf("RCPT TO %q, want %q", to, wantTo)
+	}
+	body := string(got.Body)
+	if regexp.MustCompile(`[^\r]\n`).MatchString(body) {
+		t.Errorf("body has bare LF line endings: %q", body)
+	}
+	header, text, _ := strings.Cut(body, "\r\n\r\n")
+	for _, want := range []string{
+		"To: to1@example.net\r\n", "Cc: Cc User <cc1@example.net>\r\n", "Subject: via sendmail\r\n",
+		`From: "Test User" <sender@example.org>`, "Date: ", "Message-ID: <",
+	} {
+		if !strings.Contains(header+"\r\n", want) {
+			t.Errorf("header lacks %q:\n%s", want, header)
+		}
+	}
+	if strings.Contains(body, "Bcc") || strings.Contains(body, "hidden@") {
+		t.Errorf("Bcc was not removed:\n%s", body)
+	}
+	if text != "hello\r\n.a line starting with a dot\r\n" {
+		t.Errorf("message text %q, want the input's with CRLF", text)
+	}
+
+	waitFor(t, 5*time.Second, "a delivery log line", func() bool { return len(d.logRecords("delivery")) > 0 })
+	id := d.logRecords("delivery")[0]["id"]
+	if id == "" || !strings.Contains(res.stdout+res.stderr, id) {
+		t.Errorf("sendmail -v said %q / %q; want the queue ID %q", res.stdout, res.stderr, id)
+	}
+}
+
+// TestSwaksOverTCP: swaks → relayq (TCP listener on 127.0.0.1) → smtptest
+// relay. In CI a missing swaks is a failure, elsewhere a skip.
+func TestSwaksOverTCP(t *testing.T) {
+	swaks, err := exec.LookPath("swaks")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("swaks is not installed (tests/run.sh installs it)")
+		}
+		t.Skip("swaks is not installed; tests/run.sh installs it")
+	}
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	port := freePort(t)
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "listen", fmt.Sprintf(`["127.0.0.1:%d"]`, port))
+	})
+	res := runCmd(swaks, nil,
+		"--server", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--from", "swaks@example.org", "--to", "rcpt@example.net,second@example.com",
+		"--header", "X-Seq: 11", "--body", "sent by swaks")
+	if res.code != 0 {
+		t.Fatalf("swaks: %v", res)
+	}
+	if m := queuedAs.FindStringSubmatch(res.stdout); m == nil {
+		t.Errorf("swaks transcript shows no \"queued as\" reply:\n%s", res.stdout)
+	}
+	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+	if got.From != "swaks@example.org" || !slices.Equal(got.To, []string{"rcpt@example.net", "second@example.com"}) {
+		t.Errorf("envelope %s → %q, want swaks@example.org → [rcpt@example.net second@example.com]", got.From, got.To)
+	}
+	if seqOf(got.Body) != 11 || !bytes.Contains(got.Body, []byte("sent by swaks")) {
+		t.Errorf("body %q lacks swaks's header and text", got.Body)
+	}
+	d.waitQueueEmpty(t, 10*time.Second)
+	q, _, _ := d.list("dead")
+	if len(q) != 0 {
+		t.Errorf("dead letters after a plain delivery: %+v", q)
+	}
+}
