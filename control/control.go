@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -111,18 +112,24 @@ func (s *Server) serve() {
 	}
 }
 
+// maxRequest bounds what a client may send; requests are a few bytes.
+const maxRequest = 64 << 10
+
 func (s *Server) handle(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
+	// The request is read before the peer is judged, so that a refused
+	// client reads its answer instead of failing to send (broken pipe).
+	var req Request
+	decodeErr := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req)
 	uid, err := peerUID(c)
 	if err != nil || !s.allow(uid) {
 		s.log.Warn("control: refused a client", "uid", uid, "err", err)
 		_ = json.NewEncoder(c).Encode(Response{Error: "permission denied"})
 		return
 	}
-	var req Request
-	if err := json.NewDecoder(c).Decode(&req); err != nil {
-		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+	if decodeErr != nil {
+		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + decodeErr.Error()})
 		return
 	}
 	_ = json.NewEncoder(c).Encode(s.answer(req))

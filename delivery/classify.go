@@ -63,7 +63,7 @@ func replyOf(err error) *queue.Reply {
 		}
 		var te *transport.Error
 		if errors.As(err, &te) {
-			r.Lines[0] = fmt.Sprintf("(%s) %s", te.Stage, r.Lines[0])
+			r.Stage = te.Stage.String()
 		}
 		return r
 	}

@@ -71,6 +71,10 @@ func TestReplyKeepsEveryLineAndEnhancedCode(t *testing.T) {
 	if r.Code != 550 || r.Enhanced != "5.7.1" || len(r.Lines) != 2 || r.Lines[1] != "line two" {
 		t.Fatalf("%+v", r)
 	}
+	wrapped := replyOf(&transport.Error{Stage: transport.StageDot, Err: smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "try later"), AfterDot: true})
+	if wrapped.Lines[0] != "try later" || wrapped.Stage != "dot" || wrapped.String() != "451 4.3.0 try later (in reply to dot)" {
+		t.Fatalf("relay text must stay untouched, stage kept apart: %+v %q", wrapped, wrapped.String())
+	}
 	if s := successReply("2.0.0 Ok: queued as 4XyZ"); s.Enhanced != "2.0.0" || s.Lines[0] != "Ok: queued as 4XyZ" {
 		t.Fatalf("%+v", s)
 	}

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"sync"
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,6 +33,12 @@ type committer struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 
+	// closing guards closed: commit holds it shared while it hands a
+	// change to the loop, close holds it exclusively to set closed, so no
+	// change can enter the queue after the loop's final drain.
+	closing sync.RWMutex
+	closed  bool
+
 	commits atomic.Int64 // transactions committed
 	changes atomic.Int64 // change functions committed
 }
@@ -52,16 +59,27 @@ func newCommitter(db *bolt.DB, maxBatch int) *committer {
 // transaction has committed (or failed).
 func (c *committer) commit(fn func(*bolt.Tx) error) error {
 	ch := change{fn: fn, done: make(chan error, 1)}
-	select {
-	case c.queue <- ch:
-	case <-c.stop:
+	c.closing.RLock()
+	if c.closed {
+		c.closing.RUnlock()
 		return ErrClosed
 	}
+	c.queue <- ch // the loop runs until close, so this cannot block for ever
+	c.closing.RUnlock()
 	return <-ch.done
 }
 
-// close stops the loop after the changes already queued are committed.
+// close stops the loop after the changes already queued are committed;
+// commit calls that come later return ErrClosed.
 func (c *committer) close() {
+	c.closing.Lock()
+	if c.closed {
+		c.closing.Unlock()
+		<-c.stopped
+		return
+	}
+	c.closed = true
+	c.closing.Unlock()
 	close(c.stop)
 	<-c.stopped
 }

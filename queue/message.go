@@ -30,6 +30,10 @@ type Reply struct {
 	Code     int      `json:"code"`
 	Enhanced string   `json:"enhanced,omitempty"` // "5.1.1", empty if the relay sent none
 	Lines    []string `json:"lines,omitempty"`
+	// Stage is the step of the relay session the reply answered ("rcpt",
+	// "dot", …), empty when unknown. It is kept apart so that the relay's
+	// own text stays exactly as sent.
+	Stage string `json:"stage,omitempty"`
 }
 
 // String renders the reply on one line, like Postfix's "said:" text.
@@ -40,12 +44,15 @@ func (r *Reply) String() string {
 	text := strings.Join(r.Lines, " ")
 	switch {
 	case r.Code == 0:
-		return text
 	case r.Enhanced != "":
-		return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, text)
+		text = fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, text)
 	default:
-		return fmt.Sprintf("%d %s", r.Code, text)
+		text = fmt.Sprintf("%d %s", r.Code, text)
 	}
+	if r.Stage != "" {
+		text += " (in reply to " + r.Stage + ")"
+	}
+	return text
 }
 
 // Submitter records who handed a message to relayq.
@@ -53,7 +60,7 @@ type Submitter struct {
 	// UID of the peer on the Unix socket (SO_PEERCRED), or of the process
 	// that wrote a maildrop file; -1 when unknown (a TCP listener).
 	UID int `json:"uid"`
-	// Via names the way in: "socket", "tcp 127.0.0.1:25", "maildrop".
+	// Via names the way in: "socket", "tcp" (with Addr) or "maildrop".
 	Via string `json:"via,omitempty"`
 	// Addr is the peer's address for TCP submissions.
 	Addr string `json:"addr,omitempty"`

@@ -11,7 +11,7 @@
 //     the socket.
 //   - WriteMaildrop is sendmail's fallback when the daemon is down: one file
 //     per message, written to a temporary name, fsynced and renamed into
-//     place. ImportMaildrop and WatchMaildrop, on the daemon's side, move
+//     place. Maildrop.Import and Maildrop.Watch, on the daemon's side, move
 //     those files into the queue.
 //
 // Promises:

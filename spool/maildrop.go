@@ -209,7 +209,29 @@ func parseMaildropLine(env *queue.Envelope, line string) error {
 	return nil
 }
 
-// ImportMaildrop moves every complete file in dir into q: claim it (rename
+// Maildrop is the daemon's side of the maildrop directory that sendmail
+// falls back to when the socket is down.
+type Maildrop struct {
+	Dir   string
+	Queue *queue.Queue
+	// MaxSize is max_message_size; a larger file is set aside (*.bad), not
+	// read. 0 means no limit.
+	MaxSize int64
+	Log     *slog.Logger
+}
+
+// maildropEnvelopeRoom is what the envelope lines of a maildrop file may
+// add to the message itself.
+const maildropEnvelopeRoom = 1 << 20
+
+func (m *Maildrop) logger() *slog.Logger {
+	if m.Log == nil {
+		return slog.Default()
+	}
+	return m.Log
+}
+
+// Import moves every complete file in the directory into the queue: claim it (rename
 // to .work), read it, queue.Put, remove it. The removals are made durable
 // with one fsync of dir at the end.
 //
@@ -221,10 +243,8 @@ func parseMaildropLine(env *queue.Envelope, line string) error {
 // import; the file stays for the next one.
 //
 // The submitter recorded is the file owner's uid, Via "maildrop".
-func ImportMaildrop(ctx context.Context, dir string, q *queue.Queue, log *slog.Logger) (imported int, err error) {
-	if log == nil {
-		log = slog.Default()
-	}
+func (m *Maildrop) Import(ctx context.Context) (imported int, err error) {
+	dir, log := m.Dir, m.logger()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, fmt.Errorf("spool: maildrop: %w", err)
@@ -250,7 +270,7 @@ func ImportMaildrop(ctx context.Context, dir string, q *queue.Queue, log *slog.L
 			removeStaleTemp(dir, name, log)
 		case strings.HasSuffix(name, maildropBad):
 		default:
-			ok, err := importFile(ctx, dir, name, q, log)
+			ok, err := m.importFile(ctx, name)
 			if err != nil {
 				return imported, err
 			}
@@ -264,7 +284,8 @@ func ImportMaildrop(ctx context.Context, dir string, q *queue.Queue, log *slog.L
 
 // importFile imports one file; ok reports that it was queued and removed.
 // The error is for failures that should stop the import (queue, disk).
-func importFile(ctx context.Context, dir, name string, q *queue.Queue, log *slog.Logger) (ok bool, err error) {
+func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err error) {
+	dir, q, log := m.Dir, m.Queue, m.logger()
 	base := strings.TrimSuffix(name, maildropWork)
 	work := filepath.Join(dir, base+maildropWork)
 	if name != base+maildropWork {
@@ -275,7 +296,7 @@ func importFile(ctx context.Context, dir, name string, q *queue.Queue, log *slog
 			return false, nil
 		}
 	}
-	env, body, err := readMaildropFile(work)
+	env, body, err := readMaildropFile(work, m.MaxSize)
 	if err != nil {
 		setAside(dir, base, work, err, log)
 		return false, nil
@@ -298,7 +319,9 @@ func importFile(ctx context.Context, dir, name string, q *queue.Queue, log *slog
 // readMaildropFile opens a claimed file without following a symbolic link,
 // checks that it is a plain file with one link (so nobody can hard-link a
 // file they cannot read into the maildrop and have it mailed), and parses it.
-func readMaildropFile(path string) (queue.Envelope, []byte, error) {
+// A file larger than maxSize (plus room for the envelope lines) is refused
+// before it is read, so a full maildrop cannot exhaust the daemon's memory.
+func readMaildropFile(path string, maxSize int64) (queue.Envelope, []byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return queue.Envelope{}, nil, err
@@ -316,6 +339,8 @@ func readMaildropFile(path string) (queue.Envelope, []byte, error) {
 		return queue.Envelope{}, nil, errors.New("no owner")
 	case st.Nlink != 1:
 		return queue.Envelope{}, nil, fmt.Errorf("file has %d links", st.Nlink)
+	case maxSize > 0 && fi.Size() > maxSize+maildropEnvelopeRoom:
+		return queue.Envelope{}, nil, fmt.Errorf("file of %d bytes exceeds max_message_size %d", fi.Size(), maxSize)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
@@ -354,20 +379,18 @@ func removeStaleTemp(dir, name string, log *slog.Logger) {
 	log.Info("maildrop: removed stale temporary file", "file", name, "age", time.Since(fi.ModTime()).Round(time.Second))
 }
 
-// WatchMaildrop imports from dir every interval (0 means 5s) until ctx is
-// done. Failures are logged, once until the next different one.
-func WatchMaildrop(ctx context.Context, dir string, q *queue.Queue, interval time.Duration, log *slog.Logger) {
+// Watch imports every interval (0 means 5s) until ctx is done. Failures
+// are logged, once until the next different one.
+func (m *Maildrop) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
-	if log == nil {
-		log = slog.Default()
-	}
+	dir, log := m.Dir, m.logger()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var last string
 	for {
-		_, err := ImportMaildrop(ctx, dir, q, log)
+		_, err := m.Import(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return

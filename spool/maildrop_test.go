@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -85,9 +86,9 @@ func TestMaildropRoundTrip(t *testing.T) {
 			if fi.Mode().Perm() != 0o644 {
 				t.Errorf("maildrop file mode %v, want 0644 (the daemon must read it)", fi.Mode())
 			}
-			n, err := ImportMaildrop(context.Background(), dir, q, testLogger(t))
+			n, err := (&Maildrop{Dir: dir, Queue: q, Log: testLogger(t)}).Import(context.Background())
 			if err != nil || n != 1 {
-				t.Fatalf("ImportMaildrop = %d, %v; want 1, nil", n, err)
+				t.Fatalf("Import = %d, %v; want 1, nil", n, err)
 			}
 			msgs, bodies := queued(t, q)
 			if len(msgs) != 1 {
@@ -150,9 +151,9 @@ func TestImportOrderAndSkips(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n, err := ImportMaildrop(context.Background(), dir, q, testLogger(t))
+	n, err := (&Maildrop{Dir: dir, Queue: q, Log: testLogger(t)}).Import(context.Background())
 	if err != nil || n != 3 {
-		t.Fatalf("ImportMaildrop = %d, %v; want 3, nil", n, err)
+		t.Fatalf("Import = %d, %v; want 3, nil", n, err)
 	}
 	_, bodies := queued(t, q)
 	if want := []string{"first\r\n", "second\r\n", "third\r\n"}; !reflect.DeepEqual(bodies, want) {
@@ -163,8 +164,8 @@ func TestImportOrderAndSkips(t *testing.T) {
 		t.Errorf("left in the maildrop %q, want %q", got, want)
 	}
 	// A second pass changes nothing.
-	if n, err := ImportMaildrop(context.Background(), dir, q, testLogger(t)); n != 0 || err != nil {
-		t.Errorf("second ImportMaildrop = %d, %v", n, err)
+	if n, err := (&Maildrop{Dir: dir, Queue: q, Log: testLogger(t)}).Import(context.Background()); n != 0 || err != nil {
+		t.Errorf("second Import = %d, %v", n, err)
 	}
 	if got := listDir(t, dir); !reflect.DeepEqual(got, want) {
 		t.Errorf("after a second pass %q, want %q", got, want)
@@ -181,9 +182,9 @@ func TestImportQueueFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := ImportMaildrop(context.Background(), dir, q, testLogger(t))
+	n, err := (&Maildrop{Dir: dir, Queue: q, Log: testLogger(t)}).Import(context.Background())
 	if n != 0 || !errors.Is(err, queue.ErrFull) {
-		t.Fatalf("ImportMaildrop = %d, %v; want 0, ErrFull", n, err)
+		t.Fatalf("Import = %d, %v; want 0, ErrFull", n, err)
 	}
 	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{name + ".work"}) {
 		t.Fatalf("maildrop holds %q, want the claimed file", got)
@@ -191,8 +192,8 @@ func TestImportQueueFull(t *testing.T) {
 	// A claimed file left by a failed (or crashed) import is imported by the
 	// next one, into a queue with room.
 	q2 := openQueue(t, queue.Options{})
-	if n, err := ImportMaildrop(context.Background(), dir, q2, testLogger(t)); n != 1 || err != nil {
-		t.Fatalf("ImportMaildrop = %d, %v; want 1, nil", n, err)
+	if n, err := (&Maildrop{Dir: dir, Queue: q2, Log: testLogger(t)}).Import(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Import = %d, %v; want 1, nil", n, err)
 	}
 }
 
@@ -216,14 +217,14 @@ func TestWriteMaildropRefuses(t *testing.T) {
 	}
 }
 
-func TestWatchMaildrop(t *testing.T) {
+func TestMaildropWatch(t *testing.T) {
 	dir := maildropDir(t)
 	q := openQueue(t, queue.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		WatchMaildrop(ctx, dir, q, 10*time.Millisecond, testLogger(t))
+		(&Maildrop{Dir: dir, Queue: q, Log: testLogger(t)}).Watch(ctx, 10*time.Millisecond)
 	}()
 	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.com"}}
 	if _, err := WriteMaildrop(dir, env, []byte("x\r\n")); err != nil {
@@ -235,4 +236,27 @@ func TestWatchMaildrop(t *testing.T) {
 	})
 	cancel()
 	<-done
+}
+
+// A maildrop file far beyond max_message_size is set aside unread: it is
+// kept for the operator, and the daemon never loads it into memory.
+func TestImportSetsAsideOversizedFile(t *testing.T) {
+	dir := maildropDir(t)
+	q := openQueue(t, queue.Options{})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.com"}}
+	small, err := WriteMaildrop(dir, env, []byte("small\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := WriteMaildrop(dir, env, bytes.Repeat([]byte("x\r\n"), 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := &Maildrop{Dir: dir, Queue: q, MaxSize: 1024, Log: testLogger(t)}
+	if n, err := md.Import(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Import = %d, %v; want 1, nil", n, err)
+	}
+	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{big + ".bad"}) {
+		t.Fatalf("maildrop holds %q, want only %s.bad (and %s imported)", got, big, small)
+	}
 }

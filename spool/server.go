@@ -227,11 +227,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ls := s.listeners
 	s.mu.Unlock()
 
-	// Close the listeners here too: Serve may not have registered one with
-	// go-smtp yet.
+	// Close the listeners ourselves (Serve may not have registered one with
+	// go-smtp yet) and wait for every Serve loop to return before calling
+	// go-smtp's Shutdown: Serve adds accepted connections to the WaitGroup
+	// that Shutdown waits on, and an Add racing that Wait is a data race.
 	for _, l := range ls {
 		l.Close()
 	}
+	s.serving.Wait()
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
@@ -245,7 +248,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		err = ctx.Err()
 	}
-	s.serving.Wait()
 	// No Put is left running once Shutdown returns, so the caller may close
 	// the queue.
 	s.receiving.Wait()

@@ -137,7 +137,8 @@ func (d *daemon) startBackground(ctx context.Context) {
 	maildropDone := make(chan struct{})
 	go func() {
 		defer close(maildropDone)
-		spool.WatchMaildrop(ctx, d.cfg.Submission.Maildrop, d.q, time.Second, d.log)
+		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Log: d.log}
+		md.Watch(ctx, time.Second)
 	}()
 	go func() {
 		defer close(d.done)

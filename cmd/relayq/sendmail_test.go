@@ -154,7 +154,7 @@ func TestSendmailMaildrop(t *testing.T) {
 		t.Fatalf("maildrop holds %d files, want 1", len(files))
 	}
 	q := s.startIntake(t, queue.Options{}, spool.Options{})
-	if n, err := spool.ImportMaildrop(context.Background(), s.maildrop, q, nil); n != 1 || err != nil {
+	if n, err := (&spool.Maildrop{Dir: s.maildrop, Queue: q}).Import(context.Background()); n != 1 || err != nil {
 		t.Fatalf("import: %d, %v", n, err)
 	}
 	msgs, _ := q.List()
