@@ -87,6 +87,9 @@ type RelayConfig struct {
 	SocketTimeout     Duration   `toml:"socket_timeout"`     // inactivity allowed on a connection; default 10m
 	MaxConnections    int        `toml:"max_connections"`    // pool size; default 5
 	MaxMessages       int        `toml:"max_messages"`       // messages per connection before reconnecting; default 100
+	LocalAddress      string     `toml:"local_address"`      // IP address to bind outgoing connections to; "" = the system's choice
+	DNSTimeout        Duration   `toml:"dns_timeout"`        // time to resolve the relay's (and the proxy's) host name; default 30s
+	Proxy             string     `toml:"proxy" redact:"url"` // socks5://, socks5h:// or http:// [user:pass@]host:port; "" = connect directly
 }
 
 // AuthConfig is the [relay.auth] table. After loading, Pass holds the
@@ -101,11 +104,14 @@ type AuthConfig struct {
 
 // TLSConfig is the [relay.tls] table.
 type TLSConfig struct {
-	ServerName         string `toml:"servername"`          // name the certificate must match; default Host ("" for a unix socket)
-	RejectUnauthorized bool   `toml:"reject_unauthorized"` // verify the certificate; default true
-	RequireTLS         bool   `toml:"require_tls"`         // fail rather than send without TLS
-	IgnoreTLS          bool   `toml:"ignore_tls"`          // never STARTTLS
-	CAFile             string `toml:"ca_file"`             // absolute path of PEM CAs to trust instead of the system's
+	ServerName         string     `toml:"servername"`          // name the certificate must match; default Host ("" for a unix socket)
+	RejectUnauthorized bool       `toml:"reject_unauthorized"` // verify the certificate; default true
+	RequireTLS         bool       `toml:"require_tls"`         // fail rather than send without TLS
+	IgnoreTLS          bool       `toml:"ignore_tls"`          // never STARTTLS
+	CAFile             string     `toml:"ca_file"`             // absolute path of PEM CAs to trust instead of the system's
+	CertFile           string     `toml:"cert_file"`           // absolute path of a PEM client certificate (chain) to present; needs key_file
+	KeyFile            string     `toml:"key_file"`            // absolute path of the PEM private key of cert_file
+	MinVersion         TLSVersion `toml:"min_version"`         // lowest TLS version accepted: "1.0", "1.1", "1.2" (default) or "1.3"
 }
 
 // DeliveryConfig is the [delivery] table.
@@ -146,7 +152,8 @@ func defaults() *Config {
 		Control: ControlConfig{Socket: "control.sock"},
 		Relay: RelayConfig{
 			Host:              "localhost",
-			TLS:               TLSConfig{RejectUnauthorized: true},
+			TLS:               TLSConfig{RejectUnauthorized: true, MinVersion: TLSVersion12},
+			DNSTimeout:        Duration{30 * time.Second},
 			ConnectionTimeout: Duration{2 * time.Minute},
 			GreetingTimeout:   Duration{30 * time.Second},
 			SocketTimeout:     Duration{10 * time.Minute},

@@ -60,5 +60,6 @@ func redactURL(raw string) string {
 	if err != nil {
 		return redacted
 	}
+	redactQueryProxy(u)
 	return u.Redacted()
 }

@@ -28,7 +28,7 @@ type urlSetting struct {
 var urlOwnKeys = []string{"url", "host", "port", "secure", "lmtp", "socket", "auth.user", "auth.pass"}
 
 // secretKeys are never shown in error messages.
-var secretKeys = []string{"auth.pass"}
+var secretKeys = []string{"auth.pass", "proxy"}
 
 // parseRelayURL reads smtp://user:pass@host:587, smtps://host, lmtp://host or
 // lmtp+unix:///path. Its errors never quote the url, which may hold a
@@ -213,6 +213,7 @@ func (l loader) resolveRelay(r *RelayConfig, c *checker) {
 	x.where()
 	x.auth()
 	x.tls()
+	x.conn()
 	x.limits()
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -37,9 +38,7 @@ func (t *Transport) dial(ctx context.Context) (*conn, error) {
 	if strings.ContainsFunc(t.localName, badAddressRune) {
 		return nil, &Error{Stage: StageHello, Err: fmt.Errorf("invalid local name %q", t.localName)}
 	}
-	dctx, cancel := context.WithTimeout(ctx, t.opts.ConnectTimeout)
-	nc, err := t.opts.Dial(dctx, t.opts.Network, t.opts.Address)
-	cancel()
+	nc, err := t.connect(ctx)
 	if err != nil {
 		return nil, &Error{Stage: StageDial, Err: ctxCause(ctx, err)}
 	}
@@ -112,8 +111,10 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 }
 
 // startTLS says EHLO and, if the relay offers STARTTLS, upgrades the
-// connection. It returns nil (and no error) when the session stays in
-// clear, which only happens when TLS is not required.
+// connection. With RequireTLS it sends STARTTLS even when the relay does
+// not offer it (a man in the middle may have stripped the offer), and fails
+// if the relay refuses. It returns nil (and no error) when the session
+// stays in clear, which only happens when TLS is not required.
 func (t *Transport) startTLS(ctx context.Context, c *conn, nc net.Conn, br *bufio.Reader) (net.Conn, error) {
 	if t.opts.IgnoreTLS { // and RequireTLS: the two contradict each other
 		return nil, &Error{Stage: StageTLS, Err: fmt.Errorf("%w: IgnoreTLS forbids STARTTLS", ErrTLSUnavailable)}
@@ -129,14 +130,15 @@ func (t *Transport) startTLS(ctx context.Context, c *conn, nc net.Conn, br *bufi
 	}
 	// A relay that refuses EHLO (500/502) knows no extensions; go-smtp
 	// falls back to HELO later.
-	if !hasExtension(string(ext), "STARTTLS") {
-		if t.opts.RequireTLS {
-			return nil, &Error{Stage: StageTLS, Err: fmt.Errorf("%w: the relay does not offer STARTTLS", ErrTLSUnavailable)}
-		}
+	offered := hasExtension(string(ext), "STARTTLS")
+	if !offered && !t.opts.RequireTLS {
 		t.log.Debug("relay offers no STARTTLS; continuing in clear", "conn", c.id, "relay", t.opts.Address)
 		return nil, nil
 	}
 	if _, err := t.command(nc, br, 220, "STARTTLS"); err != nil {
+		if !offered && errors.As(err, &se) {
+			err = fmt.Errorf("%w: the relay does not offer STARTTLS and refused it: %w", ErrTLSUnavailable, err)
+		}
 		return nil, &Error{Stage: StageTLS, Err: err}
 	}
 	if br.Buffered() > 0 {
@@ -159,7 +161,7 @@ func (t *Transport) handshake(ctx context.Context, raw *ioConn) (*tls.Conn, erro
 	hctx, cancel := context.WithTimeout(ctx, t.opts.CommandTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
-		return nil, err
+		return nil, handshakeError(err)
 	}
 	st := tc.ConnectionState()
 	t.log.Debug("relay TLS established", "relay", t.opts.Address,
@@ -242,4 +244,19 @@ func ctxCause(ctx context.Context, err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ctx.Err(), err)
+}
+
+// handshakeError says why a TLS handshake failed in words an operator can
+// act on; the crypto/tls error stays inside for errors.As.
+func handshakeError(err error) error {
+	var ve *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &ua):
+		return fmt.Errorf("the relay's certificate is not signed by a trusted authority "+
+			"(self-signed, or a private CA that is not trusted): %w", err)
+	case errors.As(err, &ve):
+		return fmt.Errorf("the relay's certificate is refused: %w", err)
+	}
+	return fmt.Errorf("TLS handshake: %w", err)
 }

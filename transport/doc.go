@@ -1,18 +1,23 @@
 // Package transport sends messages to one upstream relay over SMTP or LMTP.
 //
 // It owns the client side of relayq: dialling (with a context and
-// ConnectTimeout), implicit TLS, opportunistic or required STARTTLS with
-// certificate verification, AUTH PLAIN/LOGIN, and a pool of reused
-// connections. It reports what happened; it never decides what to do about
-// it (retry, dead letter): that is the caller's job.
+// ConnectTimeout; the relay's name resolved within DNSTimeout and its
+// addresses tried in turn; from LocalAddress; directly or through a SOCKS5
+// or HTTP CONNECT proxy), implicit TLS, opportunistic or required STARTTLS
+// with certificate verification and an optional client certificate, AUTH
+// PLAIN/LOGIN, and a pool of reused connections. It reports what happened;
+// it never decides what to do about it (retry, dead letter): that is the
+// caller's job.
 //
 // What it promises:
 //
 //   - Every read and write on the relay connection has a deadline, the
 //     message body included (GreetingTimeout, CommandTimeout, DataTimeout),
 //     and a Send stops when its context ends.
-//   - Nothing after the greeting is sent in clear when RequireTLS is set,
-//     and credentials never go over a connection without TLS unless
+//   - Nothing after the greeting but EHLO and STARTTLS is sent in clear
+//     when RequireTLS is set (STARTTLS is tried even when the relay does
+//     not offer it, since the offer may have been stripped), and
+//     credentials never go over a connection without TLS unless
 //     AllowInsecureAuth is set.
 //   - The EHLO/LHLO name is LocalName before and after STARTTLS. (go-smtp's
 //     client says "localhost" before STARTTLS, so transport reads the

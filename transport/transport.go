@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -48,9 +49,29 @@ type Options struct {
 
 	Logger *slog.Logger // connection events at debug level; nil discards
 
-	// Dial opens the connection (a test seam, later proxies). nil means a
-	// net.Dialer. It is called with a context bounded by ConnectTimeout.
+	// Dial opens each connection transport makes itself: to one address of
+	// the relay ("ip:port", or the socket path), or to the proxy. nil means
+	// a net.Dialer bound to LocalAddress. It is called with a context
+	// bounded by ConnectTimeout. A test seam.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// LocalAddress is the IP address connections to the relay (or to the
+	// proxy) are bound to; "" lets the system choose. Relay addresses of
+	// the other IP family are skipped.
+	LocalAddress string
+	// DNSTimeout bounds each host name lookup (the relay's, the proxy's);
+	// default 30s. An IP address is never looked up. A host name with
+	// several addresses is tried address by address, in the resolver's
+	// order, within ConnectTimeout.
+	DNSTimeout time.Duration
+	// LookupHost resolves a host name; nil means net.DefaultResolver's
+	// LookupHost. A test seam.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	// Proxy, when set, carries every connection to the relay: "socks5"
+	// (transport resolves the relay's name and asks for an IP), "socks5h"
+	// (the proxy resolves the name) or "http" (CONNECT), with credentials
+	// in its User. Only the scheme, User and Host are used.
+	Proxy *url.URL
 }
 
 // Message is one message to send.
@@ -133,6 +154,7 @@ func setDefaults(o *Options) {
 	def(&o.DataTimeout, 10*time.Minute)
 	def(&o.IdleTimeout, 30*time.Second)
 	def(&o.IdleCheck, 5*time.Second)
+	def(&o.DNSTimeout, 30*time.Second)
 	if o.Network == "" {
 		o.Network = "tcp"
 	}
@@ -146,8 +168,10 @@ func setDefaults(o *Options) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Dial == nil {
-		var d net.Dialer
-		o.Dial = d.DialContext
+		o.Dial = localDialer(o.LocalAddress)
+	}
+	if o.LookupHost == nil {
+		o.LookupHost = net.DefaultResolver.LookupHost
 	}
 }
 

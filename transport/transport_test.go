@@ -107,8 +107,8 @@ func TestRequireTLS(t *testing.T) {
 			t.Errorf("err = %v, want ErrTLSUnavailable", err)
 		}
 		for _, cmd := range srv.Commands() {
-			if !strings.HasPrefix(cmd, "EHLO ") {
-				t.Errorf("sent %q in clear; only EHLO may precede STARTTLS", cmd)
+			if !strings.HasPrefix(cmd, "EHLO ") && cmd != "STARTTLS" {
+				t.Errorf("sent %q in clear; only EHLO and STARTTLS may come before TLS", cmd)
 			}
 		}
 	})
@@ -212,7 +212,8 @@ func TestAuthNeverInClear(t *testing.T) {
 }
 
 // TestHELOOnlyRelay: a relay that refuses EHLO gets HELO, in clear, unless
-// TLS is required.
+// TLS is required: then STARTTLS is tried all the same, and the session
+// fails if the relay refuses it.
 func TestHELOOnlyRelay(t *testing.T) {
 	refuse := smtptest.Script{Hello: smtptest.Times(2, smtptest.Reply(502, "5.5.1 EHLO not implemented"))}
 	srv := smtptest.NewServer(t, smtptest.Options{TLS: true, Script: refuse})
@@ -221,7 +222,12 @@ func TestHELOOnlyRelay(t *testing.T) {
 		t.Errorf("commands %q, want a HELO fallback", srv.Commands())
 	}
 	srv.SetScript(refuse)
-	_, err := send(t, newTransport(t, srv, requireTLS), message("s@example.org", "r@example.net"))
+	mustSend(t, newTransport(t, srv, requireTLS), message("s@example.org", "r@example.net"))
+	if got := srv.WaitMessages(t, 2, 0); !got[1].TLS {
+		t.Errorf("TLS required, relay accepts STARTTLS: delivered without TLS")
+	}
+	noTLS := smtptest.NewServer(t, smtptest.Options{Script: refuse})
+	_, err := send(t, newTransport(t, noTLS, requireTLS), message("s@example.org", "r@example.net"))
 	wantError(t, err, StageTLS, true)
 }
 

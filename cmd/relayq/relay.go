@@ -1,12 +1,8 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 
 	"relayq"
@@ -34,6 +30,8 @@ func transportOptions(r relayq.RelayConfig, log *slog.Logger) (transport.Options
 		MaxConnections:    r.MaxConnections,
 		MaxMessages:       r.MaxMessages,
 		Logger:            log,
+		LocalAddress:      r.LocalAddress,
+		DNSTimeout:        r.DNSTimeout.Duration,
 	}
 	scheme := "smtp"
 	switch {
@@ -47,25 +45,12 @@ func transportOptions(r relayq.RelayConfig, log *slog.Logger) (transport.Options
 		o.Network, o.Address = "unix", r.Socket
 		name = "lmtp+unix://" + r.Socket
 	}
-	tlsConf := &tls.Config{
-		ServerName:         r.TLS.ServerName,
-		InsecureSkipVerify: !r.TLS.RejectUnauthorized,
-		MinVersion:         tls.VersionTLS12,
+	var err error
+	if o.TLS, err = relayTLS(r); err != nil {
+		return o, "", err
 	}
-	if tlsConf.ServerName == "" {
-		tlsConf.ServerName = r.Host
+	if o.Proxy, err = relayProxy(r); err != nil {
+		return o, "", err
 	}
-	if r.TLS.CAFile != "" {
-		pem, err := os.ReadFile(r.TLS.CAFile)
-		if err != nil {
-			return o, "", fmt.Errorf("relay.tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return o, "", fmt.Errorf("relay.tls.ca_file: %s holds no PEM certificate", r.TLS.CAFile)
-		}
-		tlsConf.RootCAs = pool
-	}
-	o.TLS = tlsConf
 	return o, name, nil
 }

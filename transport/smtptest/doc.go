@@ -3,7 +3,8 @@
 //
 // NewServer starts a relay on 127.0.0.1:0 (or on a Unix socket) that speaks
 // enough SMTP, ESMTP and LMTP for relayq's client and intake code:
-// EHLO/LHLO/HELO, STARTTLS and implicit TLS with a self-signed certificate,
+// EHLO/LHLO/HELO, STARTTLS and implicit TLS with a self-signed certificate
+// (or one a test CA issued: NewCA, which also issues client certificates),
 // AUTH PLAIN and LOGIN (the two-step "Username:"/"Password:" flavour),
 // MAIL with SIZE/BODY/SMTPUTF8, RCPT, DATA with dot-unstuffing, RSET, NOOP
 // and QUIT. It records every transaction it accepted, byte for byte.

@@ -24,6 +24,13 @@ type Options struct {
 	ImplicitTLS bool // TLS from the first byte (smtps)
 	// Certificate replaces the generated one for TLS and ImplicitTLS.
 	Certificate *Certificate
+	// ConfigureTLS, when set, adjusts the server's TLS configuration
+	// (built from Certificate) before each handshake: to ask for client
+	// certificates, cap the version…
+	ConfigureTLS func(*tls.Config)
+	// HideSTARTTLS, with TLS, leaves STARTTLS out of the EHLO reply but
+	// still accepts the command (an offer stripped on the way).
+	HideSTARTTLS bool
 
 	// Auth enables AUTH PLAIN and LOGIN with these user → password pairs.
 	// AUTH is offered with and without TLS: the server is permissive so
@@ -56,6 +63,7 @@ type Received struct {
 	Hello      string   // the EHLO/LHLO name in effect
 	AuthUser   string   // "" when not authenticated
 	TLS        bool
+	ClientCert string // common name of the client's TLS certificate; "" when it sent none
 }
 
 // Server is a running scripted SMTP/LMTP peer.
@@ -78,6 +86,7 @@ type Server struct {
 	maxOpen  int
 	datas    int
 	hellos   []string
+	remotes  []string
 	commands []string
 	wire     []byte
 	live     map[net.Conn]struct{}
@@ -205,6 +214,13 @@ func (s *Server) Connections() int {
 	return s.conns
 }
 
+// Remotes lists the client address of every connection accepted, in order.
+func (s *Server) Remotes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.remotes)
+}
+
 // MaxConcurrent is the largest number of connections open at once.
 func (s *Server) MaxConcurrent() int {
 	s.mu.Lock()
@@ -278,6 +294,11 @@ func (s *Server) accept() {
 			return
 		}
 		s.conns++
+		remote := ""
+		if ra := nc.RemoteAddr(); ra != nil {
+			remote = ra.String()
+		}
+		s.remotes = append(s.remotes, remote)
 		s.open++
 		s.maxOpen = max(s.maxOpen, s.open)
 		s.live[nc] = struct{}{}
@@ -357,7 +378,13 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-func (s *Server) tlsConfig() *tls.Config { return s.cert.ServerConfig() }
+func (s *Server) tlsConfig() *tls.Config {
+	c := s.cert.ServerConfig()
+	if s.opts.ConfigureTLS != nil {
+		s.opts.ConfigureTLS(c)
+	}
+	return c
+}
 
 func (s *Server) mechanisms() []string {
 	if len(s.opts.AuthMechanisms) == 0 {

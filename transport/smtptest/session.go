@@ -21,6 +21,7 @@ type session struct {
 	conn net.Conn // what the protocol runs on: the wire recorder, or TLS over it
 	r    *bufio.Reader
 	tls  bool
+	cert string // subject common name of the client's TLS certificate
 	helo string
 	user string
 	n    int // messages accepted on this connection
@@ -113,7 +114,7 @@ func (ss *session) extensions() []string {
 	} else {
 		ext = append(ext, "SIZE")
 	}
-	if o.TLS && !ss.tls {
+	if o.TLS && !ss.tls && !o.HideSTARTTLS {
 		ext = append(ext, "STARTTLS")
 	}
 	if o.Auth != nil {
@@ -155,6 +156,9 @@ func (ss *session) handshake() bool {
 	}
 	tc.SetDeadline(time.Time{})
 	ss.conn, ss.tls = tc, true
+	if peer := tc.ConnectionState().PeerCertificates; len(peer) > 0 {
+		ss.cert = peer[0].Subject.CommonName
+	}
 	ss.r = bufio.NewReader(tc)
 	ss.helo, ss.user = "", ""
 	ss.reset()
@@ -429,7 +433,7 @@ func (ss *session) accept(id string, to []string, msg []byte) int {
 	return ss.srv.record(Received{
 		ID: id, Conn: ss.id, From: ss.from, MailParams: ss.params,
 		To: append([]string(nil), to...), Body: msg,
-		Hello: ss.helo, AuthUser: ss.user, TLS: ss.tls,
+		Hello: ss.helo, AuthUser: ss.user, TLS: ss.tls, ClientCert: ss.cert,
 	})
 }
 
