@@ -42,6 +42,7 @@ type Config struct {
 	Delivery   DeliveryConfig   `toml:"delivery"`
 	Retry      RetryConfig      `toml:"retry"`
 	Log        LogConfig        `toml:"log"`
+	Health     HealthConfig     `toml:"health"`
 }
 
 // QueueConfig is the [queue] table: the bbolt store.
@@ -87,19 +88,42 @@ type RelayConfig struct {
 	SocketTimeout     Duration   `toml:"socket_timeout"`     // inactivity allowed on a connection; default 10m
 	MaxConnections    int        `toml:"max_connections"`    // pool size; default 5
 	MaxMessages       int        `toml:"max_messages"`       // messages per connection before reconnecting; default 100
+	Pool              bool       `toml:"pool"`               // keep connections open for the next message; default true (the seed's is false)
+	IdleTimeout       Duration   `toml:"idle_timeout"`       // close a pooled connection idle this long; default 30s
+	IdleCheck         Duration   `toml:"idle_check"`         // NOOP a pooled connection idle this long before reuse; default 5s
+	RateLimit         int        `toml:"rate_limit"`         // at most this many messages per rate_delta, whole pool; default 0 = no limit
+	RateDelta         Duration   `toml:"rate_delta"`         // the rate_limit window; default 1s
 	LocalAddress      string     `toml:"local_address"`      // IP address to bind outgoing connections to; "" = the system's choice
 	DNSTimeout        Duration   `toml:"dns_timeout"`        // time to resolve the relay's (and the proxy's) host name; default 30s
 	Proxy             string     `toml:"proxy" redact:"url"` // socks5://, socks5h:// or http:// [user:pass@]host:port; "" = connect directly
+	Debug             bool       `toml:"debug"`              // log the SMTP conversation (AUTH redacted, body as its size); default false
 }
 
-// AuthConfig is the [relay.auth] table. After loading, Pass holds the
-// password whether it came from pass, pass_file or the url (except for
-// [FindForClient], which leaves pass_file unread).
+// AuthConfig is the [relay.auth] table (config_auth.go checks it). After
+// loading, Type and Method are lower and upper case, and Pass,
+// AccessToken, ClientSecret and RefreshToken hold the secrets whether they
+// came from the key, its _file, pass_env or the url (except for
+// [FindForClient], which reads no file or variable).
 type AuthConfig struct {
+	Type          string `toml:"type"`   // "login" (default: a password) or "oauth2"
+	Method        string `toml:"method"` // PLAIN, LOGIN, CRAM-MD5, XOAUTH2 or OAUTHBEARER; "" = the best the relay offers
 	User          string `toml:"user"`
 	Pass          string `toml:"pass" redact:"secret"`
 	PassFile      string `toml:"pass_file"`      // absolute path; read at load, one trailing newline dropped
+	PassEnv       string `toml:"pass_env"`       // name of an environment variable holding the password
 	AllowInsecure bool   `toml:"allow_insecure"` // AUTH without TLS; only for a loopback or unix-socket relay
+
+	// OAuth2 (type = "oauth2"): a static access token, or a refresh token
+	// with the client and token endpoint to get access tokens from.
+	AccessToken      string   `toml:"access_token" redact:"secret"`
+	AccessTokenFile  string   `toml:"access_token_file"` // absolute path; read again at every AUTH
+	ClientID         string   `toml:"client_id"`
+	ClientSecret     string   `toml:"client_secret" redact:"secret"`
+	ClientSecretFile string   `toml:"client_secret_file"` // absolute path; read at load
+	RefreshToken     string   `toml:"refresh_token" redact:"secret"`
+	RefreshTokenFile string   `toml:"refresh_token_file"` // absolute path; read at load
+	TokenURL         string   `toml:"token_url"`          // https:// (http:// only on loopback)
+	Scopes           []string `toml:"scopes"`             // sent with each refresh; default none
 }
 
 // TLSConfig is the [relay.tls] table.
@@ -136,6 +160,13 @@ type LogConfig struct {
 	Format string `toml:"format"` // text (default) or json
 }
 
+// HealthConfig is the [health] table: when `relayq status` exits non-zero,
+// for use as a monitoring check. Zero turns a check off (the default).
+type HealthConfig struct {
+	MaxQueueAge Duration `toml:"max_queue_age"` // oldest deferred message older than this is unhealthy
+	MaxDead     int      `toml:"max_dead"`      // more dead letters than this in the last 24h is unhealthy
+}
+
 // defaults returns the configuration before any file is read. Values that
 // depend on the machine (state directory, host names) and on other keys
 // (relay port) are filled in by resolve.
@@ -159,6 +190,10 @@ func defaults() *Config {
 			SocketTimeout:     Duration{10 * time.Minute},
 			MaxConnections:    5,
 			MaxMessages:       100,
+			Pool:              true,
+			IdleTimeout:       Duration{30 * time.Second},
+			IdleCheck:         Duration{5 * time.Second},
+			RateDelta:         Duration{time.Second},
 		},
 		Delivery: DeliveryConfig{
 			Workers:         4,
@@ -277,7 +312,7 @@ func (l loader) parse(data []byte, name string) (*Config, error) {
 	cfg := defaults()
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
 	if err != nil {
-		return nil, decodeError(name, err)
+		return nil, decodeError(name, data, err)
 	}
 	c := &checker{name: name, data: data, md: md}
 	c.checkKeys()

@@ -144,12 +144,12 @@ func typeName(s string) string {
 	return s
 }
 
-// decodeError turns an error from toml.Decode into an *Error that names the
-// file, the line and the key.
-func decodeError(name string, err error) error {
+// decodeError turns an error from toml.Decode of data into an *Error that
+// names the file, the line and the key.
+func decodeError(name string, data []byte, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		return &Error{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
+		return &Error{File: name, Line: parseErrorLine(data, pe.Position), Key: pe.LastKey, Msg: pe.Message}
 	}
 	m := mdError.FindStringSubmatch(err.Error())
 	if m == nil {
@@ -164,4 +164,15 @@ func decodeError(name string, err error) error {
 		msg = fmt.Sprintf("expected a table, found %s", typeName(t[1]))
 	}
 	return &Error{File: name, Line: line, Key: key, Msg: msg}
+}
+
+// parseErrorLine is the line of a syntax error. BurntSushi/toml's own line
+// number is one short for an error at the very end of the file (a
+// backslash there gives line 0 on the first line), so it is checked
+// against the line of the error's byte offset.
+func parseErrorLine(data []byte, p toml.Position) int {
+	if p.Start > 0 && p.Start <= len(data) {
+		return max(p.Line, 1+bytes.Count(data[:p.Start], []byte("\n")))
+	}
+	return p.Line
 }

@@ -125,6 +125,9 @@ func urlQuery(raw string) ([]urlSetting, error) {
 		if !ok || slices.Contains(urlOwnKeys, k) || f.Kind() == reflect.Struct && !isText(f) {
 			return nil, fmt.Errorf("unknown query option %q", k)
 		}
+		if isSecretKey(k) {
+			return nil, fmt.Errorf("query option %q is a secret, which would show in logs as part of the url: set it in [relay.auth] or its _file", k)
+		}
 		if len(q[k]) > 1 {
 			return nil, fmt.Errorf("query option %q is given twice", k)
 		}
@@ -195,6 +198,7 @@ type relayResolver struct {
 	c           *checker
 	from        map[string]bool
 	skipSecrets bool
+	getenv      func(string) string // for relay.auth.pass_env
 }
 
 // key names the key k of [relay] for an error: "relay.url" if the url set it.
@@ -206,7 +210,7 @@ func (x *relayResolver) key(k string) string {
 }
 
 func (l loader) resolveRelay(r *RelayConfig, c *checker) {
-	x := &relayResolver{r: r, c: c, from: map[string]bool{}, skipSecrets: l.skipSecrets}
+	x := &relayResolver{r: r, c: c, from: map[string]bool{}, skipSecrets: l.skipSecrets, getenv: l.getenv}
 	if r.URL != "" && !x.applyURL() {
 		return
 	}
@@ -291,56 +295,6 @@ func (x *relayResolver) socket() {
 	r.Host, r.Port = "", 0
 }
 
-// auth checks [relay.auth] and reads pass_file.
-func (x *relayResolver) auth() {
-	a, c := &x.r.Auth, x.c
-	if a.Pass != "" && a.PassFile != "" {
-		c.add("relay.auth.pass_file", "is set together with %s; set one or the other", x.key("auth.pass"))
-		return
-	}
-	if a.PassFile != "" {
-		x.readPassFile()
-	}
-	switch {
-	case a.User == "" && a.Pass != "":
-		c.add(x.key("auth.pass"), "is set but relay.auth.user is not")
-	case a.User == "" && a.PassFile != "":
-		c.add("relay.auth.pass_file", "is set but relay.auth.user is not")
-	case a.User != "" && a.Pass == "" && a.PassFile == "":
-		c.add(x.key("auth.user"), "user %q has no password: set relay.auth.pass or relay.auth.pass_file", a.User)
-	}
-	if a.AllowInsecure && x.r.Socket == "" && !isLoopback(x.r.Host) {
-		c.add("relay.auth.allow_insecure", "is only allowed for a loopback or unix-socket relay: "+
-			"the password would cross the network in clear to %s", x.r.Host)
-	}
-	if a.User != "" && x.r.TLS.IgnoreTLS && !a.AllowInsecure {
-		c.add("relay.tls.ignore_tls", "would send the password of relay.auth.user in clear; "+
-			"set relay.auth.allow_insecure = true if the relay is on loopback")
-	}
-}
-
-func (x *relayResolver) readPassFile() {
-	a, c := &x.r.Auth, x.c
-	if !filepath.IsAbs(a.PassFile) {
-		c.add("relay.auth.pass_file", "%q is not an absolute path", a.PassFile)
-		return
-	}
-	if x.skipSecrets {
-		return
-	}
-	b, err := os.ReadFile(a.PassFile)
-	if err != nil {
-		c.add("relay.auth.pass_file", "%v", err)
-		return
-	}
-	pass := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-	if pass == "" {
-		c.add("relay.auth.pass_file", "%s is empty", a.PassFile)
-		return
-	}
-	a.Pass = pass
-}
-
 // tls checks [relay.tls].
 func (x *relayResolver) tls() {
 	t, c := &x.r.TLS, x.c
@@ -393,6 +347,7 @@ func (x *relayResolver) limits() {
 	positive(c, "relay.socket_timeout", r.SocketTimeout)
 	atLeast(c, x.key("max_connections"), r.MaxConnections, 1)
 	atLeast(c, x.key("max_messages"), r.MaxMessages, 1)
+	x.poolLimits()
 }
 
 // isLoopback reports whether host is localhost or a loopback address.

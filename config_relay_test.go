@@ -114,7 +114,7 @@ func TestRelayURLErrors(t *testing.T) {
 		{"smtp://u:s3cret@h/path", `unexpected path "/path"`},
 		{"smtp://u:s3cret@h#frag", "unexpected #fragment"},
 		{"smtp://:s3cret@h", "the user before the @ is empty"},
-		{"smtp://u:s3cret@h?pool=true", `unknown query option "pool"`},
+		{"smtp://u:s3cret@h?pooled=true", `unknown query option "pooled"`},
 		{"smtp://u:s3cret@h?port=25", `unknown query option "port"`},
 		{"smtp://u:s3cret@h?tls=x", `unknown query option "tls"`},
 		{"smtp://u:s3cret@h?max_messages=1&max_messages=2", `query option "max_messages" is given twice`},

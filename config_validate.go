@@ -114,6 +114,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 		c.add("retry.max_interval", "%s is shorter than retry.initial_interval (%s)", r.MaxInterval, r.InitialInterval)
 	}
 	positive(c, "retry.max_lifetime", r.MaxLifetime)
+	atLeast(c, "health.max_dead", cfg.Health.MaxDead, 0)
 
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

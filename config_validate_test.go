@@ -28,6 +28,7 @@ func TestRejected(t *testing.T) {
 		{"string for array", "[submission]\nlisten = \"127.0.0.1:25\"\n", "test.toml:2: submission.listen: expected array, found string"},
 		{"table for duration", "[retry]\nmax_interval = { h = 1 }\n", "test.toml:2: retry.max_interval: expected a single value, found table"},
 		{"syntax", "[relay\n", "test.toml:2: expected '.' or ']' to end table name"},
+		{"backslash at the end", "[log]\nlevel = \"\\", "test.toml:2: log.level: invalid escape"},
 		{"duplicate key", "[log]\nlevel = \"info\"\nlevel = \"warn\"\n", "test.toml:3: "},
 		{"bad duration", "[relay]\ngreeting_timeout = \"30\"\n", "test.toml:2: relay.greeting_timeout: \"30\" is not a duration"},
 		{"bad size", "[queue]\nmax_size = \"1.5GiB\"\n", "test.toml:2: queue.max_size: \"1.5GiB\" is not a size"},
@@ -83,6 +84,12 @@ func TestRejected(t *testing.T) {
 		{"no connections", "[relay]\nmax_connections = 0\n", "test.toml:2: relay.max_connections: 0 must be at least 1"},
 		{"no messages", "[relay]\nmax_messages = 0\n", "test.toml:2: relay.max_messages: 0 must be at least 1"},
 		{"no connections in the url", "[relay]\nurl = \"smtp://h.example?max_connections=0\"\n", "test.toml:2: relay.url: 0 must be at least 1"},
+		{"zero idle timeout", "[relay]\nidle_timeout = \"0s\"\n", "test.toml:2: relay.idle_timeout: 0s must be longer than 0"},
+		{"zero idle check", "[relay]\nidle_check = \"0s\"\n", "test.toml:2: relay.idle_check: 0s must be longer than 0"},
+		{"negative rate limit", "[relay]\nrate_limit = -1\n", "test.toml:2: relay.rate_limit: -1 must be at least 0"},
+		{"zero rate delta", "[relay]\nrate_limit = 10\nrate_delta = \"0s\"\n", "test.toml:3: relay.rate_delta: 0s must be longer than 0"},
+		{"zero rate delta in the url", "[relay]\nurl = \"smtp://h.example?rate_limit=5&rate_delta=0s\"\n", "test.toml:2: relay.url: 0s must be longer than 0"},
+		{"pool not a bool", "[relay]\npool = \"yes\"\n", "relay.pool"},
 
 		// [relay.auth].
 		{"pass and pass_file", "[relay.auth]\nuser = \"u\"\npass = \"p\"\npass_file = \"/p\"\n", "test.toml:4: relay.auth.pass_file: is set together with relay.auth.pass"},

@@ -11,3 +11,5 @@ require (
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.50.0
 )
+
+require golang.org/x/oauth2 v0.38.0

@@ -17,22 +17,52 @@ import (
 	"relayq/queue"
 )
 
-// Operations a Request may name.
+// Operations a Request may name. The listings leave out the attempt
+// history and the dead letters' copies of the message record, to stay
+// small; show has them.
 const (
-	OpQueueList = "queue list"
-	OpDeadList  = "dead list"
+	OpQueueList    = "queue list"    // State filters
+	OpQueueShow    = "queue show"    // IDs[0]; Body adds the message
+	OpQueueRetry   = "queue retry"   // IDs, or All
+	OpQueueHold    = "queue hold"    // IDs
+	OpQueueRelease = "queue release" // IDs
+	OpQueueDelete  = "queue delete"  // IDs
+	OpQueueExpire  = "queue expire"  // IDs
+	OpDeadList     = "dead list"
+	OpDeadShow     = "dead show"    // IDs[0]; Body adds the message
+	OpDeadRequeue  = "dead requeue" // IDs, or All; Class narrows to recipients whose last reply is in it
+	OpDeadPurge    = "dead purge"   // IDs, or those that died OlderThan ago (all when zero)
+	OpStatus       = "status"
 )
 
 // Request is what a client asks.
 type Request struct {
-	Op string `json:"op"`
+	Op        string        `json:"op"`
+	IDs       []string      `json:"ids,omitempty"`
+	All       bool          `json:"all,omitempty"`
+	State     string        `json:"state,omitempty"`
+	Class     string        `json:"class,omitempty"`
+	OlderThan time.Duration `json:"older_than,omitempty"`
+	Body      bool          `json:"body,omitempty"`
 }
 
-// Response is the daemon's answer. Error is set when the request failed.
+// Response is the daemon's answer. Error is set when the request failed
+// as a whole, and Code then says why in a word a client can test (one of
+// the Code constants).
 type Response struct {
 	Error    string              `json:"error,omitempty"`
+	Code     string              `json:"code,omitempty"`
 	Messages []*queue.Message    `json:"messages,omitempty"`
 	Dead     []*queue.DeadLetter `json:"dead,omitempty"`
+	// Results says, for an operation on IDs, what it did to each.
+	Results []Result `json:"results,omitempty"`
+	// Message and DeadLetter answer show; either may be absent (a message
+	// some of whose recipients died has both).
+	Message    *queue.Message    `json:"message,omitempty"`
+	DeadLetter *queue.DeadLetter `json:"dead_letter,omitempty"`
+	Body       []byte            `json:"body,omitempty"`
+	Status     *Status           `json:"status,omitempty"`
+	Purged     int               `json:"purged,omitempty"`
 }
 
 // ErrNotRunning is returned by Call when nothing answers on the socket.
@@ -40,11 +70,12 @@ var ErrNotRunning = errors.New("control: relayq serve is not running")
 
 // Server answers requests on the control socket.
 type Server struct {
-	ln    net.Listener
-	q     *queue.Queue
-	log   *slog.Logger
-	wg    sync.WaitGroup
-	allow func(uid int) bool
+	ln      net.Listener
+	q       *queue.Queue
+	log     *slog.Logger
+	wg      sync.WaitGroup
+	allow   func(uid int) bool
+	started time.Time // for status's uptime
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -68,7 +99,7 @@ func listen(path string, q *queue.Queue, log *slog.Logger, allow func(uid int) b
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
 	}
-	s := &Server{ln: ln, q: q, log: log, allow: allow}
+	s := &Server{ln: ln, q: q, log: log, allow: allow, started: time.Now()}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -125,32 +156,31 @@ func (s *Server) handle(c net.Conn) {
 	uid, err := peerUID(c)
 	if err != nil || !s.allow(uid) {
 		s.log.Warn("control: refused a client", "uid", uid, "err", err)
-		_ = json.NewEncoder(c).Encode(Response{Error: "permission denied"})
+		_ = json.NewEncoder(c).Encode(Response{Error: "permission denied", Code: CodeDenied})
 		return
 	}
 	if decodeErr != nil {
-		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + decodeErr.Error()})
+		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + decodeErr.Error(), Code: CodeBadRequest})
 		return
 	}
-	_ = json.NewEncoder(c).Encode(s.answer(req))
+	_ = json.NewEncoder(c).Encode(s.answer(req, uid))
 }
 
-func (s *Server) answer(req Request) Response {
+// answer runs req for the peer uid (ops.go has the operations).
+func (s *Server) answer(req Request, uid int) Response {
 	switch req.Op {
 	case OpQueueList:
-		msgs, err := s.q.List()
-		if err != nil {
-			return Response{Error: err.Error()}
-		}
-		return Response{Messages: msgs}
+		return s.queueList(req)
 	case OpDeadList:
-		dead, err := s.q.ListDead()
-		if err != nil {
-			return Response{Error: err.Error()}
-		}
-		return Response{Dead: dead}
+		return s.deadList()
+	case OpQueueShow, OpDeadShow:
+		return s.show(req)
+	case OpStatus:
+		return s.status()
+	case OpQueueRetry, OpQueueHold, OpQueueRelease, OpQueueDelete, OpQueueExpire, OpDeadRequeue, OpDeadPurge:
+		return s.change(req, uid)
 	default:
-		return Response{Error: fmt.Sprintf("unknown operation %q", req.Op)}
+		return Response{Error: fmt.Sprintf("unknown operation %q", req.Op), Code: CodeBadRequest}
 	}
 }
 

@@ -90,11 +90,29 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		free := 1
+		if d.pause.probing() {
+			// A probe goes out alone: first let the attempts still in
+			// flight come back, so that their results count and a
+			// failing relay sees one connection per pause, not one per
+			// worker.
+			for free < d.opts.Workers {
+				select {
+				case <-slots:
+					free++
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}
 		if !d.waitForRelay(ctx) {
-			slots <- struct{}{}
 			return nil
 		}
-		free := 1
+		if d.pause.probing() {
+			for ; free > 1; free-- {
+				slots <- struct{}{}
+			}
+		}
 	more:
 		for !d.pause.probing() {
 			select {
@@ -179,6 +197,7 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 		UTF8:       l.UTF8,
 		EightBit:   l.EightBit,
 	}
+	setDSN(msg, l.Message)
 	attemptCtx, cancel := context.WithTimeout(ctx, d.opts.AttemptTimeout)
 	start := d.opts.Now()
 	res, err := d.opts.Transport.Send(attemptCtx, msg)
@@ -204,7 +223,8 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 		}
 	}
 	outcomes := d.outcomes(l.Message, verdicts)
-	if _, rerr := d.opts.Queue.Record(l, outcomes); rerr != nil {
+	attempt := queue.Attempt{Time: start, Relay: d.opts.Relay, Duration: d.opts.Now().Sub(start)}
+	if _, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes); rerr != nil {
 		// The relay's answer is known but could not be stored. If it was
 		// a delivery, the next attempt sends it again: a duplicate, never
 		// a loss.
@@ -223,7 +243,7 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 // next attempt time, or become dead letters once the message is too old.
 func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict) []queue.Outcome {
 	now := d.opts.Now()
-	deadline := m.Created.Add(d.opts.Retry.MaxLifetime)
+	deadline := m.LifetimeStart().Add(d.opts.Retry.MaxLifetime) // an operator's requeue starts it again
 	var out []queue.Outcome
 	for _, r := range m.Pending() {
 		v, ok := verdicts[r.Address]

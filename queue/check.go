@@ -8,8 +8,8 @@ import (
 )
 
 // checkIndex verifies relayq's own invariants on top of bbolt's: each
-// message has exactly its one schedule entry and a body; every schedule entry
-// and body chunk belongs to something.
+// message has exactly its one schedule entry (none while held) and a body;
+// every schedule entry and body chunk belongs to something.
 func checkIndex(tx *bolt.Tx) []error {
 	var problems []error
 	messages := tx.Bucket(bucketMessages)
@@ -23,7 +23,10 @@ func checkIndex(tx *bolt.Tx) []error {
 			problems = append(problems, fmt.Errorf("message %s: record does not decode: %w", k, err))
 			return nil
 		}
-		if sched.Get(scheduleKey(m.dueAt(), m.ID)) == nil {
+		switch scheduled := sched.Get(scheduleKey(m.dueAt(), m.ID)) != nil; {
+		case m.Held && scheduled:
+			problems = append(problems, fmt.Errorf("message %s: held but scheduled (it would be delivered)", k))
+		case !m.Held && !scheduled:
 			problems = append(problems, fmt.Errorf("message %s: no schedule entry (it would never be delivered)", k))
 		}
 		if bodies.Get(chunkKey(m.ID, 0)) == nil {

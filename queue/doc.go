@@ -16,7 +16,9 @@
 //     record, and never rewritten: leasing a message or recording an attempt
 //     touches only the record and the schedule.
 //   - Every live message has exactly one schedule entry: at its next attempt
-//     time, or at the end of its lease while a worker holds it. A lease left
+//     time, or at the end of its lease while a worker holds it. A message an
+//     operator put on hold has none, so it is never leased; the hold is in
+//     its record and survives restarts. A lease left
 //     by a crashed process is released when the store is opened again, and a
 //     lease that runs out while the process lives makes the message due
 //     again; the late worker's Record then fails with ErrLeaseLost.
@@ -24,7 +26,12 @@
 //     backoff goes on across restarts.
 //   - A recipient that fails permanently moves to the dead-letter bucket with
 //     the reply that killed it; the body stays until the dead letter is
-//     purged.
+//     purged. The dead letter keeps a copy of the message record, so that an
+//     operator's Requeue puts it back as it was.
+//   - Each recorded attempt is added to the message's history (history.go),
+//     capped so that the record stays small.
+//   - Operator operations (ops.go, dead.go) never change a message a worker
+//     holds: they report ErrLeased for it and go on with the others.
 //
 // Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes),
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),

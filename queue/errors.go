@@ -22,6 +22,16 @@ var (
 	ErrLeaseLost = errors.New("queue: lease lost")
 	// ErrClosed is returned by every operation after Close.
 	ErrClosed = errors.New("queue: closed")
+	// ErrLeased is reported by the operator operations (Hold, Delete,
+	// Expire, Retry, Requeue) for a message a worker is delivering right
+	// now: it is not changed under the worker's feet. Try again once the
+	// attempt has ended.
+	ErrLeased = errors.New("queue: message is being delivered")
+	// ErrHeld is reported by Retry for a held message: release it first.
+	ErrHeld = errors.New("queue: message is on hold")
+	// ErrBadClass is returned by ParseReplyClass for a pattern that is not
+	// a reply class.
+	ErrBadClass = errors.New("queue: bad reply class")
 )
 
 // fullErr maps storage errors that mean "no room" to ErrFull, keeping the

@@ -89,7 +89,17 @@ func (q *Queue) leased(tx *bolt.Tx, l *Lease) (*Message, error) {
 // their reply; Deferred ones wait for their NextAttempt. When no recipient is
 // left pending the message leaves the queue (its body stays while a dead
 // letter needs it). It returns the message as recorded.
+//
+// Record adds the attempt to the message's history with no relay name or
+// duration; RecordAttempt lets the caller supply them.
 func (q *Queue) Record(l *Lease, outcomes []Outcome) (*Message, error) {
+	return q.RecordAttempt(l, Attempt{}, outcomes)
+}
+
+// RecordAttempt is Record with the attempt's details (relay, duration,
+// start) for the message's history; the per-recipient results in the
+// history come from outcomes.
+func (q *Queue) RecordAttempt(l *Lease, a Attempt, outcomes []Outcome) (*Message, error) {
 	now := q.opts.Now()
 	var result *Message
 	err := q.commit.commit(func(tx *bolt.Tx) error {
@@ -97,6 +107,7 @@ func (q *Queue) Record(l *Lease, outcomes []Outcome) (*Message, error) {
 		if err != nil {
 			return err
 		}
+		m.History = appendHistory(m.History, newAttempt(a, outcomes, now))
 		died := applyOutcomes(m, outcomes, now)
 		if len(died) > 0 {
 			if err := addDead(tx, m, died, now); err != nil {
@@ -175,6 +186,7 @@ func addDead(tx *bolt.Tx, m *Message, died []Recipient, now time.Time) error {
 	d.Recipients = append(d.Recipients, died...)
 	d.Attempts = m.Attempts
 	d.Died = now
+	d.Record = snapshot(m)
 	v, err := json.Marshal(&d)
 	if err != nil {
 		return err

@@ -75,6 +75,35 @@ type Envelope struct {
 	// or headers); EightBit marks a body with 8-bit octets (BODY=8BITMIME).
 	UTF8     bool
 	EightBit bool
+	// DSN holds the submission's RET and ENVID (RFC 3461); zero if none.
+	DSN DSN
+	// RecipientDSN holds each recipient's NOTIFY and ORCPT, parallel to
+	// Recipients; nil when no recipient had any.
+	RecipientDSN []RecipientDSN
+}
+
+// DSN is the delivery status notification request of a message as a whole
+// (RFC 3461 §4.3, §4.4), kept as submitted and passed on to the relay when
+// it offers DSN.
+type DSN struct {
+	Return     string `json:"ret,omitempty"`   // RET: "FULL" or "HDRS"; "" when not given
+	EnvelopeID string `json:"envid,omitempty"` // ENVID, xtext-decoded; "" when not given
+}
+
+// RecipientDSN is one recipient's DSN request (RFC 3461 §4.1, §4.2).
+type RecipientDSN struct {
+	// Notify is NOTIFY: ["NEVER"], or some of "SUCCESS", "FAILURE",
+	// "DELAY"; nil when not given (the relay's default).
+	Notify []string `json:"notify,omitempty"`
+	// OrigType and Orig are ORCPT: the address type ("RFC822" or
+	// "UTF-8") and the decoded original recipient; "" when not given.
+	OrigType string `json:"orcpt_type,omitempty"`
+	Orig     string `json:"orcpt,omitempty"`
+}
+
+// IsZero reports whether the recipient asked for nothing.
+func (d RecipientDSN) IsZero() bool {
+	return len(d.Notify) == 0 && d.OrigType == "" && d.Orig == ""
 }
 
 // Recipient is one forward path of a queued message and its state.
@@ -85,6 +114,9 @@ type Recipient struct {
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	LastReply   *Reply    `json:"last_reply,omitempty"`
+	// DSN is what the submission asked for this recipient; zero in
+	// records written before DSN was kept.
+	DSN RecipientDSN `json:"dsn,omitzero"`
 }
 
 // Message is the small record of a queued message: envelope, submitter and
@@ -99,6 +131,7 @@ type Message struct {
 	Size       int64       `json:"size"`
 	UTF8       bool        `json:"smtputf8,omitempty"`
 	EightBit   bool        `json:"8bitmime,omitempty"`
+	DSN        DSN         `json:"dsn,omitzero"` // zero in records written before DSN was kept
 	// Attempts counts delivery attempts of the message as a whole.
 	Attempts int `json:"attempts"`
 	// NextAttempt is when the message is next due: the earliest NextAttempt
@@ -107,6 +140,16 @@ type Message struct {
 	// LeasedUntil is set while a worker holds the message.
 	LeasedUntil time.Time `json:"leased_until,omitzero"`
 	leaseToken  uint64
+	// Held is set by an operator (see Queue.Hold): a held message has no
+	// schedule entry, so it is never leased until Queue.Unhold.
+	Held      bool      `json:"held,omitempty"`
+	HeldSince time.Time `json:"held_since,omitzero"`
+	// Requeued is when an operator last brought the message back from the
+	// dead letters; its lifetime counts from then (see LifetimeStart).
+	Requeued time.Time `json:"requeued,omitzero"`
+	// History holds the latest delivery attempts, oldest first, capped
+	// (see history.go) so that the record stays small.
+	History []Attempt `json:"history,omitempty"`
 }
 
 // Pending returns the recipients that still need an attempt.
@@ -132,6 +175,11 @@ type DeadLetter struct {
 	Size       int64       `json:"size"`
 	Attempts   int         `json:"attempts"`
 	Died       time.Time   `json:"died"`
+	// Record is the message record as it was when the last of these
+	// recipients died (with every recipient's state and the attempt
+	// history), so that Queue.Requeue can put it back as it was. Absent in
+	// dead letters written before it existed.
+	Record *Message `json:"record,omitempty"`
 }
 
 // Result is what became of one recipient in one attempt.

@@ -205,10 +205,18 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 		Size:        int64(len(body)),
 		UTF8:        env.UTF8,
 		EightBit:    env.EightBit,
+		DSN:         env.DSN,
 		NextAttempt: now,
 	}
-	for _, rcpt := range env.Recipients {
-		m.Recipients = append(m.Recipients, Recipient{Address: rcpt, Status: StatusQueued})
+	if env.RecipientDSN != nil && len(env.RecipientDSN) != len(env.Recipients) {
+		return "", fmt.Errorf("queue: put: %d recipient DSN requests for %d recipients", len(env.RecipientDSN), len(env.Recipients))
+	}
+	for i, rcpt := range env.Recipients {
+		r := Recipient{Address: rcpt, Status: StatusQueued}
+		if env.RecipientDSN != nil {
+			r.DSN = env.RecipientDSN[i]
+		}
+		m.Recipients = append(m.Recipients, r)
 	}
 	record, err := json.Marshal(m)
 	if err != nil {
@@ -376,7 +384,8 @@ func (m *Message) dueAt() time.Time {
 	return m.NextAttempt
 }
 
-// reschedule applies change to m and moves its schedule entry to match.
+// reschedule applies change to m and moves its schedule entry to match; a
+// message that is (or becomes) held ends up with none.
 func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
 	sched := tx.Bucket(bucketSchedule)
 	if err := sched.Delete(scheduleKey(m.dueAt(), m.ID)); err != nil {
@@ -385,6 +394,9 @@ func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
 	change()
 	if err := putMessage(tx, m); err != nil {
 		return err
+	}
+	if m.Held {
+		return nil // held messages stay out of the schedule until Unhold
 	}
 	return sched.Put(scheduleKey(m.dueAt(), m.ID), nil)
 }

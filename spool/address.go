@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -87,18 +88,29 @@ func checkDomain(domain string) error {
 	return nil
 }
 
-// checkAddressLiteral accepts "[1.2.3.4]", "[IPv6:…]" and the like: printable
-// ASCII without brackets, spaces or backslashes between the brackets.
+// checkAddressLiteral accepts "[192.0.2.1]" and "[IPv6:2001:db8::1]" (RFC
+// 5321 §4.1.3). The general form "[tag:text]" is refused: its text may
+// hold '"', '<' and '>', which would end the path early on a lenient relay.
 func checkAddressLiteral(domain string) error {
 	if len(domain) < 3 || domain[len(domain)-1] != ']' {
 		return fmt.Errorf("bad address literal %q", domain)
 	}
-	for _, c := range []byte(domain[1 : len(domain)-1]) {
-		if c <= ' ' || c >= 0x7f || c == '[' || c == ']' || c == '\\' {
-			return fmt.Errorf("bad address literal %q", domain)
+	lit := domain[1 : len(domain)-1]
+	if v6, ok := cutPrefixFold(lit, "IPv6:"); ok {
+		if a, err := netip.ParseAddr(v6); err == nil && a.Is6() && a.Zone() == "" {
+			return nil
 		}
+	} else if a, err := netip.ParseAddr(lit); err == nil && a.Is4() {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("bad address literal %q", domain)
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return s, false
+	}
+	return s[len(prefix):], true
 }
 
 // isAtext is RFC 5322 atext, widened to non-ASCII by RFC 6532.

@@ -90,12 +90,19 @@ func sendEnvelope(c *smtp.Client, env queue.Envelope, size int) error {
 	if err := c.Hello("localhost"); err != nil {
 		return err
 	}
-	opts := &smtp.MailOptions{Size: int64(size), UTF8: env.UTF8 || needsUTF8(env.From, env.Recipients)}
-	if err := c.Mail(env.From, opts); err != nil {
+	if err := checkDSN(env.DSN); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadDSN, err)
+	}
+	for _, d := range env.RecipientDSN {
+		if err := checkRecipientDSN(d); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadDSN, err)
+		}
+	}
+	if err := c.Mail(env.From, clientMailOptions(env, size)); err != nil {
 		return err
 	}
-	for _, r := range env.Recipients {
-		if err := c.Rcpt(r, nil); err != nil {
+	for i, r := range env.Recipients {
+		if err := c.Rcpt(r, clientRcptOptions(env, i)); err != nil {
 			return err
 		}
 	}
@@ -105,10 +112,10 @@ func sendEnvelope(c *smtp.Client, env queue.Envelope, size int) error {
 // unreachableUnlessReply classifies a failure before the end of the message
 // was sent: the daemon's reply is returned as it is; a bad address stays
 // ErrBadAddress; anything else (connection closed, timeout) means nothing was
-// accepted, so it is ErrUnreachable.
+// accepted, so it is ErrUnreachable. ErrBadDSN stays too.
 func unreachableUnlessReply(socket string, err error) error {
 	var smtpErr *smtp.SMTPError
-	if errors.As(err, &smtpErr) || errors.Is(err, ErrBadAddress) {
+	if errors.As(err, &smtpErr) || errors.Is(err, ErrBadAddress) || errors.Is(err, ErrBadDSN) {
 		return fmt.Errorf("spool: submit to %s: %w", socket, err)
 	}
 	return fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)

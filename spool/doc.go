@@ -29,6 +29,10 @@
 //     accepted (an empty body), lines up to Options.MaxLineLength (1 MiB)
 //     are accepted whatever RFC 5322 says (folding to 998 octets is for the
 //     way out), and headers are not checked over SMTP.
+//   - DSN requests (RET, ENVID on MAIL; NOTIFY, ORCPT on RCPT; sendmail's
+//     -R, -V, -N) are checked (bad values: 501 5.5.4 / ErrBadDSN) and kept
+//     with the message, through the maildrop too (dsn.go). SMTPUTF8 is kept
+//     only when the message needs it (utf8.go); 8-bit bodies are marked.
 //   - A Session method answers a client only with a bare *smtp.SMTPError, so
 //     that go-smtp never turns a temporary local failure into 554. Replies
 //     carry no paths or internal error text; the cause goes to the log.

@@ -19,4 +19,7 @@ var (
 	// ErrNoRecipients is returned by Prepare when neither the arguments nor
 	// (with -t) the headers name a recipient (EX_USAGE).
 	ErrNoRecipients = errors.New("spool: no recipients")
+	// ErrBadDSN is returned by Submit and WriteMaildrop for DSN parameters
+	// (RET, ENVID, NOTIFY, ORCPT) that are not valid (EX_USAGE).
+	ErrBadDSN = errors.New("spool: bad DSN parameter")
 )

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -35,7 +36,9 @@ import (
 //
 // The format, version 1: a first line "relayq-maildrop 1"; then one line
 // "from <addr>" ("from <>" for the null sender); one "rcpt <addr>" line per
-// recipient; "smtputf8" if the envelope needs SMTPUTF8; an empty line; the
+// recipient, followed by its DSN parameters if any (" NOTIFY=SUCCESS,DELAY
+// ORCPT=RFC822;xtext"); "smtputf8" if the envelope needs SMTPUTF8; "ret
+// FULL|HDRS" and "envid <xtext>" for the DSN request; an empty line; the
 // body (CRLF line endings), to the end of the file. The header lines end with
 // LF. Who submitted is not in the file: the importer takes the file owner's
 // uid, which the submitter cannot forge.
@@ -129,14 +132,30 @@ func maildropHeader(env queue.Envelope) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\nfrom <%s>\n", maildropMagic, env.From)
-	for _, r := range env.Recipients {
+	for i, r := range env.Recipients {
 		if err := checkAddress(r); err != nil {
 			return "", fmt.Errorf("spool: maildrop: %w: recipient %q: %v", ErrBadAddress, r, err)
 		}
-		fmt.Fprintf(&b, "rcpt <%s>\n", r)
+		dsn := ""
+		if i < len(env.RecipientDSN) {
+			if err := checkRecipientDSN(env.RecipientDSN[i]); err != nil {
+				return "", fmt.Errorf("spool: maildrop: %w: %v", ErrBadDSN, err)
+			}
+			dsn = maildropRcptParams(env.RecipientDSN[i])
+		}
+		fmt.Fprintf(&b, "rcpt <%s>%s\n", r, dsn)
 	}
 	if env.UTF8 {
 		b.WriteString("smtputf8\n")
+	}
+	if err := checkDSN(env.DSN); err != nil {
+		return "", fmt.Errorf("spool: maildrop: %w: %v", ErrBadDSN, err)
+	}
+	if env.DSN.Return != "" {
+		fmt.Fprintf(&b, "ret %s\n", env.DSN.Return)
+	}
+	if env.DSN.EnvelopeID != "" {
+		fmt.Fprintf(&b, "envid %s\n", xtextEncode(env.DSN.EnvelopeID))
 	}
 	b.WriteString("\n")
 	return b.String(), nil
@@ -181,11 +200,36 @@ func parseMaildrop(data []byte) (queue.Envelope, []byte, error) {
 	}
 	env.EightBit = n.eightBit
 	env.UTF8 = env.UTF8 || needsUTF8(env.From, env.Recipients)
-	return env, body, nil
+	if !slices.ContainsFunc(env.RecipientDSN, func(d queue.RecipientDSN) bool { return !d.IsZero() }) {
+		env.RecipientDSN = nil
+	}
+	return env, body, checkDSN(env.DSN)
 }
 
 func parseMaildropLine(env *queue.Envelope, line string) error {
 	key, val, _ := strings.Cut(line, " ")
+	switch key {
+	case "ret":
+		env.DSN.Return = val
+		return nil
+	case "envid":
+		id, err := xtextDecode(val)
+		env.DSN.EnvelopeID = id
+		return err
+	case "rcpt":
+		// "rcpt <addr> PARAMS": an address holds no space, so it ends at
+		// the first "> ".
+		if i := strings.Index(val, "> "); i >= 0 {
+			d, err := parseMaildropRcptParams(val[i+2:])
+			if err != nil {
+				return err
+			}
+			val = val[:i+1]
+			env.RecipientDSN = append(env.RecipientDSN, d)
+		} else {
+			env.RecipientDSN = append(env.RecipientDSN, queue.RecipientDSN{})
+		}
+	}
 	addr, isAddr := strings.CutPrefix(val, "<")
 	addr, closed := strings.CutSuffix(addr, ">")
 	switch {

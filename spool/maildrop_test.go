@@ -139,7 +139,7 @@ func TestImportOrderAndSkips(t *testing.T) {
 	// Not maildrop files: set aside, never deleted.
 	write("garbage", "hello\n")
 	write("nul", "relayq-maildrop 1\nfrom <a@example.org>\nrcpt <b@example.com>\n\na\x00b\r\n")
-	write("injection", "relayq-maildrop 1\nfrom <a@example.org>\nrcpt <b@example.com> NOTIFY=NEVER\n\nx\r\n")
+	write("injection", "relayq-maildrop 1\nfrom <a@example.org>\nrcpt <b@example.com> SIZE=1\n\nx\r\n")
 	write("norcpt", "relayq-maildrop 1\nfrom <a@example.org>\n\nx\r\n")
 	// A link to a file the submitter may not read must not be mailed.
 	secret := filepath.Join(t.TempDir(), "secret")

@@ -124,6 +124,7 @@ func NewServer(opts Options) *Server {
 	srv.ReadTimeout = opts.ReadTimeout
 	srv.WriteTimeout = opts.WriteTimeout
 	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true // RET, ENVID, NOTIFY, ORCPT: kept and passed on (dsn.go)
 	srv.ErrorLog = errorLog{opts.Logger}
 	s.srv = srv
 	return s

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 
 	"github.com/emersion/go-smtp"
 
@@ -48,7 +49,9 @@ type session struct {
 	fromSet bool
 	from    string
 	utf8    bool
+	dsn     queue.DSN
 	rcpts   []string
+	rcptDSN []queue.RecipientDSN // parallel to rcpts
 	seen    map[string]bool
 }
 
@@ -77,8 +80,8 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 }
 
 func (s *session) Reset() {
-	s.fromSet, s.from, s.utf8 = false, "", false
-	s.rcpts, s.seen = nil, nil
+	s.fromSet, s.from, s.utf8, s.dsn = false, "", false, queue.DSN{}
+	s.rcpts, s.rcptDSN, s.seen = nil, nil, nil
 }
 
 func (s *session) Logout() error { return nil }
@@ -96,7 +99,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			return replyBadSender
 		}
 	}
-	s.fromSet, s.from = true, from
+	dsn, err := mailDSN(opts)
+	if err != nil {
+		s.log.Info("refused DSN parameters", "from", from, "err", err)
+		return err
+	}
+	s.fromSet, s.from, s.dsn = true, from, dsn
 	s.utf8 = opts != nil && opts.UTF8
 	return nil
 }
@@ -105,10 +113,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 // domain compared without case), so the relay never sees it twice in one
 // transaction. go-smtp refuses <postmaster> without a domain (its parser
 // wants local@domain) before this is called, with 501 5.5.2.
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := checkAddress(to); err != nil {
 		s.log.Info("refused recipient", "rcpt", fmt.Sprintf("%q", to), "err", err)
 		return replyBadRcpt
+	}
+	dsn, err := rcptDSN(opts)
+	if err != nil {
+		s.log.Info("refused DSN parameters", "rcpt", to, "err", err)
+		return err
 	}
 	if s.seen == nil {
 		s.seen = make(map[string]bool)
@@ -116,6 +129,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if k := addressKey(to); !s.seen[k] {
 		s.seen[k] = true
 		s.rcpts = append(s.rcpts, to)
+		s.rcptDSN = append(s.rcptDSN, dsn) // a repeated address keeps its first NOTIFY/ORCPT
 	}
 	return nil
 }
@@ -140,8 +154,12 @@ func (s *session) Data(r io.Reader) error {
 		From:       s.from,
 		Recipients: s.rcpts,
 		Submitter:  s.submitter,
-		UTF8:       s.utf8 || needsUTF8(s.from, s.rcpts),
+		UTF8:       messageNeedsUTF8(s.utf8, s.from, s.rcpts, body),
 		EightBit:   n.eightBit,
+		DSN:        s.dsn,
+	}
+	if slices.ContainsFunc(s.rcptDSN, func(d queue.RecipientDSN) bool { return !d.IsZero() }) {
+		env.RecipientDSN = s.rcptDSN
 	}
 	id, err := s.srv.opts.Queue.Put(s.srv.putCtx, env, body)
 	switch {

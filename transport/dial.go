@@ -30,11 +30,13 @@ type conn struct {
 	sent      int       // transactions started on it
 	idleSince time.Time // when it was last put back in the pool
 	reused    bool      // it has been taken from the pool at least once
+	dsnNoted  bool      // "relay lacks DSN" was logged for it (dsn.go)
 }
 
-// dial opens a relay session ready for MAIL: connected, greeted, TLS as
-// configured, EHLO/LHLO said with LocalName, authenticated.
-func (t *Transport) dial(ctx context.Context) (*conn, error) {
+// dialOnce opens a relay session ready for MAIL: connected, greeted, TLS
+// as configured, EHLO/LHLO said with LocalName, authenticated. dial (in
+// auth.go) calls it, and once more when the relay rejected an OAuth2 token.
+func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
 	if strings.ContainsFunc(t.localName, badAddressRune) {
 		return nil, &Error{Stage: StageHello, Err: fmt.Errorf("invalid local name %q", t.localName)}
 	}
@@ -54,7 +56,7 @@ func (t *Transport) dial(ctx context.Context) (*conn, error) {
 		t.log.Debug("relay session failed", "conn", c.id, "relay", t.opts.Address, "err", err)
 		return nil, err
 	}
-	t.log.Debug("relay session ready", "conn", c.id, "relay", t.opts.Address, "tls", c.tls, "auth", t.opts.Username != "")
+	t.log.Debug("relay session ready", "conn", c.id, "relay", t.opts.Address, "tls", c.tls, "auth", t.opts.Auth.Username != "")
 	return c, nil
 }
 
@@ -71,6 +73,7 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 		}
 		nc, c.tls = tc, true
 	}
+	nc = t.watch(ctx, c, nc) // debug log and Verify see the conversation above TLS (debug.go)
 	br := bufio.NewReader(io.LimitReader(nc, maxPreamble))
 	greeting, err := t.readReply(nc, br, 220, t.opts.GreetingTimeout)
 	if err != nil {
@@ -83,7 +86,7 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 			return err
 		}
 		if upgraded != nil {
-			nc, br = upgraded, nil
+			nc, br = t.watch(ctx, c, upgraded), nil // as above, after STARTTLS (debug.go)
 		}
 	}
 	if br != nil {
@@ -102,8 +105,10 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 	if err := c.client.Hello(t.localName); err != nil {
 		return &Error{Stage: StageHello, Err: err}
 	}
-	if t.opts.Username != "" {
-		if err := t.authenticate(c); err != nil {
+	if t.opts.Auth.Username != "" {
+		mech, err := t.authenticate(c)
+		noteAuth(ctx, t.opts.Auth.Username, mech, err) // for Verify's report (verify.go)
+		if err != nil {
 			return &Error{Stage: StageAuth, Err: err}
 		}
 	}

@@ -5,7 +5,9 @@
 // addresses tried in turn; from LocalAddress; directly or through a SOCKS5
 // or HTTP CONNECT proxy), implicit TLS, opportunistic or required STARTTLS
 // with certificate verification and an optional client certificate, AUTH
-// PLAIN/LOGIN, and a pool of reused connections. It reports what happened;
+// (PLAIN, LOGIN, CRAM-MD5 with a password; XOAUTH2, OAUTHBEARER with an
+// OAuth2 access token, renewed once when the relay rejects it), and a pool
+// of reused connections. It reports what happened;
 // it never decides what to do about it (retry, dead letter): that is the
 // caller's job.
 //
@@ -38,8 +40,27 @@
 //     following a refusal before the body, and never after an I/O error, a
 //     421, or any failure once the body started. Idle connections are
 //     checked with NOOP after IdleCheck and closed after IdleTimeout, and
-//     each carries at most MaxMessages transactions.
+//     each carries at most MaxMessages transactions; with NoPool, one.
+//     A pooled connection the relay closed is replaced within the Send.
+//   - With RateLimit, no RateDelta-long span holds more than RateLimit
+//     MAIL commands, across the pool (rate.go); a Send waits for room
+//     without holding a connection.
+//   - The relay's extensions are used: SIZE= (and a message over the
+//     relay's SIZE is refused before MAIL), BODY=8BITMIME and SMTPUTF8 when
+//     the message needs them (refused, not sent mangled, when the relay
+//     lacks them), and the submission's DSN parameters (RET, ENVID,
+//     NOTIFY, ORCPT) when the relay offers DSN, left out otherwise
+//     (dsn.go).
+//   - With Debug, the conversation is logged line by line, as the protocol
+//     sees it (above TLS), and never holds a credential: AUTH initial
+//     responses and every client line of an AUTH exchange are redacted,
+//     and the message body is logged as its size (debug.go).
 //
-// What it does not do: queueing, retries, DSNs, rewriting of the message
+// Verify (verify.go) opens one session through the same code as Send and
+// reports what it found (address, greeting, extensions, TLS and
+// certificate, AUTH mechanism), optionally trying MAIL FROM and RCPT TO
+// before RSET; it never sends DATA.
+//
+// What it does not do: queueing, retries, generating DSNs, rewriting of the message
 // (the body must already have CRLF line endings and sane line lengths).
 package transport

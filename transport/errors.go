@@ -100,6 +100,10 @@ var (
 	// not encrypted and insecure authentication is not allowed.
 	ErrInsecureAuth = errors.New("refusing to send credentials over an unencrypted connection (use TLS, or allow insecure auth for this relay)")
 	// ErrAuthUnavailable: credentials are configured but the relay offers
-	// no AUTH mechanism relayq can use (PLAIN, LOGIN).
-	ErrAuthUnavailable = errors.New("the relay offers no AUTH mechanism relayq supports (PLAIN, LOGIN)")
+	// no AUTH mechanism relayq can use with them, or not the configured
+	// one; the error names what the relay offers.
+	ErrAuthUnavailable = errors.New("the relay offers no usable AUTH mechanism")
+	// ErrTokenRejected: the relay refused the OAuth2 access token (535,
+	// or an error challenge). The relay's reply is inside as well.
+	ErrTokenRejected = errors.New("the relay rejected the OAuth2 access token")
 )

@@ -85,7 +85,7 @@ func lmtp(o *Options)       { o.LMTP = true }
 func secure(o *Options)     { o.Secure = true }
 func requireTLS(o *Options) { o.RequireTLS = true }
 func credentials(user, pass string) func(*Options) {
-	return func(o *Options) { o.Username, o.Password = user, pass }
+	return func(o *Options) { o.Auth.Username, o.Auth.Password = user, pass }
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

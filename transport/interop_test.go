@@ -33,8 +33,8 @@ func TestInteropGoSMTPServer(t *testing.T) {
 
 	tr := New(Options{
 		Address: ln.Addr().String(), LocalName: localName,
-		TLS:      &tls.Config{RootCAs: cert.Pool},
-		Username: "alice", Password: "pw",
+		TLS:  &tls.Config{RootCAs: cert.Pool},
+		Auth: Auth{Username: "alice", Password: "pw"},
 	})
 	defer tr.Close()
 	for range 2 {

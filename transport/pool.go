@@ -69,9 +69,10 @@ func (t *Transport) usable(ctx context.Context, c *conn) bool {
 }
 
 // release gives a connection back after a Send: to the pool when it is
-// healthy and has room for more messages, else it is closed.
+// healthy and has room for more messages, else it is closed (always with
+// NoPool: one connection per message).
 func (t *Transport) release(c *conn, healthy bool) {
-	if !healthy || c.io.aborted.Load() || c.sent >= t.opts.MaxMessages {
+	if !healthy || t.opts.NoPool || c.io.aborted.Load() || c.sent >= t.opts.MaxMessages {
 		t.retire(c, healthy)
 		return
 	}

@@ -183,3 +183,86 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestNoPool: with NoPool every message has its own connection, closed
+// with QUIT after it.
+func TestNoPool(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{})
+	tr := newTransport(t, srv, func(o *Options) { o.NoPool = true })
+	for range 3 {
+		mustSend(t, tr, message("s@example.org", "r@example.net"))
+	}
+	msgs := srv.WaitMessages(t, 3, time.Second)
+	for i, m := range msgs {
+		if m.Conn != i+1 {
+			t.Errorf("message %d on connection %d, want %d", i+1, m.Conn, i+1)
+		}
+	}
+	waitFor(t, func() bool { return countCommands(srv, "QUIT") == 3 })
+	if n := srv.Connections(); n != 3 {
+		t.Errorf("%d connections for 3 messages without a pool, want 3", n)
+	}
+}
+
+// TestPoolRelayClosedIdle: the relay closed an idle pooled connection (its
+// own idle timeout, a restart); the next message goes out on a new
+// connection instead of failing, whether the NOOP check or MAIL finds out.
+func TestPoolRelayClosedIdle(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		check time.Duration
+	}{{"found by NOOP", time.Nanosecond}, {"found by MAIL", time.Hour}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := smtptest.NewServer(t, smtptest.Options{})
+			tr := newTransport(t, srv, func(o *Options) { o.IdleCheck = tc.check })
+			mustSend(t, tr, message("s@example.org", "r@example.net"))
+			srv.CloseConnections()
+			mustSend(t, tr, message("s@example.org", "r@example.net"))
+			msgs := srv.WaitMessages(t, 2, time.Second)
+			if srv.Connections() != 2 || msgs[1].Conn != 2 {
+				t.Errorf("%d connections, second message on %d; want it on a second connection", srv.Connections(), msgs[1].Conn)
+			}
+		})
+	}
+}
+
+// TestPoolManySendersNeverExceedMax: far more concurrent Sends than
+// connections; the relay never sees more than MaxConnections at once and
+// every message arrives.
+func TestPoolManySendersNeverExceedMax(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Mail: smtptest.Times(60, smtptest.Step{Delay: 2 * time.Millisecond}),
+	}})
+	tr := newTransport(t, srv, func(o *Options) { o.MaxConnections = 4; o.MaxMessages = 5 })
+	var wg sync.WaitGroup
+	errs := make(chan error, 60)
+	for range 60 {
+		wg.Go(func() {
+			if _, err := send(t, tr, message("s@example.org", "r@example.net")); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Send: %v", err)
+	}
+	srv.WaitMessages(t, 60, time.Second)
+	if m := srv.MaxConcurrent(); m > 4 {
+		t.Errorf("%d connections open at once, want at most 4", m)
+	}
+	if c := srv.Connections(); c < 12 {
+		t.Errorf("%d connections for 60 messages at 5 per connection, want at least 12", c)
+	}
+}
+
+func countCommands(srv *smtptest.Server, verb string) int {
+	n := 0
+	for _, c := range srv.Commands() {
+		if c == verb {
+			n++
+		}
+	}
+	return n
+}

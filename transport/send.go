@@ -29,6 +29,14 @@ func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Stage: StageDial, Err: err}
 	}
+	// Room in the rate window first, then a connection: a Send waiting
+	// for the rate holds no connection.
+	room, err := t.rate.wait(ctx)
+	if err != nil {
+		return nil, &Error{Stage: StageDial, Err: fmt.Errorf("waiting for the rate limit: %w", err)}
+	}
+	tx.room = room
+	defer room.cancel() // when MAIL was never sent
 	c, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -68,6 +76,7 @@ type transaction struct {
 	res   *Result
 	rcpts []int          // indexes of the recipients to send, unique addresses
 	first map[string]int // address → index of its first occurrence
+	room  *reservation   // room in the rate window, used at MAIL; nil without a limit
 }
 
 // newTransaction checks the envelope: an invalid sender fails the Send, an
@@ -75,6 +84,9 @@ type transaction struct {
 func newTransaction(m *Message) (*transaction, error) {
 	if err := checkAddress(m.From, true); err != nil {
 		return nil, &Error{Stage: StageMail, Err: invalidSender(err)}
+	}
+	if err := checkDSN(m); err != nil {
+		return nil, &Error{Stage: StageMail, Err: err}
 	}
 	tx := &transaction{msg: m, res: &Result{Recipients: make([]RecipientResult, len(m.Recipients))}, first: map[string]int{}}
 	for i, addr := range m.Recipients {
@@ -122,13 +134,14 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 		return true, &Error{Stage: StageMail, Err: err}
 	}
 	c.sent++
-	opts := &smtp.MailOptions{Size: m.Size, UTF8: m.UTF8}
-	if err := c.client.Mail(m.From, opts); err != nil {
+	t.noteDSN(c, m)
+	tx.room.use()
+	if err := c.client.Mail(m.From, mailOptions(m)); err != nil {
 		return t.refused(c, &Error{Stage: StageMail, Err: err})
 	}
 	var accepted []int
 	for _, i := range tx.rcpts {
-		err := c.client.Rcpt(m.Recipients[i], nil)
+		err := c.client.Rcpt(m.Recipients[i], rcptOptions(m, i))
 		var se *smtp.SMTPError
 		switch {
 		case err == nil:
@@ -160,15 +173,15 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 func (t *Transport) checkRelay(c *conn, m *Message) error {
 	if limit, ok := c.client.MaxMessageSize(); ok && limit > 0 && m.Size > int64(limit) {
 		return localError(552, smtp.EnhancedCode{5, 3, 4},
-			"message size %d exceeds the relay's limit of %d bytes", m.Size, limit)
+			"message size %d exceeds the relay's SIZE limit %d", m.Size, limit)
 	}
 	if ok, _ := c.client.Extension("SMTPUTF8"); m.UTF8 && !ok {
 		return localError(553, smtp.EnhancedCode{5, 6, 7},
-			"the message needs SMTPUTF8 (non-ASCII addresses) and the relay does not support it")
+			"the message needs SMTPUTF8 (non-ASCII addresses or headers) and the relay does not offer it; not sent, so as not to corrupt it")
 	}
 	if ok, _ := c.client.Extension("8BITMIME"); m.EightBit && !ok {
 		return localError(554, smtp.EnhancedCode{5, 6, 3},
-			"the message has 8-bit content and the relay does not support 8BITMIME")
+			"the message has 8-bit content and the relay does not offer 8BITMIME; not sent, so as not to corrupt it")
 	}
 	return nil
 }

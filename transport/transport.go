@@ -29,11 +29,12 @@ type Options struct {
 
 	LocalName string // EHLO/LHLO name; "" means os.Hostname()
 
-	// AUTH (PLAIN, else LOGIN) when Username is set. Never without TLS
-	// unless AllowInsecureAuth: a Unix-socket or loopback relay is not
-	// exempt by itself, the configuration decides.
-	Username, Password string
-	AllowInsecureAuth  bool
+	// Auth: AUTH on every connection when Auth.Username is set (see Auth
+	// in auth.go). Never without TLS unless AllowInsecureAuth: a
+	// Unix-socket or loopback relay is not exempt by itself, the
+	// configuration decides.
+	Auth              Auth
+	AllowInsecureAuth bool
 
 	ConnectTimeout  time.Duration // dialling; default 2m
 	GreetingTimeout time.Duration // the 220 greeting; default 30s
@@ -46,8 +47,21 @@ type Options struct {
 	// IdleCheck: a pooled connection idle longer than this is checked with
 	// NOOP before reuse; default 5s.
 	IdleCheck time.Duration
+	// NoPool: one connection per message, closed with QUIT after it (the
+	// seed's pool = false). MaxConnections still bounds how many are open
+	// at once.
+	NoPool bool
+	// RateLimit, when > 0, allows at most this many messages (Sends that
+	// reach MAIL FROM) per RateDelta, across all connections; a Send waits
+	// (within its ctx) for room. 0 means no limit. See rate.go.
+	RateLimit int
+	RateDelta time.Duration // the rate window; default 1s
 
 	Logger *slog.Logger // connection events at debug level; nil discards
+	// Debug logs the SMTP/LMTP conversation of every connection to Logger
+	// at info level, line by line, with AUTH exchanges redacted and the
+	// message body reduced to its size (debug.go).
+	Debug bool
 
 	// Dial opens each connection transport makes itself: to one address of
 	// the relay ("ip:port", or the socket path), or to the proxy. nil means
@@ -82,6 +96,13 @@ type Message struct {
 	Size       int64     // the body's size, for SIZE= and the relay's limit
 	UTF8       bool      // needs SMTPUTF8
 	EightBit   bool      // needs 8BITMIME
+	// DSN parameters (RFC 3461) from the submission, passed on when the
+	// relay advertises DSN and left out (logged once per connection at
+	// debug) when it does not, as Postfix does. See dsn.go.
+	DSN DSN
+	// RecipientDSN holds NOTIFY and ORCPT per recipient, parallel to
+	// Recipients; nil when none was given.
+	RecipientDSN []RecipientDSN
 }
 
 // Result holds what happened to each recipient of a transaction that went
@@ -113,6 +134,7 @@ type Transport struct {
 	localName string
 	log       *slog.Logger
 	nextID    atomic.Uint64
+	rate      *rateLimiter // nil without Options.RateLimit
 
 	mu     sync.Mutex
 	idle   []*conn       // most recently used last
@@ -126,6 +148,7 @@ type Transport struct {
 func New(opts Options) *Transport {
 	setDefaults(&opts)
 	t := &Transport{opts: opts, log: opts.Logger, wake: make(chan struct{})}
+	t.rate = newRateLimiter(opts.RateLimit, opts.RateDelta)
 	t.localName = opts.LocalName
 	if t.localName == "" {
 		t.localName = hostname()
@@ -154,6 +177,7 @@ func setDefaults(o *Options) {
 	def(&o.DataTimeout, 10*time.Minute)
 	def(&o.IdleTimeout, 30*time.Second)
 	def(&o.IdleCheck, 5*time.Second)
+	def(&o.RateDelta, time.Second)
 	def(&o.DNSTimeout, 30*time.Second)
 	if o.Network == "" {
 		o.Network = "tcp"

@@ -145,7 +145,7 @@ func TestAuth(t *testing.T) {
 		wantCode int // at StageAuth; 0 = success
 	}{
 		{"PLAIN over STARTTLS", smtptest.Options{TLS: true, Auth: users}, credentials("alice", "s3cret pass"), "alice", 0},
-		{"PLAIN over implicit TLS", smtptest.Options{ImplicitTLS: true, Auth: users}, func(o *Options) { o.Secure, o.Username, o.Password = true, "alice", "s3cret pass" }, "alice", 0},
+		{"PLAIN over implicit TLS", smtptest.Options{ImplicitTLS: true, Auth: users}, func(o *Options) { o.Secure, o.Auth.Username, o.Auth.Password = true, "alice", "s3cret pass" }, "alice", 0},
 		{"LOGIN only, two-step", smtptest.Options{TLS: true, Auth: users, AuthMechanisms: []string{"LOGIN"}}, credentials("alice", "s3cret pass"), "alice", 0},
 		{"wrong password", smtptest.Options{TLS: true, Auth: users}, credentials("alice", "nope"), "", 535},
 	}

@@ -27,8 +27,11 @@ type command struct {
 var commands = map[string]command{
 	"serve":    {runServe, "run the daemon"},
 	"sendmail": {runSendmail, "submit one message from standard input (sendmail-compatible)"},
-	"queue":    {runQueue, "list queued messages (queue list [--json])"},
-	"dead":     {runDead, "list dead-lettered messages (dead list [--json])"},
+	"queue":    {runQueue, "queued messages: list, show, retry, hold, release, delete, expire"},
+	"dead":     {runDead, "dead letters: list, show, requeue, purge"},
+	"flush":    {runFlush, "make every queued message due now (queue retry --all)"},
+	"status":   {runStatus, "the queue at a glance; exits 1 when a [health] limit is exceeded"},
+	"verify":   {runVerify, "connect to the relay as delivery would and report (verify [--json] [--from A --to B])"},
 }
 
 func main() {
@@ -61,7 +64,7 @@ func run(argv []string, env cmdEnv) int {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: relayq COMMAND [-c FILE] [ARGS]")
-	for _, name := range []string{"serve", "sendmail", "queue", "dead"} {
+	for _, name := range []string{"serve", "sendmail", "queue", "dead", "flush", "status", "verify"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "Every command takes -c FILE (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default) and --help.")

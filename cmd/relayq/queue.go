@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -14,47 +11,48 @@ import (
 	"relayq/queue"
 )
 
-// runQueue is `relayq queue list [--json]`: the queued messages, as the
-// running daemon sees them.
-func runQueue(args []string, env cmdEnv) int {
-	return runList("queue", control.OpQueueList, args, env)
+// runQueueList is `relayq queue list [--state STATE] [--json]`: the queued
+// messages, as the running daemon sees them.
+func runQueueList(args []string, env cmdEnv) int {
+	return runList("queue list", control.OpQueueList, args, env)
 }
 
-// runDead is `relayq dead list [--json]`: the dead letters.
-func runDead(args []string, env cmdEnv) int {
-	return runList("dead", control.OpDeadList, args, env)
+// runDeadList is `relayq dead list [--json]`: the dead letters.
+func runDeadList(args []string, env cmdEnv) int {
+	return runList("dead list", control.OpDeadList, args, env)
 }
 
 func runList(name, op string, args []string, env cmdEnv) int {
-	fs := newFlags(name, "relayq "+name+" list [-c FILE] [--json]", env)
+	synopsis := "relayq " + name + " [-c FILE] [--json]"
+	if op == control.OpQueueList {
+		synopsis = "relayq " + name + " [-c FILE] [--state queued|deferred|held|active] [--json]"
+	}
+	fs := newFlags(name, synopsis, env)
 	cfgPath := fs.String("c", "", "configuration `file`")
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
-	if len(args) == 0 || args[0] != "list" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fs.SetOutput(env.Stdout)
-			fs.Usage()
-			return exitOK
-		}
-		fmt.Fprintf(env.Stderr, "relayq %s: the only operation so far is \"list\"\n", name)
-		fs.Usage()
+	var state *string
+	if op == control.OpQueueList {
+		state = fs.String("state", "", "only messages in this `state`: queued, deferred, held or active")
+	}
+	rest, code, done := parseArgs(fs, args, env)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(env.Stderr, "relayq %s: unexpected argument %q\n", name, rest[0])
 		return exitUsage
 	}
-	if code, done := parseFlags(fs, args[1:], env); done {
-		return code
+	req := control.Request{Op: op}
+	if state != nil && *state != "" {
+		if _, err := queue.ParseState(*state); err != nil {
+			fmt.Fprintf(env.Stderr, "relayq %s: %v\n", name, err)
+			return exitUsage
+		}
+		req.State = *state
 	}
-	cfg, code := loadConfig(*cfgPath, env)
+	resp, code := ask(name, *cfgPath, req, env)
 	if code != exitOK {
 		return code
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := control.Call(ctx, cfg.Control.Socket, control.Request{Op: op})
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "relayq %s: %v\n", name, err)
-		if errors.Is(err, control.ErrNotRunning) {
-			return exitUnavailable
-		}
-		return exitTempFail
 	}
 	var items []listItem
 	for _, m := range resp.Messages {
@@ -67,12 +65,7 @@ func runList(name, op string, args []string, env cmdEnv) int {
 		if items == nil {
 			items = []listItem{}
 		}
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(items); err != nil {
-			return exitIOErr
-		}
-		return exitOK
+		return printJSON(env, items)
 	}
 	printTable(env.Stdout, items, op == control.OpDeadList)
 	return exitOK
@@ -82,6 +75,7 @@ func runList(name, op string, args []string, env cmdEnv) int {
 // scripts may parse.
 type listItem struct {
 	ID          string      `json:"id"`
+	State       string      `json:"state,omitempty"` // queued, deferred, held or active; absent for dead letters
 	From        string      `json:"from"`
 	Recipients  []rcptItem  `json:"recipients"`
 	Attempts    int         `json:"attempts"`
@@ -126,7 +120,7 @@ func rcptItems(rs []queue.Recipient) []rcptItem {
 func messageItem(m *queue.Message) listItem {
 	next := m.NextAttempt
 	return listItem{
-		ID: m.ID, From: m.From, Recipients: rcptItems(m.Recipients), Attempts: m.Attempts,
+		ID: m.ID, State: string(m.State()), From: m.From, Recipients: rcptItems(m.Recipients), Attempts: m.Attempts,
 		NextAttempt: &next, Created: m.Created, Size: m.Size,
 		Submitter: submitterJS{UID: m.Submitter.UID, Via: m.Submitter.Via},
 	}
@@ -157,7 +151,7 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 	if dead {
 		when = "DIED"
 	}
-	fmt.Fprintf(tw, "ID\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\n", when)
+	fmt.Fprintf(tw, "ID\tSTATE\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\n", when)
 	for _, it := range items {
 		t := "-"
 		if it.NextAttempt != nil {
@@ -170,13 +164,17 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 		if from == "" {
 			from = "<>"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", it.ID, time.Since(it.Created).Round(time.Second), it.Size, it.Attempts, t, from)
+		state := it.State
+		if state == "" {
+			state = "dead"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", it.ID, state, age(it.Created), it.Size, it.Attempts, t, from)
 		for _, r := range it.Recipients {
 			reply := r.LastReply
 			if reply == "" {
 				reply = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t\t\t\t%s\n", r.Address, r.Status, strings.ReplaceAll(reply, "\n", " "))
+			fmt.Fprintf(tw, "  %s\t%s\t\t\t%d\t\t%s\n", r.Address, r.Status, r.Attempts, strings.ReplaceAll(reply, "\n", " "))
 		}
 	}
 	tw.Flush()

@@ -20,8 +20,6 @@ func transportOptions(r relayq.RelayConfig, log *slog.Logger) (transport.Options
 		RequireTLS:        r.TLS.RequireTLS,
 		IgnoreTLS:         r.TLS.IgnoreTLS,
 		LocalName:         r.Name,
-		Username:          r.Auth.User,
-		Password:          r.Auth.Pass,
 		AllowInsecureAuth: r.Auth.AllowInsecure,
 		ConnectTimeout:    r.ConnectionTimeout.Duration,
 		GreetingTimeout:   r.GreetingTimeout.Duration,
@@ -29,7 +27,13 @@ func transportOptions(r relayq.RelayConfig, log *slog.Logger) (transport.Options
 		DataTimeout:       r.SocketTimeout.Duration,
 		MaxConnections:    r.MaxConnections,
 		MaxMessages:       r.MaxMessages,
+		NoPool:            !r.Pool,
+		IdleTimeout:       r.IdleTimeout.Duration,
+		IdleCheck:         r.IdleCheck.Duration,
+		RateLimit:         r.RateLimit,
+		RateDelta:         r.RateDelta.Duration,
 		Logger:            log,
+		Debug:             r.Debug,
 		LocalAddress:      r.LocalAddress,
 		DNSTimeout:        r.DNSTimeout.Duration,
 	}
@@ -50,6 +54,9 @@ func transportOptions(r relayq.RelayConfig, log *slog.Logger) (transport.Options
 		return o, "", err
 	}
 	if o.Proxy, err = relayProxy(r); err != nil {
+		return o, "", err
+	}
+	if o.Auth, err = relayAuth(r.Auth, r.ConnectionTimeout.Duration); err != nil {
 		return o, "", err
 	}
 	return o, name, nil

@@ -19,7 +19,7 @@ import (
 // sendmailTimeout bounds the whole submission to the daemon.
 const sendmailTimeout = 5 * time.Minute
 
-const sendmailSynopsis = "usage: relayq sendmail [-c FILE] [-t] [-i] [-f SENDER] [-F NAME] [-v] [--] [RECIPIENT…]"
+const sendmailSynopsis = "usage: relayq sendmail [-c FILE] [-t] [-i] [-f SENDER] [-F NAME] [-N DSN] [-R RET] [-V ENVID] [-v] [--] [RECIPIENT…]"
 
 const sendmailHelp = sendmailSynopsis + `
 
@@ -33,9 +33,14 @@ on disk.
   -i, -oi      a line with a single "." does not end the message
   -f SENDER    envelope sender ("<>" for none; default USER@HOSTNAME)
   -F NAME      full name for an added From header
+  -N DSN       delivery status notifications wanted for every recipient:
+               never, or a comma-separated list of success, delay, failure
+               (passed to the relay as NOTIFY= when it offers DSN)
+  -R RET       how much of the message a notification returns: full or hdrs
+  -V ENVID     an envelope ID for notifications (printable ASCII, ≤ 100)
   -v           print the queue ID
   -bm          deliver mail (the default, and the only mode)
-  -o…, -od…, -U, -n, -m, -h N, -N …, -R …, -V …, -B …, -L …  accepted and ignored
+  -o…, -od…, -U, -n, -m, -h N, -B …, -L …  accepted and ignored
 
 Exit status (sysexits): 0 queued; 64 usage; 65 bad message; 67 bad address;
 75 temporary failure, try again; 78 bad config.
@@ -45,6 +50,8 @@ Exit status (sysexits): 0 queued; 64 usage; 65 bad message; 67 bad address;
 type sendmailArgs struct {
 	config  string
 	opts    spool.PrepareOptions // From, FullName, ExtractRecipients, IgnoreDots, Recipients
+	dsn     queue.DSN            // -R, -V
+	notify  []string             // -N, for every recipient
 	verbose bool
 	help    bool
 }
@@ -76,7 +83,7 @@ func runSendmail(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
 		return code
 	}
-	return submit(cfg.Submission, p, a.verbose, env)
+	return submit(cfg.Submission, a.envelope(p), p.Body, a.verbose, env)
 }
 
 // prepareExit maps Prepare's errors to exit codes.
@@ -97,11 +104,10 @@ func prepareExit(err error) int {
 
 // submit hands the message to the daemon, or to the maildrop when the
 // daemon's socket does not answer.
-func submit(sub relayq.SubmissionConfig, p *spool.Prepared, verbose bool, env cmdEnv) int {
-	envelope := queue.Envelope{From: p.From, Recipients: p.Recipients}
+func submit(sub relayq.SubmissionConfig, envelope queue.Envelope, body []byte, verbose bool, env cmdEnv) int {
 	ctx, cancel := context.WithTimeout(context.Background(), sendmailTimeout)
 	defer cancel()
-	id, err := spool.Submit(ctx, sub.Socket, envelope, p.Body)
+	id, err := spool.Submit(ctx, sub.Socket, envelope, body)
 	if err == nil {
 		if verbose {
 			fmt.Fprintf(env.Stdout, "queued as %s\n", id)
@@ -111,7 +117,7 @@ func submit(sub relayq.SubmissionConfig, p *spool.Prepared, verbose bool, env cm
 	if !errors.Is(err, spool.ErrUnreachable) {
 		return refused(err, env)
 	}
-	name, dropErr := spool.WriteMaildrop(sub.Maildrop, envelope, p.Body)
+	name, dropErr := spool.WriteMaildrop(sub.Maildrop, envelope, body)
 	if dropErr != nil {
 		fmt.Fprintf(env.Stderr, "sendmail: the relayq daemon is not reachable (%v), and the maildrop does not take the message either (%v); nothing was sent, try again later\n", err, dropErr)
 		return exitTempFail
@@ -241,8 +247,10 @@ func (a *sendmailArgs) option(c byte, val string) error {
 		if val != "m" {
 			return fmt.Errorf("-b%s is not supported: relayq's sendmail only submits mail (-bm); use 'relayq queue list' for the queue", val)
 		}
+	case 'N', 'R', 'V':
+		return a.dsnOption(c, val)
 	}
-	// A, B, N, R, V, h, L, p, O: DSN and body type requests, hop count,
-	// labels and options relayq does not use; accepted and ignored.
+	// A, B, h, L, p, O: body type requests, hop count, labels and options
+	// relayq does not use; accepted and ignored.
 	return nil
 }

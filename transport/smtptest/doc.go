@@ -5,7 +5,8 @@
 // enough SMTP, ESMTP and LMTP for relayq's client and intake code:
 // EHLO/LHLO/HELO, STARTTLS and implicit TLS with a self-signed certificate
 // (or one a test CA issued: NewCA, which also issues client certificates),
-// AUTH PLAIN and LOGIN (the two-step "Username:"/"Password:" flavour),
+// AUTH PLAIN, LOGIN (the two-step "Username:"/"Password:" flavour),
+// CRAM-MD5, and XOAUTH2 and OAUTHBEARER with their error challenges,
 // MAIL with SIZE/BODY/SMTPUTF8, RCPT, DATA with dot-unstuffing, RSET, NOOP
 // and QUIT. It records every transaction it accepted, byte for byte.
 //

@@ -36,6 +36,10 @@ type Step struct {
 	// this many bytes of the message have been read, instead of after the
 	// final dot.
 	AfterBytes int64
+	// Raw, when set, is written as it is in place of the reply (garbage, a
+	// reply without CRLF, a broken multi-line reply); the session then
+	// goes on as if the normal reply had been sent.
+	Raw string
 }
 
 // Reply is a Step that answers with code and text, e.g.

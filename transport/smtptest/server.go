@@ -36,15 +36,26 @@ type Options struct {
 	// AUTH is offered with and without TLS: the server is permissive so
 	// that clients are tested on their own refusal to send credentials.
 	Auth map[string]string
-	// AuthMechanisms are the mechanisms offered, from PLAIN and LOGIN;
-	// default both. LOGIN always uses the two-step "Username:" exchange
-	// unless the client sends the user name as an initial response.
+	// AuthMechanisms are the mechanisms offered, in this order, from PLAIN,
+	// LOGIN, CRAM-MD5 (checked against Auth), XOAUTH2 and OAUTHBEARER
+	// (checked against Tokens); default PLAIN and LOGIN with Auth, and
+	// XOAUTH2 and OAUTHBEARER with Tokens. LOGIN always uses the two-step
+	// "Username:" exchange unless the client sends the user name as an
+	// initial response.
 	AuthMechanisms []string
+	// Tokens enables AUTH XOAUTH2 and OAUTHBEARER with these user → OAuth2
+	// access token pairs. Any other token gets the error challenge Gmail
+	// sends (XOAUTH2: {"status":"401",…}; OAUTHBEARER: RFC 7628's
+	// {"status":"invalid_token",…}), then, after the client's answer, 535.
+	Tokens map[string]string
 
 	MaxSize  int64    // advertised as SIZE; larger messages get 552 5.3.4
 	SMTPUTF8 bool     // advertise SMTPUTF8 (otherwise MAIL … SMTPUTF8 gets 555)
 	Without  []string // extensions to leave out of the EHLO reply, e.g. "8BITMIME"
 	Domain   string   // the server's name in its greeting; default "smtptest.localhost"
+	// DSN advertises DSN and takes RET and ENVID on MAIL, NOTIFY and ORCPT
+	// on RCPT (otherwise they get 555, as RCPT parameters always do).
+	DSN bool
 
 	Script Script
 
@@ -58,6 +69,9 @@ type Received struct {
 	Conn       int      // the connection it came on, from 1
 	From       string   // MAIL FROM address, without brackets
 	MailParams []string // MAIL FROM parameters as sent, e.g. "SIZE=123"
+	// RcptParams holds the RCPT TO parameters as sent, by recipient, for
+	// the recipients that gave any ("NOTIFY=SUCCESS,FAILURE").
+	RcptParams map[string][]string
 	To         []string // the recipients it was accepted for
 	Body       []byte   // exactly the bytes of the message, dot-unstuffed
 	Hello      string   // the EHLO/LHLO name in effect
@@ -85,6 +99,7 @@ type Server struct {
 	open     int
 	maxOpen  int
 	datas    int
+	mails    []time.Time
 	hellos   []string
 	remotes  []string
 	commands []string
@@ -235,6 +250,24 @@ func (s *Server) DataAttempts() int {
 	return s.datas
 }
 
+// MailTimes lists when each MAIL command was received (accepted or not),
+// in order, across connections.
+func (s *Server) MailTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.mails)
+}
+
+// CloseConnections closes every open connection at once, without a
+// reply, the way a relay's idle timeout or restart does.
+func (s *Server) CloseConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.live {
+		c.Close()
+	}
+}
+
 // Hellos lists the names given with every EHLO, LHLO and HELO, in order.
 func (s *Server) Hellos() []string {
 	s.mu.Lock()
@@ -311,14 +344,16 @@ func (s *Server) accept() {
 
 func (s *Server) serve(nc net.Conn, id int) {
 	defer s.wg.Done()
+	ss := &session{srv: s, id: id, raw: nc, conn: &wireConn{Conn: nc, srv: s}}
 	defer func() {
 		nc.Close()
 		s.mu.Lock()
-		s.open--
+		if !ss.left {
+			s.open--
+		}
 		delete(s.live, nc)
 		s.mu.Unlock()
 	}()
-	ss := &session{srv: s, id: id, raw: nc, conn: &wireConn{Conn: nc, srv: s}}
 	if s.opts.ImplicitTLS {
 		if !ss.handshake() {
 			return
@@ -388,7 +423,14 @@ func (s *Server) tlsConfig() *tls.Config {
 
 func (s *Server) mechanisms() []string {
 	if len(s.opts.AuthMechanisms) == 0 {
-		return []string{"PLAIN", "LOGIN"}
+		var m []string
+		if s.opts.Auth != nil {
+			m = append(m, "PLAIN", "LOGIN")
+		}
+		if s.opts.Tokens != nil {
+			m = append(m, "XOAUTH2", "OAUTHBEARER")
+		}
+		return m
 	}
 	var m []string
 	for _, name := range s.opts.AuthMechanisms {

@@ -24,12 +24,14 @@ type session struct {
 	cert string // subject common name of the client's TLS certificate
 	helo string
 	user string
-	n    int // messages accepted on this connection
+	n    int  // messages accepted on this connection
+	left bool // counted as closed already (QUIT); under srv.mu
 
-	inMail bool
-	from   string
-	params []string
-	rcpts  []string
+	inMail     bool
+	from       string
+	params     []string
+	rcpts      []string
+	rcptParams map[string][]string
 }
 
 func (ss *session) run() {
@@ -77,6 +79,9 @@ func (ss *session) handle(verb, arg string) bool {
 		_, ok := ss.answer(ss.srv.next("noop", func(sc *Script) []Step { return sc.Noop }), 250, "2.0.0 Ok")
 		return ok
 	case "QUIT":
+		// The connection stops counting as open before the 221: a client
+		// may open the next one as soon as it reads it (MaxConcurrent).
+		ss.srv.note(func() { ss.srv.open--; ss.left = true })
 		ss.reply(221, "2.0.0 Bye")
 		return false
 	}
@@ -117,11 +122,14 @@ func (ss *session) extensions() []string {
 	if o.TLS && !ss.tls && !o.HideSTARTTLS {
 		ext = append(ext, "STARTTLS")
 	}
-	if o.Auth != nil {
+	if o.Auth != nil || o.Tokens != nil {
 		ext = append(ext, "AUTH "+strings.Join(ss.srv.mechanisms(), " "))
 	}
 	if o.SMTPUTF8 {
 		ext = append(ext, "SMTPUTF8")
+	}
+	if o.DSN {
+		ext = append(ext, "DSN")
 	}
 	var out []string
 	for _, e := range ext {
@@ -167,7 +175,7 @@ func (ss *session) handshake() bool {
 
 func (ss *session) auth(arg string) bool {
 	switch {
-	case ss.srv.opts.Auth == nil || ss.srv.without("AUTH"):
+	case ss.srv.opts.Auth == nil && ss.srv.opts.Tokens == nil || ss.srv.without("AUTH"):
 		return ss.reply(502, "5.5.1 AUTH not available") == nil
 	case ss.helo == "":
 		return ss.reply(503, "5.5.1 Send EHLO first") == nil
@@ -179,21 +187,12 @@ func (ss *session) auth(arg string) bool {
 	if !slices.Contains(ss.srv.mechanisms(), mech) {
 		return ss.reply(504, "5.5.4 Unrecognized authentication type") == nil
 	}
-	var user, pass string
-	var ok bool
-	switch mech {
-	case "PLAIN":
-		user, pass, ok = ss.authPlain(ir)
-	case "LOGIN":
-		user, pass, ok = ss.authLogin(ir)
-	default:
-		return ss.reply(504, "5.5.4 Unrecognized authentication type") == nil
-	}
+	user, good, ok := ss.saslExchange(mech, ir)
 	if !ok {
 		return ss.reply(501, "5.5.2 Authentication exchange cancelled or malformed") == nil
 	}
 	code, text := 235, "2.7.0 Authentication successful"
-	if want, known := ss.srv.opts.Auth[user]; !known || want != pass {
+	if !good {
 		code, text = 535, "5.7.8 Authentication credentials invalid"
 	}
 	code, alive := ss.answer(ss.srv.next("auth", func(sc *Script) []Step { return sc.Auth }), code, text)
@@ -251,6 +250,7 @@ func (ss *session) mail(arg string) bool {
 	if ss.helo == "" {
 		return ss.reply(503, "5.5.1 Send EHLO first") == nil
 	}
+	ss.srv.note(func() { ss.srv.mails = append(ss.srv.mails, time.Now()) })
 	if ss.inMail {
 		return ss.reply(503, "5.5.1 Nested MAIL command") == nil
 	}
@@ -298,6 +298,10 @@ func (ss *session) checkMailParams(params []string) (int, string) {
 			if !o.SMTPUTF8 || ss.srv.without("SMTPUTF8") {
 				return 555, "5.5.4 SMTPUTF8 not supported"
 			}
+		case "RET", "ENVID":
+			if !ss.dsn() {
+				return 555, "5.5.4 DSN not supported"
+			}
 		default:
 			return 555, "5.5.4 Unsupported MAIL parameter " + key
 		}
@@ -313,11 +317,23 @@ func (ss *session) rcpt(arg string) bool {
 	if !ok {
 		return ss.reply(501, "5.5.4 Syntax: RCPT TO:<address>") == nil
 	}
-	to, _ := parsePath(rest)
+	to, params := parsePath(rest)
+	for _, p := range params {
+		key, _, _ := strings.Cut(p, "=")
+		if k := strings.ToUpper(key); (k != "NOTIFY" && k != "ORCPT") || !ss.dsn() {
+			return ss.reply(555, "5.5.4 Unsupported RCPT parameter "+key) == nil
+		}
+	}
 	st := ss.srv.nextFor("rcpt", to, func(sc *Script) map[string][]Step { return sc.Rcpt })
 	code, alive := ss.answer(st, 250, "2.1.5 Ok")
 	if code/100 == 2 {
 		ss.rcpts = append(ss.rcpts, to)
+		if len(params) > 0 {
+			if ss.rcptParams == nil {
+				ss.rcptParams = map[string][]string{}
+			}
+			ss.rcptParams[to] = params
+		}
 	}
 	return alive
 }
@@ -431,7 +447,7 @@ func (ss *session) lmtpReplies(st Step, msg []byte) bool {
 func (ss *session) accept(id string, to []string, msg []byte) int {
 	ss.n++
 	return ss.srv.record(Received{
-		ID: id, Conn: ss.id, From: ss.from, MailParams: ss.params,
+		ID: id, Conn: ss.id, From: ss.from, MailParams: ss.params, RcptParams: ss.rcptParams,
 		To: append([]string(nil), to...), Body: msg,
 		Hello: ss.helo, AuthUser: ss.user, TLS: ss.tls, ClientCert: ss.cert,
 	})
@@ -444,7 +460,18 @@ func (ss *session) answer(st Step, code int, text string) (int, bool) {
 	if !ok {
 		return 0, false
 	}
+	if st.Raw != "" {
+		return code, ss.writeRaw(st.Raw)
+	}
 	return code, ss.send(code, text)
+}
+
+// writeRaw writes a scripted Step.Raw in place of a reply; false means the
+// write failed.
+func (ss *session) writeRaw(s string) bool {
+	ss.srv.logf("conn %d S (raw): %q", ss.id, s)
+	_, err := ss.conn.Write([]byte(s))
+	return err == nil
 }
 
 // decide does st's delay and fault, and returns the reply to send: st's if
@@ -492,8 +519,11 @@ func (ss *session) prelude(st Step) bool {
 }
 
 func (ss *session) reset() {
-	ss.inMail, ss.from, ss.params, ss.rcpts = false, "", nil, nil
+	ss.inMail, ss.from, ss.params, ss.rcpts, ss.rcptParams = false, "", nil, nil, nil
 }
+
+// dsn reports whether DSN is offered.
+func (ss *session) dsn() bool { return ss.srv.opts.DSN && !ss.srv.without("DSN") }
 
 // reply writes one (possibly multi-line) reply in a single write.
 func (ss *session) reply(code int, text string) error {

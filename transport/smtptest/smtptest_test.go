@@ -148,6 +148,24 @@ func TestDialogScript(t *testing.T) {
 	dialog(t, srv, "S: <closed>")
 }
 
+// TestDialogRaw: a Raw step replaces the reply with its bytes as they are,
+// and the session goes on.
+func TestDialogRaw(t *testing.T) {
+	srv := NewServer(t, Options{Script: Script{
+		Greeting: []Step{{Raw: "garbage without a code\r\n"}},
+		Mail:     []Step{{Raw: "2x0 what\r\n"}},
+	}})
+	dialog(t, srv,
+		"S: garbage without a code",
+		"C: HELO c",
+		"S: 250 ",
+		"C: MAIL FROM:<>",
+		"S: 2x0 what",
+		"C: QUIT",
+		"S: 221 ",
+	)
+}
+
 func TestDialogLMTP(t *testing.T) {
 	srv := NewServer(t, Options{LMTP: true, Unix: true, Script: Script{
 		LMTP: map[string][]Step{"b@example.net": {Reply(452, "4.2.2 Full")}},

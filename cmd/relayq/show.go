@@ -1,0 +1,182 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"relayq/control"
+	"relayq/queue"
+)
+
+// runShow returns `relayq queue show ID [--body] [--json]` (or dead show):
+// the envelope, each recipient's state and last reply, the dead letter if
+// some recipients died, and the attempt history; --body adds the message.
+func runShow(name, op string) func(args []string, env cmdEnv) int {
+	return func(args []string, env cmdEnv) int {
+		fs := newFlags(name, "relayq "+name+" [-c FILE] [--body] [--json] ID", env)
+		cfgPath := fs.String("c", "", "configuration `file`")
+		asJSON := fs.Bool("json", false, "print the record as JSON (the message text as the string \"body\")")
+		body := fs.Bool("body", false, "print the message itself too")
+		ids, code, done := parseArgs(fs, args, env)
+		if done {
+			return code
+		}
+		if len(ids) != 1 || !queue.ValidID(ids[0]) {
+			fmt.Fprintf(env.Stderr, "relayq %s: give one queue ID\n", name)
+			fs.Usage()
+			return exitUsage
+		}
+		resp, code := ask(name, *cfgPath, control.Request{Op: op, IDs: ids, Body: *body}, env)
+		if code != exitOK {
+			return code
+		}
+		if *asJSON {
+			out := struct {
+				Message    *queue.Message    `json:"message,omitempty"`
+				DeadLetter *queue.DeadLetter `json:"dead_letter,omitempty"`
+				Body       *string           `json:"body,omitempty"`
+			}{Message: resp.Message, DeadLetter: resp.DeadLetter}
+			if *body {
+				text := string(resp.Body)
+				out.Body = &text
+			}
+			return printJSON(env, out)
+		}
+		printShow(env.Stdout, ids[0], resp)
+		if *body {
+			fmt.Fprintln(env.Stdout, "\n----- message -----")
+			env.Stdout.Write(resp.Body)
+		}
+		return exitOK
+	}
+}
+
+func printShow(w io.Writer, id string, resp *control.Response) {
+	m, d := resp.Message, resp.DeadLetter
+	var (
+		from    string
+		sub     queue.Submitter
+		created time.Time
+		size    int64
+		history []queue.Attempt
+	)
+	switch {
+	case m != nil:
+		from, sub, created, size, history = m.From, m.Submitter, m.Created, m.Size, m.History
+	case d.Record != nil:
+		from, sub, created, size, history = d.From, d.Submitter, d.Created, d.Size, d.Record.History
+	default:
+		from, sub, created, size = d.From, d.Submitter, d.Created, d.Size
+	}
+	field := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "%-14s%s\n", name+":", fmt.Sprintf(format, args...))
+	}
+	field("Queue ID", "%s", id)
+	if from == "" {
+		from = "<>"
+	}
+	field("From", "%s", from)
+	field("Created", "%s (%s ago)", created.Local().Format(time.DateTime), age(created))
+	field("Size", "%d bytes", size)
+	field("Submitter", "%s", submitterText(sub))
+	if m != nil {
+		printQueued(w, field, m)
+	}
+	if d != nil {
+		fmt.Fprintln(w)
+		field("Dead letter", "died %s (%s ago) after %d attempt(s)", d.Died.Local().Format(time.DateTime), age(d.Died), d.Attempts)
+		printRecipients(w, d.Recipients)
+	}
+	fmt.Fprintln(w)
+	printHistory(w, created, history)
+}
+
+func printQueued(w io.Writer, field func(name, format string, args ...any), m *queue.Message) {
+	state := string(m.State())
+	if m.Held {
+		state += " since " + m.HeldSince.Local().Format(time.DateTime)
+	}
+	field("State", "%s", state)
+	var flags []string
+	if m.UTF8 {
+		flags = append(flags, "SMTPUTF8")
+	}
+	if m.EightBit {
+		flags = append(flags, "8BITMIME")
+	}
+	if len(flags) > 0 {
+		field("Options", "%s", strings.Join(flags, " "))
+	}
+	if !m.Requeued.IsZero() {
+		field("Requeued", "%s", m.Requeued.Local().Format(time.DateTime))
+	}
+	field("Attempts", "%d", m.Attempts)
+	if !m.Held && m.LeasedUntil.IsZero() {
+		field("Next attempt", "%s", when(m.NextAttempt))
+	}
+	printRecipients(w, m.Recipients)
+}
+
+func when(t time.Time) string {
+	d := time.Until(t).Round(time.Second)
+	if d <= 0 {
+		return t.Local().Format(time.DateTime) + " (due now)"
+	}
+	return fmt.Sprintf("%s (in %s)", t.Local().Format(time.DateTime), d)
+}
+
+func submitterText(s queue.Submitter) string {
+	var parts []string
+	if s.UID >= 0 {
+		parts = append(parts, fmt.Sprintf("uid %d", s.UID))
+	}
+	if s.Via != "" {
+		parts = append(parts, "via "+s.Via)
+	}
+	if s.Addr != "" {
+		parts = append(parts, "from "+s.Addr)
+	}
+	if len(parts) == 0 {
+		return "unknown"
+	}
+	return strings.Join(parts, " ")
+}
+
+func printRecipients(w io.Writer, rs []queue.Recipient) {
+	var rows [][]string
+	for _, r := range rs {
+		next := ""
+		if r.Status.Pending() && !r.NextAttempt.IsZero() {
+			next = r.NextAttempt.Local().Format(time.DateTime)
+		}
+		rows = append(rows, []string{"  " + r.Address, string(r.Status), fmt.Sprint(r.Attempts), next, oneLine(r.LastReply.String())})
+	}
+	printTableRows(w, "  RECIPIENT\tSTATUS\tATTEMPTS\tNEXT ATTEMPT\tLAST REPLY", rows)
+}
+
+func printHistory(w io.Writer, created time.Time, history []queue.Attempt) {
+	if len(history) == 0 {
+		fmt.Fprintln(w, "History:      no attempt yet")
+		return
+	}
+	fmt.Fprintf(w, "History:      %d attempt(s), oldest first; DELAY is the time since the message was queued\n", len(history))
+	var rows [][]string
+	for _, a := range history {
+		for i, r := range a.Results {
+			row := []string{"", "", "", "", strings.Join(r.Recipients, ", "), string(r.Status), oneLine(r.Reply.String())}
+			if i == 0 {
+				row[0] = "  " + a.Time.Local().Format(time.DateTime)
+				row[1], row[2] = a.Relay, a.Time.Sub(created).Round(time.Second).String()
+				row[3] = a.Duration.Round(time.Millisecond).String()
+			} else {
+				row[0] = "  "
+			}
+			rows = append(rows, row)
+		}
+	}
+	printTableRows(w, "  TIME\tRELAY\tDELAY\tTOOK\tRECIPIENTS\tSTATUS\tREPLY", rows)
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }

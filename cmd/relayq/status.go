@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"relayq"
+	"relayq/control"
+)
+
+// runStatus is `relayq status [--json]`: the queue at a glance, and a
+// monitoring check. It exits 1 when a [health] limit is exceeded, 69 when
+// the daemon is not running (see exit.go).
+func runStatus(args []string, env cmdEnv) int {
+	fs := newFlags("status", "relayq status [-c FILE] [--json]\n"+
+		"Exits 0 when healthy, 1 when the oldest deferred message is older than [health] max_queue_age\n"+
+		"or more than [health] max_dead messages died in the last 24h, 69 when the daemon is not running.", env)
+	cfgPath := fs.String("c", "", "configuration `file`")
+	asJSON := fs.Bool("json", false, "print a JSON object instead of text")
+	rest, code, done := parseArgs(fs, args, env)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(env.Stderr, "relayq status: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	cfg, code := loadConfig(*cfgPath, env)
+	if code != exitOK {
+		return code
+	}
+	resp, code := askSocket("status", cfg.Control.Socket, control.Request{Op: control.OpStatus}, env)
+	if code != exitOK {
+		return code
+	}
+	st := resp.Status
+	if st == nil {
+		fmt.Fprintln(env.Stderr, "relayq status: the daemon sent no status")
+		return exitTempFail
+	}
+	problems := healthProblems(st, cfg.Health)
+	if *asJSON {
+		if e := printJSON(env, statusJSON(st, cfg.Queue.Path, problems)); e != exitOK {
+			return e
+		}
+	} else {
+		printStatus(env, st, cfg.Queue.Path, problems)
+	}
+	if len(problems) > 0 {
+		return exitUnhealthy
+	}
+	return exitOK
+}
+
+// healthProblems lists the [health] limits st exceeds.
+func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
+	var out []string
+	if max := h.MaxQueueAge.Duration; max > 0 && st.OldestDeferred != nil {
+		if a := st.Now.Sub(*st.OldestDeferred); a > max {
+			out = append(out, fmt.Sprintf("oldest deferred message has waited %s, more than health.max_queue_age (%s)", a.Round(time.Second), h.MaxQueueAge))
+		}
+	}
+	if h.MaxDead > 0 && st.DeadLastDay > h.MaxDead {
+		out = append(out, fmt.Sprintf("%d messages dead-lettered in the last 24h, more than health.max_dead (%d)", st.DeadLastDay, h.MaxDead))
+	}
+	return out
+}
+
+// statusOut is `relayq status --json`. Ages are in seconds; absent when
+// there is no such message.
+type statusOut struct {
+	Healthy                  bool      `json:"healthy"`
+	Problems                 []string  `json:"problems"`
+	Messages                 int       `json:"messages"`
+	Queued                   int       `json:"queued"`
+	Deferred                 int       `json:"deferred"`
+	Held                     int       `json:"held"`
+	Active                   int       `json:"active"`
+	OldestAgeSeconds         *float64  `json:"oldest_age_seconds,omitempty"`
+	OldestDeferredAgeSeconds *float64  `json:"oldest_deferred_age_seconds,omitempty"`
+	Dead                     int       `json:"dead"`
+	DeadLastDay              int       `json:"dead_last_day"`
+	Database                 string    `json:"database"`
+	DatabaseBytes            int64     `json:"database_bytes"`
+	Started                  time.Time `json:"started"`
+	UptimeSeconds            float64   `json:"uptime_seconds"`
+}
+
+func statusJSON(st *control.Status, db string, problems []string) statusOut {
+	ageOf := func(t *time.Time) *float64 {
+		if t == nil {
+			return nil
+		}
+		s := st.Now.Sub(*t).Seconds()
+		return &s
+	}
+	if problems == nil {
+		problems = []string{}
+	}
+	return statusOut{
+		Healthy: len(problems) == 0, Problems: problems,
+		Messages: st.Queued + st.Deferred + st.Held + st.Active,
+		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active,
+		OldestAgeSeconds: ageOf(st.Oldest), OldestDeferredAgeSeconds: ageOf(st.OldestDeferred),
+		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
+		Started: st.Started, UptimeSeconds: st.Now.Sub(st.Started).Seconds(),
+	}
+}
+
+func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
+	w := env.Stdout
+	field := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "%-14s%s\n", name+":", fmt.Sprintf(format, args...))
+	}
+	field("Daemon", "running since %s (up %s)", st.Started.Local().Format(time.DateTime), st.Now.Sub(st.Started).Round(time.Second))
+	field("Queue", "%d message(s): %d queued, %d deferred, %d held, %d active",
+		st.Queued+st.Deferred+st.Held+st.Active, st.Queued, st.Deferred, st.Held, st.Active)
+	ageText := func(t *time.Time) string {
+		if t == nil {
+			return "none"
+		}
+		return st.Now.Sub(*t).Round(time.Second).String()
+	}
+	field("Oldest", "%s (oldest deferred: %s)", ageText(st.Oldest), ageText(st.OldestDeferred))
+	field("Dead letters", "%d (%d in the last 24h)", st.Dead, st.DeadLastDay)
+	field("Database", "%s, %s", db, byteSize(st.DBSize))
+	if len(problems) == 0 {
+		field("Health", "ok")
+		return
+	}
+	for _, p := range problems {
+		field("Health", "PROBLEM: %s", p)
+	}
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

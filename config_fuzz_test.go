@@ -1,0 +1,86 @@
+package relayq
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzParse: whatever the bytes, parsing never panics, and a config that is
+// refused is refused with *Error values that each name the file and a key
+// or a line, as an operator needs to fix it. A config that is taken logs
+// without its password.
+//
+// It runs the same loader.parse as Parse, with a loader that sees nothing
+// of the machine (testLoader), so that results do not depend on who runs it.
+func FuzzParse(f *testing.F) {
+	f.Add(embeddedConfig)
+	files, _ := filepath.Glob("tests/testdata/badconfig/*.toml")
+	for _, file := range files {
+		if b, err := os.ReadFile(file); err == nil {
+			f.Add(b)
+		}
+	}
+	for _, s := range []string{
+		"",
+		"[relay]\nurl = \"smtp://user:p%40ss@relay.example:587?max_connections=2&tls.require_tls=true\"\n",
+		"[relay]\nurl = \"lmtp+unix:///run/dovecot/lmtp\"\n",
+		"[relay]\nhost = \"relay.example\"\nport = 0\n[relay.auth]\nuser = \"u\"\npass = \"sekrit-pass\"\n",
+		"[submission]\nmax_message_size = \"10 PB\"\nsocket_mode = \"0999\"\n",
+		"[retry]\ninitial_interval = \"-1s\"\nmultiplier = 0.5\n",
+		"[[relay]]\n",
+		"relay = 5\n",
+		"[relay.tls]\nmin_version = 1.2\n",
+		"a = \"\xff\"\n",
+		"[relay]\nurl = \"smtp://[::1\"\n",
+	} {
+		f.Add([]byte(s))
+	}
+	home := f.TempDir()
+	l := loader{
+		getenv:   envMap{"HOME": home}.get,
+		euid:     1000,
+		stateDir: filepath.Join(home, "absent"),
+		hostname: func() (string, error) { return "host.example", nil },
+		homeDir:  func() string { return "" },
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := l.parse(data, "fuzz.toml")
+		if err != nil {
+			checkConfigError(t, data, err)
+			return
+		}
+		pass := cfg.Relay.Auth.Pass
+		var log bytes.Buffer
+		slog.New(slog.NewTextHandler(&log, nil)).Info("config", "settings", cfg)
+		if len(pass) >= 4 && strings.Contains(log.String(), pass) {
+			t.Fatalf("the password %q is in the log line %q", pass, log.String())
+		}
+	})
+}
+
+// checkConfigError checks that every problem in err is an *Error that
+// names the file and either a key or a line.
+func checkConfigError(t *testing.T, data []byte, err error) {
+	t.Helper()
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var ce *Error
+		if !errors.As(e, &ce) {
+			t.Fatalf("config %q: error %q (%T) is not a *relayq.Error", data, e, e)
+		}
+		if ce.File != "fuzz.toml" || ce.Key == "" && ce.Line == 0 {
+			t.Fatalf("config %q: error %q names no key and no line", data, e)
+		}
+		if !strings.HasPrefix(e.Error(), "fuzz.toml") {
+			t.Fatalf("config %q: error %q does not start with the file name", data, e)
+		}
+	}
+}

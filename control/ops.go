@@ -1,0 +1,259 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"relayq/queue"
+)
+
+// Codes in Response.Code and Result.Code: why a request, or one ID in it,
+// failed, in a word a client can map to an exit status.
+const (
+	CodeBadRequest = "bad_request" // unknown op, bad state or reply class, no IDs
+	CodeDenied     = "denied"      // the peer may not use the control socket
+	CodeNotFound   = "not_found"   // no such message or dead letter
+	CodeLeased     = "leased"      // being delivered right now; try again
+	CodeHeld       = "held"        // on hold; release it first
+	CodeInternal   = "internal"    // the store failed
+)
+
+// Result is what an operation did to one ID. Error is empty when it was
+// done.
+type Result struct {
+	ID    string `json:"id"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+}
+
+// Status answers OpStatus: the queue at a glance.
+type Status struct {
+	Queued   int `json:"queued"`
+	Deferred int `json:"deferred"`
+	Held     int `json:"held"`
+	Active   int `json:"active"`
+	// Oldest is when the oldest queued message was created.
+	Oldest *time.Time `json:"oldest,omitempty"`
+	// OldestDeferred is when the oldest message that was tried and is not
+	// delivered yet entered the queue (or was requeued), held ones aside.
+	OldestDeferred *time.Time `json:"oldest_deferred,omitempty"`
+	Dead           int        `json:"dead"`
+	DeadLastDay    int        `json:"dead_last_day"`
+	DBSize         int64      `json:"db_size"`
+	Started        time.Time  `json:"started"`
+	Now            time.Time  `json:"now"`
+}
+
+func failed(err error) Response {
+	return Response{Error: err.Error(), Code: CodeInternal}
+}
+
+func badRequest(format string, args ...any) Response {
+	return Response{Error: fmt.Sprintf(format, args...), Code: CodeBadRequest}
+}
+
+func (s *Server) queueList(req Request) Response {
+	var state queue.State
+	if req.State != "" {
+		var err error
+		if state, err = queue.ParseState(req.State); err != nil {
+			return badRequest("%v", err)
+		}
+	}
+	msgs, err := s.q.List()
+	if err != nil {
+		return failed(err)
+	}
+	out := msgs[:0]
+	for _, m := range msgs {
+		if state == "" || m.State() == state {
+			m.History = nil
+			out = append(out, m)
+		}
+	}
+	return Response{Messages: out}
+}
+
+func (s *Server) deadList() Response {
+	dead, err := s.q.ListDead()
+	if err != nil {
+		return failed(err)
+	}
+	for _, d := range dead {
+		d.Record = nil
+	}
+	return Response{Dead: dead}
+}
+
+// show answers queue show and dead show alike: the message record and the
+// dead letter, whichever exist, and the body when asked.
+func (s *Server) show(req Request) Response {
+	if len(req.IDs) != 1 {
+		return badRequest("%s takes one ID", req.Op)
+	}
+	id := req.IDs[0]
+	var resp Response
+	m, err := s.q.Get(id)
+	switch {
+	case err == nil:
+		resp.Message = m
+	case !errors.Is(err, queue.ErrNotFound):
+		return failed(err)
+	}
+	d, err := s.q.GetDead(id)
+	switch {
+	case err == nil:
+		resp.DeadLetter = d
+	case !errors.Is(err, queue.ErrNotFound):
+		return failed(err)
+	}
+	if resp.Message == nil && resp.DeadLetter == nil {
+		return Response{Error: fmt.Sprintf("%s: no such message", id), Code: CodeNotFound}
+	}
+	if req.Body {
+		if resp.Body, err = io.ReadAll(s.q.Body(id)); err != nil {
+			return failed(err)
+		}
+	}
+	return resp
+}
+
+func (s *Server) status() Response {
+	now := time.Now()
+	sum, err := s.q.Summarize(now.Add(-24 * time.Hour))
+	if err != nil {
+		return failed(err)
+	}
+	st := &Status{
+		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active,
+		Dead: sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
+		Started: s.started, Now: now,
+	}
+	if !sum.Oldest.IsZero() {
+		st.Oldest = &sum.Oldest
+	}
+	if !sum.OldestDeferred.IsZero() {
+		st.OldestDeferred = &sum.OldestDeferred
+	}
+	return Response{Status: st}
+}
+
+// change runs an operation that changes the queue, and logs who asked for
+// what and what came of it.
+func (s *Server) change(req Request, uid int) Response {
+	resp := s.run(req)
+	args := []any{"op", req.Op, "uid", uid}
+	if req.All {
+		args = append(args, "all", true)
+	}
+	if req.Class != "" {
+		args = append(args, "class", req.Class)
+	}
+	var done, refused []string
+	for _, r := range resp.Results {
+		if r.Error == "" {
+			done = append(done, r.ID)
+		} else {
+			refused = append(refused, r.ID+" ("+r.Code+")")
+		}
+	}
+	args = append(args, "ids", done)
+	if len(refused) > 0 {
+		args = append(args, "refused", refused)
+	}
+	if req.Op == OpDeadPurge && len(req.IDs) == 0 {
+		args = append(args, "older_than", req.OlderThan, "purged", resp.Purged)
+	}
+	if resp.Error != "" {
+		args = append(args, "err", resp.Error)
+	}
+	s.log.Info("control: queue changed by operator", args...)
+	return resp
+}
+
+func (s *Server) run(req Request) Response {
+	if req.All == (len(req.IDs) > 0) && req.Op != OpDeadPurge {
+		return badRequest("%s takes IDs or all, not both nor neither", req.Op)
+	}
+	var class queue.ReplyClass
+	if req.Class != "" {
+		if req.Op != OpDeadRequeue {
+			return badRequest("%s takes no reply class", req.Op)
+		}
+		var err error
+		if class, err = queue.ParseReplyClass(req.Class); err != nil {
+			return badRequest("%v", err)
+		}
+	}
+	var res []queue.IDResult
+	var err error
+	switch {
+	case req.Op == OpQueueRetry && req.All:
+		var ids []string
+		ids, err = s.q.RetryAll()
+		for _, id := range ids {
+			res = append(res, queue.IDResult{ID: id})
+		}
+	case req.Op == OpDeadRequeue && req.All:
+		res, err = s.q.RequeueAll(class)
+	case req.Op == OpDeadPurge && len(req.IDs) == 0:
+		n, err := s.q.PurgeDead(req.OlderThan)
+		if err != nil {
+			return failed(err)
+		}
+		return Response{Purged: n}
+	case req.All:
+		return badRequest("%s takes IDs", req.Op)
+	default:
+		res, err = s.byID(req, class)
+	}
+	if err != nil {
+		return failed(err)
+	}
+	return Response{Results: results(res)}
+}
+
+func (s *Server) byID(req Request, class queue.ReplyClass) ([]queue.IDResult, error) {
+	var bad []queue.IDResult
+	var ids []string
+	for _, id := range req.IDs {
+		if queue.ValidID(id) {
+			ids = append(ids, id)
+		} else {
+			bad = append(bad, queue.IDResult{ID: id, Err: fmt.Errorf("%q is not a queue ID: %w", id, queue.ErrNotFound)})
+		}
+	}
+	ops := map[string]func([]string) ([]queue.IDResult, error){
+		OpQueueRetry:   s.q.Retry,
+		OpQueueHold:    s.q.Hold,
+		OpQueueRelease: s.q.Unhold,
+		OpQueueDelete:  s.q.Delete,
+		OpQueueExpire:  s.q.Expire,
+		OpDeadRequeue:  func(ids []string) ([]queue.IDResult, error) { return s.q.Requeue(ids, class) },
+		OpDeadPurge:    s.q.DeleteDead,
+	}
+	res, err := ops[req.Op](ids)
+	return append(res, bad...), err
+}
+
+func results(res []queue.IDResult) []Result {
+	out := make([]Result, 0, len(res))
+	for _, r := range res {
+		it := Result{ID: r.ID}
+		if r.Err != nil {
+			it.Error = r.Err.Error()
+			switch {
+			case errors.Is(r.Err, queue.ErrLeased):
+				it.Code = CodeLeased
+			case errors.Is(r.Err, queue.ErrHeld):
+				it.Code = CodeHeld
+			default:
+				it.Code = CodeNotFound
+			}
+		}
+		out = append(out, it)
+	}
+	return out
+}

@@ -1,0 +1,268 @@
+package queue
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The operator's operations on dead letters: look one up, put recipients
+// back into the queue (Requeue), or delete dead letters for good (Purge,
+// DeleteDead).
+
+// GetDead returns the dead letter of message id.
+func (q *Queue) GetDead(id string) (*DeadLetter, error) {
+	var d *DeadLetter
+	err := q.db.View(func(tx *bolt.Tx) error {
+		var err error
+		d, err = getDead(tx, id)
+		return err
+	})
+	return d, err
+}
+
+func getDead(tx *bolt.Tx, id string) (*DeadLetter, error) {
+	v := tx.Bucket(bucketDead).Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("queue: dead letter %s: %w", id, ErrNotFound)
+	}
+	var d DeadLetter
+	if err := json.Unmarshal(v, &d); err != nil {
+		return nil, fmt.Errorf("queue: dead letter %s: %w", id, err)
+	}
+	return &d, nil
+}
+
+func putDead(tx *bolt.Tx, d *DeadLetter) error {
+	v, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketDead).Put([]byte(d.ID), v)
+}
+
+// snapshot is the copy of m a dead letter keeps: as stored, but not leased.
+func snapshot(m *Message) *Message {
+	s := *m
+	s.Recipients = slices.Clone(m.Recipients)
+	s.History = slices.Clone(m.History)
+	s.LeasedUntil, s.leaseToken = time.Time{}, 0
+	return &s
+}
+
+// Requeue puts the dead recipients of the named dead letters back into the
+// queue, due now, like `postsuper -r`: their attempt counts start again from
+// zero (and so does the message's lifetime, see Message.LifetimeStart),
+// while the attempt history and the last reply are kept. Recipients already
+// delivered are not sent again. With a non-zero class only the recipients
+// whose last reply is in that class come back; a dead letter with none is
+// reported as ErrNotFound. What is left of a dead letter stays dead.
+func (q *Queue) Requeue(ids []string, class ReplyClass) ([]IDResult, error) {
+	res, err := q.each("requeue", ids, func(tx *bolt.Tx, id string, now time.Time) error {
+		return q.requeue(tx, id, class, now)
+	})
+	if err == nil {
+		q.notify()
+	}
+	return res, err
+}
+
+// RequeueAll is Requeue for every dead letter with a recipient in class
+// (every dead letter when class is zero). It reports only the dead letters
+// it found; one whose message is being delivered right now is reported with
+// ErrLeased.
+func (q *Queue) RequeueAll(class ReplyClass) ([]IDResult, error) {
+	now := q.opts.Now()
+	var results []IDResult
+	err := q.commit.commit(func(tx *bolt.Tx) error {
+		results = nil
+		var ids []string
+		err := tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
+			var d DeadLetter
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("dead letter %s: %w", k, err)
+			}
+			if len(class.recipients(d.Recipients)) > 0 {
+				ids = append(ids, d.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			err := q.requeue(tx, id, class, now)
+			if err != nil && !perMessage(err) {
+				return fmt.Errorf("%s: %w", id, err)
+			}
+			results = append(results, IDResult{ID: id, Err: err})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: requeue: %w", err)
+	}
+	q.notify()
+	return results, nil
+}
+
+func (q *Queue) requeue(tx *bolt.Tx, id string, class ReplyClass, now time.Time) error {
+	d, err := getDead(tx, id)
+	if err != nil {
+		return err
+	}
+	back := class.recipients(d.Recipients)
+	if len(back) == 0 {
+		return fmt.Errorf("queue: dead letter %s: no recipient with a reply in class %s: %w", id, class, ErrNotFound)
+	}
+	if tx.Bucket(bucketBodies).Get(chunkKey(id, 0)) == nil {
+		return fmt.Errorf("queue: dead letter %s: body missing: %w", id, ErrNotFound)
+	}
+	m, live, err := requeueBase(tx, d)
+	if err != nil {
+		return err
+	}
+	if !m.LeasedUntil.IsZero() {
+		return fmt.Errorf("queue: %s: %w", id, ErrLeased)
+	}
+	revive := func() {
+		for i := range m.Recipients {
+			r := &m.Recipients[i]
+			if r.Status == StatusDead && slices.Contains(back, r.Address) {
+				r.Status, r.Attempts, r.NextAttempt = StatusQueued, 0, time.Time{}
+			}
+		}
+		m.NextAttempt, m.Requeued = now, now
+	}
+	if live {
+		if err := q.reschedule(tx, m, revive); err != nil {
+			return err
+		}
+	} else {
+		m.Attempts, m.Held, m.HeldSince = 0, false, time.Time{}
+		revive()
+		if err := putMessage(tx, m); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketSchedule).Put(scheduleKey(m.dueAt(), m.ID), nil); err != nil {
+			return err
+		}
+	}
+	d.Recipients = slices.DeleteFunc(d.Recipients, func(r Recipient) bool { return slices.Contains(back, r.Address) })
+	if len(d.Recipients) == 0 {
+		return tx.Bucket(bucketDead).Delete([]byte(id))
+	}
+	return putDead(tx, d)
+}
+
+// requeueBase is the message record a requeue starts from: the live one
+// when recipients of the message are still queued, else the copy the dead
+// letter kept, else (a dead letter older than that copy) one rebuilt from
+// the dead letter, with only its dead recipients.
+func requeueBase(tx *bolt.Tx, d *DeadLetter) (m *Message, live bool, err error) {
+	if v := tx.Bucket(bucketMessages).Get([]byte(d.ID)); v != nil {
+		m, err := decodeMessage(v)
+		if err != nil {
+			return nil, false, fmt.Errorf("message %s: %w", d.ID, err)
+		}
+		return m, true, nil
+	}
+	if d.Record != nil {
+		return snapshot(d.Record), false, nil
+	}
+	m = &Message{
+		ID: d.ID, From: d.From, Submitter: d.Submitter, Created: d.Created, Size: d.Size,
+		Recipients: slices.Clone(d.Recipients),
+	}
+	// Such an old dead letter did not keep the SMTPUTF8 and 8BITMIME
+	// flags; infer them as intake would have.
+	m.UTF8 = !isASCII(m.From)
+	for _, r := range m.Recipients {
+		m.UTF8 = m.UTF8 || !isASCII(r.Address)
+	}
+	m.EightBit = bodyHas8Bit(tx, d.ID)
+	return m, false, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+func bodyHas8Bit(tx *bolt.Tx, id string) bool {
+	b := tx.Bucket(bucketBodies)
+	for n := uint32(0); ; n++ {
+		v := b.Get(chunkKey(id, n))
+		if v == nil {
+			return false
+		}
+		if bytes.IndexFunc(v, func(r rune) bool { return r >= utf8.RuneSelf }) >= 0 {
+			return true
+		}
+	}
+}
+
+// PurgeDead deletes, for good, every dead letter that died at least
+// olderThan ago (all of them when olderThan is zero), and the bodies no
+// queued message still needs. It returns how many it deleted.
+func (q *Queue) PurgeDead(olderThan time.Duration) (int, error) {
+	cutoff := q.opts.Now().Add(-olderThan)
+	var n int
+	err := q.commit.commit(func(tx *bolt.Tx) error {
+		var ids []string
+		err := tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
+			var d DeadLetter
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("dead letter %s: %w", k, err)
+			}
+			if !d.Died.After(cutoff) {
+				ids = append(ids, d.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := deleteDead(tx, id); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("queue: purge dead letters: %w", err)
+	}
+	return n, nil
+}
+
+// DeleteDead deletes the named dead letters for good, and their bodies
+// unless the message still has recipients in the queue.
+func (q *Queue) DeleteDead(ids []string) ([]IDResult, error) {
+	return q.each("delete dead letter", ids, func(tx *bolt.Tx, id string, _ time.Time) error {
+		if tx.Bucket(bucketDead).Get([]byte(id)) == nil {
+			return fmt.Errorf("queue: dead letter %s: %w", id, ErrNotFound)
+		}
+		return deleteDead(tx, id)
+	})
+}
+
+func deleteDead(tx *bolt.Tx, id string) error {
+	if err := tx.Bucket(bucketDead).Delete([]byte(id)); err != nil {
+		return err
+	}
+	if tx.Bucket(bucketMessages).Get([]byte(id)) != nil {
+		return nil
+	}
+	return deleteBody(tx, id)
+}

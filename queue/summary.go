@@ -1,0 +1,143 @@
+package queue
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// State is where a queued message as a whole stands, for listings.
+type State string
+
+const (
+	// StateQueued: no pending recipient has been tried yet.
+	StateQueued State = "queued"
+	// StateDeferred: tried, failed temporarily, waiting for its next attempt.
+	StateDeferred State = "deferred"
+	// StateHeld: put on hold by an operator; not delivered until released.
+	StateHeld State = "held"
+	// StateActive: a worker is delivering it now.
+	StateActive State = "active"
+)
+
+// ParseState checks a state name given on a command line.
+func ParseState(s string) (State, error) {
+	switch st := State(s); st {
+	case StateQueued, StateDeferred, StateHeld, StateActive:
+		return st, nil
+	}
+	return "", fmt.Errorf("queue: unknown state %q (queued, deferred, held or active)", s)
+}
+
+// State returns the message's state. Held wins over everything, then
+// active (leased), then deferred (a pending recipient was tried).
+func (m *Message) State() State {
+	switch {
+	case m.Held:
+		return StateHeld
+	case !m.LeasedUntil.IsZero():
+		return StateActive
+	case m.tried():
+		return StateDeferred
+	}
+	return StateQueued
+}
+
+// tried reports whether a pending recipient has had an attempt.
+func (m *Message) tried() bool {
+	for _, r := range m.Recipients {
+		if r.Status.Pending() && r.Attempts > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// LifetimeStart is when the message's time in the queue began, for expiry
+// and for the age health checks look at: when it was created, or when an
+// operator last requeued it from the dead letters.
+func (m *Message) LifetimeStart() time.Time {
+	if m.Requeued.After(m.Created) {
+		return m.Requeued
+	}
+	return m.Created
+}
+
+// Summary is the state of the store at a glance, for `relayq status`.
+type Summary struct {
+	Queued, Deferred, Held, Active int
+	// Oldest is the creation time of the oldest queued message; zero when
+	// the queue is empty.
+	Oldest time.Time
+	// OldestDeferred is the LifetimeStart of the oldest message, held ones
+	// aside, that was tried and is still not delivered; zero when none.
+	OldestDeferred time.Time
+	Dead           int
+	// DeadSince counts dead letters whose last recipient died at or after
+	// the time given to Summarize.
+	DeadSince int
+	// FileSize is the size of the database file in bytes.
+	FileSize int64
+}
+
+// Summarize counts messages by state and dead letters, the latter also
+// since deadSince. It reads every record: it is meant for an operator's
+// command, not for a hot path.
+func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
+	var s Summary
+	err := q.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+			m, err := decodeMessage(v)
+			if err != nil {
+				return fmt.Errorf("message %s: %w", k, err)
+			}
+			s.add(m)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
+			var d DeadLetter
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("dead letter %s: %w", k, err)
+			}
+			s.Dead++
+			if !d.Died.Before(deadSince) {
+				s.DeadSince++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return Summary{}, fmt.Errorf("queue: summarize: %w", err)
+	}
+	if fi, err := os.Stat(q.Path()); err == nil {
+		s.FileSize = fi.Size()
+	}
+	return s, nil
+}
+
+func (s *Summary) add(m *Message) {
+	switch m.State() {
+	case StateQueued:
+		s.Queued++
+	case StateDeferred:
+		s.Deferred++
+	case StateHeld:
+		s.Held++
+	case StateActive:
+		s.Active++
+	}
+	if s.Oldest.IsZero() || m.Created.Before(s.Oldest) {
+		s.Oldest = m.Created
+	}
+	if !m.Held && m.tried() {
+		if start := m.LifetimeStart(); s.OldestDeferred.IsZero() || start.Before(s.OldestDeferred) {
+			s.OldestDeferred = start
+		}
+	}
+}
