@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,14 +21,21 @@ func newFlags(name, synopsis string, env cmdEnv) *flag.FlagSet {
 
 // parseFlags parses args; done is true when the command should return code
 // at once (--help: 0, bad flags: EX_USAGE).
+//
+// The flag package prints the usage itself on --help and on a bad flag;
+// that text is held back and goes to stdout for --help (asked for), to
+// stderr with the error otherwise, and only once.
 func parseFlags(fs *flag.FlagSet, args []string, env cmdEnv) (code int, done bool) {
+	var out bytes.Buffer
+	fs.SetOutput(&out)
 	err := fs.Parse(args)
+	fs.SetOutput(env.Stderr)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fs.SetOutput(env.Stdout)
-		fs.Usage()
+		env.Stdout.Write(out.Bytes())
 		return exitOK, true
 	case err != nil:
+		env.Stderr.Write(out.Bytes())
 		return exitUsage, true
 	}
 	return exitOK, false
