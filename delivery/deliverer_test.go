@@ -143,6 +143,8 @@ func TestTemporaryFailuresAreRetriedWithGrowingDelays(t *testing.T) {
 	if n := r.relay.DataAttempts(); n != 3 {
 		t.Fatalf("relay saw %d attempts, want 3", n)
 	}
+	// The status line is written just after the outcome is recorded.
+	waitFor(t, "the sent line in the log", func() bool { return strings.Contains(r.logs.String(), "status=sent") })
 	logs := r.logs.String()
 	if strings.Count(logs, "status=deferred") != 2 || strings.Count(logs, "status=sent") != 1 {
 		t.Fatalf("log lines:\n%s", logs)
