@@ -43,12 +43,18 @@ type Config struct {
 	Retry      RetryConfig      `toml:"retry"`
 	Log        LogConfig        `toml:"log"`
 	Health     HealthConfig     `toml:"health"`
+	Limits     LimitsConfig     `toml:"limits"` // config_limits.go
+	Notify     NotifyConfig     `toml:"notify"` // config_notify.go
 }
 
 // QueueConfig is the [queue] table: the bbolt store.
 type QueueConfig struct {
 	Path    string   `toml:"path"`     // database file; relative to StateDir; default "queue.db"
 	MaxSize ByteSize `toml:"max_size"` // largest database size; 0 (default) = unlimited
+	// HistoryRetention is how long the record of a delivered (or dead,
+	// or deleted) message is kept for `relayq queue status`; default
+	// 168h (7 days); 0 keeps none.
+	HistoryRetention Duration `toml:"history_retention"`
 }
 
 // SubmissionConfig is the [submission] table: how local programs hand mail in.
@@ -67,6 +73,10 @@ type SubmissionConfig struct {
 // commands use to talk to the daemon.
 type ControlConfig struct {
 	Socket string `toml:"socket"` // relative to StateDir; default "control.sock"
+	// AdminGroup is a group name or gid whose members may use the socket
+	// besides root and the daemon's user (mode 0660); "" (default) = none
+	// (mode 0600).
+	AdminGroup string `toml:"admin_group"`
 }
 
 // RelayConfig is the [relay] table: the one upstream relay. Its keys follow
@@ -143,6 +153,9 @@ type DeliveryConfig struct {
 	Workers         int      `toml:"workers"`          // concurrent deliveries; default 4
 	LeaseTimeout    Duration `toml:"lease_timeout"`    // how long a worker owns a message; default 15m
 	ShutdownTimeout Duration `toml:"shutdown_timeout"` // wait for in-flight deliveries on stop; default 30s
+	// Uncertain is what happens to a message whose connection was lost
+	// after the final dot, before the reply: "retry" (default) or "hold".
+	Uncertain UncertainPolicy `toml:"uncertain"`
 }
 
 // RetryConfig is the [retry] table: backoff after a temporary failure,
@@ -172,7 +185,7 @@ type HealthConfig struct {
 // (relay port) are filled in by resolve.
 func defaults() *Config {
 	return &Config{
-		Queue: QueueConfig{Path: "queue.db"},
+		Queue: QueueConfig{Path: "queue.db", HistoryRetention: Duration{7 * 24 * time.Hour}},
 		Submission: SubmissionConfig{
 			Socket:         "submit.sock",
 			SocketMode:     0o666,
@@ -199,6 +212,7 @@ func defaults() *Config {
 			Workers:         4,
 			LeaseTimeout:    Duration{15 * time.Minute},
 			ShutdownTimeout: Duration{30 * time.Second},
+			Uncertain:       UncertainRetry,
 		},
 		Retry: RetryConfig{
 			InitialInterval: Duration{5 * time.Minute},
@@ -206,7 +220,8 @@ func defaults() *Config {
 			MaxInterval:     Duration{time.Hour},
 			MaxLifetime:     Duration{120 * time.Hour},
 		},
-		Log: LogConfig{Level: "info", Format: "text"},
+		Log:    LogConfig{Level: "info", Format: "text"},
+		Notify: NotifyConfig{Bounce: BounceNone},
 	}
 }
 

@@ -62,10 +62,14 @@ func (c *checker) err() error { return errors.Join(c.errs...) }
 
 // line returns the line on which key is set, or 0 if the file does not set it.
 func (c *checker) line(key []string) int {
-	if !c.md.IsDefined(key...) {
-		return 0
+	if c.md.IsDefined(key...) {
+		if n := keyLine(c.data, key); n > 0 {
+			return n
+		}
 	}
-	return keyLine(c.data, key)
+	// Keys in an array of tables ([[limits.rule]]) are neither "defined"
+	// for the metadata nor found by keyLine.
+	return arrayTableKeyLine(c.data, key) // config_limits.go
 }
 
 // checkKeys rejects keys that no field took: unknown keys, and keys that

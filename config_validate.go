@@ -115,6 +115,8 @@ func (l loader) validate(cfg *Config, c *checker) {
 	}
 	positive(c, "retry.max_lifetime", r.MaxLifetime)
 	atLeast(c, "health.max_dead", cfg.Health.MaxDead, 0)
+	validateLimits(c, cfg.Limits) // config_limits.go
+	validateNotify(c, cfg)        // config_notify.go
 
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -13,3 +13,5 @@ require (
 )
 
 require golang.org/x/oauth2 v0.38.0
+
+require github.com/emersion/go-message v0.18.2

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -23,6 +24,7 @@ import (
 const (
 	OpQueueList    = "queue list"    // State filters
 	OpQueueShow    = "queue show"    // IDs[0]; Body adds the message
+	OpQueueStatus  = "queue status"  // IDs[0]: queued, dead letter and the record kept after it left (Lookup)
 	OpQueueRetry   = "queue retry"   // IDs, or All
 	OpQueueHold    = "queue hold"    // IDs
 	OpQueueRelease = "queue release" // IDs
@@ -63,10 +65,17 @@ type Response struct {
 	Body       []byte            `json:"body,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
 	Purged     int               `json:"purged,omitempty"`
+	// Lookup answers queue status.
+	Lookup *queue.Lookup `json:"lookup,omitempty"`
 }
 
 // ErrNotRunning is returned by Call when nothing answers on the socket.
 var ErrNotRunning = errors.New("control: relayq serve is not running")
+
+// ErrDenied is returned by Call when this user may not connect to the
+// socket at all: its mode keeps out everyone but root, the daemon's user
+// (and the admin group, when there is one).
+var ErrDenied = errors.New("control: permission denied")
 
 // Server answers requests on the control socket.
 type Server struct {
@@ -74,18 +83,46 @@ type Server struct {
 	q       *queue.Queue
 	log     *slog.Logger
 	wg      sync.WaitGroup
-	allow   func(uid int) bool
-	started time.Time // for status's uptime
+	allow   func(peer) bool // see auth.go
+	started time.Time       // for status's uptime
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
-// mode 0600 and starts answering.
+// mode 0600 and starts answering root and the daemon's own user.
 func Listen(path string, q *queue.Queue, log *slog.Logger) (*Server, error) {
-	self := os.Getuid()
-	return listen(path, q, log, func(uid int) bool { return uid == 0 || uid == self })
+	return ListenWith(Options{Socket: path, Queue: q, Logger: log, AdminGID: -1})
 }
 
-func listen(path string, q *queue.Queue, log *slog.Logger, allow func(uid int) bool) (*Server, error) {
+// Options configures ListenWith.
+type Options struct {
+	Socket string
+	Queue  *queue.Queue
+	Logger *slog.Logger
+	// AdminGID is a group whose members may use the socket besides root
+	// and the daemon's user (auth.go); the socket then has that group and
+	// mode 0660. -1 for none: mode 0600.
+	AdminGID int
+}
+
+// ListenWith is Listen with an admin group.
+func ListenWith(opts Options) (*Server, error) {
+	a := admins{self: os.Getuid(), gid: opts.AdminGID, groups: peerGroups}
+	s, err := listen(opts.Socket, opts.Queue, opts.Logger, a.allow)
+	if err != nil || opts.AdminGID < 0 {
+		return s, err
+	}
+	if err := os.Chown(opts.Socket, -1, opts.AdminGID); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("control: give %s to the admin group %d: %w", opts.Socket, opts.AdminGID, err)
+	}
+	if err := os.Chmod(opts.Socket, 0o660); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("control: chmod %s: %w", opts.Socket, err)
+	}
+	return s, nil
+}
+
+func listen(path string, q *queue.Queue, log *slog.Logger, allow func(peer) bool) (*Server, error) {
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
@@ -153,9 +190,9 @@ func (s *Server) handle(c net.Conn) {
 	// client reads its answer instead of failing to send (broken pipe).
 	var req Request
 	decodeErr := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req)
-	uid, err := peerUID(c)
-	if err != nil || !s.allow(uid) {
-		s.log.Warn("control: refused a client", "uid", uid, "err", err)
+	p, err := peerOf(c)
+	if err != nil || !s.allow(p) {
+		s.log.Warn("control: refused a client", "uid", p.uid, "pid", p.pid, "err", err)
 		_ = json.NewEncoder(c).Encode(Response{Error: "permission denied", Code: CodeDenied})
 		return
 	}
@@ -163,7 +200,7 @@ func (s *Server) handle(c net.Conn) {
 		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + decodeErr.Error(), Code: CodeBadRequest})
 		return
 	}
-	_ = json.NewEncoder(c).Encode(s.answer(req, uid))
+	_ = json.NewEncoder(c).Encode(s.answer(req, p.uid))
 }
 
 // answer runs req for the peer uid (ops.go has the operations).
@@ -175,6 +212,8 @@ func (s *Server) answer(req Request, uid int) Response {
 		return s.deadList()
 	case OpQueueShow, OpDeadShow:
 		return s.show(req)
+	case OpQueueStatus:
+		return s.lookup(req) // lookup.go
 	case OpStatus:
 		return s.status()
 	case OpQueueRetry, OpQueueHold, OpQueueRelease, OpQueueDelete, OpQueueExpire, OpDeadRequeue, OpDeadPurge:
@@ -184,32 +223,13 @@ func (s *Server) answer(req Request, uid int) Response {
 	}
 }
 
-func peerUID(c net.Conn) (int, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return -1, errors.New("not a unix socket")
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return -1, err
-	}
-	if credErr != nil {
-		return -1, credErr
-	}
-	return int(cred.Uid), nil
-}
-
 // Call sends req to the daemon listening on path and returns its answer.
 func Call(ctx context.Context, path string, req Request) (*Response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("%w: this user may not use the control socket %s", ErrDenied, path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w (control socket %s: %v)", ErrNotRunning, path, err)
 	}

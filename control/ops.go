@@ -34,6 +34,9 @@ type Status struct {
 	Deferred int `json:"deferred"`
 	Held     int `json:"held"`
 	Active   int `json:"active"`
+	// Uncertain counts messages with a recipient that may have been
+	// delivered (the connection was lost after the final dot).
+	Uncertain int `json:"uncertain"`
 	// Oldest is when the oldest queued message was created.
 	Oldest *time.Time `json:"oldest,omitempty"`
 	// OldestDeferred is when the oldest message that was tried and is not
@@ -127,7 +130,7 @@ func (s *Server) status() Response {
 		return failed(err)
 	}
 	st := &Status{
-		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active,
+		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active, Uncertain: sum.Uncertain,
 		Dead: sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
 		Started: s.started, Now: now,
 	}

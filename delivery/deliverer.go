@@ -28,6 +28,12 @@ type Options struct {
 	// its context ends; the rest are cut short and their leases given back.
 	// Default 30s.
 	ShutdownTimeout time.Duration
+	// HoldUncertain puts a message on hold, instead of retrying it, when
+	// an attempt was cut off after the final dot (the relay may have it).
+	HoldUncertain bool
+	// Notifier queues delivery status notifications after attempts
+	// (notice.go); nil sends none.
+	Notifier *Notifier
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -224,7 +230,8 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 	}
 	outcomes := d.outcomes(l.Message, verdicts)
 	attempt := queue.Attempt{Time: start, Relay: d.opts.Relay, Duration: d.opts.Now().Sub(start)}
-	if _, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes); rerr != nil {
+	rec, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes)
+	if rerr != nil {
 		// The relay's answer is known but could not be stored. If it was
 		// a delivery, the next attempt sends it again: a duplicate, never
 		// a loss.
@@ -237,6 +244,8 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 	for _, o := range outcomes {
 		d.log.attempt(l.Message, o, verdicts[o.Address].uncertain, d.opts.Now().Sub(start))
 	}
+	d.log.heldUncertain(l.Message, outcomes)
+	d.opts.Notifier.After(rec) // notice.go
 }
 
 // outcomes turns verdicts into what the queue records: deferrals get their
@@ -251,6 +260,7 @@ func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict) []qu
 			continue
 		}
 		o := queue.Outcome{Address: r.Address, Result: v.result, Reply: v.reply}
+		o.Uncertain, o.Hold = v.uncertain, v.uncertain && d.opts.HoldUncertain
 		if v.result == queue.Deferred {
 			if !now.Before(deadline) {
 				o.Result = queue.Failed
@@ -260,6 +270,9 @@ func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict) []qu
 				// One last try at the deadline rather than none.
 				if next.After(deadline) {
 					next = deadline
+				}
+				if o.Hold {
+					next = now // the operator's release sends it at once
 				}
 				o.NextAttempt = next
 			}

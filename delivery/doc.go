@@ -14,10 +14,16 @@
 //   - Failures of the session rather than of the message (connect, greeting,
 //     TLS, EHLO, AUTH, 421) always defer, whatever their code: a broken relay
 //     never kills mail.
-//   - A connection lost after the final dot, before the reply, is retried and
-//     logged as a possible duplicate.
+//   - A connection lost after the final dot, before the reply, marks the
+//     recipients uncertain (maybe delivered): they are retried and logged
+//     as a possible duplicate, or, with Options.HoldUncertain, the message
+//     is put on hold for the operator.
 //   - A message older than the maximum lifetime at a failed attempt is
 //     dead-lettered as expired, with its last reply.
+//
+// A Notifier (notice.go) queues RFC 3464 delivery status notifications
+// about recipients it gave up on (and, optionally, a delay warning), at
+// most one of each kind per message, recorded in the same commit.
 //
 // On shutdown it stops leasing, lets attempts in flight finish within a
 // grace period, and gives back the leases of those it had to cut short, so

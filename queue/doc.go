@@ -32,10 +32,20 @@
 //     capped so that the record stays small.
 //   - Operator operations (ops.go, dead.go) never change a message a worker
 //     holds: they report ErrLeased for it and go on with the others.
+//   - When a message leaves the queue (delivered, dead or deleted), a small
+//     record of what became of it, without the body, is kept for
+//     Options.HistoryRetention (archive.go) and then pruned in the
+//     background, in small commits. A recipient whose attempt was cut off
+//     after the final dot is kept as StatusUncertain (maybe delivered).
+//   - A damaged file is reported as ErrDamaged, never a crash; CheckFile and
+//     CompactFile work on the file offline, under bbolt's lock
+//     (maintenance.go).
 //
 // Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes),
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),
-// "meta" (format version).
+// "archive" (id → JSON Archived), "archive-by-time" (time left ‖ id →
+// nothing), "notices" (id → JSON NoticeRecord: the notices queued about
+// it, notice.go), "meta" (format version; since when notices are on).
 //
 // It does not decide policy: when to retry, what is permanent and when a
 // message expires are delivery's decisions, handed in through Record.

@@ -32,6 +32,17 @@ var (
 	// ErrBadClass is returned by ParseReplyClass for a pattern that is not
 	// a reply class.
 	ErrBadClass = errors.New("queue: bad reply class")
+	// ErrNoticeSent is returned by PutNotice when a notice of that kind
+	// was queued about the message already: nothing was queued.
+	ErrNoticeSent = errors.New("queue: notice already queued")
+	// ErrDamaged is returned by Open, CheckFile and CompactFile when the
+	// database file is damaged (bbolt cannot read its pages, or a record
+	// does not decode). `relayq queue check` says what is wrong.
+	ErrDamaged = errors.New("queue: database file is damaged")
+	// ErrInconsistent is matched by the problems Check and CheckFile find
+	// in relayq's own records (a message without its schedule entry, an
+	// orphaned body) of a file bbolt reads without trouble.
+	ErrInconsistent = errors.New("queue: records are inconsistent")
 )
 
 // fullErr maps storage errors that mean "no room" to ErrFull, keeping the

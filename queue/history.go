@@ -57,6 +57,9 @@ func newAttempt(a Attempt, outcomes []Outcome, now time.Time) Attempt {
 	a.Results = nil
 	for _, o := range outcomes {
 		status := resultStatus(o.Result)
+		if o.Uncertain && status == StatusDeferred {
+			status = StatusUncertain
+		}
 		reply := clipReply(o.Reply)
 		i := slices.IndexFunc(a.Results, func(r AttemptResult) bool {
 			return r.Status == status && sameReply(r.Reply, reply)

@@ -153,8 +153,14 @@ func applyOutcomes(m *Message, outcomes []Outcome, now time.Time) []Recipient {
 				died = append(died, *r)
 			default:
 				r.Status = StatusDeferred
+				if o.Uncertain {
+					r.Status = StatusUncertain
+				}
 				r.NextAttempt = o.NextAttempt
 			}
+		}
+		if o.Hold && !m.Held {
+			m.Held, m.HeldSince = true, now
 		}
 	}
 	return died
@@ -195,8 +201,12 @@ func addDead(tx *bolt.Tx, m *Message, died []Recipient, now time.Time) error {
 }
 
 // remove takes a finished message out of the queue, and its body too unless
-// a dead letter still needs it.
+// a dead letter still needs it. A record of what became of it stays in the
+// archive (archive.go).
 func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
+	if err := q.archive(tx, m, q.opts.Now()); err != nil {
+		return err
+	}
 	if err := tx.Bucket(bucketSchedule).Delete(scheduleKey(m.dueAt(), m.ID)); err != nil {
 		return err
 	}

@@ -18,10 +18,17 @@ const (
 	StatusDelivered Status = "delivered"
 	// StatusDead: failed permanently or expired; kept in the dead-letter bucket.
 	StatusDead Status = "dead"
+	// StatusUncertain: maybe delivered. The connection was lost after the
+	// final dot, before the relay's reply, so the relay may have the
+	// message. It is retried like a deferred recipient (a possible
+	// duplicate), unless delivery holds the message for the operator.
+	StatusUncertain Status = "uncertain"
 )
 
 // Pending reports whether a recipient in this status still needs an attempt.
-func (s Status) Pending() bool { return s == StatusQueued || s == StatusDeferred }
+func (s Status) Pending() bool {
+	return s == StatusQueued || s == StatusDeferred || s == StatusUncertain
+}
 
 // Reply is an SMTP reply as the queue keeps it. The queue knows nothing of
 // SMTP on the wire; delivery fills this in from the relay's answer, or from a
@@ -60,10 +67,18 @@ type Submitter struct {
 	// UID of the peer on the Unix socket (SO_PEERCRED), or of the process
 	// that wrote a maildrop file; -1 when unknown (a TCP listener).
 	UID int `json:"uid"`
-	// Via names the way in: "socket", "tcp" (with Addr) or "maildrop".
+	// Via names the way in: "socket", "tcp" (with Addr), "maildrop", or
+	// ViaNotice for relayq's own delivery status notifications.
 	Via string `json:"via,omitempty"`
 	// Addr is the peer's address for TCP submissions.
 	Addr string `json:"addr,omitempty"`
+	// User is the name of UID in the user database at intake; "" when
+	// the uid is unknown or has no name.
+	User string `json:"user,omitempty"`
+	// Unit is the systemd unit the submitting process ran in
+	// ("cron.service", "session-3.scope"), read from its cgroup; "" when
+	// it could not be read.
+	Unit string `json:"unit,omitempty"`
 }
 
 // Envelope is what a submission hands to Put, besides the body.
@@ -200,4 +215,10 @@ type Outcome struct {
 	Result      Result
 	Reply       *Reply
 	NextAttempt time.Time // for Deferred
+	// Uncertain marks a Deferred outcome whose attempt was cut off after
+	// the final dot: the recipient becomes StatusUncertain.
+	Uncertain bool
+	// Hold puts the message on hold after this attempt, as Queue.Hold
+	// does, instead of scheduling its next attempt.
+	Hold bool
 }

@@ -21,7 +21,7 @@ var (
 	bucketBodies   = []byte("bodies")
 	bucketSchedule = []byte("schedule")
 	bucketDead     = []byte("dead")
-	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead}
+	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices}
 
 	keyVersion    = []byte("version")
 	formatVersion = []byte("1")
@@ -49,6 +49,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives what the store has to say; nil means slog.Default().
 	Logger *slog.Logger
+	// HistoryRetention is how long the record of a message that left the
+	// queue is kept (archive.go). Zero means DefaultHistoryRetention;
+	// negative keeps none.
+	HistoryRetention time.Duration
 }
 
 // Queue is an open store. Its methods are safe for concurrent use.
@@ -64,6 +68,8 @@ type Queue struct {
 
 	leaseMu  sync.Mutex // orders lease tokens
 	leaseSeq uint64
+
+	pruner *pruner // deletes archive records past their retention
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
@@ -85,6 +91,9 @@ func Open(path string, opts Options) (*Queue, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.HistoryRetention == 0 {
+		opts.HistoryRetention = DefaultHistoryRetention
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
@@ -92,7 +101,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	_, statErr := os.Stat(path)
 	creating := errors.Is(statErr, os.ErrNotExist)
 
-	db, err := bolt.Open(path, 0o600, boltOptions(opts))
+	db, err := openBolt(path, boltOptions(opts))
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("queue: open %s: %w (is another relayq serve running?)", path, ErrLocked)
 	}
@@ -107,11 +116,12 @@ func Open(path string, opts Options) (*Queue, error) {
 		}
 	}
 	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{})}
-	if err := q.init(); err != nil {
+	if err := q.safeInit(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
 	q.commit = newCommitter(db, opts.MaxBatch)
+	q.startPruner()
 	return q, nil
 }
 
@@ -180,6 +190,7 @@ func (q *Queue) reclaimLeases(tx *bolt.Tx) error {
 
 // Close waits for pending commits and closes the database.
 func (q *Queue) Close() error {
+	q.stopPruner()
 	q.commit.close()
 	return q.db.Close()
 }
@@ -316,15 +327,13 @@ func (q *Queue) Stats() Stats {
 }
 
 // Check runs bbolt's consistency check and relayq's own: every message has
-// a schedule entry and a body, and every schedule entry and body belongs to
-// a message or dead letter. It returns every problem found.
+// a schedule entry and a body, every schedule entry and body belongs to a
+// message or dead letter, and every archive record has its index entry. It
+// returns every problem found. CheckFile does the same offline.
 func (q *Queue) Check() []error {
 	var problems []error
 	err := q.db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			problems = append(problems, err)
-		}
-		problems = append(problems, checkIndex(tx)...)
+		problems = checkTx(tx) // maintenance.go
 		return nil
 	})
 	if err != nil {

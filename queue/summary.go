@@ -21,29 +21,45 @@ const (
 	StateHeld State = "held"
 	// StateActive: a worker is delivering it now.
 	StateActive State = "active"
+	// StateUncertain: a pending recipient is StatusUncertain (maybe
+	// delivered); waiting for its next attempt.
+	StateUncertain State = "uncertain"
 )
 
 // ParseState checks a state name given on a command line.
 func ParseState(s string) (State, error) {
 	switch st := State(s); st {
-	case StateQueued, StateDeferred, StateHeld, StateActive:
+	case StateQueued, StateDeferred, StateHeld, StateActive, StateUncertain:
 		return st, nil
 	}
-	return "", fmt.Errorf("queue: unknown state %q (queued, deferred, held or active)", s)
+	return "", fmt.Errorf("queue: unknown state %q (queued, deferred, uncertain, held or active)", s)
 }
 
 // State returns the message's state. Held wins over everything, then
-// active (leased), then deferred (a pending recipient was tried).
+// active (leased), then uncertain (a pending recipient may have been
+// delivered), then deferred (a pending recipient was tried).
 func (m *Message) State() State {
 	switch {
 	case m.Held:
 		return StateHeld
 	case !m.LeasedUntil.IsZero():
 		return StateActive
+	case m.uncertain():
+		return StateUncertain
 	case m.tried():
 		return StateDeferred
 	}
 	return StateQueued
+}
+
+// uncertain reports whether a recipient may have been delivered.
+func (m *Message) uncertain() bool {
+	for _, r := range m.Recipients {
+		if r.Status == StatusUncertain {
+			return true
+		}
+	}
+	return false
 }
 
 // tried reports whether a pending recipient has had an attempt.
@@ -68,7 +84,7 @@ func (m *Message) LifetimeStart() time.Time {
 
 // Summary is the state of the store at a glance, for `relayq status`.
 type Summary struct {
-	Queued, Deferred, Held, Active int
+	Queued, Deferred, Held, Active, Uncertain int
 	// Oldest is the creation time of the oldest queued message; zero when
 	// the queue is empty.
 	Oldest time.Time
@@ -131,6 +147,8 @@ func (s *Summary) add(m *Message) {
 		s.Held++
 	case StateActive:
 		s.Active++
+	case StateUncertain:
+		s.Uncertain++
 	}
 	if s.Oldest.IsZero() || m.Created.Before(s.Oldest) {
 		s.Oldest = m.Created

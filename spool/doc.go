@@ -3,8 +3,11 @@
 //
 //   - Server is an SMTP server (go-smtp) on the submission Unix socket and on
 //     any extra TCP listeners the config names. It records who submitted
-//     (SO_PEERCRED on the socket) and answers "250 2.0.0 Ok: queued as ID"
-//     only after queue.Put has returned, that is after the bbolt commit.
+//     (SO_PEERCRED on the socket: the uid, the user name, and the systemd
+//     unit from the peer's cgroup; identity.go) and answers "250 2.0.0 Ok:
+//     queued as ID" only after queue.Put has returned, that is after the
+//     bbolt commit. Options.Limits caps what each submitter may send
+//     (limits.go): over a limit it answers 452 4.7.0 and accepts nothing.
 //   - Submit and Prepare are the client side of `relayq sendmail`: Prepare
 //     turns standard input into a message (sendmail's rules: -t, dots, the
 //     Date, Message-ID and From headers), Submit hands it to the daemon over
@@ -37,7 +40,8 @@
 //     that go-smtp never turns a temporary local failure into 554. Replies
 //     carry no paths or internal error text; the cause goes to the log.
 //
-// It does not deliver, retry or decide policy about senders; it does not
+// It does not deliver, retry or decide policy about senders beyond the
+// per-submitter limits it is given; it does not
 // authenticate (no AUTH on these listeners), and it does not decide which
 // addresses to listen on (the config does).
 package spool

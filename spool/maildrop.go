@@ -21,6 +21,9 @@ import (
 // socket does not answer. One file per message, in a directory the daemon
 // owns with mode 01733: every user may create files, nobody but the daemon
 // may list them, and the sticky bit keeps users from removing each other's.
+// When the submission socket is kept from some users (socket_mode,
+// socket_group), the maildrop is too (01730 with the socket's group; see
+// MaildropMode).
 // Names are random, so a file cannot be found by guessing either.
 //
 // A file goes through these names:
@@ -47,29 +50,15 @@ const (
 	maildropTemp    = "tmp."
 	maildropWork    = ".work"
 	maildropBad     = ".bad"
-	maildropMode    = os.ModeSticky | 0o733
 	maildropTempAge = time.Hour
 )
 
 // EnsureMaildrop creates the maildrop directory if needed and gives it mode
-// 01733 (set explicitly, whatever the umask). The daemon calls it at start,
-// as the user that will import. The parent must exist and be searchable by
-// the users who run sendmail.
+// 01733 (set explicitly, whatever the umask): the maildrop of a submission
+// socket every user may write to (see EnsureMaildropFor). The parent must
+// exist and be searchable by the users who run sendmail.
 func EnsureMaildrop(dir string) error {
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("spool: maildrop: %w", err)
-	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return fmt.Errorf("spool: maildrop: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("spool: maildrop %s is not a directory", dir)
-	}
-	if err := os.Chmod(dir, maildropMode); err != nil {
-		return fmt.Errorf("spool: maildrop: %w", err)
-	}
-	return nil
+	return EnsureMaildropFor(dir, defaultSocketMode, -1)
 }
 
 // WriteMaildrop stores one message in dir: it writes a temporary file
@@ -394,7 +383,7 @@ func readMaildropFile(path string, maxSize int64) (queue.Envelope, []byte, error
 	if err != nil {
 		return env, nil, err
 	}
-	env.Submitter = queue.Submitter{UID: int(st.Uid), Via: viaMaildrop}
+	env.Submitter = queue.Submitter{UID: int(st.Uid), Via: viaMaildrop, User: userName(int(st.Uid))}
 	return env, body, nil
 }
 

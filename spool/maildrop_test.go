@@ -104,7 +104,7 @@ func TestMaildropRoundTrip(t *testing.T) {
 			if m.UTF8 != tt.env.UTF8 || m.EightBit != !isASCII(tt.body) {
 				t.Errorf("utf8 %v 8bit %v", m.UTF8, m.EightBit)
 			}
-			if want := (queue.Submitter{UID: os.Getuid(), Via: "maildrop"}); m.Submitter != want {
+			if want := (queue.Submitter{UID: os.Getuid(), Via: "maildrop", User: userName(os.Getuid())}); m.Submitter != want {
 				t.Errorf("submitter %+v, want %+v", m.Submitter, want)
 			}
 			if left := listDir(t, dir); len(left) != 0 {

@@ -7,16 +7,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peerUID returns the uid of the process at the other end of a Unix socket
-// connection (SO_PEERCRED: the credentials it had when it connected).
-func peerUID(c net.Conn) (int, error) {
+// peerCred returns the uid and pid of the process at the other end of a
+// Unix socket connection (SO_PEERCRED: the credentials it had when it
+// connected). The pid is 0 when the peer is in a pid namespace the daemon
+// cannot see into.
+func peerCred(c net.Conn) (uid, pid int, err error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return -1, fmt.Errorf("spool: peer credentials: %T is not a Unix connection", c)
+		return -1, 0, fmt.Errorf("spool: peer credentials: %T is not a Unix connection", c)
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return -1, fmt.Errorf("spool: peer credentials: %w", err)
+		return -1, 0, fmt.Errorf("spool: peer credentials: %w", err)
 	}
 	var cred *unix.Ucred
 	var credErr error
@@ -27,7 +29,7 @@ func peerUID(c net.Conn) (int, error) {
 		err = credErr
 	}
 	if err != nil {
-		return -1, fmt.Errorf("spool: peer credentials: %w", err)
+		return -1, 0, fmt.Errorf("spool: peer credentials: %w", err)
 	}
-	return int(cred.Uid), nil
+	return int(cred.Uid), int(cred.Pid), nil
 }

@@ -7,8 +7,8 @@ import (
 	"net"
 )
 
-// peerUID is only implemented on Linux (SO_PEERCRED); elsewhere the
+// peerCred is only implemented on Linux (SO_PEERCRED); elsewhere the
 // submitter's uid is recorded as unknown.
-func peerUID(net.Conn) (int, error) {
-	return -1, errors.New("spool: peer credentials are only read on Linux")
+func peerCred(net.Conn) (uid, pid int, err error) {
+	return -1, 0, errors.New("spool: peer credentials are only read on Linux")
 }

@@ -62,13 +62,17 @@ type Options struct {
 	// Logger receives a line per accepted message and the causes of refusals;
 	// nil means slog.Default().
 	Logger *slog.Logger
+	// Limits caps what each submitter may send (limits.go); the zero
+	// value limits nothing.
+	Limits Limits
 }
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	srv  *smtp.Server
+	opts   Options
+	log    *slog.Logger
+	srv    *smtp.Server
+	limits *limiter // nil: no limits
 
 	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
 	// gives up waiting.
@@ -115,6 +119,7 @@ func NewServer(opts Options) *Server {
 		stopped: make(chan struct{}),
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
+	s.limits = newLimiter(opts.Limits, opts.Queue, opts.Logger)
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = opts.Hostname

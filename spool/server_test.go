@@ -265,7 +265,8 @@ func TestEnvelopeAndSubmitter(t *testing.T) {
 			if got, want := addresses(m.Recipients), []string{"a@example.com", "A@example.com"}; !reflect.DeepEqual(got, want) {
 				t.Errorf("recipients %q, want %q", got, want)
 			}
-			want := queue.Submitter{UID: os.Getuid(), Via: "socket"}
+			// The test process's own name and unit (often none here).
+			want := queue.Submitter{UID: os.Getuid(), Via: "socket", User: userName(os.Getuid()), Unit: unitOf(os.Getpid())}
 			if network == "tcp" {
 				want = queue.Submitter{UID: -1, Via: "tcp", Addr: localAddr}
 			}

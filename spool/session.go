@@ -66,12 +66,15 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	log := s.log.With("via", sc.via)
 	switch sc.via {
 	case viaSocket:
-		uid, err := peerUID(sc.Conn)
+		uid, pid, err := peerCred(sc.Conn)
 		if err != nil {
 			log.Warn("submitter unknown", "err", err)
 		}
-		sub.UID = uid
+		sub.UID, sub.User, sub.Unit = uid, userName(uid), unitOf(pid)
 		log = log.With("uid", uid)
+		if sub.Unit != "" {
+			log = log.With("unit", sub.Unit)
+		}
 	case viaTCP:
 		sub.Addr = sc.RemoteAddr().String()
 		log = log.With("addr", sub.Addr)
@@ -103,6 +106,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err != nil {
 		s.log.Info("refused DSN parameters", "from", from, "err", err)
 		return err
+	}
+	var size int64
+	if opts != nil {
+		size = opts.Size
+	}
+	if r := s.srv.limits.check(s.submitter, size); r != nil {
+		return r
 	}
 	s.fromSet, s.from, s.dsn = true, from, dsn
 	s.utf8 = opts != nil && opts.UTF8
@@ -161,7 +171,12 @@ func (s *session) Data(r io.Reader) error {
 	if slices.ContainsFunc(s.rcptDSN, func(d queue.RecipientDSN) bool { return !d.IsZero() }) {
 		env.RecipientDSN = s.rcptDSN
 	}
+	counted, refused := s.srv.limits.admit(s.submitter, int64(len(body)))
+	if refused != nil {
+		return refused
+	}
 	id, err := s.srv.opts.Queue.Put(s.srv.putCtx, env, body)
+	counted(err == nil)
 	switch {
 	case errors.Is(err, queue.ErrFull):
 		s.log.Error("queue full, message refused", "from", s.from, "size", len(body), "err", err)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, vet, unit tests and end-to-end tests of
 # the real binary, all under the race detector. It installs the real peers
-# the end-to-end tests use when they are missing: swaks, and Postfix and
-# Dovecot (LMTP), which the tests run as private instances in temporary
-# directories (never the system's /etc/postfix or /etc/dovecot). Installing
-# them starts no system mail service.
+# the end-to-end tests use when they are missing: swaks, msmtp and mail(1)
+# (bsd-mailx) as clients, and Postfix (also its smtp-sink) and Dovecot
+# (LMTP), which the tests run as private instances in temporary directories
+# (never the system's /etc/postfix or /etc/dovecot). Installing them starts
+# no system mail service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
-for pkg in postfix dovecot-core dovecot-lmtpd; do
+for pkg in postfix dovecot-core dovecot-lmtpd msmtp bsd-mailx; do
 	installed "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"slices"
 	"strings"
 	"time"
 
@@ -256,12 +257,28 @@ func ctxCause(ctx context.Context, err error) error {
 func handshakeError(err error) error {
 	var ve *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
 	switch {
 	case errors.As(err, &ua):
 		return fmt.Errorf("the relay's certificate is not signed by a trusted authority "+
 			"(self-signed, or a private CA that is not trusted): %w", err)
+	case errors.As(err, &he) && he.Certificate != nil:
+		return fmt.Errorf("the relay's certificate is not valid for the name %s (it names %s): %w",
+			he.Host, certNames(he.Certificate), err)
 	case errors.As(err, &ve):
 		return fmt.Errorf("the relay's certificate is refused: %w", err)
 	}
 	return fmt.Errorf("TLS handshake: %w", err)
+}
+
+// certNames lists the DNS names and IP addresses a certificate is valid for.
+func certNames(c *x509.Certificate) string {
+	names := slices.Clone(c.DNSNames)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 {
+		return "no host name"
+	}
+	return strings.Join(names, ", ")
 }

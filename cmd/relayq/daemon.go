@@ -1,12 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"relayq"
@@ -52,16 +51,16 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 		}
 	}()
 	// Directories for the sockets and the maildrop must be reachable by
-	// local users; the queue file itself is 0600.
-	for _, p := range []string{cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop} {
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return nil, fmt.Errorf("create directory for %s: %w", p, err)
-		}
+	// local users (statedir.go); the queue file itself is 0600.
+	if err := makeStateDirs(cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop); err != nil {
+		return nil, err
 	}
 	d.q, err = queue.Open(cfg.Queue.Path, queue.Options{
 		LeaseTimeout: cfg.Delivery.LeaseTimeout.Duration,
 		MaxSize:      int64(cfg.Queue.MaxSize),
 		Logger:       log,
+		// 0 in the config keeps no history; the queue's 0 means its default.
+		HistoryRetention: cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
 	})
 	if err != nil {
 		return nil, err
@@ -80,7 +79,7 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 	if err != nil {
 		return nil, &configError{err}
 	}
-	if err := spool.EnsureMaildrop(cfg.Submission.Maildrop); err != nil {
+	if err := spool.EnsureMaildropFor(cfg.Submission.Maildrop, os.FileMode(cfg.Submission.SocketMode), gid); err != nil {
 		return nil, err
 	}
 	d.intake = spool.NewServer(spool.Options{
@@ -93,13 +92,14 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 		MaxMessageSize: int64(cfg.Submission.MaxMessageSize),
 		MaxRecipients:  cfg.Submission.MaxRecipients,
 		Logger:         log,
+		Limits:         intakeLimits(cfg.Limits), // daemon_policy.go
 	})
 	if err := d.intake.Start(); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { _ = d.intake.Shutdown(context.Background()) })
 
-	d.ctl, err = control.Listen(cfg.Control.Socket, d.q, log)
+	d.ctl, err = listenControl(cfg, d.q, log) // daemon_policy.go
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +113,7 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 
 // startBackground runs the maildrop watcher and the delivery workers.
 func (d *daemon) startBackground(ctx context.Context) {
+	notifier, noticesDone := d.startNotifier(ctx) // daemon_policy.go
 	deliverer := delivery.New(delivery.Options{
 		Queue:     d.q,
 		Transport: d.transport,
@@ -128,6 +129,8 @@ func (d *daemon) startBackground(ctx context.Context) {
 		// message would be leased (and sent) twice.
 		AttemptTimeout:  d.cfg.Delivery.LeaseTimeout.Duration * 9 / 10,
 		ShutdownTimeout: d.cfg.Delivery.ShutdownTimeout.Duration,
+		HoldUncertain:   d.cfg.Delivery.Uncertain == relayq.UncertainHold,
+		Notifier:        notifier,
 		Logger:          d.log,
 	})
 	maildropDone := make(chan struct{})
@@ -142,6 +145,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 			d.log.Error("delivery stopped", "err", err)
 		}
 		<-maildropDone
+		<-noticesDone
 	}()
 }
 

@@ -32,6 +32,8 @@ var commands = map[string]command{
 	"flush":    {runFlush, "make every queued message due now (queue retry --all)"},
 	"status":   {runStatus, "the queue at a glance; exits 1 when a [health] limit is exceeded"},
 	"verify":   {runVerify, "connect to the relay as delivery would and report (verify [--json] [--from A --to B])"},
+	"mailq":    {runMailq, "the queue in Postfix's mailq format (also: mailq, sendmail -bp)"},
+	"compact":  {runCompact, "rewrite the queue file without its free space (daemon stopped)"},
 }
 
 func main() {
@@ -43,6 +45,10 @@ func run(argv []string, env cmdEnv) int {
 	// Installed as /usr/sbin/sendmail (a symlink), behave as sendmail.
 	if filepath.Base(argv[0]) == "sendmail" {
 		return runSendmail(argv[1:], env)
+	}
+	// Installed as mailq, list the queue the way Postfix's mailq does.
+	if filepath.Base(argv[0]) == "mailq" {
+		return runMailq(argv[1:], env)
 	}
 	if len(argv) < 2 {
 		usage(env.Stderr)
@@ -64,7 +70,7 @@ func run(argv []string, env cmdEnv) int {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: relayq COMMAND [-c FILE] [ARGS]")
-	for _, name := range []string{"serve", "sendmail", "queue", "dead", "flush", "status", "verify"} {
+	for _, name := range []string{"serve", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "Every command takes -c FILE (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default) and --help.")

@@ -28,13 +28,15 @@ type subcommand struct {
 }
 
 var queueCommands = []subcommand{
-	{"list", "list queued messages [--state queued|deferred|held|active]", runQueueList},
+	{"list", "list queued messages [--state queued|deferred|uncertain|held|active]", runQueueList},
+	{"status", "where one message is: queued … delivered (relay's queue ID), dead, also after it left", runQueueStatus},
 	{"show", "show one message: envelope, recipients, attempt history [--body]", runShow("queue show", control.OpQueueShow)},
 	{"retry", "make messages due now (ID… or --all; `relayq flush` is --all)", runChange(queueRetry)},
 	{"hold", "put messages on hold: never delivered until released", runChange(queueHold)},
 	{"release", "release held messages", runChange(queueRelease)},
 	{"delete", "delete messages for good", runChange(queueDelete)},
 	{"expire", "dead-letter messages now", runChange(queueExpire)},
+	{"check", "check the queue file's integrity (daemon stopped; read-only)", runQueueCheck},
 }
 
 var deadCommands = []subcommand{
@@ -123,6 +125,8 @@ func askSocket(name, socket string, req control.Request, env cmdEnv) (*control.R
 	switch {
 	case errors.Is(err, control.ErrNotRunning):
 		return nil, exitUnavailable
+	case errors.Is(err, control.ErrDenied):
+		return nil, exitNoPerm
 	case resp == nil:
 		return nil, exitTempFail
 	}

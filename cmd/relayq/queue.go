@@ -25,14 +25,14 @@ func runDeadList(args []string, env cmdEnv) int {
 func runList(name, op string, args []string, env cmdEnv) int {
 	synopsis := "relayq " + name + " [-c FILE] [--json]"
 	if op == control.OpQueueList {
-		synopsis = "relayq " + name + " [-c FILE] [--state queued|deferred|held|active] [--json]"
+		synopsis = "relayq " + name + " [-c FILE] [--state queued|deferred|uncertain|held|active] [--json]"
 	}
 	fs := newFlags(name, synopsis, env)
 	cfgPath := fs.String("c", "", "configuration `file`")
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	var state *string
 	if op == control.OpQueueList {
-		state = fs.String("state", "", "only messages in this `state`: queued, deferred, held or active")
+		state = fs.String("state", "", "only messages in this `state`: queued, deferred, uncertain (maybe delivered), held or active")
 	}
 	rest, code, done := parseArgs(fs, args, env)
 	if done {
@@ -75,7 +75,7 @@ func runList(name, op string, args []string, env cmdEnv) int {
 // scripts may parse.
 type listItem struct {
 	ID          string      `json:"id"`
-	State       string      `json:"state,omitempty"` // queued, deferred, held or active; absent for dead letters
+	State       string      `json:"state,omitempty"` // queued, deferred, uncertain, held or active; absent for dead letters
 	From        string      `json:"from"`
 	Recipients  []rcptItem  `json:"recipients"`
 	Attempts    int         `json:"attempts"`
@@ -84,6 +84,7 @@ type listItem struct {
 	Died        *time.Time  `json:"died,omitempty"`
 	Size        int64       `json:"size"`
 	Submitter   submitterJS `json:"submitter"`
+	submitter   string      // for the table (submitterShort)
 }
 
 type rcptItem struct {
@@ -96,9 +97,19 @@ type rcptItem struct {
 	Enhanced    string     `json:"enhanced_code,omitempty"`
 }
 
+// submitterJS is who submitted a message: uid (-1 unknown), user name
+// and systemd unit when known, and the way in (socket, tcp, maildrop,
+// notice).
 type submitterJS struct {
-	UID int    `json:"uid"`
-	Via string `json:"via,omitempty"`
+	UID  int    `json:"uid"`
+	User string `json:"user,omitempty"`
+	Unit string `json:"unit,omitempty"`
+	Via  string `json:"via,omitempty"`
+	Addr string `json:"addr,omitempty"`
+}
+
+func submitterItem(s queue.Submitter) submitterJS {
+	return submitterJS{UID: s.UID, User: s.User, Unit: s.Unit, Via: s.Via, Addr: s.Addr}
 }
 
 func rcptItems(rs []queue.Recipient) []rcptItem {
@@ -121,8 +132,8 @@ func messageItem(m *queue.Message) listItem {
 	next := m.NextAttempt
 	return listItem{
 		ID: m.ID, State: string(m.State()), From: m.From, Recipients: rcptItems(m.Recipients), Attempts: m.Attempts,
-		NextAttempt: &next, Created: m.Created, Size: m.Size,
-		Submitter: submitterJS{UID: m.Submitter.UID, Via: m.Submitter.Via},
+		NextAttempt: &next, Created: m.Created, Size: m.Size, submitter: submitterShort(m.Submitter),
+		Submitter: submitterItem(m.Submitter),
 	}
 }
 
@@ -130,8 +141,8 @@ func deadItem(d *queue.DeadLetter) listItem {
 	died := d.Died
 	return listItem{
 		ID: d.ID, From: d.From, Recipients: rcptItems(d.Recipients), Attempts: d.Attempts,
-		Created: d.Created, Died: &died, Size: d.Size,
-		Submitter: submitterJS{UID: d.Submitter.UID, Via: d.Submitter.Via},
+		Created: d.Created, Died: &died, Size: d.Size, submitter: submitterShort(d.Submitter),
+		Submitter: submitterItem(d.Submitter),
 	}
 }
 
@@ -151,7 +162,7 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 	if dead {
 		when = "DIED"
 	}
-	fmt.Fprintf(tw, "ID\tSTATE\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\n", when)
+	fmt.Fprintf(tw, "ID\tSTATE\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\tSUBMITTER\n", when)
 	for _, it := range items {
 		t := "-"
 		if it.NextAttempt != nil {
@@ -168,7 +179,7 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 		if state == "" {
 			state = "dead"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", it.ID, state, age(it.Created), it.Size, it.Attempts, t, from)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", it.ID, state, age(it.Created), it.Size, it.Attempts, t, from, it.submitter)
 		for _, r := range it.Recipients {
 			reply := r.LastReply
 			if reply == "" {

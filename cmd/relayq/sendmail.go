@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
@@ -39,7 +40,10 @@ on disk.
   -R RET       how much of the message a notification returns: full or hdrs
   -V ENVID     an envelope ID for notifications (printable ASCII, ≤ 100)
   -v           print the queue ID
-  -bm          deliver mail (the default, and the only mode)
+  -bm          deliver mail (the default)
+  -bp          list the queue instead, as mailq does (Postfix's format)
+  -q           make every queued message due now, as relayq flush does
+               (-q with an interval, like -q30m, is ignored, as Postfix does)
   -o…, -od…, -U, -n, -m, -h N, -B …, -L …  accepted and ignored
 
 Exit status (sysexits): 0 queued; 64 usage; 65 bad message; 67 bad address;
@@ -54,6 +58,7 @@ type sendmailArgs struct {
 	notify  []string             // -N, for every recipient
 	verbose bool
 	help    bool
+	mode    sendmailMode // -bp, -q: something else than submitting
 }
 
 // runSendmail is `relayq sendmail` and /usr/sbin/sendmail.
@@ -66,6 +71,9 @@ func runSendmail(args []string, env cmdEnv) int {
 	if a.help {
 		fmt.Fprint(env.Stdout, sendmailHelp)
 		return exitOK
+	}
+	if a.mode != modeSubmit {
+		return a.runMode(env) // sendmail_modes.go
 	}
 	// The client flavour: an ordinary user may not read the relay's secrets.
 	cfg, _, err := relayq.FindForClient(a.config, env.Getenv)
@@ -118,6 +126,12 @@ func submit(sub relayq.SubmissionConfig, envelope queue.Envelope, body []byte, v
 		return refused(err, env)
 	}
 	name, dropErr := spool.WriteMaildrop(sub.Maildrop, envelope, body)
+	if errors.Is(dropErr, fs.ErrPermission) {
+		// socket_mode/socket_group keep this user out of the maildrop (and
+		// of the socket, unless the daemon is down): trying again won't do.
+		fmt.Fprintf(env.Stderr, "sendmail: this user may not submit mail: permission denied on relayq's maildrop %s (see [submission] socket_group); the socket: %v\n", sub.Maildrop, err)
+		return exitNoPerm
+	}
 	if dropErr != nil {
 		fmt.Fprintf(env.Stderr, "sendmail: the relayq daemon is not reachable (%v), and the maildrop does not take the message either (%v); nothing was sent, try again later\n", err, dropErr)
 		return exitTempFail
@@ -132,8 +146,18 @@ func submit(sub relayq.SubmissionConfig, envelope queue.Envelope, body []byte, v
 // connections are temporary; a 5xx is about the address (5.1.x) or the
 // message.
 func refused(err error, env cmdEnv) int {
-	fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
 	var reply *smtp.SMTPError
+	if errors.As(err, &reply) {
+		// The whole reply, enhanced code included (go-smtp's Error()
+		// leaves it out): "452 4.7.0 Too many messages from uid 1000…".
+		code := strconv.Itoa(reply.Code)
+		if e := reply.EnhancedCode; e[0] > 0 {
+			code += fmt.Sprintf(" %d.%d.%d", e[0], e[1], e[2])
+		}
+		fmt.Fprintf(env.Stderr, "sendmail: relayq refused the message: %s %s\n", code, reply.Message)
+	} else {
+		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
+	}
 	switch {
 	case errors.As(err, &reply) && reply.Code/100 == 5 && reply.EnhancedCode[0] == 5 && reply.EnhancedCode[1] == 1:
 		return exitNoUser
@@ -166,8 +190,9 @@ func loginName(env cmdEnv) string {
 // ends the flags. The rest are recipients.
 //
 // Options that would change where relayq reads its config or writes a log
-// (-C, -X) are refused, and so are modes other than -bm and queue runs (-q):
-// sendmail's dangerous options stay out (the CVE-2016-10033 class of bug).
+// (-C, -X) are refused, and so are modes other than -bm, -bp and queue runs
+// (-q): sendmail's dangerous options stay out (the CVE-2016-10033 class of
+// bug).
 func parseSendmailArgs(args []string) (sendmailArgs, error) {
 	var a sendmailArgs
 	for i := 0; i < len(args); i++ {
@@ -209,8 +234,10 @@ func (a *sendmailArgs) flags(word string, rest []string) (used int, err error) {
 			continue
 		case 'n', 'm', 'U', 'G': // no aliases, me too, initial submission, gateway: nothing to do
 			continue
-		case 'C', 'X', 'q':
-			return 0, fmt.Errorf("-%c is not supported (relayq's sendmail takes its config from -c FILE, logs nothing and runs no queue)", c)
+		case 'C', 'X':
+			return 0, fmt.Errorf("-%c is not supported (relayq's sendmail takes its config from -c FILE and logs nothing)", c)
+		case 'q':
+			return 0, a.queueRun(word[j+1:])
 		case 'c', 'f', 'r', 'F', 'o', 'b', 'A', 'B', 'N', 'R', 'V', 'h', 'L', 'p', 'O':
 		default:
 			return 0, fmt.Errorf("unknown option -%c", c)
@@ -244,9 +271,7 @@ func (a *sendmailArgs) option(c byte, val string) error {
 			a.opts.IgnoreDots = true
 		}
 	case 'b':
-		if val != "m" {
-			return fmt.Errorf("-b%s is not supported: relayq's sendmail only submits mail (-bm); use 'relayq queue list' for the queue", val)
-		}
+		return a.bMode(val)
 	case 'N', 'R', 'V':
 		return a.dsnOption(c, val)
 	}

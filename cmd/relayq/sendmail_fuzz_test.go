@@ -8,8 +8,8 @@ import (
 
 // FuzzParseSendmailArgs: any command line (words separated by NUL, which
 // argv cannot hold) either fails with an error, or parses so that the
-// recipients are the words after the flags, as they were; -C, -X and -q
-// are never taken; the config file comes only from a -c flag, and a value
+// recipients are the words after the flags, as they were; -C and -X are
+// never taken; the config file comes only from a -c flag, and a value
 // comes from the flag's own word or the next one.
 func FuzzParseSendmailArgs(f *testing.F) {
 	for _, s := range []string{
@@ -60,7 +60,7 @@ func FuzzParseSendmailArgs(f *testing.F) {
 			t.Fatalf("full name %q from %q, not from -F", a.opts.FullName, args)
 		}
 		for i, w := range args[:flags] {
-			if (w == "-C" || w == "-X" || w == "-q") && (i == 0 || !wantsNext(args[i-1])) {
+			if (w == "-C" || w == "-X") && (i == 0 || !wantsNext(args[i-1])) {
 				t.Fatalf("%q accepted as a flag in %q", w, args)
 			}
 		}

@@ -207,8 +207,8 @@ func TestSendmailExitCodes(t *testing.T) {
 		{name: "unknown option", args: []string{"-Z", "a@example.com"}, code: exitUsage, stderr: "unknown option -Z"},
 		{name: "log file option", args: []string{"-X", "/tmp/log", "a@example.com"}, code: exitUsage, stderr: "-X is not supported"},
 		{name: "config option", args: []string{"-C/etc/mail/sendmail.cf", "a@example.com"}, code: exitUsage},
-		{name: "queue run", args: []string{"-q"}, code: exitUsage},
-		{name: "mailq mode", args: []string{"-bp"}, code: exitUsage, stderr: "-bp is not supported"},
+		{name: "queue run for a site", args: []string{"-qRexample.com"}, code: exitUsage, stderr: "-qRexample.com is not supported"},
+		{name: "SMTP mode", args: []string{"-bs"}, code: exitUsage, stderr: "-bs is not supported"},
 		{name: "missing argument", args: []string{"-f"}, code: exitUsage, stderr: "needs an argument"},
 		{name: "ignored options", stdin: "x\n", args: []string{"-odi", "-oem", "-oQ/tmp", "-O", "X=y", "-bm", "-U", "-N", "never", "a@example.com"}, code: exitOK},
 		{name: "bad recipient", args: []string{"a@example.com> SIZE=1"}, code: exitNoUser},
@@ -254,6 +254,9 @@ func TestParseSendmailArgs(t *testing.T) {
 		{[]string{"--", "-t", "b@example.com"}, sendmailArgs{opts: spool.PrepareOptions{Recipients: []string{"-t", "b@example.com"}}}},
 		{[]string{"a@example.com", "-t"}, sendmailArgs{opts: spool.PrepareOptions{Recipients: []string{"a@example.com", "-t"}}}},
 		{[]string{"--help"}, sendmailArgs{help: true}},
+		{[]string{"-bp"}, sendmailArgs{mode: modeList}},
+		{[]string{"-q"}, sendmailArgs{mode: modeFlush}},
+		{[]string{"-q30m", "a@example.com"}, sendmailArgs{opts: spool.PrepareOptions{Recipients: []string{"a@example.com"}}}},
 	}
 	for _, tt := range tests {
 		got, err := parseSendmailArgs(tt.args)

@@ -29,12 +29,16 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	log := newLogger(cfg.Log, env.Stderr)
 	log.Info("relayq starting", "config", source, "settings", cfg)
+	warnLooseSecrets(cfg, source, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := startDaemon(cfg, log)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
+		if hint := startupHint(err); hint != "" { // maintenance.go
+			fmt.Fprintf(env.Stderr, "relayq serve: %s\n", hint)
+		}
 		return startupExitCode(err)
 	}
 	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay)
@@ -52,6 +56,9 @@ func runServe(args []string, env cmdEnv) int {
 func startupExitCode(err error) int {
 	if errors.Is(err, queue.ErrLocked) {
 		return exitTempFail
+	}
+	if errors.Is(err, queue.ErrDamaged) {
+		return exitDataErr
 	}
 	var cfgErr *configError
 	if errors.As(err, &cfgErr) {

@@ -127,10 +127,22 @@ func when(t time.Time) string {
 	return fmt.Sprintf("%s (in %s)", t.Local().Format(time.DateTime), d)
 }
 
+// submitterText names who submitted a message, for queue show: "uid 1000
+// (alice), unit cron.service, via socket".
 func submitterText(s queue.Submitter) string {
+	if s.Via == queue.ViaNotice {
+		return "relayq itself (a delivery status notification)"
+	}
 	var parts []string
 	if s.UID >= 0 {
-		parts = append(parts, fmt.Sprintf("uid %d", s.UID))
+		uid := fmt.Sprintf("uid %d", s.UID)
+		if s.User != "" {
+			uid += " (" + s.User + ")"
+		}
+		parts = append(parts, uid)
+	}
+	if s.Unit != "" {
+		parts = append(parts, "unit "+s.Unit)
 	}
 	if s.Via != "" {
 		parts = append(parts, "via "+s.Via)
@@ -141,7 +153,27 @@ func submitterText(s queue.Submitter) string {
 	if len(parts) == 0 {
 		return "unknown"
 	}
-	return strings.Join(parts, " ")
+	return strings.Join(parts, ", ")
+}
+
+// submitterShort names the submitter in one word or two, for list
+// tables: "alice", "uid 1001", "root/cron.service", "tcp", "notice".
+func submitterShort(s queue.Submitter) string {
+	var who string
+	switch {
+	case s.Via == queue.ViaNotice:
+		return "notice"
+	case s.User != "":
+		who = s.User
+	case s.UID >= 0:
+		who = fmt.Sprintf("uid %d", s.UID)
+	default:
+		who = s.Via
+	}
+	if s.Unit != "" {
+		who += "/" + s.Unit
+	}
+	return who
 }
 
 func printRecipients(w io.Writer, rs []queue.Recipient) {

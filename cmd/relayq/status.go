@@ -76,6 +76,7 @@ type statusOut struct {
 	Deferred                 int       `json:"deferred"`
 	Held                     int       `json:"held"`
 	Active                   int       `json:"active"`
+	Uncertain                int       `json:"uncertain"`
 	OldestAgeSeconds         *float64  `json:"oldest_age_seconds,omitempty"`
 	OldestDeferredAgeSeconds *float64  `json:"oldest_deferred_age_seconds,omitempty"`
 	Dead                     int       `json:"dead"`
@@ -99,8 +100,8 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 	}
 	return statusOut{
 		Healthy: len(problems) == 0, Problems: problems,
-		Messages: st.Queued + st.Deferred + st.Held + st.Active,
-		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active,
+		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain,
+		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
 		OldestAgeSeconds: ageOf(st.Oldest), OldestDeferredAgeSeconds: ageOf(st.OldestDeferred),
 		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
 		Started: st.Started, UptimeSeconds: st.Now.Sub(st.Started).Seconds(),
@@ -113,8 +114,8 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 		fmt.Fprintf(w, "%-14s%s\n", name+":", fmt.Sprintf(format, args...))
 	}
 	field("Daemon", "running since %s (up %s)", st.Started.Local().Format(time.DateTime), st.Now.Sub(st.Started).Round(time.Second))
-	field("Queue", "%d message(s): %d queued, %d deferred, %d held, %d active",
-		st.Queued+st.Deferred+st.Held+st.Active, st.Queued, st.Deferred, st.Held, st.Active)
+	field("Queue", "%d message(s): %d queued, %d deferred, %d uncertain, %d held, %d active",
+		st.Queued+st.Deferred+st.Uncertain+st.Held+st.Active, st.Queued, st.Deferred, st.Uncertain, st.Held, st.Active)
 	ageText := func(t *time.Time) string {
 		if t == nil {
 			return "none"

@@ -59,9 +59,30 @@ type Options struct {
 
 	Script Script
 
+	// OnData, when set, is called at two moments of every message
+	// transaction, with the message as received: DataRead once its final
+	// dot was read (before any Body step's Delay and the reply), and
+	// DataAccepted right after a 2xx reply to it was written. It runs on
+	// the connection's goroutine, so the server waits for it: a test uses
+	// it to act at that exact moment (kill the client that is waiting for
+	// the reply, or that has just read it).
+	OnData func(at DataPoint, msg []byte)
+
 	// Logf, when set, receives the conversation (e.g. t.Logf).
 	Logf func(format string, args ...any)
 }
+
+// A DataPoint is a moment of a message transaction that Options.OnData
+// reports.
+type DataPoint int
+
+const (
+	// DataRead: the final dot was read; no reply was sent yet.
+	DataRead DataPoint = iota
+	// DataAccepted: a 2xx reply to the final dot was written (in LMTP,
+	// after the replies for every recipient).
+	DataAccepted
+)
 
 // Received is one transaction the server accepted.
 type Received struct {
@@ -455,4 +476,10 @@ func (c *wireConn) Read(b []byte) (int, error) {
 		c.srv.note(func() { c.srv.wire = append(c.srv.wire, b[:n]...) })
 	}
 	return n, err
+}
+
+func (s *Server) onData(at DataPoint, msg []byte) {
+	if s.opts.OnData != nil {
+		s.opts.OnData(at, msg)
+	}
 }

@@ -354,6 +354,7 @@ func (ss *session) data() bool {
 		return false
 	}
 	defer ss.reset()
+	ss.srv.onData(DataRead, msg)
 	if body.AfterBytes > 0 {
 		body.Fault = NoFault // the message was shorter: no fault
 	}
@@ -405,12 +406,17 @@ func (ss *session) smtpReply(st Step, msg []byte) bool {
 		code, text = 552, "5.3.4 Message size exceeds fixed limit"
 	}
 	code, text, _ = ss.decide(Step{Code: st.Code, Text: st.Text}, code, text)
-	if code/100 == 2 {
-		// Recorded before the reply goes out: the relay owns the message
-		// from here on, whether or not the client hears the 250.
-		ss.accept(id, ss.rcpts, msg)
+	if code/100 != 2 {
+		return ss.send(code, text)
 	}
-	return ss.send(code, text)
+	// Recorded before the reply goes out: the relay owns the message from
+	// here on, whether or not the client hears the 250.
+	ss.accept(id, ss.rcpts, msg)
+	if !ss.send(code, text) {
+		return false
+	}
+	ss.srv.onData(DataAccepted, msg)
+	return true
 }
 
 // lmtpReplies sends one reply per accepted recipient, in RCPT order.
@@ -439,6 +445,9 @@ func (ss *session) lmtpReplies(st Step, msg []byte) bool {
 		if !ss.send(code, text) {
 			return false
 		}
+	}
+	if idx >= 0 {
+		ss.srv.onData(DataAccepted, msg)
 	}
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -241,3 +242,41 @@ func (f *fatalRecorder) Fatalf(string, ...any) {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestOnData: the hook sees each message at its final dot, and again after
+// a 2xx reply was written; a refused message only at its final dot.
+func TestOnData(t *testing.T) {
+	type event struct {
+		at  DataPoint
+		msg string
+	}
+	var mu sync.Mutex
+	var events []event
+	srv := NewServer(t, Options{
+		Script: Script{Body: []Step{{}, Reply(554, "5.7.1 No")}},
+		OnData: func(at DataPoint, msg []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, event{at, string(msg)})
+		},
+	})
+	dialog(t, srv,
+		"S: 220",
+		"C: HELO client.test", "S: 250",
+		"C: MAIL FROM:<s@example.org>", "S: 250",
+		"C: RCPT TO:<r@example.net>", "S: 250",
+		"C: DATA", "S: 354",
+		"C: first", "C: .", "S: 250",
+		"C: MAIL FROM:<s@example.org>", "S: 250",
+		"C: RCPT TO:<r@example.net>", "S: 250",
+		"C: DATA", "S: 354",
+		"C: second", "C: .", "S: 554",
+		"C: QUIT", "S: 221",
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	want := []event{{DataRead, "first\r\n"}, {DataAccepted, "first\r\n"}, {DataRead, "second\r\n"}}
+	if !slices.Equal(events, want) {
+		t.Errorf("OnData saw %v, want %v", events, want)
+	}
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"relayq/control"
+	"relayq/queue"
+)
+
+// The Postfix-style queue listing, for scripts and people that know
+// `mailq`. It is exactly what Postfix's `postqueue -p` prints with
+// enable_long_queue_ids = yes (relayq's IDs are long ones), from Postfix's
+// src/postqueue/showq_compat.c:
+//
+//	----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------
+//	01JDGZ4M7Q0000ABCDEF*     1234 Wed Nov 25 09:10:13 cron@example.org
+//	                                 (451 4.3.0 Try again later (in reply to dot))
+//	                                               rcpt@example.net
+//
+//	-- 1 Kbytes in 1 Request.
+//
+// The ID is followed by "*" while a worker is delivering the message and
+// "!" while it is held. Only recipients still to be delivered are listed;
+// a "(reason)" line, right-aligned to column 78, comes before the first
+// recipient with that last reply. A blank line separates messages; the
+// empty queue is "Mail queue is empty".
+const (
+	mailqString = "%-17s %8s %-19s %s\n"
+	mailqSender = "%-17s %8d %19.19s %s\n"
+	// mailqTime is asctime(3) without the year: "Wed Nov  5 09:10:13".
+	mailqTime = "Mon Jan _2 15:04:05"
+	// mailqEmptySender is how Postfix shows the null sender (its
+	// empty_address_recipient default).
+	mailqEmptySender = "MAILER-DAEMON"
+)
+
+// runMailq is `mailq` (relayq installed under that name), `relayq mailq`
+// and `relayq sendmail -bp`: the queue in Postfix's format. Like the
+// other queue commands it asks the running daemon; exit codes are in
+// exit.go (69: the daemon is not running).
+func runMailq(args []string, env cmdEnv) int {
+	fs := newFlags("mailq", "mailq [-c FILE]\nLists the queue as Postfix's mailq (postqueue -p) does.", env)
+	cfgPath := fs.String("c", "", "configuration `file`")
+	rest, code, done := parseArgs(fs, args, env)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(env.Stderr, "mailq: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	return mailq(*cfgPath, env)
+}
+
+// mailq prints the listing for the daemon that the configuration at
+// cfgPath ("" for the default search) names.
+func mailq(cfgPath string, env cmdEnv) int {
+	resp, code := ask("mailq", cfgPath, control.Request{Op: control.OpQueueList}, env)
+	if code != exitOK {
+		return code
+	}
+	if err := writeMailq(env.Stdout, resp.Messages, time.Local); err != nil {
+		return exitIOErr
+	}
+	return exitOK
+}
+
+// writeMailq writes msgs (oldest first, as the daemon lists them) in
+// Postfix's format, with arrival times in loc.
+func writeMailq(w io.Writer, msgs []*queue.Message, loc *time.Location) error {
+	if len(msgs) == 0 {
+		_, err := fmt.Fprintln(w, "Mail queue is empty")
+		return err
+	}
+	var total int64
+	for i, m := range msgs {
+		if i == 0 {
+			fmt.Fprintf(w, mailqString, "----Queue ID-----", "--Size--", "---Arrival Time----", "--Sender/Recipient------")
+		} else {
+			fmt.Fprintln(w)
+		}
+		writeMailqMessage(w, m, loc)
+		total += m.Size
+	}
+	requests := "Requests"
+	if len(msgs) == 1 {
+		requests = "Request"
+	}
+	_, err := fmt.Fprintf(w, "\n-- %d Kbytes in %d %s.\n", total/1024, len(msgs), requests)
+	return err
+}
+
+func writeMailqMessage(w io.Writer, m *queue.Message, loc *time.Location) {
+	id := m.ID
+	switch m.State() {
+	case queue.StateActive:
+		id += "*"
+	case queue.StateHeld:
+		id += "!"
+	}
+	from := m.From
+	if from == "" {
+		from = mailqEmptySender
+	}
+	fmt.Fprintf(w, mailqSender, id, m.Size, m.Created.In(loc).Format(mailqTime), from)
+	saved := ""
+	for _, r := range m.Recipients {
+		if !r.Status.Pending() {
+			continue
+		}
+		why := oneLine(r.LastReply.String())
+		if why != "" && r.Status == queue.StatusUncertain {
+			why = "maybe delivered, connection lost after the final dot: " + why
+		}
+		if why != saved {
+			saved = why
+			show := why
+			if show == "" {
+				show = "reason unavailable"
+			}
+			fmt.Fprintf(w, "%*s(%s)\n", max(76-len(show), 0), "", show)
+		}
+		fmt.Fprintf(w, mailqString, "", "", "", r.Address)
+	}
+}

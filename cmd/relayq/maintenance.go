@@ -1,0 +1,153 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"relayq/queue"
+)
+
+// Offline maintenance: `relayq queue check` and `relayq compact` are the
+// only commands besides serve that open the database file. They take
+// bbolt's file lock, waiting at most maintenanceLockTimeout for it, so
+// they refuse while the daemon runs, and the daemon cannot start while
+// they do.
+//
+// Exit codes: 0 done (check: the file is sound); 65 the file is damaged;
+// 66 there is no queue file; 75 the daemon is running (stop it first);
+// 77 no permission to read (or replace) the file; 74 another I/O error.
+
+const maintenanceLockTimeout = 500 * time.Millisecond
+
+// runQueueCheck is `relayq queue check`: a read-only integrity check of the
+// database file (bbolt's page check and relayq's own, see queue.CheckFile).
+func runQueueCheck(args []string, env cmdEnv) int {
+	const name = "queue check"
+	fs := newFlags(name, "relayq queue check [-c FILE]\n"+
+		"Checks the queue file while relayq is stopped, without changing it. Exits 0 when it is sound,\n"+
+		"65 when it is damaged (and says how to recover), 75 when the daemon is running.", env)
+	cfgPath := fs.String("c", "", "configuration `file`")
+	if code := noArgs(name, fs, args, env); code >= 0 {
+		return code
+	}
+	cfg, code := loadConfig(*cfgPath, env)
+	if code != exitOK {
+		return code
+	}
+	path := cfg.Queue.Path
+	problems, err := queue.CheckFile(path, maintenanceLockTimeout)
+	if err != nil {
+		return maintenanceError(name, path, err, env)
+	}
+	if len(problems) == 0 {
+		fmt.Fprintf(env.Stdout, "%s: ok\n", path)
+		return exitOK
+	}
+	fmt.Fprintf(env.Stdout, "%s: %d problem(s):\n", path, len(problems))
+	damaged := false
+	for _, p := range problems {
+		fmt.Fprintf(env.Stdout, "  %v\n", p)
+		damaged = damaged || !errors.Is(p, queue.ErrInconsistent)
+	}
+	fmt.Fprintln(env.Stdout)
+	if damaged {
+		printDamageAdvice(env.Stdout, path)
+	} else {
+		printInconsistencyAdvice(env.Stdout)
+	}
+	return exitDataErr
+}
+
+func printDamageAdvice(w io.Writer, path string) {
+	fmt.Fprintf(w, `The file is damaged: bbolt cannot read all of it, and relayq serve refuses to start on it.
+To recover:
+  1. Keep relayq stopped, and keep a copy of the file: cp -p %[1]s %[1]s.damaged
+  2. Restore %[1]s from a backup if you have one. Otherwise move it aside
+     (mv %[1]s %[1]s.damaged): relayq serve then starts with an empty queue.
+     Mail submitted meanwhile waits in the maildrop and is not lost; the
+     messages in the damaged file are not delivered.
+  3. bbolt's own tool (go.etcd.io/bbolt/cmd/bbolt: check, pages, surgery) can
+     inspect the copy and salvage what is readable.
+`, path)
+}
+
+func printInconsistencyAdvice(w io.Writer) {
+	fmt.Fprint(w, `bbolt reads the file without trouble, but relayq's records disagree; relayq serve still starts.
+  - A message with no schedule entry is never tried: relayq queue retry ID schedules it again.
+  - Orphaned bodies and index entries only take space.
+Please report it as a bug, with the output above.
+`)
+}
+
+// runCompact is `relayq compact`: rewrites the database file into a new,
+// compact one and swaps it in atomically (see queue.CompactFile).
+func runCompact(args []string, env cmdEnv) int {
+	const name = "compact"
+	fs := newFlags(name, "relayq compact [-c FILE]\n"+
+		"Rewrites the queue file without its free space, while relayq is stopped, and swaps the copy in\n"+
+		"atomically, keeping the file's mode and owner. Every message, dead letter and history record is kept.", env)
+	cfgPath := fs.String("c", "", "configuration `file`")
+	if code := noArgs(name, fs, args, env); code >= 0 {
+		return code
+	}
+	cfg, code := loadConfig(*cfgPath, env)
+	if code != exitOK {
+		return code
+	}
+	path := cfg.Queue.Path
+	res, err := queue.CompactFile(path, maintenanceLockTimeout)
+	if err != nil {
+		return maintenanceError(name, path, err, env)
+	}
+	fmt.Fprintf(env.Stdout, "%s: compacted from %s to %s; kept %d message(s), %d dead letter(s), %d history record(s)\n",
+		path, byteSize(res.SizeBefore), byteSize(res.SizeAfter), res.Keys["messages"], res.Keys["dead"], res.Keys["archive"])
+	return exitOK
+}
+
+// maintenanceError explains why the file could not be checked or
+// compacted and returns the exit code.
+func maintenanceError(name, path string, err error, env cmdEnv) int {
+	switch {
+	case errors.Is(err, queue.ErrLocked):
+		fmt.Fprintf(env.Stderr, "relayq %s: the daemon is running (it holds %s); stop it first (systemctl stop relayq)\n", name, path)
+		return exitTempFail
+	case errors.Is(err, queue.ErrDamaged):
+		fmt.Fprintf(env.Stderr, "relayq %s: %v\nrelayq queue check says more, and how to recover.\n", name, err)
+		return exitDataErr
+	case errors.Is(err, os.ErrNotExist):
+		fmt.Fprintf(env.Stderr, "relayq %s: there is no queue file at %s (relayq serve creates it)\n", name, path)
+		return exitNoInput
+	case errors.Is(err, os.ErrPermission):
+		fmt.Fprintf(env.Stderr, "relayq %s: %v (run it as the daemon's user, or root)\n", name, err)
+		return exitNoPerm
+	}
+	fmt.Fprintf(env.Stderr, "relayq %s: %v\n", name, err)
+	return exitIOErr
+}
+
+// noArgs parses flags for a command that takes no arguments; it returns
+// the exit code when the command should stop, else -1.
+func noArgs(name string, fs *flag.FlagSet, args []string, env cmdEnv) int {
+	rest, code, done := parseArgs(fs, args, env)
+	switch {
+	case done:
+		return code
+	case len(rest) > 0:
+		fmt.Fprintf(env.Stderr, "relayq %s: unexpected argument %q\n", name, rest[0])
+		return exitUsage
+	}
+	return -1
+}
+
+// startupHint is what relayq serve adds to a start-up failure the
+// operator can act on.
+func startupHint(err error) string {
+	if errors.Is(err, queue.ErrDamaged) {
+		return "the queue file is damaged and relayq will not start on it; with relayq stopped, run `relayq queue check` to see what is wrong and how to recover"
+	}
+	return ""
+}

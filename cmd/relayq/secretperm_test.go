@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"relayq"
+)
+
+func TestLooseSecretFile(t *testing.T) {
+	const daemonGID = 120
+	tests := []struct {
+		mode      os.FileMode
+		fileGID   int
+		wantLoose bool
+	}{
+		{0o600, 0, false},
+		{0o400, 4242, false},
+		{0o640, 0, false},         // root's group
+		{0o640, daemonGID, false}, // the daemon's group
+		{0o640, 4242, true},       // some other group
+		{0o604, 0, true},          // world-readable
+		{0o644, daemonGID, true},
+		{0o660, 4242, true},
+		{0o620, 4242, false}, // group may write but not read: odd, not a leak
+	}
+	for _, tt := range tests {
+		if got := looseSecretFile(tt.mode, tt.fileGID, daemonGID); got != tt.wantLoose {
+			t.Errorf("looseSecretFile(%04o, gid %d) = %v, want %v", tt.mode, tt.fileGID, got, tt.wantLoose)
+		}
+	}
+}
+
+func TestSecretsInConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		r    relayq.RelayConfig
+		want string
+	}{
+		{"none", relayq.RelayConfig{}, ""},
+		{"pass", relayq.RelayConfig{Auth: relayq.AuthConfig{Pass: "x"}}, "relay.auth.pass"},
+		{"pass_file", relayq.RelayConfig{Auth: relayq.AuthConfig{Pass: "x", PassFile: "/etc/relayq/pass"}}, ""},
+		{"pass_env", relayq.RelayConfig{Auth: relayq.AuthConfig{Pass: "x", PassEnv: "RELAY_PASS"}}, ""},
+		{"oauth2", relayq.RelayConfig{Auth: relayq.AuthConfig{AccessToken: "a", ClientSecret: "c", RefreshToken: "r", RefreshTokenFile: "/f"}},
+			"relay.auth.access_token,relay.auth.client_secret"},
+		{"proxy password", relayq.RelayConfig{Proxy: "socks5://u:p@127.0.0.1:1080"}, "relay.proxy"},
+		{"proxy user only", relayq.RelayConfig{Proxy: "socks5://u@127.0.0.1:1080"}, ""},
+	}
+	for _, tt := range tests {
+		if got := strings.Join(secretsInConfig(tt.r), ","); got != tt.want {
+			t.Errorf("%s: secretsInConfig = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestWarnLooseSecrets: the warning names the file and the chmod that
+// fixes it, for the config file holding a password and for a pass_file;
+// tight files give no warning.
+func TestWarnLooseSecrets(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("secret\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name     string
+		mode     os.FileMode
+		auth     func(path string) relayq.AuthConfig
+		wantWarn bool
+	}{
+		{"config 0644 with pass", 0o644, func(string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p"} }, true},
+		{"config 0600 with pass", 0o600, func(string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p"} }, false},
+		{"config 0644 without secrets", 0o644, func(string) relayq.AuthConfig { return relayq.AuthConfig{} }, false},
+		{"pass_file 0644", 0o644, func(p string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p", PassFile: p} }, true},
+		{"pass_file 0600", 0o600, func(p string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p", PassFile: p} }, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			config := write("config.toml", 0o644)
+			secret := write("secret", tt.mode)
+			if strings.HasPrefix(tt.name, "config") {
+				config = write("config.toml", tt.mode)
+			}
+			cfg := &relayq.Config{Relay: relayq.RelayConfig{Auth: tt.auth(secret)}}
+			var buf bytes.Buffer
+			warnLooseSecrets(cfg, config, slog.New(slog.NewTextHandler(&buf, nil)))
+			out := buf.String()
+			loose := config
+			if strings.HasPrefix(tt.name, "pass_file") {
+				loose = secret
+			}
+			gotWarn := strings.Contains(out, "level=WARN")
+			if gotWarn != tt.wantWarn {
+				t.Fatalf("case %d: warned %v, want %v; log: %s", i, gotWarn, tt.wantWarn, out)
+			}
+			if tt.wantWarn && (!strings.Contains(out, "file="+loose) || !strings.Contains(out, "chmod 600 "+loose)) {
+				t.Errorf("warning %q does not name %s and the chmod that fixes it", out, loose)
+			}
+			if strings.Contains(out, "secret\n") || strings.Contains(out, `"p"`) {
+				t.Errorf("warning shows a secret: %s", out)
+			}
+		})
+	}
+	warnLooseSecrets(relayq.Default(), "embedded default", slog.New(slog.DiscardHandler)) // no file: nothing to do
+}

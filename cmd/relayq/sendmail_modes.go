@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// sendmailMode is what a sendmail command line asks for besides
+// submitting a message: Postfix's sendmail lists the queue (-bp, as mailq)
+// and flushes it (-q, as postqueue -f).
+type sendmailMode int
+
+const (
+	modeSubmit sendmailMode = iota // -bm, the default
+	modeList                       // -bp
+	modeFlush                      // -q
+)
+
+// bMode applies -bX: -bm submits (the default), -bp lists the queue.
+func (a *sendmailArgs) bMode(val string) error {
+	switch val {
+	case "m":
+		a.mode = modeSubmit
+	case "p":
+		a.mode = modeList
+	default:
+		return fmt.Errorf("-b%s is not supported: relayq's sendmail submits mail (-bm) and lists the queue (-bp)", val)
+	}
+	return nil
+}
+
+// queueRun applies -q[ARG]: -q alone flushes the queue; -q with an
+// interval (-q30m) is ignored, as Postfix ignores it (it is for a sendmail
+// daemon's queue runs); -qR, -qS and -qI (a queue run for some sites,
+// senders or IDs) are refused.
+func (a *sendmailArgs) queueRun(val string) error {
+	switch {
+	case val == "":
+		a.mode = modeFlush
+		return nil
+	case strings.Trim(val, "0123456789smhdw") == "":
+		return nil
+	}
+	return fmt.Errorf("-q%s is not supported: relayq runs the whole queue (-q, or relayq flush; relayq queue retry ID for one message)", val)
+}
+
+// runMode runs -bp or -q with the configuration of -c.
+func (a *sendmailArgs) runMode(env cmdEnv) int {
+	var args []string
+	if a.config != "" {
+		args = []string{"-c", a.config}
+	}
+	if a.mode == modeList {
+		return runMailq(args, env)
+	}
+	return runChange(flushAll)(args, env)
+}

@@ -1,0 +1,360 @@
+package queue
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// When a message leaves the queue (every recipient delivered or dead, or an
+// operator deleted it), a small record of what became of it stays behind in
+// the "archive" bucket for Options.HistoryRetention, so that `relayq queue
+// status ID` can still answer "delivered, by that relay, which called it
+// 4Xyz" days later. The record has no body and no attempt history: the
+// envelope, and each recipient's final state with the reply that settled
+// it.
+//
+// A second bucket, "archive-by-time" (time left ‖ id → nothing), orders the
+// records by when they were written, so that pruning reads only what it
+// deletes. Pruning runs in the background (see pruneLoop), in commits of at
+// most pruneBatch records, so it never holds a long write transaction.
+
+var (
+	bucketArchive     = []byte("archive")
+	bucketArchiveTime = []byte("archive-by-time")
+)
+
+// DefaultHistoryRetention is how long an archive record is kept when
+// Options.HistoryRetention is zero.
+const DefaultHistoryRetention = 7 * 24 * time.Hour
+
+const (
+	// pruneBatch bounds the records one pruning commit deletes.
+	pruneBatch = 500
+	// pruneInterval is how often the background pruner looks for records
+	// past their retention.
+	pruneInterval = time.Hour
+)
+
+// Fate is what became of a message that left the queue.
+type Fate string
+
+const (
+	// FateDelivered: the relay accepted every recipient.
+	FateDelivered Fate = "delivered"
+	// FateDead: at least one recipient failed permanently or expired; its
+	// dead letter holds the details until it is purged.
+	FateDead Fate = "dead"
+	// FateDeleted: an operator deleted the message before every recipient
+	// was settled (Queue.Delete).
+	FateDeleted Fate = "deleted"
+)
+
+// Archived is the record kept of a message after it left the queue.
+type Archived struct {
+	ID        string    `json:"id"`
+	From      string    `json:"from"`
+	Submitter Submitter `json:"submitter"`
+	Created   time.Time `json:"created"`
+	Size      int64     `json:"size"`
+	Attempts  int       `json:"attempts"`
+	// Left is when the message left the queue.
+	Left       time.Time           `json:"left"`
+	Fate       Fate                `json:"fate"`
+	Recipients []ArchivedRecipient `json:"recipients"`
+}
+
+// ArchivedRecipient is one recipient's final state.
+type ArchivedRecipient struct {
+	Address  string `json:"address"`
+	Status   Status `json:"status"`
+	Attempts int    `json:"attempts"`
+	// Time is when the recipient was last tried (delivered, for a
+	// delivered one); zero if it never was.
+	Time time.Time `json:"time,omitzero"`
+	// Relay names the relay of that attempt, when the history had it.
+	Relay string `json:"relay,omitempty"`
+	// Reply is the reply that settled it (cut to the history's limits).
+	Reply *Reply `json:"reply,omitempty"`
+	// RelayID is the relay's own queue ID for the message, read from its
+	// 2xx reply ("250 2.0.0 Ok: queued as 4Xyz"); empty when it gave none.
+	RelayID string `json:"relay_id,omitempty"`
+}
+
+// fateOf says what became of m, which is leaving the queue.
+func fateOf(m *Message) Fate {
+	fate := FateDelivered
+	for _, r := range m.Recipients {
+		switch {
+		case r.Status.Pending():
+			return FateDeleted
+		case r.Status == StatusDead:
+			fate = FateDead
+		}
+	}
+	return fate
+}
+
+// archive writes the record of m, which is leaving the queue at now,
+// replacing any older record of the same ID (a dead letter requeued and
+// then delivered leaves twice).
+func (q *Queue) archive(tx *bolt.Tx, m *Message, now time.Time) error {
+	if q.opts.HistoryRetention < 0 {
+		return nil
+	}
+	a := Archived{
+		ID: m.ID, From: m.From, Submitter: m.Submitter, Created: m.Created, Size: m.Size,
+		Attempts: m.Attempts, Left: now, Fate: fateOf(m),
+	}
+	for _, r := range m.Recipients {
+		ar := ArchivedRecipient{
+			Address: r.Address, Status: r.Status, Attempts: r.Attempts, Time: r.LastAttempt,
+			Relay: lastRelay(m.History, r.Address), Reply: clipReply(r.LastReply),
+		}
+		if r.Status == StatusDelivered {
+			ar.RelayID = RelayQueueID(r.LastReply)
+		}
+		a.Recipients = append(a.Recipients, ar)
+	}
+	if err := unarchive(tx, m.ID); err != nil {
+		return err
+	}
+	v, err := json.Marshal(&a)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketArchive).Put([]byte(m.ID), v); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketArchiveTime).Put(scheduleKey(now, m.ID), nil)
+}
+
+// unarchive deletes the record of id and its time index entry, if any.
+func unarchive(tx *bolt.Tx, id string) error {
+	b := tx.Bucket(bucketArchive)
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil
+	}
+	var old Archived
+	if err := json.Unmarshal(v, &old); err != nil {
+		return fmt.Errorf("archive record %s: %w", id, err)
+	}
+	if err := tx.Bucket(bucketArchiveTime).Delete(scheduleKey(old.Left, id)); err != nil {
+		return err
+	}
+	return b.Delete([]byte(id))
+}
+
+// lastRelay is the relay of the latest attempt in h that tried addr.
+func lastRelay(h []Attempt, addr string) string {
+	for i := len(h) - 1; i >= 0; i-- {
+		for _, r := range h[i].Results {
+			for _, a := range r.Recipients {
+				if a == addr {
+					return h[i].Relay
+				}
+			}
+		}
+	}
+	return ""
+}
+
+var (
+	queuedAsRe = regexp.MustCompile(`(?i)\bqueued\s+as:?\s+(\S+)`)
+	eximIDRe   = regexp.MustCompile(`(?i)(?:^|\s)id=(\S+)`)
+)
+
+// RelayQueueID returns the relay's own queue ID from its 2xx reply, as
+// Postfix ("Ok: queued as 4Xyz"), Sendmail-style relays ("queued as
+// <id>") and Exim ("OK id=1abcDE-000ABC-12") put it; "" when the reply
+// names none.
+func RelayQueueID(r *Reply) string {
+	if r == nil || r.Code/100 != 2 {
+		return ""
+	}
+	text := strings.Join(r.Lines, " ")
+	m := queuedAsRe.FindStringSubmatch(text)
+	if m == nil {
+		m = eximIDRe.FindStringSubmatch(text)
+	}
+	if m == nil {
+		return ""
+	}
+	return strings.Trim(m[1], "<>()[],;.\"'")
+}
+
+// Lookup is everything the store knows of one queue ID: the message if it
+// is still queued, its dead letter if some recipients died, and the record
+// kept after it left the queue. Any of them may be nil, not all three.
+type Lookup struct {
+	Message  *Message    `json:"message,omitempty"`
+	Dead     *DeadLetter `json:"dead_letter,omitempty"`
+	Archived *Archived   `json:"archived,omitempty"`
+}
+
+// Lookup reads what the store knows of id, in one transaction. An archive
+// record past its retention (not pruned yet) is left out. It returns
+// ErrNotFound when there is nothing.
+func (q *Queue) Lookup(id string) (*Lookup, error) {
+	var l Lookup
+	cutoff := q.opts.Now().Add(-q.opts.HistoryRetention)
+	err := q.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMessages).Get([]byte(id)); v != nil {
+			m, err := decodeMessage(v)
+			if err != nil {
+				return fmt.Errorf("message %s: %w", id, err)
+			}
+			l.Message = m
+		}
+		if tx.Bucket(bucketDead).Get([]byte(id)) != nil {
+			d, err := getDead(tx, id)
+			if err != nil {
+				return err
+			}
+			l.Dead = d
+		}
+		if v := tx.Bucket(bucketArchive).Get([]byte(id)); v != nil {
+			var a Archived
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("archive record %s: %w", id, err)
+			}
+			if q.opts.HistoryRetention > 0 && a.Left.After(cutoff) {
+				l.Archived = &a
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: lookup %s: %w", id, err)
+	}
+	if l.Message == nil && l.Dead == nil && l.Archived == nil {
+		return nil, fmt.Errorf("queue: %s: %w", id, ErrNotFound)
+	}
+	return &l, nil
+}
+
+// PruneHistory deletes up to max archive records older than the
+// retention, oldest first, in one commit, and returns how many it
+// deleted. The background pruner calls it in batches; tests call it
+// directly.
+func (q *Queue) PruneHistory(max int) (int, error) {
+	cutoff := q.opts.Now().Add(-q.opts.HistoryRetention)
+	var due bool
+	_ = q.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketArchiveTime).Cursor().First()
+		due = k != nil && scheduleTime(k).Before(cutoff)
+		return nil
+	})
+	if !due {
+		return 0, nil // no commit (and no fsync) for nothing
+	}
+	var n int
+	err := q.commit.commit(func(tx *bolt.Tx) error {
+		n = 0
+		var keys [][]byte
+		c := tx.Bucket(bucketArchiveTime).Cursor()
+		for k, _ := c.First(); k != nil && len(keys) < max && scheduleTime(k).Before(cutoff); k, _ = c.Next() {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		for _, k := range keys {
+			if err := tx.Bucket(bucketArchiveTime).Delete(k); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketArchive).Delete(k[8:]); err != nil {
+				return err
+			}
+		}
+		n = len(keys)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("queue: prune history: %w", err)
+	}
+	return n, nil
+}
+
+// pruner runs PruneHistory in the background until the store closes.
+type pruner struct {
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func (q *Queue) startPruner() {
+	p := &pruner{stop: make(chan struct{}), done: make(chan struct{})}
+	q.pruner = p
+	if q.opts.HistoryRetention < 0 {
+		close(p.done)
+		return
+	}
+	go q.pruneLoop(p)
+}
+
+// pruneLoop prunes at start and then every pruneInterval, each time in
+// batches until nothing is left past the retention.
+func (q *Queue) pruneLoop(p *pruner) {
+	defer close(p.done)
+	ticker := time.NewTicker(pruneInterval)
+	defer ticker.Stop()
+	for {
+		for {
+			n, err := q.PruneHistory(pruneBatch)
+			if err != nil {
+				q.log.Warn("cannot prune the delivery history", "err", err)
+			}
+			if err != nil || n < pruneBatch {
+				break
+			}
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+		}
+		select {
+		case <-ticker.C:
+		case <-p.stop:
+			return
+		}
+	}
+}
+
+// stopPruner stops the background pruner and waits for it.
+func (q *Queue) stopPruner() {
+	if q.pruner == nil {
+		return
+	}
+	q.pruner.once.Do(func() { close(q.pruner.stop) })
+	<-q.pruner.done
+}
+
+// checkArchive verifies that every archive record has its time index
+// entry and every index entry its record.
+func checkArchive(tx *bolt.Tx) []error {
+	var problems []error
+	archive, index := tx.Bucket(bucketArchive), tx.Bucket(bucketArchiveTime)
+	_ = archive.ForEach(func(k, v []byte) error {
+		var a Archived
+		if err := json.Unmarshal(v, &a); err != nil {
+			problems = append(problems, fmt.Errorf("archive record %s: does not decode: %w", k, err))
+			return nil
+		}
+		if index.Get(scheduleKey(a.Left, string(k))) == nil {
+			problems = append(problems, fmt.Errorf("archive record %s: no time index entry (it would never be pruned)", k))
+		}
+		return nil
+	})
+	_ = index.ForEach(func(k, _ []byte) error {
+		if len(k) < 8 || archive.Get(k[8:]) == nil {
+			problems = append(problems, fmt.Errorf("archive index entry %q: no such record", k))
+		}
+		return nil
+	})
+	return problems
+}

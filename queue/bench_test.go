@@ -1,0 +1,207 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The hot paths of a message's life in the store, with and without group
+// commit: Options.MaxBatch = 1 gives every change its own transaction (two
+// fdatasyncs), as a store without a committer would. BenchmarkPut (in
+// queue_test.go) covers intake with group commit; these add intake without
+// it, and Lease and Record, each from several goroutines as the delivery
+// workers call them. Run with:
+//
+//	go test -run '^$' -bench . -benchmem ./queue
+
+// groupModes are the two committers compared.
+var groupModes = []struct {
+	name     string
+	maxBatch int
+}{
+	{"group", 0}, // the default: up to 1000 changes a commit
+	{"nogroup", 1},
+}
+
+var benchBody = bytes.Repeat([]byte("x"), 5000)
+
+var benchEnv = Envelope{From: "a@x.org", Recipients: []string{"b@x.org"}}
+
+// fillBench puts n messages into q from 64 goroutines (group commit or
+// not, whatever q does).
+func fillBench(b *testing.B, q *Queue, n int) {
+	b.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if _, err := q.Put(context.Background(), benchEnv, benchBody); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// parallel runs op n times from workers goroutines and reports messages per
+// second and the fsyncs each cost, from the committer's counters.
+func parallel(b *testing.B, q *Queue, workers, n int, op func(i int) error) {
+	b.Helper()
+	before := q.Stats()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	b.ResetTimer()
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				if err := op(int(i)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	elapsed := time.Since(start)
+	after := q.Stats()
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
+	if changes := after.Changes - before.Changes; changes > 0 {
+		b.ReportMetric(2*float64(after.Commits-before.Commits)/float64(n), "fsyncs/msg")
+	}
+}
+
+// BenchmarkPutNoGroupCommit is BenchmarkPut's 16 submitters with a commit
+// of their own each: what group commit saves.
+func BenchmarkPutNoGroupCommit(b *testing.B) {
+	q, _ := openTest(b, Options{MaxBatch: 1})
+	b.SetBytes(int64(len(benchBody)))
+	parallel(b, q, 16, b.N, func(int) error {
+		_, err := q.Put(context.Background(), benchEnv, benchBody)
+		return err
+	})
+}
+
+// BenchmarkLease takes due messages one at a time, as each of 4 workers
+// does, from a queue of b.N.
+func BenchmarkLease(b *testing.B) {
+	for _, mode := range groupModes {
+		b.Run(mode.name, func(b *testing.B) {
+			q, _ := openTest(b, Options{MaxBatch: mode.maxBatch})
+			fillBench(b, q, b.N)
+			parallel(b, q, 4, b.N, func(int) error {
+				ls, err := q.Lease(1)
+				if err == nil && len(ls) != 1 {
+					err = fmt.Errorf("leased %d messages, want 1", len(ls))
+				}
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkRecord records delivery (the message leaves the queue) for b.N
+// leased messages from 4 workers.
+func BenchmarkRecord(b *testing.B) {
+	for _, mode := range groupModes {
+		b.Run(mode.name, func(b *testing.B) {
+			q, _ := openTest(b, Options{MaxBatch: mode.maxBatch})
+			fillBench(b, q, b.N)
+			leases, err := q.Lease(b.N)
+			if err != nil || len(leases) != b.N {
+				b.Fatalf("lease: %d messages, %v", len(leases), err)
+			}
+			delivered := []Outcome{{Address: "b@x.org", Result: Delivered}}
+			parallel(b, q, 4, b.N, func(i int) error {
+				_, err := q.Record(leases[i], delivered)
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkLifecycle is a message's whole stay: Put by 16 submitters while
+// 4 workers Lease and Record (delivered) alongside them, as in the daemon
+// under load. msgs/s runs until the last message has left the queue.
+func BenchmarkLifecycle(b *testing.B) {
+	for _, mode := range groupModes {
+		b.Run(mode.name, func(b *testing.B) {
+			q, _ := openTest(b, Options{MaxBatch: mode.maxBatch})
+			b.SetBytes(int64(len(benchBody)))
+			before := q.Stats()
+			delivered := []Outcome{{Address: "b@x.org", Result: Delivered}}
+			d := &deliverer{q: q, n: int64(b.N), finished: make(chan struct{})}
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range 4 {
+				wg.Go(func() { d.run(b, delivered) })
+			}
+			var next atomic.Int64
+			for range 16 {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						if _, err := q.Put(context.Background(), benchEnv, benchBody); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			after := q.Stats()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+			b.ReportMetric(2*float64(after.Commits-before.Commits)/float64(b.N), "fsyncs/msg")
+		})
+	}
+}
+
+// deliverer plays the delivery workers: lease due messages one at a time
+// and record them delivered, until n are.
+type deliverer struct {
+	q        *Queue
+	n        int64
+	done     atomic.Int64
+	finished chan struct{} // closed when done reaches n
+}
+
+func (d *deliverer) run(b *testing.B, outcomes []Outcome) {
+	for d.done.Load() < d.n {
+		changed := d.q.Changed()
+		ls, err := d.q.Lease(1)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		for _, l := range ls {
+			if _, err := d.q.Record(l, outcomes); err != nil {
+				b.Error(err)
+				return
+			}
+			if d.done.Add(1) == d.n {
+				close(d.finished)
+			}
+		}
+		if len(ls) == 0 {
+			select { // nothing due: wait for a Put, or the end
+			case <-changed:
+			case <-d.finished:
+			}
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package spool
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"relayq/queue"
+)
+
+// testClock is a settable clock for the limiter.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// limitedServer starts a server with limits whose limiter runs on a test
+// clock.
+func limitedServer(t *testing.T, l Limits) (*Server, *testClock) {
+	t.Helper()
+	s := startServer(t, Options{Limits: l})
+	clock := &testClock{now: time.Now()}
+	s.limits.now = clock.Now
+	return s, clock
+}
+
+const limitBody = "Subject: x\r\n\r\nhello\r\n.\r\n" // 21 bytes queued
+
+// TestLimitMessagesPerHour: a uid may send two messages an hour; the third
+// MAIL FROM gets 452 4.7.0, a TCP client (another count) still gets
+// through, and an hour later the uid may send again.
+func TestLimitMessagesPerHour(t *testing.T) {
+	s, clock := limitedServer(t, Limits{Default: Limit{MessagesPerHour: 2}})
+	c := newClient(t, dial(t, s, "unix"))
+	c.run(dialog(hello, transaction(limitBody, queuedReply), transaction(limitBody, queuedReply), []step{
+		{send: "MAIL FROM:<cron@example.org>", expect: "452 4.7.0 Too many messages from uid " + strconv.Itoa(os.Getuid()) + ": limit 2 an hour"},
+		{send: "RSET", expect: "250"},
+	}))
+	tcp := newClient(t, dial(t, s, "tcp"))
+	tcp.run(dialog(hello, transaction(limitBody, queuedReply)))
+
+	clock.advance(59 * time.Minute)
+	c.run([]step{{send: "MAIL FROM:<cron@example.org>", expect: "452 4.7.0"}, {send: "RSET", expect: "250"}})
+	clock.advance(2 * time.Minute)
+	c.run(transaction(limitBody, queuedReply))
+	if msgs, _ := queued(t, s.opts.Queue); len(msgs) != 4 {
+		t.Errorf("%d messages queued, want 4", len(msgs))
+	}
+}
+
+// TestLimitQueuedBytes: a uid may have 50 bytes queued. One message of 21
+// bytes is taken; a second with SIZE=30 is refused at MAIL FROM, one
+// without SIZE at the end of DATA; one larger than the whole allowance gets
+// a permanent 552. Once the first message has left the queue, and the
+// figures were read again, the uid may send again.
+func TestLimitQueuedBytes(t *testing.T) {
+	s, clock := limitedServer(t, Limits{Default: Limit{QueuedBytes: 50}})
+	c := newClient(t, dial(t, s, "unix"))
+	c.run(dialog(hello, transaction(limitBody, queuedReply), []step{
+		{send: "MAIL FROM:<cron@example.org> SIZE=30", expect: "452 4.7.0 Too much mail queued from uid"},
+		{send: "MAIL FROM:<cron@example.org> SIZE=51", expect: "552 5.3.4"},
+		{send: "MAIL FROM:<cron@example.org>", expect: "250"},
+		{send: "RCPT TO:<root@example.org>", expect: "250"},
+		{send: "DATA", expect: "354"},
+		{raw: "Subject: x\r\n\r\n" + strings.Repeat("y", 20) + "\r\n.\r\n", expect: "452 4.7.0"},
+	}))
+	msgs, _ := queued(t, s.opts.Queue)
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages queued, want 1", len(msgs))
+	}
+	if _, err := s.opts.Queue.Delete([]string{msgs[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	c.run([]step{{send: "MAIL FROM:<cron@example.org> SIZE=30", expect: "452 4.7.0"}}) // not read again yet
+	clock.advance(bytesRefresh)
+	c.run(dialog([]step{{send: "RSET", expect: "250"}}, transaction(limitBody, queuedReply)))
+}
+
+// TestLimitKey: which count a submission falls under.
+func TestLimitKey(t *testing.T) {
+	l := newLimiter(Limits{
+		Default: Limit{MessagesPerHour: 1},
+		Rules: []LimitRule{
+			{Kind: LimitUID, Value: "1000", Limit: Limit{MessagesPerHour: 10}},
+			{Kind: LimitUser, Value: "www-data", Limit: Limit{MessagesPerHour: 20}},
+			{Kind: LimitUnit, Value: "cron.service", Limit: Limit{MessagesPerHour: 30}},
+		},
+	}, nil, nil)
+	tests := []struct {
+		sub  queue.Submitter
+		key  string
+		rate int
+	}{
+		{queue.Submitter{UID: 1000}, "uid 1000", 10},
+		{queue.Submitter{UID: 1000, User: "alice", Unit: "session-2.scope"}, "uid 1000", 10},
+		{queue.Submitter{UID: 1000, Unit: "cron.service"}, "unit cron.service", 30},
+		{queue.Submitter{UID: 33, User: "www-data"}, "user www-data", 20},
+		{queue.Submitter{UID: 33, User: "www-data", Unit: "cron.service"}, "unit cron.service", 30},
+		{queue.Submitter{UID: 1001, User: "bob"}, "uid 1001", 1},
+		{queue.Submitter{UID: -1, Via: "tcp"}, "uid -1", 1},
+	}
+	for _, tt := range tests {
+		key, lim := l.keyFor(tt.sub)
+		if key != tt.key || lim.MessagesPerHour != tt.rate {
+			t.Errorf("keyFor(%+v) = %q, %d/h; want %q, %d/h", tt.sub, key, lim.MessagesPerHour, tt.key, tt.rate)
+		}
+	}
+	if newLimiter(Limits{Rules: []LimitRule{{Kind: LimitUID, Value: "0"}}}, nil, nil) != nil {
+		t.Error("limits that limit nothing should give no limiter")
+	}
+}
+
+// TestLimitSurvivesRestart: the hourly count of a new limiter (a restart)
+// starts from the messages of the last hour still in the store, and the
+// queued bytes are the store's.
+func TestLimitSurvivesRestart(t *testing.T) {
+	q := openQueue(t, queue.Options{})
+	sub := queue.Submitter{UID: 1000, Via: "socket"}
+	for range 2 {
+		if _, err := q.Put(context.Background(), queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}, Submitter: sub}, []byte("0123456789")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rate := newLimiter(Limits{Default: Limit{MessagesPerHour: 2}}, q, testLogger(t))
+	if r := rate.check(sub, 0); r == nil || r.Code != 452 {
+		t.Errorf("rate after restart: %v, want 452", r)
+	}
+	if r := rate.check(queue.Submitter{UID: 1001}, 0); r != nil {
+		t.Errorf("another uid: %v, want accepted", r)
+	}
+	bytes := newLimiter(Limits{Default: Limit{QueuedBytes: 25}}, q, testLogger(t))
+	if r := bytes.check(sub, 5); r != nil {
+		t.Errorf("20 bytes queued + 5: %v, want accepted", r)
+	}
+	if r := bytes.check(sub, 6); r == nil || r.Code != 452 {
+		t.Errorf("20 bytes queued + 6: %v, want 452", r)
+	}
+}
+
+// TestLimitConcurrentAdmit: sessions that reach the end of DATA together
+// cannot all slip under the limit.
+func TestLimitConcurrentAdmit(t *testing.T) {
+	q := openQueue(t, queue.Options{})
+	l := newLimiter(Limits{Default: Limit{MessagesPerHour: 5}}, q, testLogger(t))
+	sub := queue.Submitter{UID: 1000}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	admitted := 0
+	for range 20 {
+		wg.Go(func() {
+			if done, r := l.admit(sub, 10); r == nil {
+				done(true)
+				mu.Lock()
+				admitted++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if admitted != 5 {
+		t.Errorf("%d admitted, want 5", admitted)
+	}
+	// A Put that failed gives its slot back.
+	l2 := newLimiter(Limits{Default: Limit{MessagesPerHour: 1}}, q, testLogger(t))
+	done, r := l2.admit(sub, 10)
+	if r != nil {
+		t.Fatal(r)
+	}
+	done(false)
+	if _, r := l2.admit(sub, 10); r != nil {
+		t.Errorf("after a failed Put: %v, want admitted", r)
+	}
+}

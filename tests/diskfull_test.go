@@ -1,0 +1,295 @@
+package tests
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/transport/smtptest"
+)
+
+// smallFS mounts a tmpfs of size (mount's syntax: "16m") on a new
+// directory, unmounted at the end of the test. It needs root: without it,
+// or where mounting is not allowed, the test is skipped.
+func smallFS(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small file system needs root (tests/run.sh runs as root in CI)")
+	}
+	dir, err := os.MkdirTemp("", "rqfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v: %s)", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fill writes a file at path until the file system has no room left, and
+// returns its size.
+func fill(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	var n int64
+	for size := len(chunk); size > 0; {
+		w, err := f.Write(chunk[:size])
+		n += int64(w)
+		switch {
+		case errors.Is(err, syscall.ENOSPC):
+			size /= 2 // top up the last few blocks
+		case err != nil:
+			t.Fatalf("fill %s: %v", path, err)
+		}
+	}
+	return n
+}
+
+// freeBytes is what statfs says an unprivileged writer may still use.
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// replyCode is the SMTP reply in err ("452 4.3.1"), or "" if none.
+func replyCode(err error) string {
+	var reply *smtp.SMTPError
+	if !errors.As(err, &reply) {
+		return ""
+	}
+	return fmt.Sprintf("%d %d.%d.%d", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2])
+}
+
+// TestDiskFull: SMTP on the unix socket and `relayq sendmail` → relayq whose
+// queue and maildrop are on a 16 MiB tmpfs → smtptest relay that defers
+// every recipient, so the queue keeps what it took. A file fills the file
+// system: every submission is then answered 250 (while the queue file still
+// has room inside it) or 452 4.3.1, never anything else; sendmail exits 75
+// and leaves nothing behind, with the daemon up and with it down; the daemon
+// starts on the full disk. Once the file is deleted, intake takes mail again
+// without a restart, every acknowledged message is delivered, and the
+// queue file passes `relayq queue check`, on the full disk and at the end.
+func TestDiskFull(t *testing.T) {
+	mnt := smallFS(t, "16m")
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Rcpt: map[string][]smtptest.Step{"*": smtptest.Times(20000, smtptest.Reply(451, "4.3.0 Not now"))},
+	}})
+	dbPath, maildrop := filepath.Join(mnt, "queue.db"), filepath.Join(mnt, "maildrop")
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("queue", "path", tomlString(dbPath))
+		s.set("submission", "maildrop", tomlString(maildrop))
+		// A delivery whose outcome could not be recorded (no room) is
+		// tried again once its lease runs out.
+		s.set("delivery", "lease_timeout", `"3s"`)
+	})
+	filler := filepath.Join(mnt, "filler")
+
+	acked := map[int][]byte{}
+	refusedSeqs := map[int]bool{}
+	seq := 0
+	var mu sync.Mutex // submit runs on several goroutines at once too
+	submit := func(lines int) (string, error) {
+		mu.Lock()
+		seq++
+		n := seq
+		mu.Unlock()
+		from, to := fmt.Sprintf("full%d@example.org", n), []string{fmt.Sprintf("rcpt%d@example.net", n)}
+		body := newMessage(n, from, to, lines)
+		id, err := submitSMTP("unix", d.submitSocket(), from, to, body)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			acked[n] = body
+		case replyCode(err) != "":
+			refusedSeqs[n] = true
+		}
+		return id, err
+	}
+	rcpts := func() int {
+		n := 0
+		for _, c := range relay.Commands() {
+			if strings.HasPrefix(strings.ToUpper(c), "RCPT") {
+				n++
+			}
+		}
+		return n
+	}
+	for range 20 {
+		if _, err := submit(300); err != nil {
+			t.Fatalf("before the disk is full: %v", err)
+		}
+	}
+
+	// The disk fills up.
+	fill(t, filler)
+	t.Logf("file system full: %d bytes free, queue file %d bytes", freeBytes(t, mnt), fileSize(t, dbPath))
+	refused := 0
+	for i := 0; i < 500 && refused < 5; i++ {
+		_, err := submit(700)
+		switch code := replyCode(err); {
+		case err == nil:
+			if refused > 0 {
+				// Room inside the queue file can come back as deliveries are
+				// recorded; the message was stored all the same.
+				t.Logf("message %d accepted after a refusal", seq)
+			}
+		case code == "452 4.3.1":
+			refused++
+		default:
+			t.Fatalf("message %d on a full disk: %v, want 250 or 452 4.3.1", seq, err)
+		}
+	}
+	if refused == 0 {
+		t.Fatalf("no 452 4.3.1 after filling the disk with %d messages queued", len(acked))
+	}
+	t.Logf("%d messages acknowledged before the disk was full", len(acked))
+	// Submissions at once share a commit: one that fails for lack of room
+	// must not take the others with it, nor report success.
+	var wg sync.WaitGroup
+	errs := make(chan error, 80)
+	for range 8 {
+		wg.Go(func() {
+			for range 10 {
+				if _, err := submit(700); err != nil && replyCode(err) != "452 4.3.1" {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent submission on a full disk: %v, want 250 or 452 4.3.1", err)
+	}
+	sendmailFull(t, d, maildrop, "452")
+	// Delivery goes on (the relay defers): attempts are recorded, or
+	// retried once their lease runs out if there is no room to record them.
+	tried := rcpts()
+	waitFor(t, 20*time.Second, "delivery attempts on the full disk", func() bool { return rcpts() >= tried+20 })
+	if d.running() == nil {
+		t.Fatal("the daemon exited on the full disk")
+	}
+	if _, err := submit(700); replyCode(err) != "452 4.3.1" && err != nil {
+		t.Errorf("still full: %v, want 250 or 452 4.3.1", err)
+	}
+
+	// Space comes back: intake resumes at once, without a restart.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := submit(700); err != nil {
+		t.Fatalf("after space came back: %v", err)
+	}
+	if res := d.sendmail(newMessage(9999, "back@example.org", []string{"back@example.net"}, 10), "-oi", "-f", "back@example.org", "back@example.net"); res.code != 0 {
+		t.Fatalf("sendmail after space came back: %v", res)
+	}
+
+	// Down on a full disk: sendmail cannot fall back to the maildrop
+	// either; the daemon starts all the same and refuses with 452.
+	if code := d.stop(); code != 0 {
+		t.Errorf("relayq serve exited %d after SIGTERM, want 0", code)
+	}
+	fill(t, filler)
+	sendmailFull(t, d, maildrop, "maildrop")
+	checkQueueFile(t, d)
+	d.start()
+	if _, err := submit(700); replyCode(err) != "452 4.3.1" && err != nil {
+		t.Errorf("daemon started on a full disk: %v, want 250 or 452 4.3.1", err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := submit(700); err != nil {
+		t.Fatalf("after space came back: %v", err)
+	}
+
+	// Every acknowledged message is delivered.
+	relay.SetScript(smtptest.Script{})
+	waitFor(t, 90*time.Second, fmt.Sprintf("the %d acknowledged messages at the relay", len(acked)), func() bool {
+		got := map[int]bool{}
+		for _, r := range relay.Messages() {
+			got[seqOf(r.Body)] = true
+		}
+		for s := range acked {
+			if !got[s] {
+				return false
+			}
+		}
+		return true
+	})
+	for _, r := range relay.Messages() {
+		n := seqOf(r.Body)
+		if want, ok := acked[n]; ok && string(r.Body) != string(want) {
+			t.Errorf("message %d arrived altered", n)
+		}
+		if refusedSeqs[n] {
+			t.Errorf("message %d was refused with 452 but delivered: a failed commit stored it", n)
+		}
+	}
+	t.Logf("%d acknowledged messages delivered, %d refused with 452 and not delivered", len(acked), len(refusedSeqs))
+	d.waitQueueEmpty(t, 30*time.Second)
+	if code := d.stop(); code != 0 {
+		t.Errorf("relayq serve exited %d after SIGTERM, want 0", code)
+	}
+	checkQueueFile(t, d)
+}
+
+// sendmailFull runs `relayq sendmail` on a full disk: it must exit 75 with
+// want in its message, and leave no file in the maildrop.
+func sendmailFull(t *testing.T, d *daemon, maildrop, want string) {
+	t.Helper()
+	res := d.sendmail(newMessage(9998, "full@example.org", []string{"full@example.net"}, 700), "-oi", "-f", "full@example.org", "full@example.net")
+	if res.code != 75 || !strings.Contains(res.stderr, want) {
+		t.Errorf("sendmail on a full disk: %v, want exit 75 and %q", res, want)
+	}
+	entries, err := os.ReadDir(maildrop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("sendmail on a full disk left %s in the maildrop", e.Name())
+	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// checkQueueFile runs `relayq queue check` (read-only; the daemon must be
+// stopped) and fails the test unless the file is sound.
+func checkQueueFile(t *testing.T, d *daemon) {
+	t.Helper()
+	if res := d.relayq("queue", "check"); res.code != 0 {
+		t.Errorf("relayq queue check: %v", res)
+	}
+}

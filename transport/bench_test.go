@@ -1,0 +1,80 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"relayq/transport/smtptest"
+)
+
+// BenchmarkSend measures one 5 KB message through Send on a warm pooled
+// connection (MAIL, RCPT, DATA, no dial, no EHLO), against a new connection
+// per message (NoPool) for comparison, with 1 and 4 senders sharing the
+// pool as delivery workers do. The smtptest server runs in the same process
+// and keeps what it receives, so B/op and allocs/op include its share; the
+// difference between the rows is the client's. Run with:
+//
+//	go test -run '^$' -bench Send -benchmem ./transport
+func BenchmarkSend(b *testing.B) {
+	body := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678\r\n"), 5120/74)
+	for _, bc := range []struct {
+		name    string
+		noPool  bool
+		senders int
+	}{
+		{"pool/senders=1", false, 1},
+		{"pool/senders=4", false, 4},
+		{"nopool/senders=1", true, 1},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := smtptest.NewServer(b, smtptest.Options{})
+			tr := New(Options{
+				Address:     srv.Addr(),
+				LocalName:   localName,
+				IgnoreTLS:   true,
+				NoPool:      bc.noPool,
+				MaxMessages: 1 << 30, // a warm connection for the whole run
+			})
+			b.Cleanup(func() { tr.Close() })
+			send := func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				res, err := tr.Send(ctx, &Message{From: "a@example.org", Recipients: []string{"b@example.org"},
+					Body: bytes.NewReader(body), Size: int64(len(body))})
+				if err == nil && res.Recipients[0].Err != nil {
+					err = res.Recipients[0].Err
+				}
+				return err
+			}
+			for range bc.senders { // warm: the pool's connections are open
+				if err := send(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(int64(len(body)))
+			b.ResetTimer()
+			start := time.Now()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range bc.senders {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						if err := send(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			if got := srv.Connections(); !bc.noPool && got > bc.senders {
+				b.Errorf("%d connections opened for %d senders: the pool did not keep them warm", got, bc.senders)
+			}
+		})
+	}
+}
