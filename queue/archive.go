@@ -165,9 +165,11 @@ func lastRelay(h []Attempt, addr string) string {
 	return ""
 }
 
+// Compiled on first use, not at start: every relayq process links this
+// package, and `relayq sendmail` never needs them.
 var (
-	queuedAsRe = regexp.MustCompile(`(?i)\bqueued\s+as:?\s+(\S+)`)
-	eximIDRe   = regexp.MustCompile(`(?i)(?:^|\s)id=(\S+)`)
+	queuedAsRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)\bqueued\s+as:?\s+(\S+)`) })
+	eximIDRe   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)(?:^|\s)id=(\S+)`) })
 )
 
 // RelayQueueID returns the relay's own queue ID from its 2xx reply, as
@@ -179,9 +181,9 @@ func RelayQueueID(r *Reply) string {
 		return ""
 	}
 	text := strings.Join(r.Lines, " ")
-	m := queuedAsRe.FindStringSubmatch(text)
+	m := queuedAsRe().FindStringSubmatch(text)
 	if m == nil {
-		m = eximIDRe.FindStringSubmatch(text)
+		m = eximIDRe().FindStringSubmatch(text)
 	}
 	if m == nil {
 		return ""
@@ -210,7 +212,7 @@ func (q *Queue) Lookup(id string) (*Lookup, error) {
 			if err != nil {
 				return fmt.Errorf("message %s: %w", id, err)
 			}
-			l.Message = m
+			l.Message = q.leasedUntil(m)
 		}
 		if tx.Bucket(bucketDead).Get([]byte(id)) != nil {
 			d, err := getDead(tx, id)
@@ -279,27 +281,17 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 	return n, nil
 }
 
-// pruner runs PruneHistory in the background until the store closes.
-type pruner struct {
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
+// startPruner runs PruneHistory in the background until the store closes.
 func (q *Queue) startPruner() {
-	p := &pruner{stop: make(chan struct{}), done: make(chan struct{})}
-	q.pruner = p
 	if q.opts.HistoryRetention < 0 {
-		close(p.done)
 		return
 	}
-	go q.pruneLoop(p)
+	q.pruner = runBackground(q.pruneLoop)
 }
 
 // pruneLoop prunes at start and then every pruneInterval, each time in
 // batches until nothing is left past the retention.
-func (q *Queue) pruneLoop(p *pruner) {
-	defer close(p.done)
+func (q *Queue) pruneLoop(stop <-chan struct{}) {
 	ticker := time.NewTicker(pruneInterval)
 	defer ticker.Stop()
 	for {
@@ -312,26 +304,17 @@ func (q *Queue) pruneLoop(p *pruner) {
 				break
 			}
 			select {
-			case <-p.stop:
+			case <-stop:
 				return
 			default:
 			}
 		}
 		select {
 		case <-ticker.C:
-		case <-p.stop:
+		case <-stop:
 			return
 		}
 	}
-}
-
-// stopPruner stops the background pruner and waits for it.
-func (q *Queue) stopPruner() {
-	if q.pruner == nil {
-		return
-	}
-	q.pruner.once.Do(func() { close(q.pruner.stop) })
-	<-q.pruner.done
 }
 
 // checkArchive verifies that every archive record has its time index

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -20,10 +21,16 @@ import (
 // A change function may run more than once (see run), so it must only write
 // to the transaction and to variables it sets afresh on each run; results
 // may be used only after commit returns nil.
+//
+// A read (Queue.Lease) is also run by the loop, once, in a read-only
+// transaction after the batch it arrived with has committed: it sees every
+// change committed before it and none can commit while it runs, without
+// costing a commit of its own.
 
 type change struct {
 	fn   func(*bolt.Tx) error
 	done chan error
+	read bool // run once in a read-only transaction, after the batch's commit
 }
 
 type committer struct {
@@ -58,7 +65,17 @@ func newCommitter(db *bolt.DB, maxBatch int) *committer {
 // commit runs fn in a shared read-write transaction and returns once that
 // transaction has committed (or failed).
 func (c *committer) commit(fn func(*bolt.Tx) error) error {
-	ch := change{fn: fn, done: make(chan error, 1)}
+	return c.enqueue(change{fn: fn, done: make(chan error, 1)})
+}
+
+// read runs fn in a read-only transaction in the loop, between commits, and
+// returns its error. fn may change memory the change functions read: no
+// change function runs at the same time.
+func (c *committer) read(fn func(*bolt.Tx) error) error {
+	return c.enqueue(change{fn: fn, done: make(chan error, 1), read: true})
+}
+
+func (c *committer) enqueue(ch change) error {
 	c.closing.RLock()
 	if c.closed {
 		c.closing.RUnlock()
@@ -95,18 +112,37 @@ func (c *committer) loop() {
 			c.drain(batch[:0])
 			return
 		}
-	fill:
-		for len(batch) < c.maxBatch {
-			select {
-			case ch := <-c.queue:
-				batch = append(batch, ch)
-			default:
-				break fill
-			}
-		}
+		batch = c.fill(batch)
 		c.run(batch)
 	}
 }
+
+// fill adds to batch what is queued. Callers whose last commit has just
+// returned are usually runnable but not yet running; yielding the processor
+// lets them queue their next change for this commit instead of the next
+// one, which is the difference between a commit per change and a commit
+// per burst on a machine with few cores. When nothing more arrives the
+// batch goes at once.
+func (c *committer) fill(batch []change) []change {
+	for yields := 0; len(batch) < c.maxBatch; {
+		select {
+		case ch := <-c.queue:
+			batch = append(batch, ch)
+			continue
+		default:
+		}
+		if yields == maxYields {
+			return batch
+		}
+		yields++
+		runtime.Gosched()
+	}
+	return batch
+}
+
+// maxYields bounds how often fill yields for latecomers: each yield costs a
+// trip through the scheduler, a few microseconds, when nobody is waiting.
+const maxYields = 2
 
 // drain commits whatever is still queued when the store closes, so that no
 // caller that got into the queue is left waiting.
@@ -124,11 +160,47 @@ func (c *committer) drain(batch []change) {
 	}
 }
 
-// run commits the batch in one transaction. If any function fails, the
+// run commits the batch's changes in one transaction, then runs its reads.
+func (c *committer) run(batch []change) {
+	var reads []change
+	writes := batch[:0]
+	for _, ch := range batch {
+		if ch.read {
+			reads = append(reads, ch)
+		} else {
+			writes = append(writes, ch)
+		}
+	}
+	if len(writes) > 0 {
+		c.write(writes)
+	}
+	if len(reads) > 0 {
+		c.readAll(reads)
+	}
+}
+
+func (c *committer) readAll(reads []change) {
+	var errs []error
+	err := c.db.View(func(tx *bolt.Tx) error {
+		for _, ch := range reads {
+			errs = append(errs, ch.fn(tx))
+		}
+		return nil
+	})
+	for i, ch := range reads {
+		if i < len(errs) {
+			ch.done <- errs[i]
+		} else {
+			ch.done <- err // the transaction could not begin
+		}
+	}
+}
+
+// write commits the batch in one transaction. If any function fails, the
 // transaction is rolled back and every function is run again in a
 // transaction of its own, so that one failing change (or one too large for
 // the space left) cannot fail the others.
-func (c *committer) run(batch []change) {
+func (c *committer) write(batch []change) {
 	err := c.db.Update(func(tx *bolt.Tx) error {
 		for _, ch := range batch {
 			if err := ch.fn(tx); err != nil {

@@ -51,7 +51,7 @@ func snapshot(m *Message) *Message {
 	s := *m
 	s.Recipients = slices.Clone(m.Recipients)
 	s.History = slices.Clone(m.History)
-	s.LeasedUntil, s.leaseToken = time.Time{}, 0
+	s.LeasedUntil = time.Time{}
 	return &s
 }
 
@@ -127,7 +127,7 @@ func (q *Queue) requeue(tx *bolt.Tx, id string, class ReplyClass, now time.Time)
 	if err != nil {
 		return err
 	}
-	if !m.LeasedUntil.IsZero() {
+	if q.isLeased(m.ID) {
 		return fmt.Errorf("queue: %s: %w", id, ErrLeased)
 	}
 	revive := func() {

@@ -13,15 +13,16 @@
 //     commit (group commit, see committer.go), so many submitters pay for one
 //     fsync between them.
 //   - The body is written once, in chunks apart from the small message
-//     record, and never rewritten: leasing a message or recording an attempt
-//     touches only the record and the schedule.
-//   - Every live message has exactly one schedule entry: at its next attempt
-//     time, or at the end of its lease while a worker holds it. A message an
-//     operator put on hold has none, so it is never leased; the hold is in
-//     its record and survives restarts. A lease left
-//     by a crashed process is released when the store is opened again, and a
-//     lease that runs out while the process lives makes the message due
-//     again; the late worker's Record then fails with ErrLeaseLost.
+//     record, and never rewritten: recording an attempt touches only the
+//     record and the schedule.
+//   - Every live message has exactly one schedule entry, at its next attempt
+//     time. A message an operator put on hold has none, so it is never
+//     leased; the hold is in its record and survives restarts.
+//   - Leases are kept in memory, not in the file (lease.go): leasing costs
+//     no commit, a crash leaves no lease behind (the messages are simply
+//     due), and Open reads no record. A lease that runs out while the
+//     process lives makes the message due again; the late worker's Record
+//     then fails with ErrLeaseLost.
 //   - Attempt counts and next-attempt times are stored per recipient, so
 //     backoff goes on across restarts.
 //   - A recipient that fails permanently moves to the dead-letter bucket with
@@ -29,7 +30,8 @@
 //     purged. The dead letter keeps a copy of the message record, so that an
 //     operator's Requeue puts it back as it was.
 //   - Each recorded attempt is added to the message's history (history.go),
-//     capped so that the record stays small.
+//     capped so that the record stays small; only the latest attempt keeps
+//     its SMTP transcript.
 //   - Operator operations (ops.go, dead.go) never change a message a worker
 //     holds: they report ErrLeased for it and go on with the others.
 //   - When a message leaves the queue (delivered, dead or deleted), a small
@@ -45,7 +47,7 @@
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),
 // "archive" (id → JSON Archived), "archive-by-time" (time left ‖ id →
 // nothing), "notices" (id → JSON NoticeRecord: the notices queued about
-// it, notice.go), "meta" (format version; since when notices are on).
+// it, notice.go), "meta" (format version; leases kept in memory; since when notices are on).
 //
 // It does not decide policy: when to retry, what is permanent and when a
 // message expires are delivery's decisions, handed in through Record.

@@ -2,7 +2,9 @@ package queue
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,69 +17,181 @@ type Lease struct {
 	token uint64
 }
 
-// Lease takes up to max due messages (next attempt, or an expired lease, at
-// or before now) and holds them for Options.LeaseTimeout. It returns none
-// when nothing is due.
+// Leases live in memory only. The database lock makes this process the
+// store's only user, and a lease exists to keep two workers of this process
+// apart; after a crash every lease is gone with the process, so the
+// messages it held are simply due at their next attempt time, as they
+// would be after a reclaim. Keeping them out of the file saves a commit
+// (two fdatasyncs) per attempt and a scan of every record at start.
+//
+// Every lease is taken inside the committer's loop (committer.read), between
+// commits, so a lease is always taken on the latest committed state and an
+// operator's change (Hold, Delete…), which checks for a lease inside its
+// commit, can never race one.
+type leaseTable struct {
+	mu     sync.Mutex
+	seq    uint64
+	held   map[string]heldLease
+	warned map[string]bool // schedule entries already reported as unreadable
+}
+
+type heldLease struct {
+	token uint64
+	until time.Time
+}
+
+// take gives id a new lease until until and returns its token.
+func (t *leaseTable) take(id string, until time.Time) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seq++
+	if t.held == nil {
+		t.held = make(map[string]heldLease)
+	}
+	t.held[id] = heldLease{token: t.seq, until: until}
+	return t.seq
+}
+
+// until reports when id's lease ends if it is held at now.
+func (t *leaseTable) until(id string, now time.Time) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, ok := t.held[id]
+	if !ok || !h.until.After(now) {
+		return time.Time{}, false
+	}
+	return h.until, true
+}
+
+// holds reports whether token is id's current lease (expired or not: an
+// expired lease is only lost once another worker takes the message).
+func (t *leaseTable) holds(id string, token uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, ok := t.held[id]
+	return ok && h.token == token
+}
+
+// drop ends the lease token on id, if it is still the current one.
+func (t *leaseTable) drop(id string, token uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h, ok := t.held[id]; ok && h.token == token {
+		delete(t.held, id)
+	}
+}
+
+// warnOnce reports whether id has not been warned about yet, and marks it.
+func (t *leaseTable) warnOnce(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.warned[id] {
+		return false
+	}
+	if t.warned == nil {
+		t.warned = make(map[string]bool)
+	}
+	t.warned[id] = true
+	return true
+}
+
+// leasedUntil fills in m.LeasedUntil from the lease table: records in the
+// file never carry it.
+func (q *Queue) leasedUntil(m *Message) *Message {
+	m.LeasedUntil, _ = q.leases.until(m.ID, q.opts.Now())
+	return m
+}
+
+// isLeased reports whether a worker holds id now.
+func (q *Queue) isLeased(id string) bool {
+	_, ok := q.leases.until(id, q.opts.Now())
+	return ok
+}
+
+// Lease takes up to max due messages (next attempt at or before now, not
+// held by another worker, or held by a lease that ran out) and holds them
+// for Options.LeaseTimeout. It returns none when nothing is due. Taking a
+// lease writes nothing to the file.
 func (q *Queue) Lease(max int) ([]*Lease, error) {
 	now := q.opts.Now()
 	until := now.Add(q.opts.LeaseTimeout)
 	var leases []*Lease
-	err := q.commit.commit(func(tx *bolt.Tx) error {
-		leases = leases[:0]
-		var due [][]byte
+	var stale [][]byte
+	err := q.commit.read(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSchedule).Cursor()
-		for k, _ := c.First(); k != nil && len(due) < max && !scheduleTime(k).After(now); k, _ = c.Next() {
-			due = append(due, append([]byte(nil), k[8:]...))
-		}
-		for _, id := range due {
-			m, err := getMessage(tx, string(id))
+		for k, _ := c.First(); k != nil && len(leases) < max && !scheduleTime(k).After(now); k, _ = c.Next() {
+			id := string(k[8:])
+			if _, ok := q.leases.until(id, now); ok {
+				continue
+			}
+			m, err := getMessage(tx, id)
+			if errors.Is(err, ErrNotFound) {
+				stale = append(stale, append([]byte(nil), k...))
+				continue
+			}
 			if err != nil {
-				return err
+				// One unreadable record must not stop the others;
+				// `relayq queue check` reports it.
+				if q.leases.warnOnce(id) {
+					q.log.Error("cannot read a due message; skipping it", "id", id, "err", err)
+				}
+				continue
 			}
-			token := q.nextToken()
-			if err := q.reschedule(tx, m, func() { m.LeasedUntil, m.leaseToken = until, token }); err != nil {
-				return err
-			}
-			leases = append(leases, &Lease{Message: m, token: token})
+			m.LeasedUntil = until
+			leases = append(leases, &Lease{Message: m, token: q.leases.take(id, until)})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: lease: %w", err)
 	}
+	if len(stale) > 0 {
+		go q.dropStaleSchedule(stale)
+	}
 	return leases, nil
 }
 
-func (q *Queue) nextToken() uint64 {
-	q.leaseMu.Lock()
-	defer q.leaseMu.Unlock()
-	q.leaseSeq++
-	return q.leaseSeq
+// dropStaleSchedule deletes schedule entries whose message is gone, so that
+// they stop being looked at. It runs outside the committer's loop (Lease
+// runs inside it) and checks again in its own commit.
+func (q *Queue) dropStaleSchedule(keys [][]byte) {
+	err := q.commit.commit(func(tx *bolt.Tx) error {
+		for _, k := range keys {
+			if tx.Bucket(bucketMessages).Get(k[8:]) != nil {
+				continue
+			}
+			if err := tx.Bucket(bucketSchedule).Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrClosed) {
+		q.log.Error("cannot drop schedule entries of missing messages", "count", len(keys), "err", err)
+		return
+	}
+	q.log.Warn("dropped schedule entries of missing messages", "count", len(keys))
 }
 
 // Release gives a leased message back without an attempt (shutdown): it is
 // due again at the next attempt time it had.
 func (q *Queue) Release(l *Lease) error {
-	err := q.commit.commit(func(tx *bolt.Tx) error {
-		m, err := q.leased(tx, l)
-		if err != nil {
-			return err
-		}
-		return q.reschedule(tx, m, func() { m.LeasedUntil, m.leaseToken = time.Time{}, 0 })
-	})
-	if err != nil {
-		return fmt.Errorf("queue: release %s: %w", l.ID, err)
+	if !q.leases.holds(l.ID, l.token) {
+		return fmt.Errorf("queue: release %s: %w", l.ID, ErrLeaseLost)
 	}
+	q.leases.drop(l.ID, l.token)
 	q.notify()
 	return nil
 }
 
+// leased returns the stored message for l, or ErrLeaseLost when l is no
+// longer its lease or the message is gone.
 func (q *Queue) leased(tx *bolt.Tx, l *Lease) (*Message, error) {
-	m, err := getMessage(tx, l.ID)
-	if err != nil {
+	if !q.leases.holds(l.ID, l.token) {
 		return nil, ErrLeaseLost
 	}
-	if m.leaseToken != l.token {
+	m, err := getMessage(tx, l.ID)
+	if err != nil {
 		return nil, ErrLeaseLost
 	}
 	return m, nil
@@ -118,14 +232,12 @@ func (q *Queue) RecordAttempt(l *Lease, a Attempt, outcomes []Outcome) (*Message
 		if len(m.Pending()) == 0 {
 			return q.remove(tx, m)
 		}
-		return q.reschedule(tx, m, func() {
-			m.LeasedUntil, m.leaseToken = time.Time{}, 0
-			m.NextAttempt = earliestAttempt(m)
-		})
+		return q.reschedule(tx, m, func() { m.NextAttempt = earliestAttempt(m) })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: record %s: %w", l.ID, err)
 	}
+	q.leases.drop(l.ID, l.token)
 	q.notify()
 	return result, nil
 }

@@ -110,15 +110,27 @@ func walk(db *bolt.DB) (err error) {
 		}
 	}()
 	return db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walkBucket(b) })
+		// Release the pages read so far now and then, so that reading a
+		// large file does not map all of it at once (mapped.go).
+		n := 0
+		release := func() {
+			if n++; n%walkRelease == 0 {
+				_ = dontNeed(db.Info().Data, tx.Size())
+			}
+		}
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walkBucket(b, release) })
 	})
 }
 
-func walkBucket(b *bolt.Bucket) error {
+// walkRelease is how many keys walk reads between releases of mapped pages.
+const walkRelease = 4096
+
+func walkBucket(b *bolt.Bucket, seen func()) error {
 	return b.ForEach(func(k, v []byte) error {
+		seen()
 		if v == nil {
 			if child := b.Bucket(k); child != nil {
-				return walkBucket(child)
+				return walkBucket(child, seen)
 			}
 		}
 		return nil

@@ -154,7 +154,6 @@ type Message struct {
 	NextAttempt time.Time `json:"next_attempt"`
 	// LeasedUntil is set while a worker holds the message.
 	LeasedUntil time.Time `json:"leased_until,omitzero"`
-	leaseToken  uint64
 	// Held is set by an operator (see Queue.Hold): a held message has no
 	// schedule entry, so it is never leased until Queue.Unhold.
 	Held      bool      `json:"held,omitempty"`

@@ -54,12 +54,12 @@ func (q *Queue) each(name string, ids []string, op func(tx *bolt.Tx, id string, 
 }
 
 // unleased returns message id, or ErrLeased while a worker holds it.
-func unleased(tx *bolt.Tx, id string) (*Message, error) {
+func (q *Queue) unleased(tx *bolt.Tx, id string) (*Message, error) {
 	m, err := getMessage(tx, id)
 	if err != nil {
 		return nil, err
 	}
-	if !m.LeasedUntil.IsZero() {
+	if q.isLeased(id) {
 		return nil, fmt.Errorf("queue: %s: %w", id, ErrLeased)
 	}
 	return m, nil
@@ -70,7 +70,7 @@ func unleased(tx *bolt.Tx, id string) (*Message, error) {
 // restarts. Holding a held message does nothing.
 func (q *Queue) Hold(ids []string) ([]IDResult, error) {
 	return q.each("hold", ids, func(tx *bolt.Tx, id string, now time.Time) error {
-		m, err := unleased(tx, id)
+		m, err := q.unleased(tx, id)
 		if err != nil || m.Held {
 			return err
 		}
@@ -108,7 +108,7 @@ func (q *Queue) Retry(ids []string) ([]IDResult, error) {
 }
 
 func (q *Queue) retry(tx *bolt.Tx, id string, now time.Time) error {
-	m, err := unleased(tx, id)
+	m, err := q.unleased(tx, id)
 	if err != nil {
 		return err
 	}
@@ -132,7 +132,7 @@ func (q *Queue) RetryAll() ([]string, error) {
 	var done []string
 	err := q.commit.commit(func(tx *bolt.Tx) error {
 		done = nil
-		ids, err := messageIDs(tx, func(m *Message) bool { return !m.Held && m.LeasedUntil.IsZero() })
+		ids, err := messageIDs(tx, func(m *Message) bool { return !m.Held && !q.isLeased(m.ID) })
 		if err != nil {
 			return err
 		}
@@ -173,7 +173,7 @@ func messageIDs(tx *bolt.Tx, keep func(*Message) bool) ([]string, error) {
 // keeps the body.
 func (q *Queue) Delete(ids []string) ([]IDResult, error) {
 	return q.each("delete", ids, func(tx *bolt.Tx, id string, _ time.Time) error {
-		m, err := unleased(tx, id)
+		m, err := q.unleased(tx, id)
 		if err != nil {
 			return err
 		}
@@ -191,7 +191,7 @@ const ExpiredByOperator = "expired by operator"
 // dead letter.
 func (q *Queue) Expire(ids []string) ([]IDResult, error) {
 	return q.each("expire", ids, func(tx *bolt.Tx, id string, now time.Time) error {
-		m, err := unleased(tx, id)
+		m, err := q.unleased(tx, id)
 		if err != nil {
 			return err
 		}

@@ -25,6 +25,10 @@ var (
 
 	keyVersion    = []byte("version")
 	formatVersion = []byte("1")
+	// keyLeases marks a file whose records hold no leases. Files written
+	// before leases moved to memory get their leases cleared once at Open.
+	keyLeases      = []byte("leases")
+	leasesInMemory = []byte("memory")
 )
 
 // chunkSize bounds one body value. bbolt stores a value larger than a page in
@@ -66,10 +70,10 @@ type Queue struct {
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed and replaced when something becomes due sooner
 
-	leaseMu  sync.Mutex // orders lease tokens
-	leaseSeq uint64
+	leases leaseTable // lease.go: in memory only
 
-	pruner *pruner // deletes archive records past their retention
+	pruner  *background // deletes archive records past their retention
+	trimmer *background // releases mapped pages (mapped.go)
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
@@ -121,7 +125,11 @@ func Open(path string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
 	q.commit = newCommitter(db, opts.MaxBatch)
+	if err := q.trimMappedPages(); err != nil {
+		q.log.Debug("cannot release mapped pages", "err", err)
+	}
 	q.startPruner()
+	q.trimmer = runBackground(q.trimLoop)
 	return q, nil
 }
 
@@ -158,28 +166,50 @@ func (q *Queue) init() error {
 		case string(v) != string(formatVersion):
 			return fmt.Errorf("unknown queue format version %q (this relayq knows %q)", v, formatVersion)
 		}
-		return q.reclaimLeases(tx)
+		if string(meta.Get(keyLeases)) == string(leasesInMemory) {
+			return nil
+		}
+		if err := q.clearStoredLeases(tx); err != nil {
+			return err
+		}
+		return meta.Put(keyLeases, leasesInMemory)
 	})
 }
 
-func (q *Queue) reclaimLeases(tx *bolt.Tx) error {
+// clearStoredLeases converts a file from before leases moved to memory:
+// a record's stored lease is dropped and its schedule entry, which sat at
+// the lease's end, moves back to its next attempt. It runs once per file.
+func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
+	type storedLease struct {
+		LeasedUntil time.Time `json:"leased_until"`
+	}
 	var leased []*Message
 	err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+		var l storedLease
+		if err := json.Unmarshal(v, &l); err != nil || l.LeasedUntil.IsZero() {
+			return nil // unreadable records are `queue check`'s business
+		}
 		m, err := decodeMessage(v)
 		if err != nil {
-			return fmt.Errorf("message %s: %w", k, err)
+			return nil
 		}
-		if !m.LeasedUntil.IsZero() {
-			leased = append(leased, m)
+		if err := tx.Bucket(bucketSchedule).Delete(scheduleKey(l.LeasedUntil, m.ID)); err != nil {
+			return err
 		}
+		leased = append(leased, m)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	for _, m := range leased {
-		if err := q.reschedule(tx, m, func() { m.LeasedUntil = time.Time{}; m.leaseToken = 0 }); err != nil {
+		if err := putMessage(tx, m); err != nil {
 			return err
+		}
+		if !m.Held {
+			if err := tx.Bucket(bucketSchedule).Put(scheduleKey(m.NextAttempt, m.ID), nil); err != nil {
+				return err
+			}
 		}
 	}
 	if len(leased) > 0 {
@@ -190,7 +220,8 @@ func (q *Queue) reclaimLeases(tx *bolt.Tx) error {
 
 // Close waits for pending commits and closes the database.
 func (q *Queue) Close() error {
-	q.stopPruner()
+	q.pruner.halt()
+	q.trimmer.halt()
 	q.commit.close()
 	return q.db.Close()
 }
@@ -257,7 +288,10 @@ func (q *Queue) Get(id string) (*Message, error) {
 		m, err = getMessage(tx, id)
 		return err
 	})
-	return m, err
+	if err != nil {
+		return nil, err
+	}
+	return q.leasedUntil(m), nil
 }
 
 // List returns every queued message, oldest first.
@@ -269,7 +303,7 @@ func (q *Queue) List() ([]*Message, error) {
 			if err != nil {
 				return fmt.Errorf("message %s: %w", k, err)
 			}
-			out = append(out, m)
+			out = append(out, q.leasedUntil(m))
 			return nil
 		})
 	})
@@ -358,15 +392,27 @@ func (q *Queue) notify() {
 	q.wakeMu.Unlock()
 }
 
-// NextDue returns when the earliest message is due (or its lease runs out),
-// and false when the queue is empty.
+// NextDue returns when the earliest message not held by a worker is due,
+// or the earliest lease runs out if that is sooner, and false when nothing
+// is scheduled.
 func (q *Queue) NextDue() (time.Time, bool) {
 	var due time.Time
 	var ok bool
+	now := q.opts.Now()
+	earlier := func(t time.Time) {
+		if !ok || t.Before(due) {
+			due, ok = t, true
+		}
+	}
 	_ = q.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bucketSchedule).Cursor().First()
-		if k != nil {
-			due, ok = scheduleTime(k), true
+		c := tx.Bucket(bucketSchedule).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if until, leased := q.leases.until(string(k[8:]), now); leased {
+				earlier(until)
+				continue
+			}
+			earlier(scheduleTime(k))
+			return nil
 		}
 		return nil
 	})
@@ -384,12 +430,8 @@ func scheduleTime(k []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
 }
 
-// dueAt is where a message sits in the schedule: the end of its lease while
-// leased, else its next attempt.
+// dueAt is where a message sits in the schedule: its next attempt.
 func (m *Message) dueAt() time.Time {
-	if !m.LeasedUntil.IsZero() {
-		return m.LeasedUntil
-	}
 	return m.NextAttempt
 }
 
@@ -410,20 +452,15 @@ func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
 	return sched.Put(scheduleKey(m.dueAt(), m.ID), nil)
 }
 
-// storedMessage is the record as it is kept: the exported fields plus the
-// lease token, which callers never see.
-type storedMessage struct {
-	*Message
-	LeaseToken uint64 `json:"lease_token,omitempty"`
-}
-
+// decodeMessage reads a stored record. Records carry no lease (lease.go);
+// one a file from before kept is ignored here.
 func decodeMessage(v []byte) (*Message, error) {
-	s := storedMessage{Message: &Message{}}
-	if err := json.Unmarshal(v, &s); err != nil {
+	m := &Message{}
+	if err := json.Unmarshal(v, m); err != nil {
 		return nil, err
 	}
-	s.Message.leaseToken = s.LeaseToken
-	return s.Message, nil
+	m.LeasedUntil = time.Time{}
+	return m, nil
 }
 
 func getMessage(tx *bolt.Tx, id string) (*Message, error) {
@@ -439,7 +476,9 @@ func getMessage(tx *bolt.Tx, id string) (*Message, error) {
 }
 
 func putMessage(tx *bolt.Tx, m *Message) error {
-	v, err := json.Marshal(storedMessage{Message: m, LeaseToken: m.leaseToken})
+	s := *m
+	s.LeasedUntil = time.Time{} // leases live in memory (lease.go)
+	v, err := json.Marshal(&s)
 	if err != nil {
 		return err
 	}

@@ -110,7 +110,7 @@ func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 			if err != nil {
 				return fmt.Errorf("message %s: %w", k, err)
 			}
-			s.add(m)
+			s.add(q.leasedUntil(m))
 			return nil
 		})
 		if err != nil {
