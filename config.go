@@ -325,7 +325,7 @@ func (l loader) load(path string) (*Config, error) {
 // resolve, then validate.
 func (l loader) parse(data []byte, name string) (*Config, error) {
 	cfg := defaults()
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
+	md, err := toml.NewDecoder(bytes.NewReader(withoutCommentLines(data))).Decode(cfg)
 	if err != nil {
 		return nil, decodeError(name, data, err)
 	}

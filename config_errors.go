@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/BurntSushi/toml"
 )
@@ -129,17 +130,25 @@ type lineProbe struct{}
 func (*lineProbe) UnmarshalTOML(any) error { return errProbe }
 
 // mdError matches the errors BurntSushi/toml returns as plain strings (type
-// mismatches), which carry the line and key only in their text.
+// mismatches), which carry the line and key only in their text. The
+// expressions are compiled on first use, not at start: every command loads
+// the config, and `relayq sendmail` should not pay for error paths it
+// rarely takes.
 var (
-	mdError   = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
-	badType   = regexp.MustCompile(`^incompatible types: TOML value has type (.+); destination has type (.+)$`)
-	notATable = regexp.MustCompile(`^type mismatch for .*: expected table but found (.+)$`)
+	mdError   = lazyRegexp(`^toml: (?:line (\d+) )?\(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+	badType   = lazyRegexp(`^incompatible types: TOML value has type (.+); destination has type (.+)$`)
+	notATable = lazyRegexp(`^type mismatch for .*: expected table but found (.+)$`)
 	typeNames = map[string]string{ // Go and toml-internal names to TOML ones
 		"map[string]any": "table", "[]map[string]any": "array of tables", "[]any": "array",
 		"int64": "integer", "float64": "float", "bool": "boolean", "time.Time": "datetime",
 		"primitive (string-like)": "a single value", "slice": "array", "map": "table",
 	}
 )
+
+// lazyRegexp returns a function that compiles expr on its first call.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 func typeName(s string) string {
 	if n, ok := typeNames[s]; ok {
@@ -155,16 +164,16 @@ func decodeError(name string, data []byte, err error) error {
 	if errors.As(err, &pe) {
 		return &Error{File: name, Line: parseErrorLine(data, pe.Position), Key: pe.LastKey, Msg: pe.Message}
 	}
-	m := mdError.FindStringSubmatch(err.Error())
+	m := mdError().FindStringSubmatch(err.Error())
 	if m == nil {
 		return &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
 	line, _ := strconv.Atoi(m[1])
 	key, _ := strconv.Unquote(m[2])
 	msg := m[3]
-	if t := badType.FindStringSubmatch(msg); t != nil {
+	if t := badType().FindStringSubmatch(msg); t != nil {
 		msg = fmt.Sprintf("expected %s, found %s", typeName(t[2]), typeName(t[1]))
-	} else if t := notATable.FindStringSubmatch(msg); t != nil {
+	} else if t := notATable().FindStringSubmatch(msg); t != nil {
 		msg = fmt.Sprintf("expected a table, found %s", typeName(t[1]))
 	}
 	return &Error{File: name, Line: line, Key: key, Msg: msg}

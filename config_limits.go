@@ -130,9 +130,10 @@ func checkUnit(unit string, bad func(format string, args ...any)) {
 	bad("%q is not a systemd unit name (like \"cron.service\" or \"session-3.scope\")", unit)
 }
 
+// Compiled on first use (see mdError): only errors need them.
 var (
-	ruleHeader  = regexp.MustCompile(`^\s*\[\[\s*limits\s*\.\s*rule\s*\]\]`)
-	tableHeader = regexp.MustCompile(`^\s*\[`)
+	ruleHeader  = lazyRegexp(`^\s*\[\[\s*limits\s*\.\s*rule\s*\]\]`)
+	tableHeader = lazyRegexp(`^\s*\[`)
 )
 
 // ruleLine is the line of key ("" for the entry itself) in the n-th
@@ -143,7 +144,7 @@ func ruleLine(data []byte, n int, key string) int {
 	keyRe := regexp.MustCompile(`^\s*` + regexp.QuoteMeta(key) + `\s*=`)
 	for i, line := range strings.Split(string(data), "\n") {
 		switch {
-		case ruleHeader.MatchString(line):
+		case ruleHeader().MatchString(line):
 			count++
 			if count == n {
 				header = i + 1
@@ -153,7 +154,7 @@ func ruleLine(data []byte, n int, key string) int {
 			} else if header > 0 {
 				return header
 			}
-		case tableHeader.MatchString(line) && header > 0:
+		case tableHeader().MatchString(line) && header > 0:
 			return header
 		case header > 0 && keyRe.MatchString(line):
 			return i + 1
@@ -183,7 +184,7 @@ func arrayTableKeyLine(data []byte, key []string) int {
 		switch {
 		case header.MatchString(line):
 			in = true
-		case tableHeader.MatchString(line):
+		case tableHeader().MatchString(line):
 			in = false
 		case in && keyRe.MatchString(line):
 			return i + 1

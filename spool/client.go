@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -16,8 +16,6 @@ import (
 // submitCommandTimeout bounds each reply from the daemon; the reply to the
 // final dot waits for a commit, which is quick on a healthy disk.
 const submitCommandTimeout = time.Minute
-
-var queuedAs = regexp.MustCompile(`queued as ([^\s]+)`)
 
 // Submit hands one message to the daemon over its Unix socket and returns
 // the queue ID from the daemon's "250 … queued as ID" ("" if the reply names
@@ -66,11 +64,19 @@ func Submit(ctx context.Context, socket string, env queue.Envelope, body []byte)
 		}
 		return "", fmt.Errorf("spool: submit to %s: no reply after the message was sent, it may or may not be queued: %w", socket, err)
 	}
-	if m := queuedAs.FindStringSubmatch(resp.StatusText); m != nil {
-		id = m[1]
-	}
 	_ = c.Quit()
-	return id, nil
+	return queuedID(resp.StatusText), nil
+}
+
+// queuedID is the ID in the daemon's "Ok: queued as ID" ("" if none). A
+// plain search rather than a regexp, which sendmail would compile at every
+// start.
+func queuedID(reply string) string {
+	_, after, ok := strings.Cut(reply, "queued as ")
+	if f := strings.Fields(after); ok && len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 // sendEnvelope says EHLO, MAIL and RCPT. go-smtp's client only checks

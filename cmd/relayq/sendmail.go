@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -82,7 +83,9 @@ func runSendmail(args []string, env cmdEnv) int {
 		return exitConfig
 	}
 	o := a.opts
-	o.User = loginName(env)
+	if needsUser(o.From) {
+		o.User = loginName(env)
+	}
 	o.Hostname = cfg.Submission.Hostname
 	o.Now = time.Now()
 	o.MaxSize = int64(cfg.Submission.MaxMessageSize)
@@ -168,6 +171,15 @@ func refused(err error, env cmdEnv) int {
 	default:
 		return exitTempFail
 	}
+}
+
+// needsUser says whether Prepare will use the login name with this -f: for
+// the default sender (no -f), and for the From field it adds to a message
+// with the null sender (-f "<>"). Looking the user up is skipped otherwise,
+// as it reads the user database (through NSS when relayq is built with cgo).
+func needsUser(from string) bool {
+	f := strings.TrimSpace(from)
+	return f == "" || f == "<>"
 }
 
 // loginName is the user running sendmail, for the default sender: from the
