@@ -85,6 +85,7 @@ type Server struct {
 	wg      sync.WaitGroup
 	allow   func(peer) bool // see auth.go
 	started time.Time       // for status's uptime
+	relays  func() []RelayStatus
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -102,12 +103,15 @@ type Options struct {
 	// and the daemon's user (auth.go); the socket then has that group and
 	// mode 0660. -1 for none: mode 0600.
 	AdminGID int
+	// Relays reports each relay's state for status; it must only read,
+	// and be safe to call from any goroutine. nil leaves the relays out.
+	Relays func() []RelayStatus
 }
 
 // ListenWith is Listen with an admin group.
 func ListenWith(opts Options) (*Server, error) {
 	a := admins{self: os.Getuid(), gid: opts.AdminGID, groups: peerGroups}
-	s, err := listen(opts.Socket, opts.Queue, opts.Logger, a.allow)
+	s, err := listen(opts, a.allow)
 	if err != nil || opts.AdminGID < 0 {
 		return s, err
 	}
@@ -122,7 +126,8 @@ func ListenWith(opts Options) (*Server, error) {
 	return s, nil
 }
 
-func listen(path string, q *queue.Queue, log *slog.Logger, allow func(peer) bool) (*Server, error) {
+func listen(opts Options, allow func(peer) bool) (*Server, error) {
+	path := opts.Socket
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
@@ -136,7 +141,7 @@ func listen(path string, q *queue.Queue, log *slog.Logger, allow func(peer) bool
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
 	}
-	s := &Server{ln: ln, q: q, log: log, allow: allow, started: time.Now()}
+	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil

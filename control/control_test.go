@@ -66,7 +66,7 @@ func TestPeerNotAllowedIsRefused(t *testing.T) {
 	defer q.Close()
 	sock := filepath.Join(dir, "control.sock")
 	// As if the caller were another user.
-	s, err := listen(sock, q, slog.New(slog.NewTextHandler(io.Discard, nil)), func(peer) bool { return false })
+	s, err := listen(Options{Socket: sock, Queue: q, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, func(peer) bool { return false })
 	if err != nil {
 		t.Fatal(err)
 	}

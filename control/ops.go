@@ -47,6 +47,26 @@ type Status struct {
 	DBSize         int64      `json:"db_size"`
 	Started        time.Time  `json:"started"`
 	Now            time.Time  `json:"now"`
+	// Relays is each relay's state and last result (Options.Relays);
+	// absent when the daemon did not say.
+	Relays []RelayStatus `json:"relays,omitempty"`
+}
+
+// RelayStatus is one relay as delivery sees it.
+type RelayStatus struct {
+	Relay string `json:"relay"` // its URL, without credentials
+	// State is "ok", "paused" (no attempt before PausedUntil) or
+	// "probing" (one message at a time until one gets through).
+	State       string     `json:"state"`
+	PausedUntil *time.Time `json:"paused_until,omitempty"`
+	// Failures counts the relay's failures in a row; 0 once an attempt
+	// got through.
+	Failures int `json:"failures"`
+	// LastAttempt is when the latest attempt ended, and LastReply its
+	// result: the relay's reply, or a local failure (Code 0) such as a
+	// refused connection. Both absent before the first attempt.
+	LastAttempt *time.Time   `json:"last_attempt,omitempty"`
+	LastReply   *queue.Reply `json:"last_reply,omitempty"`
 }
 
 func failed(err error) Response {
@@ -139,6 +159,9 @@ func (s *Server) status() Response {
 	}
 	if !sum.OldestDeferred.IsZero() {
 		st.OldestDeferred = &sum.OldestDeferred
+	}
+	if s.relays != nil {
+		st.Relays = s.relays()
 	}
 	return Response{Status: st}
 }

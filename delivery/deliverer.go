@@ -209,7 +209,7 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 	res, err := d.opts.Transport.Send(attemptCtx, msg)
 	cancel()
 	if err == nil || ctx.Err() == nil {
-		d.noteRelay(err)
+		d.noteRelay(res, err)
 	}
 	if err != nil && ctx.Err() != nil {
 		// Cut short by shutdown: no attempt is counted; the message is
@@ -229,7 +229,7 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 		}
 	}
 	outcomes := d.outcomes(l.Message, verdicts)
-	attempt := queue.Attempt{Time: start, Relay: d.opts.Relay, Duration: d.opts.Now().Sub(start)}
+	attempt := queue.Attempt{Time: start, Relay: d.opts.Relay, Duration: d.opts.Now().Sub(start), Transcript: transcriptOf(res, err)}
 	rec, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes)
 	if rerr != nil {
 		// The relay's answer is known but could not be stored. If it was

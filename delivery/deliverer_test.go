@@ -36,6 +36,7 @@ func (s *syncBuffer) String() string {
 
 type rig struct {
 	q      *queue.Queue
+	d      *Deliverer
 	relay  *smtptest.Server
 	logs   *syncBuffer
 	cancel context.CancelFunc
@@ -61,7 +62,7 @@ func start(t *testing.T, relay smtptest.Options, retry RetryPolicy, shutdown tim
 	}
 	d := New(Options{Queue: q, Transport: tr, Relay: "test", Workers: 3, Retry: retry, ShutdownTimeout: shutdown, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
+	r.cancel, r.d = cancel, d
 	go func() {
 		defer close(r.done)
 		_ = d.Run(ctx)

@@ -21,6 +21,10 @@
 //   - A message older than the maximum lifetime at a failed attempt is
 //     dead-lettered as expired, with its last reply.
 //
+// Each attempt's history entry carries the transport's transcript of the
+// exchange; RelayStatus (relaystatus.go) reports the relay's state (ok,
+// paused, probing) and the latest attempt's result, for `relayq status`.
+//
 // A Notifier (notice.go) queues RFC 3464 delivery status notifications
 // about recipients it gave up on (and, optionally, a delay warning), at
 // most one of each kind per message, recorded in the same commit.

@@ -14,13 +14,16 @@ import (
 // (refused connection, bad greeting, TLS or AUTH failure, 421), the way
 // Postfix marks a destination dead: with a thousand messages queued, a
 // broken relay should see a few probes, not a thousand connections. The
-// pause doubles from base up to max and ends at the first success.
+// pause doubles from base up to max and ends at the first success. It also
+// keeps the latest attempt's result, for `relayq status` (relaystatus.go).
 type relayPause struct {
 	mu       sync.Mutex
 	until    time.Time
 	interval time.Duration
 	base     time.Duration
 	max      time.Duration
+	failures int        // session failures since the last success
+	last     lastResult // the latest attempt's; zero before the first
 }
 
 func newRelayPause(base, max time.Duration) *relayPause {
@@ -33,6 +36,7 @@ func (p *relayPause) failed(now time.Time) time.Duration {
 	defer p.mu.Unlock()
 	p.interval = min(max(2*p.interval, p.base), p.max)
 	p.until = now.Add(p.interval)
+	p.failures++
 	return p.interval
 }
 
@@ -41,7 +45,7 @@ func (p *relayPause) succeeded() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	was := p.interval != 0
-	p.interval, p.until = 0, time.Time{}
+	p.interval, p.until, p.failures = 0, time.Time{}, 0
 	return was
 }
 
@@ -75,8 +79,10 @@ func sessionFailure(err error) bool {
 	return errors.As(err, &se) && se.Code == 421
 }
 
-// noteRelay updates the pause after an attempt and logs changes once.
-func (d *Deliverer) noteRelay(err error) {
+// noteRelay updates the pause after an attempt and logs changes once; it
+// keeps the attempt's result for RelayStatus.
+func (d *Deliverer) noteRelay(res *transport.Result, err error) {
+	d.pause.noteResult(d.opts.Now(), res, err) // relaystatus.go
 	switch {
 	case err == nil:
 		if d.pause.succeeded() {

@@ -18,12 +18,18 @@ import (
 //   - recipients with the same result and reply share one AttemptResult,
 //     so a session-level failure costs one reply, not one per recipient;
 //   - a reply keeps at most maxHistoryLines lines of maxHistoryLineLen
-//     bytes.
+//     bytes;
+//   - only the latest attempt keeps its transcript (the SMTP exchange, which
+//     delivery gets from the transport), of at most maxTranscript bytes:
+//     appendHistory drops the older ones. The archive record of a message
+//     that left the queue has none; a dead letter's copy of the record
+//     keeps it.
 const (
 	maxHistory          = 50
 	maxHistoryAddresses = 1000
 	maxHistoryLines     = 8
 	maxHistoryLineLen   = 512
+	maxTranscript       = 16 << 10
 )
 
 // Attempt is one delivery attempt of a message in its history.
@@ -37,6 +43,10 @@ type Attempt struct {
 	Duration time.Duration `json:"duration,omitempty"`
 	// Results groups the recipients tried by what became of them.
 	Results []AttemptResult `json:"results,omitempty"`
+	// Transcript is the exchange with the relay, a line per command or
+	// reply with credentials already redacted, as the caller gave it; kept
+	// for the latest attempt of a message only.
+	Transcript string `json:"transcript,omitempty"`
 }
 
 // AttemptResult is what one attempt did for some recipients: all of them
@@ -54,6 +64,7 @@ func newAttempt(a Attempt, outcomes []Outcome, now time.Time) Attempt {
 	if a.Time.IsZero() {
 		a.Time = now.Add(-a.Duration)
 	}
+	a.Transcript = clipText(a.Transcript, maxTranscript)
 	a.Results = nil
 	for _, o := range outcomes {
 		status := resultStatus(o.Result)
@@ -84,7 +95,8 @@ func resultStatus(r Result) Status {
 	}
 }
 
-// appendHistory adds a to h and drops the oldest attempts beyond the caps.
+// appendHistory adds a to h and drops the oldest attempts beyond the caps,
+// and the transcripts of all but a.
 func appendHistory(h []Attempt, a Attempt) []Attempt {
 	h = append(h, a)
 	addresses := 0
@@ -96,7 +108,11 @@ func appendHistory(h []Attempt, a Attempt) []Attempt {
 		}
 		keep = i
 	}
-	return slices.Clone(h[keep:])
+	out := slices.Clone(h[keep:])
+	for i := range out[:len(out)-1] {
+		out[i].Transcript = ""
+	}
+	return out
 }
 
 func (a *Attempt) addresses() int {
@@ -119,16 +135,22 @@ func clipReply(r *Reply) *Reply {
 			c.Lines = append(c.Lines, "…")
 			break
 		}
-		if len(line) > maxHistoryLineLen {
-			n := maxHistoryLineLen
-			for n > 0 && !utf8.RuneStart(line[n]) {
-				n--
-			}
-			line = line[:n] + "…"
-		}
-		c.Lines = append(c.Lines, line)
+		c.Lines = append(c.Lines, clipText(line, maxHistoryLineLen))
 	}
 	return &c
+}
+
+// clipText cuts s to at most max bytes, on a character boundary, marking
+// the cut with "…".
+func clipText(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func sameReply(a, b *Reply) bool {

@@ -302,7 +302,8 @@ func secretForms(secrets []string, encoded ...string) []string {
 // accepts. Once with a password (type login), once with OAuth2 (client
 // secret and refresh token to a token endpoint, which hands out an access
 // token). The daemon's whole log, `queue list --json`, `queue show` of the
-// deferred message (its 535 reply), `dead list`, `status`, `verify` and
+// deferred message (its 535 reply, and the transcript of that attempt's
+// AUTH exchange), `queue show --json`, `dead list`, `status`, `verify` and
 // `verify --json --debug` are grepped for each secret, raw and base64 (alone,
 // and as AUTH PLAIN, XOAUTH2, OAUTHBEARER and Basic carry them).
 func TestSecretsNeverShown(t *testing.T) {
@@ -395,7 +396,13 @@ func TestSecretsNeverShown(t *testing.T) {
 				t.Errorf("last reply %q, want the relay's 535", last.LastReply)
 			}
 			collect("queue list --json", d.relayq("queue", "list", "--json"))
-			collect("queue show", d.relayq("queue", "show", id))
+			show := d.relayq("queue", "show", id)
+			collect("queue show", show)
+			collect("queue show --json", d.relayq("queue", "show", "--json", id))
+			if _, tr, _ := strings.Cut(show.stdout, "Transcript of the last attempt"); !strings.Contains(tr, "C: AUTH ") ||
+				!strings.Contains(tr, "<redacted>") || !strings.Contains(tr, "S: 535 ") {
+				t.Errorf("queue show has no transcript of the refused AUTH: the test proves nothing about it:\n%s", show.stdout)
+			}
 			collect("dead list", d.relayq("dead", "list"))
 			collect("status", d.relayq("status"))
 			for _, args := range [][]string{nil, {"--json", "--debug"}} {

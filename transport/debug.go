@@ -2,11 +2,12 @@ package transport
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -27,17 +28,14 @@ const maxLoggedLine = 4096
 const redactedLine = "<redacted>"
 
 // watch returns nc wrapped so that the conversation on it is seen line by
-// line: by the debug log when Options.Debug is set, and by Verify's
-// recorder when ctx carries one. setup calls it on the connection the
-// protocol runs on, above TLS (implicit TLS, and again after STARTTLS), so
-// the log shows the decrypted conversation, never TLS records. Without
-// either it returns nc unchanged.
+// line: by the connection's transcript (transcript.go), always; by the
+// debug log when Options.Debug is set; and by Verify's recorder when ctx
+// carries one. setup calls it on the connection the protocol runs on, above
+// TLS (implicit TLS, and again after STARTTLS), so that all of them see the
+// decrypted conversation, never TLS records.
 func (t *Transport) watch(ctx context.Context, c *conn, nc net.Conn) net.Conn {
 	rec := recorderFrom(ctx)
-	if !t.opts.Debug && rec == nil {
-		return nc
-	}
-	w := &wire{Conn: nc, rec: rec}
+	w := &wire{Conn: nc, rec: rec, tr: &c.tr}
 	if t.opts.Debug {
 		w.log = t.log.With("conn", c.id, "relay", t.opts.Address)
 	}
@@ -46,15 +44,18 @@ func (t *Transport) watch(ctx context.Context, c *conn, nc net.Conn) net.Conn {
 		remote := c.io.RemoteAddr().String()
 		if p := t.proxyName(); p != "" {
 			w.logEvent("relay conversation: connected", "remote", remote, "proxy", p)
+			c.tr.addString(dirNote, "connected to "+t.opts.Address+" through the proxy "+p)
 		} else {
 			w.logEvent("relay conversation: connected", "remote", remote)
+			c.tr.addString(dirNote, "connected to "+cmp.Or(remote, t.opts.Address)) // a Unix socket's peer has no name
 		}
 		rec.connected(t, remote)
 	}
 	if isTLS {
 		st := tc.ConnectionState()
-		w.logEvent("relay conversation: TLS established", "version", tls.VersionName(st.Version),
-			"cipher", tls.CipherSuiteName(st.CipherSuite))
+		version, cipher := tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
+		w.logEvent("relay conversation: TLS established", "version", version, "cipher", cipher)
+		c.tr.addString(dirNote, "TLS established: "+version+", "+cipher)
 		rec.tlsEstablished(t, st)
 	}
 	return w
@@ -70,21 +71,24 @@ func (t *Transport) proxyName() string {
 }
 
 // wire is a relay connection whose traffic is split into lines, in each
-// direction, for the conversation log and Verify's recorder. It redacts
-// AUTH exchanges: the mechanism is shown, the initial response and every
-// client line until the relay's final reply are not. The message body is
-// not shown line by line: its size is logged once, after the final dot.
+// direction, for the transcript, the conversation log and Verify's
+// recorder. It redacts AUTH exchanges: the mechanism is shown, the initial
+// response and every client line until the relay's final reply are not.
+// The message body is not shown line by line: its size is recorded once,
+// after the final dot.
 type wire struct {
 	net.Conn
+	tr  *transcript  // the connection's; never nil
 	log *slog.Logger // nil: no conversation log
 	rec *recorder    // nil: not verifying
 
 	mu       sync.Mutex
 	out, in  lineBuffer
-	reply    []string     // lines of the relay's reply being read
-	inAuth   bool         // between AUTH and the relay's final (non-334) reply
-	dataSent bool         // DATA sent; a 354 starts the body
-	body     *bodyCounter // non-nil while the body is being sent
+	reply    []string    // lines of the relay's reply being read, for rec
+	inAuth   bool        // between AUTH and the relay's final (non-334) reply
+	dataSent bool        // DATA sent; a 354 starts the body
+	inBody   bool        // the body is being sent
+	body     bodyCounter // follows it while inBody
 }
 
 func (w *wire) Read(b []byte) (int, error) {
@@ -97,8 +101,8 @@ func (w *wire) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Write logs b before sending it, so that a write that blocks (a relay that
-// stops reading) still shows what relayq was sending.
+// Write records b before sending it, so that a write that blocks (a relay
+// that stops reading) still shows what relayq was sending.
 func (w *wire) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	w.sent(b)
@@ -110,36 +114,46 @@ func (w *wire) Write(b []byte) (int, error) {
 // body is being sent; w.mu is held.
 func (w *wire) sent(b []byte) {
 	for len(b) > 0 {
-		if w.body == nil {
+		if !w.inBody {
 			w.out.feed(b, w.clientLine)
 			return
 		}
 		n, done := w.body.feed(b)
 		b = b[n:]
 		if done {
-			w.logLine(dirClient, fmt.Sprintf("<message body: %d bytes>", w.body.size))
-			w.logLine(dirClient, ".")
-			w.body = nil
+			w.tr.addBody(w.body.size)
+			if w.log != nil {
+				w.logLine(dirClient, "<message body: "+strconv.FormatInt(w.body.size, 10)+" bytes>")
+				w.logLine(dirClient, ".")
+			}
+			w.inBody = false
 		}
 	}
 }
 
-// clientLine handles one line relayq sent; w.mu is held.
-func (w *wire) clientLine(line string) {
-	verb, _, _ := strings.Cut(line, " ")
-	verb = strings.ToUpper(verb)
+// clientLine handles one line relayq sent; w.mu is held. line is only
+// valid during the call.
+func (w *wire) clientLine(line []byte) {
+	verb, _, _ := bytes.Cut(line, []byte(" "))
+	auth := false
 	switch {
 	case w.inAuth:
-		verb = "AUTH" // a response within the exchange
-		w.logLine(dirClient, redactedLine)
-	case verb == "AUTH":
-		w.inAuth = true
-		w.logLine(dirClient, redactAuth(line))
+		auth = true // a response within the exchange
+		w.emitString(dirClient, redactedLine)
+	case bytes.EqualFold(verb, []byte("AUTH")):
+		auth, w.inAuth = true, true
+		w.emitString(dirClient, redactAuth(string(line)))
 	default:
-		w.dataSent = verb == "DATA"
-		w.logLine(dirClient, line)
+		w.dataSent = bytes.EqualFold(verb, []byte("DATA"))
+		w.emit(dirClient, line)
 	}
-	w.rec.command(verb)
+	if w.rec != nil {
+		name := "AUTH"
+		if !auth {
+			name = strings.ToUpper(string(verb))
+		}
+		w.rec.command(name)
+	}
 }
 
 // redactAuth keeps the verb and the mechanism of an AUTH command and hides
@@ -155,25 +169,42 @@ func redactAuth(line string) string {
 	return "AUTH " + f[1] + " " + redactedLine
 }
 
-// serverLine handles one line the relay sent; w.mu is held.
-func (w *wire) serverLine(line string) {
-	w.logLine(dirServer, line)
-	w.reply = append(w.reply, line)
+// serverLine handles one line the relay sent; w.mu is held. line is only
+// valid during the call.
+func (w *wire) serverLine(line []byte) {
+	w.emit(dirServer, line)
+	if w.rec != nil {
+		w.reply = append(w.reply, string(line))
+	}
 	if len(line) > 3 && line[3] == '-' {
 		return // more lines of this reply follow
 	}
-	code := line[:min(3, len(line))]
-	if w.inAuth && !strings.HasPrefix(code, "3") {
+	if w.inAuth && !bytes.HasPrefix(line, []byte("3")) {
 		w.inAuth = false
 	}
 	if w.dataSent {
 		w.dataSent = false
-		if code == "354" {
-			w.body = &bodyCounter{}
+		if bytes.HasPrefix(line, []byte("354")) {
+			w.inBody, w.body = true, bodyCounter{}
 		}
 	}
-	w.rec.reply(w.reply)
-	w.reply = w.reply[:0]
+	if w.rec != nil {
+		w.rec.reply(w.reply)
+		w.reply = w.reply[:0]
+	}
+}
+
+// emit records one line of the conversation in the transcript and the log.
+func (w *wire) emit(dir string, line []byte) {
+	w.tr.add(dir, line)
+	if w.log != nil {
+		w.logLine(dir, string(line))
+	}
+}
+
+func (w *wire) emitString(dir, line string) {
+	w.tr.addString(dir, line)
+	w.logLine(dir, line)
 }
 
 func (w *wire) logLine(dir, line string) {
@@ -196,8 +227,8 @@ type lineBuffer struct {
 }
 
 // feed adds b and calls emit with each line completed, without its line
-// ending.
-func (l *lineBuffer) feed(b []byte, emit func(string)) {
+// ending; the line passed to emit is only valid during the call.
+func (l *lineBuffer) feed(b []byte, emit func([]byte)) {
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		chunk := b
@@ -211,9 +242,9 @@ func (l *lineBuffer) feed(b []byte, emit func(string)) {
 		if i < 0 {
 			return
 		}
-		line := strings.TrimSuffix(string(l.buf), "\r")
+		line := bytes.TrimSuffix(l.buf, []byte("\r"))
 		if l.truncated {
-			line += " …(truncated)"
+			line = append(line, " …(truncated)"...)
 		}
 		emit(line)
 		l.buf, l.truncated = l.buf[:0], false
@@ -225,31 +256,49 @@ func (l *lineBuffer) feed(b []byte, emit func(string)) {
 // CRLF lines) until the line that is a lone dot, which ends it.
 type bodyCounter struct {
 	size int64 // bytes of the body, the final ".\r\n" excluded
-	col  int   // bytes since the start of the line
+	col  int   // bytes since the start of the line, counted up to 3
 	dot  bool  // the line so far is "." or ".\r"
 }
 
 // feed counts b; it returns how many bytes belong to the body (the final
-// dot line included) and whether the body ended.
+// dot line included) and whether the body ended. It looks at the first
+// bytes of each line only, and finds line ends with bytes.IndexByte, so
+// that following a large body costs little.
 func (bc *bodyCounter) feed(b []byte) (int, bool) {
-	for i, ch := range b {
-		bc.size++
-		switch {
-		case ch == '\n':
-			if bc.dot && bc.col == 2 {
-				bc.size -= 3
-				return i + 1, true
-			}
-			bc.col, bc.dot = 0, false
-			continue
-		case bc.col == 0:
+	n := 0
+	for n < len(b) {
+		i := bytes.IndexByte(b[n:], '\n')
+		if i < 0 {
+			bc.lineStart(b[n:])
+			bc.size += int64(len(b) - n)
+			return len(b), false
+		}
+		bc.lineStart(b[n : n+i])
+		bc.size += int64(i + 1)
+		n += i + 1
+		if bc.dot && bc.col == 2 {
+			bc.size -= 3
+			return n, true
+		}
+		bc.col, bc.dot = 0, false
+	}
+	return n, false
+}
+
+// lineStart follows the bytes seg of the current line (no '\n' in it):
+// whether the line so far is "." or ".\r".
+func (bc *bodyCounter) lineStart(seg []byte) {
+	for _, ch := range seg {
+		switch bc.col {
+		case 0:
 			bc.dot = ch == '.'
-		case bc.col == 1:
+		case 1:
 			bc.dot = bc.dot && ch == '\r'
-		default:
+		case 2:
 			bc.dot = false
+		default:
+			return
 		}
 		bc.col++
 	}
-	return len(b), false
 }

@@ -192,7 +192,7 @@ func TestLineBuffer(t *testing.T) {
 		for cut := 0; cut <= len(tc.in); cut += max(1, len(tc.in)/50) {
 			var lb lineBuffer
 			var got []string
-			emit := func(s string) { got = append(got, s) }
+			emit := func(b []byte) { got = append(got, string(b)) }
 			lb.feed([]byte(tc.in[:cut]), emit)
 			lb.feed([]byte(tc.in[cut:]), emit)
 			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
@@ -213,6 +213,8 @@ func TestBodyCounter(t *testing.T) {
 		{"a\r\n.\r\n", 3},
 		{"..\r\n.x\r\n.\r\n", 8},
 		{"x.\r\n\r\n.\r\n", 6},
+		{".\rx\r\n.\r\r\n.\r\n", 9},
+		{"a longer line of text\r\n.\r\n", 23},
 	} {
 		in := tc.body + "QUIT\r\n"
 		for cut := 0; cut <= len(in); cut++ {

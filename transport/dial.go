@@ -32,6 +32,9 @@ type conn struct {
 	idleSince time.Time // when it was last put back in the pool
 	reused    bool      // it has been taken from the pool at least once
 	dsnNoted  bool      // "relay lacks DSN" was logged for it (dsn.go)
+	// tr is the exchange since the last Send took it (transcript.go); the
+	// wire fills it in, the Send holding the connection takes it.
+	tr transcript
 }
 
 // dialOnce opens a relay session ready for MAIL: connected, greeted, TLS
@@ -53,6 +56,7 @@ func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
 		var te *Error
 		if errors.As(err, &te) {
 			te.Err = ctxCause(ctx, te.Err)
+			te.Transcript = c.tr.take()
 		}
 		t.log.Debug("relay session failed", "conn", c.id, "relay", t.opts.Address, "err", err)
 		return nil, err

@@ -55,6 +55,10 @@
 //     sees it (above TLS), and never holds a credential: AUTH initial
 //     responses and every client line of an AUTH exchange are redacted,
 //     and the message body is logged as its size (debug.go).
+//   - Every Send, Debug or not, reports the same redacted conversation for
+//     its message in Result.Transcript or Error.Transcript: its
+//     transaction, and the session's start when it opened the connection;
+//     at most 8 KiB, its first and last lines kept (transcript.go).
 //
 // Verify (verify.go) opens one session through the same code as Send and
 // reports what it found (address, greeting, extensions, TLS and

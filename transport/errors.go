@@ -46,6 +46,10 @@ type Error struct {
 	// AfterDot: the final dot was sent and no reply arrived, so the relay
 	// may have taken the message; sending it again may duplicate it.
 	AfterDot bool
+	// Transcript is the exchange with the relay up to the failure, as
+	// Result.Transcript; "" when no connection was made. Set on the error
+	// Send returns, not on per-recipient errors.
+	Transcript string
 }
 
 func (e *Error) Error() string {

@@ -23,6 +23,7 @@ func (t *Transport) acquire(ctx context.Context) (*conn, error) {
 			c := t.idle[n-1]
 			t.idle = t.idle[:n-1]
 			t.mu.Unlock()
+			c.tr.addString(dirNote, "reusing a pooled connection")
 			if t.usable(ctx, c) {
 				c.reused = true
 				return c, nil

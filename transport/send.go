@@ -45,17 +45,26 @@ func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 	if err != nil && c.reused && staleConn(err) && ctx.Err() == nil {
 		t.log.Debug("pooled relay connection was dead; reconnecting", "conn", c.id, "err", err)
 		t.close(c, false)
+		stale := err
 		if c, err = t.dial(ctx); err != nil {
 			t.freeSlot()
 			return nil, err
 		}
+		c.tr.addString(dirNote, "a pooled connection turned out closed ("+stale.Error()+"); this new one replaces it")
 		healthy, err = t.run(ctx, c, tx)
 	}
+	// Taken before release: once back in the pool, c is another Send's.
+	transcript := c.tr.take()
 	t.release(c, healthy)
 	if err != nil {
+		var te *Error
+		if errors.As(err, &te) {
+			te.Transcript = transcript
+		}
 		return nil, err
 	}
 	tx.copyDuplicates()
+	tx.res.Transcript = transcript
 	return tx.res, nil
 }
 

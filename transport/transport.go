@@ -109,6 +109,13 @@ type Message struct {
 // through (Send returned no error).
 type Result struct {
 	Recipients []RecipientResult // in the order of Message.Recipients
+	// Transcript is the exchange with the relay for this message, a line
+	// per command or reply line ("C: MAIL FROM:<a@example.org>", "S: 250
+	// 2.1.0 Ok"), and "* " notes: the greeting, EHLO, STARTTLS and AUTH
+	// too when the Send opened a new connection. AUTH responses are
+	// redacted and the body is given as its size. At most 8 KiB; a longer
+	// one keeps its first and last lines (transcript.go).
+	Transcript string
 }
 
 // RecipientResult is one recipient's outcome.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"relayq"
@@ -26,6 +27,7 @@ type daemon struct {
 	intake    *spool.Server
 	ctl       *control.Server
 	relay     string
+	deliverer atomic.Pointer[delivery.Deliverer] // set once delivery starts; for status (relaystatus.go)
 
 	cancel context.CancelFunc // stops the maildrop watcher and delivery
 	done   chan struct{}      // closed when both have returned
@@ -99,7 +101,7 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 	}
 	undo = append(undo, func() { _ = d.intake.Shutdown(context.Background()) })
 
-	d.ctl, err = listenControl(cfg, d.q, log) // daemon_policy.go
+	d.ctl, err = listenControl(cfg, d.q, log, d.relays) // daemon_policy.go
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +135,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 		Notifier:        notifier,
 		Logger:          d.log,
 	})
+	d.deliverer.Store(deliverer)
 	maildropDone := make(chan struct{})
 	go func() {
 		defer close(maildropDone)

@@ -30,13 +30,13 @@ func intakeLimits(l relayq.LimitsConfig) spool.Limits {
 }
 
 // listenControl opens the control socket for root, the daemon's user and
-// the admin group.
-func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger) (*control.Server, error) {
+// the admin group; status asks relays for the relay's state.
+func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus) (*control.Server, error) {
 	gid, err := cfg.Control.AdminGID()
 	if err != nil {
 		return nil, &configError{err}
 	}
-	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid})
+	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid, Relays: relays})
 }
 
 // startNotifier starts the notices' sweep when [notify] bounce is on. It

@@ -12,7 +12,8 @@ import (
 
 // runShow returns `relayq queue show ID [--body] [--json]` (or dead show):
 // the envelope, each recipient's state and last reply, the dead letter if
-// some recipients died, and the attempt history; --body adds the message.
+// some recipients died, the attempt history and the transcript of the last
+// attempt; --body adds the message.
 func runShow(name, op string) func(args []string, env cmdEnv) int {
 	return func(args []string, env cmdEnv) int {
 		fs := newFlags(name, "relayq "+name+" [-c FILE] [--body] [--json] ID", env)
@@ -91,6 +92,28 @@ func printShow(w io.Writer, id string, resp *control.Response) {
 	}
 	fmt.Fprintln(w)
 	printHistory(w, created, history)
+	printTranscript(w, history)
+}
+
+// printTranscript prints the exchange with the relay of the last attempt
+// (credentials were redacted before it was stored), indented, with control
+// characters replaced so that a relay's text cannot drive the terminal.
+func printTranscript(w io.Writer, history []queue.Attempt) {
+	if len(history) == 0 || history[len(history)-1].Transcript == "" {
+		return
+	}
+	a := history[len(history)-1]
+	fmt.Fprintf(w, "\nTranscript of the last attempt (%s, %s):\n", a.Time.Local().Format(time.DateTime), a.Relay)
+	for _, line := range strings.Split(a.Transcript, "\n") {
+		fmt.Fprintf(w, "  %s\n", strings.Map(printable, line))
+	}
+}
+
+func printable(r rune) rune {
+	if r < ' ' && r != '\t' || r == 0x7f || r >= 0x80 && r < 0xa0 {
+		return '\uFFFD'
+	}
+	return r
 }
 
 func printQueued(w io.Writer, field func(name, format string, args ...any), m *queue.Message) {

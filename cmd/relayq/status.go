@@ -85,6 +85,8 @@ type statusOut struct {
 	DatabaseBytes            int64     `json:"database_bytes"`
 	Started                  time.Time `json:"started"`
 	UptimeSeconds            float64   `json:"uptime_seconds"`
+	// Relays: each relay's state and last result, as the daemon has them.
+	Relays []control.RelayStatus `json:"relays"`
 }
 
 func statusJSON(st *control.Status, db string, problems []string) statusOut {
@@ -98,7 +100,12 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 	if problems == nil {
 		problems = []string{}
 	}
+	relays := st.Relays
+	if relays == nil {
+		relays = []control.RelayStatus{}
+	}
 	return statusOut{
+		Relays:  relays,
 		Healthy: len(problems) == 0, Problems: problems,
 		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
@@ -125,6 +132,10 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 	field("Oldest", "%s (oldest deferred: %s)", ageText(st.Oldest), ageText(st.OldestDeferred))
 	field("Dead letters", "%d (%d in the last 24h)", st.Dead, st.DeadLastDay)
 	field("Database", "%s, %s", db, byteSize(st.DBSize))
+	for _, r := range st.Relays {
+		field("Relay", "%s: %s", r.Relay, relayState(r, st.Now))
+		field("Last result", "%s", lastResult(r, st.Now))
+	}
 	if len(problems) == 0 {
 		field("Health", "ok")
 		return
@@ -132,6 +143,32 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 	for _, p := range problems {
 		field("Health", "PROBLEM: %s", p)
 	}
+}
+
+// relayState says how a relay is doing: "ok", "paused until … after N
+// failure(s)", "probing …".
+func relayState(r control.RelayStatus, now time.Time) string {
+	switch r.State {
+	case "paused":
+		until := "a while"
+		if r.PausedUntil != nil {
+			until = fmt.Sprintf("%s (in %s)", r.PausedUntil.Local().Format(time.DateTime), r.PausedUntil.Sub(now).Round(time.Second))
+		}
+		return fmt.Sprintf("paused until %s after %d failure(s)", until, r.Failures)
+	case "probing":
+		return fmt.Sprintf("probing, one message at a time, after %d failure(s)", r.Failures)
+	}
+	return r.State
+}
+
+// lastResult is the relay's last answer, when it came: "2025-… (3s ago):
+// 421 4.3.2 text (in reply to greeting)".
+func lastResult(r control.RelayStatus, now time.Time) string {
+	if r.LastReply == nil || r.LastAttempt == nil {
+		return "no attempt yet"
+	}
+	return fmt.Sprintf("%s (%s ago): %s", r.LastAttempt.Local().Format(time.DateTime),
+		now.Sub(*r.LastAttempt).Round(time.Second), oneLine(r.LastReply.String()))
 }
 
 func byteSize(n int64) string {

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"time"
+
+	"relayq/control"
+	"relayq/delivery"
+)
+
+// relays answers the relay part of `relayq status` from the deliverer
+// (control.Options.Relays): nothing until delivery has started.
+func (d *daemon) relays() []control.RelayStatus {
+	dv := d.deliverer.Load()
+	if dv == nil {
+		return nil
+	}
+	return []control.RelayStatus{relayStatus(dv.RelayStatus())}
+}
+
+// relayStatus carries delivery's view of a relay over the control socket.
+func relayStatus(st delivery.RelayStatus) control.RelayStatus {
+	timeOrNil := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &t
+	}
+	return control.RelayStatus{
+		Relay: st.Relay, State: st.State, PausedUntil: timeOrNil(st.PausedUntil), Failures: st.Failures,
+		LastAttempt: timeOrNil(st.LastAttempt), LastReply: st.LastReply,
+	}
+}

@@ -1,0 +1,73 @@
+package control
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"relayq/queue"
+)
+
+// TestStatusReportsRelays: status carries what Options.Relays reports,
+// asked afresh at each request; show carries the transcript of the last
+// attempt, which list leaves out with the rest of the history.
+func TestStatusReportsRelays(t *testing.T) {
+	dir := t.TempDir()
+	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	id, err := q.Put(context.Background(), queue.Envelope{From: "a@x.org", Recipients: []string{"b@x.org"}}, []byte("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := q.Lease(1)
+	if err != nil || len(ls) != 1 {
+		t.Fatal(ls, err)
+	}
+	reply := &queue.Reply{Code: 421, Enhanced: "4.3.2", Lines: []string{"down for maintenance"}, Stage: "greeting"}
+	if _, err := q.RecordAttempt(ls[0], queue.Attempt{Relay: "smtp://relay:25", Transcript: "* connected to 192.0.2.1:25\nS: 421 4.3.2 down for maintenance"},
+		[]queue.Outcome{{Address: "b@x.org", Result: queue.Deferred, Reply: reply, NextAttempt: time.Now().Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Minute).Round(0)
+	relay := RelayStatus{Relay: "smtp://relay:25", State: "paused", PausedUntil: &until, Failures: 3, LastAttempt: &until, LastReply: reply}
+	var asked atomic.Int32
+	sock := filepath.Join(dir, "control.sock")
+	s, err := ListenWith(Options{Socket: sock, Queue: q, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AdminGID: -1,
+		Relays: func() []RelayStatus { asked.Add(1); return []RelayStatus{relay} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+
+	for range 2 {
+		resp, err := Call(ctx, sock, Request{Op: OpStatus})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Status.Relays; len(got) != 1 || got[0].State != "paused" || got[0].Failures != 3 ||
+			!got[0].PausedUntil.Equal(until) || got[0].LastReply.String() != reply.String() {
+			t.Fatalf("status relays: %+v, want %+v", got, relay)
+		}
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("Relays asked %d times for 2 status requests, want each time", n)
+	}
+
+	show, err := Call(ctx, sock, Request{Op: OpQueueShow, IDs: []string{id}})
+	if err != nil || len(show.Message.History) != 1 || !strings.Contains(show.Message.History[0].Transcript, "S: 421 4.3.2") {
+		t.Fatalf("show: %+v %v, want the last attempt's transcript", show.Message, err)
+	}
+	list, err := Call(ctx, sock, Request{Op: OpQueueList})
+	if err != nil || len(list.Messages) != 1 || list.Messages[0].History != nil {
+		t.Fatalf("list: %+v %v, want the message without its history and transcript", list.Messages, err)
+	}
+}
