@@ -150,7 +150,7 @@ type TLSConfig struct {
 
 // DeliveryConfig is the [delivery] table.
 type DeliveryConfig struct {
-	Workers         int      `toml:"workers"`          // concurrent deliveries; default 4
+	Workers         int      `toml:"workers"`          // concurrent deliveries; default 32
 	LeaseTimeout    Duration `toml:"lease_timeout"`    // how long a worker owns a message; default 15m
 	ShutdownTimeout Duration `toml:"shutdown_timeout"` // wait for in-flight deliveries on stop; default 30s
 	// Uncertain is what happens to a message whose connection was lost
@@ -209,7 +209,7 @@ func defaults() *Config {
 			RateDelta:         Duration{time.Second},
 		},
 		Delivery: DeliveryConfig{
-			Workers:         4,
+			Workers:         32,
 			LeaseTimeout:    Duration{15 * time.Minute},
 			ShutdownTimeout: Duration{30 * time.Second},
 			Uncertain:       UncertainRetry,

@@ -17,7 +17,7 @@ type Options struct {
 	Transport *transport.Transport
 	// Relay names the relay in log lines, e.g. "smtp://mail.example.com:587".
 	Relay string
-	// Workers is how many messages are in flight at once; default 4.
+	// Workers is how many messages are in flight at once; default 32.
 	Workers int
 	Retry   RetryPolicy
 	// AttemptTimeout bounds one attempt (connect to final reply). It must
@@ -49,7 +49,7 @@ type Deliverer struct {
 // New returns a Deliverer; call Run to start it.
 func New(opts Options) *Deliverer {
 	if opts.Workers <= 0 {
-		opts.Workers = 4
+		opts.Workers = 32
 	}
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = 10 * time.Minute
