@@ -15,7 +15,8 @@
 #   - SMTP: bench/load sends N messages of 5 KB over 10 sessions (up to 100
 #     messages a session) into the system's loopback listener; the sink
 #     counts what arrives. Acceptance rate, end-to-end rate, latency
-#     p50/p99, peak memory (bench/procmem). Then the same paced at half the
+#     p50/p99, peak memory and CPU time per message of the daemon, the
+#     load and the sink (bench/procmem). Then the same paced at half the
 #     peak rate, for the latency there.
 #   - sendmail: `relayq sendmail` and Postfix's `sendmail -C DIR`, run N
 #     times one at a time and 8 at a time.
@@ -141,7 +142,8 @@ jget() { grep -o "\"$1\":[^,}]*" <<<"$2" | head -1 | cut -d: -f2; }
 
 # --- the sink ------------------------------------------------------------
 "$bin/sink" -ready "$work/sink.ready" 2>"$out/logs/sink.log" &
-pids+=($!)
+sink_pid=$!
+pids+=($sink_pid)
 for ((i = 0; i < 100; i++)); do [ -s "$work/sink.ready" ] && break; sleep 0.05; done
 read -r sink_addr sink_stats <"$work/sink.ready"
 sink_port=${sink_addr##*:}
@@ -296,21 +298,38 @@ use() {
 	esac
 }
 
+# watch PID NAME / unwatch NAME: bench/procmem on PID (memory, CPU time)
+# until unwatch, which sets watched to its JSON (null if it printed
+# nothing). Both in the same shell: unwatch waits for the watcher.
+declare -A watchers
+watch() {
+	"$bin/procmem" -pid "$1" >"$work/$2.json" &
+	watchers[$2]=$!
+}
+unwatch() {
+	kill -TERM "${watchers[$1]}"
+	wait "${watchers[$1]}" || true
+	watched=$(cat "$work/$1.json")
+	: "${watched:=null}"
+}
+
 # smtp_run SYS KIND RUN [LOAD FLAGS…]: load the running system's listener,
-# watch its memory, wait for the sink; one raw record. Prints the load JSON.
+# watch its and the sink's memory and CPU, wait for the sink; one raw
+# record. Prints the load JSON.
 smtp_run() {
 	local kind=$2 run=$3 id="$1-$2-$3"
 	shift 3
-	"$bin/procmem" -pid "$daemon_pid" >"$work/mem.json" &
-	local mem_pid=$!
+	watch "$daemon_pid" mem
+	watch "$sink_pid" sinkmem
 	local load sink
 	load=$("$bin/load" -smtp "127.0.0.1:$smtp_port" -run "$id" -c 10 -per 100 "$@")
 	sink=$(sinkwait "$id" "$(jget acked "$load")")
-	kill -TERM "$mem_pid"
-	wait "$mem_pid" || true
-	local mem
-	mem=$(cat "$work/mem.json")
-	record "$sys" "$kind" "$run" load "$load" sink "$sink" mem "${mem:-null}"
+	local mem sinkmem
+	unwatch mem
+	mem=$watched
+	unwatch sinkmem
+	sinkmem=$watched
+	record "$sys" "$kind" "$run" load "$load" sink "$sink" mem "$mem" sinkmem "$sinkmem"
 	[ "$(jget complete "$sink")" = true ] || say "$sys $kind run $run: the sink is missing messages: $sink"
 	[ "$(jget failed "$load")" = 0 ] || say "$sys $kind run $run: $(jget failed "$load") failed: $load"
 	echo "$load"
@@ -365,9 +384,11 @@ bench_ceiling() {
 	local r load sink id
 	for ((r = 1; r <= RUNS; r++)); do
 		id="ceiling-smtp-$r"
+		watch "$sink_pid" sinkmem
 		load=$("$bin/load" -smtp "$sink_addr" -run "$id" -c 10 -per 100 -n "$SMTP_N")
 		sink=$(sinkwait "$id" "$(jget acked "$load")")
-		record ceiling smtp "$r" load "$load" sink "$sink"
+		unwatch sinkmem
+		record ceiling smtp "$r" load "$load" sink "$sink" sinkmem "$watched"
 		say "ceiling run $r: $(jget rate "$load") msg/s"
 	done
 	for w in 1 8; do
@@ -419,4 +440,4 @@ fs=$(df -T "$work" | awk 'NR == 2 {print $2 " on " $1}')
 machine="$(nproc) CPU ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr), state on $fs; $(/usr/sbin/postconf -d -h mail_version 2>/dev/null | sed 's/^/Postfix /'); $(go version | awk '{print $3}')"
 [ -z "${RELAYQ_WORKERS:-}${RELAYQ_CONNECTIONS:-}" ] ||
 	machine+="; relayq with workers = ${RELAYQ_WORKERS:-default}, max_connections = ${RELAYQ_CONNECTIONS:-default}"
-"$bin/report" -machine "$machine" <"$raw" | tee "$out/results.md"
+"$bin/report" -machine "$machine" -cores "$(nproc)" <"$raw" | tee "$out/results.md"

@@ -31,6 +31,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -55,6 +56,7 @@ type report struct {
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
 	MaxMS      float64 `json:"max_ms"`
+	CPUms      int64   `json:"cpu_ms"` // the load's own CPU time (user + system), without the commands it runs
 }
 
 // message builds message seq of the run: headers, then filler lines up to
@@ -115,6 +117,10 @@ func (c *collector) report(mode string, n int, start time.Time) report {
 		r.P50ms = quantile(c.lat, 0.50)
 		r.P99ms = quantile(c.lat, 0.99)
 		r.MaxMS = ms(c.lat[len(c.lat)-1])
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		r.CPUms = (ru.Utime.Nano() + ru.Stime.Nano()) / 1e6
 	}
 	return r
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 )
@@ -31,6 +32,7 @@ type record struct {
 		Rate    float64 `json:"rate"`
 		P50     float64 `json:"p50_ms"`
 		P99     float64 `json:"p99_ms"`
+		CPUms   int64   `json:"cpu_ms"`
 	} `json:"load"`
 	Sink *struct {
 		Total    int64 `json:"total"`
@@ -43,7 +45,11 @@ type record struct {
 		PeakRSS int64 `json:"peak_rss_kb"`
 		PeakPSS int64 `json:"peak_pss_kb"`
 		Anon    int64 `json:"peak_anon_kb"`
-	} `json:"mem"`
+		CPUms   int64 `json:"cpu_ms"`
+	} `json:"mem"` // the daemon's process tree
+	SinkMem *struct {
+		CPUms int64 `json:"cpu_ms"`
+	} `json:"sinkmem"`
 	Fsync *struct {
 		Calls    int64 `json:"calls"`
 		Messages int64 `json:"messages"`
@@ -122,6 +128,45 @@ func mem(kind int) func(record) (float64, bool) {
 	}
 }
 
+// CPU time per acknowledged message, in µs, of one party to an SMTP run.
+const (
+	cpuDaemon = iota // the MTA's processes
+	cpuLoad          // the load generator
+	cpuSink          // the sink
+	cpuAll           // all three: what a message costs the machine
+)
+
+func cpu(who int) func(record) (float64, bool) {
+	return func(r record) (float64, bool) {
+		if r.Load == nil || r.Load.Acked == 0 {
+			return 0, false
+		}
+		var ms int64
+		ok := true
+		if who == cpuDaemon || who == cpuAll {
+			if r.System == "ceiling" {
+				ok = ok && who == cpuAll // no daemon: nothing to add
+			} else {
+				ok = ok && r.Mem != nil && r.Mem.CPUms > 0
+				if r.Mem != nil {
+					ms += r.Mem.CPUms
+				}
+			}
+		}
+		if who == cpuLoad || who == cpuAll {
+			ok = ok && r.Load.CPUms > 0
+			ms += r.Load.CPUms
+		}
+		if who == cpuSink || who == cpuAll {
+			ok = ok && r.SinkMem != nil && r.SinkMem.CPUms > 0
+			if r.SinkMem != nil {
+				ms += r.SinkMem.CPUms
+			}
+		}
+		return float64(ms) * 1000 / float64(r.Load.Acked), ok
+	}
+}
+
 func fsyncs(r record) (float64, bool) {
 	if r.Fsync == nil || r.Fsync.Messages == 0 {
 		return 0, false
@@ -195,10 +240,11 @@ func systemRow(w io.Writer, name string, rs runs) {
 	if r, ok := rs.kind("half").median(loadRate); ok {
 		half += fmt.Sprintf(" @ %.0f/s", r)
 	}
-	fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name,
+	cpuCell := f0(smtp.median(cpu(cpuDaemon))) + " + " + f0(smtp.median(cpu(cpuLoad))) + " + " + f0(smtp.median(cpu(cpuSink)))
+	fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name,
 		f0(smtp.median(loadRate)), f0(smtp.median(e2e)), lat, half,
 		sendmail1, f0(rs.kind("sendmail8").median(loadRate)),
-		rss, f1(smtp.median(mem(peakPSS))),
+		rss, f1(smtp.median(mem(peakPSS))), cpuCell,
 		f2(rs.kind("fsync").median(fsyncs)), lostCell)
 }
 
@@ -222,7 +268,7 @@ func ratio(a, b float64, okA, okB bool) (float64, bool) {
 	return a / b, true
 }
 
-func targets(by map[string]runs) []target {
+func targets(by map[string]runs, cores int) []target {
 	rq, pf, ce := by["relayq"], by["postfix"], by["ceiling"]
 	var out []target
 	add := func(what string, v float64, ok bool, format, goal string, met func(float64) bool) {
@@ -243,6 +289,16 @@ func targets(by map[string]runs) []target {
 	add("end to end, relayq / Postfix", v, ok, "%.2f×", "≥ 3×", func(v float64) bool { return v >= 3 })
 	v, ok = ratio(rqE, ceE, ok1, ok3)
 	add("end to end, relayq / ceiling", v*100, ok, "%.0f%%", "≥ 60%", func(v float64) bool { return v >= 60 })
+	// What the CPU allows: each message costs the machine relayq's, the
+	// load's and the sink's CPU time; the ceiling costs only the last two.
+	rqCPU, okR := at(rq, "smtp", cpu(cpuDaemon))
+	ceCPU, okC := at(ce, "smtp", cpu(cpuAll))
+	v, ok = ratio(rqCPU, ceCPU, okR, okC)
+	add("CPU per message, relayq / (load + sink in the ceiling run)", v, ok, "%.2f×", "—", nil)
+	allCPU, okA := at(rq, "smtp", cpu(cpuAll))
+	v, ok = ratio(float64(cores)*1e6/allCPU, ceE, okA && allCPU > 0, ok3)
+	add(fmt.Sprintf("end to end the %d cores allow at relayq's measured CPU per message (relayq + load + sink), / ceiling", cores),
+		v*100, ok, "%.0f%%", "—", nil)
 	a, okA := at(rq, "smtp", loadRate)
 	b, okB := at(pf, "smtp", loadRate)
 	v, ok = ratio(a, b, okA, okB)
@@ -274,6 +330,7 @@ func targets(by map[string]runs) []target {
 
 func main() {
 	machine := flag.String("machine", "", "one line describing the machine")
+	cores := flag.Int("cores", runtime.NumCPU(), "the machine's cores, for what its CPU allows")
 	flag.Parse()
 	log.SetPrefix("report: ")
 	by := map[string]runs{}
@@ -292,10 +349,10 @@ func main() {
 	if err := sc.Err(); err != nil {
 		log.Fatal(err)
 	}
-	write(os.Stdout, *machine, by)
+	write(os.Stdout, *machine, *cores, by)
 }
 
-func write(w io.Writer, machine string, by map[string]runs) {
+func write(w io.Writer, machine string, cores int, by map[string]runs) {
 	fmt.Fprintln(w, "## relayq vs Postfix: benchmark results")
 	fmt.Fprintln(w)
 	if machine != "" {
@@ -306,8 +363,8 @@ func write(w io.Writer, machine string, by map[string]runs) {
 		smtpRuns, n = smtpRuns+1, r.Load.N
 	}
 	fmt.Fprintf(w, "Medians of %d run(s) of each configuration; SMTP load: %d messages of 5 KB over 10 sessions of up to 100 messages each.\n\n", smtpRuns, n)
-	fmt.Fprintln(w, "| system | SMTP acceptance (msg/s) | end to end (msg/s) | acceptance p50 / p99 (ms) | p99 at half peak (ms) | `sendmail` ×1 (/s) | `sendmail` ×8 (/s) | peak RSS (MiB) | peak PSS (MiB) | fsyncs/msg | lost |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| system | SMTP acceptance (msg/s) | end to end (msg/s) | acceptance p50 / p99 (ms) | p99 at half peak (ms) | `sendmail` ×1 (/s) | `sendmail` ×8 (/s) | peak RSS (MiB) | peak PSS (MiB) | CPU µs/msg: MTA + load + sink | fsyncs/msg | lost |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, s := range []string{"relayq", "postfix", "ceiling"} {
 		if rs, ok := by[s]; ok {
 			systemRow(w, names[s], rs)
@@ -321,12 +378,12 @@ func write(w io.Writer, machine string, by map[string]runs) {
 			})
 			cells = append(cells, fmt.Sprintf("%d writer(s): %s/s", wr, f0(v, ok)))
 		}
-		fmt.Fprintf(w, "| ceiling: disk, create+write+fsync+dir fsync | %s | — | — | — | — | — | — | — | 2 | — |\n", strings.Join(cells, ", "))
+		fmt.Fprintf(w, "| ceiling: disk, create+write+fsync+dir fsync | %s | — | — | — | — | — | — | — | — | 2 | — |\n", strings.Join(cells, ", "))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| ratio / target | measured | target | met |")
 	fmt.Fprintln(w, "|---|---|---|---|")
-	for _, t := range targets(by) {
+	for _, t := range targets(by, cores) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", t.what, t.value, t.goal, t.met)
 	}
 	fmt.Fprintln(w)
@@ -334,5 +391,6 @@ func write(w io.Writer, machine string, by map[string]runs) {
 		"End to end: from the first MAIL until the sink has every acknowledged message. "+
 		"Peak RSS: relayq's VmHWM; for Postfix the largest sum of VmRSS over master and its children in 200 ms samples (PSS shares the libraries); "+
 		"anon: the peak of RssAnon, without mapped files (relayq maps its bbolt queue file, whose pages count in RSS). "+
+		"CPU µs/msg: user + system time of the MTA's processes, of the load generator and of the sink during the SMTP runs, per message acknowledged. "+
 		"fsyncs/msg: fsync+fdatasync calls of the daemon (all processes) under strace in a separate pass, per message delivered.")
 }
