@@ -33,6 +33,7 @@ func runServe(args []string, env cmdEnv) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	tuneGC(ctx) // gc.go
 	d, err := startDaemon(cfg, log)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
