@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"strings"
 	"syscall"
 
 	berrors "go.etcd.io/bbolt/errors"
@@ -52,8 +53,25 @@ func fullErr(err error) error {
 		return nil
 	}
 	if errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
-		errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) {
+		errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) || noRoomToGrow(err) {
 		return errors.Join(ErrFull, err)
 	}
 	return err
+}
+
+// noRoomToGrow recognises bbolt's failure to extend the file (v1.5.0,
+// DB.mmap: "file resize error: %s"), which keeps the error's text but not
+// the error itself: the file size limit (RLIMIT_FSIZE, systemd's
+// LimitFSIZE=), or a quota or a full disk where extending allocates.
+func noRoomToGrow(err error) bool {
+	msg := err.Error()
+	if !strings.Contains(msg, "file resize error: ") {
+		return false
+	}
+	for _, errno := range []syscall.Errno{syscall.EFBIG, syscall.ENOSPC, syscall.EDQUOT} {
+		if strings.Contains(msg, errno.Error()) {
+			return true
+		}
+	}
+	return false
 }

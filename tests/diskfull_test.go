@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -230,27 +231,7 @@ func TestDiskFull(t *testing.T) {
 
 	// Every acknowledged message is delivered.
 	relay.SetScript(smtptest.Script{})
-	waitFor(t, 90*time.Second, fmt.Sprintf("the %d acknowledged messages at the relay", len(acked)), func() bool {
-		got := map[int]bool{}
-		for _, r := range relay.Messages() {
-			got[seqOf(r.Body)] = true
-		}
-		for s := range acked {
-			if !got[s] {
-				return false
-			}
-		}
-		return true
-	})
-	for _, r := range relay.Messages() {
-		n := seqOf(r.Body)
-		if want, ok := acked[n]; ok && string(r.Body) != string(want) {
-			t.Errorf("message %d arrived altered", n)
-		}
-		if refusedSeqs[n] {
-			t.Errorf("message %d was refused with 452 but delivered: a failed commit stored it", n)
-		}
-	}
+	checkAllDelivered(t, relay, acked, refusedSeqs, 90*time.Second)
 	t.Logf("%d acknowledged messages delivered, %d refused with 452 and not delivered", len(acked), len(refusedSeqs))
 	d.waitQueueEmpty(t, 30*time.Second)
 	if code := d.stop(); code != 0 {
@@ -292,4 +273,117 @@ func checkQueueFile(t *testing.T, d *daemon) {
 	if res := d.relayq("queue", "check"); res.code != 0 {
 		t.Errorf("relayq queue check: %v", res)
 	}
+}
+
+// checkAllDelivered waits until the relay has every acknowledged message
+// (by sequence number), then checks each arrived unaltered and that none of
+// the refused ones arrived: a failed commit must not have stored it.
+func checkAllDelivered(t *testing.T, relay *smtptest.Server, acked map[int][]byte, refused map[int]bool, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, fmt.Sprintf("the %d acknowledged messages at the relay", len(acked)), func() bool {
+		got := map[int]bool{}
+		for _, r := range relay.Messages() {
+			got[seqOf(r.Body)] = true
+		}
+		for s := range acked {
+			if !got[s] {
+				return false
+			}
+		}
+		return true
+	})
+	for _, r := range relay.Messages() {
+		n := seqOf(r.Body)
+		if want, ok := acked[n]; ok && string(r.Body) != string(want) {
+			t.Errorf("message %d arrived altered", n)
+		}
+		if refused[n] {
+			t.Errorf("message %d was refused with 452 but delivered: a failed commit stored it", n)
+		}
+	}
+}
+
+// TestFileSizeLimit: relayq under a file size limit (RLIMIT_FSIZE, as
+// systemd's LimitFSIZE= sets it) that stops the queue file from growing.
+// bbolt reports that as "file resize error" without the errno; intake must
+// still answer 452 4.3.1 (try later), never 451, lose nothing it
+// acknowledged, stay up, and take mail again once the limit is raised.
+func TestFileSizeLimit(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Rcpt: map[string][]smtptest.Step{"*": smtptest.Times(20000, smtptest.Reply(451, "4.3.0 Not now"))},
+	}})
+	d := startDaemon(t, relay)
+	dbPath := filepath.Join(d.dir, "queue.db")
+	pid := strconv.Itoa(d.running().cmd.Process.Pid)
+	prlimit := func(limit string) {
+		t.Helper()
+		if out, err := exec.Command("prlimit", "--pid", pid, "--fsize="+limit).CombinedOutput(); err != nil {
+			t.Fatalf("prlimit --fsize=%s: %v: %s", limit, err, out)
+		}
+	}
+
+	acked := map[int][]byte{}
+	refused := map[int]bool{}
+	submit := func(n int) error {
+		from, to := fmt.Sprintf("fsize%d@example.org", n), []string{fmt.Sprintf("rcpt%d@example.net", n)}
+		body := newMessage(n, from, to, 300)
+		_, err := submitSMTP("unix", d.submitSocket(), from, to, body)
+		if err == nil {
+			acked[n] = body
+		} else if replyCode(err) != "" {
+			refused[n] = true
+		}
+		return err
+	}
+	seq := 0
+	for range 5 {
+		seq++
+		if err := submit(seq); err != nil {
+			t.Fatalf("before the limit: %v", err)
+		}
+	}
+
+	// The soft limit only, at the file's size: the file cannot grow, and
+	// an unprivileged test can raise the limit again.
+	size := fileSize(t, dbPath)
+	prlimit(fmt.Sprintf("%d:", size))
+	full := 0
+	for i := 0; i < 2000 && full == 0; i++ {
+		seq++
+		switch err := submit(seq); {
+		case err == nil:
+		case replyCode(err) == "452 4.3.1":
+			full++
+		default:
+			t.Fatalf("message %d at the file size limit: %v, want 250 or 452 4.3.1", seq, err)
+		}
+	}
+	if full == 0 {
+		t.Fatalf("no 452 4.3.1 with the queue file limited to %d bytes (now %d bytes, %d messages queued)", size, fileSize(t, dbPath), len(acked))
+	}
+	if got := fileSize(t, dbPath); got > size {
+		t.Errorf("queue file grew past the limit: %d > %d bytes", got, size)
+	}
+	if d.running() == nil {
+		t.Fatal("the daemon exited at the file size limit")
+	}
+	t.Logf("queue file held at %d bytes: %d messages acknowledged, then 452 4.3.1", size, len(acked))
+
+	// The limit goes: intake resumes without a restart.
+	prlimit("unlimited")
+	seq++
+	if err := submit(seq); err != nil {
+		t.Fatalf("after the limit was raised: %v", err)
+	}
+
+	relay.SetScript(smtptest.Script{})
+	checkAllDelivered(t, relay, acked, refused, 60*time.Second)
+	d.waitQueueEmpty(t, 30*time.Second)
+	if code := d.stop(); code != 0 {
+		t.Errorf("relayq serve exited %d after SIGTERM, want 0", code)
+	}
+	checkQueueFile(t, d)
 }
