@@ -306,7 +306,7 @@ func (l loader) find(flagPath, systemPath string) (*Config, string, error) {
 			cfg, err := l.parse(embeddedConfig, embeddedName)
 			return cfg, embeddedName, err
 		default:
-			return nil, systemPath, fmt.Errorf("relayq: config: %w", err)
+			return nil, systemPath, fmt.Errorf("config: %w", err)
 		}
 	}
 	cfg, err := l.load(path)
@@ -316,7 +316,7 @@ func (l loader) find(flagPath, systemPath string) (*Config, string, error) {
 func (l loader) load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("relayq: config: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	return l.parse(data, path)
 }

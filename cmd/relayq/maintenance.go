@@ -23,22 +23,32 @@ import (
 
 const maintenanceLockTimeout = 500 * time.Millisecond
 
+// maintenanceTarget parses an offline command's flags (-c FILE, no
+// arguments) and returns the queue file its configuration names. When done,
+// the command ends with code (after --help, a usage or a config error).
+func maintenanceTarget(name, usage string, args []string, env cmdEnv) (path string, code int, done bool) {
+	fs := newFlags(name, usage, env)
+	cfgPath := fs.String("c", "", "configuration `file`")
+	if code := noArgs(name, fs, args, env); code >= 0 {
+		return "", code, true
+	}
+	cfg, code := loadConfig(*cfgPath, env)
+	if code != exitOK {
+		return "", code, true
+	}
+	return cfg.Queue.Path, exitOK, false
+}
+
 // runQueueCheck is `relayq queue check`: a read-only integrity check of the
 // database file (bbolt's page check and relayq's own, see queue.CheckFile).
 func runQueueCheck(args []string, env cmdEnv) int {
 	const name = "queue check"
-	fs := newFlags(name, "relayq queue check [-c FILE]\n"+
+	path, code, done := maintenanceTarget(name, "relayq queue check [-c FILE]\n"+
 		"Checks the queue file while relayq is stopped, without changing it. Exits 0 when it is sound,\n"+
-		"65 when it is damaged (and says how to recover), 75 when the daemon is running.", env)
-	cfgPath := fs.String("c", "", "configuration `file`")
-	if code := noArgs(name, fs, args, env); code >= 0 {
+		"65 when it is damaged (and says how to recover), 75 when the daemon is running.", args, env)
+	if done {
 		return code
 	}
-	cfg, code := loadConfig(*cfgPath, env)
-	if code != exitOK {
-		return code
-	}
-	path := cfg.Queue.Path
 	problems, err := queue.CheckFile(path, maintenanceLockTimeout)
 	if err != nil {
 		return maintenanceError(name, path, err, env)
@@ -87,18 +97,12 @@ Please report it as a bug, with the output above.
 // compact one and swaps it in atomically (see queue.CompactFile).
 func runCompact(args []string, env cmdEnv) int {
 	const name = "compact"
-	fs := newFlags(name, "relayq compact [-c FILE]\n"+
+	path, code, done := maintenanceTarget(name, "relayq compact [-c FILE]\n"+
 		"Rewrites the queue file without its free space, while relayq is stopped, and swaps the copy in\n"+
-		"atomically, keeping the file's mode and owner. Every message, dead letter and history record is kept.", env)
-	cfgPath := fs.String("c", "", "configuration `file`")
-	if code := noArgs(name, fs, args, env); code >= 0 {
+		"atomically, keeping the file's mode and owner. Every message, dead letter and history record is kept.", args, env)
+	if done {
 		return code
 	}
-	cfg, code := loadConfig(*cfgPath, env)
-	if code != exitOK {
-		return code
-	}
-	path := cfg.Queue.Path
 	res, err := queue.CompactFile(path, maintenanceLockTimeout)
 	if err != nil {
 		return maintenanceError(name, path, err, env)
