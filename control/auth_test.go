@@ -2,15 +2,10 @@ package control
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
-
-	"relayq/queue"
 )
 
 func TestAdminsAllow(t *testing.T) {
@@ -63,18 +58,8 @@ func TestListenWithAdminGroup(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("giving the socket to another group needs root")
 	}
-	dir := t.TempDir()
-	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	sock := filepath.Join(dir, "control.sock")
-	s, err := ListenWith(Options{Socket: sock, Queue: q, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AdminGID: 4242})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	q, dir := newTestQueue(t)
+	sock := serveTest(t, dir, Options{Queue: q, AdminGID: 4242})
 	fi, err := os.Stat(sock)
 	if err != nil {
 		t.Fatal(err)

@@ -8,27 +8,12 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"relayq/queue"
 )
 
 func TestListOverTheSocket(t *testing.T) {
-	dir := t.TempDir()
-	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	id, err := q.Put(context.Background(), queue.Envelope{From: "a@x.org", Recipients: []string{"b@x.org"}}, []byte("x\r\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "control.sock")
-	s, err := Listen(sock, q, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	q, dir := newTestQueue(t)
+	id := putTestMessage(t, q, "b@x.org")
+	sock := serveTest(t, dir, Options{Queue: q, AdminGID: -1})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := Call(ctx, sock, Request{Op: OpQueueList})
@@ -58,12 +43,7 @@ func TestCallWithoutDaemon(t *testing.T) {
 }
 
 func TestPeerNotAllowedIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q, dir := newTestQueue(t)
 	sock := filepath.Join(dir, "control.sock")
 	// As if the caller were another user.
 	s, err := listen(Options{Socket: sock, Queue: q, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, func(peer) bool { return false })

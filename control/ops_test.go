@@ -2,9 +2,6 @@ package control
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,16 +11,8 @@ import (
 // TestShowHasWhatListLeavesOut: list stays small (no attempt history, no
 // copy of the record in dead letters); show has the history and the body.
 func TestShowHasWhatListLeavesOut(t *testing.T) {
-	dir := t.TempDir()
-	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	id, err := q.Put(context.Background(), queue.Envelope{From: "a@x.org", Recipients: []string{"b@x.org", "c@x.org"}}, []byte("x\r\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	q, dir := newTestQueue(t)
+	id := putTestMessage(t, q, "b@x.org", "c@x.org")
 	ls, err := q.Lease(1)
 	if err != nil || len(ls) != 1 {
 		t.Fatal(ls, err)
@@ -34,12 +23,7 @@ func TestShowHasWhatListLeavesOut(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "control.sock")
-	s, err := Listen(sock, q, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	sock := serveTest(t, dir, Options{Queue: q, AdminGID: -1})
 	ctx := context.Background()
 
 	list, err := Call(ctx, sock, Request{Op: OpQueueList, State: "deferred"})

@@ -2,9 +2,6 @@ package control
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,16 +14,8 @@ import (
 // asked afresh at each request; show carries the transcript of the last
 // attempt, which list leaves out with the rest of the history.
 func TestStatusReportsRelays(t *testing.T) {
-	dir := t.TempDir()
-	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	id, err := q.Put(context.Background(), queue.Envelope{From: "a@x.org", Recipients: []string{"b@x.org"}}, []byte("x\r\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	q, dir := newTestQueue(t)
+	id := putTestMessage(t, q, "b@x.org")
 	ls, err := q.Lease(1)
 	if err != nil || len(ls) != 1 {
 		t.Fatal(ls, err)
@@ -39,13 +28,8 @@ func TestStatusReportsRelays(t *testing.T) {
 	until := time.Now().Add(time.Minute).Round(0)
 	relay := RelayStatus{Relay: "smtp://relay:25", State: "paused", PausedUntil: &until, Failures: 3, LastAttempt: &until, LastReply: reply}
 	var asked atomic.Int32
-	sock := filepath.Join(dir, "control.sock")
-	s, err := ListenWith(Options{Socket: sock, Queue: q, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AdminGID: -1,
+	sock := serveTest(t, dir, Options{Queue: q, AdminGID: -1,
 		Relays: func() []RelayStatus { asked.Add(1); return []RelayStatus{relay} }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	ctx := context.Background()
 
 	for range 2 {
