@@ -196,17 +196,12 @@ func (e inconsistency) Unwrap() error        { return e.error }
 // returns the problems found, none for a sound file. err is for what kept
 // the check from running (no such file, no permission, locked).
 func CheckFile(path string, lockTimeout time.Duration) (problems []error, err error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("queue: check %s: %w", path, err)
-	}
-	db, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	db, err := openReadOnly("check", path, lockTimeout)
 	switch {
-	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("queue: check %s: %w", path, ErrLocked)
 	case errors.Is(err, ErrDamaged):
 		return []error{err}, nil
 	case err != nil:
-		return nil, fmt.Errorf("queue: check %s: %w", path, err)
+		return nil, err
 	}
 	defer db.Close()
 	if err := walk(db); err != nil {
@@ -218,6 +213,50 @@ func CheckFile(path string, lockTimeout time.Duration) (problems []error, err er
 		return nil
 	})
 	return problems, err
+}
+
+// openReadOnly opens the file at path read-only under a shared lock, for
+// op ("check", "list"): ErrLocked after lockTimeout while the daemon holds
+// it; ErrDamaged, as openRecover reports it, for a file bbolt cannot read.
+func openReadOnly(op, path string, lockTimeout time.Duration) (*bolt.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("queue: %s %s: %w", op, path, err)
+	}
+	db, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("queue: %s %s: %w", op, path, ErrLocked)
+	case errors.Is(err, ErrDamaged):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("queue: %s %s: %w", op, path, err)
+	}
+	return db, nil
+}
+
+// ListFile lists the messages in the database file at path, oldest first,
+// while relayq serve is not running (`mailq` with the daemon down): the
+// file is opened read-only under a shared lock, waited for at most
+// lockTimeout (ErrLocked while the daemon holds it). No message is being
+// delivered, so none is shown as leased, whatever an old file stored.
+func ListFile(path string, lockTimeout time.Duration) ([]*Message, error) {
+	db, err := openReadOnly("list", path, lockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var out []*Message
+	err = db.View(func(tx *bolt.Tx) (err error) {
+		out, err = messagesIn(tx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: list %s: %w", path, err)
+	}
+	for _, m := range out {
+		m.LeasedUntil = time.Time{}
+	}
+	return out, nil
 }
 
 // CompactResult says what CompactFile did.

@@ -212,3 +212,38 @@ func TestDamagedFile(t *testing.T) {
 		})
 	}
 }
+
+// TestListFile: the messages of a stopped store, read-only, as List gave
+// them while it ran (held included); ErrLocked while a store has it open.
+func TestListFile(t *testing.T) {
+	path, _ := fill(t, 6)
+	q, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := q.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ListFile(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Errorf("ListFile while the store is open: %v, want ErrLocked", err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ListFile(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || len(got) != 4 {
+		t.Fatalf("ListFile: %d messages, List: %d, want 4 (6 put, 1 delivered, 1 dead)", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].ID != want[i].ID || got[i].State() != want[i].State() || len(got[i].Recipients) != len(want[i].Recipients) {
+			t.Errorf("message %d: ListFile %s %s, List %s %s", i, got[i].ID, got[i].State(), want[i].ID, want[i].State())
+		}
+	}
+	if _, err := ListFile(filepath.Join(t.TempDir(), "none.db"), time.Second); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ListFile of no file: %v, want ErrNotExist", err)
+	}
+}

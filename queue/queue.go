@@ -297,20 +297,35 @@ func (q *Queue) Get(id string) (*Message, error) {
 // List returns every queued message, oldest first.
 func (q *Queue) List() ([]*Message, error) {
 	var out []*Message
-	err := q.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
-			m, err := decodeMessage(v)
-			if err != nil {
-				return fmt.Errorf("message %s: %w", k, err)
-			}
-			out = append(out, q.leasedUntil(m))
-			return nil
-		})
+	err := q.db.View(func(tx *bolt.Tx) (err error) {
+		out, err = messagesIn(tx)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: list: %w", err)
 	}
+	for _, m := range out {
+		q.leasedUntil(m)
+	}
 	return out, nil
+}
+
+// messagesIn decodes every message tx holds, oldest first.
+func messagesIn(tx *bolt.Tx) ([]*Message, error) {
+	var out []*Message
+	b := tx.Bucket(bucketMessages)
+	if b == nil {
+		return nil, nil // a file relayq serve never opened
+	}
+	err := b.ForEach(func(k, v []byte) error {
+		m, err := decodeMessage(v)
+		if err != nil {
+			return fmt.Errorf("message %s: %w", k, err)
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
 }
 
 // ListDead returns every dead letter, oldest first.

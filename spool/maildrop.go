@@ -315,6 +315,24 @@ func (m *Maildrop) Import(ctx context.Context) (imported int, err error) {
 	return imported, nil
 }
 
+// PendingMaildrop counts the messages in the maildrop at dir that the
+// daemon has yet to import: complete files, and files an import claimed but
+// did not finish. Listing the maildrop needs the daemon's user or root.
+func PendingMaildrop(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("spool: maildrop: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, maildropTemp) && !strings.HasSuffix(name, maildropBad) {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // importFile imports one file; ok reports that it was queued and removed.
 // The error is for failures that should stop the import (queue, disk).
 func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err error) {

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"time"
 
+	"relayq"
 	"relayq/control"
 	"relayq/queue"
+	"relayq/spool"
 )
 
 // The Postfix-style queue listing, for scripts and people that know
@@ -38,8 +43,11 @@ const (
 
 // runMailq is `mailq` (relayq installed under that name), `relayq mailq`
 // and `relayq sendmail -bp`: the queue in Postfix's format. Like the
-// other queue commands it asks the running daemon; exit codes are in
-// exit.go (69: the daemon is not running).
+// other queue commands it asks the running daemon. When the daemon is not
+// running it says so on stderr and, as Postfix's does, reads the queue file
+// directly (read-only), adding how many messages wait in the maildrop. Exit
+// codes are the queue commands' (exit.go), plus 75 when the file is locked
+// but the daemon does not answer, and 77 when this user cannot read it.
 func runMailq(args []string, env cmdEnv) int {
 	fs := newFlags("mailq", "mailq [-c FILE]\nLists the queue as Postfix's mailq (postqueue -p) does.", env)
 	cfgPath := fs.String("c", "", "configuration `file`")
@@ -57,14 +65,53 @@ func runMailq(args []string, env cmdEnv) int {
 // mailq prints the listing for the daemon that the configuration at
 // cfgPath ("" for the default search) names.
 func mailq(cfgPath string, env cmdEnv) int {
-	resp, code := ask("mailq", cfgPath, control.Request{Op: control.OpQueueList}, env)
+	cfg, code := loadConfig(cfgPath, env)
 	if code != exitOK {
 		return code
 	}
-	if err := writeMailq(env.Stdout, resp.Messages, time.Local); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var msgs []*queue.Message
+	resp, err := control.Call(ctx, cfg.Control.Socket, control.Request{Op: control.OpQueueList})
+	switch {
+	case err == nil:
+		msgs = resp.Messages
+	case errors.Is(err, control.ErrNotRunning):
+		if msgs, code = mailqOffline(cfg, env); code != exitOK {
+			return code
+		}
+	default:
+		return askFailed("mailq", resp, err, env) // ops.go
+	}
+	if err := writeMailq(env.Stdout, msgs, time.Local); err != nil {
 		return exitIOErr
 	}
 	return exitOK
+}
+
+// mailqOffline reads the queue file of a daemon that is not running, and
+// says on stderr that it did and what waits in the maildrop.
+func mailqOffline(cfg *relayq.Config, env cmdEnv) ([]*queue.Message, int) {
+	path := cfg.Queue.Path
+	fmt.Fprintf(env.Stderr, "mailq: relayq is not running; reading %s directly\n", path)
+	msgs, err := queue.ListFile(path, maintenanceLockTimeout)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		msgs = nil // no queue yet: nothing queued
+	case errors.Is(err, queue.ErrLocked):
+		fmt.Fprintf(env.Stderr, "mailq: %v: relayq is starting or stopping; try again\n", err)
+		return nil, exitTempFail
+	case errors.Is(err, fs.ErrPermission):
+		fmt.Fprintf(env.Stderr, "mailq: %v\n", err)
+		return nil, exitNoPerm
+	case err != nil:
+		fmt.Fprintf(env.Stderr, "mailq: %v\n", err)
+		return nil, exitIOErr
+	}
+	if n, err := spool.PendingMaildrop(cfg.Submission.Maildrop); err == nil && n > 0 {
+		fmt.Fprintf(env.Stderr, "mailq: %d message(s) in the maildrop %s, queued when relayq starts\n", n, cfg.Submission.Maildrop)
+	}
+	return msgs, exitOK
 }
 
 // writeMailq writes msgs (oldest first, as the daemon lists them) in

@@ -121,16 +121,21 @@ func askSocket(name, socket string, req control.Request, env cmdEnv) (*control.R
 	if err == nil {
 		return resp, exitOK
 	}
+	return nil, askFailed(name, resp, err, env)
+}
+
+// askFailed reports a failed control call and picks its exit code.
+func askFailed(name string, resp *control.Response, err error, env cmdEnv) int {
 	fmt.Fprintf(env.Stderr, "relayq %s: %v\n", name, err)
 	switch {
 	case errors.Is(err, control.ErrNotRunning):
-		return nil, exitUnavailable
+		return exitUnavailable
 	case errors.Is(err, control.ErrDenied):
-		return nil, exitNoPerm
+		return exitNoPerm
 	case resp == nil:
-		return nil, exitTempFail
+		return exitTempFail
 	}
-	return nil, codeExit(resp.Code)
+	return codeExit(resp.Code)
 }
 
 // codeExit maps a control Code to an exit status.
