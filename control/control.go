@@ -86,6 +86,7 @@ type Server struct {
 	allow   func(peer) bool // see auth.go
 	started time.Time       // for status's uptime
 	relays  func() []RelayStatus
+	limits  func() []LimitStatus
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -106,6 +107,9 @@ type Options struct {
 	// Relays reports each relay's state for status; it must only read,
 	// and be safe to call from any goroutine. nil leaves the relays out.
 	Relays func() []RelayStatus
+	// Limits reports what each submitter used of its [limits] for status,
+	// under the same rules as Relays. nil leaves the limits out.
+	Limits func() []LimitStatus
 }
 
 // ListenWith is Listen with an admin group.
@@ -141,7 +145,7 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
 	}
-	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays}
+	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil

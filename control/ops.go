@@ -50,6 +50,30 @@ type Status struct {
 	// Relays is each relay's state and last result (Options.Relays);
 	// absent when the daemon did not say.
 	Relays []RelayStatus `json:"relays,omitempty"`
+	// Limits is what each submitter used of its [limits] (Options.Limits);
+	// absent when no limit is set.
+	Limits []LimitStatus `json:"limits,omitempty"`
+}
+
+// LimitStatus is one submitter's use of its [limits]: every submitter with
+// a rule of its own, and any other with mail counted.
+type LimitStatus struct {
+	// Submitter is "uid 1000", "user alice", "unit cron.service" or "TCP
+	// submissions", as the 452 replies name it.
+	Submitter string `json:"submitter"`
+	// MessagesLastHour counts what it sent in the last hour, against
+	// MessagesPerHour (0: no cap). Both absent when no limit counts
+	// messages.
+	MessagesLastHour *int `json:"messages_last_hour,omitempty"`
+	MessagesPerHour  int  `json:"messages_per_hour,omitempty"`
+	// QueuedBytes is the size of its queued messages, against
+	// QueuedBytesLimit (0: no cap); absent when no limit counts bytes.
+	QueuedBytes      *int64 `json:"queued_bytes,omitempty"`
+	QueuedBytesLimit int64  `json:"queued_bytes_limit,omitempty"`
+	// Refused counts its submissions refused over a limit since the
+	// daemon started, the last at LastRefused.
+	Refused     int64      `json:"refused"`
+	LastRefused *time.Time `json:"last_refused,omitempty"`
 }
 
 // RelayStatus is one relay as delivery sees it.
@@ -162,6 +186,9 @@ func (s *Server) status() Response {
 	}
 	if s.relays != nil {
 		st.Relays = s.relays()
+	}
+	if s.limits != nil {
+		st.Limits = s.limits()
 	}
 	return Response{Status: st}
 }

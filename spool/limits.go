@@ -3,6 +3,7 @@ package spool
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -89,6 +90,7 @@ type limiter struct {
 	rules map[string]Limit // key ("unit cron.service") → limit
 	def   Limit
 	rate  bool // some limit counts messages per hour
+	bytes bool // some limit counts queued bytes
 	q     *queue.Queue
 	now   func() time.Time
 	log   *slog.Logger
@@ -103,6 +105,13 @@ type limiter struct {
 	added    map[string]int64       // committed since
 	reserved map[string]int64       // being committed now
 	scanned  time.Time
+	refused  map[string]refusals // refusals since start, for status
+}
+
+// refusals counts what a key was refused.
+type refusals struct {
+	n    int64
+	last time.Time
 }
 
 // newLimiter returns nil when l limits nothing.
@@ -113,8 +122,9 @@ func newLimiter(l Limits, q *queue.Queue, log *slog.Logger) *limiter {
 		return nil
 	}
 	lim := &limiter{
-		rules: make(map[string]Limit), def: l.Default, rate: rate, q: q, now: time.Now, log: log,
+		rules: make(map[string]Limit), def: l.Default, rate: rate, bytes: bytes, q: q, now: time.Now, log: log,
 		sent: map[string][]time.Time{}, added: map[string]int64{}, reserved: map[string]int64{},
+		refused: map[string]refusals{},
 	}
 	for _, r := range l.Rules {
 		lim.rules[string(r.Kind)+" "+r.Value] = r.Limit
@@ -215,9 +225,18 @@ func (l *limiter) admit(s queue.Submitter, size int64) (done func(queued bool), 
 	}, nil
 }
 
-// over reports whether key is over lim with another message of size bytes.
-// l.mu is held.
+// over reports whether key is over lim with another message of size bytes,
+// and counts the refusal. l.mu is held.
 func (l *limiter) over(key string, lim Limit, size int64) *smtp.SMTPError {
+	r := l.exceeds(key, lim, size)
+	if r != nil {
+		l.refused[key] = refusals{n: l.refused[key].n + 1, last: l.now()}
+	}
+	return r
+}
+
+// exceeds is over without the counting. l.mu is held.
+func (l *limiter) exceeds(key string, lim Limit, size int64) *smtp.SMTPError {
 	if n := lim.MessagesPerHour; n > 0 && l.recent(key) >= n {
 		l.log.Warn("submission refused: messages_per_hour", "limit_key", key, "limit", n)
 		return replyRate(key, n)
@@ -227,12 +246,85 @@ func (l *limiter) over(key string, lim Limit, size int64) *smtp.SMTPError {
 			l.log.Warn("submission refused: larger than queued_bytes", "limit_key", key, "limit", n, "size", size)
 			return replyOverAllowance(key, n)
 		}
-		if queued := l.base[key] + l.scanning[key] + l.added[key] + l.reserved[key]; queued+size > n {
+		if queued := l.queued(key); queued+size > n {
 			l.log.Warn("submission refused: queued_bytes", "limit_key", key, "limit", n, "queued", queued, "size", size)
 			return replyQueuedBytes(key, n)
 		}
 	}
 	return nil
+}
+
+// queued is key's queued bytes as last read plus what came since. l.mu is
+// held.
+func (l *limiter) queued(key string) int64 {
+	return l.base[key] + l.scanning[key] + l.added[key] + l.reserved[key]
+}
+
+// LimitUsage is what one submitter (a limit key) has used of its limits,
+// for `relayq status`.
+type LimitUsage struct {
+	// Key names the submitter as replies do: "uid 1000", "user alice",
+	// "unit cron.service", "TCP submissions".
+	Key string
+	// Limit is the key's limit; a zero field is no cap.
+	Limit
+	// MessagesLastHour counts the key's acceptances in the last hour, or
+	// is -1 when no limit counts messages per hour.
+	MessagesLastHour int
+	// QueuedBytes is the size of the key's queued messages (read from the
+	// store every few seconds), or -1 when no limit counts queued bytes.
+	QueuedBytes int64
+	// Refused counts submissions refused over a limit since the daemon
+	// started, the last at LastRefused.
+	Refused     int64
+	LastRefused time.Time
+}
+
+// usage reports every key that has a rule of its own or anything counted.
+func (l *limiter) usage() []LimitUsage {
+	if l == nil {
+		return nil
+	}
+	fresh := Limit{} // what prepare needs fresh: the bytes, if they count
+	if l.bytes {
+		fresh.QueuedBytes = 1
+	}
+	l.prepare(fresh)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	keys := map[string]bool{}
+	for k := range l.rules {
+		keys[k] = true
+	}
+	for _, m := range []map[string]int64{l.base, l.scanning, l.added, l.reserved} {
+		for k, v := range m {
+			if v != 0 {
+				keys[k] = true
+			}
+		}
+	}
+	for k := range l.sent {
+		keys[k] = true
+	}
+	for k := range l.refused {
+		keys[k] = true
+	}
+	out := make([]LimitUsage, 0, len(keys))
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		lim, ok := l.rules[k]
+		if !ok {
+			lim = l.def
+		}
+		u := LimitUsage{Key: describe(k), Limit: lim, MessagesLastHour: -1, QueuedBytes: -1, Refused: l.refused[k].n, LastRefused: l.refused[k].last}
+		if l.rate {
+			u.MessagesLastHour = l.recent(k)
+		}
+		if l.bytes {
+			u.QueuedBytes = l.queued(k)
+		}
+		out = append(out, u)
+	}
+	return out
 }
 
 // recent counts key's acceptances in the last hour, dropping older ones.

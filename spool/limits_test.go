@@ -187,3 +187,49 @@ func TestLimitConcurrentAdmit(t *testing.T) {
 		t.Errorf("after a failed Put: %v, want admitted", r)
 	}
 }
+
+// TestLimitUsage: what status shows. The uid with a rule of 2 messages an
+// hour sent 2 and was refused once; TCP submissions, under the default
+// (50 queued bytes), have one message queued; every rule is listed, idle
+// or not, sorted by key.
+func TestLimitUsage(t *testing.T) {
+	uid := strconv.Itoa(os.Getuid())
+	s, clock := limitedServer(t, Limits{
+		Default: Limit{QueuedBytes: 50},
+		Rules: []LimitRule{
+			{Kind: LimitUID, Value: uid, Limit: Limit{MessagesPerHour: 2}},
+			{Kind: LimitUnit, Value: "idle.service", Limit: Limit{MessagesPerHour: 7}},
+		},
+	})
+	if u := s.LimitUsage(); len(u) != 2 || u[0].Key != "uid "+uid || u[1].Key != "unit idle.service" || u[1].MessagesPerHour != 7 || u[0].Refused != 0 {
+		t.Fatalf("before any mail: %+v, want the two rules, idle", u)
+	}
+	c := newClient(t, dial(t, s, "unix"))
+	c.run(dialog(hello, transaction(limitBody, queuedReply), transaction(limitBody, queuedReply), []step{
+		{send: "MAIL FROM:<cron@example.org>", expect: "452 4.7.0"},
+		{send: "RSET", expect: "250"},
+	}))
+	tcp := newClient(t, dial(t, s, "tcp"))
+	tcp.run(dialog(hello, transaction(limitBody, queuedReply)))
+
+	got := map[string]LimitUsage{}
+	for _, u := range s.LimitUsage() {
+		got[u.Key] = u
+	}
+	if u := got["uid "+uid]; u.MessagesPerHour != 2 || u.MessagesLastHour != 2 || u.Refused != 1 || !u.LastRefused.Equal(clock.Now()) || u.QueuedBytes != 42 {
+		t.Errorf("uid %s: %+v, want 2 of 2 messages, 42 bytes queued, 1 refused now", uid, u)
+	}
+	if u := got["TCP submissions"]; u.QueuedBytes != 21 || u.Limit.QueuedBytes != 50 || u.Refused != 0 {
+		t.Errorf("TCP submissions: %+v, want 21 of 50 bytes queued", u)
+	}
+	if len(got) != 3 {
+		t.Errorf("usage: %+v, want the uid, TCP submissions and the idle unit", got)
+	}
+
+	clock.advance(61 * time.Minute)
+	for _, u := range s.LimitUsage() {
+		if u.Key == "uid "+uid && (u.MessagesLastHour != 0 || u.Refused != 1) {
+			t.Errorf("an hour later: %+v, want 0 messages in the last hour and the refusal still counted", u)
+		}
+	}
+}

@@ -193,6 +193,11 @@ func (s *Server) serve(l net.Listener) {
 	}
 }
 
+// LimitUsage reports, for `relayq status`, what each submitter has used of
+// its [limits]: every key with a rule of its own or anything counted, by
+// key. Nil when no limit is set.
+func (s *Server) LimitUsage() []LimitUsage { return s.limits.usage() }
+
 // Addrs returns the addresses actually listened on: the socket first (if
 // any), then the TCP listeners in the order of Options.Listen.
 func (s *Server) Addrs() []net.Addr {

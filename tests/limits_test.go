@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/user"
 	"strconv"
@@ -48,6 +49,28 @@ func TestLimitPerUID(t *testing.T) {
 	}
 	if refused := d.logRecords("submission refused: messages_per_hour"); len(refused) != 2 || refused[0]["limit_key"] != "uid "+strconv.Itoa(uid) {
 		t.Errorf("refusals logged: %v, want 2 naming uid %d", refused, uid)
+	}
+	// relayq status shows the uid at its limit, and the refusals.
+	var st struct {
+		Limits []struct {
+			Submitter        string `json:"submitter"`
+			MessagesLastHour *int   `json:"messages_last_hour"`
+			MessagesPerHour  int    `json:"messages_per_hour"`
+			QueuedBytes      *int64 `json:"queued_bytes"`
+			Refused          int    `json:"refused"`
+			LastRefused      string `json:"last_refused"`
+		} `json:"limits"`
+	}
+	res = d.mustRelayq(t, "status", "--json")
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || len(st.Limits) != 1 {
+		t.Fatalf("status --json: %v (%v), want one submitter under limits", res, err)
+	}
+	if l := st.Limits[0]; l.Submitter != "uid "+strconv.Itoa(uid) || l.MessagesLastHour == nil || *l.MessagesLastHour != 2 ||
+		l.MessagesPerHour != 2 || l.QueuedBytes != nil || l.Refused != 2 || l.LastRefused == "" {
+		t.Errorf("status --json limits: %+v, want uid %d at 2 of 2 messages, 2 refused, no byte count", l, uid)
+	}
+	if text := d.mustRelayq(t, "status").stdout; !strings.Contains(text, fmt.Sprintf("Limit:        uid %d: 2 of 2 message(s) in the last hour, 2 refused since start (the last at ", uid)) {
+		t.Errorf("status: no line for the uid's limit:\n%s", text)
 	}
 	if os.Geteuid() == 0 {
 		bin := publicBin(t)

@@ -101,7 +101,7 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 	}
 	undo = append(undo, func() { _ = d.intake.Shutdown(context.Background()) })
 
-	d.ctl, err = listenControl(cfg, d.q, log, d.relays) // daemon_policy.go
+	d.ctl, err = listenControl(cfg, d.q, log, d.relays, d.intake) // daemon_policy.go
 	if err != nil {
 		return nil, err
 	}

@@ -30,13 +30,34 @@ func intakeLimits(l relayq.LimitsConfig) spool.Limits {
 }
 
 // listenControl opens the control socket for root, the daemon's user and
-// the admin group; status asks relays for the relay's state.
-func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus) (*control.Server, error) {
+// the admin group; status asks relays for the relay's state and intake for
+// the submitters' use of their limits.
+func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server) (*control.Server, error) {
 	gid, err := cfg.Control.AdminGID()
 	if err != nil {
 		return nil, &configError{err}
 	}
-	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid, Relays: relays})
+	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid,
+		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }})
+}
+
+// limitStatus carries intake's view of the limits over the control socket.
+func limitStatus(usage []spool.LimitUsage) []control.LimitStatus {
+	var out []control.LimitStatus
+	for _, u := range usage {
+		st := control.LimitStatus{Submitter: u.Key, MessagesPerHour: u.MessagesPerHour, QueuedBytesLimit: u.Limit.QueuedBytes, Refused: u.Refused}
+		if u.MessagesLastHour >= 0 {
+			st.MessagesLastHour = &u.MessagesLastHour
+		}
+		if u.QueuedBytes >= 0 {
+			st.QueuedBytes = &u.QueuedBytes
+		}
+		if !u.LastRefused.IsZero() {
+			st.LastRefused = &u.LastRefused
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // startNotifier starts the notices' sweep when [notify] bounce is on. It

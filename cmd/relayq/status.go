@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"relayq"
@@ -87,6 +88,9 @@ type statusOut struct {
 	UptimeSeconds            float64   `json:"uptime_seconds"`
 	// Relays: each relay's state and last result, as the daemon has them.
 	Relays []control.RelayStatus `json:"relays"`
+	// Limits: what each submitter used of its [limits]; empty without
+	// limits.
+	Limits []control.LimitStatus `json:"limits"`
 }
 
 func statusJSON(st *control.Status, db string, problems []string) statusOut {
@@ -104,8 +108,13 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 	if relays == nil {
 		relays = []control.RelayStatus{}
 	}
+	limits := st.Limits
+	if limits == nil {
+		limits = []control.LimitStatus{}
+	}
 	return statusOut{
 		Relays:  relays,
+		Limits:  limits,
 		Healthy: len(problems) == 0, Problems: problems,
 		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
@@ -135,6 +144,9 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 	for _, r := range st.Relays {
 		field("Relay", "%s: %s", r.Relay, relayState(r, st.Now))
 		field("Last result", "%s", lastResult(r, st.Now))
+	}
+	for _, l := range st.Limits {
+		field("Limit", "%s: %s", l.Submitter, limitUse(l, st.Now))
 	}
 	if len(problems) == 0 {
 		field("Health", "ok")
@@ -169,6 +181,32 @@ func lastResult(r control.RelayStatus, now time.Time) string {
 	}
 	return fmt.Sprintf("%s (%s ago): %s", r.LastAttempt.Local().Format(time.DateTime),
 		now.Sub(*r.LastAttempt).Round(time.Second), oneLine(r.LastReply.String()))
+}
+
+// limitUse says what a submitter used of its limits: "2 of 100 message(s)
+// in the last hour, 1.2 MiB of 10.0 MiB queued, 3 refused (the last at …)".
+func limitUse(l control.LimitStatus, now time.Time) string {
+	var parts []string
+	if n := l.MessagesLastHour; n != nil {
+		if l.MessagesPerHour > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d message(s) in the last hour", *n, l.MessagesPerHour))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d message(s) in the last hour", *n))
+		}
+	}
+	if b := l.QueuedBytes; b != nil {
+		if l.QueuedBytesLimit > 0 {
+			parts = append(parts, fmt.Sprintf("%s of %s queued", byteSize(*b), byteSize(l.QueuedBytesLimit)))
+		} else {
+			parts = append(parts, byteSize(*b)+" queued")
+		}
+	}
+	refused := "none refused"
+	if l.Refused > 0 && l.LastRefused != nil {
+		refused = fmt.Sprintf("%d refused since start (the last at %s, %s ago)", l.Refused,
+			l.LastRefused.Local().Format(time.DateTime), now.Sub(*l.LastRefused).Round(time.Second))
+	}
+	return strings.Join(append(parts, refused), ", ")
 }
 
 func byteSize(n int64) string {
