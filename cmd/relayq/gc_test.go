@@ -16,13 +16,13 @@ func currentGCPercent() int {
 	return int(s[0].Value.Uint64())
 }
 
-// waitGCPercent collects until the tuner has set want, or fails.
-func waitGCPercent(t *testing.T, want int) {
+// waitGCPercent collects until the tuner's setting satisfies ok, or fails.
+func waitGCPercent(t *testing.T, want string, ok func(int) bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for currentGCPercent() != want {
+	for !ok(currentGCPercent()) {
 		if time.Now().After(deadline) {
-			t.Fatalf("GOGC is %d, want %d", currentGCPercent(), want)
+			t.Fatalf("GOGC is %d, want %s", currentGCPercent(), want)
 		}
 		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
@@ -32,7 +32,7 @@ func waitGCPercent(t *testing.T, want int) {
 var gcTestHeap [][]byte
 
 // The collector's setting follows the live heap: a small heap may grow by
-// gcMaxPercent, a large one by the default 100%, and back again.
+// more than the default 100%, a large one by the default, and back again.
 func TestTuneGCFollowsLiveHeap(t *testing.T) {
 	t.Setenv("GOGC", "")
 	os.Unsetenv("GOGC") // restored by Setenv's cleanup
@@ -45,16 +45,19 @@ func TestTuneGCFollowsLiveHeap(t *testing.T) {
 		debug.SetGCPercent(before)
 	}()
 
+	// The test binary's own heap (other tests' leftovers included) is
+	// small, but not known exactly: above the default is what matters.
+	above := func(p int) bool { return p > 100 && p <= gcMaxPercent }
 	tuneGC(ctx)
-	waitGCPercent(t, gcMaxPercent)
+	waitGCPercent(t, "above 100 for a small heap", above)
 
 	for range 64 { // 64 MiB live: well past gcHeadroom
 		gcTestHeap = append(gcTestHeap, make([]byte, 1<<20))
 	}
-	waitGCPercent(t, 100)
+	waitGCPercent(t, "100 for a large heap", func(p int) bool { return p == 100 })
 
 	gcTestHeap = nil
-	waitGCPercent(t, gcMaxPercent)
+	waitGCPercent(t, "above 100 again once the heap is small", above)
 }
 
 // An operator's GOGC stands.
