@@ -242,7 +242,10 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 		return
 	}
 	for _, o := range outcomes {
-		d.log.attempt(l.Message, o, verdicts[o.Address].uncertain, d.opts.Now().Sub(start))
+		// An attempt interrupted by a crash may have reached the relay:
+		// if this one delivers, the recipient may have it twice.
+		maybeTwice := verdicts[o.Address].uncertain || (l.Interrupted && o.Result == queue.Delivered)
+		d.log.attempt(l.Message, o, maybeTwice, d.opts.Now().Sub(start))
 	}
 	d.log.heldUncertain(l.Message, outcomes)
 	d.opts.Notifier.After(rec) // notice.go

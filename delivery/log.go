@@ -34,8 +34,9 @@ func (e *eventLog) attempt(m *queue.Message, o queue.Outcome, uncertain bool, to
 		attrs = append(attrs, "next", o.NextAttempt.Format(time.RFC3339))
 	}
 	if uncertain {
-		// RFC 1047: the relay may have taken the message; it will be sent
-		// again, so the recipient may receive it twice.
+		// RFC 1047: the relay may have taken the message already (this
+		// attempt, lost after the dot, or one a crash interrupted), so the
+		// recipient may receive it twice.
 		attrs = append(attrs, "possible_duplicate", true)
 	}
 	e.l.Log(context.Background(), level, "delivery", attrs...)

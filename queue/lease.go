@@ -14,7 +14,13 @@ import (
 // current lease may record outcomes for it.
 type Lease struct {
 	*Message
-	token uint64
+	// Interrupted says that the message was out for delivery when relayq
+	// last stopped without recording how that went (kill -9, a crash):
+	// the relay may have it already, and an attempt that delivers it may
+	// deliver it twice. It stays set on every lease until the message
+	// leaves the queue.
+	Interrupted bool
+	token       uint64
 }
 
 // Leases live in memory only. The database lock makes this process the
@@ -147,12 +153,19 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 				continue
 			}
 			m.LeasedUntil = until
-			leases = append(leases, &Lease{Message: m, token: q.leases.take(id, until)})
+			leases = append(leases, &Lease{Message: m, Interrupted: q.interrupted(id), token: q.leases.take(id, until)})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: lease: %w", err)
+	}
+	if len(leases) > 0 {
+		ids := make([]string, len(leases))
+		for i, l := range leases {
+			ids[i] = l.ID
+		}
+		q.inflight.begin(ids)
 	}
 	if len(stale) > 0 {
 		go q.dropStaleSchedule(stale)
@@ -189,6 +202,7 @@ func (q *Queue) Release(l *Lease) error {
 		return fmt.Errorf("queue: release %s: %w", l.ID, ErrLeaseLost)
 	}
 	q.leases.drop(l.ID, l.token)
+	q.inflight.end(l.ID)
 	q.notify()
 	return nil
 }
@@ -247,6 +261,10 @@ func (q *Queue) RecordAttempt(l *Lease, a Attempt, outcomes []Outcome) (*Message
 		return nil, fmt.Errorf("queue: record %s: %w", l.ID, err)
 	}
 	q.leases.drop(l.ID, l.token)
+	q.inflight.end(l.ID)
+	if len(result.Pending()) == 0 {
+		q.forgetInterrupted(l.ID) // gone: no later attempt to mark
+	}
 	q.notify()
 	return result, nil
 }

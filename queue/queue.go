@@ -72,6 +72,10 @@ type Queue struct {
 
 	leases leaseTable // lease.go: in memory only
 
+	inflight      *inflight // inflight.go: nil when it could not be opened
+	interruptMu   sync.Mutex
+	interruptedBy map[string]bool // IDs out for delivery when the last run stopped
+
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
 }
@@ -124,6 +128,7 @@ func Open(path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
+	q.openInflight(path + inflightSuffix)
 	q.commit = newCommitter(db, opts.MaxBatch)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
@@ -223,6 +228,9 @@ func (q *Queue) Close() error {
 	q.pruner.halt()
 	q.trimmer.halt()
 	q.commit.close()
+	if err := q.inflight.close(); err != nil {
+		q.log.Warn("cannot close the in-flight journal", "err", err)
+	}
 	return q.db.Close()
 }
 

@@ -273,3 +273,55 @@ func TestAttemptsSurviveRestart(t *testing.T) {
 	}
 	d.waitQueueEmpty(t, 5*time.Second)
 }
+
+// TestRedeliveryAfterCrashMarked: SMTP on the unix socket → relayq →
+// smtptest relay that, right after its 250 to the first message, has
+// relayq killed (SIGKILL), before relayq can record the delivery. After the
+// restart the message goes out again, as it must (relayq cannot know the
+// relay took it), and that delivery is logged possible_duplicate=true;
+// a message delivered in the ordinary way is not, and after a clean stop
+// nothing is reported as interrupted.
+func TestRedeliveryAfterCrashMarked(t *testing.T) {
+	var d atomic.Pointer[daemon]
+	var killed atomic.Bool
+	relay := smtptest.NewServer(t, smtptest.Options{OnData: func(at smtptest.DataPoint, msg []byte) {
+		if at == smtptest.DataAccepted && seqOf(msg) == 1 && killed.CompareAndSwap(false, true) {
+			if p := d.Load().running(); p != nil {
+				p.cmd.Process.Kill()
+			}
+		}
+	}})
+	d.Store(startDaemon(t, relay))
+	dm := d.Load()
+	from, to := "twice@example.org", []string{"rcpt@example.net"}
+	id := dm.submit(t, from, to, newMessage(1, from, to, 4))
+	waitFor(t, 10*time.Second, "the kill after the relay's 250", killed.Load)
+	dm.kill() // reaps the killed process
+	dm.start()
+	relay.WaitMessages(t, 2, 15*time.Second)
+	waitFor(t, 5*time.Second, "the redelivery logged", func() bool {
+		lines := dm.deliveryLog(id)
+		return len(lines) > 0 && lines[len(lines)-1]["status"] == "sent"
+	})
+	lines := dm.deliveryLog(id)
+	if len(lines) != 1 || lines[0]["possible_duplicate"] != "true" {
+		t.Errorf("delivery log of the redelivered message: %v, want one sent line with possible_duplicate=true", lines)
+	}
+	if w := dm.logRecords("messages were out for delivery when relayq last stopped; their next attempt may deliver them twice"); len(w) != 1 || w[0]["count"] != "1" {
+		t.Errorf("start-up warning: %v, want one, for 1 message", w)
+	}
+
+	other := dm.submit(t, from, to, newMessage(2, from, to, 4))
+	waitFor(t, 10*time.Second, "the second message logged", func() bool { return len(dm.deliveryLog(other)) > 0 })
+	if l := dm.deliveryLog(other)[0]; l["status"] != "sent" || l["possible_duplicate"] != "" {
+		t.Errorf("an ordinary delivery: %v, want sent without possible_duplicate", l)
+	}
+	dm.waitQueueEmpty(t, 10*time.Second)
+	if code := dm.stop(); code != 0 {
+		t.Errorf("relayq serve exited %d after SIGTERM, want 0", code)
+	}
+	dm.start()
+	if w := dm.logRecords("messages were out for delivery when relayq last stopped; their next attempt may deliver them twice"); len(w) != 1 {
+		t.Errorf("after a clean stop: %d start-up warnings in all, want still the one from the crash", len(w))
+	}
+}

@@ -462,6 +462,11 @@ func crashReport(t *testing.T, c *crashClients, d *daemon, relay *smtptest.Serve
 	if byKind[killAfter250] > 0 && aimedDups == 0 {
 		t.Errorf("none of the %d messages the relay had just answered 250 for when relayq was killed was delivered again: the kills missed the window before the delivery is recorded", byKind[killAfter250])
 	}
+	// Each of those redeliveries is marked: the kill interrupted a lease
+	// the in-flight journal had noted.
+	if pd := possibleDuplicates(d); pd < aimedDups {
+		t.Errorf("%d possible_duplicate log lines, fewer than the %d messages delivered again after a kill right after the relay's 250", pd, aimedDups)
+	}
 	if len(acked) < len(c.bodies)/2 {
 		t.Errorf("only %d of %d submissions acknowledged", len(acked), len(c.bodies))
 	}

@@ -1,0 +1,112 @@
+package queue
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestInterruptedAfterStop: a message out for delivery when the store
+// stopped (its lease never ended) is Interrupted on every lease after the
+// restart until it leaves the queue; one whose attempt was recorded, or
+// which was released, is not; a clean run leaves nothing interrupted.
+func TestInterruptedAfterStop(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := put(t, q, "out\r\n", "a@x.org")
+	done := put(t, q, "done\r\n", "a@x.org")
+	released := put(t, q, "released\r\n", "a@x.org")
+	leases, err := q.Lease(3)
+	if err != nil || len(leases) != 3 {
+		t.Fatalf("lease: %d, %v", len(leases), err)
+	}
+	for _, l := range leases {
+		switch l.ID {
+		case done:
+			if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Delivered, Reply: reply250}}); err != nil {
+				t.Fatal(err)
+			}
+		case released:
+			if err := q.Release(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	q.Close() // as a crash would: out's lease is still held
+
+	q, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := func() map[string]bool {
+		t.Helper()
+		ls, err := q.Lease(10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, l := range ls {
+			got[l.ID] = l.Interrupted
+			if l.ID == out {
+				// Deferred: still queued, still marked.
+				if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Deferred, Reply: reply451}}); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := q.Release(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return got
+	}
+	if got := marked(); len(got) != 2 || !got[out] || got[released] {
+		t.Fatalf("after the restart: interrupted %v, want only %s of %s and %s", got, out, out, released)
+	}
+	if !q.interrupted(out) {
+		t.Error("a deferred attempt cleared the mark: a later delivery would go unmarked")
+	}
+	q.Close()
+
+	// A clean stop (every lease ended) leaves nothing interrupted.
+	q, err = Open(path, Options{Now: func() time.Time { return time.Now().Add(time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if len(q.interruptedBy) != 0 {
+		t.Errorf("after a clean stop: %v interrupted, want none", q.interruptedBy)
+	}
+}
+
+// TestInflightJournalStaysSmall: leases that come and go rewrite the
+// journal once it passes inflightCompactAt, keeping only the open ones.
+func TestInflightJournalStaysSmall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.inflight")
+	j, interrupted, err := openInflight(path, func(err error) { t.Errorf("journal stopped: %v", err) })
+	if err != nil || len(interrupted) != 0 {
+		t.Fatalf("open: %v %v", interrupted, err)
+	}
+	j.begin([]string{"keep1", "keep2"})
+	for i := range 20000 {
+		id := "MSG" + strconv.Itoa(i)
+		j.begin([]string{id})
+		j.end(id)
+	}
+	j.end("keep2")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > inflightCompactAt {
+		t.Errorf("journal is %d bytes after 20,000 leases, want at most %d", fi.Size(), inflightCompactAt)
+	}
+	j.close()
+	open, err := readInflight(path)
+	if err != nil || len(open) != 1 || !open["keep1"] {
+		t.Errorf("journal says %v open (%v), want keep1 only", open, err)
+	}
+}
