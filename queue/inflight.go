@@ -90,7 +90,9 @@ func (j *inflight) begin(ids []string) {
 	}
 	var b strings.Builder
 	for _, id := range ids {
-		b.WriteString("+" + id + "\n")
+		b.WriteByte('+')
+		b.WriteString(id)
+		b.WriteByte('\n')
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -139,7 +141,9 @@ func (j *inflight) compact() {
 	j.size = 0
 	var b strings.Builder
 	for id := range j.open {
-		b.WriteString("+" + id + "\n")
+		b.WriteByte('+')
+		b.WriteString(id)
+		b.WriteByte('\n')
 	}
 	j.write(b.String())
 }
@@ -168,9 +172,9 @@ func (j *inflight) close() error {
 	return err
 }
 
-// openInflight reads the journal of the last run and starts this run's.
+// startInflight reads the journal of the last run and starts this run's.
 // Without a journal the store works all the same, only unmarked.
-func (q *Queue) openInflight(path string) {
+func (q *Queue) startInflight(path string) {
 	j, interrupted, err := openInflight(path, func(err error) {
 		q.log.Error("in-flight journal stopped; redeliveries after a crash will not be marked", "path", path, "err", err)
 	})

@@ -128,7 +128,7 @@ func Open(path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
-	q.openInflight(path + inflightSuffix)
+	q.startInflight(path + inflightSuffix)
 	q.commit = newCommitter(db, opts.MaxBatch)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
