@@ -65,7 +65,7 @@ func runMailq(args []string, env cmdEnv) int {
 // mailq prints the listing for the daemon that the configuration at
 // cfgPath ("" for the default search) names.
 func mailq(cfgPath string, env cmdEnv) int {
-	cfg, code := loadConfig(cfgPath, env)
+	cfg, code := loadPublicConfig("mailq", cfgPath, env)
 	if code != exitOK {
 		return code
 	}

@@ -76,11 +76,11 @@ func runSendmail(args []string, env cmdEnv) int {
 	if a.mode != modeSubmit {
 		return a.runMode(env) // sendmail_modes.go
 	}
-	// The client flavour: an ordinary user may not read the relay's secrets.
-	cfg, _, err := relayq.FindForClient(a.config, env.Getenv)
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
-		return exitConfig
+	// The client flavour: an ordinary user may not read the relay's
+	// secrets, nor perhaps the file (config.go).
+	cfg, code := loadPublicConfig("sendmail", a.config, env)
+	if code != exitOK {
+		return code
 	}
 	o := a.opts
 	if needsUser(o.From) {
