@@ -33,7 +33,7 @@ const (
 	OpDeadList     = "dead list"
 	OpDeadShow     = "dead show"    // IDs[0]; Body adds the message
 	OpDeadRequeue  = "dead requeue" // IDs, or All; Class narrows to recipients whose last reply is in it
-	OpDeadPurge    = "dead purge"   // IDs, or those that died OlderThan ago (all when zero)
+	OpDeadPurge    = "dead purge"   // IDs, or All, or those that died OlderThan ago (with All or alone)
 	OpStatus       = "status"
 )
 
