@@ -77,6 +77,10 @@ type ControlConfig struct {
 	// besides root and the daemon's user (mode 0660); "" (default) = none
 	// (mode 0600).
 	AdminGroup string `toml:"admin_group"`
+	// MailqSocket answers `mailq` for every local user (mode 0666), with
+	// only what Postfix's mailq shows them: relative to StateDir; default
+	// "mailq.sock".
+	MailqSocket string `toml:"mailq_socket"`
 }
 
 // RelayConfig is the [relay] table: the one upstream relay. Its keys follow
@@ -193,7 +197,7 @@ func defaults() *Config {
 			MaxRecipients:  1000,
 			Maildrop:       "maildrop",
 		},
-		Control: ControlConfig{Socket: "control.sock"},
+		Control: ControlConfig{Socket: "control.sock", MailqSocket: "mailq.sock"},
 		Relay: RelayConfig{
 			Host:              "localhost",
 			TLS:               TLSConfig{RejectUnauthorized: true, MinVersion: TLSVersion12},

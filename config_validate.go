@@ -28,6 +28,7 @@ func (l loader) resolve(cfg *Config, c *checker) {
 		{"submission.socket", &cfg.Submission.Socket},
 		{"submission.maildrop", &cfg.Submission.Maildrop},
 		{"control.socket", &cfg.Control.Socket},
+		{"control.mailq_socket", &cfg.Control.MailqSocket},
 	} {
 		if *p.path == "" {
 			c.add(p.key, "must not be empty")
@@ -119,6 +120,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 	s := cfg.Submission
 	checkSocketPath(c, "submission.socket", s.Socket)
 	checkSocketPath(c, "control.socket", cfg.Control.Socket)
+	checkSocketPath(c, "control.mailq_socket", cfg.Control.MailqSocket)
 	if s.SocketGroup != "" {
 		if _, err := s.SocketGID(); err != nil {
 			c.add("submission.socket_group", "%v", err)
@@ -230,6 +232,7 @@ func checkDistinct(c *checker, cfg *Config) {
 		{"submission.socket", cfg.Submission.Socket},
 		{"submission.maildrop", cfg.Submission.Maildrop},
 		{"control.socket", cfg.Control.Socket},
+		{"control.mailq_socket", cfg.Control.MailqSocket},
 	} {
 		if p.path == "" {
 			continue

@@ -319,3 +319,29 @@ func results(res []queue.IDResult) []Result {
 	}
 	return out
 }
+
+func (s *Server) mailq() Response {
+	msgs, err := s.q.List()
+	if err != nil {
+		return failed(err)
+	}
+	for i, m := range msgs {
+		msgs[i] = MailqView(m)
+	}
+	return Response{Messages: msgs}
+}
+
+// MailqView is what Postfix's mailq shows any local user of a message: its
+// ID, size, arrival time, sender, whether it is being delivered or held, and
+// the recipients still to be delivered with the relay's last reply. The
+// submitter, the attempt history, the DSN options and the recipients done
+// with are left out.
+func MailqView(m *queue.Message) *queue.Message {
+	v := &queue.Message{ID: m.ID, From: m.From, Created: m.Created, Size: m.Size, Held: m.Held, LeasedUntil: m.LeasedUntil}
+	for _, r := range m.Recipients {
+		if r.Status.Pending() {
+			v.Recipients = append(v.Recipients, queue.Recipient{Address: r.Address, Status: r.Status, LastReply: r.LastReply})
+		}
+	}
+	return v
+}

@@ -6,6 +6,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +103,42 @@ func TestServeStateDirNotWritable(t *testing.T) {
 	r := asUser(bin, nobody, nobody, nil, nil, "serve", "-c", d.config)
 	if r.code == 0 || !strings.Contains(r.stderr, "the state directory is "+d.dir) || !strings.Contains(r.stderr, "set state_dir") {
 		t.Errorf("serve as nobody in root's state directory: %v; want a failure naming %s and state_dir", r, d.dir)
+	}
+}
+
+// TestMailqAnyUser: `relayq mailq` run as nobody, with the config
+// unreadable (0640 root) → relayq's mailq socket. As with Postfix, any
+// user sees the queue: each message's ID, size, arrival time, sender and
+// pending recipients, in text and with --json (sender and recipients as in
+// `queue list --json`, the last reply as {code, enhanced, lines}); not the
+// submitter. The control socket still refuses nobody (`queue list`: 77).
+// mailq used to ask the control socket, so nobody got exit 77.
+func TestMailqAnyUser(t *testing.T) {
+	needRoot(t)
+	bin := publicBin(t)
+	d := startDaemon(t, nil)
+	openStateDir(t, d)
+	if err := os.Chmod(d.config, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	env := ownStateHome(t, d)
+	from, to := "cron@example.org", []string{"rcpt@example.net"}
+	id := d.submit(t, from, to, newMessage(1, from, to, 3))
+
+	r := asUserEnv(env, bin, nobody, nobody, nil, nil, "mailq", "-c", d.config)
+	if r.code != 0 || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, from) || !strings.Contains(r.stdout, to[0]) {
+		t.Errorf("mailq as nobody: %v; want exit 0 and the message listed", r)
+	}
+	r = asUserEnv(env, bin, nobody, nobody, nil, nil, "mailq", "--json", "-c", d.config)
+	var items []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &items); r.code != 0 || err != nil || len(items) != 1 {
+		t.Fatalf("mailq --json as nobody: %v (%v); want one message", r, err)
+	}
+	it := items[0]
+	if it["id"] != id || it["from"] != from || it["size"] == nil || it["created"] == nil || it["submitter"] != nil {
+		t.Errorf("mailq --json: %v; want id, from, size, created and no submitter", it)
+	}
+	if r := asUserEnv(env, bin, nobody, nobody, nil, nil, "queue", "list", "-c", d.config); r.code != 77 || !strings.Contains(r.stderr, "permission denied") {
+		t.Errorf("queue list as nobody: %v; want exit 77, permission denied", r)
 	}
 }

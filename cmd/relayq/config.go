@@ -9,17 +9,13 @@ import (
 )
 
 // loadConfig finds and loads the configuration for a client command
-// (sendmail, queue, dead), path "" meaning the default search. It does not
-// read the daemon's secrets (pass_file, ca_file), which an ordinary user may
-// not be able to read. On failure it prints the error, which names the key
-// and line, and returns EX_CONFIG.
+// (queue, dead, status, mailq), path "" meaning the default search. It does
+// not read the daemon's secrets (pass_file, ca_file), which an ordinary
+// user may not be able to read, and falls back to the built-in defaults
+// when the file itself may not be read (loadPublicConfig). On failure it
+// prints the error, which names the key and line, and returns EX_CONFIG.
 func loadConfig(path string, env cmdEnv) (*relayq.Config, int) {
-	cfg, _, err := relayq.FindForClient(path, env.Getenv)
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "relayq: %v\n", err)
-		return nil, exitConfig
-	}
-	return cfg, exitOK
+	return loadPublicConfig("relayq", path, env)
 }
 
 // loadConfigSource is loadConfig that also says which file was used (or
