@@ -36,7 +36,8 @@ func newOpsSetup(t *testing.T, extra string) opsSetup {
 	}
 	t.Cleanup(func() { q.Close() })
 	logs := &bytes.Buffer{}
-	srv, err := control.Listen(filepath.Join(dir, "control.sock"), q, slog.New(slog.NewTextHandler(logs, nil)))
+	srv, err := control.ListenWith(control.Options{Socket: filepath.Join(dir, "control.sock"), MailqSocket: filepath.Join(dir, "mailq.sock"),
+		Queue: q, Logger: slog.New(slog.NewTextHandler(logs, nil)), AdminGID: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
