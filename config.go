@@ -102,7 +102,7 @@ type RelayConfig struct {
 	SocketTimeout     Duration   `toml:"socket_timeout"`     // inactivity allowed on a connection; default 10m
 	MaxConnections    int        `toml:"max_connections"`    // pool size; default 5
 	MaxMessages       int        `toml:"max_messages"`       // messages per connection before reconnecting; default 100
-	Pool              bool       `toml:"pool"`               // keep connections open for the next message; default true (the seed's is false)
+	Pool              bool       `toml:"pool"`               // keep connections open for the next message; default true
 	IdleTimeout       Duration   `toml:"idle_timeout"`       // close a pooled connection idle this long; default 30s
 	IdleCheck         Duration   `toml:"idle_check"`         // NOOP a pooled connection idle this long before reuse; default 5s
 	RateLimit         int        `toml:"rate_limit"`         // at most this many messages per rate_delta, whole pool; default 0 = no limit
