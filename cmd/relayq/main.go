@@ -33,7 +33,7 @@ var commands = map[string]command{
 	"flush":    {runFlush, "make every queued message due now (queue retry --all)"},
 	"status":   {runStatus, "the queue at a glance; exits 1 when a [health] limit is exceeded"},
 	"verify":   {runVerify, "connect to the relay as delivery would and report (verify [--json] [--from A --to B])"},
-	"mailq":    {runMailq, "the queue in Postfix's mailq format (also: mailq, sendmail -bp)"},
+	"mailq":    {runMailq, "the queue in Postfix's mailq format, for any user (also: mailq, sendmail -bp) [--json]"},
 	"compact":  {runCompact, "rewrite the queue file without its free space (daemon stopped)"},
 }
 
@@ -121,5 +121,5 @@ func usage(w io.Writer) {
 	for _, name := range []string{"serve", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].summary)
 	}
-	fmt.Fprintln(w, "Every command takes -c FILE (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default) and --help.")
+	fmt.Fprintln(w, "Every command takes -c FILE, before or after it (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default), and --help.")
 }
