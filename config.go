@@ -31,9 +31,9 @@ var embeddedConfig []byte
 // tag; config.toml.example documents each one with its default.
 type Config struct {
 	// StateDir holds the queue, the sockets and the maildrop. "" picks
-	// /var/lib/relayq when running as root or when that directory exists,
-	// else $XDG_STATE_HOME/relayq or ~/.local/state/relayq. Always absolute
-	// after loading.
+	// /var/lib/relayq when running as root or as a user who may write in
+	// it, else $XDG_STATE_HOME/relayq or ~/.local/state/relayq (see
+	// loader.stateDirFor for clients). Always absolute after loading.
 	StateDir   string           `toml:"state_dir"`
 	Queue      QueueConfig      `toml:"queue"`
 	Submission SubmissionConfig `toml:"submission"`
@@ -77,6 +77,10 @@ type ControlConfig struct {
 	// besides root and the daemon's user (mode 0660); "" (default) = none
 	// (mode 0600).
 	AdminGroup string `toml:"admin_group"`
+	// MailqSocket answers `mailq` for every local user (mode 0666), with
+	// only what Postfix's mailq shows them: relative to StateDir; default
+	// "mailq.sock".
+	MailqSocket string `toml:"mailq_socket"`
 }
 
 // RelayConfig is the [relay] table: the one upstream relay. Its keys follow
@@ -98,7 +102,7 @@ type RelayConfig struct {
 	SocketTimeout     Duration   `toml:"socket_timeout"`     // inactivity allowed on a connection; default 10m
 	MaxConnections    int        `toml:"max_connections"`    // pool size; default 5
 	MaxMessages       int        `toml:"max_messages"`       // messages per connection before reconnecting; default 100
-	Pool              bool       `toml:"pool"`               // keep connections open for the next message; default true (the seed's is false)
+	Pool              bool       `toml:"pool"`               // keep connections open for the next message; default true
 	IdleTimeout       Duration   `toml:"idle_timeout"`       // close a pooled connection idle this long; default 30s
 	IdleCheck         Duration   `toml:"idle_check"`         // NOOP a pooled connection idle this long before reuse; default 5s
 	RateLimit         int        `toml:"rate_limit"`         // at most this many messages per rate_delta, whole pool; default 0 = no limit
@@ -193,7 +197,7 @@ func defaults() *Config {
 			MaxRecipients:  1000,
 			Maildrop:       "maildrop",
 		},
-		Control: ControlConfig{Socket: "control.sock"},
+		Control: ControlConfig{Socket: "control.sock", MailqSocket: "mailq.sock"},
 		Relay: RelayConfig{
 			Host:              "localhost",
 			TLS:               TLSConfig{RejectUnauthorized: true, MinVersion: TLSVersion12},
@@ -238,8 +242,18 @@ func Find(flagPath string, getenv func(string) string) (cfg *Config, source stri
 // by the daemon only, so Relay.Auth.Pass stays empty unless the file sets pass.
 func FindForClient(flagPath string, getenv func(string) string) (cfg *Config, source string, err error) {
 	l := newLoader(getenv)
-	l.skipSecrets = true
+	l.skipSecrets, l.client = true, true
 	return l.find(flagPath, SystemConfigPath)
+}
+
+// ClientDefault is the embedded default loaded as FindForClient loads a
+// file: for a client whose config file exists but may not be read by this
+// user (installed 0640 for the relay's secrets). Its state directory is the
+// system's, where an installed daemon's sockets and maildrop are.
+func ClientDefault(getenv func(string) string) (*Config, error) {
+	l := newLoader(getenv)
+	l.skipSecrets, l.client = true, true
+	return l.parse(embeddedConfig, embeddedName)
 }
 
 // Load reads and checks the config file at path.
@@ -271,7 +285,9 @@ type loader struct {
 	stateDir    string                 // the system state directory, /var/lib/relayq
 	hostname    func() (string, error) // os.Hostname
 	homeDir     func() string          // home from the user database, when $HOME is unset
+	writable    func(dir string) bool  // canWrite
 	skipSecrets bool                   // see FindForClient
+	client      bool                   // see FindForClient and stateDirFor
 }
 
 func newLoader(getenv func(string) string) loader {
@@ -283,6 +299,7 @@ func newLoader(getenv func(string) string) loader {
 		euid:     os.Geteuid(),
 		stateDir: systemStateDir,
 		hostname: os.Hostname,
+		writable: canWrite,
 		homeDir: func() string {
 			if u, err := user.Current(); err == nil {
 				return u.HomeDir

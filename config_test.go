@@ -201,28 +201,45 @@ func TestFindPrecedence(t *testing.T) {
 	})
 }
 
+// TestStateDir: where the queue and sockets go when state_dir is empty. A
+// user's daemon uses /var/lib/relayq only when it may write there (else
+// `relayq serve` as an ordinary user failed with "permission denied"
+// whenever the system's relayq was installed); its clients follow it there.
 func TestStateDir(t *testing.T) {
 	existing := t.TempDir()
+	ownHome := t.TempDir()
+	own := filepath.Join(ownHome, "relayq")
+	if err := os.Mkdir(own, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cwd, _ := os.Getwd()
 	tests := []struct {
 		name     string
 		stateDir string // the key
 		euid     int
 		system   string // the system state directory
+		writable bool   // whether this user may write in it
+		client   bool   // FindForClient
 		env      envMap
 		want     string
 	}{
-		{"set in the file", "/srv/relayq", 1000, "/absent", envMap{"HOME": "/home/u"}, "/srv/relayq"},
-		{"relative to the working directory", "state", 1000, "/absent", nil, filepath.Join(cwd, "state")},
-		{"root uses the system dir", "", 0, "/absent", envMap{"HOME": "/root"}, "/absent"},
-		{"a user uses it when it exists", "", 1000, existing, envMap{"HOME": "/home/u"}, existing},
-		{"else XDG_STATE_HOME", "", 1000, "/absent", envMap{"XDG_STATE_HOME": "/x", "HOME": "/home/u"}, "/x/relayq"},
-		{"a relative XDG_STATE_HOME is ignored", "", 1000, "/absent", envMap{"XDG_STATE_HOME": "x", "HOME": "/home/u"}, "/home/u/.local/state/relayq"},
-		{"else the home from the user database", "", 1000, "/absent", envMap{}, "/db/home/.local/state/relayq"},
+		{"set in the file", "/srv/relayq", 1000, "/absent", false, false, envMap{"HOME": "/home/u"}, "/srv/relayq"},
+		{"relative to the working directory", "state", 1000, "/absent", false, false, nil, filepath.Join(cwd, "state")},
+		{"root uses the system dir", "", 0, "/absent", false, false, envMap{"HOME": "/root"}, "/absent"},
+		{"a user who may write in it uses it", "", 1000, existing, true, false, envMap{"HOME": "/home/u"}, existing},
+		{"a user who may not uses their own", "", 1000, existing, false, false, envMap{"HOME": "/home/u"}, "/home/u/.local/state/relayq"},
+		{"a client uses the system dir", "", 1000, existing, false, true, envMap{"HOME": "/home/u"}, existing},
+		{"a client of the user's own daemon uses its dir", "", 1000, existing, false, true, envMap{"XDG_STATE_HOME": ownHome}, own},
+		{"a client of a writable system dir uses it", "", 1000, existing, true, true, envMap{"XDG_STATE_HOME": ownHome}, existing},
+		{"a client without a system dir uses its own", "", 1000, "/absent", false, true, envMap{"HOME": "/home/u"}, "/home/u/.local/state/relayq"},
+		{"else XDG_STATE_HOME", "", 1000, "/absent", false, false, envMap{"XDG_STATE_HOME": "/x", "HOME": "/home/u"}, "/x/relayq"},
+		{"a relative XDG_STATE_HOME is ignored", "", 1000, "/absent", false, false, envMap{"XDG_STATE_HOME": "x", "HOME": "/home/u"}, "/home/u/.local/state/relayq"},
+		{"else the home from the user database", "", 1000, "/absent", false, false, envMap{}, "/db/home/.local/state/relayq"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := loader{euid: tt.euid, stateDir: tt.system, getenv: tt.env.get, homeDir: func() string { return "/db/home" }}
+			l := loader{euid: tt.euid, stateDir: tt.system, getenv: tt.env.get, homeDir: func() string { return "/db/home" },
+				writable: func(string) bool { return tt.writable }, client: tt.client}
 			if got := l.stateDirFor(tt.stateDir); got != tt.want {
 				t.Errorf("stateDirFor(%q) = %q, want %q", tt.stateDir, got, tt.want)
 			}

@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 )
 
 // maxSocketPath is the longest path a unix socket can have on Linux
@@ -27,6 +28,7 @@ func (l loader) resolve(cfg *Config, c *checker) {
 		{"submission.socket", &cfg.Submission.Socket},
 		{"submission.maildrop", &cfg.Submission.Maildrop},
 		{"control.socket", &cfg.Control.Socket},
+		{"control.mailq_socket", &cfg.Control.MailqSocket},
 	} {
 		if *p.path == "" {
 			c.add(p.key, "must not be empty")
@@ -51,6 +53,14 @@ func (l loader) resolve(cfg *Config, c *checker) {
 // It never fails, so that Default cannot: without any usable home it falls
 // back to the system directory, where a later open fails with a clear
 // permission error.
+//
+// Left empty, root uses the system directory (/var/lib/relayq). Another
+// user's daemon uses it only when that user may write in it (the relayq
+// user of the systemd unit), else its own directory ($XDG_STATE_HOME/relayq
+// or ~/.local/state/relayq), which it creates. A client (sendmail, mailq,
+// queue) looks where that user's own daemon would be when that directory
+// exists, and at the system directory otherwise, so that an ordinary user
+// reaches the system's daemon and a user who runs their own reaches theirs.
 func (l loader) stateDirFor(dir string) string {
 	if dir != "" {
 		if abs, err := filepath.Abs(dir); err == nil {
@@ -61,9 +71,25 @@ func (l loader) stateDirFor(dir string) string {
 	if l.euid == 0 {
 		return l.stateDir
 	}
-	if fi, err := os.Stat(l.stateDir); err == nil && fi.IsDir() {
+	system := isDir(l.stateDir)
+	writable := system && l.writable(l.stateDir)
+	own := l.ownStateDir()
+	switch {
+	case writable:
 		return l.stateDir
+	case l.client && own != "" && isDir(own):
+		return own
+	case l.client && system:
+		return l.stateDir
+	case own != "":
+		return own
 	}
+	return l.stateDir
+}
+
+// ownStateDir is the state directory of a user's own daemon:
+// $XDG_STATE_HOME/relayq, else ~/.local/state/relayq; "" without a home.
+func (l loader) ownStateDir() string {
 	// XDG Base Directory: a relative $XDG_STATE_HOME is invalid and ignored.
 	if x := l.getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
 		return filepath.Join(x, "relayq")
@@ -75,7 +101,18 @@ func (l loader) stateDirFor(dir string) string {
 	if filepath.IsAbs(home) {
 		return filepath.Join(home, ".local", "state", "relayq")
 	}
-	return l.stateDir
+	return ""
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+// canWrite reports whether this process may create files in dir
+// (access(2) with W_OK, which honours groups and ACLs).
+func canWrite(dir string) bool {
+	return syscall.Access(dir, 2 /* W_OK */) == nil
 }
 
 // validate checks every value outside [relay] (which resolveRelay checks).
@@ -83,6 +120,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 	s := cfg.Submission
 	checkSocketPath(c, "submission.socket", s.Socket)
 	checkSocketPath(c, "control.socket", cfg.Control.Socket)
+	checkSocketPath(c, "control.mailq_socket", cfg.Control.MailqSocket)
 	if s.SocketGroup != "" {
 		if _, err := s.SocketGID(); err != nil {
 			c.add("submission.socket_group", "%v", err)
@@ -194,6 +232,7 @@ func checkDistinct(c *checker, cfg *Config) {
 		{"submission.socket", cfg.Submission.Socket},
 		{"submission.maildrop", cfg.Submission.Maildrop},
 		{"control.socket", cfg.Control.Socket},
+		{"control.mailq_socket", cfg.Control.MailqSocket},
 	} {
 		if p.path == "" {
 			continue

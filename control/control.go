@@ -33,8 +33,11 @@ const (
 	OpDeadList     = "dead list"
 	OpDeadShow     = "dead show"    // IDs[0]; Body adds the message
 	OpDeadRequeue  = "dead requeue" // IDs, or All; Class narrows to recipients whose last reply is in it
-	OpDeadPurge    = "dead purge"   // IDs, or those that died OlderThan ago (all when zero)
+	OpDeadPurge    = "dead purge"   // IDs, or All, or those that died OlderThan ago (with All or alone)
 	OpStatus       = "status"
+	// OpMailq is the listing Postfix's mailq shows any user (MailqView),
+	// and the only request the mailq socket answers.
+	OpMailq = "mailq"
 )
 
 // Request is what a client asks.
@@ -80,6 +83,7 @@ var ErrDenied = errors.New("control: permission denied")
 // Server answers requests on the control socket.
 type Server struct {
 	ln      net.Listener
+	mailqLn net.Listener // nil without Options.MailqSocket
 	q       *queue.Queue
 	log     *slog.Logger
 	wg      sync.WaitGroup
@@ -98,8 +102,11 @@ func Listen(path string, q *queue.Queue, log *slog.Logger) (*Server, error) {
 // Options configures ListenWith.
 type Options struct {
 	Socket string
-	Queue  *queue.Queue
-	Logger *slog.Logger
+	// MailqSocket, when set, is a second socket, mode 0666, on which any
+	// local user may ask for OpMailq and nothing else.
+	MailqSocket string
+	Queue       *queue.Queue
+	Logger      *slog.Logger
 	// AdminGID is a group whose members may use the socket besides root
 	// and the daemon's user (auth.go); the socket then has that group and
 	// mode 0660. -1 for none: mode 0600.
@@ -146,9 +153,33 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
 	}
 	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits}
+	if opts.MailqSocket != "" {
+		if s.mailqLn, err = listenMailq(opts.MailqSocket); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		s.wg.Add(1)
+		go s.serve(s.mailqLn, true)
+	}
 	s.wg.Add(1)
-	go s.serve()
+	go s.serve(ln, false)
 	return s, nil
+}
+
+// listenMailq creates the socket that answers mailq for everybody.
+func listenMailq(path string) (net.Listener, error) {
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control: listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
+	}
+	return ln, nil
 }
 
 // removeStale deletes a socket file nobody answers on, and refuses to touch
@@ -170,21 +201,26 @@ func removeStale(path string) error {
 // Close stops answering and removes the socket.
 func (s *Server) Close() error {
 	err := s.ln.Close()
+	if s.mailqLn != nil {
+		err = errors.Join(err, s.mailqLn.Close())
+	}
 	s.wg.Wait()
 	return err
 }
 
-func (s *Server) serve() {
+// serve answers the connections of ln; on the mailq socket (public) only
+// OpMailq, for anyone.
+func (s *Server) serve(ln net.Listener, public bool) {
 	defer s.wg.Done()
 	for {
-		c, err := s.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(c)
+			s.handle(c, public)
 		}()
 	}
 }
@@ -192,7 +228,7 @@ func (s *Server) serve() {
 // maxRequest bounds what a client may send; requests are a few bytes.
 const maxRequest = 64 << 10
 
-func (s *Server) handle(c net.Conn) {
+func (s *Server) handle(c net.Conn, public bool) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
 	// The request is read before the peer is judged, so that a refused
@@ -200,7 +236,10 @@ func (s *Server) handle(c net.Conn) {
 	var req Request
 	decodeErr := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req)
 	p, err := peerOf(c)
-	if err != nil || !s.allow(p) {
+	// On the mailq socket anyone may list the queue as mailq shows it, and
+	// do nothing else.
+	allowed := err == nil && ((public && (decodeErr != nil || req.Op == OpMailq)) || (!public && s.allow(p)))
+	if !allowed {
 		s.log.Warn("control: refused a client", "uid", p.uid, "pid", p.pid, "err", err)
 		_ = json.NewEncoder(c).Encode(Response{Error: "permission denied", Code: CodeDenied})
 		return
@@ -225,6 +264,8 @@ func (s *Server) answer(req Request, uid int) Response {
 		return s.lookup(req) // lookup.go
 	case OpStatus:
 		return s.status()
+	case OpMailq:
+		return s.mailq()
 	case OpQueueRetry, OpQueueHold, OpQueueRelease, OpQueueDelete, OpQueueExpire, OpDeadRequeue, OpDeadPurge:
 		return s.change(req, uid)
 	default:

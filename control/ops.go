@@ -17,6 +17,7 @@ const (
 	CodeNotFound   = "not_found"   // no such message or dead letter
 	CodeLeased     = "leased"      // being delivered right now; try again
 	CodeHeld       = "held"        // on hold; release it first
+	CodeNotHeld    = "not_held"    // release of a message that is not on hold
 	CodeInternal   = "internal"    // the store failed
 )
 
@@ -159,6 +160,9 @@ func (s *Server) show(req Request) Response {
 	if resp.Message == nil && resp.DeadLetter == nil {
 		return Response{Error: fmt.Sprintf("%s: no such message", id), Code: CodeNotFound}
 	}
+	if req.Op == OpDeadShow && resp.DeadLetter == nil {
+		return Response{Error: fmt.Sprintf("%s is in the queue, not a dead letter (relayq queue show %s)", id, id), Code: CodeNotFound}
+	}
 	if req.Body {
 		if resp.Body, err = io.ReadAll(s.q.Body(id)); err != nil {
 			return failed(err)
@@ -227,7 +231,10 @@ func (s *Server) change(req Request, uid int) Response {
 }
 
 func (s *Server) run(req Request) Response {
-	if req.All == (len(req.IDs) > 0) && req.Op != OpDeadPurge {
+	// dead purge may also name its dead letters by age instead; never
+	// by nothing, which once purged them all.
+	selected := req.All || (req.Op == OpDeadPurge && req.OlderThan > 0)
+	if selected == (len(req.IDs) > 0) {
 		return badRequest("%s takes IDs or all, not both nor neither", req.Op)
 	}
 	var class queue.ReplyClass
@@ -302,6 +309,8 @@ func results(res []queue.IDResult) []Result {
 				it.Code = CodeLeased
 			case errors.Is(r.Err, queue.ErrHeld):
 				it.Code = CodeHeld
+			case errors.Is(r.Err, queue.ErrNotHeld):
+				it.Code = CodeNotHeld
 			default:
 				it.Code = CodeNotFound
 			}
@@ -309,4 +318,30 @@ func results(res []queue.IDResult) []Result {
 		out = append(out, it)
 	}
 	return out
+}
+
+func (s *Server) mailq() Response {
+	msgs, err := s.q.List()
+	if err != nil {
+		return failed(err)
+	}
+	for i, m := range msgs {
+		msgs[i] = MailqView(m)
+	}
+	return Response{Messages: msgs}
+}
+
+// MailqView is what Postfix's mailq shows any local user of a message: its
+// ID, size, arrival time, sender, whether it is being delivered or held, and
+// the recipients still to be delivered with the relay's last reply. The
+// submitter, the attempt history, the DSN options and the recipients done
+// with are left out.
+func MailqView(m *queue.Message) *queue.Message {
+	v := &queue.Message{ID: m.ID, From: m.From, Created: m.Created, Size: m.Size, Held: m.Held, LeasedUntil: m.LeasedUntil}
+	for _, r := range m.Recipients {
+		if r.Status.Pending() {
+			v.Recipients = append(v.Recipients, queue.Recipient{Address: r.Address, Status: r.Status, LastReply: r.LastReply})
+		}
+	}
+	return v
 }

@@ -30,6 +30,9 @@ var (
 	ErrLeased = errors.New("queue: message is being delivered")
 	// ErrHeld is reported by Retry for a held message: release it first.
 	ErrHeld = errors.New("queue: message is on hold")
+	// ErrNotHeld is reported by Unhold for a message that is not held:
+	// there was nothing to release.
+	ErrNotHeld = errors.New("queue: message is not on hold")
 	// ErrBadClass is returned by ParseReplyClass for a pattern that is not
 	// a reply class.
 	ErrBadClass = errors.New("queue: bad reply class")

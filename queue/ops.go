@@ -28,7 +28,7 @@ type IDResult struct {
 // perMessage reports whether err concerns one message only, so that the
 // other messages of the operation go ahead.
 func perMessage(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeased) || errors.Is(err, ErrHeld)
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeased) || errors.Is(err, ErrHeld) || errors.Is(err, ErrNotHeld)
 }
 
 // each runs op for every id in one commit. op must check everything that
@@ -80,12 +80,16 @@ func (q *Queue) Hold(ids []string) ([]IDResult, error) {
 
 // Unhold releases held messages: they go back into the schedule at the
 // next attempt time they had, so one whose time has passed is due at
-// once. Releasing a message that is not held does nothing.
+// once. A message that is not held is reported with ErrNotHeld and left
+// as it was.
 func (q *Queue) Unhold(ids []string) ([]IDResult, error) {
 	res, err := q.each("release", ids, func(tx *bolt.Tx, id string, _ time.Time) error {
 		m, err := getMessage(tx, id)
-		if err != nil || !m.Held {
+		if err != nil {
 			return err
+		}
+		if !m.Held {
+			return fmt.Errorf("queue: %s: %w", id, ErrNotHeld)
 		}
 		return q.reschedule(tx, m, func() { m.Held, m.HeldSince = false, time.Time{} })
 	})

@@ -115,8 +115,11 @@ func TestUnholdKeepsTheBackoff(t *testing.T) {
 	if due, ok := q.NextDue(); !ok || !due.Equal(next) {
 		t.Fatalf("due %v %v after hold and release, want %v", due, ok, next)
 	}
-	if err := one(t, q.Unhold, id); err != nil {
-		t.Fatalf("releasing a message not held: %v", err)
+	if err := one(t, q.Unhold, id); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("releasing a message not held: %v, want ErrNotHeld", err)
+	}
+	if due, ok := q.NextDue(); !ok || !due.Equal(next) {
+		t.Fatalf("due %v %v after releasing a message not held, want %v as before", due, ok, next)
 	}
 }
 

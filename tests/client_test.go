@@ -188,9 +188,46 @@ type listedRcpt struct {
 	Status      string     `json:"status"`
 	Attempts    int        `json:"attempts"`
 	NextAttempt *time.Time `json:"next_attempt"`
-	LastReply   string     `json:"last_reply"`
-	ReplyCode   int        `json:"reply_code"`
-	Enhanced    string     `json:"enhanced_code"`
+	Reply       *reply     `json:"last_reply"`
+	// From Reply, for the tests' convenience: the reply on one line
+	// ("550 5.1.1 text"), its code and enhanced code.
+	LastReply string `json:"-"`
+	ReplyCode int    `json:"-"`
+	Enhanced  string `json:"-"`
+}
+
+// reply is a reply in every --json output: {code, enhanced, lines}.
+type reply struct {
+	Code     int      `json:"code"`
+	Enhanced string   `json:"enhanced"`
+	Lines    []string `json:"lines"`
+}
+
+// String is the reply on one line: "550 5.1.1 text", or the text alone
+// for a local failure (code 0).
+func (r *reply) String() string {
+	if r == nil {
+		return ""
+	}
+	words := []string{}
+	if r.Code != 0 {
+		words = append(words, strconv.Itoa(r.Code))
+	}
+	if r.Enhanced != "" {
+		words = append(words, r.Enhanced)
+	}
+	return strings.Join(append(words, r.Lines...), " ")
+}
+
+func (r *listedRcpt) UnmarshalJSON(data []byte) error {
+	type plain listedRcpt
+	if err := json.Unmarshal(data, (*plain)(r)); err != nil {
+		return err
+	}
+	if r.Reply != nil {
+		r.LastReply, r.ReplyCode, r.Enhanced = r.Reply.String(), r.Reply.Code, r.Reply.Enhanced
+	}
+	return nil
 }
 
 // list runs `relayq KIND list --json` (KIND is queue or dead).

@@ -28,7 +28,7 @@ type messageStatus struct {
 		Address string `json:"address"`
 		Status  string `json:"status"`
 		Relay   string `json:"relay"`
-		Reply   string `json:"reply"`
+		Reply   *reply `json:"reply"`
 		RelayID string `json:"relay_id"`
 	} `json:"recipients"`
 }
@@ -64,7 +64,7 @@ func TestQueueStatusAfterDelivery(t *testing.T) {
 	st := d.messageStatus(t, id)
 	r := st.Recipients
 	if st.ID != id || st.State != "delivered" || st.Left == nil || len(r) != 1 || r[0].Status != "delivered" ||
-		r[0].RelayID != got[0].ID || r[0].Relay != relayURL(relay, false) || !strings.Contains(r[0].Reply, "queued as "+got[0].ID) {
+		r[0].RelayID != got[0].ID || r[0].Relay != relayURL(relay, false) || !strings.Contains(r[0].Reply.String(), "queued as "+got[0].ID) {
 		t.Fatalf("queue status after delivery: %+v; relay's ID %s", st, got[0].ID)
 	}
 	text := d.mustRelayq(t, "queue", "status", id)

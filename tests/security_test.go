@@ -69,10 +69,15 @@ func publicBin(t *testing.T) string {
 // asUser runs bin as uid/gid with the supplementary groups, args and stdin,
 // for at most 30 s.
 func asUser(bin string, uid, gid int, groups []uint32, stdin []byte, args ...string) cmdResult {
+	return asUserEnv(nil, bin, uid, gid, groups, stdin, args...)
+}
+
+// asUserEnv is asUser with extra environment variables ("KEY=value").
+func asUserEnv(extra []string, bin string, uid, gid int, groups []uint32, stdin []byte, args ...string) cmdResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = testEnv()
+	cmd.Env = append(testEnv(), extra...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
 		Uid: uint32(uid), Gid: uint32(gid), Groups: groups,
 	}}

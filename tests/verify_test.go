@@ -164,7 +164,7 @@ func TestVerifyJSON(t *testing.T) {
 			Relay      string
 			Ready      bool
 			Connected  string
-			Greeting   string
+			Greeting   *reply
 			Extensions []string
 			TLS        *struct {
 				Version     string
@@ -178,12 +178,11 @@ func TestVerifyJSON(t *testing.T) {
 			Rcpt []struct {
 				Address string
 				OK      bool
-				Reply   string
+				Reply   *reply
 			}
 			Error *struct {
-				Stage    string
-				Code     int
-				Enhanced string
+				Stage string
+				Reply *reply
 			}
 		}
 	}
@@ -194,17 +193,17 @@ func TestVerifyJSON(t *testing.T) {
 		t.Fatalf("ready %v exit %d relays %d, want false 75 1", out.Ready, out.Exit, len(out.Relays))
 	}
 	rel := out.Relays[0]
-	if rel.Relay != "smtps://"+relay.Addr() || rel.Connected != relay.Addr() || !strings.HasPrefix(rel.Greeting, "220 ") || len(rel.Extensions) == 0 {
+	if rel.Relay != "smtps://"+relay.Addr() || rel.Connected != relay.Addr() || (rel.Greeting == nil || rel.Greeting.Code != 220) || len(rel.Extensions) == 0 {
 		t.Errorf("relay %+v", rel)
 	}
 	if tl := rel.TLS; tl == nil || tl.Version != "TLS 1.3" || tl.STARTTLS || tl.Enforced || tl.Verified ||
 		!strings.Contains(tl.VerifyError, "unknown authority") || tl.Subject == "" || tl.NotAfter.Before(time.Now()) {
 		t.Errorf("tls %+v", rel.TLS)
 	}
-	if len(rel.Rcpt) != 2 || !rel.Rcpt[0].OK || rel.Rcpt[1].OK || rel.Rcpt[1].Reply != "450 4.2.1 Mailbox busy" {
+	if len(rel.Rcpt) != 2 || !rel.Rcpt[0].OK || rel.Rcpt[1].OK || rel.Rcpt[1].Reply.String() != "450 4.2.1 Mailbox busy" {
 		t.Errorf("rcpt %+v", rel.Rcpt)
 	}
-	if e := rel.Error; e == nil || e.Stage != "rcpt" || e.Code != 450 || e.Enhanced != "4.2.1" {
+	if e := rel.Error; e == nil || e.Stage != "rcpt" || e.Reply == nil || e.Reply.Code != 450 || e.Reply.Enhanced != "4.2.1" {
 		t.Errorf("error %+v", rel.Error)
 	}
 	noData(t, relay)

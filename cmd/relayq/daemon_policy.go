@@ -37,7 +37,7 @@ func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays 
 	if err != nil {
 		return nil, &configError{err}
 	}
-	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid,
+	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, MailqSocket: cfg.Control.MailqSocket, Queue: q, Logger: log, AdminGID: gid,
 		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }})
 }
 

@@ -42,15 +42,17 @@ const (
 )
 
 // runMailq is `mailq` (relayq installed under that name), `relayq mailq`
-// and `relayq sendmail -bp`: the queue in Postfix's format. Like the
-// other queue commands it asks the running daemon. When the daemon is not
+// and `relayq sendmail -bp`: the queue in Postfix's format. It asks the
+// running daemon on its mailq socket, which answers every local user as
+// Postfix's showq does (control.MailqView). When the daemon is not
 // running it says so on stderr and, as Postfix's does, reads the queue file
 // directly (read-only), adding how many messages wait in the maildrop. Exit
 // codes are the queue commands' (exit.go), plus 75 when the file is locked
 // but the daemon does not answer, and 77 when this user cannot read it.
 func runMailq(args []string, env cmdEnv) int {
-	fs := newFlags("mailq", "mailq [-c FILE]\nLists the queue as Postfix's mailq (postqueue -p) does.", env)
+	fs := newFlags("mailq", "mailq [-c FILE] [--json]\nLists the queue as Postfix's mailq (postqueue -p) does, for any user.", env)
 	cfgPath := fs.String("c", "", "configuration `file`")
+	asJSON := fs.Bool("json", false, "print a JSON array of what the listing shows")
 	rest, code, done := parseArgs(fs, args, env)
 	if done {
 		return code
@@ -59,20 +61,21 @@ func runMailq(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "mailq: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	return mailq(*cfgPath, env)
+	return mailq(*cfgPath, *asJSON, env)
 }
 
-// mailq prints the listing for the daemon that the configuration at
-// cfgPath ("" for the default search) names.
-func mailq(cfgPath string, env cmdEnv) int {
-	cfg, code := loadConfig(cfgPath, env)
+// mailq prints the listing (as JSON with asJSON) for the daemon that the
+// configuration at cfgPath ("" for the default search) names.
+func mailq(cfgPath string, asJSON bool, env cmdEnv) int {
+	cfg, code := loadPublicConfig("mailq", cfgPath, env)
 	if code != exitOK {
 		return code
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var msgs []*queue.Message
-	resp, err := control.Call(ctx, cfg.Control.Socket, control.Request{Op: control.OpQueueList})
+	// The mailq socket answers every user (control.MailqView).
+	resp, err := control.Call(ctx, cfg.Control.MailqSocket, control.Request{Op: control.OpMailq})
 	switch {
 	case err == nil:
 		msgs = resp.Messages
@@ -82,6 +85,12 @@ func mailq(cfgPath string, env cmdEnv) int {
 		}
 	default:
 		return askFailed("mailq", resp, err, env) // ops.go
+	}
+	for i, m := range msgs {
+		msgs[i] = control.MailqView(m) // the same for every user, and from the file
+	}
+	if asJSON {
+		return printJSON(env, mailqItems(msgs))
 	}
 	if err := writeMailq(env.Stdout, msgs, time.Local); err != nil {
 		return exitIOErr
@@ -171,4 +180,35 @@ func writeMailqMessage(w io.Writer, m *queue.Message, loc *time.Location) {
 		}
 		fmt.Fprintf(w, mailqString, "", "", "", r.Address)
 	}
+}
+
+// mailqItem is one message in `mailq --json`: what the listing shows, with
+// the key names of `relayq queue list --json`.
+type mailqItem struct {
+	ID         string      `json:"id"`
+	State      string      `json:"state"` // queued, deferred, uncertain, held or active
+	Size       int64       `json:"size"`
+	Created    time.Time   `json:"created"` // arrival time
+	From       string      `json:"from"`    // "" for the null sender
+	Recipients []mailqRcpt `json:"recipients"`
+}
+
+// mailqRcpt is a recipient still to be delivered, and the relay's last
+// reply to it ({code, enhanced, lines}), absent before the first attempt.
+type mailqRcpt struct {
+	Address   string       `json:"address"`
+	Status    string       `json:"status"`
+	LastReply *queue.Reply `json:"last_reply,omitempty"`
+}
+
+func mailqItems(msgs []*queue.Message) []mailqItem {
+	out := make([]mailqItem, 0, len(msgs))
+	for _, m := range msgs {
+		it := mailqItem{ID: m.ID, State: string(m.State()), Size: m.Size, Created: m.Created, From: m.From, Recipients: []mailqRcpt{}}
+		for _, r := range m.Recipients {
+			it.Recipients = append(it.Recipients, mailqRcpt{Address: r.Address, Status: string(r.Status), LastReply: r.LastReply})
+		}
+		out = append(out, it)
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // cmdEnv is what a subcommand may touch of the outside world, so tests can
@@ -32,7 +33,7 @@ var commands = map[string]command{
 	"flush":    {runFlush, "make every queued message due now (queue retry --all)"},
 	"status":   {runStatus, "the queue at a glance; exits 1 when a [health] limit is exceeded"},
 	"verify":   {runVerify, "connect to the relay as delivery would and report (verify [--json] [--from A --to B])"},
-	"mailq":    {runMailq, "the queue in Postfix's mailq format (also: mailq, sendmail -bp)"},
+	"mailq":    {runMailq, "the queue in Postfix's mailq format, for any user (also: mailq, sendmail -bp) [--json]"},
 	"compact":  {runCompact, "rewrite the queue file without its free space (daemon stopped)"},
 }
 
@@ -50,28 +51,75 @@ func run(argv []string, env cmdEnv) int {
 	if filepath.Base(argv[0]) == "mailq" {
 		return runMailq(argv[1:], env)
 	}
-	if len(argv) < 2 {
+	args, env, code := globalOptions(argv[1:], env)
+	if code != exitOK {
+		return code
+	}
+	if len(args) == 0 {
 		usage(env.Stderr)
 		return exitUsage
 	}
-	switch argv[1] {
-	case "-h", "--help", "help":
+	switch args[0] {
+	case "-h", "--help":
 		usage(env.Stdout)
 		return exitOK
+	case "help":
+		// `relayq help queue` is `relayq queue --help`.
+		if len(args) > 1 {
+			return runCommand(args[1], []string{"--help"}, env)
+		}
+		usage(env.Stdout)
+		return exitOK
+	case "--version", "version":
+		fmt.Fprintln(env.Stdout, versionString())
+		return exitOK
 	}
-	cmd, ok := commands[argv[1]]
+	return runCommand(args[0], args[1:], env)
+}
+
+func runCommand(name string, args []string, env cmdEnv) int {
+	cmd, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(env.Stderr, "relayq: unknown command %q\n", argv[1])
+		fmt.Fprintf(env.Stderr, "relayq: unknown command %q\n", name)
 		usage(env.Stderr)
 		return exitUsage
 	}
-	return cmd.run(argv[2:], env)
+	return cmd.run(args, env)
+}
+
+// globalOptions takes the options that may come before the command:
+// -c FILE (or -c=FILE), which then stands for $RELAYQ_CONFIG, so that a
+// -c after the command still wins, as a flag wins over the environment.
+func globalOptions(args []string, env cmdEnv) ([]string, cmdEnv, int) {
+	for len(args) > 0 {
+		var path string
+		switch a := args[0]; {
+		case a == "-c" || a == "--c":
+			if len(args) < 2 {
+				fmt.Fprintln(env.Stderr, "relayq: -c needs a file")
+				return nil, env, exitUsage
+			}
+			path, args = args[1], args[2:]
+		case strings.HasPrefix(a, "-c="), strings.HasPrefix(a, "--c="):
+			path, args = a[strings.IndexByte(a, '=')+1:], args[1:]
+		default:
+			return args, env, exitOK
+		}
+		getenv := env.Getenv
+		env.Getenv = func(key string) string {
+			if key == "RELAYQ_CONFIG" {
+				return path
+			}
+			return getenv(key)
+		}
+	}
+	return args, env, exitOK
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: relayq COMMAND [-c FILE] [ARGS]")
+	fmt.Fprintln(w, "usage: relayq [-c FILE] COMMAND [ARGS]   (also: relayq help COMMAND, relayq --version)")
 	for _, name := range []string{"serve", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].summary)
 	}
-	fmt.Fprintln(w, "Every command takes -c FILE (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default) and --help.")
+	fmt.Fprintln(w, "Every command takes -c FILE, before or after it (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default), and --help.")
 }

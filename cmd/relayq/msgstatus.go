@@ -64,15 +64,15 @@ type statusOfMessage struct {
 }
 
 type rcptStatus struct {
-	Address   string     `json:"address"`
-	Status    string     `json:"status"`
-	Attempts  int        `json:"attempts"`
-	Time      *time.Time `json:"time,omitempty"` // of the last attempt
-	Relay     string     `json:"relay,omitempty"`
-	Reply     string     `json:"reply,omitempty"`
-	ReplyCode int        `json:"reply_code,omitempty"`
-	Enhanced  string     `json:"enhanced_code,omitempty"`
-	RelayID   string     `json:"relay_id,omitempty"` // the relay's queue ID, from "queued as …"
+	Address  string     `json:"address"`
+	Status   string     `json:"status"`
+	Attempts int        `json:"attempts"`
+	Time     *time.Time `json:"time,omitempty"` // of the last attempt
+	Relay    string     `json:"relay,omitempty"`
+	// Reply is the relay's last reply, {code, enhanced, lines} as in every
+	// --json output.
+	Reply   *queue.Reply `json:"reply,omitempty"`
+	RelayID string       `json:"relay_id,omitempty"` // the relay's queue ID, from "queued as …"
 }
 
 // messageStatus condenses a lookup: the live message when there is one,
@@ -116,10 +116,7 @@ func messageStatus(id string, l *queue.Lookup) statusOfMessage {
 }
 
 func rcptOf(addr string, status queue.Status, attempts int, last time.Time, relay string, reply *queue.Reply) rcptStatus {
-	rs := rcptStatus{Address: addr, Status: string(status), Attempts: attempts, Time: timePtr(last), Relay: relay, Reply: oneLine(reply.String())}
-	if reply != nil {
-		rs.ReplyCode, rs.Enhanced = reply.Code, reply.Enhanced
-	}
+	rs := rcptStatus{Address: addr, Status: string(status), Attempts: attempts, Time: timePtr(last), Relay: relay, Reply: reply}
 	if status == queue.StatusDelivered {
 		rs.RelayID = queue.RelayQueueID(reply)
 	}
@@ -165,7 +162,7 @@ func printMessageStatus(w io.Writer, st statusOfMessage) {
 		if r.Time != nil {
 			when = r.Time.Local().Format(time.DateTime)
 		}
-		rows = append(rows, []string{"  " + r.Address, r.Status, when, r.Relay, r.RelayID, r.Reply})
+		rows = append(rows, []string{"  " + r.Address, r.Status, when, r.Relay, r.RelayID, oneLine(r.Reply.String())})
 	}
 	printTableRows(w, "  RECIPIENT\tSTATUS\tLAST ATTEMPT\tRELAY\tRELAY'S ID\tREPLY", rows)
 }

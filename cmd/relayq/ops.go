@@ -77,7 +77,7 @@ func dispatch(name string, cmds []subcommand, args []string, env cmdEnv) int {
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "`relayq %s OPERATION --help` tells more. Exit codes: 0 done, 64 usage, 66 no such ID,\n69 daemon not running, 75 message busy (being delivered) or held, 77 not allowed.\n", name)
+	fmt.Fprintf(w, "`relayq %s OPERATION --help` tells more. Exit codes: 0 done, 64 usage, 65 not held (release),\n66 no such ID (or not of this kind: dead show of a queued message), 69 daemon not running,\n75 message busy (being delivered) or held, 77 not allowed.\n", name)
 	if help {
 		return exitOK
 	}
@@ -149,6 +149,8 @@ func codeExit(code string) int {
 		return exitUsage
 	case control.CodeDenied:
 		return exitNoPerm
+	case control.CodeNotHeld:
+		return exitDataErr
 	}
 	return exitTempFail // leased, held, internal
 }
@@ -169,16 +171,15 @@ func age(t time.Time) string {
 
 // change describes one of the commands that change the queue.
 type change struct {
-	name     string // as in messages: "queue hold"
-	op       string
-	args     string // synopsis after the flags
-	help     string
-	done     string // what happened to a message: "held"
-	all      bool   // takes --all
-	class    bool   // takes --reply-class
-	age      bool   // takes --older-than
-	noIDs    bool   // takes no IDs (flush)
-	implicit bool   // no ID and no flag means all (purge)
+	name  string // as in messages: "queue hold"
+	op    string
+	args  string // synopsis after the flags
+	help  string
+	done  string // what happened to a message: "held"
+	all   bool   // takes --all
+	class bool   // takes --reply-class
+	age   bool   // takes --older-than
+	noIDs bool   // takes no IDs (flush)
 }
 
 var (
@@ -197,8 +198,8 @@ var (
 	deadRequeue = change{name: "dead requeue", op: control.OpDeadRequeue, args: "ID…|--all|--reply-class CLASS", done: "requeued", all: true, class: true,
 		help: "Put dead recipients back into the queue, due now, with their attempt counts reset and the history kept\n" +
 			"(postsuper -r). With --reply-class only those whose last reply is in the class: 5.7.x, 5.x.x, 550, 55x."}
-	deadPurge = change{name: "dead purge", op: control.OpDeadPurge, args: "[ID…] [--older-than DURATION]", done: "purged", age: true, implicit: true,
-		help: "Delete dead letters for good: the IDs given, else every one (that died at least DURATION ago)."}
+	deadPurge = change{name: "dead purge", op: control.OpDeadPurge, args: "ID…|--all|--older-than DURATION", done: "purged", all: true, age: true,
+		help: "Delete dead letters for good: the IDs given, every one (--all, as Postfix's postsuper -d ALL),\nor those that died at least DURATION ago."}
 )
 
 // runChange returns the command for c.
@@ -261,9 +262,11 @@ func (c change) request(ids []string, all bool, class string, olderThan time.Dur
 		return usage("--older-than must not be negative")
 	case olderThan > 0 && len(ids) > 0:
 		return usage("give IDs or --older-than, not both")
-	case !req.All && len(ids) == 0 && !c.implicit && c.all:
+	case !req.All && len(ids) == 0 && olderThan == 0 && c.age:
+		return usage("which dead letters? give their IDs, --all or --older-than")
+	case !req.All && len(ids) == 0 && olderThan == 0 && c.all:
 		return usage("which messages? give their IDs or --all")
-	case !req.All && len(ids) == 0 && !c.implicit:
+	case !req.All && len(ids) == 0 && olderThan == 0:
 		return usage("which messages? give their IDs")
 	}
 	return req, exitOK
@@ -324,6 +327,8 @@ func refusal(r control.Result, req control.Request) string {
 		return "being delivered right now; left alone (try again when the attempt is over)"
 	case control.CodeHeld:
 		return "on hold; release it first (relayq queue release)"
+	case control.CodeNotHeld:
+		return "not on hold; nothing to release"
 	case control.CodeNotFound:
 		switch {
 		case req.Class != "":

@@ -36,7 +36,8 @@ func newOpsSetup(t *testing.T, extra string) opsSetup {
 	}
 	t.Cleanup(func() { q.Close() })
 	logs := &bytes.Buffer{}
-	srv, err := control.Listen(filepath.Join(dir, "control.sock"), q, slog.New(slog.NewTextHandler(logs, nil)))
+	srv, err := control.ListenWith(control.Options{Socket: filepath.Join(dir, "control.sock"), MailqSocket: filepath.Join(dir, "mailq.sock"),
+		Queue: q, Logger: slog.New(slog.NewTextHandler(logs, nil)), AdminGID: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,17 +66,36 @@ func (s opsSetup) relayq(args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
+// opsStep is a command, its exit code and text expected in stdout (or
+// stderr when the code is not 0).
+type opsStep struct {
+	args []string
+	code int
+	out  string
+}
+
+// steps runs each step's command in order and checks its outcome.
+func (s opsSetup) steps(t *testing.T, steps []opsStep) {
+	t.Helper()
+	for _, st := range steps {
+		code, out, errOut := s.relayq(st.args...)
+		text := out
+		if st.code != exitOK {
+			text = errOut
+		}
+		if code != st.code || !strings.Contains(text, st.out) {
+			t.Errorf("relayq %s: exit %d, want %d with %q in\nstdout: %s\nstderr: %s", strings.Join(st.args, " "), code, st.code, st.out, out, errOut)
+		}
+	}
+}
+
 // TestOpsExitCodes: what each command prints and returns, including the
 // documented exit codes for an unknown ID, a leased message and bad usage.
 func TestOpsExitCodes(t *testing.T) {
 	s := newOpsSetup(t, "")
 	a, b := s.put(t, "a@y.org"), s.put(t, "b@y.org")
 	unknown := "0000000000000ABCDEFG"
-	steps := []struct {
-		args []string
-		code int
-		out  string // in stdout (or stderr when the code is not 0)
-	}{
+	steps := []opsStep{
 		{[]string{"queue", "hold", a, "--json"}, exitOK, `"id": "` + a + `"`},
 		{[]string{"queue", "list", "--state", "held"}, exitOK, a + "  held"},
 		{[]string{"queue", "retry", a}, exitTempFail, "on hold; release it first"},
@@ -100,16 +120,7 @@ func TestOpsExitCodes(t *testing.T) {
 		{[]string{"dead", "purge", "--older-than", "1h"}, exitOK, "0 dead letter(s) purged"},
 		{[]string{"status"}, exitOK, "Health:       ok"},
 	}
-	for _, st := range steps {
-		code, out, errOut := s.relayq(st.args...)
-		text := out
-		if st.code != exitOK {
-			text = errOut
-		}
-		if code != st.code || !strings.Contains(text, st.out) {
-			t.Errorf("relayq %s: exit %d, want %d with %q in\nstdout: %s\nstderr: %s", strings.Join(st.args, " "), code, st.code, st.out, out, errOut)
-		}
-	}
+	s.steps(t, steps)
 	if !strings.Contains(s.logs.String(), `op="queue delete"`) || !strings.Contains(s.logs.String(), "ids=["+b+"]") {
 		t.Errorf("the deletion is not logged:\n%s", s.logs)
 	}
@@ -160,4 +171,30 @@ func TestOpsWithoutDaemon(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "queue.db")); err == nil {
 		t.Error("a command opened the database")
 	}
+}
+
+// TestOpsRefuseWhatTheyCannotDo: `dead purge` with no argument deletes
+// nothing (it used to delete every dead letter without asking) and wants
+// --all, as Postfix's postsuper -d wants ALL; `dead show` of a message that
+// is queued, not dead, says so (it used to show the queued message as if
+// it were a dead letter); `queue release` of a message that is not held
+// says so and exits 65 (it used to print "released").
+func TestOpsRefuseWhatTheyCannotDo(t *testing.T) {
+	s := newOpsSetup(t, "")
+	queued, dead := s.put(t, "a@y.org"), s.put(t, "b@y.org")
+	if code, _, errOut := s.relayq("queue", "expire", dead); code != exitOK {
+		t.Fatalf("expire: %d %s", code, errOut)
+	}
+	steps := []opsStep{
+		{[]string{"dead", "purge"}, exitUsage, "which dead letters? give their IDs, --all or --older-than"},
+		{[]string{"dead", "list"}, exitOK, dead},
+		{[]string{"dead", "show", queued}, exitNoInput, queued + " is in the queue, not a dead letter"},
+		{[]string{"queue", "release", queued}, exitDataErr, queued + ": not on hold; nothing to release"},
+		{[]string{"queue", "hold", queued}, exitOK, queued + ": held"},
+		{[]string{"queue", "release", queued}, exitOK, queued + ": released"},
+		{[]string{"dead", "purge", "--all", dead}, exitUsage, "not both"},
+		{[]string{"dead", "purge", "--all"}, exitOK, "1 dead letter(s) purged"},
+		{[]string{"dead", "list"}, exitOK, "No dead letters."},
+	}
+	s.steps(t, steps)
 }

@@ -92,9 +92,10 @@ type rcptItem struct {
 	Status      string     `json:"status"`
 	Attempts    int        `json:"attempts"`
 	NextAttempt *time.Time `json:"next_attempt,omitempty"`
-	LastReply   string     `json:"last_reply"`
-	ReplyCode   int        `json:"reply_code,omitempty"`
-	Enhanced    string     `json:"enhanced_code,omitempty"`
+	// LastReply is the relay's last reply, {code, enhanced, lines} as in
+	// every --json output (code 0 for a local failure: a refused
+	// connection); absent before the first attempt.
+	LastReply *queue.Reply `json:"last_reply,omitempty"`
 }
 
 // submitterJS is who submitted a message: uid (-1 unknown), user name
@@ -115,13 +116,10 @@ func submitterItem(s queue.Submitter) submitterJS {
 func rcptItems(rs []queue.Recipient) []rcptItem {
 	out := make([]rcptItem, 0, len(rs))
 	for _, r := range rs {
-		it := rcptItem{Address: r.Address, Status: string(r.Status), Attempts: r.Attempts, LastReply: r.LastReply.String()}
+		it := rcptItem{Address: r.Address, Status: string(r.Status), Attempts: r.Attempts, LastReply: r.LastReply}
 		if !r.NextAttempt.IsZero() {
 			t := r.NextAttempt
 			it.NextAttempt = &t
-		}
-		if r.LastReply != nil {
-			it.ReplyCode, it.Enhanced = r.LastReply.Code, r.LastReply.Enhanced
 		}
 		out = append(out, it)
 	}
@@ -181,7 +179,7 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", it.ID, state, age(it.Created), it.Size, it.Attempts, t, from, it.submitter)
 		for _, r := range it.Recipients {
-			reply := r.LastReply
+			reply := r.LastReply.String()
 			if reply == "" {
 				reply = "-"
 			}

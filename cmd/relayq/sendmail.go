@@ -30,7 +30,8 @@ daemon's socket, or, when the daemon is not running, into the maildrop
 directory it imports from when it starts. Exits 0 only once the message is
 on disk.
 
-  -c FILE      config file (else $RELAYQ_CONFIG, else /etc/relayq/config.toml)
+  -c FILE      config file (else $RELAYQ_CONFIG, else /etc/relayq/config.toml);
+               one this user may not read: the built-in defaults, with a warning
   -t           also take recipients from the To, Cc and Bcc headers
   -i, -oi      a line with a single "." does not end the message
   -f SENDER    envelope sender ("<>" for none; default USER@HOSTNAME)
@@ -76,11 +77,11 @@ func runSendmail(args []string, env cmdEnv) int {
 	if a.mode != modeSubmit {
 		return a.runMode(env) // sendmail_modes.go
 	}
-	// The client flavour: an ordinary user may not read the relay's secrets.
-	cfg, _, err := relayq.FindForClient(a.config, env.Getenv)
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
-		return exitConfig
+	// The client flavour: an ordinary user may not read the relay's
+	// secrets, nor perhaps the file (config.go).
+	cfg, code := loadPublicConfig("sendmail", a.config, env)
+	if code != exitOK {
+		return code
 	}
 	o := a.opts
 	if needsUser(o.From) {

@@ -37,8 +37,10 @@ func runServe(args []string, env cmdEnv) int {
 	d, err := startDaemon(cfg, log)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
-		if hint := startupHint(err); hint != "" { // maintenance.go
-			fmt.Fprintf(env.Stderr, "relayq serve: %s\n", hint)
+		for _, hint := range []string{startupHint(err), stateDirHint(err, cfg.StateDir)} { // maintenance.go, statedir.go
+			if hint != "" {
+				fmt.Fprintf(env.Stderr, "relayq serve: %s\n", hint)
+			}
 		}
 		return startupExitCode(err)
 	}

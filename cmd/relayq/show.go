@@ -35,10 +35,10 @@ func runShow(name, op string) func(args []string, env cmdEnv) int {
 		}
 		if *asJSON {
 			out := struct {
-				Message    *queue.Message    `json:"message,omitempty"`
-				DeadLetter *queue.DeadLetter `json:"dead_letter,omitempty"`
-				Body       *string           `json:"body,omitempty"`
-			}{Message: resp.Message, DeadLetter: resp.DeadLetter}
+				Message    *showMessage `json:"message,omitempty"`
+				DeadLetter *showDead    `json:"dead_letter,omitempty"`
+				Body       *string      `json:"body,omitempty"`
+			}{Message: showMessageOf(resp.Message), DeadLetter: showDeadOf(resp.DeadLetter)}
 			if *body {
 				text := string(resp.Body)
 				out.Body = &text
@@ -52,6 +52,47 @@ func runShow(name, op string) func(args []string, env cmdEnv) int {
 		}
 		return exitOK
 	}
+}
+
+// showMessage is a message record in `show --json`: as stored, except
+// that each attempt's duration is a Go duration string ("1.2s"), as every
+// duration in the --json outputs is (the store keeps nanoseconds).
+type showMessage struct {
+	*queue.Message
+	History []showAttempt `json:"history,omitempty"`
+}
+
+type showAttempt struct {
+	queue.Attempt
+	Duration string `json:"duration,omitempty"`
+}
+
+// showDead is a dead letter in `show --json`, its record as showMessage.
+type showDead struct {
+	*queue.DeadLetter
+	Record *showMessage `json:"record,omitempty"`
+}
+
+func showMessageOf(m *queue.Message) *showMessage {
+	if m == nil {
+		return nil
+	}
+	out := &showMessage{Message: m}
+	for _, a := range m.History {
+		sa := showAttempt{Attempt: a}
+		if a.Duration != 0 {
+			sa.Duration = a.Duration.String()
+		}
+		out.History = append(out.History, sa)
+	}
+	return out
+}
+
+func showDeadOf(d *queue.DeadLetter) *showDead {
+	if d == nil {
+		return nil
+	}
+	return &showDead{DeadLetter: d, Record: showMessageOf(d.Record)}
 }
 
 func printShow(w io.Writer, id string, resp *control.Response) {

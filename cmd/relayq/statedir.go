@@ -34,3 +34,14 @@ func makeStateDirs(paths ...string) error {
 	}
 	return nil
 }
+
+// stateDirHint is what relayq serve adds when it could not create or open
+// something in its state directory for want of permission: which directory
+// it chose, and how to choose another.
+func stateDirHint(err error, stateDir string) string {
+	if !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	return fmt.Sprintf("the state directory is %s (uid %d may not write there): set state_dir in the config to a directory this user may write, "+
+		"or run relayq serve as the user that owns it (root, or relayq under systemd)", stateDir, os.Geteuid())
+}

@@ -67,25 +67,26 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 	return out
 }
 
-// statusOut is `relayq status --json`. Ages are in seconds; absent when
-// there is no such message.
+// statusOut is `relayq status --json`. Ages and the uptime are Go
+// durations, to the second ("1h2m3s"), as durations are in the config and
+// every --json output; an age is absent when there is no such message.
 type statusOut struct {
-	Healthy                  bool      `json:"healthy"`
-	Problems                 []string  `json:"problems"`
-	Messages                 int       `json:"messages"`
-	Queued                   int       `json:"queued"`
-	Deferred                 int       `json:"deferred"`
-	Held                     int       `json:"held"`
-	Active                   int       `json:"active"`
-	Uncertain                int       `json:"uncertain"`
-	OldestAgeSeconds         *float64  `json:"oldest_age_seconds,omitempty"`
-	OldestDeferredAgeSeconds *float64  `json:"oldest_deferred_age_seconds,omitempty"`
-	Dead                     int       `json:"dead"`
-	DeadLastDay              int       `json:"dead_last_day"`
-	Database                 string    `json:"database"`
-	DatabaseBytes            int64     `json:"database_bytes"`
-	Started                  time.Time `json:"started"`
-	UptimeSeconds            float64   `json:"uptime_seconds"`
+	Healthy           bool      `json:"healthy"`
+	Problems          []string  `json:"problems"`
+	Messages          int       `json:"messages"`
+	Queued            int       `json:"queued"`
+	Deferred          int       `json:"deferred"`
+	Held              int       `json:"held"`
+	Active            int       `json:"active"`
+	Uncertain         int       `json:"uncertain"`
+	OldestAge         *string   `json:"oldest_age,omitempty"`
+	OldestDeferredAge *string   `json:"oldest_deferred_age,omitempty"`
+	Dead              int       `json:"dead"`
+	DeadLastDay       int       `json:"dead_last_day"`
+	Database          string    `json:"database"`
+	DatabaseBytes     int64     `json:"database_bytes"`
+	Started           time.Time `json:"started"`
+	Uptime            string    `json:"uptime"`
 	// Relays: each relay's state and last result, as the daemon has them.
 	Relays []control.RelayStatus `json:"relays"`
 	// Limits: what each submitter used of its [limits]; empty without
@@ -94,11 +95,11 @@ type statusOut struct {
 }
 
 func statusJSON(st *control.Status, db string, problems []string) statusOut {
-	ageOf := func(t *time.Time) *float64 {
+	ageOf := func(t *time.Time) *string {
 		if t == nil {
 			return nil
 		}
-		s := st.Now.Sub(*t).Seconds()
+		s := st.Now.Sub(*t).Round(time.Second).String()
 		return &s
 	}
 	if problems == nil {
@@ -118,9 +119,9 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 		Healthy: len(problems) == 0, Problems: problems,
 		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
-		OldestAgeSeconds: ageOf(st.Oldest), OldestDeferredAgeSeconds: ageOf(st.OldestDeferred),
+		OldestAge: ageOf(st.Oldest), OldestDeferredAge: ageOf(st.OldestDeferred),
 		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
-		Started: st.Started, UptimeSeconds: st.Now.Sub(st.Started).Seconds(),
+		Started: st.Started, Uptime: st.Now.Sub(st.Started).Round(time.Second).String(),
 	}
 }
 

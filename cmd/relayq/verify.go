@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -124,40 +123,6 @@ type relayResult struct {
 	*transport.Report
 }
 
-// verifyError is why a relay is not ready: the stage that failed and the
-// relay's reply when there was one.
-type verifyError struct {
-	Stage    string `json:"stage"`
-	Code     int    `json:"code,omitempty"`     // the relay's reply code; 0 for a local failure
-	Enhanced string `json:"enhanced,omitempty"` // e.g. "5.7.1"
-	Message  string `json:"message"`            // the relay's reply text, or the local error
-	Text     string `json:"text"`               // one line for people: "rcpt: 550 5.7.1 Relaying denied"
-}
-
-func newVerifyError(err error) *verifyError {
-	ve := &verifyError{Message: err.Error(), Text: err.Error()}
-	var te *transport.Error
-	if errors.As(err, &te) {
-		ve.Stage = te.Stage.String()
-	}
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		ve.Code, ve.Message = se.Code, se.Message
-		reply := fmt.Sprint(se.Code)
-		if c := se.EnhancedCode; c != smtp.EnhancedCodeNotSet && c != smtp.NoEnhancedCode {
-			ve.Enhanced = fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
-			reply += " " + ve.Enhanced
-		}
-		ve.Text = ve.Stage + ": the relay replied " + reply + " " + strings.ReplaceAll(se.Message, "\n", " / ")
-		var le *transport.LocalError
-		if errors.As(err, &le) {
-			ve.Code, ve.Enhanced = 0, ""
-			ve.Text = ve.Stage + ": " + le.Error()
-		}
-	}
-	return ve
-}
-
 // verifyExit is the exit status for a Verify result (see verifySynopsis).
 func verifyExit(rep *transport.Report, err error) int {
 	var le *transport.LocalError
@@ -190,26 +155,6 @@ func refusedPermanently(rep *transport.Report) bool {
 		}
 	}
 	return false
-}
-
-func printVerifyJSON(w io.Writer, results []relayResult) int {
-	out := struct {
-		Ready  bool          `json:"ready"`
-		Exit   int           `json:"exit"`
-		Relays []relayResult `json:"relays"`
-	}{Ready: true, Relays: results}
-	for _, r := range results {
-		out.Ready = out.Ready && r.Ready
-		if out.Exit == exitOK {
-			out.Exit = r.Exit
-		}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return exitIOErr
-	}
-	return out.Exit
 }
 
 // printVerify writes the report for people, one fact a line.

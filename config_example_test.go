@@ -1,0 +1,105 @@
+package relayq
+
+import (
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// commentedDefault is a line of config.toml.example that shows a key commented
+// out: "# port = 25".
+var commentedDefault = regexp.MustCompile(`^# ([a-z_]+) = (.+)$`)
+
+// exampleValues are the commented keys of config.toml.example whose value
+// is an example (the text above says so, or it names a file, a group or a
+// secret), not the default. Every other commented key must be the default:
+// uncommenting it alone changes nothing. (Uncommenting "# port = 587" used
+// to make the file invalid: the url above it says 25.)
+var exampleValues = map[string]bool{
+	"submission.socket_group": true, "submission.listen": true, "submission.hostname": true,
+	"relay.socket": true, "relay.name": true, "relay.local_address": true, "relay.proxy": true,
+	"relay.auth.user": true, "relay.auth.pass": true, "relay.auth.pass_file": true, "relay.auth.pass_env": true,
+	"relay.auth.access_token": true, "relay.auth.access_token_file": true, "relay.auth.client_id": true,
+	"relay.auth.client_secret": true, "relay.auth.client_secret_file": true, "relay.auth.refresh_token": true,
+	"relay.auth.refresh_token_file": true, "relay.auth.token_url": true, "relay.auth.scopes": true,
+	"relay.tls.servername": true, "relay.tls.ca_file": true, "relay.tls.cert_file": true, "relay.tls.key_file": true,
+	"limits.rule": true, "notify.postmaster_address": true,
+}
+
+// TestExampleCommentedDefaults uncomments each commented key of
+// config.toml.example in turn: a default must leave the config as it was
+// (so that the file never contradicts itself), and only the keys listed in
+// exampleValues may change it.
+func TestExampleCommentedDefaults(t *testing.T) {
+	l := testLoader(t)
+	l.skipSecrets = true // the example's files do not exist here
+	base := mustParse(t, l, string(embeddedConfig))
+	lines := strings.Split(string(embeddedConfig), "\n")
+	section, seen := "", 0
+	for i, line := range lines {
+		if strings.HasPrefix(line, "[") {
+			section = strings.Trim(line, "[]") + "."
+		}
+		m := commentedDefault.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		seen++
+		key := section + m[1]
+		edited := append([]string{}, lines...)
+		edited[i] = strings.TrimPrefix(line, "# ")
+		cfg, err := l.parse([]byte(strings.Join(edited, "\n")), "config.toml.example")
+		same := err == nil && reflect.DeepEqual(cfg, base)
+		switch {
+		case exampleValues[key] && same:
+			t.Errorf("line %d: %s: listed as an example value, but it is the default; take it out of exampleValues", i+1, key)
+		case !exampleValues[key] && !same:
+			t.Errorf("line %d: uncommenting %q changes the config (err %v): a commented default must be the default, or the text must call it an example (and exampleValues list it)", i+1, line, err)
+		}
+	}
+	if seen < 10 {
+		t.Fatalf("found %d commented keys; is the pattern out of date?", seen)
+	}
+}
+
+// TestExampleSizesAreStrings: config.toml.example writes every size one
+// way, as a string with a unit ("25MiB", "0"), as its header says (it had
+// max_size = 0 next to queued_bytes = "0").
+func TestExampleSizesAreStrings(t *testing.T) {
+	sizes := map[string]bool{}
+	var walk func(reflect.Type, string)
+	walk = func(typ reflect.Type, prefix string) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key := prefix + f.Tag.Get("toml")
+			switch {
+			case f.Type == reflect.TypeFor[ByteSize]():
+				sizes[key] = true
+			case f.Type.Kind() == reflect.Struct:
+				walk(f.Type, key+".")
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	if len(sizes) < 3 {
+		t.Fatalf("found %d size keys in Config", len(sizes))
+	}
+	section, seen := "", 0
+	for i, line := range strings.Split(string(embeddedConfig), "\n") {
+		if strings.HasPrefix(line, "[") {
+			section = strings.Trim(line, "[]") + "."
+		}
+		key, value, ok := strings.Cut(strings.TrimPrefix(line, "# "), " = ")
+		if !ok || !sizes[section+key] {
+			continue
+		}
+		seen++
+		if !strings.HasPrefix(value, `"`) {
+			t.Errorf("line %d: %s: the size %s is not written as a string like \"25MiB\"", i+1, section+key, value)
+		}
+	}
+	if seen < len(sizes) {
+		t.Errorf("found %d of the %d size keys in the example", seen, len(sizes))
+	}
+}
