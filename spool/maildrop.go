@@ -251,6 +251,10 @@ type Maildrop struct {
 	// read. 0 means no limit.
 	MaxSize int64
 	Log     *slog.Logger
+
+	// afterStat, if set, runs between the size check and the read of each
+	// file: tests use it to grow a file the way its owner can.
+	afterStat func(f *os.File)
 }
 
 // maildropEnvelopeRoom is what the envelope lines of a maildrop file may
@@ -347,7 +351,7 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 			return false, nil
 		}
 	}
-	env, body, err := readMaildropFile(work, m.MaxSize)
+	env, body, err := m.readFile(work)
 	if err != nil {
 		setAside(dir, base, work, err, log)
 		return false, nil
@@ -367,12 +371,15 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 	return true, nil
 }
 
-// readMaildropFile opens a claimed file without following a symbolic link,
-// checks that it is a plain file with one link (so nobody can hard-link a
-// file they cannot read into the maildrop and have it mailed), and parses it.
-// A file larger than maxSize (plus room for the envelope lines) is refused
-// before it is read, so a full maildrop cannot exhaust the daemon's memory.
-func readMaildropFile(path string, maxSize int64) (queue.Envelope, []byte, error) {
+// readFile opens a claimed file without following a symbolic link, checks
+// that it is a plain file with one link (so nobody can hard-link a file they
+// cannot read into the maildrop and have it mailed), and parses it. A file
+// larger than MaxSize (plus room for the envelope lines) is refused before
+// it is read, so a full maildrop cannot exhaust the daemon's memory; and
+// since its owner can still append to it, the read itself stops one byte
+// past that bound, whatever the size was a moment before.
+func (m *Maildrop) readFile(path string) (queue.Envelope, []byte, error) {
+	maxSize := m.MaxSize
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return queue.Envelope{}, nil, err
@@ -393,9 +400,19 @@ func readMaildropFile(path string, maxSize int64) (queue.Envelope, []byte, error
 	case maxSize > 0 && fi.Size() > maxSize+maildropEnvelopeRoom:
 		return queue.Envelope{}, nil, fmt.Errorf("file of %d bytes exceeds max_message_size %d", fi.Size(), maxSize)
 	}
-	data, err := io.ReadAll(f)
+	if m.afterStat != nil {
+		m.afterStat(f)
+	}
+	var r io.Reader = f
+	if maxSize > 0 {
+		r = io.LimitReader(f, maxSize+maildropEnvelopeRoom+1)
+	}
+	data, err := io.ReadAll(r)
 	if err != nil {
 		return queue.Envelope{}, nil, err
+	}
+	if maxSize > 0 && int64(len(data)) > maxSize+maildropEnvelopeRoom {
+		return queue.Envelope{}, nil, fmt.Errorf("file grew past max_message_size %d while being read", maxSize)
 	}
 	env, body, err := parseMaildrop(data)
 	if err != nil {

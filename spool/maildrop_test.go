@@ -260,3 +260,51 @@ func TestImportSetsAsideOversizedFile(t *testing.T) {
 		t.Fatalf("maildrop holds %q, want only %s.bad (and %s imported)", got, big, small)
 	}
 }
+
+// A file's owner can append to it after the importer has checked its size
+// (the file is theirs, and they may hold it open). The read stops just past
+// max_message_size whatever fstat said, so a file grown to gigabytes after
+// the check cannot exhaust the daemon's memory; the file is set aside.
+func TestImportBoundsReadOfGrowingFile(t *testing.T) {
+	dir := maildropDir(t)
+	q := openQueue(t, queue.Options{})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.com"}}
+	name, err := WriteMaildrop(dir, env, []byte("small\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const maxSize = 1024
+	grown := int64(0)
+	md := &Maildrop{Dir: dir, Queue: q, MaxSize: maxSize, Log: testLogger(t)}
+	md.afterStat = func(f *os.File) {
+		// What the owner does through the descriptor it kept: append a
+		// valid body far larger than the limit.
+		w, err := os.OpenFile(filepath.Join(dir, name+maildropWork), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer w.Close()
+		chunk := bytes.Repeat([]byte("grown after the check\r\n"), 1<<16)
+		for grown < 3*maildropEnvelopeRoom {
+			n, err := w.Write(chunk)
+			grown += int64(n)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}
+	if n, err := md.Import(context.Background()); n != 0 || err != nil {
+		t.Fatalf("Import = %d, %v; want 0, nil", n, err)
+	}
+	if grown == 0 {
+		t.Fatal("the file was not grown")
+	}
+	if msgs, bodies := queued(t, q); len(msgs) != 0 {
+		t.Fatalf("queued a message of %d bytes from a file grown past max_message_size %d", len(bodies[0]), maxSize)
+	}
+	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{name + ".bad"}) {
+		t.Fatalf("maildrop holds %q, want %s.bad", got, name)
+	}
+}
