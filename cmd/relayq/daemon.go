@@ -144,7 +144,9 @@ func (d *daemon) startBackground(ctx context.Context) {
 	maildropDone := make(chan struct{})
 	go func() {
 		defer close(maildropDone)
-		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Log: d.log}
+		// Intake: a maildrop file gets the policy of a socket submission
+		// by its owner (max_recipients, [limits]).
+		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Intake: d.intake, Log: d.log}
 		md.Watch(ctx, time.Second)
 	}()
 	go func() {
