@@ -65,17 +65,54 @@ func tally(greetings []string) map[string]int {
 
 // dropMaildropFile writes a complete maildrop file (as `relayq sendmail`
 // does with the daemon down: a temporary name, then a rename) for the
-// running daemon to import.
-func dropMaildropFile(t *testing.T, d *daemon, from, to string, body []byte) {
+// running daemon to import, and returns its name.
+func dropMaildropFile(t *testing.T, d *daemon, from string, to []string, body []byte) string {
 	t.Helper()
 	name := fmt.Sprintf("%016x-%032x", time.Now().UnixNano(), 7)
 	tmp := filepath.Join(d.maildrop(), "tmp."+name)
-	content := fmt.Sprintf("relayq-maildrop 1\nfrom <%s>\nrcpt <%s>\n\n%s", from, to, body)
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+	var b strings.Builder
+	fmt.Fprintf(&b, "relayq-maildrop 1\nfrom <%s>\n", from)
+	for _, r := range to {
+		fmt.Fprintf(&b, "rcpt <%s>\n", r)
+	}
+	fmt.Fprintf(&b, "\n%s", body)
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, filepath.Join(d.maildrop(), name)); err != nil {
 		t.Fatal(err)
+	}
+	return name
+}
+
+// TestMaildropMaxRecipients: a maildrop file with 50 recipients → relayq
+// with max_recipients = 10 (the socket would refuse the 11th RCPT) → it is
+// set aside as <name>.bad with a log line, and the relay never sees it;
+// the file after it → smtptest relay as usual.
+func TestMaildropMaxRecipients(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, func(s settings) { s.set("submission", "max_recipients", "10") })
+	from := "cron@example.org"
+	var many []string
+	for i := range 50 {
+		many = append(many, fmt.Sprintf("r%d@example.net", i))
+	}
+	bad := dropMaildropFile(t, d, from, many, newMessage(1, from, many, 3))
+	one := []string{"one@example.net"}
+	dropMaildropFile(t, d, from, one, newMessage(2, from, one, 3))
+	got := relay.WaitMessages(t, 1, 30*time.Second)
+	if len(got) != 1 || len(got[0].To) != 1 {
+		t.Fatalf("relay got %d message(s), the first for %d recipients; want the one-recipient file only", len(got), len(got[0].To))
+	}
+	waitFor(t, 10*time.Second, "the file to be set aside", func() bool {
+		_, err := os.Stat(filepath.Join(d.maildrop(), bad+".bad"))
+		return err == nil
+	})
+	if set := d.logRecords("maildrop: file set aside, not imported"); len(set) != 1 || !strings.Contains(set[0]["why"], "50 recipients, more than max_recipients 10") {
+		t.Errorf("log: %v, want one line naming max_recipients", set)
+	}
+	if n := len(relay.Messages()); n != 1 {
+		t.Errorf("relay got %d messages, want 1", n)
 	}
 }
 
@@ -144,7 +181,7 @@ func TestIntakeDescriptorReserve(t *testing.T) {
 	}
 	from, to := "maildrop@example.org", "rcpt@example.net"
 	body := newMessage(1, from, []string{to}, 3)
-	dropMaildropFile(t, d, from, to, body)
+	dropMaildropFile(t, d, from, []string{to}, body)
 	relay.WaitMessages(t, 1, 30*time.Second)
 
 	end()
