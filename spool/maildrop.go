@@ -376,6 +376,11 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 			return false, nil
 		}
 	}
+	if over := m.overLimit(work); over != nil {
+		// Known from the owner alone: no need to read the file.
+		m.retryLater(base, work, fmt.Errorf("%s", over.Message), false)
+		return false, nil
+	}
 	env, body, err := m.readFile(work)
 	if err == nil {
 		err = m.refused(env, body)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -121,6 +123,25 @@ func (m *Maildrop) refused(env queue.Envelope, body []byte) error {
 		return fmt.Errorf("message of %d bytes, more than max_message_size %d", len(body), max)
 	}
 	return nil
+}
+
+// overLimit is the check intake makes at MAIL FROM, before the size is
+// known, for the owner of the claimed file at work: a file whose owner is
+// over messages_per_hour or queued_bytes already waits without being read.
+func (m *Maildrop) overLimit(work string) *smtp.SMTPError {
+	if m.Intake == nil || m.Intake.limits == nil {
+		return nil
+	}
+	fi, err := os.Lstat(work)
+	if err != nil {
+		return nil // readFile will say
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	uid := int(st.Uid)
+	return m.Intake.limits.check(queue.Submitter{UID: uid, Via: viaMaildrop, User: userName(uid)}, 0)
 }
 
 // admit applies the owner's [limits] as intake does at the end of DATA. A
