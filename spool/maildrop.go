@@ -376,26 +376,8 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 			return false, nil
 		}
 	}
-	if over := m.overLimit(work); over != nil {
-		// Known from the owner alone: no need to read the file.
-		m.retryLater(base, work, fmt.Errorf("%s", over.Message), false)
-		return false, nil
-	}
-	env, body, err := m.readFile(work)
-	if err == nil {
-		err = m.refused(env, body)
-	}
-	if err != nil {
-		m.setAside(base, work, err)
-		return false, nil
-	}
-	counted, over := m.admit(env, int64(len(body)))
-	switch {
-	case over != nil && over.Code >= 500:
-		m.setAside(base, work, fmt.Errorf("%s", over.Message)) // larger than its owner's whole allowance
-		return false, nil
-	case over != nil:
-		m.retryLater(base, work, fmt.Errorf("%s", over.Message), false)
+	env, body, counted, ok := m.admitFile(base, work) // maildrop_policy.go
+	if !ok {
 		return false, nil
 	}
 	id, err := q.Put(ctx, env, body)

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -90,6 +91,35 @@ func (m *Maildrop) retryLater(base, work string, why error, failure bool) {
 		msg = "maildrop: file over its owner's limits; will retry"
 	}
 	m.logRepeated(msg+" "+base, slog.LevelWarn, msg, "file", base, "failures", w.failures, "next", w.next.Format(time.RFC3339), "why", why)
+}
+
+// admitFile reads the claimed file base (at work) and applies the intake
+// policy to it. If ok, the file may be queued and done must be called with
+// the outcome of Put; if not, it has been set aside or will be tried again.
+func (m *Maildrop) admitFile(base, work string) (env queue.Envelope, body []byte, done func(queued bool), ok bool) {
+	if over := m.overLimit(work); over != nil {
+		// Known from the owner alone: no need to read the file.
+		m.retryLater(base, work, errors.New(over.Message), false)
+		return env, nil, nil, false
+	}
+	env, body, err := m.readFile(work)
+	if err == nil {
+		err = m.refused(env, body)
+	}
+	if err != nil {
+		m.setAside(base, work, err)
+		return env, nil, nil, false
+	}
+	done, over := m.admit(env, int64(len(body)))
+	switch {
+	case over != nil && over.Code >= 500: // larger than its owner's whole allowance
+		m.setAside(base, work, errors.New(over.Message))
+		return env, nil, nil, false
+	case over != nil:
+		m.retryLater(base, work, errors.New(over.Message), false)
+		return env, nil, nil, false
+	}
+	return env, body, done, true
 }
 
 // forgetGone drops the retry state of files no longer in the listing
