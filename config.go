@@ -67,6 +67,14 @@ type SubmissionConfig struct {
 	MaxRecipients  int      `toml:"max_recipients"`   // default 1000
 	Maildrop       string   `toml:"maildrop"`         // sendmail's fallback directory; relative to StateDir; default "maildrop"
 	Hostname       string   `toml:"hostname"`         // greeting and Message-ID name; default the machine's host name
+	// MaxConnections caps the intake connections open at once (socket and
+	// listeners together); default 200. MaxConnectionsPerUser caps those of
+	// one uid on the socket, of one address on a listener; default 50.
+	MaxConnections        int `toml:"max_connections"`
+	MaxConnectionsPerUser int `toml:"max_connections_per_user"`
+	// IdleTimeout bounds the wait for a command outside a transaction
+	// (before MAIL FROM); default 1m.
+	IdleTimeout Duration `toml:"idle_timeout"`
 }
 
 // ControlConfig is the [control] table: the socket that queue and dead-letter
@@ -196,6 +204,10 @@ func defaults() *Config {
 			MaxMessageSize: 25 << 20,
 			MaxRecipients:  1000,
 			Maildrop:       "maildrop",
+			// Postfix's smtpd_client_connection_count_limit is 50 too.
+			MaxConnections:        200,
+			MaxConnectionsPerUser: 50,
+			IdleTimeout:           Duration{time.Minute},
 		},
 		Control: ControlConfig{Socket: "control.sock", MailqSocket: "mailq.sock"},
 		Relay: RelayConfig{

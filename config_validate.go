@@ -135,6 +135,9 @@ func (l loader) validate(cfg *Config, c *checker) {
 		c.add("submission.max_message_size", "must be greater than 0")
 	}
 	atLeast(c, "submission.max_recipients", s.MaxRecipients, 1)
+	atLeast(c, "submission.max_connections", s.MaxConnections, 1)
+	atLeast(c, "submission.max_connections_per_user", s.MaxConnectionsPerUser, 1)
+	positive(c, "submission.idle_timeout", s.IdleTimeout)
 	if !validName(s.Hostname) {
 		c.add("submission.hostname", "%q is not a host name", s.Hostname)
 	}

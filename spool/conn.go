@@ -16,7 +16,9 @@ const (
 	viaMaildrop = "maildrop"
 )
 
-// listener wraps each accepted connection in a conn the Server tracks.
+// listener wraps each accepted connection in a conn the Server tracks, and
+// turns away those over the connection caps (caps.go) before go-smtp sees
+// them.
 type listener struct {
 	net.Listener
 	srv *Server
@@ -24,14 +26,18 @@ type listener struct {
 }
 
 func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c := l.srv.admitConn(nc, l.via); c != nil {
+			return c, nil
+		}
 	}
-	return l.srv.track(c, l.via), nil
 }
 
-// conn is a connection as go-smtp sees it. It exists for two reasons:
+// conn is a connection as go-smtp sees it. It exists for three reasons:
 //
 //   - Once a read has timed out, every later read returns io.EOF, so the
 //     server closes the connection. go-smtp does not (emersion/go-smtp#196):
@@ -39,12 +45,32 @@ func (l *listener) Accept() (net.Conn, error) {
 //     commands.
 //   - Shutdown can stop the idle connections while those receiving DATA
 //     finish.
+//   - Until the client has given MAIL FROM, a read waits at most
+//     Options.IdleTimeout (see SetReadDeadline), so that idle connections
+//     cannot hold the caps for the length of ReadTimeout.
 type conn struct {
 	net.Conn
-	srv    *Server
-	via    string
-	dead   atomic.Bool
-	inData bool // guarded by srv.mu
+	srv *Server
+	via string
+	key string // what the per-user cap counts it under (caps.go)
+	uid int    // the peer's uid on the socket; -1 elsewhere or unknown
+	pid int    // the peer's pid on the socket, 0 if unknown
+	// credErr is why the peer's credentials are unknown.
+	credErr error
+	dead    atomic.Bool
+	inTxn   atomic.Bool // MAIL FROM accepted, transaction not yet over
+	inData  bool        // guarded by srv.mu
+}
+
+// SetReadDeadline is how go-smtp times out each command: outside a
+// transaction the deadline is brought forward to IdleTimeout from now.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if idle := c.srv.opts.IdleTimeout; idle > 0 && !t.IsZero() && !c.inTxn.Load() {
+		if soon := time.Now().Add(idle); soon.Before(t) {
+			t = soon
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *conn) Read(b []byte) (int, error) {
@@ -70,21 +96,25 @@ func (c *conn) stopReading() {
 	c.Conn.SetReadDeadline(time.Now())
 }
 
-func (s *Server) track(nc net.Conn, via string) *conn {
-	c := &conn{Conn: nc, srv: s, via: via}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// track counts c in, under its key. s.mu is held.
+func (s *Server) track(c *conn) {
 	if s.closing {
 		c.stopReading()
 	}
 	s.conns[c] = struct{}{}
-	return c
+	s.perKey[c.key]++
 }
 
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return // closed twice
+	}
 	delete(s.conns, c)
-	s.mu.Unlock()
+	if s.perKey[c.key]--; s.perKey[c.key] <= 0 {
+		delete(s.perKey, c.key)
+	}
 }
 
 // beginData marks c as receiving a message. It returns false once Shutdown

@@ -8,6 +8,9 @@
 //     queued as ID" only after queue.Put has returned, that is after the
 //     bbolt commit. Options.Limits caps what each submitter may send
 //     (limits.go): over a limit it answers 452 4.7.0 and accepts nothing.
+//     Connections are capped in total and per uid (per address on TCP),
+//     idle ones closed early, and descriptors kept for the rest of the
+//     daemon (caps.go): over a cap a connection gets 421 4.7.0.
 //   - Submit and Prepare are the client side of `relayq sendmail`: Prepare
 //     turns standard input into a message (sendmail's rules: -t, dots, the
 //     Date, Message-ID and From headers), Submit hands it to the daemon over
@@ -15,7 +18,9 @@
 //   - WriteMaildrop is sendmail's fallback when the daemon is down: one file
 //     per message, written to a temporary name, fsynced and renamed into
 //     place. Maildrop.Import and Maildrop.Watch, on the daemon's side, move
-//     those files into the queue.
+//     those files into the queue, each independently of the others and
+//     under the policy the socket applies to the file's owner
+//     (maildrop_policy.go).
 //
 // Promises:
 //

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -227,3 +228,25 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// captureLog returns a logger that keeps what it is given (and copies it to
+// the test log), and a function that returns what it has kept.
+func captureLog(t testing.TB) (*slog.Logger, func() string) {
+	var mu sync.Mutex
+	var b strings.Builder
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Log(strings.TrimSuffix(string(p), "\n"))
+		return b.Write(p)
+	})
+	return slog.New(slog.NewTextHandler(w, nil)), func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return b.String()
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

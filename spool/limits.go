@@ -26,8 +26,11 @@ import (
 // Over a limit, MAIL FROM (or, once the size is known, the end of DATA) is
 // answered 452 4.7.0: nothing is accepted, so nothing acknowledged is ever
 // dropped. A message larger than a queued-bytes limit by itself gets 552
-// 5.3.4, since waiting would not help. Maildrop files are never refused:
-// `relayq sendmail` already told its caller they were queued.
+// 5.3.4, since waiting would not help. Maildrop files are counted under
+// their owner's uid like the socket's submissions; as `relayq sendmail`
+// already told its caller they were queued, one over a limit waits in the
+// maildrop instead of being refused, and one the 552 would refuse is set
+// aside (maildrop_policy.go).
 //
 // Counting:
 //

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -251,6 +252,21 @@ type Maildrop struct {
 	// read. 0 means no limit.
 	MaxSize int64
 	Log     *slog.Logger
+	// Intake, if set, applies its policy to every file as to a submission
+	// on its socket by the file's owner (maildrop_policy.go):
+	// max_recipients, max_message_size and [limits], counted together with
+	// the owner's socket submissions.
+	Intake *Server
+
+	// afterStat, if set, runs between the size check and the read of each
+	// file: tests use it to grow a file the way its owner can.
+	afterStat func(f *os.File)
+	// now is the clock of the retries (maildrop_policy.go); nil: time.Now.
+	now func() time.Time
+
+	mu      sync.Mutex // one Import at a time
+	waiting map[string]*dropRetry
+	logs    logEvery
 }
 
 // maildropEnvelopeRoom is what the envelope lines of a maildrop file may
@@ -270,14 +286,23 @@ func (m *Maildrop) logger() *slog.Logger {
 //
 // A crash after Put and before the removal is on disk leaves the file to be
 // imported again: a duplicate, never a loss. A file that cannot be read as a
-// maildrop file is renamed *.bad and logged, never deleted. Temporary files
-// are left alone while sendmail may still be writing them, and removed once
-// they are an hour old. A failing Put (queue full, storage error) stops the
-// import; the file stays for the next one.
+// maildrop file, or that the intake policy refuses for good, is renamed
+// *.bad and logged, never deleted. Temporary files are left alone while
+// sendmail may still be writing them, and removed once they are an hour
+// old.
+//
+// Files are independent: one the queue cannot take now (queue full,
+// storage error) or whose owner is over a [limits] limit stays claimed and
+// is tried again later, with a growing delay, while the others go in; one
+// that keeps failing is set aside (maildrop_policy.go). Import returns an
+// error only when the directory cannot be read or a queued file cannot be
+// removed.
 //
 // The submitter recorded is the file owner's uid, Via "maildrop".
 func (m *Maildrop) Import(ctx context.Context) (imported int, err error) {
-	dir, log := m.Dir, m.logger()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dir := m.Dir
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, fmt.Errorf("spool: maildrop: %w", err)
@@ -294,13 +319,14 @@ func (m *Maildrop) Import(ctx context.Context) (imported int, err error) {
 			}
 		}
 	}()
+	defer m.forgetGone(names)
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return imported, err
 		}
 		switch {
 		case strings.HasPrefix(name, maildropTemp):
-			removeStaleTemp(dir, name, log)
+			m.removeStaleTemp(name)
 		case strings.HasSuffix(name, maildropBad):
 		default:
 			ok, err := m.importFile(ctx, name)
@@ -334,28 +360,36 @@ func PendingMaildrop(dir string) (int, error) {
 }
 
 // importFile imports one file; ok reports that it was queued and removed.
-// The error is for failures that should stop the import (queue, disk).
+// The error is for failures that should stop the import (ctx, the disk).
 func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err error) {
 	dir, q, log := m.Dir, m.Queue, m.logger()
 	base := strings.TrimSuffix(name, maildropWork)
+	if !m.due(base) {
+		return false, nil
+	}
 	work := filepath.Join(dir, base+maildropWork)
 	if name != base+maildropWork {
 		if err := os.Rename(filepath.Join(dir, name), work); err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
-				log.Error("maildrop: cannot claim file, left in place", "file", name, "err", err)
+				m.logRepeated("claim "+base, slog.LevelError, "maildrop: cannot claim file, left in place", "file", name, "err", err)
 			}
 			return false, nil
 		}
 	}
-	env, body, err := readMaildropFile(work, m.MaxSize)
-	if err != nil {
-		setAside(dir, base, work, err, log)
+	env, body, counted, ok := m.admitFile(base, work) // maildrop_policy.go
+	if !ok {
 		return false, nil
 	}
 	id, err := q.Put(ctx, env, body)
+	counted(err == nil)
 	if err != nil {
-		return false, fmt.Errorf("spool: maildrop: queue %s: %w", base, err)
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		m.retryLater(base, work, err, true)
+		return false, nil
 	}
+	delete(m.waiting, base)
 	// From here until the directory is synced, a crash imports the file
 	// again: a duplicate, not a loss.
 	if err := os.Remove(work); err != nil {
@@ -367,12 +401,15 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 	return true, nil
 }
 
-// readMaildropFile opens a claimed file without following a symbolic link,
-// checks that it is a plain file with one link (so nobody can hard-link a
-// file they cannot read into the maildrop and have it mailed), and parses it.
-// A file larger than maxSize (plus room for the envelope lines) is refused
-// before it is read, so a full maildrop cannot exhaust the daemon's memory.
-func readMaildropFile(path string, maxSize int64) (queue.Envelope, []byte, error) {
+// readFile opens a claimed file without following a symbolic link, checks
+// that it is a plain file with one link (so nobody can hard-link a file they
+// cannot read into the maildrop and have it mailed), and parses it. A file
+// larger than MaxSize (plus room for the envelope lines) is refused before
+// it is read, so a full maildrop cannot exhaust the daemon's memory; and
+// since its owner can still append to it, the read itself stops one byte
+// past that bound, whatever the size was a moment before.
+func (m *Maildrop) readFile(path string) (queue.Envelope, []byte, error) {
+	maxSize := m.MaxSize
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return queue.Envelope{}, nil, err
@@ -393,9 +430,19 @@ func readMaildropFile(path string, maxSize int64) (queue.Envelope, []byte, error
 	case maxSize > 0 && fi.Size() > maxSize+maildropEnvelopeRoom:
 		return queue.Envelope{}, nil, fmt.Errorf("file of %d bytes exceeds max_message_size %d", fi.Size(), maxSize)
 	}
-	data, err := io.ReadAll(f)
+	if m.afterStat != nil {
+		m.afterStat(f)
+	}
+	var r io.Reader = f
+	if maxSize > 0 {
+		r = io.LimitReader(f, maxSize+maildropEnvelopeRoom+1)
+	}
+	data, err := io.ReadAll(r)
 	if err != nil {
 		return queue.Envelope{}, nil, err
+	}
+	if maxSize > 0 && int64(len(data)) > maxSize+maildropEnvelopeRoom {
+		return queue.Envelope{}, nil, fmt.Errorf("file grew past max_message_size %d while being read", maxSize)
 	}
 	env, body, err := parseMaildrop(data)
 	if err != nil {
@@ -405,29 +452,31 @@ func readMaildropFile(path string, maxSize int64) (queue.Envelope, []byte, error
 	return env, body, nil
 }
 
-// setAside renames a file that cannot be imported to <name>.bad.
-func setAside(dir, base, work string, why error, log *slog.Logger) {
-	bad := filepath.Join(dir, base+maildropBad)
+// setAside renames a file that will not be imported to <name>.bad.
+func (m *Maildrop) setAside(base, work string, why error) {
+	delete(m.waiting, base)
+	bad := filepath.Join(m.Dir, base+maildropBad)
 	if err := os.Rename(work, bad); err != nil {
-		log.Error("maildrop: unreadable file, and cannot set it aside", "file", base, "why", why, "err", err)
+		m.logRepeated("set aside "+base, slog.LevelError, "maildrop: file not imported, and cannot set it aside", "file", base, "why", why, "err", err)
 		return
 	}
-	log.Warn("maildrop: unreadable file set aside", "file", base+maildropBad, "why", why)
+	m.logger().Warn("maildrop: file set aside, not imported", "file", base+maildropBad, "why", why)
 }
 
 // removeStaleTemp removes a temporary file sendmail left over an hour ago
-// (it died while writing; it never reported success for it).
-func removeStaleTemp(dir, name string, log *slog.Logger) {
-	path := filepath.Join(dir, name)
+// (it died while writing; it never reported success for it). One it cannot
+// remove (a directory a user made, say) is logged once per interval.
+func (m *Maildrop) removeStaleTemp(name string) {
+	path := filepath.Join(m.Dir, name)
 	fi, err := os.Lstat(path)
 	if err != nil || time.Since(fi.ModTime()) < maildropTempAge {
 		return
 	}
 	if err := os.Remove(path); err != nil {
-		log.Warn("maildrop: cannot remove stale temporary file", "file", name, "err", err)
+		m.logRepeated("temp "+name, slog.LevelWarn, "maildrop: cannot remove stale temporary file", "file", name, "err", err)
 		return
 	}
-	log.Info("maildrop: removed stale temporary file", "file", name, "age", time.Since(fi.ModTime()).Round(time.Second))
+	m.logger().Info("maildrop: removed stale temporary file", "file", name, "age", time.Since(fi.ModTime()).Round(time.Second))
 }
 
 // Watch imports every interval (0 means 5s) until ctx is done. Failures

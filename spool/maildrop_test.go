@@ -3,7 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
-	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -172,8 +172,13 @@ func TestImportOrderAndSkips(t *testing.T) {
 	}
 }
 
-// When the queue cannot take a file, it stays for the next import.
-func TestImportQueueFull(t *testing.T) {
+// Files are independent: one the queue cannot take (too big for the room
+// left in it) stays claimed while the files after it, from the same user
+// or others, go in. It is tried again later, not at every pass; once it
+// has failed maildropMaxFailures times over at least an hour it is set
+// aside with a log line. A claimed file left by a failed import is
+// imported by a later one, into a queue with room.
+func TestImportFilesAreIndependent(t *testing.T) {
 	dir := maildropDir(t)
 	q := openQueue(t, queue.Options{MaxSize: 1 << 20})
 	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.com"}}
@@ -182,18 +187,76 @@ func TestImportQueueFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := (&Maildrop{Dir: dir, Queue: q, Log: testLogger(t)}).Import(context.Background())
-	if n != 0 || !errors.Is(err, queue.ErrFull) {
-		t.Fatalf("Import = %d, %v; want 0, ErrFull", n, err)
+	for _, body := range []string{"first\r\n", "second\r\n"} {
+		if _, err := WriteMaildrop(dir, env, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	log, logged := captureLog(t)
+	md := &Maildrop{Dir: dir, Queue: q, Log: log, now: func() time.Time { return now }}
+	if n, err := md.Import(context.Background()); n != 2 || err != nil {
+		t.Fatalf("Import = %d, %v; want the 2 files after the one too big, nil", n, err)
 	}
 	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{name + ".work"}) {
 		t.Fatalf("maildrop holds %q, want the claimed file", got)
 	}
-	// A claimed file left by a failed (or crashed) import is imported by the
-	// next one, into a queue with room.
+	// Passes before its retry time leave it alone; one a few minutes later
+	// tries again. Ten failures within a few minutes set nothing aside.
+	if n, err := md.Import(context.Background()); n != 0 || err != nil || md.waiting[name].failures != 1 {
+		t.Fatalf("second Import at once = %d, %v, %+v; want the file left to its retry time", n, err, md.waiting[name])
+	}
+	for i := 2; i <= maildropMaxFailures; i++ {
+		now = now.Add(maildropRetryMax)
+		md.Import(context.Background())
+		if got := md.waiting[name].failures; got != i {
+			t.Fatalf("after %d passes past the retry time: %d failures recorded", i, got)
+		}
+	}
+	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{name + ".work"}) {
+		t.Fatalf("maildrop holds %q after 10 failures in under an hour, want the claimed file", got)
+	}
+	// Failing for an hour, it is set aside.
+	for range 20 {
+		now = now.Add(maildropRetryMax)
+		md.Import(context.Background())
+	}
+	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{name + ".bad"}) {
+		t.Fatalf("maildrop holds %q after an hour of failures, want %s.bad", got, name)
+	}
+	if text := logged(); strings.Count(text, "maildrop: file set aside, not imported") != 1 || !strings.Contains(text, "could not be queued") {
+		t.Errorf("no log line for the file set aside:\n%s", text)
+	}
+
+	// A claimed file (failed or crashed import) goes in next time.
+	os.Rename(filepath.Join(dir, name+".bad"), filepath.Join(dir, name+".work"))
 	q2 := openQueue(t, queue.Options{})
 	if n, err := (&Maildrop{Dir: dir, Queue: q2, Log: testLogger(t)}).Import(context.Background()); n != 1 || err != nil {
 		t.Fatalf("Import = %d, %v; want 1, nil", n, err)
+	}
+}
+
+// A leftover the import cannot remove (a stale tmp.* directory with files
+// in it) is logged once per interval, not at every pass.
+func TestImportLogsRepeatedErrorOnce(t *testing.T) {
+	dir := maildropDir(t)
+	q := openQueue(t, queue.Options{})
+	stale := filepath.Join(dir, "tmp.0000-dir")
+	if err := os.Mkdir(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(stale, "f"), nil, 0o644)
+	twoHoursAgo := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(stale, twoHoursAgo, twoHoursAgo)
+	log, logged := captureLog(t)
+	md := &Maildrop{Dir: dir, Queue: q, Log: log}
+	for range 5 {
+		if _, err := md.Import(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logged(), "cannot remove stale temporary file"); n != 1 {
+		t.Errorf("logged %d times in 5 passes, want once:\n%s", n, logged())
 	}
 }
 
@@ -258,5 +321,108 @@ func TestImportSetsAsideOversizedFile(t *testing.T) {
 	}
 	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{big + ".bad"}) {
 		t.Fatalf("maildrop holds %q, want only %s.bad (and %s imported)", got, big, small)
+	}
+}
+
+// A file's owner can append to it after the importer has checked its size
+// (the file is theirs, and they may hold it open). The read stops just past
+// max_message_size whatever fstat said, so a file grown to gigabytes after
+// the check cannot exhaust the daemon's memory; the file is set aside.
+func TestImportBoundsReadOfGrowingFile(t *testing.T) {
+	dir := maildropDir(t)
+	q := openQueue(t, queue.Options{})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.com"}}
+	name, err := WriteMaildrop(dir, env, []byte("small\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const maxSize = 1024
+	grown := int64(0)
+	md := &Maildrop{Dir: dir, Queue: q, MaxSize: maxSize, Log: testLogger(t)}
+	md.afterStat = func(f *os.File) {
+		// What the owner does through the descriptor it kept: append a
+		// valid body far larger than the limit.
+		w, err := os.OpenFile(filepath.Join(dir, name+maildropWork), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer w.Close()
+		chunk := bytes.Repeat([]byte("grown after the check\r\n"), 1<<16)
+		for grown < 3*maildropEnvelopeRoom {
+			n, err := w.Write(chunk)
+			grown += int64(n)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}
+	if n, err := md.Import(context.Background()); n != 0 || err != nil {
+		t.Fatalf("Import = %d, %v; want 0, nil", n, err)
+	}
+	if grown == 0 {
+		t.Fatal("the file was not grown")
+	}
+	if msgs, bodies := queued(t, q); len(msgs) != 0 {
+		t.Fatalf("queued a message of %d bytes from a file grown past max_message_size %d", len(bodies[0]), maxSize)
+	}
+	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{name + ".bad"}) {
+		t.Fatalf("maildrop holds %q, want %s.bad", got, name)
+	}
+}
+
+// A maildrop file gets the policy its owner's submission on the socket
+// would: more recipients than max_recipients sets it aside (sendmail has
+// already reported it sent; it is kept for a human); over the owner's
+// messages_per_hour it waits, claimed, and is not counted as failing; and
+// other users' files are not held up behind it.
+func TestImportAppliesIntakePolicy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root, to give a maildrop file to another uid (the suite runs as root)")
+	}
+	const other = 65534 // nobody
+	dir := maildropDir(t)
+	q := openQueue(t, queue.Options{})
+	srv := NewServer(Options{Queue: q, MaxRecipients: 5, Limits: Limits{Default: Limit{MessagesPerHour: 2}}, Logger: testLogger(t)})
+	write := func(rcpts int, body string) string {
+		env := queue.Envelope{From: "a@example.org"}
+		for i := range rcpts {
+			env.Recipients = append(env.Recipients, fmt.Sprintf("r%d@example.com", i))
+		}
+		name, err := WriteMaildrop(dir, env, []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	many := write(6, "six recipients\r\n")
+	write(1, "first\r\n")
+	write(1, "second\r\n")
+	third := write(1, "third: over the hourly limit\r\n")
+	others := write(1, "another user's\r\n")
+	if err := os.Chown(filepath.Join(dir, others), other, other); err != nil {
+		t.Fatal(err)
+	}
+
+	md := &Maildrop{Dir: dir, Queue: q, Intake: srv, Log: testLogger(t)}
+	if n, err := md.Import(context.Background()); n != 3 || err != nil {
+		t.Fatalf("Import = %d, %v; want 3, nil", n, err)
+	}
+	msgs, bodies := queued(t, q)
+	sort.Strings(bodies)
+	if want := []string{"another user's\r\n", "first\r\n", "second\r\n"}; !reflect.DeepEqual(bodies, want) {
+		t.Errorf("queued %q, want %q", bodies, want)
+	}
+	for _, m := range msgs {
+		if len(m.Recipients) > 5 {
+			t.Errorf("queued a message with %d recipients, over max_recipients 5", len(m.Recipients))
+		}
+	}
+	if got, want := listDir(t, dir), []string{many + ".bad", third + ".work"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("maildrop holds %q, want %q", got, want)
+	}
+	if w := md.waiting[third]; w == nil || w.failures != 0 {
+		t.Errorf("retry state of the file over the limit: %+v, want a wait that is no failure", w)
 	}
 }

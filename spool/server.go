@@ -65,6 +65,18 @@ type Options struct {
 	// Limits caps what each submitter may send (limits.go); the zero
 	// value limits nothing.
 	Limits Limits
+	// MaxConnections caps the connections open at once on all listeners
+	// together, MaxConnectionsPerUser those of one uid on the socket or of
+	// one remote address on a TCP listener; more get 421 4.7.0 (caps.go).
+	// 0 means no cap.
+	MaxConnections, MaxConnectionsPerUser int
+	// ReserveDescriptors is how many descriptors under RLIMIT_NOFILE intake
+	// leaves to the rest of the daemon: a connection that leaves fewer free
+	// gets 421 4.7.0. 0 means 64.
+	ReserveDescriptors int
+	// IdleTimeout bounds the wait for each command outside a transaction
+	// (before MAIL FROM, and after the message); 0 means ReadTimeout.
+	IdleTimeout time.Duration
 }
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.
@@ -82,6 +94,8 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[*conn]struct{}
+	perKey    map[string]int // open connections per cap key (caps.go)
+	refusals  logEvery       // connections refused over a cap, for the log
 	closing   bool
 	serving   sync.WaitGroup // Serve goroutines
 	receiving sync.WaitGroup // sessions inside Data (Add only while !closing)
@@ -112,11 +126,16 @@ func NewServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ReserveDescriptors <= 0 {
+		opts.ReserveDescriptors = defaultReserveDescriptors
+	}
 	s := &Server{
-		opts:    opts,
-		log:     opts.Logger,
-		conns:   make(map[*conn]struct{}),
-		stopped: make(chan struct{}),
+		opts:     opts,
+		log:      opts.Logger,
+		conns:    make(map[*conn]struct{}),
+		perKey:   make(map[string]int),
+		refusals: logEvery{interval: refusalLogInterval},
+		stopped:  make(chan struct{}),
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
 	s.limits = newLimiter(opts.Limits, opts.Queue, opts.Logger)

@@ -66,9 +66,9 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	log := s.log.With("via", sc.via)
 	switch sc.via {
 	case viaSocket:
-		uid, pid, err := peerCred(sc.Conn)
-		if err != nil {
-			log.Warn("submitter unknown", "err", err)
+		uid, pid := sc.uid, sc.pid // read at Accept (caps.go)
+		if sc.credErr != nil {
+			log.Warn("submitter unknown", "err", sc.credErr)
 		}
 		sub.UID, sub.User, sub.Unit = uid, userName(uid), unitOf(pid)
 		log = log.With("uid", uid)
@@ -83,6 +83,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 }
 
 func (s *session) Reset() {
+	s.conn.inTxn.Store(false)
 	s.fromSet, s.from, s.utf8, s.dsn = false, "", false, queue.DSN{}
 	s.rcpts, s.rcptDSN, s.seen = nil, nil, nil
 }
@@ -116,6 +117,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.fromSet, s.from, s.dsn = true, from, dsn
 	s.utf8 = opts != nil && opts.UTF8
+	s.conn.inTxn.Store(true) // commands may take ReadTimeout now (conn.go)
 	return nil
 }
 

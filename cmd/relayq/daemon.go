@@ -95,10 +95,15 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 		MaxRecipients:  cfg.Submission.MaxRecipients,
 		Logger:         log,
 		Limits:         intakeLimits(cfg.Limits), // daemon_policy.go
+
+		MaxConnections:        cfg.Submission.MaxConnections,
+		MaxConnectionsPerUser: cfg.Submission.MaxConnectionsPerUser,
+		IdleTimeout:           cfg.Submission.IdleTimeout.Duration,
 	})
 	if err := d.intake.Start(); err != nil {
 		return nil, err
 	}
+	warnListeners(cfg.Submission, log) // daemon_policy.go
 	undo = append(undo, func() { _ = d.intake.Shutdown(context.Background()) })
 
 	d.ctl, err = listenControl(cfg, d.q, log, d.relays, d.intake) // daemon_policy.go
@@ -139,7 +144,9 @@ func (d *daemon) startBackground(ctx context.Context) {
 	maildropDone := make(chan struct{})
 	go func() {
 		defer close(maildropDone)
-		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Log: d.log}
+		// Intake: a maildrop file gets the policy of a socket submission
+		// by its owner (max_recipients, [limits]).
+		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Intake: d.intake, Log: d.log}
 		md.Watch(ctx, time.Second)
 	}()
 	go func() {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"relayq"
@@ -27,6 +28,17 @@ func intakeLimits(l relayq.LimitsConfig) spool.Limits {
 		})
 	}
 	return out
+}
+
+// warnListeners says at start that a loopback listener is open to every
+// local user: socket_mode and socket_group, which may keep users off the
+// socket and the maildrop, do not reach it, and relayq has no submission
+// AUTH to stand in for them.
+func warnListeners(s relayq.SubmissionConfig, log *slog.Logger) {
+	for _, addr := range s.Listen {
+		log.Warn("submission listener accepts mail from every local user and process: socket_mode and socket_group do not apply to it",
+			"listen", addr, "socket_mode", fmt.Sprintf("%04o", s.SocketMode), "socket_group", s.SocketGroup)
+	}
 }
 
 // listenControl opens the control socket for root, the daemon's user and

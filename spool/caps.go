@@ -1,0 +1,103 @@
+package spool
+
+import (
+	"io"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Connection caps, so that no local user can take intake down for the
+// others by holding connections open:
+//
+//   - Options.MaxConnections caps the connections open at once, on every
+//     listener together;
+//   - Options.MaxConnectionsPerUser caps them per uid on the socket (the
+//     peer's credentials), per remote address on a TCP listener;
+//   - whatever the caps say, a connection is turned away when accepting it
+//     left fewer than Options.ReserveDescriptors descriptors free, so that
+//     the control socket, the maildrop import, the queue and delivery still
+//     get theirs;
+//   - a connection that has not started a transaction waits at most
+//     Options.IdleTimeout for each command (conn.SetReadDeadline).
+//
+// A connection over a cap is answered "421 4.7.0 Too many connections, try
+// again later" and closed before go-smtp sees it. It cost the daemon one
+// descriptor for a moment and no goroutine.
+
+const (
+	// defaultReserveDescriptors is what Options.ReserveDescriptors 0 keeps
+	// free: the queue file, the control socket and a few clients, the
+	// maildrop directory and a file, the relay connections (5 by default,
+	// per relay), log files, with room to spare.
+	defaultReserveDescriptors = 64
+	// refusalLogInterval is how often a refusal of the same kind for the
+	// same submitter reaches the log.
+	refusalLogInterval = time.Minute
+)
+
+const replyTooManyConns = "421 4.7.0 Too many connections, try again later\r\n"
+
+// admitConn wraps an accepted connection in a tracked conn, or, when it is
+// over a cap, answers it 421 and closes it and returns nil.
+func (s *Server) admitConn(nc net.Conn, via string) *conn {
+	c := &conn{Conn: nc, srv: s, via: via, uid: -1}
+	switch via {
+	case viaSocket:
+		c.uid, c.pid, c.credErr = peerCred(nc)
+		c.key = "uid " + strconv.Itoa(c.uid)
+	default:
+		host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
+		if err != nil {
+			host = nc.RemoteAddr().String()
+		}
+		c.key = "addr " + host
+	}
+	why := ""
+	if descriptorsLow(nc, s.opts.ReserveDescriptors) {
+		why = "reserved descriptors"
+	}
+	s.mu.Lock()
+	if why == "" {
+		why = s.overConnCap(c.key)
+	}
+	if why == "" {
+		s.track(c)
+		s.mu.Unlock()
+		return c
+	}
+	s.mu.Unlock()
+	s.refuseConn(nc, c.key, why)
+	return nil
+}
+
+// overConnCap names the cap another connection counted under key would
+// exceed, or returns "". s.mu is held.
+func (s *Server) overConnCap(key string) string {
+	switch {
+	case s.opts.MaxConnections > 0 && len(s.conns) >= s.opts.MaxConnections:
+		return "max_connections"
+	case s.opts.MaxConnectionsPerUser > 0 && s.perKey[key] >= s.opts.MaxConnectionsPerUser:
+		return "max_connections_per_user"
+	}
+	return ""
+}
+
+// refuseConn answers 421 and closes. The reply fits in the socket's buffer
+// of a new connection, so the write does not wait on the client; the
+// deadline is there in case it does.
+func (s *Server) refuseConn(nc net.Conn, key, why string) {
+	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(nc, replyTooManyConns)
+	nc.Close()
+	if ok, held := s.refusals.allow(key+" "+why, time.Now()); ok {
+		s.log.Warn("connection refused: too many connections", "submitter", key, "limit", why,
+			"open", s.openConns(), "refused_since_last_logged", held)
+	}
+}
+
+func (s *Server) openConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}

@@ -1,0 +1,209 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"relayq/transport/smtptest"
+)
+
+// End-to-end tests that no local user can take intake down for the others.
+
+// flood opens n connections to the daemon's submission socket, all at
+// once, and reads each one's greeting (within one shared deadline). It
+// returns the greetings ("" where none came) and a function that closes
+// the connections (called when the test ends if not before).
+func flood(t *testing.T, d *daemon, n int) (greetings []string, end func()) {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	end = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(end)
+	for range n {
+		c, err := net.DialTimeout("unix", d.submitSocket(), 10*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d of %d: %v", len(conns)+1, n, err)
+		}
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	greetings = make([]string, n)
+	for i, c := range conns {
+		c.SetReadDeadline(deadline)
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		greetings[i] = strings.TrimRight(line, "\r\n")
+	}
+	return greetings, end
+}
+
+// tally counts greetings: "220" for any 220, "421 4.7.0" for the refusal,
+// anything else as it came ("" for none).
+func tally(greetings []string) map[string]int {
+	out := map[string]int{}
+	for _, g := range greetings {
+		switch {
+		case strings.HasPrefix(g, "220 "):
+			g = "220"
+		case strings.HasPrefix(g, "421 4.7.0 "):
+			g = "421 4.7.0"
+		}
+		out[g]++
+	}
+	return out
+}
+
+// dropMaildropFile writes a complete maildrop file (as `relayq sendmail`
+// does with the daemon down: a temporary name, then a rename) for the
+// running daemon to import, and returns its name.
+func dropMaildropFile(t *testing.T, d *daemon, from string, to []string, body []byte) string {
+	t.Helper()
+	name := fmt.Sprintf("%016x-%032x", time.Now().UnixNano(), 7)
+	tmp := filepath.Join(d.maildrop(), "tmp."+name)
+	var b strings.Builder
+	fmt.Fprintf(&b, "relayq-maildrop 1\nfrom <%s>\n", from)
+	for _, r := range to {
+		fmt.Fprintf(&b, "rcpt <%s>\n", r)
+	}
+	fmt.Fprintf(&b, "\n%s", body)
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(d.maildrop(), name)); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// TestMaildropMaxRecipients: a maildrop file with 50 recipients → relayq
+// with max_recipients = 10 (the socket would refuse the 11th RCPT) → it is
+// set aside as <name>.bad with a log line, and the relay never sees it;
+// the file after it → smtptest relay as usual.
+func TestMaildropMaxRecipients(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, func(s settings) { s.set("submission", "max_recipients", "10") })
+	from := "cron@example.org"
+	var many []string
+	for i := range 50 {
+		many = append(many, fmt.Sprintf("r%d@example.net", i))
+	}
+	bad := dropMaildropFile(t, d, from, many, newMessage(1, from, many, 3))
+	one := []string{"one@example.net"}
+	dropMaildropFile(t, d, from, one, newMessage(2, from, one, 3))
+	got := relay.WaitMessages(t, 1, 30*time.Second)
+	if len(got) != 1 || len(got[0].To) != 1 {
+		t.Fatalf("relay got %d message(s), the first for %d recipients; want the one-recipient file only", len(got), len(got[0].To))
+	}
+	waitFor(t, 10*time.Second, "the file to be set aside", func() bool {
+		_, err := os.Stat(filepath.Join(d.maildrop(), bad+".bad"))
+		return err == nil
+	})
+	if set := d.logRecords("maildrop: file set aside, not imported"); len(set) != 1 || !strings.Contains(set[0]["why"], "50 recipients, more than max_recipients 10") {
+		t.Errorf("log: %v, want one line naming max_recipients", set)
+	}
+	if n := len(relay.Messages()); n != 1 {
+		t.Errorf("relay got %d messages, want 1", n)
+	}
+}
+
+// TestIntakeConnectionsPerUser: one uid (the test's, root) holds 100 idle
+// connections to the submission socket → relayq with
+// max_connections_per_user = 20. Twenty are greeted, the other eighty get
+// 421 4.7.0 at once; `relayq sendmail` run as nobody (another uid) still
+// submits over the socket → smtptest relay.
+func TestIntakeConnectionsPerUser(t *testing.T) {
+	needRoot(t)
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "max_connections_per_user", "20")
+		s.set("submission", "max_connections", "1000")
+	})
+	greetings, _ := flood(t, d, 100)
+	got := tally(greetings)
+	if got["220"] != 20 || got["421 4.7.0"] != 80 {
+		t.Fatalf("greetings %v, want 20 greeted and 80 421 4.7.0", got)
+	}
+	bin := publicBin(t)
+	openStateDir(t, d)
+	from, to := "nobody@example.org", "rcpt@example.net"
+	if r := asUser(bin, nobody, nobody, nil, newMessage(1, from, []string{to}, 3), "sendmail", "-c", d.config, "-f", from, to); r.code != 0 {
+		t.Fatalf("sendmail as nobody while root holds its connections: %v", r)
+	}
+	relay.WaitMessages(t, 1, 15*time.Second)
+	accepted := d.logRecords("accepted")
+	if len(accepted) != 1 || accepted[0]["via"] != "socket" || accepted[0]["uid"] != strconv.Itoa(nobody) {
+		t.Errorf("accepted: %v, want one message from uid %d via the socket", accepted, nobody)
+	}
+	if refused := d.logRecords("connection refused: too many connections"); len(refused) != 1 || refused[0]["limit"] != "max_connections_per_user" {
+		t.Errorf("refusals logged %v, want one line (repeats held back) naming max_connections_per_user", refused)
+	}
+}
+
+// TestIntakeDescriptorReserve: the test's uid opens 1,000 idle connections
+// to the submission socket of a relayq whose caps would allow them all but
+// whose RLIMIT_NOFILE (lowered with prlimit on the running daemon) is 256.
+// Intake turns away (421 4.7.0) those that would eat into the descriptors
+// it keeps for the rest of the daemon, so that meanwhile `relayq status`
+// (control socket) answers, a file in the maildrop is imported and
+// delivered, and once the flood ends the socket takes mail again.
+func TestIntakeDescriptorReserve(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Fatal("prlimit (util-linux) not installed")
+	}
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "max_connections_per_user", "5000")
+		s.set("submission", "max_connections", "5000")
+	})
+	pid := strconv.Itoa(d.running().cmd.Process.Pid)
+	if out, err := exec.Command("prlimit", "--pid", pid, "--nofile=256:256").CombinedOutput(); err != nil {
+		t.Fatalf("prlimit --nofile=256:256: %v: %s", err, out)
+	}
+	const n = 1000
+	greetings, end := flood(t, d, n)
+	got := tally(greetings)
+	if got["220"]+got["421 4.7.0"] != n || got["220"] < 100 || got["421 4.7.0"] == 0 {
+		t.Errorf("greetings %v, want each of %d either greeted (at least 100) or refused with 421 4.7.0", got, n)
+	}
+
+	if r := d.relayq("status"); r.code != 0 {
+		t.Errorf("relayq status during the flood: %v", r)
+	}
+	from, to := "maildrop@example.org", "rcpt@example.net"
+	body := newMessage(1, from, []string{to}, 3)
+	dropMaildropFile(t, d, from, []string{to}, body)
+	relay.WaitMessages(t, 1, 30*time.Second)
+
+	end()
+	var err error
+	waitFor(t, 30*time.Second, "the socket to take mail after the flood", func() bool {
+		_, err = submitSMTP("unix", d.submitSocket(), from, []string{to}, newMessage(2, from, []string{to}, 3))
+		return err == nil
+	})
+	relay.WaitMessages(t, 2, 30*time.Second)
+}
+
+// TestListenerWarning: relayq with a loopback listener and a socket kept to
+// one group says at start, as a warning, that the listener takes mail from
+// every local user: socket_mode and socket_group do not reach it.
+func TestListenerWarning(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startDaemon(t, nil, func(s settings) {
+		s.set("submission", "listen", fmt.Sprintf("[%q]", addr))
+		s.set("submission", "socket_mode", `"0660"`)
+	})
+	warned := d.logRecords("submission listener accepts mail from every local user and process: socket_mode and socket_group do not apply to it")
+	if len(warned) != 1 || warned[0]["level"] != "WARN" || warned[0]["listen"] != addr || warned[0]["socket_mode"] != "0660" {
+		t.Errorf("start-up warnings %v, want one WARN naming %s and socket_mode 0660", warned, addr)
+	}
+}
