@@ -72,6 +72,10 @@ type Response struct {
 // ErrNotRunning is returned by Call when nothing answers on the socket.
 var ErrNotRunning = errors.New("control: relayq serve is not running")
 
+// ErrSocketInUse is returned by Listen when another relayq serve answers
+// on the socket: it is left alone.
+var ErrSocketInUse = errors.New("another relayq serve is answering on it")
+
 // ErrDenied is returned by Call when this user may not connect to the
 // socket at all: its mode keeps out everyone but root, the daemon's user
 // (and the admin group, when there is one).
@@ -159,7 +163,7 @@ func removeStale(path string) error {
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
-		return fmt.Errorf("control: %s: another relayq serve is answering on it", path)
+		return fmt.Errorf("control: %s: %w", path, ErrSocketInUse)
 	}
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("control: remove stale socket: %w", err)

@@ -312,7 +312,7 @@ func removeStaleSocket(path string) error {
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("spool: socket %s: another relayq is answering on it", path)
+		return fmt.Errorf("spool: socket %s: %w", path, ErrSocketInUse)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("spool: socket %s: %w", path, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"relayq"
@@ -35,10 +36,23 @@ func intakeLimits(l relayq.LimitsConfig) spool.Limits {
 func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server) (*control.Server, error) {
 	gid, err := cfg.Control.AdminGID()
 	if err != nil {
-		return nil, &configError{err}
+		return nil, &startErr{exitConfig, err}
 	}
-	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid,
+	s, err := control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid,
 		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }})
+	if err != nil {
+		return nil, &startErr{listenExitCode(err), err}
+	}
+	return s, nil
+}
+
+// listenExitCode is the exit code for a socket or address relayq cannot
+// listen on: 75 (try again) when another relayq holds it, else 71.
+func listenExitCode(err error) int {
+	if errors.Is(err, spool.ErrSocketInUse) || errors.Is(err, control.ErrSocketInUse) {
+		return exitTempFail
+	}
+	return exitOSErr
 }
 
 // limitStatus carries intake's view of the limits over the control socket.

@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"relayq"
-	"relayq/queue"
 )
 
 func runServe(args []string, env cmdEnv) int {
@@ -53,17 +52,12 @@ func runServe(args []string, env cmdEnv) int {
 	return exitOK
 }
 
-// startupExitCode picks the sysexits code for a failure to start.
+// startupExitCode picks the sysexits code for a failure to start: the
+// step that failed chose it (startErr); 71 for anything else.
 func startupExitCode(err error) int {
-	if errors.Is(err, queue.ErrLocked) {
-		return exitTempFail
-	}
-	if errors.Is(err, queue.ErrDamaged) {
-		return exitDataErr
-	}
-	var cfgErr *configError
-	if errors.As(err, &cfgErr) {
-		return exitConfig
+	var se *startErr
+	if errors.As(err, &se) {
+		return se.code
 	}
 	return exitOSErr
 }
