@@ -11,10 +11,12 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"relayq/acceptretry"
 	"relayq/queue"
 )
 
@@ -84,6 +86,7 @@ var ErrDenied = errors.New("control: permission denied")
 // Server answers requests on the control socket.
 type Server struct {
 	ln      net.Listener
+	closing atomic.Bool
 	q       *queue.Queue
 	log     *slog.Logger
 	wg      sync.WaitGroup
@@ -149,7 +152,9 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
 	}
-	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits}
+	// A shortage of descriptors must not end the accept loop: the socket
+	// would be dead until a restart.
+	s := &Server{ln: acceptretry.Wrap(ln, opts.Logger), q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -173,6 +178,7 @@ func removeStale(path string) error {
 
 // Close stops answering and removes the socket.
 func (s *Server) Close() error {
+	s.closing.Store(true)
 	err := s.ln.Close()
 	s.wg.Wait()
 	return err
@@ -183,6 +189,9 @@ func (s *Server) serve() {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
+			if !s.closing.Load() {
+				s.log.Error("control: the socket stopped answering", "socket", s.ln.Addr().String(), "err", err)
+			}
 			return
 		}
 		s.wg.Add(1)

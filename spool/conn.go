@@ -16,7 +16,10 @@ const (
 	viaMaildrop = "maildrop"
 )
 
-// listener wraps each accepted connection in a conn the Server tracks.
+// listener wraps each accepted connection in a conn the Server tracks. The
+// net.Listener under it is an acceptretry.Listener: go-smtp's Serve retries
+// only what net.Error calls Temporary (EMFILE, ENFILE, not ENOBUFS or
+// ENOMEM) and logs every retry, so the retrying happens below it.
 type listener struct {
 	net.Listener
 	srv *Server

@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"relayq/acceptretry"
 	"relayq/queue"
 )
 
@@ -158,14 +159,14 @@ func (s *Server) Start() error {
 		if err != nil {
 			return fail(err)
 		}
-		ls = append(ls, &listener{Listener: l, srv: s, via: viaSocket})
+		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaSocket})
 	}
 	for _, addr := range s.opts.Listen {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fail(fmt.Errorf("spool: listen on %s: %w", addr, err))
 		}
-		ls = append(ls, &listener{Listener: l, srv: s, via: viaTCP})
+		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaTCP})
 	}
 
 	s.mu.Lock()
