@@ -37,6 +37,7 @@ const (
 	OpDeadRequeue  = "dead requeue" // IDs, or All; Class narrows to recipients whose last reply is in it
 	OpDeadPurge    = "dead purge"   // IDs, or those that died OlderThan ago (all when zero)
 	OpStatus       = "status"
+	OpReload       = "reload" // re-read the configuration file (as SIGHUP does) and say whether it was taken
 )
 
 // Request is what a client asks.
@@ -94,6 +95,7 @@ type Server struct {
 	started time.Time       // for status's uptime
 	relays  func() []RelayStatus
 	limits  func() []LimitStatus
+	reload  func() error
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -117,6 +119,9 @@ type Options struct {
 	// Limits reports what each submitter used of its [limits] for status,
 	// under the same rules as Relays. nil leaves the limits out.
 	Limits func() []LimitStatus
+	// Reload re-reads the configuration for OpReload and returns why the
+	// new one was refused; nil answers OpReload with CodeBadRequest.
+	Reload func() error
 }
 
 // ListenWith is Listen with an admin group.
@@ -154,7 +159,7 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 	}
 	// A shortage of descriptors must not end the accept loop: the socket
 	// would be dead until a restart.
-	s := &Server{ln: acceptretry.Wrap(ln, opts.Logger), q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits}
+	s := &Server{ln: acceptretry.Wrap(ln, opts.Logger), q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, reload: opts.Reload}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -238,11 +243,26 @@ func (s *Server) answer(req Request, uid int) Response {
 		return s.lookup(req) // lookup.go
 	case OpStatus:
 		return s.status()
+	case OpReload:
+		return s.reloadConfig(uid)
 	case OpQueueRetry, OpQueueHold, OpQueueRelease, OpQueueDelete, OpQueueExpire, OpDeadRequeue, OpDeadPurge:
 		return s.change(req, uid)
 	default:
 		return Response{Error: fmt.Sprintf("unknown operation %q", req.Op), Code: CodeBadRequest}
 	}
+}
+
+// reloadConfig answers OpReload: Error is why the new configuration was
+// refused (the old one stays in force), with CodeConfig.
+func (s *Server) reloadConfig(uid int) Response {
+	if s.reload == nil {
+		return Response{Error: "this daemon cannot reload its configuration", Code: CodeBadRequest}
+	}
+	s.log.Info("control: configuration reload asked for", "uid", uid)
+	if err := s.reload(); err != nil {
+		return Response{Error: err.Error(), Code: CodeConfig}
+	}
+	return Response{}
 }
 
 // Call sends req to the daemon listening on path and returns its answer.

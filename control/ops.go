@@ -18,6 +18,7 @@ const (
 	CodeLeased     = "leased"      // being delivered right now; try again
 	CodeHeld       = "held"        // on hold; release it first
 	CodeInternal   = "internal"    // the store failed
+	CodeConfig     = "config"      // reload: the new configuration was refused; the old one stays
 )
 
 // Result is what an operation did to one ID. Error is empty when it was

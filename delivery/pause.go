@@ -81,15 +81,15 @@ func sessionFailure(err error) bool {
 
 // noteRelay updates the pause after an attempt and logs changes once; it
 // keeps the attempt's result for RelayStatus.
-func (d *Deliverer) noteRelay(res *transport.Result, err error) {
+func (d *Deliverer) noteRelay(relay string, res *transport.Result, err error) {
 	d.pause.noteResult(d.opts.Now(), res, err) // relaystatus.go
 	switch {
 	case err == nil:
 		if d.pause.succeeded() {
-			d.opts.Logger.Info("relay is back", "relay", d.opts.Relay)
+			d.opts.Logger.Info("relay is back", "relay", relay)
 		}
 	case sessionFailure(err):
 		wait := d.pause.failed(d.opts.Now())
-		d.opts.Logger.Warn("relay unavailable; holding deliveries", "relay", d.opts.Relay, "for", wait, "err", err)
+		d.opts.Logger.Warn("relay unavailable; holding deliveries", "relay", relay, "for", wait, "err", err)
 	}
 }

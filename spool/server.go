@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,7 +74,7 @@ type Server struct {
 	opts   Options
 	log    *slog.Logger
 	srv    *smtp.Server
-	limits *limiter // nil: no limits
+	limits atomic.Pointer[limiter] // nil: no limits; SetLimits replaces it
 
 	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
 	// gives up waiting.
@@ -120,7 +121,7 @@ func NewServer(opts Options) *Server {
 		stopped: make(chan struct{}),
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
-	s.limits = newLimiter(opts.Limits, opts.Queue, opts.Logger)
+	s.limits.Store(newLimiter(opts.Limits, opts.Queue, opts.Logger))
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = opts.Hostname
@@ -197,7 +198,15 @@ func (s *Server) serve(l net.Listener) {
 // LimitUsage reports, for `relayq status`, what each submitter has used of
 // its [limits]: every key with a rule of its own or anything counted, by
 // key. Nil when no limit is set.
-func (s *Server) LimitUsage() []LimitUsage { return s.limits.usage() }
+func (s *Server) LimitUsage() []LimitUsage { return s.limits.Load().usage() }
+
+// SetLimits replaces Options.Limits (a configuration reload). What each
+// submitter sent in the last hour and its refusals are carried over, so
+// that a reload does not reset anyone's count; sessions past MAIL FROM
+// finish under the limits they started with.
+func (s *Server) SetLimits(l Limits) {
+	s.limits.Store(newLimiter(l, s.opts.Queue, s.log).carryFrom(s.limits.Load()))
+}
 
 // Addrs returns the addresses actually listened on: the socket first (if
 // any), then the TCP listeners in the order of Options.Listen.

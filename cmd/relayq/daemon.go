@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +22,9 @@ import (
 // maildrop), the control socket and the delivery workers.
 type daemon struct {
 	log       *slog.Logger
-	cfg       *relayq.Config
+	cfg       *relayq.Config // as at start; reload.go applies changes to the parts it can
 	q         *queue.Queue
-	transport *transport.Transport
+	transport *transport.Transport // the first; deliverer's Transport is the current one
 	intake    *spool.Server
 	ctl       *control.Server
 	relay     string
@@ -31,6 +32,10 @@ type daemon struct {
 
 	cancel context.CancelFunc // stops the maildrop watcher and delivery
 	done   chan struct{}      // closed when both have returned
+
+	rl       reloader   // reload.go
+	reloadMu sync.Mutex // one reload at a time, none once stopping
+	stopping bool       // guarded by reloadMu
 }
 
 // startErr is a failure to start, with the exit code it calls for
@@ -49,8 +54,8 @@ func (e *startErr) Unwrap() error { return e.err }
 // says why (startErr gives the exit code), and what the steps before it
 // started is undone in reverse order: the queue file's lock released, the
 // sockets closed and removed.
-func startDaemon(cfg *relayq.Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{log: log, cfg: cfg, done: make(chan struct{})}
+func startDaemon(cfg *relayq.Config, log *slog.Logger, rl reloader) (*daemon, error) {
+	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl}
 	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl}
 	var undo []func()
 	for _, step := range steps {
@@ -141,7 +146,7 @@ func (d *daemon) startIntake() (func(), error) {
 
 // startControl listens on the control socket.
 func (d *daemon) startControl() (func(), error) {
-	ctl, err := listenControl(d.cfg, d.q, d.log, d.relays, d.intake) // daemon_policy.go
+	ctl, err := listenControl(d.cfg, d.q, d.log, d.relays, d.intake, d.reload) // daemon_policy.go
 	if err != nil {
 		return nil, err
 	}
@@ -157,12 +162,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 		Transport: d.transport,
 		Relay:     d.relay,
 		Workers:   d.cfg.Delivery.Workers,
-		Retry: delivery.RetryPolicy{
-			InitialInterval: d.cfg.Retry.InitialInterval.Duration,
-			Multiplier:      d.cfg.Retry.Multiplier,
-			MaxInterval:     d.cfg.Retry.MaxInterval.Duration,
-			MaxLifetime:     d.cfg.Retry.MaxLifetime.Duration,
-		},
+		Retry:     retryPolicy(d.cfg.Retry), // reload.go
 		// An attempt must end well before its lease runs out, or the
 		// message would be leased (and sent) twice.
 		AttemptTimeout:  d.cfg.Delivery.LeaseTimeout.Duration * 9 / 10,
@@ -192,12 +192,16 @@ func (d *daemon) startBackground(ctx context.Context) {
 // importing, let deliveries finish (or give their leases back), then close
 // the store.
 func (d *daemon) stop() error {
+	d.reloadMu.Lock()
+	d.stopping = true
+	d.reloadMu.Unlock()
 	grace := d.cfg.Delivery.ShutdownTimeout.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	errs := []error{d.intake.Shutdown(ctx)}
 	d.cancel()
 	<-d.done
-	errs = append(errs, d.ctl.Close(), d.transport.Close(), d.q.Close())
+	// The deliverer has closed the transports a reload replaced.
+	errs = append(errs, d.ctl.Close(), d.deliverer.Load().Transport().Close(), d.q.Close())
 	return errors.Join(errs...)
 }

@@ -32,14 +32,14 @@ func intakeLimits(l relayq.LimitsConfig) spool.Limits {
 
 // listenControl opens the control socket for root, the daemon's user and
 // the admin group; status asks relays for the relay's state and intake for
-// the submitters' use of their limits.
-func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server) (*control.Server, error) {
+// the submitters' use of their limits; reload is `relayq reload`.
+func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server, reload func() error) (*control.Server, error) {
 	gid, err := cfg.Control.AdminGID()
 	if err != nil {
 		return nil, &startErr{exitConfig, err}
 	}
 	s, err := control.ListenWith(control.Options{Socket: cfg.Control.Socket, Queue: q, Logger: log, AdminGID: gid,
-		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }})
+		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }, Reload: reload})
 	if err != nil {
 		return nil, &startErr{listenExitCode(err), err}
 	}

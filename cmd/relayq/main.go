@@ -26,6 +26,7 @@ type command struct {
 
 var commands = map[string]command{
 	"serve":    {runServe, "run the daemon"},
+	"reload":   {runReload, "make the daemon read its configuration again (as SIGHUP does)"},
 	"sendmail": {runSendmail, "submit one message from standard input (sendmail-compatible)"},
 	"queue":    {runQueue, "queued messages: list, show, retry, hold, release, delete, expire"},
 	"dead":     {runDead, "dead letters: list, show, requeue, purge"},
@@ -70,7 +71,7 @@ func run(argv []string, env cmdEnv) int {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: relayq COMMAND [-c FILE] [ARGS]")
-	for _, name := range []string{"serve", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact"} {
+	for _, name := range []string{"serve", "reload", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "Every command takes -c FILE (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default) and --help.")

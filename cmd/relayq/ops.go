@@ -149,6 +149,8 @@ func codeExit(code string) int {
 		return exitUsage
 	case control.CodeDenied:
 		return exitNoPerm
+	case control.CodeConfig:
+		return exitConfig
 	}
 	return exitTempFail // leased, held, internal
 }

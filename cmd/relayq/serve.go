@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -26,14 +27,28 @@ func runServe(args []string, env cmdEnv) int {
 	if code != exitOK {
 		return code
 	}
-	log := newLogger(cfg.Log, env.Stderr)
+	level := new(slog.LevelVar)
+	level.Set(logLevel(cfg.Log))
+	log := newLevelLogger(cfg.Log, level, env.Stderr)
 	log.Info("relayq starting", "config", source, "settings", cfg)
 	warnLooseSecrets(cfg, source, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads the configuration (reload.go); caught from here on, so
+	// that one sent during start-up no longer kills the daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	tuneGC(ctx) // gc.go
-	d, err := startDaemon(cfg, log)
+	rl := reloader{level: level, load: func() (*relayq.Config, string, error) {
+		cfg, source, err := relayq.Find(*cfgPath, env.Getenv)
+		if err == nil {
+			warnLooseSecrets(cfg, source, log)
+		}
+		return cfg, source, err
+	}}
+	d, err := startDaemon(cfg, log, rl)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
 		if hint := startupHint(err); hint != "" { // maintenance.go
@@ -42,7 +57,13 @@ func runServe(args []string, env cmdEnv) int {
 		return startupExitCode(err)
 	}
 	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay)
-	<-ctx.Done()
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			_ = d.reload() // logs what it did, or why not
+		case <-ctx.Done():
+		}
+	}
 	log.Info("relayq stopping: no new mail accepted; letting deliveries in flight finish", "grace", cfg.Delivery.ShutdownTimeout.Duration)
 	if err := d.stop(); err != nil {
 		log.Error("shutdown", "err", err)
@@ -63,11 +84,21 @@ func startupExitCode(err error) int {
 }
 
 func newLogger(c relayq.LogConfig, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated by the config package
+	return newLevelLogger(c, logLevel(c), w)
+}
+
+// newLevelLogger is newLogger at level, which the daemon's reload changes.
+func newLevelLogger(c relayq.LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// logLevel is [log] level as a slog.Level.
+func logLevel(c relayq.LogConfig) slog.Level {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by the config package
+	return level
 }
