@@ -47,6 +47,8 @@ type Deliverer struct {
 
 	mu  sync.Mutex
 	cur *relayInUse // reload.go; opts.Transport, Relay, Retry and HoldUncertain are only New's
+	// relaySet wakes a Run waiting out a relay pause when SetRelay ends it.
+	relaySet chan struct{}
 }
 
 // New returns a Deliverer; call Run to start it.
@@ -72,6 +74,8 @@ func New(opts Options) *Deliverer {
 		log:   &eventLog{l: opts.Logger},
 		pause: newRelayPause(min(time.Second, opts.Retry.InitialInterval), opts.Retry.InitialInterval),
 		cur:   &relayInUse{Relay: Relay{Transport: opts.Transport, Name: opts.Relay, Retry: opts.Retry, HoldUncertain: opts.HoldUncertain}},
+
+		relaySet: make(chan struct{}, 1),
 	}
 }
 
@@ -167,10 +171,11 @@ func (d *Deliverer) waitForRelay(ctx context.Context) bool {
 	defer timer.Stop()
 	select {
 	case <-timer.C:
-		return true
+	case <-d.relaySet: // reload.go
 	case <-ctx.Done():
 		return false
 	}
+	return true
 }
 
 // waitForWork sleeps until a message may be due: something changed in the

@@ -49,6 +49,15 @@ func (p *relayPause) succeeded() bool {
 	return was
 }
 
+// retryNow ends the wait but not the probing: after a reload the next
+// attempt goes out at once, alone, to the new relay or with the new
+// credentials.
+func (p *relayPause) retryNow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.until = time.Time{}
+}
+
 // probing reports whether the last attempt found the relay failing: then
 // only one message at a time goes out, as a probe.
 func (p *relayPause) probing() bool {

@@ -23,8 +23,10 @@ type relayInUse struct {
 	replaced bool // guarded by Deliverer.mu
 }
 
-// SetRelay makes r the relay of every attempt that starts from now on.
-// Attempts in flight finish with the relay they started with; the
+// SetRelay makes r the relay of every attempt that starts from now on,
+// and ends a pause the old relay's failures caused (the next attempt is a
+// probe, sent at once). Attempts in flight finish with the relay they
+// started with; the
 // Deliverer then closes the transport it replaced (it owns it from now
 // on), so its connections go once they are no longer used. The caller
 // keeps closing the current transport after Run has returned (Transport).
@@ -38,6 +40,13 @@ func (d *Deliverer) SetRelay(r Relay) {
 	d.mu.Unlock()
 	if idle && old.Transport != r.Transport {
 		old.Transport.Close()
+	}
+	// A pause for the old relay (or the old credentials) ends: one probe
+	// goes out at once.
+	d.pause.retryNow()
+	select {
+	case d.relaySet <- struct{}{}:
+	default:
 	}
 }
 

@@ -47,3 +47,25 @@ func TestSetRelayLetsAttemptsInFlightFinish(t *testing.T) {
 		t.Errorf("Transport() is not the new transport")
 	}
 }
+
+// A relay that fails its sessions (421 greetings) has paused deliveries;
+// a reload that names another relay (or fixes the credentials) ends the
+// pause at once: the next message is a probe to the new relay, not held
+// until the old relay's pause runs out.
+func TestSetRelayEndsPause(t *testing.T) {
+	r := start(t, smtptest.Options{Script: smtptest.Script{
+		Greeting: smtptest.Times(1000, smtptest.Reply(421, "4.3.2 shutting down")),
+	}}, RetryPolicy{InitialInterval: time.Hour, MaxLifetime: 5 * time.Hour}, 0)
+	r.put(t, "x\r\n", "a@there.example")
+	waitFor(t, "the relay to be paused", func() bool { return r.d.pause.remaining(time.Now()) > 0 })
+
+	b := smtptest.NewServer(t, smtptest.Options{})
+	tb := transport.New(transport.Options{Network: b.Network(), Address: b.Addr(), IgnoreTLS: true})
+	t.Cleanup(func() { tb.Close() })
+	r.d.SetRelay(Relay{Transport: tb, Name: "relay-b", Retry: RetryPolicy{InitialInterval: time.Hour, MaxLifetime: 5 * time.Hour}})
+	if wait := r.d.pause.remaining(time.Now()); wait > 0 {
+		t.Errorf("after SetRelay the old relay's pause still has %v to run", wait)
+	}
+	r.put(t, "y\r\n", "b@there.example")
+	b.WaitMessages(t, 1, 10*time.Second)
+}
