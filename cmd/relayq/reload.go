@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"strings"
 
@@ -42,6 +44,18 @@ type reloader struct {
 
 // errReloadBusy is returned by reload while relayq is starting or stopping.
 var errReloadBusy = errors.New("relayq is starting or stopping; try again")
+
+// reloadOn reloads at each signal on hup until ctx ends.
+func (d *daemon) reloadOn(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-hup:
+			_ = d.reload() // logs what it did, or why not
+		case <-ctx.Done():
+			return
+		}
+	}
+}
 
 // reload reads the configuration again and applies it; the error (also
 // logged) is why it was refused.

@@ -23,6 +23,11 @@ func runServe(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "relayq serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
+	// SIGHUP reloads the configuration (reload.go); caught from the start,
+	// so that one sent while relayq starts does not kill it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, source, code := loadConfigSource(*cfgPath, env)
 	if code != exitOK {
 		return code
@@ -35,11 +40,6 @@ func runServe(args []string, env cmdEnv) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// SIGHUP reloads the configuration (reload.go); caught from here on, so
-	// that one sent during start-up no longer kills the daemon.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	tuneGC(ctx) // gc.go
 	rl := reloader{level: level, load: func() (*relayq.Config, string, error) {
 		cfg, source, err := relayq.Find(*cfgPath, env.Getenv)
@@ -57,13 +57,7 @@ func runServe(args []string, env cmdEnv) int {
 		return startupExitCode(err)
 	}
 	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay)
-	for ctx.Err() == nil {
-		select {
-		case <-hup:
-			_ = d.reload() // logs what it did, or why not
-		case <-ctx.Done():
-		}
-	}
+	d.reloadOn(ctx, hup) // reload.go
 	log.Info("relayq stopping: no new mail accepted; letting deliveries in flight finish", "grace", cfg.Delivery.ShutdownTimeout.Duration)
 	if err := d.stop(); err != nil {
 		log.Error("shutdown", "err", err)
