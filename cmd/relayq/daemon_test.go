@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -60,6 +61,9 @@ func TestStartupFailures(t *testing.T) {
 			writeFile(t, filepath.Join(dir, "file"), "")
 			c.queuePath = filepath.Join(dir, "file", "sub", "queue.db")
 		}, exitCantCreate, "not a directory", nil},
+		{"state directory read-only", func(t *testing.T, dir string, c *startConfig) {
+			c.queuePath = filepath.Join(readOnlyFS(t, dir), "queue.db")
+		}, exitCantCreate, "read-only file system", nil},
 		{"queue file locked by another daemon", func(t *testing.T, dir string, c *startConfig) {
 			q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
 			if err != nil {
@@ -160,6 +164,28 @@ func checkUndone(t *testing.T, dir string, c startConfig, theirs []string) {
 		t.Fatal(err)
 	}
 	q.Close()
+}
+
+// readOnlyFS mounts a read-only tmpfs in dir (as root: relayq's user
+// would get EACCES where root gets EROFS) and returns its path.
+func readOnlyFS(t *testing.T, dir string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a read-only file system needs root (tests/run.sh runs as root in CI)")
+	}
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount a read-only tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", ro).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", ro, err, out)
+		}
+	})
+	return ro
 }
 
 // holdSocket plays another live daemon answering on path.
