@@ -11,7 +11,8 @@ import (
 )
 
 // forbiddenImports keeps the imports pointing one way (../shared/STYLE.md
-// §4b): cmd → spool, delivery, control → queue, transport. Each entry says why.
+// §4b): cmd → spool, delivery, control → queue, transport; spool and control
+// → acceptretry (their shared accept loop fix). Each entry says why.
 var forbiddenImports = map[string]map[string]string{
 	"queue": {
 		"relayq":           "the store takes plain Options; only cmd reads the config",
@@ -39,6 +40,14 @@ var forbiddenImports = map[string]map[string]string{
 		"relayq":          "the control socket takes plain arguments; only cmd reads the config",
 		"relayq/delivery": "it answers from the store",
 		"relayq/spool":    "it answers from the store",
+	},
+	"acceptretry": {
+		"relayq":           "a listener wrapper takes a logger, not the config",
+		"relayq/queue":     "it knows only net.Listener; spool and control share it",
+		"relayq/spool":     "spool imports it, not the other way",
+		"relayq/control":   "control imports it, not the other way",
+		"relayq/transport": "it has nothing to do with the relay side",
+		"relayq/delivery":  "it has nothing to do with delivery",
 	},
 	"transport/smtptest": {
 		"relayq/queue":     "a test peer knows only SMTP",

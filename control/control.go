@@ -11,10 +11,12 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"relayq/acceptretry"
 	"relayq/queue"
 )
 
@@ -37,7 +39,8 @@ const (
 	OpStatus       = "status"
 	// OpMailq is the listing Postfix's mailq shows any user (MailqView),
 	// and the only request the mailq socket answers.
-	OpMailq = "mailq"
+	OpMailq  = "mailq"
+	OpReload = "reload" // re-read the configuration file (as SIGHUP does) and say whether it was taken
 )
 
 // Request is what a client asks.
@@ -75,6 +78,10 @@ type Response struct {
 // ErrNotRunning is returned by Call when nothing answers on the socket.
 var ErrNotRunning = errors.New("control: relayq serve is not running")
 
+// ErrSocketInUse is returned by Listen when another relayq serve answers
+// on the socket: it is left alone.
+var ErrSocketInUse = errors.New("another relayq serve is answering on it")
+
 // ErrDenied is returned by Call when this user may not connect to the
 // socket at all: its mode keeps out everyone but root, the daemon's user
 // (and the admin group, when there is one).
@@ -84,6 +91,7 @@ var ErrDenied = errors.New("control: permission denied")
 type Server struct {
 	ln      net.Listener
 	mailqLn net.Listener // nil without Options.MailqSocket
+	closing atomic.Bool
 	q       *queue.Queue
 	log     *slog.Logger
 	wg      sync.WaitGroup
@@ -91,6 +99,7 @@ type Server struct {
 	started time.Time       // for status's uptime
 	relays  func() []RelayStatus
 	limits  func() []LimitStatus
+	reload  func() error
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -117,6 +126,9 @@ type Options struct {
 	// Limits reports what each submitter used of its [limits] for status,
 	// under the same rules as Relays. nil leaves the limits out.
 	Limits func() []LimitStatus
+	// Reload re-reads the configuration for OpReload and returns why the
+	// new one was refused; nil answers OpReload with CodeBadRequest.
+	Reload func() error
 }
 
 // ListenWith is Listen with an admin group.
@@ -152,12 +164,17 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod %s: %w", path, err)
 	}
-	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits}
+	// A shortage of descriptors must not end the accept loop: the socket
+	// would be dead until a restart.
+	ln = acceptretry.Wrap(ln, opts.Logger)
+	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, reload: opts.Reload}
 	if opts.MailqSocket != "" {
-		if s.mailqLn, err = listenMailq(opts.MailqSocket); err != nil {
+		mailqLn, err := listenMailq(opts.MailqSocket)
+		if err != nil {
 			ln.Close()
 			return nil, err
 		}
+		s.mailqLn = acceptretry.Wrap(mailqLn, opts.Logger)
 		s.wg.Add(1)
 		go s.serve(s.mailqLn, true)
 	}
@@ -190,7 +207,7 @@ func removeStale(path string) error {
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
-		return fmt.Errorf("control: %s: another relayq serve is answering on it", path)
+		return fmt.Errorf("control: %s: %w", path, ErrSocketInUse)
 	}
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("control: remove stale socket: %w", err)
@@ -200,6 +217,7 @@ func removeStale(path string) error {
 
 // Close stops answering and removes the socket.
 func (s *Server) Close() error {
+	s.closing.Store(true)
 	err := s.ln.Close()
 	if s.mailqLn != nil {
 		err = errors.Join(err, s.mailqLn.Close())
@@ -215,6 +233,9 @@ func (s *Server) serve(ln net.Listener, public bool) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
+			if !s.closing.Load() {
+				s.log.Error("control: the socket stopped answering", "socket", ln.Addr().String(), "err", err)
+			}
 			return
 		}
 		s.wg.Add(1)
@@ -266,11 +287,26 @@ func (s *Server) answer(req Request, uid int) Response {
 		return s.status()
 	case OpMailq:
 		return s.mailq()
+	case OpReload:
+		return s.reloadConfig(uid)
 	case OpQueueRetry, OpQueueHold, OpQueueRelease, OpQueueDelete, OpQueueExpire, OpDeadRequeue, OpDeadPurge:
 		return s.change(req, uid)
 	default:
 		return Response{Error: fmt.Sprintf("unknown operation %q", req.Op), Code: CodeBadRequest}
 	}
+}
+
+// reloadConfig answers OpReload: Error is why the new configuration was
+// refused (the old one stays in force), with CodeConfig.
+func (s *Server) reloadConfig(uid int) Response {
+	if s.reload == nil {
+		return Response{Error: "this daemon cannot reload its configuration", Code: CodeBadRequest}
+	}
+	s.log.Info("control: configuration reload asked for", "uid", uid)
+	if err := s.reload(); err != nil {
+		return Response{Error: err.Error(), Code: CodeConfig}
+	}
+	return Response{}
 }
 
 // Call sends req to the daemon listening on path and returns its answer.

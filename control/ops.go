@@ -19,6 +19,7 @@ const (
 	CodeHeld       = "held"        // on hold; release it first
 	CodeNotHeld    = "not_held"    // release of a message that is not on hold
 	CodeInternal   = "internal"    // the store failed
+	CodeConfig     = "config"      // reload: the new configuration was refused; the old one stays
 )
 
 // Result is what an operation did to one ID. Error is empty when it was

@@ -44,6 +44,11 @@ type Deliverer struct {
 	opts  Options
 	log   *eventLog
 	pause *relayPause
+
+	mu  sync.Mutex
+	cur *relayInUse // reload.go; opts.Transport, Relay, Retry and HoldUncertain are only New's
+	// relaySet wakes a Run waiting out a relay pause when SetRelay ends it.
+	relaySet chan struct{}
 }
 
 // New returns a Deliverer; call Run to start it.
@@ -66,8 +71,11 @@ func New(opts Options) *Deliverer {
 	opts.Retry = opts.Retry.withDefaults()
 	return &Deliverer{
 		opts:  opts,
-		log:   &eventLog{l: opts.Logger, relay: opts.Relay},
+		log:   &eventLog{l: opts.Logger},
 		pause: newRelayPause(min(time.Second, opts.Retry.InitialInterval), opts.Retry.InitialInterval),
+		cur:   &relayInUse{Relay: Relay{Transport: opts.Transport, Name: opts.Relay, Retry: opts.Retry, HoldUncertain: opts.HoldUncertain}},
+
+		relaySet: make(chan struct{}, 1),
 	}
 }
 
@@ -163,10 +171,11 @@ func (d *Deliverer) waitForRelay(ctx context.Context) bool {
 	defer timer.Stop()
 	select {
 	case <-timer.C:
-		return true
+	case <-d.relaySet: // reload.go
 	case <-ctx.Done():
 		return false
 	}
+	return true
 }
 
 // waitForWork sleeps until a message may be due: something changed in the
@@ -194,6 +203,8 @@ func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, sl
 
 // attempt sends one leased message and records what happened.
 func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
+	relay := d.use() // reload.go
+	defer d.done(relay)
 	rcpts := pendingAddresses(l.Message)
 	msg := &transport.Message{
 		From:       l.From,
@@ -206,10 +217,10 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 	setDSN(msg, l.Message)
 	attemptCtx, cancel := context.WithTimeout(ctx, d.opts.AttemptTimeout)
 	start := d.opts.Now()
-	res, err := d.opts.Transport.Send(attemptCtx, msg)
+	res, err := relay.Transport.Send(attemptCtx, msg)
 	cancel()
 	if err == nil || ctx.Err() == nil {
-		d.noteRelay(res, err)
+		d.noteRelay(relay.Name, res, err)
 	}
 	if err != nil && ctx.Err() != nil {
 		// Cut short by shutdown: no attempt is counted; the message is
@@ -217,7 +228,7 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 		if rerr := d.opts.Queue.Release(l); rerr != nil {
 			d.opts.Logger.Error("cannot release lease", "id", l.ID, "err", rerr)
 		}
-		d.log.interrupted(l, err)
+		d.log.interrupted(l, relay.Name, err)
 		return
 	}
 	verdicts := make(map[string]verdict, len(rcpts))
@@ -228,8 +239,8 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 			verdicts[addr] = classifyRecipient(res.Recipients[i])
 		}
 	}
-	outcomes := d.outcomes(l.Message, verdicts)
-	attempt := queue.Attempt{Time: start, Relay: d.opts.Relay, Duration: d.opts.Now().Sub(start), Transcript: transcriptOf(res, err)}
+	outcomes := d.outcomes(l.Message, verdicts, relay.Relay)
+	attempt := queue.Attempt{Time: start, Relay: relay.Name, Duration: d.opts.Now().Sub(start), Transcript: transcriptOf(res, err)}
 	rec, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes)
 	if rerr != nil {
 		// The relay's answer is known but could not be stored. If it was
@@ -245,17 +256,17 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 		// An attempt interrupted by a crash may have reached the relay:
 		// if this one delivers, the recipient may have it twice.
 		maybeTwice := verdicts[o.Address].uncertain || (l.Interrupted && o.Result == queue.Delivered)
-		d.log.attempt(l.Message, o, maybeTwice, d.opts.Now().Sub(start))
+		d.log.attempt(l.Message, relay.Name, o, maybeTwice, d.opts.Now().Sub(start))
 	}
-	d.log.heldUncertain(l.Message, outcomes)
+	d.log.heldUncertain(l.Message, relay.Name, outcomes)
 	d.opts.Notifier.After(rec) // notice.go
 }
 
 // outcomes turns verdicts into what the queue records: deferrals get their
 // next attempt time, or become dead letters once the message is too old.
-func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict) []queue.Outcome {
+func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict, relay Relay) []queue.Outcome {
 	now := d.opts.Now()
-	deadline := m.LifetimeStart().Add(d.opts.Retry.MaxLifetime) // an operator's requeue starts it again
+	deadline := m.LifetimeStart().Add(relay.Retry.MaxLifetime) // an operator's requeue starts it again
 	var out []queue.Outcome
 	for _, r := range m.Pending() {
 		v, ok := verdicts[r.Address]
@@ -263,13 +274,13 @@ func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict) []qu
 			continue
 		}
 		o := queue.Outcome{Address: r.Address, Result: v.result, Reply: v.reply}
-		o.Uncertain, o.Hold = v.uncertain, v.uncertain && d.opts.HoldUncertain
+		o.Uncertain, o.Hold = v.uncertain, v.uncertain && relay.HoldUncertain
 		if v.result == queue.Deferred {
 			if !now.Before(deadline) {
 				o.Result = queue.Failed
-				o.Reply = expired(v.reply, d.opts.Retry.MaxLifetime)
+				o.Reply = expired(v.reply, relay.Retry.MaxLifetime)
 			} else {
-				next := now.Add(d.opts.Retry.Delay(r.Attempts + 1))
+				next := now.Add(relay.Retry.Delay(r.Attempts + 1))
 				// One last try at the deadline rather than none.
 				if next.After(deadline) {
 					next = deadline

@@ -13,11 +13,10 @@ import (
 // attempt, delay (since the message was queued), took (this attempt),
 // status (sent, deferred, dead) and reply.
 type eventLog struct {
-	l     *slog.Logger
-	relay string
+	l *slog.Logger
 }
 
-func (e *eventLog) attempt(m *queue.Message, o queue.Outcome, uncertain bool, took time.Duration) {
+func (e *eventLog) attempt(m *queue.Message, relay string, o queue.Outcome, uncertain bool, took time.Duration) {
 	status, level := "sent", slog.LevelInfo
 	switch o.Result {
 	case queue.Deferred:
@@ -26,7 +25,7 @@ func (e *eventLog) attempt(m *queue.Message, o queue.Outcome, uncertain bool, to
 		status, level = "dead", slog.LevelError
 	}
 	attrs := []any{
-		"id", m.ID, "from", m.From, "rcpt", o.Address, "relay", e.relay,
+		"id", m.ID, "from", m.From, "rcpt", o.Address, "relay", relay,
 		"attempt", m.Attempts + 1, "delay", time.Since(m.Created).Round(time.Millisecond),
 		"took", took.Round(time.Millisecond), "status", status, "reply", o.Reply.String(),
 	}
@@ -42,6 +41,6 @@ func (e *eventLog) attempt(m *queue.Message, o queue.Outcome, uncertain bool, to
 	e.l.Log(context.Background(), level, "delivery", attrs...)
 }
 
-func (e *eventLog) interrupted(l *queue.Lease, err error) {
-	e.l.Info("delivery interrupted by shutdown; will retry", "id", l.ID, "relay", e.relay, "err", err)
+func (e *eventLog) interrupted(l *queue.Lease, relay string, err error) {
+	e.l.Info("delivery interrupted by shutdown; will retry", "id", l.ID, "relay", relay, "err", err)
 }

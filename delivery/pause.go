@@ -49,6 +49,15 @@ func (p *relayPause) succeeded() bool {
 	return was
 }
 
+// retryNow ends the wait but not the probing: after a reload the next
+// attempt goes out at once, alone, to the new relay or with the new
+// credentials.
+func (p *relayPause) retryNow() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.until = time.Time{}
+}
+
 // probing reports whether the last attempt found the relay failing: then
 // only one message at a time goes out, as a probe.
 func (p *relayPause) probing() bool {
@@ -81,15 +90,15 @@ func sessionFailure(err error) bool {
 
 // noteRelay updates the pause after an attempt and logs changes once; it
 // keeps the attempt's result for RelayStatus.
-func (d *Deliverer) noteRelay(res *transport.Result, err error) {
+func (d *Deliverer) noteRelay(relay string, res *transport.Result, err error) {
 	d.pause.noteResult(d.opts.Now(), res, err) // relaystatus.go
 	switch {
 	case err == nil:
 		if d.pause.succeeded() {
-			d.opts.Logger.Info("relay is back", "relay", d.opts.Relay)
+			d.opts.Logger.Info("relay is back", "relay", relay)
 		}
 	case sessionFailure(err):
 		wait := d.pause.failed(d.opts.Now())
-		d.opts.Logger.Warn("relay unavailable; holding deliveries", "relay", d.opts.Relay, "for", wait, "err", err)
+		d.opts.Logger.Warn("relay unavailable; holding deliveries", "relay", relay, "for", wait, "err", err)
 	}
 }

@@ -54,7 +54,7 @@ func (d *Deliverer) RelayStatus() RelayStatus {
 	p := d.pause
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := RelayStatus{Relay: d.opts.Relay, State: RelayOK, Failures: p.failures, LastAttempt: p.last.at, LastReply: p.last.reply}
+	st := RelayStatus{Relay: d.relayName(), State: RelayOK, Failures: p.failures, LastAttempt: p.last.at, LastReply: p.last.reply}
 	switch {
 	case p.interval == 0:
 	case now.Before(p.until):

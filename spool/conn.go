@@ -18,7 +18,9 @@ const (
 
 // listener wraps each accepted connection in a conn the Server tracks, and
 // turns away those over the connection caps (caps.go) before go-smtp sees
-// them.
+// them. The net.Listener under it is an acceptretry.Listener: go-smtp's Serve
+// retries only what net.Error calls Temporary (EMFILE, ENFILE, not ENOBUFS or
+// ENOMEM) and logs every retry, so the retrying happens below it.
 type listener struct {
 	net.Listener
 	srv *Server

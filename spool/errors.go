@@ -22,4 +22,7 @@ var (
 	// ErrBadDSN is returned by Submit and WriteMaildrop for DSN parameters
 	// (RET, ENVID, NOTIFY, ORCPT) that are not valid (EX_USAGE).
 	ErrBadDSN = errors.New("spool: bad DSN parameter")
+	// ErrSocketInUse is returned by Start when another relayq answers on
+	// the submission socket: the socket is left alone.
+	ErrSocketInUse = errors.New("another relayq is answering on it")
 )

@@ -135,6 +135,25 @@ func newLimiter(l Limits, q *queue.Queue, log *slog.Logger) *limiter {
 	return lim
 }
 
+// carryFrom takes over old's counts: the acceptances of the last hour (if
+// old counted them; else they are read from the store as at start) and the
+// refusals. Either may be nil; it returns l.
+func (l *limiter) carryFrom(old *limiter) *limiter {
+	if l == nil || old == nil {
+		return l
+	}
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	if old.rate {
+		l.seeded = old.seeded
+		for k, times := range old.sent {
+			l.sent[k] = slices.Clone(times)
+		}
+	}
+	maps.Copy(l.refused, old.refused)
+	return l
+}
+
 // keyFor returns the key a submission is counted under and its limit.
 func (l *limiter) keyFor(s queue.Submitter) (string, Limit) {
 	uid := "uid " + strconv.Itoa(s.UID)

@@ -36,7 +36,7 @@ func limitedServer(t *testing.T, l Limits) (*Server, *testClock) {
 	t.Helper()
 	s := startServer(t, Options{Limits: l})
 	clock := &testClock{now: time.Now()}
-	s.limits.now = clock.Now
+	s.limits.Load().now = clock.Now
 	return s, clock
 }
 
@@ -231,5 +231,26 @@ func TestLimitUsage(t *testing.T) {
 		if u.Key == "uid "+uid && (u.MessagesLastHour != 0 || u.Refused != 1) {
 			t.Errorf("an hour later: %+v, want 0 messages in the last hour and the refusal still counted", u)
 		}
+	}
+}
+
+// TestSetLimitsKeepsCounts: a reload raises the hourly limit from 2 to 3.
+// The uid that had sent its 2 may send one more, not 3 more: the count of
+// the last hour survives the reload. A reload that removes every limit
+// lets it send again.
+func TestSetLimitsKeepsCounts(t *testing.T) {
+	s, _ := limitedServer(t, Limits{Default: Limit{MessagesPerHour: 2}})
+	c := newClient(t, dial(t, s, "unix"))
+	refused := []step{{send: "MAIL FROM:<cron@example.org>", expect: "452 4.7.0"}, {send: "RSET", expect: "250"}}
+	c.run(dialog(hello, transaction(limitBody, queuedReply), transaction(limitBody, queuedReply), refused))
+
+	s.SetLimits(Limits{Default: Limit{MessagesPerHour: 3}})
+	c.run(transaction(limitBody, queuedReply))
+	c.run(refused)
+
+	s.SetLimits(Limits{})
+	c.run(transaction(limitBody, queuedReply))
+	if msgs, _ := queued(t, s.opts.Queue); len(msgs) != 4 {
+		t.Errorf("%d messages queued, want 4", len(msgs))
 	}
 }

@@ -159,7 +159,7 @@ func (m *Maildrop) refused(env queue.Envelope, body []byte) error {
 // known, for the owner of the claimed file at work: a file whose owner is
 // over messages_per_hour or queued_bytes already waits without being read.
 func (m *Maildrop) overLimit(work string) *smtp.SMTPError {
-	if m.Intake == nil || m.Intake.limits == nil {
+	if m.Intake == nil || m.Intake.limits.Load() == nil {
 		return nil
 	}
 	fi, err := os.Lstat(work)
@@ -171,7 +171,7 @@ func (m *Maildrop) overLimit(work string) *smtp.SMTPError {
 		return nil
 	}
 	uid := int(st.Uid)
-	return m.Intake.limits.check(queue.Submitter{UID: uid, Via: viaMaildrop, User: userName(uid)}, 0)
+	return m.Intake.limits.Load().check(queue.Submitter{UID: uid, Via: viaMaildrop, User: userName(uid)}, 0)
 }
 
 // admit applies the owner's [limits] as intake does at the end of DATA. A
@@ -180,7 +180,7 @@ func (m *Maildrop) admit(env queue.Envelope, size int64) (done func(queued bool)
 	if m.Intake == nil {
 		return func(bool) {}, nil
 	}
-	return m.Intake.limits.admit(env.Submitter, size)
+	return m.Intake.limits.Load().admit(env.Submitter, size)
 }
 
 // logRepeated logs an event that may repeat identically every pass (named

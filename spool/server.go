@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"relayq/acceptretry"
 	"relayq/queue"
 )
 
@@ -84,7 +86,7 @@ type Server struct {
 	opts   Options
 	log    *slog.Logger
 	srv    *smtp.Server
-	limits *limiter // nil: no limits
+	limits atomic.Pointer[limiter] // nil: no limits; SetLimits replaces it
 
 	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
 	// gives up waiting.
@@ -138,7 +140,7 @@ func NewServer(opts Options) *Server {
 		stopped:  make(chan struct{}),
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
-	s.limits = newLimiter(opts.Limits, opts.Queue, opts.Logger)
+	s.limits.Store(newLimiter(opts.Limits, opts.Queue, opts.Logger))
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = opts.Hostname
@@ -177,14 +179,14 @@ func (s *Server) Start() error {
 		if err != nil {
 			return fail(err)
 		}
-		ls = append(ls, &listener{Listener: l, srv: s, via: viaSocket})
+		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaSocket})
 	}
 	for _, addr := range s.opts.Listen {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fail(fmt.Errorf("spool: listen on %s: %w", addr, err))
 		}
-		ls = append(ls, &listener{Listener: l, srv: s, via: viaTCP})
+		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaTCP})
 	}
 
 	s.mu.Lock()
@@ -215,7 +217,15 @@ func (s *Server) serve(l net.Listener) {
 // LimitUsage reports, for `relayq status`, what each submitter has used of
 // its [limits]: every key with a rule of its own or anything counted, by
 // key. Nil when no limit is set.
-func (s *Server) LimitUsage() []LimitUsage { return s.limits.usage() }
+func (s *Server) LimitUsage() []LimitUsage { return s.limits.Load().usage() }
+
+// SetLimits replaces Options.Limits (a configuration reload). What each
+// submitter sent in the last hour and its refusals are carried over, so
+// that a reload does not reset anyone's count; sessions past MAIL FROM
+// finish under the limits they started with.
+func (s *Server) SetLimits(l Limits) {
+	s.limits.Store(newLimiter(l, s.opts.Queue, s.log).carryFrom(s.limits.Load()))
+}
 
 // Addrs returns the addresses actually listened on: the socket first (if
 // any), then the TCP listeners in the order of Options.Listen.
@@ -331,7 +341,7 @@ func removeStaleSocket(path string) error {
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("spool: socket %s: another relayq is answering on it", path)
+		return fmt.Errorf("spool: socket %s: %w", path, ErrSocketInUse)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("spool: socket %s: %w", path, err)

@@ -112,7 +112,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		size = opts.Size
 	}
-	if r := s.srv.limits.check(s.submitter, size); r != nil {
+	if r := s.srv.limits.Load().check(s.submitter, size); r != nil {
 		return r
 	}
 	s.fromSet, s.from, s.dsn = true, from, dsn
@@ -173,7 +173,7 @@ func (s *session) Data(r io.Reader) error {
 	if slices.ContainsFunc(s.rcptDSN, func(d queue.RecipientDSN) bool { return !d.IsZero() }) {
 		env.RecipientDSN = s.rcptDSN
 	}
-	counted, refused := s.srv.limits.admit(s.submitter, int64(len(body)))
+	counted, refused := s.srv.limits.Load().admit(s.submitter, int64(len(body)))
 	if refused != nil {
 		return refused
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +22,9 @@ import (
 // maildrop), the control socket and the delivery workers.
 type daemon struct {
 	log       *slog.Logger
-	cfg       *relayq.Config
+	cfg       *relayq.Config // as at start; reload.go applies changes to the parts it can
 	q         *queue.Queue
-	transport *transport.Transport
+	transport *transport.Transport // the first; deliverer's Transport is the current one
 	intake    *spool.Server
 	ctl       *control.Server
 	relay     string
@@ -31,60 +32,100 @@ type daemon struct {
 
 	cancel context.CancelFunc // stops the maildrop watcher and delivery
 	done   chan struct{}      // closed when both have returned
+
+	rl       reloader   // reload.go
+	reloadMu sync.Mutex // one reload at a time, none once stopping
+	stopping bool       // guarded by reloadMu
 }
 
-// configError marks start-up failures caused by the configuration (a CA
-// file that does not parse, a group that does not exist).
-type configError struct{ err error }
+// startErr is a failure to start, with the exit code it calls for
+// (exit.go): 78 for the configuration, 73 for a directory or file that
+// cannot be made or used, 75 when another relayq holds the queue or a
+// socket, 71 for the rest (an address in use).
+type startErr struct {
+	code int
+	err  error
+}
 
-func (e *configError) Error() string { return e.err.Error() }
-func (e *configError) Unwrap() error { return e.err }
+func (e *startErr) Error() string { return e.err.Error() }
+func (e *startErr) Unwrap() error { return e.err }
 
-// startDaemon opens the queue and starts everything; on failure it undoes
-// what it started.
-func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
-	d = &daemon{log: log, cfg: cfg, done: make(chan struct{})}
+// startDaemon opens the queue and starts everything. Each step that fails
+// says why (startErr gives the exit code), and what the steps before it
+// started is undone in reverse order: the queue file's lock released, the
+// sockets closed and removed.
+func startDaemon(cfg *relayq.Config, log *slog.Logger, rl reloader) (*daemon, error) {
+	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl}
+	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl}
 	var undo []func()
-	defer func() {
+	for _, step := range steps {
+		u, err := step()
 		if err != nil {
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
+			return nil, err
 		}
-	}()
+		undo = append(undo, u)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	d.startBackground(ctx)
+	return d, nil
+}
+
+// openQueue makes the directories for the queue, the sockets and the
+// maildrop, then opens the queue file (taking its lock).
+func (d *daemon) openQueue() (func(), error) {
+	cfg := d.cfg
 	// Directories for the sockets and the maildrop must be reachable by
 	// local users (statedir.go); the queue file itself is 0600.
 	if err := makeStateDirs(cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop); err != nil {
-		return nil, err
+		return nil, &startErr{exitCantCreate, err}
 	}
-	d.q, err = queue.Open(cfg.Queue.Path, queue.Options{
+	q, err := queue.Open(cfg.Queue.Path, queue.Options{
 		LeaseTimeout: cfg.Delivery.LeaseTimeout.Duration,
 		MaxSize:      int64(cfg.Queue.MaxSize),
-		Logger:       log,
+		Logger:       d.log,
 		// 0 in the config keeps no history; the queue's 0 means its default.
 		HistoryRetention: cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
 	})
-	if err != nil {
-		return nil, err
+	switch {
+	case errors.Is(err, queue.ErrLocked):
+		return nil, &startErr{exitTempFail, err}
+	case errors.Is(err, queue.ErrDamaged):
+		return nil, &startErr{exitDataErr, err}
+	case err != nil:
+		return nil, &startErr{exitCantCreate, err}
 	}
-	undo = append(undo, func() { d.q.Close() })
+	d.q = q
+	return func() { q.Close() }, nil
+}
 
-	topts, relay, err := transportOptions(cfg.Relay, log)
+// newTransport builds the relay's transport from [relay].
+func (d *daemon) newTransport() (func(), error) {
+	topts, relay, err := transportOptions(d.cfg.Relay, d.log)
 	if err != nil {
-		return nil, &configError{err}
+		return nil, &startErr{exitConfig, err}
 	}
 	d.relay = relay
 	d.transport = transport.New(topts)
-	undo = append(undo, func() { d.transport.Close() })
+	t := d.transport
+	return func() { t.Close() }, nil
+}
 
+// startIntake makes sure of the maildrop and listens on the submission
+// socket and the loopback addresses.
+func (d *daemon) startIntake() (func(), error) {
+	cfg := d.cfg
 	gid, err := cfg.Submission.SocketGID()
 	if err != nil {
-		return nil, &configError{err}
+		return nil, &startErr{exitConfig, err}
 	}
 	if err := spool.EnsureMaildropFor(cfg.Submission.Maildrop, os.FileMode(cfg.Submission.SocketMode), gid); err != nil {
-		return nil, err
+		return nil, &startErr{exitCantCreate, err}
 	}
-	d.intake = spool.NewServer(spool.Options{
+	intake := spool.NewServer(spool.Options{
 		Queue:          d.q,
 		Socket:         cfg.Submission.Socket,
 		SocketMode:     os.FileMode(cfg.Submission.SocketMode),
@@ -93,29 +134,29 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 		Hostname:       cfg.Submission.Hostname,
 		MaxMessageSize: int64(cfg.Submission.MaxMessageSize),
 		MaxRecipients:  cfg.Submission.MaxRecipients,
-		Logger:         log,
+		Logger:         d.log,
 		Limits:         intakeLimits(cfg.Limits), // daemon_policy.go
 
 		MaxConnections:        cfg.Submission.MaxConnections,
 		MaxConnectionsPerUser: cfg.Submission.MaxConnectionsPerUser,
 		IdleTimeout:           cfg.Submission.IdleTimeout.Duration,
 	})
-	if err := d.intake.Start(); err != nil {
-		return nil, err
+	if err := intake.Start(); err != nil {
+		return nil, &startErr{listenExitCode(err), err}
 	}
-	warnListeners(cfg.Submission, log) // daemon_policy.go
-	undo = append(undo, func() { _ = d.intake.Shutdown(context.Background()) })
+	warnListeners(cfg.Submission, d.log) // daemon_policy.go
+	d.intake = intake
+	return func() { _ = intake.Shutdown(context.Background()) }, nil
+}
 
-	d.ctl, err = listenControl(cfg, d.q, log, d.relays, d.intake) // daemon_policy.go
+// startControl listens on the control socket.
+func (d *daemon) startControl() (func(), error) {
+	ctl, err := listenControl(d.cfg, d.q, d.log, d.relays, d.intake, d.reload) // daemon_policy.go
 	if err != nil {
 		return nil, err
 	}
-	undo = append(undo, func() { d.ctl.Close() })
-
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	d.startBackground(ctx)
-	return d, nil
+	d.ctl = ctl
+	return func() { ctl.Close() }, nil
 }
 
 // startBackground runs the maildrop watcher and the delivery workers.
@@ -126,12 +167,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 		Transport: d.transport,
 		Relay:     d.relay,
 		Workers:   d.cfg.Delivery.Workers,
-		Retry: delivery.RetryPolicy{
-			InitialInterval: d.cfg.Retry.InitialInterval.Duration,
-			Multiplier:      d.cfg.Retry.Multiplier,
-			MaxInterval:     d.cfg.Retry.MaxInterval.Duration,
-			MaxLifetime:     d.cfg.Retry.MaxLifetime.Duration,
-		},
+		Retry:     retryPolicy(d.cfg.Retry), // reload.go
 		// An attempt must end well before its lease runs out, or the
 		// message would be leased (and sent) twice.
 		AttemptTimeout:  d.cfg.Delivery.LeaseTimeout.Duration * 9 / 10,
@@ -163,12 +199,16 @@ func (d *daemon) startBackground(ctx context.Context) {
 // importing, let deliveries finish (or give their leases back), then close
 // the store.
 func (d *daemon) stop() error {
+	d.reloadMu.Lock()
+	d.stopping = true
+	d.reloadMu.Unlock()
 	grace := d.cfg.Delivery.ShutdownTimeout.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	errs := []error{d.intake.Shutdown(ctx)}
 	d.cancel()
 	<-d.done
-	errs = append(errs, d.ctl.Close(), d.transport.Close(), d.q.Close())
+	// The deliverer has closed the transports a reload replaced.
+	errs = append(errs, d.ctl.Close(), d.deliverer.Load().Transport().Close(), d.q.Close())
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -43,14 +44,27 @@ func warnListeners(s relayq.SubmissionConfig, log *slog.Logger) {
 
 // listenControl opens the control socket for root, the daemon's user and
 // the admin group; status asks relays for the relay's state and intake for
-// the submitters' use of their limits.
-func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server) (*control.Server, error) {
+// the submitters' use of their limits; reload is `relayq reload`.
+func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server, reload func() error) (*control.Server, error) {
 	gid, err := cfg.Control.AdminGID()
 	if err != nil {
-		return nil, &configError{err}
+		return nil, &startErr{exitConfig, err}
 	}
-	return control.ListenWith(control.Options{Socket: cfg.Control.Socket, MailqSocket: cfg.Control.MailqSocket, Queue: q, Logger: log, AdminGID: gid,
-		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }})
+	s, err := control.ListenWith(control.Options{Socket: cfg.Control.Socket, MailqSocket: cfg.Control.MailqSocket, Queue: q, Logger: log, AdminGID: gid,
+		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }, Reload: reload})
+	if err != nil {
+		return nil, &startErr{listenExitCode(err), err}
+	}
+	return s, nil
+}
+
+// listenExitCode is the exit code for a socket or address relayq cannot
+// listen on: 75 (try again) when another relayq holds it, else 71.
+func listenExitCode(err error) int {
+	if errors.Is(err, spool.ErrSocketInUse) || errors.Is(err, control.ErrSocketInUse) {
+		return exitTempFail
+	}
+	return exitOSErr
 }
 
 // limitStatus carries intake's view of the limits over the control socket.

@@ -27,6 +27,7 @@ type command struct {
 
 var commands = map[string]command{
 	"serve":    {runServe, "run the daemon"},
+	"reload":   {runReload, "make the daemon read its configuration again (as SIGHUP does)"},
 	"sendmail": {runSendmail, "submit one message from standard input (sendmail-compatible)"},
 	"queue":    {runQueue, "queued messages: list, show, retry, hold, release, delete, expire"},
 	"dead":     {runDead, "dead letters: list, show, requeue, purge"},
@@ -118,7 +119,7 @@ func globalOptions(args []string, env cmdEnv) ([]string, cmdEnv, int) {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: relayq [-c FILE] COMMAND [ARGS]   (also: relayq help COMMAND, relayq --version)")
-	for _, name := range []string{"serve", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact"} {
+	for _, name := range []string{"serve", "reload", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact"} {
 		fmt.Fprintf(w, "  %-9s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "Every command takes -c FILE, before or after it (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default), and --help.")

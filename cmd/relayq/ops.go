@@ -151,6 +151,8 @@ func codeExit(code string) int {
 		return exitNoPerm
 	case control.CodeNotHeld:
 		return exitDataErr
+	case control.CodeConfig:
+		return exitConfig
 	}
 	return exitTempFail // leased, held, internal
 }

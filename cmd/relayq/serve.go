@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 
 	"relayq"
-	"relayq/queue"
 )
 
 func runServe(args []string, env cmdEnv) int {
@@ -23,18 +23,32 @@ func runServe(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "relayq serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
+	// SIGHUP reloads the configuration (reload.go); caught from the start,
+	// so that one sent while relayq starts does not kill it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, source, code := loadConfigSource(*cfgPath, env)
 	if code != exitOK {
 		return code
 	}
-	log := newLogger(cfg.Log, env.Stderr)
+	level := new(slog.LevelVar)
+	level.Set(logLevel(cfg.Log))
+	log := newLevelLogger(cfg.Log, level, env.Stderr)
 	log.Info("relayq starting", "config", source, "settings", cfg)
 	warnLooseSecrets(cfg, source, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	tuneGC(ctx) // gc.go
-	d, err := startDaemon(cfg, log)
+	rl := reloader{level: level, load: func() (*relayq.Config, string, error) {
+		cfg, source, err := relayq.Find(*cfgPath, env.Getenv)
+		if err == nil {
+			warnLooseSecrets(cfg, source, log)
+		}
+		return cfg, source, err
+	}}
+	d, err := startDaemon(cfg, log, rl)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
 		for _, hint := range []string{startupHint(err), stateDirHint(err, cfg.StateDir)} { // maintenance.go, statedir.go
@@ -45,7 +59,7 @@ func runServe(args []string, env cmdEnv) int {
 		return startupExitCode(err)
 	}
 	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay)
-	<-ctx.Done()
+	d.reloadOn(ctx, hup) // reload.go
 	log.Info("relayq stopping: no new mail accepted; letting deliveries in flight finish", "grace", cfg.Delivery.ShutdownTimeout.Duration)
 	if err := d.stop(); err != nil {
 		log.Error("shutdown", "err", err)
@@ -55,27 +69,32 @@ func runServe(args []string, env cmdEnv) int {
 	return exitOK
 }
 
-// startupExitCode picks the sysexits code for a failure to start.
+// startupExitCode picks the sysexits code for a failure to start: the
+// step that failed chose it (startErr); 71 for anything else.
 func startupExitCode(err error) int {
-	if errors.Is(err, queue.ErrLocked) {
-		return exitTempFail
-	}
-	if errors.Is(err, queue.ErrDamaged) {
-		return exitDataErr
-	}
-	var cfgErr *configError
-	if errors.As(err, &cfgErr) {
-		return exitConfig
+	var se *startErr
+	if errors.As(err, &se) {
+		return se.code
 	}
 	return exitOSErr
 }
 
 func newLogger(c relayq.LogConfig, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated by the config package
+	return newLevelLogger(c, logLevel(c), w)
+}
+
+// newLevelLogger is newLogger at level, which the daemon's reload changes.
+func newLevelLogger(c relayq.LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// logLevel is [log] level as a slog.Level.
+func logLevel(c relayq.LogConfig) slog.Level {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by the config package
+	return level
 }

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+
+	"relayq"
+	"relayq/control"
+	"relayq/delivery"
+	"relayq/transport"
+)
+
+// Reloading the configuration: SIGHUP, or `relayq reload` over the control
+// socket (which also hears whether the new file was taken). The file is
+// read and checked as at start; a file that does not load, or a [relay]
+// the transport cannot be built from, is refused with an ERROR line and the
+// configuration in force stays. Otherwise these take effect at once:
+//
+//   - [relay], credentials files included (pass_file and the other _file
+//     keys are read again), TLS, pool and rate settings: attempts that start
+//     from now on use a new transport; those in flight finish on the old
+//     one, whose connections are then closed;
+//   - [retry] and [delivery] uncertain: for the next outcome recorded;
+//   - [limits]: for the next MAIL FROM, with the counts so far kept;
+//   - [log] level.
+//
+// Everything else (state_dir, [queue], [submission], [control], [delivery]
+// workers and timeouts, [notify], [log] format) is fixed by what was opened
+// at start: a change to it is logged as a warning naming the key, and the
+// old value stays until the next restart. Sockets and queued mail are never
+// touched.
+
+// reloader is how the daemon reads its configuration again, and the log
+// level it may change.
+type reloader struct {
+	load  func() (cfg *relayq.Config, source string, err error)
+	level *slog.LevelVar
+}
+
+// errReloadBusy is returned by reload while relayq is starting or stopping.
+var errReloadBusy = errors.New("relayq is starting or stopping; try again")
+
+// reloadOn reloads at each signal on hup until ctx ends.
+func (d *daemon) reloadOn(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-hup:
+			_ = d.reload() // logs what it did, or why not
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// reload reads the configuration again and applies it; the error (also
+// logged) is why it was refused.
+func (d *daemon) reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	dv := d.deliverer.Load()
+	if d.stopping || dv == nil || d.rl.load == nil {
+		return errReloadBusy
+	}
+	cfg, source, err := d.rl.load()
+	if err != nil {
+		d.log.Error("reload refused; the configuration in force stays", "err", err)
+		return err
+	}
+	topts, relay, err := transportOptions(cfg.Relay, d.log)
+	if err != nil {
+		err = fmt.Errorf("%s: relay: %w", source, err)
+		d.log.Error("reload refused; the configuration in force stays", "err", err)
+		return err
+	}
+	for _, key := range restartKeys(d.cfg, cfg) {
+		d.log.Warn("reload: this setting changes only when relayq restarts; the old value stays in force", "key", key)
+	}
+	dv.SetRelay(delivery.Relay{
+		Transport:     transport.New(topts),
+		Name:          relay,
+		Retry:         retryPolicy(cfg.Retry),
+		HoldUncertain: cfg.Delivery.Uncertain == relayq.UncertainHold,
+	})
+	d.intake.SetLimits(intakeLimits(cfg.Limits)) // daemon_policy.go
+	if d.rl.level != nil {
+		d.rl.level.Set(logLevel(cfg.Log))
+	}
+	d.log.Info("configuration reloaded", "config", source, "relay", relay, "settings", cfg)
+	return nil
+}
+
+// restartKeys lists the dotted keys whose value differs between the
+// configuration in force (old) and the new one, leaving out those reload
+// applies and [health] (which `relayq status` reads from the file itself).
+func restartKeys(old, cfg *relayq.Config) []string {
+	a, b := *old, *cfg
+	for _, c := range []*relayq.Config{&a, &b} {
+		c.Relay, c.Retry, c.Limits, c.Health = relayq.RelayConfig{}, relayq.RetryConfig{}, relayq.LimitsConfig{}, relayq.HealthConfig{}
+		c.Log.Level, c.Delivery.Uncertain = "", ""
+	}
+	return changedKeys("", reflect.ValueOf(a), reflect.ValueOf(b))
+}
+
+// changedKeys walks two values of the same type by their toml tags and
+// returns the dotted keys that differ. A struct without toml tags
+// (Duration) is one value.
+func changedKeys(key string, a, b reflect.Value) []string {
+	if a.Kind() != reflect.Struct || !hasTOMLKeys(a.Type()) {
+		if reflect.DeepEqual(a.Interface(), b.Interface()) {
+			return nil
+		}
+		return []string{key}
+	}
+	var out []string
+	for i := range a.NumField() {
+		name, _, _ := strings.Cut(a.Type().Field(i).Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if key != "" {
+			name = key + "." + name
+		}
+		out = append(out, changedKeys(name, a.Field(i), b.Field(i))...)
+	}
+	return out
+}
+
+func hasTOMLKeys(t reflect.Type) bool {
+	for i := range t.NumField() {
+		if t.Field(i).Tag.Get("toml") != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// retryPolicy turns [retry] into delivery's RetryPolicy.
+func retryPolicy(r relayq.RetryConfig) delivery.RetryPolicy {
+	return delivery.RetryPolicy{
+		InitialInterval: r.InitialInterval.Duration,
+		Multiplier:      r.Multiplier,
+		MaxInterval:     r.MaxInterval.Duration,
+		MaxLifetime:     r.MaxLifetime.Duration,
+	}
+}
+
+// runReload is `relayq reload`: the daemon reads its configuration again
+// and answers whether it took it.
+func runReload(args []string, env cmdEnv) int {
+	fs := newFlags("reload", "relayq reload [-c FILE]\n"+
+		"Makes the running daemon read its configuration file again, as SIGHUP does. Exits 0 when the new\n"+
+		"configuration is in force, 78 when it was refused (the error says why; the old one stays in force),\n"+
+		"69 when the daemon is not running.", env)
+	cfgPath := fs.String("c", "", "configuration `file`")
+	if code := noArgs("reload", fs, args, env); code >= 0 {
+		return code
+	}
+	if _, code := ask("reload", *cfgPath, control.Request{Op: control.OpReload}, env); code != exitOK {
+		return code
+	}
+	fmt.Fprintln(env.Stdout, "relayq reload: the new configuration is in force (settings that need a restart are in the daemon's log)")
+	return exitOK
+}
