@@ -145,6 +145,7 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 	c.sent++
 	t.noteDSN(c, m)
 	tx.room.use()
+	c.cc.sevenBit = !m.EightBit // BODY=8BITMIME only for 8-bit content (clientconn.go)
 	if err := c.client.Mail(m.From, mailOptions(m)); err != nil {
 		return t.refused(c, &Error{Stage: StageMail, Err: err})
 	}
