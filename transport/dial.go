@@ -54,6 +54,7 @@ func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
 	defer unbind()
 	if err := t.setup(ctx, c); err != nil {
 		nc.Close()
+		err = t.cleanErr(err)
 		var te *Error
 		if errors.As(err, &te) {
 			te.Err = ctxCause(ctx, te.Err)

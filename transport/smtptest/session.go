@@ -415,8 +415,12 @@ func (ss *session) smtpReply(st Step, msg []byte) bool {
 		return ss.send(code, text)
 	}
 	// Recorded before the reply goes out: the relay owns the message from
-	// here on, whether or not the client hears the 250.
+	// here on, whether or not the client hears the 250 (or makes sense of
+	// a Raw reply in its place).
 	ss.accept(id, ss.rcpts, msg)
+	if st.Raw != "" {
+		return ss.writeRaw(st.Raw)
+	}
 	if !ss.send(code, text) {
 		return false
 	}
@@ -447,7 +451,11 @@ func (ss *session) lmtpReplies(st Step, msg []byte) bool {
 			}
 			ss.srv.note(func() { ss.srv.msgs[idx].To = append(ss.srv.msgs[idx].To, rcpt) })
 		}
-		if !ss.send(code, text) {
+		if rs.Raw != "" {
+			if !ss.writeRaw(rs.Raw) {
+				return false
+			}
+		} else if !ss.send(code, text) {
 			return false
 		}
 	}
