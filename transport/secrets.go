@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
@@ -127,7 +128,7 @@ func newScrubber(user string, secrets []string) *strings.Replacer {
 	for _, sec := range secrets {
 		forms = append(forms, secretForms(user, sec)...)
 	}
-	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	slices.SortFunc(forms, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
 	forms = slices.Compact(forms)
 	if len(forms) == 0 {
 		return nil
