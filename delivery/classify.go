@@ -44,9 +44,10 @@ func classifyRecipient(r transport.RecipientResult) verdict {
 		return verdict{result: queue.Deferred, reply: replyOf(r.Err), uncertain: true}
 	}
 	var se *smtp.SMTPError
-	if errors.As(r.Err, &se) && se.Code >= 500 && se.Code != 552 {
+	if errors.As(r.Err, &se) && se.Code/100 == 5 && se.Code != 552 {
 		// 552 on a recipient means "too much mail" (RFC 5321
-		// §4.5.3.1.10: treat it as 452); every other 5xx is final.
+		// §4.5.3.1.10: treat it as 452); every other 5xx is final. A
+		// code that is no valid reply (999) is not a refusal.
 		return verdict{result: queue.Failed, reply: replyOf(r.Err)}
 	}
 	return verdict{result: queue.Deferred, reply: replyOf(r.Err)}

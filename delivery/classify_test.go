@@ -27,6 +27,7 @@ func TestClassifyRecipient(t *testing.T) {
 		{"451 greylisted", transport.RecipientResult{Err: smtpErr(451, smtp.EnhancedCode{4, 7, 1}, "greylisted")}, queue.Deferred, 451},
 		{"552 at RCPT is transient", transport.RecipientResult{Err: smtpErr(552, smtp.EnhancedCode{5, 2, 2}, "mailbox full")}, queue.Deferred, 552},
 		{"local error", transport.RecipientResult{Err: io.ErrUnexpectedEOF}, queue.Deferred, 0},
+		{"999 is no refusal", transport.RecipientResult{Err: smtpErr(999, smtp.NoEnhancedCode, "foo")}, queue.Deferred, 999},
 		{"LMTP reply lost after the dot", transport.RecipientResult{Err: &transport.Error{Stage: transport.StageDot, Err: io.EOF, AfterDot: true}}, queue.Deferred, 0},
 		{"relay's own 5xx for a recipient is final", transport.RecipientResult{Err: &transport.LocalError{Reply: smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "bad address")}}, queue.Failed, 553},
 	}

@@ -14,7 +14,8 @@
 //   - Failures of the session rather than of the message (connect, greeting,
 //     TLS, EHLO, AUTH, 421) always defer, whatever their code: a broken relay
 //     never kills mail.
-//   - A connection lost after the final dot, before the reply, marks the
+//   - A connection lost after the final dot, before the reply, or a reply
+//     to the dot that is no valid reply (999, "abc"), marks the
 //     recipients uncertain (maybe delivered): they are retried and logged
 //     as a possible duplicate, or, with Options.HoldUncertain, the message
 //     is put on hold for the operator.

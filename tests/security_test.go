@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,8 +304,9 @@ func secretForms(secrets []string, encoded ...string) []string {
 
 // TestSecretsNeverShown: SMTP on the unix socket → relayq ([relay] debug,
 // log level debug) → through an HTTP CONNECT proxy with a password →
-// smtptest relay over STARTTLS that refuses the first AUTHs (535), then
-// accepts. Once with a password (type login), once with OAuth2 (client
+// smtptest relay over STARTTLS that refuses the first AUTHs (535, its text
+// quoting the credentials back: the AUTH PLAIN or XOAUTH2 response in
+// base64, the password or token as it is), then accepts. Once with a password (type login), once with OAuth2 (client
 // secret and refresh token to a token endpoint, which hands out an access
 // token). The daemon's whole log, `queue list --json`, `queue show` of the
 // deferred message (its 535 reply, and the transcript of that attempt's
@@ -328,6 +330,7 @@ func TestSecretsNeverShown(t *testing.T) {
 		auth    func(s settings, tokenURL string)
 		secrets []string
 		encoded []string // plain strings whose base64 form must not appear either
+		echo    string   // the relay's 535 text, quoting the credentials back
 	}{
 		{
 			name:  "login",
@@ -338,6 +341,8 @@ func TestSecretsNeverShown(t *testing.T) {
 			},
 			secrets: []string{pass, proxyPass},
 			encoded: []string{"\x00" + user + "\x00" + pass, proxyUser + ":" + proxyPass},
+			echo: "5.7.8 AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+pass)) +
+				" rejected: password " + pass + " is wrong",
 		},
 		{
 			name:  "oauth2",
@@ -356,6 +361,8 @@ func TestSecretsNeverShown(t *testing.T) {
 				"n,a=" + user + ",\x01auth=Bearer " + accessToken + "\x01\x01",
 				clientID + ":" + clientSecret, proxyUser + ":" + proxyPass,
 			},
+			echo: "5.7.8 XOAUTH2 " + base64.StdEncoding.EncodeToString([]byte("user="+user+"\x01auth=Bearer "+accessToken+"\x01\x01")) +
+				" rejected: token " + accessToken + " is wrong",
 		},
 	}
 	for _, tt := range tests {
@@ -374,7 +381,7 @@ func TestSecretsNeverShown(t *testing.T) {
 			defer endpoint.Close()
 			opts := tt.relay
 			opts.TLS = true
-			opts.Script.Auth = smtptest.Times(3, smtptest.Reply(535, "5.7.8 Authentication credentials invalid"))
+			opts.Script.Auth = smtptest.Times(3, smtptest.Reply(535, tt.echo))
 			relay := smtptest.NewServer(t, opts)
 			proxyAddr, tunnels := connectProxy(t, proxyUser, proxyPass)
 			d := newDaemon(t, relay, func(s settings) {
@@ -443,6 +450,72 @@ func TestSecretsNeverShown(t *testing.T) {
 				t.Errorf("the debug log has no AUTH line: the test proves nothing about the conversation log")
 			}
 		})
+	}
+}
+
+// TestTokenEndpointErrorNeverShown: SMTP on the unix socket → relayq
+// (OAuth2, log level debug, [relay] debug) whose token endpoint refuses
+// every refresh with an error_description quoting the client secret and
+// the refresh token (as sent, URL-encoded, in base64). The message is
+// deferred with the endpoint's invalid_grant; the daemon's log, `queue
+// show` (reply and transcript), `queue list --json` and `status` hold no
+// form of either secret.
+func TestTokenEndpointErrorNeverShown(t *testing.T) {
+	const (
+		user         = "relayq@example.com"
+		clientSecret = "Pw7/seCret+Client42"
+		refreshToken = "1//Pw7seCretRefresh42"
+	)
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		desc := "client_secret " + r.PostForm.Get("client_secret") + " (" + url.QueryEscape(clientSecret) + ", " +
+			base64.StdEncoding.EncodeToString([]byte(clientSecret)) + ") cannot refresh " + r.PostForm.Get("refresh_token") +
+			" (" + url.QueryEscape(refreshToken) + ")"
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": desc})
+	}))
+	defer endpoint.Close()
+	relay := smtptest.NewServer(t, smtptest.Options{TLS: true, Tokens: map[string]string{user: "unused"}})
+	d := newDaemon(t, relay, func(s settings) {
+		s.set("log", "level", `"debug"`)
+		s.set("relay", "debug", "true")
+		s.set("relay.auth", "type", `"oauth2"`)
+		s.set("relay.auth", "user", tomlString(user))
+		s.set("relay.auth", "client_id", tomlString("relayq-client"))
+		s.set("relay.auth", "client_secret", tomlString(clientSecret))
+		s.set("relay.auth", "refresh_token", tomlString(refreshToken))
+		s.set("relay.auth", "token_url", tomlString(endpoint.URL))
+	})
+	trustRelay(t, d, relay)
+	d.writeConfig()
+	d.start()
+	from, to := "secret@example.org", []string{"rcpt@example.net"}
+	id := d.submit(t, from, to, newMessage(1, from, to, 3))
+	last := waitDeferred(t, d, id)
+	if !strings.Contains(last.LastReply, "invalid_grant") {
+		t.Errorf("last reply %q, want the token endpoint's invalid_grant", last.LastReply)
+	}
+	outputs := map[string]string{}
+	for name, args := range map[string][]string{
+		"queue show": {"queue", "show", id}, "queue show --json": {"queue", "show", "--json", id},
+		"queue list --json": {"queue", "list", "--json"}, "status": {"status"},
+	} {
+		r := d.relayq(args...)
+		outputs[name] = r.stdout + r.stderr
+	}
+	d.stop()
+	outputs["daemon log"] = d.log.String()
+	forms := secretForms([]string{clientSecret, refreshToken, url.QueryEscape(clientSecret), url.QueryEscape(refreshToken)})
+	for what, out := range outputs {
+		for _, f := range forms {
+			if strings.Contains(out, f) {
+				t.Errorf("%s shows the secret form %q", what, f)
+			}
+		}
+	}
+	if !strings.Contains(outputs["daemon log"], "invalid_grant") {
+		t.Errorf("the daemon log never shows the endpoint's error: the test proves nothing about it")
 	}
 }
 

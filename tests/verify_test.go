@@ -91,8 +91,8 @@ func TestVerifyReady(t *testing.T) {
 		"mail from": "<sender@example.org>: 250 2.1.0 Ok",
 		"rcpt to":   "<b@example.net>: 250 2.1.5 Ok",
 	})
-	// (go-smtp says EHLO again after RSET before anything else, QUIT
-	// included.)
+	// (go-smtp says EHLO again after RSET; transport answers it from the
+	// first reply, so the relay hears one EHLO per session.)
 	cmds := strings.Join(relay.Commands(), "|")
 	if !strings.Contains(cmds, "MAIL FROM:<sender@example.org>") || !strings.Contains(cmds, "RCPT TO:<a@example.net>|RCPT TO:<b@example.net>|RSET|") ||
 		!strings.HasSuffix(cmds, "|QUIT") {

@@ -108,8 +108,9 @@ func (t *Transport) authenticate(c *conn) (string, error) {
 	var tok *oauth2.Token
 	if a.TokenSource != nil {
 		if tok, err = a.TokenSource.Token(); err != nil {
-			return mech, fmt.Errorf("getting an OAuth2 access token: %w", err)
+			return mech, t.cleanErr(fmt.Errorf("getting an OAuth2 access token: %w", err))
 		}
+		t.secrets.addToken(tok.AccessToken)
 		client = t.tokenClient(mech, tok.AccessToken)
 	} else {
 		client = passwordClient(mech, a.Username, a.Password)
@@ -119,6 +120,7 @@ func (t *Transport) authenticate(c *conn) (string, error) {
 		if tok != nil {
 			err = tokenError(mech, tok, client, err)
 		}
+		err = t.cleanErr(err)
 		log.Debug("relay AUTH failed", "err", err)
 		return mech, err
 	}

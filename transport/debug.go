@@ -35,7 +35,7 @@ const redactedLine = "<redacted>"
 // decrypted conversation, never TLS records.
 func (t *Transport) watch(ctx context.Context, c *conn, nc net.Conn) net.Conn {
 	rec := recorderFrom(ctx)
-	w := &wire{Conn: nc, rec: rec, tr: &c.tr}
+	w := &wire{Conn: nc, rec: rec, tr: &c.tr, secrets: t.secrets}
 	if t.opts.Debug {
 		w.log = t.log.With("conn", c.id, "relay", t.opts.Address)
 	}
@@ -81,6 +81,9 @@ type wire struct {
 	tr  *transcript  // the connection's; never nil
 	log *slog.Logger // nil: no conversation log
 	rec *recorder    // nil: not verifying
+	// secrets are scrubbed out of every line (secrets.go): a relay may
+	// echo a credential in a reply.
+	secrets *secrets
 
 	mu       sync.Mutex
 	out, in  lineBuffer
@@ -145,7 +148,7 @@ func (w *wire) clientLine(line []byte) {
 		w.emitString(dirClient, redactAuth(string(line)))
 	default:
 		w.dataSent = bytes.EqualFold(verb, []byte("DATA"))
-		w.emit(dirClient, line)
+		w.emit(dirClient, w.secrets.scrubBytes(line))
 	}
 	if w.rec != nil {
 		name := "AUTH"
@@ -172,6 +175,7 @@ func redactAuth(line string) string {
 // serverLine handles one line the relay sent; w.mu is held. line is only
 // valid during the call.
 func (w *wire) serverLine(line []byte) {
+	line = w.secrets.scrubBytes(line)
 	w.emit(dirServer, line)
 	if w.rec != nil {
 		w.reply = append(w.reply, string(line))

@@ -26,6 +26,7 @@ const maxPreamble = 64 << 10
 type conn struct {
 	id        uint64
 	client    *smtp.Client
+	cc        *clientConn // what client runs on (clientconn.go)
 	io        *ioConn
 	tls       bool
 	sent      int       // transactions started on it
@@ -53,6 +54,7 @@ func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
 	defer unbind()
 	if err := t.setup(ctx, c); err != nil {
 		nc.Close()
+		err = t.cleanErr(err)
 		var te *Error
 		if errors.As(err, &te) {
 			te.Err = ctxCause(ctx, te.Err)
@@ -65,10 +67,13 @@ func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
 	return c, nil
 }
 
-// setup runs the session up to the first MAIL. transport reads the greeting
-// and does STARTTLS itself, so that the EHLO before TLS carries LocalName
-// (go-smtp's client would say "localhost") and STARTTLS can be
-// opportunistic; then it hands the session to go-smtp.
+// setup runs the session up to the first MAIL. transport reads the greeting,
+// says EHLO (LHLO) and does STARTTLS itself, so that the EHLO before TLS
+// carries LocalName (go-smtp's client would say "localhost") and STARTTLS
+// can be opportunistic; then it hands the session to go-smtp, on a
+// clientConn that answers go-smtp's own hellos with the replies transport
+// got, so that the relay hears one hello per session (and one more after
+// STARTTLS).
 func (t *Transport) setup(ctx context.Context, c *conn) error {
 	var nc net.Conn = c.io
 	if t.opts.Secure {
@@ -84,26 +89,36 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 	if err != nil {
 		return &Error{Stage: StageGreeting, Err: err}
 	}
-	replay := greeting
-	if !t.opts.Secure && (t.opts.RequireTLS || !t.opts.IgnoreTLS) {
-		upgraded, err := t.startTLS(ctx, c, nc, br)
+	tryTLS := !t.opts.Secure && (t.opts.RequireTLS || !t.opts.IgnoreTLS)
+	if tryTLS && t.opts.IgnoreTLS { // and RequireTLS: the two contradict each other
+		return &Error{Stage: StageTLS, Err: fmt.Errorf("%w: IgnoreTLS forbids STARTTLS", ErrTLSUnavailable)}
+	}
+	hellos, err := t.hello(nc, br)
+	if err != nil {
+		return err
+	}
+	if tryTLS {
+		upgraded, err := t.startTLS(ctx, c, nc, br, hellos)
 		if err != nil {
 			return err
 		}
 		if upgraded != nil {
-			nc, br = t.watch(ctx, c, upgraded), nil // as above, after STARTTLS (debug.go)
+			// RFC 3207 §4.2: what was learnt before TLS is forgotten;
+			// hello again, over TLS.
+			nc = t.watch(ctx, c, upgraded) // as above, after STARTTLS (debug.go)
+			br = bufio.NewReader(io.LimitReader(nc, maxPreamble))
+			if hellos, err = t.hello(nc, br); err != nil {
+				return err
+			}
 		}
 	}
-	if br != nil {
-		// Whatever the relay sent early belongs to go-smtp now.
-		buffered, _ := br.Peek(br.Buffered())
-		replay = append(replay, buffered...)
-	}
-	rc := &replayConn{Conn: nc, pending: replay}
+	// Whatever the relay sent after its hello reply belongs to go-smtp.
+	rest, _ := br.Peek(br.Buffered())
+	c.cc = &clientConn{replayConn: replayConn{Conn: nc, pending: greeting}, hellos: hellos, rest: rest}
 	if t.opts.LMTP {
-		c.client = smtp.NewClientLMTP(rc)
+		c.client = smtp.NewClientLMTP(c.cc)
 	} else {
-		c.client = smtp.NewClient(rc)
+		c.client = smtp.NewClient(c.cc)
 	}
 	c.client.CommandTimeout = t.opts.CommandTimeout
 	c.client.SubmissionTimeout = t.opts.DataTimeout
@@ -120,31 +135,40 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 	return nil
 }
 
-// startTLS says EHLO and, if the relay offers STARTTLS, upgrades the
-// connection. With RequireTLS it sends STARTTLS even when the relay does
-// not offer it (a man in the middle may have stripped the offer), and fails
-// if the relay refuses. It returns nil (and no error) when the session
-// stays in clear, which only happens when TLS is not required.
-func (t *Transport) startTLS(ctx context.Context, c *conn, nc net.Conn, br *bufio.Reader) (net.Conn, error) {
-	if t.opts.IgnoreTLS { // and RequireTLS: the two contradict each other
-		return nil, &Error{Stage: StageTLS, Err: fmt.Errorf("%w: IgnoreTLS forbids STARTTLS", ErrTLSUnavailable)}
-	}
+// hello says EHLO (LHLO) with LocalName and, if the relay refuses it as
+// unknown (500, 502), HELO, as go-smtp's client would. It returns the
+// replies by verb, as wire bytes, for the clientConn to give go-smtp.
+func (t *Transport) hello(nc net.Conn, br *bufio.Reader) (map[string][]byte, error) {
 	verb := "EHLO"
 	if t.opts.LMTP {
 		verb = "LHLO"
 	}
-	ext, err := t.command(nc, br, 250, verb+" "+t.localName)
+	reply, err := t.command(nc, br, 250, verb+" "+t.localName)
+	hellos := map[string][]byte{verb: reply}
 	var se *smtp.SMTPError
-	if err != nil && !(errors.As(err, &se) && (se.Code == 500 || se.Code == 502)) {
+	if err != nil && errors.As(err, &se) && (se.Code == 500 || se.Code == 502) {
+		// A relay that does not know EHLO knows no extensions.
+		reply, err = t.command(nc, br, 250, "HELO "+t.localName)
+		hellos["HELO"] = reply
+	}
+	if err != nil {
 		return nil, &Error{Stage: StageHello, Err: err}
 	}
-	// A relay that refuses EHLO (500/502) knows no extensions; go-smtp
-	// falls back to HELO later.
-	offered := hasExtension(string(ext), "STARTTLS")
+	return hellos, nil
+}
+
+// startTLS upgrades the connection if the relay offers STARTTLS in its
+// hello reply. With RequireTLS it sends STARTTLS even when the relay does
+// not offer it (a man in the middle may have stripped the offer), and
+// fails if the relay refuses. It returns nil (and no error) when the
+// session stays in clear, which only happens when TLS is not required.
+func (t *Transport) startTLS(ctx context.Context, c *conn, nc net.Conn, br *bufio.Reader, hellos map[string][]byte) (net.Conn, error) {
+	offered := hasExtension(string(hellos["EHLO"])+string(hellos["LHLO"]), "STARTTLS")
 	if !offered && !t.opts.RequireTLS {
 		t.log.Debug("relay offers no STARTTLS; continuing in clear", "conn", c.id, "relay", t.opts.Address)
 		return nil, nil
 	}
+	var se *smtp.SMTPError
 	if _, err := t.command(nc, br, 220, "STARTTLS"); err != nil {
 		if !offered && errors.As(err, &se) {
 			err = fmt.Errorf("%w: the relay does not offer STARTTLS and refused it: %w", ErrTLSUnavailable, err)
@@ -188,18 +212,15 @@ func (t *Transport) command(nc net.Conn, br *bufio.Reader, want int, line string
 	return t.readReply(nc, br, want, t.opts.CommandTimeout)
 }
 
-// readReply reads one reply within timeout. A reply with another code is
-// returned as an *smtp.SMTPError; a good one is returned re-encoded as wire
-// bytes, ready to be replayed to go-smtp.
+// readReply reads one reply within timeout and returns it re-encoded as
+// wire bytes, ready to be replayed to go-smtp. A reply with another code
+// than want is also returned as an *smtp.SMTPError.
 func (t *Transport) readReply(nc net.Conn, br *bufio.Reader, want int, timeout time.Duration) ([]byte, error) {
 	nc.SetReadDeadline(time.Now().Add(timeout))
 	defer nc.SetReadDeadline(time.Time{})
 	code, msg, err := textproto.NewReader(br).ReadResponse(want)
-	if err != nil {
-		var pe *textproto.Error
-		if errors.As(err, &pe) {
-			return nil, toSMTPError(pe)
-		}
+	var pe *textproto.Error
+	if err != nil && !errors.As(err, &pe) {
 		return nil, err
 	}
 	lines := strings.Split(msg, "\n")
@@ -210,6 +231,9 @@ func (t *Transport) readReply(nc net.Conn, br *bufio.Reader, want int, timeout t
 			sep = " "
 		}
 		fmt.Fprintf(&b, "%03d%s%s\r\n", code, sep, l)
+	}
+	if pe != nil {
+		return []byte(b.String()), toSMTPError(pe)
 	}
 	return []byte(b.String()), nil
 }

@@ -21,14 +21,23 @@
 //     not offer it, since the offer may have been stripped), and
 //     credentials never go over a connection without TLS unless
 //     AllowInsecureAuth is set.
-//   - The EHLO/LHLO name is LocalName before and after STARTTLS. (go-smtp's
-//     client says "localhost" before STARTTLS, so transport reads the
-//     greeting and does STARTTLS itself, then hands the TLS connection to
-//     go-smtp with the greeting replayed.)
-//   - The relay's replies reach the caller untouched, as *smtp.SMTPError:
+//   - The EHLO/LHLO name is LocalName before and after STARTTLS, and a
+//     session says it once, and once more only after STARTTLS (RFC 3207),
+//     however many transactions and RSETs it carries: relays such as
+//     OpenSMTPD refuse a second one. (go-smtp's client says "localhost"
+//     before STARTTLS, and EHLO again after every RSET, so transport reads
+//     the greeting, says EHLO and does STARTTLS itself, then hands the
+//     session to go-smtp on a clientConn that replays the greeting and
+//     answers go-smtp's own hellos from the replies it got: clientconn.go.)
+//   - The relay's replies reach the caller as *smtp.SMTPError, with their
+//     code, enhanced code and lines, but bounded (512 bytes a line, 4 KiB
+//     in all, cuts marked) and with every secret transport knows scrubbed
+//     out, raw, URL-encoded or in base64 (reply.go, secrets.go):
 //     per recipient for RCPT and for LMTP's replies after the dot; for the
 //     whole transaction inside an *Error that records the Stage and whether
-//     the final dot was already sent (AfterDot: a possible duplicate).
+//     the final dot was already sent with no valid reply to it (AfterDot:
+//     a possible duplicate), whether no reply came or one that is no valid
+//     final reply (999, "abc", 354).
 //     Refusals relayq decides itself (bad address, message over the
 //     relay's SIZE, SMTPUTF8 or 8BITMIME missing) are *LocalError values
 //     shaped like a 5xx reply.
@@ -47,14 +56,15 @@
 //     without holding a connection.
 //   - The relay's extensions are used: SIZE= (and a message over the
 //     relay's SIZE is refused before MAIL), BODY=8BITMIME and SMTPUTF8 when
-//     the message needs them (refused, not sent mangled, when the relay
-//     lacks them), and the submission's DSN parameters (RET, ENVID,
+//     the message needs them and only then (refused, not sent mangled,
+//     when the relay lacks them), and the submission's DSN parameters (RET, ENVID,
 //     NOTIFY, ORCPT) when the relay offers DSN, left out otherwise
 //     (dsn.go).
 //   - With Debug, the conversation is logged line by line, as the protocol
 //     sees it (above TLS), and never holds a credential: AUTH initial
 //     responses and every client line of an AUTH exchange are redacted,
-//     and the message body is logged as its size (debug.go).
+//     a secret the relay echoes is scrubbed, and the message body is
+//     logged as its size (debug.go).
 //   - Every Send, Debug or not, reports the same redacted conversation for
 //     its message in Result.Transcript or Error.Transcript: its
 //     transaction, and the session's start when it opened the connection;

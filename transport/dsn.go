@@ -96,8 +96,9 @@ func printableASCII(s string) bool {
 }
 
 // mailOptions builds MAIL FROM's parameters. go-smtp adds BODY=8BITMIME by
-// itself whenever the relay offers it, SIZE= when the relay offers SIZE,
-// and RET/ENVID only when the relay offers DSN.
+// itself whenever the relay offers it (the connection takes it out again
+// for a 7-bit message: clientConn), SIZE= when the relay offers SIZE, and
+// RET/ENVID only when the relay offers DSN.
 func mailOptions(m *Message) *smtp.MailOptions {
 	return &smtp.MailOptions{
 		Size:       m.Size,

@@ -62,11 +62,15 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Temporary reports whether the message may succeed if sent again later.
+// An AfterDot failure is temporary, even with a malformed 5xx-like reply.
 // Only a 5xx reply to the message itself (MAIL, DATA, after the dot), or a
 // local refusal classed 5xx, is permanent. A failure of the session (dial,
 // greeting, TLS, hello, auth) is always temporary whatever its code: a
 // misconfigured or unwell relay never dead-letters mail.
 func (e *Error) Temporary() bool {
+	if e.AfterDot {
+		return true // the relay may have the message; nothing says it refused it
+	}
 	switch e.Stage {
 	case StageMail, StageRcpt, StageData, StageDot:
 		var se *smtp.SMTPError

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ type TokenRefresher struct {
 
 	mu      sync.Mutex
 	src     oauth2.TokenSource
+	first   string        // the refresh token configured
 	refresh string        // the latest refresh token
 	last    *oauth2.Token // the last token handed out
 }
@@ -51,7 +53,7 @@ func NewTokenRefresher(conf *oauth2.Config, refreshToken string, client *http.Cl
 		client = &c
 	}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, client)
-	r := &TokenRefresher{ctx: ctx, conf: conf, early: early, refresh: refreshToken}
+	r := &TokenRefresher{ctx: ctx, conf: conf, early: early, first: refreshToken, refresh: refreshToken}
 	r.src = r.newSource()
 	return r
 }
@@ -69,13 +71,36 @@ func (r *TokenRefresher) Token() (*oauth2.Token, error) {
 	defer r.mu.Unlock()
 	tok, err := r.src.Token()
 	if err != nil {
-		return nil, err
+		// The endpoint's error (x/oauth2's RetrieveError holds its whole
+		// answer) may quote the client secret or the refresh token.
+		return nil, scrubError(err, r.secretsLocked())
 	}
 	if tok.RefreshToken != "" {
 		r.refresh = tok.RefreshToken
 	}
 	r.last = tok
 	return tok, nil
+}
+
+// secrets lists what the refresher holds that must never be shown: the
+// client secret, the refresh tokens and the last access token.
+func (r *TokenRefresher) secrets() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.secretsLocked()
+}
+
+func (r *TokenRefresher) secretsLocked() []string {
+	s := make([]string, 0, 4)
+	for _, v := range []string{r.conf.ClientSecret, r.first, r.refresh} {
+		if v != "" && !slices.Contains(s, v) {
+			s = append(s, v)
+		}
+	}
+	if r.last != nil && r.last.AccessToken != "" {
+		s = append(s, r.last.AccessToken)
+	}
+	return s
 }
 
 // Renew makes the next Token call fetch a new access token, unless the

@@ -57,6 +57,7 @@ func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 	transcript := c.tr.take()
 	t.release(c, healthy)
 	if err != nil {
+		err = t.cleanErr(err)
 		var te *Error
 		if errors.As(err, &te) {
 			te.Transcript = transcript
@@ -64,6 +65,7 @@ func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 		return nil, err
 	}
 	tx.copyDuplicates()
+	t.cleanResult(tx.res)
 	tx.res.Transcript = transcript
 	return tx.res, nil
 }
@@ -145,6 +147,7 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 	c.sent++
 	t.noteDSN(c, m)
 	tx.room.use()
+	c.cc.sevenBit = !m.EightBit // BODY=8BITMIME only for 8-bit content (clientconn.go)
 	if err := c.client.Mail(m.From, mailOptions(m)); err != nil {
 		return t.refused(c, &Error{Stage: StageMail, Err: err})
 	}
@@ -235,12 +238,15 @@ func (t *Transport) finishSMTP(c *conn, w *smtp.DataCommand, tx *transaction, ac
 }
 
 // dotError classifies a failure to finish the body: the final dot not
-// written (StageData), a reply to it (StageDot), or no reply (AfterDot).
+// written (StageData), a reply to it (StageDot), or no reply, or one that
+// is not a valid reply (AfterDot: the relay may have the message).
 func (t *Transport) dotError(c *conn, err error) *Error {
 	var se *smtp.SMTPError
 	switch {
 	case c.io.writeFailed.Load():
 		return &Error{Stage: StageData, Err: err}
+	case errors.As(err, &se) && !finalReply(se.Code):
+		return malformedReply(se)
 	case errors.As(err, &se):
 		return &Error{Stage: StageDot, Err: se}
 	}
@@ -260,18 +266,21 @@ func (t *Transport) finishLMTP(c *conn, w *smtp.DataCommand, tx *transaction, ac
 	if ioErr != nil && len(resp) == 0 && len(refused) == 0 {
 		return false, t.dotError(c, ioErr)
 	}
+	healthy := ioErr == nil
 	for _, i := range accepted {
 		addr := tx.msg.Recipients[i]
 		r := &tx.res.Recipients[i]
 		if ok, found := resp[addr]; found {
 			r.Reply = ok.StatusText
-		} else if se, found := refused[addr]; found {
+		} else if se, found := refused[addr]; found && finalReply(se.Code) {
 			r.Err = se
+		} else if found {
+			r.Err, healthy = malformedReply(se), false
 		} else {
 			r.Err = &Error{Stage: StageDot, Err: ioErr, AfterDot: true}
 		}
 	}
-	if ioErr != nil {
+	if !healthy {
 		return false, nil
 	}
 	// go-smtp ≥ v0.25.1 forgets the recipients at the next MAIL (#308);

@@ -142,6 +142,7 @@ type Transport struct {
 	log       *slog.Logger
 	nextID    atomic.Uint64
 	rate      *rateLimiter // nil without Options.RateLimit
+	secrets   *secrets     // scrubbed out of what transport reports (secrets.go)
 
 	mu     sync.Mutex
 	idle   []*conn       // most recently used last
@@ -156,6 +157,7 @@ func New(opts Options) *Transport {
 	setDefaults(&opts)
 	t := &Transport{opts: opts, log: opts.Logger, wake: make(chan struct{})}
 	t.rate = newRateLimiter(opts.RateLimit, opts.RateDelta)
+	t.secrets = newSecrets(&opts)
 	t.localName = opts.LocalName
 	if t.localName == "" {
 		t.localName = hostname()

@@ -213,20 +213,22 @@ func TestAuthNeverInClear(t *testing.T) {
 
 // TestHELOOnlyRelay: a relay that refuses EHLO gets HELO, in clear, unless
 // TLS is required: then STARTTLS is tried all the same, and the session
-// fails if the relay refuses it.
+// fails if the relay refuses it. EHLO is tried once per session (and once
+// more after STARTTLS), HELO once.
 func TestHELOOnlyRelay(t *testing.T) {
-	refuse := smtptest.Script{Hello: smtptest.Times(2, smtptest.Reply(502, "5.5.1 EHLO not implemented"))}
-	srv := smtptest.NewServer(t, smtptest.Options{TLS: true, Script: refuse})
+	refuse := smtptest.Reply(502, "5.5.1 EHLO not implemented")
+	srv := smtptest.NewServer(t, smtptest.Options{TLS: true, Script: smtptest.Script{Hello: []smtptest.Step{refuse}}})
 	mustSend(t, newTransport(t, srv), message("s@example.org", "r@example.net"))
-	if !slices.Contains(srv.Commands(), "HELO "+localName) {
-		t.Errorf("commands %q, want a HELO fallback", srv.Commands())
+	if want := []string{"EHLO " + localName, "HELO " + localName}; !slices.Equal(srv.Commands()[:2], want) {
+		t.Errorf("commands %q, want %q first: one EHLO, then the HELO fallback", srv.Commands(), want)
 	}
-	srv.SetScript(refuse)
+	// Before and after STARTTLS: EHLO refused, HELO taken, twice.
+	srv.SetScript(smtptest.Script{Hello: []smtptest.Step{refuse, {}, refuse}})
 	mustSend(t, newTransport(t, srv, requireTLS), message("s@example.org", "r@example.net"))
 	if got := srv.WaitMessages(t, 2, 0); !got[1].TLS {
 		t.Errorf("TLS required, relay accepts STARTTLS: delivered without TLS")
 	}
-	noTLS := smtptest.NewServer(t, smtptest.Options{Script: refuse})
+	noTLS := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{Hello: []smtptest.Step{refuse}}})
 	_, err := send(t, newTransport(t, noTLS, requireTLS), message("s@example.org", "r@example.net"))
 	wantError(t, err, StageTLS, true)
 }

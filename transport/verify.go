@@ -116,7 +116,7 @@ func (t *Transport) Verify(ctx context.Context, env *Envelope) (*Report, error) 
 	if env != nil {
 		err = t.verifyEnvelope(c, env, rec)
 		if err != nil {
-			err = ctxCause(ctx, err)
+			err = t.cleanErr(ctxCause(ctx, err))
 		}
 	}
 	return rec.report, err
@@ -132,7 +132,7 @@ func (t *Transport) verifyEnvelope(c *conn, env *Envelope, rec *recorder) error 
 		return &Error{Stage: StageMail, Err: le}
 	}
 	if err := c.client.Mail(env.From, nil); err != nil {
-		rep.Mail.Reply = rec.replyTo(err)
+		rep.Mail.Reply = t.cleanText(rec.replyTo(err))
 		c.client.Reset()
 		return &Error{Stage: StageMail, Err: err}
 	}
@@ -145,7 +145,7 @@ func (t *Transport) verifyEnvelope(c *conn, env *Envelope, rec *recorder) error 
 			le := invalidRecipient(err)
 			r.Reply, err = replyText(le.Reply), le
 		} else if err = c.client.Rcpt(to, nil); err != nil {
-			r.Reply = rec.replyTo(err)
+			r.Reply = t.cleanText(rec.replyTo(err))
 		} else {
 			r.OK, r.Reply = true, rec.last
 		}
@@ -158,8 +158,8 @@ func (t *Transport) verifyEnvelope(c *conn, env *Envelope, rec *recorder) error 
 			first = &Error{Stage: StageRcpt, Err: err}
 		}
 	}
-	// go-smtp forgets the EHLO at RSET, so the QUIT that follows is
-	// preceded by another EHLO: harmless, and not worth bypassing go-smtp.
+	// go-smtp forgets the EHLO at RSET and says it again before QUIT;
+	// the clientConn answers it without sending it (clientconn.go).
 	if err := c.client.Reset(); err != nil && first == nil {
 		first = &Error{Stage: StageRcpt, Err: err}
 	}

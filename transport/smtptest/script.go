@@ -37,8 +37,9 @@ type Step struct {
 	// final dot.
 	AfterBytes int64
 	// Raw, when set, is written as it is in place of the reply (garbage, a
-	// reply without CRLF, a broken multi-line reply); the session then
-	// goes on as if the normal reply had been sent.
+	// reply without CRLF, a broken multi-line reply, "999 foo"); the
+	// session then goes on as if the normal reply had been sent. For Body
+	// (and LMTP) steps that means the message was accepted and recorded.
 	Raw string
 }
 

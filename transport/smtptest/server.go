@@ -56,6 +56,11 @@ type Options struct {
 	// DSN advertises DSN and takes RET and ENVID on MAIL, NOTIFY and ORCPT
 	// on RCPT (otherwise they get 555, as RCPT parameters always do).
 	DSN bool
+	// OneHello refuses a second EHLO, LHLO or HELO in a session with
+	// "503 5.5.1 Already identified", as OpenSMTPD does; after STARTTLS
+	// one more is expected (RFC 3207 §4.2). A refused one is counted in
+	// RepeatedHellos and the session goes on as identified before.
+	OneHello bool
 
 	Script Script
 
@@ -122,6 +127,7 @@ type Server struct {
 	datas    int
 	mails    []time.Time
 	hellos   []string
+	repeated int
 	remotes  []string
 	commands []string
 	wire     []byte
@@ -294,6 +300,15 @@ func (s *Server) Hellos() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.hellos)
+}
+
+// RepeatedHellos is how many EHLO, LHLO or HELO commands came in a
+// session that had already been identified (since its start or its
+// STARTTLS), whether OneHello refused them or not.
+func (s *Server) RepeatedHellos() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.repeated
 }
 
 // Commands lists every command line received (AUTH exchanges included,

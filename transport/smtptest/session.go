@@ -22,7 +22,7 @@ type session struct {
 	r    *bufio.Reader
 	tls  bool
 	cert string // subject common name of the client's TLS certificate
-	helo string
+	helo string // the name of the hello accepted since the session or its TLS began
 	user string
 	n    int  // messages accepted on this connection
 	left bool // counted as closed already (QUIT); under srv.mu
@@ -97,6 +97,11 @@ func (ss *session) hello(verb, arg string) bool {
 		return ss.reply(500, "5.5.1 This is not an LMTP server") == nil
 	case name == "":
 		return ss.reply(501, "5.5.4 Syntax: "+verb+" hostname") == nil
+	case ss.helo != "":
+		ss.srv.note(func() { ss.srv.repeated++ })
+		if ss.srv.opts.OneHello {
+			return ss.reply(503, "5.5.1 Already identified") == nil
+		}
 	}
 	ss.srv.note(func() { ss.srv.hellos = append(ss.srv.hellos, name) })
 	ss.reset()
@@ -410,8 +415,12 @@ func (ss *session) smtpReply(st Step, msg []byte) bool {
 		return ss.send(code, text)
 	}
 	// Recorded before the reply goes out: the relay owns the message from
-	// here on, whether or not the client hears the 250.
+	// here on, whether or not the client hears the 250 (or makes sense of
+	// a Raw reply in its place).
 	ss.accept(id, ss.rcpts, msg)
+	if st.Raw != "" {
+		return ss.writeRaw(st.Raw)
+	}
 	if !ss.send(code, text) {
 		return false
 	}
@@ -442,7 +451,11 @@ func (ss *session) lmtpReplies(st Step, msg []byte) bool {
 			}
 			ss.srv.note(func() { ss.srv.msgs[idx].To = append(ss.srv.msgs[idx].To, rcpt) })
 		}
-		if !ss.send(code, text) {
+		if rs.Raw != "" {
+			if !ss.writeRaw(rs.Raw) {
+				return false
+			}
+		} else if !ss.send(code, text) {
 			return false
 		}
 	}
