@@ -17,6 +17,7 @@ const (
 	CodeNotFound   = "not_found"   // no such message or dead letter
 	CodeLeased     = "leased"      // being delivered right now; try again
 	CodeHeld       = "held"        // on hold; release it first
+	CodeDamaged    = "damaged"     // the record does not decode: only delete or expire work
 	CodeInternal   = "internal"    // the store failed
 )
 
@@ -37,6 +38,10 @@ type Status struct {
 	// Uncertain counts messages with a recipient that may have been
 	// delivered (the connection was lost after the final dot).
 	Uncertain int `json:"uncertain"`
+	// Damaged counts message records that do not decode (queue
+	// StateDamaged): never delivered until an operator deletes or
+	// expires them.
+	Damaged int `json:"damaged"`
 	// Oldest is when the oldest queued message was created.
 	Oldest *time.Time `json:"oldest,omitempty"`
 	// OldestDeferred is when the oldest message that was tried and is not
@@ -146,6 +151,8 @@ func (s *Server) show(req Request) Response {
 	switch {
 	case err == nil:
 		resp.Message = m
+	case errors.Is(err, queue.ErrRecordDamaged):
+		resp.Message = m // the stand-in: show says what it can
 	case !errors.Is(err, queue.ErrNotFound):
 		return failed(err)
 	}
@@ -175,7 +182,8 @@ func (s *Server) status() Response {
 	}
 	st := &Status{
 		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active, Uncertain: sum.Uncertain,
-		Dead: sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
+		Damaged: sum.Damaged,
+		Dead:    sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
 		Started: s.started, Now: now,
 	}
 	if !sum.Oldest.IsZero() {
@@ -302,6 +310,8 @@ func results(res []queue.IDResult) []Result {
 				it.Code = CodeLeased
 			case errors.Is(r.Err, queue.ErrHeld):
 				it.Code = CodeHeld
+			case errors.Is(r.Err, queue.ErrRecordDamaged):
+				it.Code = CodeDamaged
 			default:
 				it.Code = CodeNotFound
 			}

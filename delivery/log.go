@@ -42,6 +42,16 @@ func (e *eventLog) attempt(m *queue.Message, o queue.Outcome, uncertain bool, to
 	e.l.Log(context.Background(), level, "delivery", attrs...)
 }
 
+// corrupt logs a message dead-lettered unsent because its body failed
+// its checksum: one "delivery" line per recipient, status dead, reason
+// corrupt.
+func (e *eventLog) corrupt(m *queue.Message, err error) {
+	for _, r := range m.Pending() {
+		e.l.Error("delivery", "id", m.ID, "from", m.From, "rcpt", r.Address, "relay", e.relay,
+			"delay", time.Since(m.Created).Round(time.Millisecond), "status", "dead", "reason", queue.ReasonCorrupt, "err", err)
+	}
+}
+
 func (e *eventLog) interrupted(l *queue.Lease, err error) {
 	e.l.Info("delivery interrupted by shutdown; will retry", "id", l.ID, "relay", e.relay, "err", err)
 }

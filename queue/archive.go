@@ -210,7 +210,7 @@ func (q *Queue) Lookup(id string) (*Lookup, error) {
 		if v := tx.Bucket(bucketMessages).Get([]byte(id)); v != nil {
 			m, err := decodeMessage(v)
 			if err != nil {
-				return fmt.Errorf("message %s: %w", id, err)
+				m = damaged(tx, []byte(id), err)
 			}
 			l.Message = q.leasedUntil(m)
 		}

@@ -168,7 +168,7 @@ func requeueBase(tx *bolt.Tx, d *DeadLetter) (m *Message, live bool, err error) 
 	if v := tx.Bucket(bucketMessages).Get([]byte(d.ID)); v != nil {
 		m, err := decodeMessage(v)
 		if err != nil {
-			return nil, false, fmt.Errorf("message %s: %w", d.ID, err)
+			return nil, false, fmt.Errorf("message %s: %w: %w", d.ID, ErrRecordDamaged, err)
 		}
 		return m, true, nil
 	}
@@ -199,16 +199,12 @@ func isASCII(s string) bool {
 }
 
 func bodyHas8Bit(tx *bolt.Tx, id string) bool {
-	b := tx.Bucket(bucketBodies)
-	for n := uint32(0); ; n++ {
-		v := b.Get(chunkKey(id, n))
-		if v == nil {
-			return false
-		}
+	for v := range chunks(tx, id) {
 		if bytes.IndexFunc(v, func(r rune) bool { return r >= utf8.RuneSelf }) >= 0 {
 			return true
 		}
 	}
+	return false
 }
 
 // PurgeDead deletes, for good, every dead letter that died at least

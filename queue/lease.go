@@ -110,6 +110,14 @@ func (t *leaseTable) warnOnce(id string) bool {
 	return true
 }
 
+// unreadable reports whether the message whose ID is the bytes id was
+// found unreadable (warnOnce) by Lease, which skips it.
+func (t *leaseTable) unreadable(id []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.warned[string(id)]
+}
+
 // leasedUntil fills in m.LeasedUntil from the lease table: records in the
 // file never carry it.
 func (q *Queue) leasedUntil(m *Message) *Message {

@@ -152,6 +152,7 @@ func newMessage(id string, env Envelope, body []byte, now time.Time) *Message {
 	m := &Message{
 		ID: id, From: env.From, Submitter: env.Submitter, Created: now, Size: int64(len(body)),
 		UTF8: env.UTF8, EightBit: env.EightBit, DSN: env.DSN, NextAttempt: now,
+		BodyCRC32C: bodySum(body),
 	}
 	for _, rcpt := range env.Recipients {
 		m.Recipients = append(m.Recipients, Recipient{Address: rcpt, Status: StatusQueued})

@@ -8,13 +8,15 @@ package main
 //	0   done, for every ID named
 //	1   status only: the daemon answered, but a [health] limit is exceeded
 //	64  bad flags or arguments (a malformed ID, an unknown state or reply class)
+//	65  an ID named a message whose record is damaged (does not decode):
+//	    only delete and expire work on it
 //	66  an ID named no message or dead letter (the others were done)
 //	69  the daemon is not running (nothing answers on the control socket)
 //	75  a message was being delivered (or, for retry, is held), so it was
 //	    left alone; or the daemon could not answer: try again
 //	77  the control socket refused this user
 //
-// When IDs fail for different reasons, 66 wins over 75.
+// When IDs fail for different reasons, 66 wins over the others.
 const (
 	exitOK          = 0  // EX_OK: done (for sendmail: the daemon answered 250, or the maildrop file is fsynced)
 	exitUnhealthy   = 1  // not in sysexits(3): `relayq status` found a [health] limit exceeded, as monitoring checks expect

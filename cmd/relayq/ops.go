@@ -28,7 +28,7 @@ type subcommand struct {
 }
 
 var queueCommands = []subcommand{
-	{"list", "list queued messages [--state queued|deferred|uncertain|held|active]", runQueueList},
+	{"list", "list queued messages [--state queued|deferred|uncertain|held|active|damaged]", runQueueList},
 	{"status", "where one message is: queued … delivered (relay's queue ID), dead, also after it left", runQueueStatus},
 	{"show", "show one message: envelope, recipients, attempt history [--body]", runShow("queue show", control.OpQueueShow)},
 	{"retry", "make messages due now (ID… or --all; `relayq flush` is --all)", runChange(queueRetry)},
@@ -77,7 +77,7 @@ func dispatch(name string, cmds []subcommand, args []string, env cmdEnv) int {
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "`relayq %s OPERATION --help` tells more. Exit codes: 0 done, 64 usage, 66 no such ID,\n69 daemon not running, 75 message busy (being delivered) or held, 77 not allowed.\n", name)
+	fmt.Fprintf(w, "`relayq %s OPERATION --help` tells more. Exit codes: 0 done, 64 usage, 66 no such ID,\n65 damaged record (only delete and expire work on it), 69 daemon not running,\n75 message busy (being delivered) or held, 77 not allowed.\n", name)
 	if help {
 		return exitOK
 	}
@@ -149,6 +149,8 @@ func codeExit(code string) int {
 		return exitUsage
 	case control.CodeDenied:
 		return exitNoPerm
+	case control.CodeDamaged:
+		return exitDataErr
 	}
 	return exitTempFail // leased, held, internal
 }
@@ -324,6 +326,8 @@ func refusal(r control.Result, req control.Request) string {
 		return "being delivered right now; left alone (try again when the attempt is over)"
 	case control.CodeHeld:
 		return "on hold; release it first (relayq queue release)"
+	case control.CodeDamaged:
+		return "its record in the queue file is damaged (does not decode); only relayq queue delete or expire work on it"
 	case control.CodeNotFound:
 		switch {
 		case req.Class != "":

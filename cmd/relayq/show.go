@@ -56,6 +56,10 @@ func runShow(name, op string) func(args []string, env cmdEnv) int {
 
 func printShow(w io.Writer, id string, resp *control.Response) {
 	m, d := resp.Message, resp.DeadLetter
+	if m != nil && m.Damaged != "" {
+		printDamaged(w, id, m, d)
+		return
+	}
 	var (
 		from    string
 		sub     queue.Submitter
@@ -88,11 +92,29 @@ func printShow(w io.Writer, id string, resp *control.Response) {
 	if d != nil {
 		fmt.Fprintln(w)
 		field("Dead letter", "died %s (%s ago) after %d attempt(s)", d.Died.Local().Format(time.DateTime), age(d.Died), d.Attempts)
+		if d.Reason != "" {
+			field("Reason", "%s", deadReason(d.Reason))
+		}
 		printRecipients(w, d.Recipients)
 	}
 	fmt.Fprintln(w)
 	printHistory(w, created, history)
 	printTranscript(w, history)
+}
+
+// printDamaged shows what can be shown of a message whose record does not
+// decode: that it is damaged and why, what to do, and its dead letter if
+// it has one. --body still prints the stored body.
+func printDamaged(w io.Writer, id string, m *queue.Message, d *queue.DeadLetter) {
+	fmt.Fprintf(w, "%-14s%s\n", "Queue ID:", id)
+	fmt.Fprintf(w, "%-14s%s\n", "State:", "damaged: the record in the queue file does not decode; it is not delivered")
+	fmt.Fprintf(w, "%-14s%s\n", "Problem:", oneLine(m.Damaged))
+	fmt.Fprintf(w, "%-14s%s\n", "What to do:", "relayq queue expire "+id+" (keeps the body as a dead letter) or relayq queue delete "+id)
+	if d != nil {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "%-14sdied %s after %d attempt(s)\n", "Dead letter:", d.Died.Local().Format(time.DateTime), d.Attempts)
+		printRecipients(w, d.Recipients)
+	}
 }
 
 // printTranscript prints the exchange with the relay of the last attempt
@@ -140,6 +162,17 @@ func printQueued(w io.Writer, field func(name, format string, args ...any), m *q
 		field("Next attempt", "%s", when(m.NextAttempt))
 	}
 	printRecipients(w, m.Recipients)
+}
+
+// deadReason explains a dead letter's Reason.
+func deadReason(reason string) string {
+	switch reason {
+	case queue.ReasonCorrupt:
+		return "corrupt: the body no longer matched the checksum taken when it was queued, so it was not sent"
+	case queue.ReasonDamaged:
+		return "damaged: the message record did not decode; an operator expired it (the body is kept, the envelope is lost)"
+	}
+	return reason
 }
 
 func when(t time.Time) string {

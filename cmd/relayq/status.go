@@ -61,6 +61,9 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 			out = append(out, fmt.Sprintf("oldest deferred message has waited %s, more than health.max_queue_age (%s)", a.Round(time.Second), h.MaxQueueAge))
 		}
 	}
+	if st.Damaged > 0 {
+		out = append(out, fmt.Sprintf("%d message record(s) damaged, never delivered: relayq queue list --state damaged", st.Damaged))
+	}
 	if h.MaxDead > 0 && st.DeadLastDay > h.MaxDead {
 		out = append(out, fmt.Sprintf("%d messages dead-lettered in the last 24h, more than health.max_dead (%d)", st.DeadLastDay, h.MaxDead))
 	}
@@ -78,6 +81,7 @@ type statusOut struct {
 	Held                     int       `json:"held"`
 	Active                   int       `json:"active"`
 	Uncertain                int       `json:"uncertain"`
+	Damaged                  int       `json:"damaged"`
 	OldestAgeSeconds         *float64  `json:"oldest_age_seconds,omitempty"`
 	OldestDeferredAgeSeconds *float64  `json:"oldest_deferred_age_seconds,omitempty"`
 	Dead                     int       `json:"dead"`
@@ -116,8 +120,9 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 		Relays:  relays,
 		Limits:  limits,
 		Healthy: len(problems) == 0, Problems: problems,
-		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain,
+		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain + st.Damaged,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
+		Damaged:          st.Damaged,
 		OldestAgeSeconds: ageOf(st.Oldest), OldestDeferredAgeSeconds: ageOf(st.OldestDeferred),
 		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
 		Started: st.Started, UptimeSeconds: st.Now.Sub(st.Started).Seconds(),
@@ -130,8 +135,12 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 		fmt.Fprintf(w, "%-14s%s\n", name+":", fmt.Sprintf(format, args...))
 	}
 	field("Daemon", "running since %s (up %s)", st.Started.Local().Format(time.DateTime), st.Now.Sub(st.Started).Round(time.Second))
-	field("Queue", "%d message(s): %d queued, %d deferred, %d uncertain, %d held, %d active",
-		st.Queued+st.Deferred+st.Uncertain+st.Held+st.Active, st.Queued, st.Deferred, st.Uncertain, st.Held, st.Active)
+	damaged := ""
+	if st.Damaged > 0 {
+		damaged = fmt.Sprintf(", %d damaged", st.Damaged)
+	}
+	field("Queue", "%d message(s): %d queued, %d deferred, %d uncertain, %d held, %d active%s",
+		st.Queued+st.Deferred+st.Uncertain+st.Held+st.Active+st.Damaged, st.Queued, st.Deferred, st.Uncertain, st.Held, st.Active, damaged)
 	ageText := func(t *time.Time) string {
 		if t == nil {
 			return "none"
