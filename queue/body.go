@@ -91,6 +91,17 @@ func chunks(tx *bolt.Tx, id string) iter.Seq[[]byte] {
 	}
 }
 
+// chunkID is the message ID of chunk key k. The chunk number is binary
+// and may hold a '/' byte itself (chunk 47), so the ID is found by the
+// key's fixed tail, not by searching for the slash.
+func chunkID(k []byte) ([]byte, bool) {
+	i := len(k) - 5
+	if i < 1 || k[i] != '/' {
+		return nil, false
+	}
+	return k[:i], true
+}
+
 func putBody(tx *bolt.Tx, id string, body []byte) error {
 	b := tx.Bucket(bucketBodies)
 	for n := uint32(0); ; n++ {

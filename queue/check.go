@@ -63,12 +63,11 @@ func checkIndex(tx *bolt.Tx) []error {
 		return nil
 	})
 	_ = bodies.ForEach(func(k, _ []byte) error {
-		i := bytes.LastIndexByte(k, '/')
-		if i < 0 {
+		id, ok := chunkID(k)
+		if !ok {
 			problems = append(problems, fmt.Errorf("body chunk %q: malformed key", k))
 			return nil
 		}
-		id := k[:i]
 		if messages.Get(id) == nil && dead.Get(id) == nil {
 			problems = append(problems, fmt.Errorf("body of %s: orphaned (no message or dead letter)", id))
 		}

@@ -283,3 +283,19 @@ func TestIDTime(t *testing.T) {
 		t.Errorf("idTime(garbage) = %v", got)
 	}
 }
+
+// TestCheckPassesBodiesOf48ChunksAndMore: chunk 47's key ends in the byte
+// '/', which Check used to take for the end of the ID, so that a sound
+// body over 11.75 MiB (the default max_message_size is 25 MiB) was
+// reported as orphaned and `queue check` failed a sound file.
+func TestCheckPassesBodiesOf48ChunksAndMore(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	body := strings.Repeat("x", 48*chunkSize+1)
+	id := put(t, q, body, "a@x.org")
+	if p := q.Check(); len(p) != 0 {
+		t.Errorf("Check of a sound %d-byte body: %v", len(body), p)
+	}
+	if got, err := io.ReadAll(q.Body(id)); err != nil || len(got) != len(body) {
+		t.Errorf("read back %d bytes, %v", len(got), err)
+	}
+}
