@@ -48,10 +48,13 @@ type Status struct {
 	// delivered yet entered the queue (or was requeued), held ones aside.
 	OldestDeferred *time.Time `json:"oldest_deferred,omitempty"`
 	Dead           int        `json:"dead"`
-	DeadLastDay    int        `json:"dead_last_day"`
-	DBSize         int64      `json:"db_size"`
-	Started        time.Time  `json:"started"`
-	Now            time.Time  `json:"now"`
+	// DeadDamaged counts the dead letters (among Dead) whose record
+	// does not decode.
+	DeadDamaged int       `json:"dead_damaged"`
+	DeadLastDay int       `json:"dead_last_day"`
+	DBSize      int64     `json:"db_size"`
+	Started     time.Time `json:"started"`
+	Now         time.Time `json:"now"`
 	// Relays is each relay's state and last result (Options.Relays);
 	// absent when the daemon did not say.
 	Relays []RelayStatus `json:"relays,omitempty"`
@@ -158,8 +161,8 @@ func (s *Server) show(req Request) Response {
 	}
 	d, err := s.q.GetDead(id)
 	switch {
-	case err == nil:
-		resp.DeadLetter = d
+	case err == nil, errors.Is(err, queue.ErrRecordDamaged):
+		resp.DeadLetter = d // a damaged one's stand-in: show says what it can
 	case !errors.Is(err, queue.ErrNotFound):
 		return failed(err)
 	}
@@ -182,8 +185,8 @@ func (s *Server) status() Response {
 	}
 	st := &Status{
 		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active, Uncertain: sum.Uncertain,
-		Damaged: sum.Damaged,
-		Dead:    sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
+		Damaged: sum.Damaged, DeadDamaged: sum.DamagedDead,
+		Dead: sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
 		Started: s.started, Now: now,
 	}
 	if !sum.Oldest.IsZero() {

@@ -214,10 +214,10 @@ func (q *Queue) Lookup(id string) (*Lookup, error) {
 			}
 			l.Message = q.leasedUntil(m)
 		}
-		if tx.Bucket(bucketDead).Get([]byte(id)) != nil {
-			d, err := getDead(tx, id)
+		if v := tx.Bucket(bucketDead).Get([]byte(id)); v != nil {
+			d, err := decodeDead(v)
 			if err != nil {
-				return err
+				d = damagedDead(tx, []byte(id), err)
 			}
 			l.Dead = d
 		}

@@ -41,8 +41,12 @@ func checkIndex(tx *bolt.Tx) []error {
 		return nil
 	})
 	_ = dead.ForEach(func(k, v []byte) error {
-		d, err := getDead(tx, string(k))
-		if err != nil || d.Record == nil || messages.Get(k) != nil {
+		d, err := decodeDead(v)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("dead letter %s: record does not decode: %w", k, err))
+			return nil
+		}
+		if d.Record == nil || messages.Get(k) != nil {
 			return nil // a live message's body was checked above
 		}
 		if bad := bodyMismatch(tx, d.Record); bad != "" {

@@ -299,3 +299,57 @@ func TestCheckPassesBodiesOf48ChunksAndMore(t *testing.T) {
 		t.Errorf("read back %d bytes, %v", len(got), err)
 	}
 }
+
+// TestDamagedDeadLetterIsListedAndPurgeable: one dead letter record that
+// does not decode used to make ListDead, Summarize, RequeueAll, PurgeDead,
+// the failure notices and the limits' Footprints fail for every dead
+// letter. Now it is listed as a stand-in with its ID, counted, refused per
+// ID by Requeue, left out of RequeueAll and of purges by age, named by
+// Check, and DeleteDead removes it with its body.
+func TestDamagedDeadLetterIsListedAndPurgeable(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	good := put(t, q, "good\r\n", "a@x.org")
+	fail(t, q, reply550, "a@x.org")
+	bad := put(t, q, "bad\r\n", "b@x.org")
+	fail(t, q, reply550, "b@x.org")
+	scribble(t, q, bucketDead, []byte(bad), flip(0))
+
+	dead, err := q.ListDead()
+	if err != nil || len(dead) != 2 || dead[0].Damaged != "" || dead[1].ID != bad || dead[1].Damaged == "" || dead[1].Size != 5 {
+		t.Fatalf("ListDead = %+v, %v", dead, err)
+	}
+	if s, err := q.Summarize(time.Time{}); err != nil || s.Dead != 2 || s.DamagedDead != 1 || s.DeadSince != 1 {
+		t.Errorf("Summarize = %+v, %v", s, err)
+	}
+	if d, err := q.GetDead(bad); !errors.Is(err, ErrRecordDamaged) || d == nil || d.Damaged == "" {
+		t.Errorf("GetDead(damaged) = %+v, %v", d, err)
+	}
+	if l, err := q.Lookup(bad); err != nil || l.Dead == nil || l.Dead.Damaged == "" {
+		t.Errorf("Lookup(damaged) = %+v, %v", l, err)
+	}
+	if _, err := q.FailureNoticesOwed(time.Time{}); err != nil {
+		t.Errorf("FailureNoticesOwed: %v", err)
+	}
+	if err := q.Footprints(func(Footprint) {}); err != nil {
+		t.Errorf("Footprints: %v", err)
+	}
+	if err := one(t, func(ids []string) ([]IDResult, error) { return q.Requeue(ids, ReplyClass{}) }, bad); !errors.Is(err, ErrRecordDamaged) {
+		t.Errorf("Requeue(damaged) = %v, want ErrRecordDamaged", err)
+	}
+	if p := q.Check(); len(p) != 1 || !strings.Contains(p[0].Error(), "dead letter "+bad) {
+		t.Errorf("Check = %v; want the damaged dead letter named", p)
+	}
+	if n, err := q.PurgeDead(time.Hour); err != nil || n != 0 {
+		t.Errorf("PurgeDead(1h) = %d, %v; want none (the good one is younger, the damaged one's age unknown)", n, err)
+	}
+	if res, err := q.RequeueAll(ReplyClass{}); err != nil || len(res) != 1 || res[0].ID != good {
+		t.Errorf("RequeueAll = %+v, %v; want the good one only", res, err)
+	}
+	if err := one(t, q.DeleteDead, bad); err != nil {
+		t.Fatalf("DeleteDead(damaged): %v", err)
+	}
+	if _, err := io.ReadAll(q.Body(bad)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("body after DeleteDead: %v", err)
+	}
+	// The good message is queued again; the cleanup check must be clean.
+}

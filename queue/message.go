@@ -202,6 +202,10 @@ type DeadLetter struct {
 	// Reason says why the message as a whole died when no relay's reply
 	// did it: ReasonCorrupt or ReasonDamaged; empty otherwise.
 	Reason string `json:"reason,omitempty"`
+	// Damaged is never stored: ListDead and GetDead set it, with the
+	// decoding error, on the stand-in for a dead letter whose record does
+	// not decode (ID, Created from the ID, Size of the kept body).
+	Damaged string `json:"damaged,omitempty"`
 	// Record is the message record as it was when the last of these
 	// recipients died (with every recipient's state and the attempt
 	// history), so that Queue.Requeue can put it back as it was. Absent in

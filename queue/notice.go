@@ -211,9 +211,9 @@ func (q *Queue) FailureNoticesOwed(since time.Time) ([]*DeadLetter, error) {
 	err := q.db.View(func(tx *bolt.Tx) error {
 		messages, dead := tx.Bucket(bucketMessages), tx.Bucket(bucketDead)
 		err := dead.ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
+			d, err := decodeDead(v)
+			if err != nil {
+				return nil // damaged: no sender to tell (queue check names it)
 			}
 			if d.Died.Before(since) || d.From == "" || messages.Get(k) != nil {
 				return nil
@@ -223,7 +223,7 @@ func (q *Queue) FailureNoticesOwed(since time.Time) ([]*DeadLetter, error) {
 				return err
 			}
 			if rec.Failed == "" {
-				owed = append(owed, &d)
+				owed = append(owed, d)
 			}
 			return nil
 		})

@@ -332,16 +332,17 @@ func messagesIn(tx *bolt.Tx) ([]*Message, error) {
 	return out, err
 }
 
-// ListDead returns every dead letter, oldest first.
+// ListDead returns every dead letter, oldest first. One whose record does
+// not decode is in the list as a stand-in (DeadLetter.Damaged).
 func (q *Queue) ListDead() ([]*DeadLetter, error) {
 	var out []*DeadLetter
 	err := q.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
+			d, err := decodeDead(v)
+			if err != nil {
+				d = damagedDead(tx, k, err) // listed, so that an operator sees it
 			}
-			out = append(out, &d)
+			out = append(out, d)
 			return nil
 		})
 	})

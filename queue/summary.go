@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -100,6 +99,9 @@ type Summary struct {
 	// aside, that was tried and is still not delivered; zero when none.
 	OldestDeferred time.Time
 	Dead           int
+	// DamagedDead counts the dead letters (among Dead) whose record does
+	// not decode.
+	DamagedDead int
 	// DeadSince counts dead letters whose last recipient died at or after
 	// the time given to Summarize.
 	DeadSince int
@@ -126,11 +128,12 @@ func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 			return err
 		}
 		return tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
-			}
 			s.Dead++
+			d, err := decodeDead(v)
+			if err != nil {
+				s.DamagedDead++
+				return nil
+			}
 			if !d.Died.Before(deadSince) {
 				s.DeadSince++
 			}

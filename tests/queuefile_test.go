@@ -214,3 +214,43 @@ func TestQueueFileModeIsFixed(t *testing.T) {
 		t.Error("no warning naming the mode 0644 in the log")
 	}
 }
+
+// TestDamagedDeadLetterDoesNotBreakTheDeadLetters: SMTP on the unix
+// socket → relayq → smtptest relay answering 550, so two messages die;
+// relayq stopped, one dead letter's record overwritten with bytes that do
+// not decode, relayq started. `dead list` (which used to fail for every
+// dead letter) lists it with its ID, `dead show` says it is damaged,
+// `status` counts it and reports unhealthy, and `dead purge ID` removes it.
+func TestDamagedDeadLetterDoesNotBreakTheDeadLetters(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Rcpt: map[string][]smtptest.Step{"*": smtptest.Times(10, smtptest.Reply(550, "5.1.1 no such user"))},
+	}})
+	d := startDaemon(t, relay)
+	from, to := "deaddamaged@example.org", []string{"gone@example.net"}
+	good := d.submit(t, from, to, newMessage(1, from, to, 3))
+	bad := d.submit(t, from, to, newMessage(2, from, to, 3))
+	waitFor(t, 20*time.Second, "two dead letters", func() bool { return len(d.deadList(t)) == 2 })
+	d.stop()
+	scribbleDB(t, d, "dead", []byte(bad), func(v []byte) []byte { return append([]byte("\x00"), v...) })
+	d.start()
+
+	dead := d.deadList(t)
+	if len(dead) != 2 || dead[0].ID != good || dead[1].ID != bad {
+		t.Errorf("dead list: %+v; want %s and the damaged %s", dead, good, bad)
+	}
+	if res := d.relayq("dead", "list"); res.code != 0 || !strings.Contains(res.stdout, bad+"  dead (damaged)") {
+		t.Errorf("dead list (table): %v", res)
+	}
+	if res := d.relayq("dead", "show", bad); res.code != 0 || !strings.Contains(res.stdout, "damaged") {
+		t.Errorf("dead show of a damaged dead letter: %v", res)
+	}
+	if res := d.relayq("status"); res.code != 1 || !strings.Contains(res.stdout, "1 damaged") {
+		t.Errorf("status: %v; want exit 1 (unhealthy) counting 1 damaged dead letter", res)
+	}
+	if res := d.relayq("dead", "purge", bad); res.code != 0 {
+		t.Errorf("dead purge of a damaged dead letter: %v", res)
+	}
+	if dead := d.deadList(t); len(dead) != 1 || dead[0].ID != good {
+		t.Errorf("dead list after purge: %+v", dead)
+	}
+}

@@ -327,6 +327,9 @@ func refusal(r control.Result, req control.Request) string {
 	case control.CodeHeld:
 		return "on hold; release it first (relayq queue release)"
 	case control.CodeDamaged:
+		if req.Op == control.OpDeadRequeue {
+			return "its dead letter's record in the queue file is damaged (does not decode); only relayq dead purge works on it"
+		}
 		return "its record in the queue file is damaged (does not decode); only relayq queue delete or expire work on it"
 	case control.CodeNotFound:
 		switch {

@@ -146,6 +146,9 @@ func messageItem(m *queue.Message) listItem {
 }
 
 func deadItem(d *queue.DeadLetter) listItem {
+	if d.Damaged != "" {
+		return listItem{ID: d.ID, Damaged: d.Damaged, Size: d.Size, Recipients: []rcptItem{}, Submitter: submitterJS{UID: -1}}
+	}
 	died := d.Died
 	return listItem{
 		ID: d.ID, From: d.From, Recipients: rcptItems(d.Recipients), Attempts: d.Attempts,
@@ -173,8 +176,12 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 	fmt.Fprintf(tw, "ID\tSTATE\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\tSUBMITTER\n", when)
 	for _, it := range items {
 		if it.Damaged != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\t-\t-\t-\n", it.ID, it.State, it.Size)
-			fmt.Fprintf(tw, "  record does not decode (%s); relayq queue delete or expire it\n", oneLine(it.Damaged))
+			state, what := it.State, "relayq queue delete or expire it"
+			if dead {
+				state, what = "dead (damaged)", "relayq dead purge it"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\t-\t-\t-\n", it.ID, state, it.Size)
+			fmt.Fprintf(tw, "  record does not decode (%s); %s\n", oneLine(it.Damaged), what)
 			continue
 		}
 		t := "-"

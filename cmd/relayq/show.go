@@ -56,7 +56,7 @@ func runShow(name, op string) func(args []string, env cmdEnv) int {
 
 func printShow(w io.Writer, id string, resp *control.Response) {
 	m, d := resp.Message, resp.DeadLetter
-	if m != nil && m.Damaged != "" {
+	if m != nil && m.Damaged != "" || d != nil && d.Damaged != "" {
 		printDamaged(w, id, m, d)
 		return
 	}
@@ -102,17 +102,33 @@ func printShow(w io.Writer, id string, resp *control.Response) {
 	printTranscript(w, history)
 }
 
-// printDamaged shows what can be shown of a message whose record does not
-// decode: that it is damaged and why, what to do, and its dead letter if
-// it has one. --body still prints the stored body.
+// printDamaged shows what can be shown of a message or dead letter whose
+// record does not decode: that it is damaged and why, what to do, and the
+// other record if that one is sound. --body still prints the stored body.
 func printDamaged(w io.Writer, id string, m *queue.Message, d *queue.DeadLetter) {
-	fmt.Fprintf(w, "%-14s%s\n", "Queue ID:", id)
-	fmt.Fprintf(w, "%-14s%s\n", "State:", "damaged: the record in the queue file does not decode; it is not delivered")
-	fmt.Fprintf(w, "%-14s%s\n", "Problem:", oneLine(m.Damaged))
-	fmt.Fprintf(w, "%-14s%s\n", "What to do:", "relayq queue expire "+id+" (keeps the body as a dead letter) or relayq queue delete "+id)
-	if d != nil {
+	field := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "%-14s%s\n", name+":", fmt.Sprintf(format, args...))
+	}
+	field("Queue ID", "%s", id)
+	if m != nil {
+		if m.Damaged == "" {
+			printQueued(w, field, m)
+		} else {
+			field("State", "damaged: the record in the queue file does not decode; it is not delivered")
+			field("Problem", "%s", oneLine(m.Damaged))
+			field("What to do", "relayq queue expire %[1]s (keeps the body as a dead letter) or relayq queue delete %[1]s", id)
+		}
+	}
+	switch {
+	case d == nil:
+	case d.Damaged != "":
 		fmt.Fprintln(w)
-		fmt.Fprintf(w, "%-14sdied %s after %d attempt(s)\n", "Dead letter:", d.Died.Local().Format(time.DateTime), d.Attempts)
+		field("Dead letter", "damaged: its record in the queue file does not decode")
+		field("Problem", "%s", oneLine(d.Damaged))
+		field("What to do", "relayq dead show --body %[1]s to save the message, then relayq dead purge %[1]s", id)
+	default:
+		fmt.Fprintln(w)
+		field("Dead letter", "died %s after %d attempt(s)", d.Died.Local().Format(time.DateTime), d.Attempts)
 		printRecipients(w, d.Recipients)
 	}
 }

@@ -64,6 +64,9 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 	if st.Damaged > 0 {
 		out = append(out, fmt.Sprintf("%d message record(s) damaged, never delivered: relayq queue list --state damaged", st.Damaged))
 	}
+	if st.DeadDamaged > 0 {
+		out = append(out, fmt.Sprintf("%d dead letter record(s) damaged: relayq dead list", st.DeadDamaged))
+	}
 	if h.MaxDead > 0 && st.DeadLastDay > h.MaxDead {
 		out = append(out, fmt.Sprintf("%d messages dead-lettered in the last 24h, more than health.max_dead (%d)", st.DeadLastDay, h.MaxDead))
 	}
@@ -85,6 +88,7 @@ type statusOut struct {
 	OldestAgeSeconds         *float64  `json:"oldest_age_seconds,omitempty"`
 	OldestDeferredAgeSeconds *float64  `json:"oldest_deferred_age_seconds,omitempty"`
 	Dead                     int       `json:"dead"`
+	DeadDamaged              int       `json:"dead_damaged"`
 	DeadLastDay              int       `json:"dead_last_day"`
 	Database                 string    `json:"database"`
 	DatabaseBytes            int64     `json:"database_bytes"`
@@ -124,7 +128,7 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
 		Damaged:          st.Damaged,
 		OldestAgeSeconds: ageOf(st.Oldest), OldestDeferredAgeSeconds: ageOf(st.OldestDeferred),
-		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
+		Dead: st.Dead, DeadDamaged: st.DeadDamaged, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
 		Started: st.Started, UptimeSeconds: st.Now.Sub(st.Started).Seconds(),
 	}
 }
@@ -148,7 +152,11 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 		return st.Now.Sub(*t).Round(time.Second).String()
 	}
 	field("Oldest", "%s (oldest deferred: %s)", ageText(st.Oldest), ageText(st.OldestDeferred))
-	field("Dead letters", "%d (%d in the last 24h)", st.Dead, st.DeadLastDay)
+	deadDamaged := ""
+	if st.DeadDamaged > 0 {
+		deadDamaged = fmt.Sprintf(", %d damaged", st.DeadDamaged)
+	}
+	field("Dead letters", "%d (%d in the last 24h%s)", st.Dead, st.DeadLastDay, deadDamaged)
 	field("Database", "%s, %s", db, byteSize(st.DBSize))
 	for _, r := range st.Relays {
 		field("Relay", "%s: %s", r.Relay, relayState(r, st.Now))
