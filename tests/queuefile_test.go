@@ -52,7 +52,8 @@ func firstChunk(id string) []byte { return append([]byte(id+"/"), 0, 0, 0, 0) }
 // record of two of three messages overwritten with bytes that do not
 // decode, relayq started again. Every listing still works and shows them
 // as damaged with their IDs (before, one bad record made `queue list`,
-// `status`, `mailq`, `show` and `delete` fail for the whole queue);
+// `status`, `mailq`, `show`, `queue status` and `delete` fail for the
+// whole queue);
 // status counts them and reports unhealthy; hold refuses them (65);
 // expire keeps the body as a dead letter of reason damaged; delete
 // removes the other; the good message is untouched.
@@ -98,6 +99,9 @@ func TestDamagedRecordDoesNotBreakTheQueue(t *testing.T) {
 	}
 	if res := d.relayq("queue", "show", expired); res.code != 0 || !strings.Contains(res.stdout, "damaged") {
 		t.Errorf("queue show of a damaged record: %v", res)
+	}
+	if res := d.relayq("queue", "status", expired); res.code != 0 || !strings.Contains(res.stdout, "damaged") {
+		t.Errorf("queue status of a damaged record: %v", res)
 	}
 	if res := d.relayq("queue", "hold", expired); res.code != 65 || !strings.Contains(res.stderr, "damaged") {
 		t.Errorf("queue hold of a damaged record: %v; want exit 65", res)
@@ -166,12 +170,21 @@ func TestCorruptBodyIsNeverSent(t *testing.T) {
 // TestEmptyQueueFileIsSetAside: an existing 0-byte queue.db (a truncated
 // file, a botched restore) is not silently made into a new, empty queue:
 // relayq renames it to queue.db.empty.<time>, logs an ERROR saying so,
-// and works on a new file.
+// and works on a new file. Beforehand, `queue check` and `mailq` say that
+// the file is empty.
 func TestEmptyQueueFileIsSetAside(t *testing.T) {
 	relay := smtptest.NewServer(t, smtptest.Options{})
 	d := newDaemon(t, relay)
 	if err := os.WriteFile(filepath.Join(d.dir, "queue.db"), nil, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// With the daemon stopped, check and mailq say the file is empty
+	// (they used to fail with bbolt's "bad file descriptor").
+	if res := d.relayq("queue", "check"); res.code != 65 || !strings.Contains(res.stdout, "empty (0 bytes)") || !strings.Contains(res.stdout, "set") {
+		t.Errorf("queue check of an empty file: %v; want exit 65 saying it is empty and will be set aside", res)
+	}
+	if res := d.relayq("mailq"); res.code != 0 || !strings.Contains(res.stderr, "empty (0 bytes)") {
+		t.Errorf("mailq on an empty file, daemon stopped: %v", res)
 	}
 	d.start()
 	aside, _ := filepath.Glob(filepath.Join(d.dir, "queue.db.empty.*"))

@@ -101,6 +101,9 @@ func mailqOffline(cfg *relayq.Config, env cmdEnv) ([]*queue.Message, int) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		msgs = nil // no queue yet: nothing queued
+	case errors.Is(err, queue.ErrEmpty):
+		fmt.Fprintf(env.Stderr, "mailq: %v: it holds no messages; relayq serve sets it aside when it starts (relayq queue check says more)\n", err)
+		msgs = nil
 	case errors.Is(err, queue.ErrLocked):
 		fmt.Fprintf(env.Stderr, "mailq: %v: relayq is starting or stopping; try again\n", err)
 		return nil, exitTempFail

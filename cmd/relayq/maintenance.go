@@ -58,18 +58,30 @@ func runQueueCheck(args []string, env cmdEnv) int {
 		return exitOK
 	}
 	fmt.Fprintf(env.Stdout, "%s: %d problem(s):\n", path, len(problems))
-	damaged := false
+	damaged, empty := false, false
 	for _, p := range problems {
 		fmt.Fprintf(env.Stdout, "  %v\n", p)
 		damaged = damaged || !errors.Is(p, queue.ErrInconsistent)
+		empty = empty || errors.Is(p, queue.ErrEmpty)
 	}
 	fmt.Fprintln(env.Stdout)
-	if damaged {
+	switch {
+	case empty:
+		printEmptyAdvice(env.Stdout, path)
+	case damaged:
 		printDamageAdvice(env.Stdout, path)
-	} else {
+	default:
 		printInconsistencyAdvice(env.Stdout)
 	}
 	return exitDataErr
+}
+
+func printEmptyAdvice(w io.Writer, path string) {
+	fmt.Fprintf(w, `The file holds nothing: not even an empty queue (relayq leaves a file of 0 bytes only if it is
+killed while creating it). relayq serve sets it aside as %[1]s.empty.<time>, logs an
+ERROR and starts a new, empty queue. If messages were queued, the file was truncated or badly
+restored: restore %[1]s from a backup before starting relayq.
+`, path)
 }
 
 func printDamageAdvice(w io.Writer, path string) {
@@ -124,7 +136,7 @@ func maintenanceError(name, path string, err error, env cmdEnv) int {
 	case errors.Is(err, queue.ErrLocked):
 		fmt.Fprintf(env.Stderr, "relayq %s: the daemon is running (it holds %s); stop it first (systemctl stop relayq)\n", name, path)
 		return exitTempFail
-	case errors.Is(err, queue.ErrDamaged):
+	case errors.Is(err, queue.ErrDamaged), errors.Is(err, queue.ErrEmpty):
 		fmt.Fprintf(env.Stderr, "relayq %s: %v\nrelayq queue check says more, and how to recover.\n", name, err)
 		return exitDataErr
 	case errors.Is(err, os.ErrNotExist):

@@ -116,6 +116,8 @@ func printDamaged(w io.Writer, id string, m *queue.Message, d *queue.DeadLetter)
 		} else {
 			field("State", "damaged: the record in the queue file does not decode; it is not delivered")
 			field("Problem", "%s", oneLine(m.Damaged))
+			field("Created", "%s (%s ago; from its ID)", m.Created.Local().Format(time.DateTime), age(m.Created))
+			field("Size", "%d bytes (of the stored body)", m.Size)
 			field("What to do", "relayq queue expire %[1]s (keeps the body as a dead letter) or relayq queue delete %[1]s", id)
 		}
 	}
