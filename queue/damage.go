@@ -25,7 +25,7 @@ func (q *Queue) removeDamaged(tx *bolt.Tx, id string, dead bool, now time.Time) 
 	if q.isLeased(id) {
 		return fmt.Errorf("queue: %s: %w", id, ErrLeased)
 	}
-	if err := deleteScheduled(tx, id); err != nil {
+	if err := deleteTimeKeyed(tx.Bucket(bucketSchedule), id); err != nil {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Delete([]byte(id)); err != nil {
@@ -45,12 +45,13 @@ func (q *Queue) removeDamaged(tx *bolt.Tx, id string, dead bool, now time.Time) 
 	return deleteBody(tx, id)
 }
 
-// deleteScheduled deletes every schedule entry of id.
-func deleteScheduled(tx *bolt.Tx, id string) error {
-	sched := tx.Bucket(bucketSchedule)
+// deleteTimeKeyed deletes every entry of id from b, a bucket keyed by
+// time ‖ id (the schedule, the archive's time index), by reading it all:
+// for when the record that held the time is unreadable.
+func deleteTimeKeyed(b *bolt.Bucket, id string) error {
 	var keys [][]byte
-	err := sched.ForEach(func(k, _ []byte) error {
-		if bytes.Equal(k[8:], []byte(id)) {
+	err := b.ForEach(func(k, _ []byte) error {
+		if len(k) > 8 && bytes.Equal(k[8:], []byte(id)) {
 			keys = append(keys, bytes.Clone(k))
 		}
 		return nil
@@ -59,7 +60,7 @@ func deleteScheduled(tx *bolt.Tx, id string) error {
 		return err
 	}
 	for _, k := range keys {
-		if err := sched.Delete(k); err != nil {
+		if err := b.Delete(k); err != nil {
 			return err
 		}
 	}

@@ -353,3 +353,26 @@ func TestDamagedDeadLetterIsListedAndPurgeable(t *testing.T) {
 	}
 	// The good message is queued again; the cleanup check must be clean.
 }
+
+// TestDamagedArchiveRecordDoesNotBlockRecord: a message leaves the queue
+// a second time (dead, requeued, delivered) while the archive record of
+// its first leaving does not decode. Replacing that record used to fail
+// the Record of the delivery, so the relay's 250 was never stored and
+// the message would have been sent again at every attempt.
+func TestDamagedArchiveRecordDoesNotBlockRecord(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	id := put(t, q, "again\r\n", "a@x.org")
+	fail(t, q, reply550, "a@x.org")
+	scribble(t, q, bucketArchive, []byte(id), flip(0))
+	if err := one(t, func(ids []string) ([]IDResult, error) { return q.Requeue(ids, ReplyClass{}) }, id); err != nil {
+		t.Fatal(err)
+	}
+	l := leaseOne(t, q)
+	if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Delivered}}); err != nil {
+		t.Fatalf("Record of the delivery: %v", err)
+	}
+	if lk, err := q.Lookup(id); err != nil || lk.Archived == nil || lk.Archived.Fate != FateDelivered {
+		t.Errorf("Lookup after delivery: %+v, %v", lk, err)
+	}
+	// The cleanup check finds no stale index entry.
+}
