@@ -376,3 +376,28 @@ func TestDamagedArchiveRecordDoesNotBlockRecord(t *testing.T) {
 	}
 	// The cleanup check finds no stale index entry.
 }
+
+// TestDamagedNoticeRecordSkipsOnlyItsMessage: one notice record that does
+// not decode used to make FailureNoticesOwed fail, so that no sender got
+// a failure notice any more. Now only its own message is passed over (a
+// notice may have gone out for it already).
+func TestDamagedNoticeRecordSkipsOnlyItsMessage(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	for _, rcpt := range []string{"a@x.org", "b@x.org"} {
+		put(t, q, "x\r\n", rcpt)
+		fail(t, q, reply550, rcpt)
+	}
+	dead, err := q.ListDead()
+	if err != nil || len(dead) != 2 {
+		t.Fatal(dead, err)
+	}
+	if err := q.commit.commit(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNotices).Put([]byte(dead[0].ID), []byte("{garbage"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	owed, err := q.FailureNoticesOwed(time.Time{})
+	if err != nil || len(owed) != 1 || owed[0].ID != dead[1].ID {
+		t.Errorf("FailureNoticesOwed = %v, %v; want only %s", owed, err, dead[1].ID)
+	}
+}
