@@ -94,9 +94,9 @@ func (q *Queue) Requeue(ids []string, class ReplyClass) ([]IDResult, error) {
 }
 
 // RequeueAll is Requeue for every dead letter with a recipient in class
-// (every dead letter when class is zero), damaged ones aside. It reports only the dead letters
-// it found; one whose message is being delivered right now is reported with
-// ErrLeased.
+// (every dead letter when class is zero), damaged ones aside. It reports
+// only the dead letters it found; one whose message is being delivered
+// right now is reported with ErrLeased.
 func (q *Queue) RequeueAll(class ReplyClass) ([]IDResult, error) {
 	now := q.opts.Now()
 	var results []IDResult
@@ -230,7 +230,8 @@ func bodyHas8Bit(tx *bolt.Tx, id string) bool {
 
 // PurgeDead deletes, for good, every dead letter that died at least
 // olderThan ago (all of them when olderThan is zero, damaged ones too),
-// and the bodies no queued message still needs. It returns how many it deleted.
+// and the bodies no queued message still needs. It returns how many it
+// deleted.
 func (q *Queue) PurgeDead(olderThan time.Duration) (int, error) {
 	cutoff := q.opts.Now().Add(-olderThan)
 	var n int

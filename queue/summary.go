@@ -22,7 +22,8 @@ const (
 	StateActive State = "active"
 	// StateUncertain: a pending recipient is StatusUncertain (maybe
 	// delivered); waiting for its next attempt.
-	StateUncertain State = "uncertain" // StateDamaged: the record does not decode. It is never delivered;
+	StateUncertain State = "uncertain"
+	// StateDamaged: the record does not decode. It is never delivered;
 	// an operator can delete or expire it (`relayq queue check` says
 	// more).
 	StateDamaged State = "damaged"
