@@ -18,6 +18,7 @@ const (
 	CodeLeased     = "leased"      // being delivered right now; try again
 	CodeHeld       = "held"        // on hold; release it first
 	CodeNotHeld    = "not_held"    // release of a message that is not on hold
+	CodeDamaged    = "damaged"     // the record does not decode: only delete or expire work
 	CodeInternal   = "internal"    // the store failed
 	CodeConfig     = "config"      // reload: the new configuration was refused; the old one stays
 )
@@ -39,16 +40,23 @@ type Status struct {
 	// Uncertain counts messages with a recipient that may have been
 	// delivered (the connection was lost after the final dot).
 	Uncertain int `json:"uncertain"`
+	// Damaged counts message records that do not decode (queue
+	// StateDamaged): never delivered until an operator deletes or
+	// expires them.
+	Damaged int `json:"damaged"`
 	// Oldest is when the oldest queued message was created.
 	Oldest *time.Time `json:"oldest,omitempty"`
 	// OldestDeferred is when the oldest message that was tried and is not
 	// delivered yet entered the queue (or was requeued), held ones aside.
 	OldestDeferred *time.Time `json:"oldest_deferred,omitempty"`
 	Dead           int        `json:"dead"`
-	DeadLastDay    int        `json:"dead_last_day"`
-	DBSize         int64      `json:"db_size"`
-	Started        time.Time  `json:"started"`
-	Now            time.Time  `json:"now"`
+	// DeadDamaged counts the dead letters (among Dead) whose record
+	// does not decode.
+	DeadDamaged int       `json:"dead_damaged"`
+	DeadLastDay int       `json:"dead_last_day"`
+	DBSize      int64     `json:"db_size"`
+	Started     time.Time `json:"started"`
+	Now         time.Time `json:"now"`
 	// Relays is each relay's state and last result (Options.Relays);
 	// absent when the daemon did not say.
 	Relays []RelayStatus `json:"relays,omitempty"`
@@ -148,13 +156,15 @@ func (s *Server) show(req Request) Response {
 	switch {
 	case err == nil:
 		resp.Message = m
+	case errors.Is(err, queue.ErrRecordDamaged):
+		resp.Message = m // the stand-in: show says what it can
 	case !errors.Is(err, queue.ErrNotFound):
 		return failed(err)
 	}
 	d, err := s.q.GetDead(id)
 	switch {
-	case err == nil:
-		resp.DeadLetter = d
+	case err == nil, errors.Is(err, queue.ErrRecordDamaged):
+		resp.DeadLetter = d // a damaged one's stand-in: show says what it can
 	case !errors.Is(err, queue.ErrNotFound):
 		return failed(err)
 	}
@@ -180,6 +190,7 @@ func (s *Server) status() Response {
 	}
 	st := &Status{
 		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active, Uncertain: sum.Uncertain,
+		Damaged: sum.Damaged, DeadDamaged: sum.DamagedDead,
 		Dead: sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
 		Started: s.started, Now: now,
 	}
@@ -312,6 +323,8 @@ func results(res []queue.IDResult) []Result {
 				it.Code = CodeHeld
 			case errors.Is(r.Err, queue.ErrNotHeld):
 				it.Code = CodeNotHeld
+			case errors.Is(r.Err, queue.ErrRecordDamaged):
+				it.Code = CodeDamaged
 			default:
 				it.Code = CodeNotFound
 			}

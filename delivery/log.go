@@ -41,6 +41,16 @@ func (e *eventLog) attempt(m *queue.Message, relay string, o queue.Outcome, unce
 	e.l.Log(context.Background(), level, "delivery", attrs...)
 }
 
+// corrupt logs a message dead-lettered unsent because its body failed
+// its checksum: one "delivery" line per recipient, status dead, reason
+// corrupt.
+func (e *eventLog) corrupt(m *queue.Message, relay string, err error) {
+	for _, r := range m.Pending() {
+		e.l.Error("delivery", "id", m.ID, "from", m.From, "rcpt", r.Address, "relay", relay,
+			"delay", time.Since(m.Created).Round(time.Millisecond), "status", "dead", "reason", queue.ReasonCorrupt, "err", err)
+	}
+}
+
 func (e *eventLog) interrupted(l *queue.Lease, relay string, err error) {
 	e.l.Info("delivery interrupted by shutdown; will retry", "id", l.ID, "relay", relay, "err", err)
 }

@@ -143,7 +143,14 @@ func unarchive(tx *bolt.Tx, id string) error {
 	}
 	var old Archived
 	if err := json.Unmarshal(v, &old); err != nil {
-		return fmt.Errorf("archive record %s: %w", id, err)
+		// Damaged: it no longer says when it was written, so its
+		// index entry is found by ID. Failing here would fail the
+		// Record of a message the relay has already taken, which
+		// would then be sent again and again.
+		if err := deleteTimeKeyed(tx.Bucket(bucketArchiveTime), id); err != nil {
+			return err
+		}
+		return b.Delete([]byte(id))
 	}
 	if err := tx.Bucket(bucketArchiveTime).Delete(scheduleKey(old.Left, id)); err != nil {
 		return err
@@ -210,14 +217,14 @@ func (q *Queue) Lookup(id string) (*Lookup, error) {
 		if v := tx.Bucket(bucketMessages).Get([]byte(id)); v != nil {
 			m, err := decodeMessage(v)
 			if err != nil {
-				return fmt.Errorf("message %s: %w", id, err)
+				m = damaged(tx, []byte(id), err)
 			}
 			l.Message = q.leasedUntil(m)
 		}
-		if tx.Bucket(bucketDead).Get([]byte(id)) != nil {
-			d, err := getDead(tx, id)
+		if v := tx.Bucket(bucketDead).Get([]byte(id)); v != nil {
+			d, err := decodeDead(v)
 			if err != nil {
-				return err
+				d = damagedDead(tx, []byte(id), err)
 			}
 			l.Dead = d
 		}

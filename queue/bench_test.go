@@ -207,3 +207,30 @@ func (d *deliverer) run(b *testing.B, outcomes []Outcome) {
 		}
 	}
 }
+
+// BenchmarkVerifyBody is what delivery adds to each attempt by checking
+// the body against its checksum before it sends anything (VerifyBody: one
+// read transaction and a CRC-32C over the mapped chunks), for a typical
+// body and large ones. Compare with BenchmarkLifecycle's time per message.
+func BenchmarkVerifyBody(b *testing.B) {
+	for _, size := range []int{len(benchBody), 1 << 20, 20 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			q, _ := openTest(b, Options{})
+			id, err := q.Put(context.Background(), benchEnv, bytes.Repeat([]byte("x"), size))
+			if err != nil {
+				b.Fatal(err)
+			}
+			m, err := q.Get(id)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for b.Loop() {
+				if err := q.VerifyBody(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

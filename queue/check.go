@@ -9,7 +9,8 @@ import (
 
 // checkIndex verifies relayq's own invariants on top of bbolt's: each
 // message has exactly its one schedule entry (none while held) and a body;
-// every schedule entry and body chunk belongs to something.
+// every schedule entry and body chunk belongs to something; every body
+// with a checksum (Message.BodyCRC32C) matches it.
 func checkIndex(tx *bolt.Tx) []error {
 	var problems []error
 	messages := tx.Bucket(bucketMessages)
@@ -29,8 +30,27 @@ func checkIndex(tx *bolt.Tx) []error {
 		case !m.Held && !scheduled:
 			problems = append(problems, fmt.Errorf("message %s: no schedule entry (it would never be delivered)", k))
 		}
-		if bodies.Get(chunkKey(m.ID, 0)) == nil {
+		switch {
+		case bodies.Get(chunkKey(m.ID, 0)) == nil:
 			problems = append(problems, fmt.Errorf("message %s: body missing", k))
+		default:
+			if bad := bodyMismatch(tx, m); bad != "" {
+				problems = append(problems, fmt.Errorf("message %s: body is corrupt (%s); delivery will dead-letter it", k, bad))
+			}
+		}
+		return nil
+	})
+	_ = dead.ForEach(func(k, v []byte) error {
+		d, err := decodeDead(v)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("dead letter %s: record does not decode: %w", k, err))
+			return nil
+		}
+		if d.Record == nil || messages.Get(k) != nil {
+			return nil // a live message's body was checked above
+		}
+		if bad := bodyMismatch(tx, d.Record); bad != "" {
+			problems = append(problems, fmt.Errorf("dead letter %s: body is corrupt (%s)", k, bad))
 		}
 		return nil
 	})
@@ -47,12 +67,11 @@ func checkIndex(tx *bolt.Tx) []error {
 		return nil
 	})
 	_ = bodies.ForEach(func(k, _ []byte) error {
-		i := bytes.LastIndexByte(k, '/')
-		if i < 0 {
+		id, ok := chunkID(k)
+		if !ok {
 			problems = append(problems, fmt.Errorf("body chunk %q: malformed key", k))
 			return nil
 		}
-		id := k[:i]
 		if messages.Get(id) == nil && dead.Get(id) == nil {
 			problems = append(problems, fmt.Errorf("body of %s: orphaned (no message or dead letter)", id))
 		}

@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -15,12 +16,18 @@ import (
 // back into the queue (Requeue), or delete dead letters for good (Purge,
 // DeleteDead).
 
-// GetDead returns the dead letter of message id.
+// GetDead returns the dead letter of message id. For a record that does
+// not decode it returns the stand-in ListDead shows (DeadLetter.Damaged)
+// with an error matching ErrRecordDamaged.
 func (q *Queue) GetDead(id string) (*DeadLetter, error) {
 	var d *DeadLetter
 	err := q.db.View(func(tx *bolt.Tx) error {
 		var err error
 		d, err = getDead(tx, id)
+		if errors.Is(err, ErrRecordDamaged) {
+			_, why := decodeDead(tx.Bucket(bucketDead).Get([]byte(id)))
+			d = damagedDead(tx, []byte(id), why)
+		}
 		return err
 	})
 	return d, err
@@ -31,11 +38,25 @@ func getDead(tx *bolt.Tx, id string) (*DeadLetter, error) {
 	if v == nil {
 		return nil, fmt.Errorf("queue: dead letter %s: %w", id, ErrNotFound)
 	}
+	d, err := decodeDead(v)
+	if err != nil {
+		return nil, fmt.Errorf("queue: dead letter %s: %w: %w", id, ErrRecordDamaged, err)
+	}
+	return d, nil
+}
+
+func decodeDead(v []byte) (*DeadLetter, error) {
 	var d DeadLetter
 	if err := json.Unmarshal(v, &d); err != nil {
-		return nil, fmt.Errorf("queue: dead letter %s: %w", id, err)
+		return nil, err
 	}
 	return &d, nil
+}
+
+// damagedDead is the stand-in ListDead and GetDead give for the dead
+// letter of id whose record does not decode (err).
+func damagedDead(tx *bolt.Tx, id []byte, err error) *DeadLetter {
+	return &DeadLetter{ID: string(id), Created: idTime(string(id)), Size: bodySize(tx, string(id)), Damaged: err.Error()}
 }
 
 func putDead(tx *bolt.Tx, d *DeadLetter) error {
@@ -73,9 +94,9 @@ func (q *Queue) Requeue(ids []string, class ReplyClass) ([]IDResult, error) {
 }
 
 // RequeueAll is Requeue for every dead letter with a recipient in class
-// (every dead letter when class is zero). It reports only the dead letters
-// it found; one whose message is being delivered right now is reported with
-// ErrLeased.
+// (every dead letter when class is zero), damaged ones aside. It reports
+// only the dead letters it found; one whose message is being delivered
+// right now is reported with ErrLeased.
 func (q *Queue) RequeueAll(class ReplyClass) ([]IDResult, error) {
 	now := q.opts.Now()
 	var results []IDResult
@@ -83,9 +104,9 @@ func (q *Queue) RequeueAll(class ReplyClass) ([]IDResult, error) {
 		results = nil
 		var ids []string
 		err := tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
+			d, err := decodeDead(v)
+			if err != nil {
+				return nil // damaged: it names no recipient to bring back
 			}
 			if len(class.recipients(d.Recipients)) > 0 {
 				ids = append(ids, d.ID)
@@ -168,7 +189,7 @@ func requeueBase(tx *bolt.Tx, d *DeadLetter) (m *Message, live bool, err error) 
 	if v := tx.Bucket(bucketMessages).Get([]byte(d.ID)); v != nil {
 		m, err := decodeMessage(v)
 		if err != nil {
-			return nil, false, fmt.Errorf("message %s: %w", d.ID, err)
+			return nil, false, fmt.Errorf("message %s: %w: %w", d.ID, ErrRecordDamaged, err)
 		}
 		return m, true, nil
 	}
@@ -199,32 +220,29 @@ func isASCII(s string) bool {
 }
 
 func bodyHas8Bit(tx *bolt.Tx, id string) bool {
-	b := tx.Bucket(bucketBodies)
-	for n := uint32(0); ; n++ {
-		v := b.Get(chunkKey(id, n))
-		if v == nil {
-			return false
-		}
+	for v := range chunks(tx, id) {
 		if bytes.IndexFunc(v, func(r rune) bool { return r >= utf8.RuneSelf }) >= 0 {
 			return true
 		}
 	}
+	return false
 }
 
 // PurgeDead deletes, for good, every dead letter that died at least
-// olderThan ago (all of them when olderThan is zero), and the bodies no
-// queued message still needs. It returns how many it deleted.
+// olderThan ago (all of them when olderThan is zero, damaged ones too),
+// and the bodies no queued message still needs. It returns how many it
+// deleted.
 func (q *Queue) PurgeDead(olderThan time.Duration) (int, error) {
 	cutoff := q.opts.Now().Add(-olderThan)
 	var n int
 	err := q.commit.commit(func(tx *bolt.Tx) error {
 		var ids []string
 		err := tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
-			}
-			if !d.Died.After(cutoff) {
+			d, err := decodeDead(v)
+			switch {
+			case err != nil && olderThan == 0:
+				ids = append(ids, string(k)) // damaged: its age is unknown, so only "all" takes it
+			case err == nil && !d.Died.After(cutoff):
 				ids = append(ids, d.ID)
 			}
 			return nil

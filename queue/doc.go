@@ -42,6 +42,16 @@
 //   - A damaged file is reported as ErrDamaged, never a crash; CheckFile and
 //     CompactFile work on the file offline, under bbolt's lock
 //     (maintenance.go).
+//   - The file is trusted only as far as it is checked (damage.go,
+//     prepare.go). A record that does not decode stops nothing else: it is
+//     listed and counted as damaged, never leased, and Delete or Expire
+//     (DeleteDead for a dead letter) remove it. Each body's CRC-32C is kept
+//     in its record; VerifyBody, which delivery calls before it sends a
+//     byte, and Check compare it, and a body that fails is never sent but
+//     dead-lettered with reason corrupt. Records from before the checksum
+//     have none and are delivered unchecked. An existing 0-byte file is
+//     set aside, never silently made a new queue; a mode other than 0600
+//     is set back with a warning.
 //
 // Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes),
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),

@@ -43,6 +43,18 @@ var (
 	// database file is damaged (bbolt cannot read its pages, or a record
 	// does not decode). `relayq queue check` says what is wrong.
 	ErrDamaged = errors.New("queue: database file is damaged")
+	// ErrRecordDamaged is reported for a message whose record in the
+	// file does not decode. Listings show it in StateDamaged; Delete and
+	// Expire work on it; the other operator operations report it per ID
+	// and leave it alone; delivery skips it.
+	ErrRecordDamaged = errors.New("queue: message record is damaged")
+	// ErrCorrupt is returned by VerifyBody when a stored body does not
+	// match the checksum taken when it was queued: it must not be sent.
+	ErrCorrupt = errors.New("queue: message body is corrupt")
+	// ErrEmpty is returned by CheckFile (as its one problem), ListFile
+	// and CompactFile for a queue file of 0 bytes, which is no database:
+	// Open sets such a file aside (prepare.go) instead of using it.
+	ErrEmpty = errors.New("queue: the queue file is empty (0 bytes)")
 	// ErrInconsistent is matched by the problems Check and CheckFile find
 	// in relayq's own records (a message without its schedule entry, an
 	// orphaned body) of a file bbolt reads without trouble.

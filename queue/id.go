@@ -3,6 +3,7 @@ package queue
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"strings"
 	"sync"
 	"time"
 )
@@ -62,4 +63,18 @@ func ValidID(s string) bool {
 		}
 	}
 	return true
+}
+
+// idTime is the creation time an ID encodes (its first 13 symbols), zero
+// for what is not a queue ID. A damaged record's stand-in gets its
+// Created from it.
+func idTime(id string) time.Time {
+	if !ValidID(id) {
+		return time.Time{}
+	}
+	var v uint64
+	for i := range 13 {
+		v = v<<5 | uint64(strings.IndexByte(crockford, id[i]))
+	}
+	return time.Unix(0, int64(v))
 }

@@ -110,6 +110,14 @@ func (t *leaseTable) warnOnce(id string) bool {
 	return true
 }
 
+// unreadable reports whether the message whose ID is the bytes id was
+// found unreadable (warnOnce) by Lease, which skips it.
+func (t *leaseTable) unreadable(id []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.warned[string(id)]
+}
+
 // leasedUntil fills in m.LeasedUntil from the lease table: records in the
 // file never carry it.
 func (q *Queue) leasedUntil(m *Message) *Message {
@@ -324,8 +332,11 @@ func addDead(tx *bolt.Tx, m *Message, died []Recipient, now time.Time) error {
 	b := tx.Bucket(bucketDead)
 	d := DeadLetter{ID: m.ID, From: m.From, Submitter: m.Submitter, Created: m.Created, Size: m.Size}
 	if v := b.Get([]byte(m.ID)); v != nil {
-		if err := json.Unmarshal(v, &d); err != nil {
-			return fmt.Errorf("dead letter %s: %w", m.ID, err)
+		// A dead letter that does not decode has nothing to keep; it
+		// is replaced rather than keeping the message from ever
+		// being recorded.
+		if old, err := decodeDead(v); err == nil {
+			d = *old
 		}
 	}
 	d.Recipients = append(d.Recipients, died...)

@@ -198,7 +198,7 @@ func (e inconsistency) Unwrap() error        { return e.error }
 func CheckFile(path string, lockTimeout time.Duration) (problems []error, err error) {
 	db, err := openReadOnly("check", path, lockTimeout)
 	switch {
-	case errors.Is(err, ErrDamaged):
+	case errors.Is(err, ErrDamaged), errors.Is(err, ErrEmpty):
 		return []error{err}, nil
 	case err != nil:
 		return nil, err
@@ -217,10 +217,17 @@ func CheckFile(path string, lockTimeout time.Duration) (problems []error, err er
 
 // openReadOnly opens the file at path read-only under a shared lock, for
 // op ("check", "list"): ErrLocked after lockTimeout while the daemon holds
-// it; ErrDamaged, as openRecover reports it, for a file bbolt cannot read.
+// it; ErrDamaged, as openRecover reports it, for a file bbolt cannot read;
+// ErrEmpty for a file of 0 bytes.
 func openReadOnly(op, path string, lockTimeout time.Duration) (*bolt.DB, error) {
-	if _, err := os.Stat(path); err != nil {
+	fi, err := os.Stat(path)
+	if err != nil {
 		return nil, fmt.Errorf("queue: %s %s: %w", op, path, err)
+	}
+	if fi.Mode().IsRegular() && fi.Size() == 0 {
+		// bbolt would try to write a new database into it, and fail
+		// with a baffling "bad file descriptor" on the read-only file.
+		return nil, fmt.Errorf("queue: %s %s: %w", op, path, ErrEmpty)
 	}
 	db, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
 	switch {
@@ -284,6 +291,9 @@ func CompactFile(path string, lockTimeout time.Duration) (res CompactResult, err
 		return res, err
 	}
 	res.SizeBefore = fi.Size()
+	if fi.Size() == 0 {
+		return res, ErrEmpty
+	}
 	src, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: lockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return res, ErrLocked

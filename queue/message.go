@@ -164,6 +164,16 @@ type Message struct {
 	// History holds the latest delivery attempts, oldest first, capped
 	// (see history.go) so that the record stays small.
 	History []Attempt `json:"history,omitempty"`
+	// BodyCRC32C is the CRC-32C (Castagnoli) of the body as it was
+	// queued; delivery and Check verify the body against it (body.go).
+	// nil in records written before bodies had a checksum: such a body
+	// is delivered unchecked.
+	BodyCRC32C *uint32 `json:"body_crc32c,omitempty"`
+	// Damaged is never stored: listings set it, with the decoding error,
+	// on the stand-in for a record that does not decode, which has only
+	// its ID, Created (from the ID) and Size (the stored body's length).
+	// Its State is StateDamaged.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // Pending returns the recipients that still need an attempt.
@@ -189,12 +199,29 @@ type DeadLetter struct {
 	Size       int64       `json:"size"`
 	Attempts   int         `json:"attempts"`
 	Died       time.Time   `json:"died"`
+	// Reason says why the message as a whole died when no relay's reply
+	// did it: ReasonCorrupt or ReasonDamaged; empty otherwise.
+	Reason string `json:"reason,omitempty"`
+	// Damaged is never stored: ListDead and GetDead set it, with the
+	// decoding error, on the stand-in for a dead letter whose record does
+	// not decode (ID, Created from the ID, Size of the kept body).
+	Damaged string `json:"damaged,omitempty"`
 	// Record is the message record as it was when the last of these
 	// recipients died (with every recipient's state and the attempt
 	// history), so that Queue.Requeue can put it back as it was. Absent in
 	// dead letters written before it existed.
 	Record *Message `json:"record,omitempty"`
 }
+
+// Reasons a message as a whole goes to the dead letters (DeadLetter.Reason).
+const (
+	// ReasonCorrupt: the body no longer matched its checksum, so it was
+	// not sent (Queue.DeadCorrupt).
+	ReasonCorrupt = "corrupt"
+	// ReasonDamaged: the record did not decode and an operator expired
+	// the message; the dead letter keeps the body, but not the envelope.
+	ReasonDamaged = "damaged"
+)
 
 // Result is what became of one recipient in one attempt.
 type Result int

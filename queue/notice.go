@@ -152,6 +152,7 @@ func newMessage(id string, env Envelope, body []byte, now time.Time) *Message {
 	m := &Message{
 		ID: id, From: env.From, Submitter: env.Submitter, Created: now, Size: int64(len(body)),
 		UTF8: env.UTF8, EightBit: env.EightBit, DSN: env.DSN, NextAttempt: now,
+		BodyCRC32C: bodySum(body),
 	}
 	for _, rcpt := range env.Recipients {
 		m.Recipients = append(m.Recipients, Recipient{Address: rcpt, Status: StatusQueued})
@@ -210,19 +211,21 @@ func (q *Queue) FailureNoticesOwed(since time.Time) ([]*DeadLetter, error) {
 	err := q.db.View(func(tx *bolt.Tx) error {
 		messages, dead := tx.Bucket(bucketMessages), tx.Bucket(bucketDead)
 		err := dead.ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
+			d, err := decodeDead(v)
+			if err != nil {
+				return nil // damaged: no sender to tell (queue check names it)
 			}
 			if d.Died.Before(since) || d.From == "" || messages.Get(k) != nil {
 				return nil
 			}
 			rec, err := getNotices(tx, d.ID)
 			if err != nil {
-				return err
+				// Damaged: a notice may have gone out already, and
+				// one too few is better than one twice.
+				return nil
 			}
 			if rec.Failed == "" {
-				owed = append(owed, &d)
+				owed = append(owed, d)
 			}
 			return nil
 		})

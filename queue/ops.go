@@ -20,15 +20,16 @@ type IDResult struct {
 	ID string
 	// Err is nil when the operation was done (or there was nothing to
 	// do, like holding a held message). Otherwise the message was left
-	// as it was, and Err matches (errors.Is) ErrNotFound, ErrLeased or
-	// ErrHeld.
+	// as it was, and Err matches (errors.Is) ErrNotFound, ErrLeased,
+	// ErrHeld or ErrRecordDamaged.
 	Err error
 }
 
 // perMessage reports whether err concerns one message only, so that the
 // other messages of the operation go ahead.
 func perMessage(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeased) || errors.Is(err, ErrHeld) || errors.Is(err, ErrNotHeld)
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrLeased) || errors.Is(err, ErrHeld) ||
+		errors.Is(err, ErrNotHeld) || errors.Is(err, ErrRecordDamaged)
 }
 
 // each runs op for every id in one commit. op must check everything that
@@ -155,14 +156,30 @@ func (q *Queue) RetryAll() ([]string, error) {
 	return done, nil
 }
 
-// messageIDs returns the IDs of the messages keep accepts. It collects
+// killPending marks every pending recipient of m dead, with the reply
+// that reply gives it (from the recipient as it was), and returns them.
+func killPending(m *Message, reply func(Recipient) *Reply) []Recipient {
+	var died []Recipient
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if !r.Status.Pending() {
+			continue
+		}
+		r.Status, r.NextAttempt, r.LastReply = StatusDead, time.Time{}, reply(*r)
+		died = append(died, *r)
+	}
+	return died
+}
+
+// messageIDs returns the IDs of the messages keep accepts, damaged records
+// aside. It collects
 // them first: a bucket must not change while ForEach walks it.
 func messageIDs(tx *bolt.Tx, keep func(*Message) bool) ([]string, error) {
 	var ids []string
 	err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
 		m, err := decodeMessage(v)
 		if err != nil {
-			return fmt.Errorf("message %s: %w", k, err)
+			return nil // damaged: none of these operations applies to it
 		}
 		if keep(m) {
 			ids = append(ids, m.ID)
@@ -174,10 +191,14 @@ func messageIDs(tx *bolt.Tx, keep func(*Message) bool) ([]string, error) {
 
 // Delete removes messages from the queue for good: record, schedule entry
 // and body. Recipients that already died stay in their dead letter, which
-// keeps the body.
+// keeps the body. A damaged record (one that does not decode) goes the
+// same way.
 func (q *Queue) Delete(ids []string) ([]IDResult, error) {
-	return q.each("delete", ids, func(tx *bolt.Tx, id string, _ time.Time) error {
+	return q.each("delete", ids, func(tx *bolt.Tx, id string, now time.Time) error {
 		m, err := q.unleased(tx, id)
+		if errors.Is(err, ErrRecordDamaged) {
+			return q.removeDamaged(tx, id, false, now)
+		}
 		if err != nil {
 			return err
 		}
@@ -192,26 +213,24 @@ const ExpiredByOperator = "expired by operator"
 // Expire dead-letters messages now: every pending recipient moves to the
 // dead letters with the reply "expired by operator" (followed by the last
 // reply it had), and the message leaves the queue; its body stays with the
-// dead letter.
+// dead letter. A damaged record leaves the queue for a dead letter of
+// reason ReasonDamaged, which keeps the body but knows no recipients.
 func (q *Queue) Expire(ids []string) ([]IDResult, error) {
 	return q.each("expire", ids, func(tx *bolt.Tx, id string, now time.Time) error {
 		m, err := q.unleased(tx, id)
+		if errors.Is(err, ErrRecordDamaged) {
+			return q.removeDamaged(tx, id, true, now)
+		}
 		if err != nil {
 			return err
 		}
-		var died []Recipient
-		for i := range m.Recipients {
-			r := &m.Recipients[i]
-			if !r.Status.Pending() {
-				continue
-			}
+		died := killPending(m, func(r Recipient) *Reply {
 			reply := &Reply{Lines: []string{ExpiredByOperator}}
 			if r.LastReply != nil {
 				reply.Lines = append(reply.Lines, "last reply: "+r.LastReply.String())
 			}
-			r.Status, r.NextAttempt, r.LastReply = StatusDead, time.Time{}, reply
-			died = append(died, *r)
-		}
+			return reply
+		})
 		if len(died) > 0 {
 			if err := addDead(tx, m, died, now); err != nil {
 				return err

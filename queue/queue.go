@@ -106,6 +106,9 @@ func Open(path string, opts Options) (*Queue, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
+	if err := prepareFile(path, opts.Now(), opts.Logger); err != nil { // prepare.go
+		return nil, fmt.Errorf("queue: open %s: %w", path, err)
+	}
 	_, statErr := os.Stat(path)
 	creating := errors.Is(statErr, os.ErrNotExist)
 
@@ -246,27 +249,13 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 	if len(env.Recipients) == 0 {
 		return "", errors.New("queue: put: no recipients")
 	}
-	now := q.opts.Now()
-	m := &Message{
-		ID:          q.ids.next(now),
-		From:        env.From,
-		Submitter:   env.Submitter,
-		Created:     now,
-		Size:        int64(len(body)),
-		UTF8:        env.UTF8,
-		EightBit:    env.EightBit,
-		DSN:         env.DSN,
-		NextAttempt: now,
-	}
 	if env.RecipientDSN != nil && len(env.RecipientDSN) != len(env.Recipients) {
 		return "", fmt.Errorf("queue: put: %d recipient DSN requests for %d recipients", len(env.RecipientDSN), len(env.Recipients))
 	}
-	for i, rcpt := range env.Recipients {
-		r := Recipient{Address: rcpt, Status: StatusQueued}
-		if env.RecipientDSN != nil {
-			r.DSN = env.RecipientDSN[i]
-		}
-		m.Recipients = append(m.Recipients, r)
+	now := q.opts.Now()
+	m := newMessage(q.ids.next(now), env, body, now)
+	for i := range env.RecipientDSN {
+		m.Recipients[i].DSN = env.RecipientDSN[i]
 	}
 	record, err := json.Marshal(m)
 	if err != nil {
@@ -288,16 +277,22 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 	return m.ID, nil
 }
 
-// Get returns the message record for id.
+// Get returns the message record for id. For a record that does not
+// decode it returns the stand-in the listings show (Message.Damaged) with
+// an error matching ErrRecordDamaged.
 func (q *Queue) Get(id string) (*Message, error) {
 	var m *Message
 	err := q.db.View(func(tx *bolt.Tx) error {
 		var err error
 		m, err = getMessage(tx, id)
+		if errors.Is(err, ErrRecordDamaged) {
+			_, why := decodeMessage(tx.Bucket(bucketMessages).Get([]byte(id)))
+			m = damaged(tx, []byte(id), why) // as List shows it
+		}
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return m, err
 	}
 	return q.leasedUntil(m), nil
 }
@@ -318,7 +313,8 @@ func (q *Queue) List() ([]*Message, error) {
 	return out, nil
 }
 
-// messagesIn decodes every message tx holds, oldest first.
+// messagesIn decodes every message tx holds, oldest first. A record that
+// does not decode is in the list as a stand-in (Message.Damaged).
 func messagesIn(tx *bolt.Tx) ([]*Message, error) {
 	var out []*Message
 	b := tx.Bucket(bucketMessages)
@@ -328,7 +324,7 @@ func messagesIn(tx *bolt.Tx) ([]*Message, error) {
 	err := b.ForEach(func(k, v []byte) error {
 		m, err := decodeMessage(v)
 		if err != nil {
-			return fmt.Errorf("message %s: %w", k, err)
+			m = damaged(tx, k, err) // listed, so that an operator sees it
 		}
 		out = append(out, m)
 		return nil
@@ -336,16 +332,17 @@ func messagesIn(tx *bolt.Tx) ([]*Message, error) {
 	return out, err
 }
 
-// ListDead returns every dead letter, oldest first.
+// ListDead returns every dead letter, oldest first. One whose record does
+// not decode is in the list as a stand-in (DeadLetter.Damaged).
 func (q *Queue) ListDead() ([]*DeadLetter, error) {
 	var out []*DeadLetter
 	err := q.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
+			d, err := decodeDead(v)
+			if err != nil {
+				d = damagedDead(tx, k, err) // listed, so that an operator sees it
 			}
-			out = append(out, &d)
+			out = append(out, d)
 			return nil
 		})
 	})
@@ -417,7 +414,9 @@ func (q *Queue) notify() {
 
 // NextDue returns when the earliest message not held by a worker is due,
 // or the earliest lease runs out if that is sooner, and false when nothing
-// is scheduled.
+// is scheduled. Messages Lease found unreadable (damaged records) are left
+// out: they are never due, and counting them would wake delivery at once,
+// again and again.
 func (q *Queue) NextDue() (time.Time, bool) {
 	var due time.Time
 	var ok bool
@@ -430,6 +429,9 @@ func (q *Queue) NextDue() (time.Time, bool) {
 	_ = q.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSchedule).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if q.leases.unreadable(k[8:]) {
+				continue
+			}
 			if until, leased := q.leases.until(string(k[8:]), now); leased {
 				earlier(until)
 				continue
@@ -493,9 +495,16 @@ func getMessage(tx *bolt.Tx, id string) (*Message, error) {
 	}
 	m, err := decodeMessage(v)
 	if err != nil {
-		return nil, fmt.Errorf("queue: message %s: %w", id, err)
+		return nil, fmt.Errorf("queue: message %s: %w: %w", id, ErrRecordDamaged, err)
 	}
 	return m, nil
+}
+
+// damaged is the stand-in listings show for the record of id that does
+// not decode (err): its ID, when it was created (the ID says), the size
+// of its stored body, StateDamaged.
+func damaged(tx *bolt.Tx, id []byte, err error) *Message {
+	return &Message{ID: string(id), Created: idTime(string(id)), Size: bodySize(tx, string(id)), Damaged: err.Error()}
 }
 
 func putMessage(tx *bolt.Tx, m *Message) error {

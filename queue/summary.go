@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -24,22 +23,29 @@ const (
 	// StateUncertain: a pending recipient is StatusUncertain (maybe
 	// delivered); waiting for its next attempt.
 	StateUncertain State = "uncertain"
+	// StateDamaged: the record does not decode. It is never delivered;
+	// an operator can delete or expire it (`relayq queue check` says
+	// more).
+	StateDamaged State = "damaged"
 )
 
 // ParseState checks a state name given on a command line.
 func ParseState(s string) (State, error) {
 	switch st := State(s); st {
-	case StateQueued, StateDeferred, StateHeld, StateActive, StateUncertain:
+	case StateQueued, StateDeferred, StateHeld, StateActive, StateUncertain, StateDamaged:
 		return st, nil
 	}
-	return "", fmt.Errorf("queue: unknown state %q (queued, deferred, uncertain, held or active)", s)
+	return "", fmt.Errorf("queue: unknown state %q (queued, deferred, uncertain, held, active or damaged)", s)
 }
 
-// State returns the message's state. Held wins over everything, then
-// active (leased), then uncertain (a pending recipient may have been
-// delivered), then deferred (a pending recipient was tried).
+// State returns the message's state. Damaged (a stand-in for a record
+// that does not decode) wins over everything, then held, then active
+// (leased), then uncertain (a pending recipient may have been delivered),
+// then deferred (a pending recipient was tried).
 func (m *Message) State() State {
 	switch {
+	case m.Damaged != "":
+		return StateDamaged
 	case m.Held:
 		return StateHeld
 	case !m.LeasedUntil.IsZero():
@@ -85,6 +91,8 @@ func (m *Message) LifetimeStart() time.Time {
 // Summary is the state of the store at a glance, for `relayq status`.
 type Summary struct {
 	Queued, Deferred, Held, Active, Uncertain int
+	// Damaged counts message records that do not decode (StateDamaged).
+	Damaged int
 	// Oldest is the creation time of the oldest queued message; zero when
 	// the queue is empty.
 	Oldest time.Time
@@ -92,6 +100,9 @@ type Summary struct {
 	// aside, that was tried and is still not delivered; zero when none.
 	OldestDeferred time.Time
 	Dead           int
+	// DamagedDead counts the dead letters (among Dead) whose record does
+	// not decode.
+	DamagedDead int
 	// DeadSince counts dead letters whose last recipient died at or after
 	// the time given to Summarize.
 	DeadSince int
@@ -108,7 +119,8 @@ func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 		err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
 			m, err := decodeMessage(v)
 			if err != nil {
-				return fmt.Errorf("message %s: %w", k, err)
+				s.Damaged++ // counted, not fatal: `queue check` says more
+				return nil
 			}
 			s.add(q.leasedUntil(m))
 			return nil
@@ -117,11 +129,12 @@ func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 			return err
 		}
 		return tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			var d DeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", k, err)
-			}
 			s.Dead++
+			d, err := decodeDead(v)
+			if err != nil {
+				s.DamagedDead++
+				return nil
+			}
 			if !d.Died.Before(deadSince) {
 				s.DeadSince++
 			}

@@ -170,6 +170,8 @@ func shorten(s string) string {
 // listed is one message in `relayq queue list --json` or `dead list --json`.
 type listed struct {
 	ID          string       `json:"id"`
+	State       string       `json:"state"`  // queue list: queued, …, damaged
+	Reason      string       `json:"reason"` // dead list: corrupt or damaged, when no reply killed it
 	From        string       `json:"from"`
 	Recipients  []listedRcpt `json:"recipients"`
 	Attempts    int          `json:"attempts"`

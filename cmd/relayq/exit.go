@@ -8,7 +8,9 @@ package main
 //	0   done, for every ID named
 //	1   status only: the daemon answered, but a [health] limit is exceeded
 //	64  bad flags or arguments (a malformed ID, an unknown state or reply class)
-//	65  queue release: a message was not on hold (nothing was done to it)
+//	65  queue release: a message was not on hold (nothing was done to it);
+//	    or an ID named a message whose record is damaged (does not
+//	    decode): only delete and expire work on it
 //	66  an ID named no message or dead letter (the others were done), or
 //	    not one of the kind asked for (dead show of a queued message)
 //	69  the daemon is not running (nothing answers on the control socket)

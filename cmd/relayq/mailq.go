@@ -27,7 +27,10 @@ import (
 //	-- 1 Kbytes in 1 Request.
 //
 // The ID is followed by "*" while a worker is delivering the message and
-// "!" while it is held. Only recipients still to be delivered are listed;
+// "!" while it is held. A message whose record does not decode has its
+// line with the ID, the size of its body and its arrival time (which the ID
+// encodes), then "damaged" where the sender would be, and no recipients.
+// Only recipients still to be delivered are listed;
 // a "(reason)" line, right-aligned to column 78, comes before the first
 // recipient with that last reply. A blank line separates messages; the
 // empty queue is "Mail queue is empty".
@@ -107,6 +110,9 @@ func mailqOffline(cfg *relayq.Config, env cmdEnv) ([]*queue.Message, int) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		msgs = nil // no queue yet: nothing queued
+	case errors.Is(err, queue.ErrEmpty):
+		fmt.Fprintf(env.Stderr, "mailq: %v: it holds no messages; relayq serve sets it aside when it starts (relayq queue check says more)\n", err)
+		msgs = nil
 	case errors.Is(err, queue.ErrLocked):
 		fmt.Fprintf(env.Stderr, "mailq: %v: relayq is starting or stopping; try again\n", err)
 		return nil, exitTempFail
@@ -159,6 +165,12 @@ func writeMailqMessage(w io.Writer, m *queue.Message, loc *time.Location) {
 	from := m.From
 	if from == "" {
 		from = mailqEmptySender
+	}
+	if m.State() == queue.StateDamaged {
+		fmt.Fprintf(w, mailqSender, id, m.Size, m.Created.In(loc).Format(mailqTime), "damaged")
+		show := "message record does not decode; relayq queue show " + m.ID
+		fmt.Fprintf(w, "%*s(%s)\n", max(76-len(show), 0), "", show)
+		return
 	}
 	fmt.Fprintf(w, mailqSender, id, m.Size, m.Created.In(loc).Format(mailqTime), from)
 	saved := ""

@@ -58,18 +58,30 @@ func runQueueCheck(args []string, env cmdEnv) int {
 		return exitOK
 	}
 	fmt.Fprintf(env.Stdout, "%s: %d problem(s):\n", path, len(problems))
-	damaged := false
+	damaged, empty := false, false
 	for _, p := range problems {
 		fmt.Fprintf(env.Stdout, "  %v\n", p)
 		damaged = damaged || !errors.Is(p, queue.ErrInconsistent)
+		empty = empty || errors.Is(p, queue.ErrEmpty)
 	}
 	fmt.Fprintln(env.Stdout)
-	if damaged {
+	switch {
+	case empty:
+		printEmptyAdvice(env.Stdout, path)
+	case damaged:
 		printDamageAdvice(env.Stdout, path)
-	} else {
+	default:
 		printInconsistencyAdvice(env.Stdout)
 	}
 	return exitDataErr
+}
+
+func printEmptyAdvice(w io.Writer, path string) {
+	fmt.Fprintf(w, `The file holds nothing: not even an empty queue (relayq leaves a file of 0 bytes only if it is
+killed while creating it). relayq serve sets it aside as %[1]s.empty.<time>, logs an
+ERROR and starts a new, empty queue. If messages were queued, the file was truncated or badly
+restored: restore %[1]s from a backup before starting relayq.
+`, path)
 }
 
 func printDamageAdvice(w io.Writer, path string) {
@@ -89,7 +101,12 @@ func printInconsistencyAdvice(w io.Writer) {
 	fmt.Fprint(w, `bbolt reads the file without trouble, but relayq's records disagree; relayq serve still starts.
   - A message with no schedule entry is never tried: relayq queue retry ID schedules it again.
   - Orphaned bodies and index entries only take space.
-Please report it as a bug, with the output above.
+  - A message record that does not decode is listed as damaged and never delivered:
+    relayq queue expire ID keeps its body as a dead letter; relayq queue delete ID drops it.
+  - A body that fails its checksum is never sent: delivery moves the message to the dead
+    letters (reason corrupt), where relayq dead show ID --body shows what is left of it.
+    Damaged records and corrupt bodies point at the disk or at something writing to the file.
+Otherwise, please report it as a bug, with the output above.
 `)
 }
 
@@ -119,7 +136,7 @@ func maintenanceError(name, path string, err error, env cmdEnv) int {
 	case errors.Is(err, queue.ErrLocked):
 		fmt.Fprintf(env.Stderr, "relayq %s: the daemon is running (it holds %s); stop it first (systemctl stop relayq)\n", name, path)
 		return exitTempFail
-	case errors.Is(err, queue.ErrDamaged):
+	case errors.Is(err, queue.ErrDamaged), errors.Is(err, queue.ErrEmpty):
 		fmt.Fprintf(env.Stderr, "relayq %s: %v\nrelayq queue check says more, and how to recover.\n", name, err)
 		return exitDataErr
 	case errors.Is(err, os.ErrNotExist):

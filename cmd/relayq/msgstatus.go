@@ -52,7 +52,7 @@ func runQueueStatus(args []string, env cmdEnv) int {
 // parse. Times absent are unknown or do not apply.
 type statusOfMessage struct {
 	ID          string       `json:"id"`
-	State       string       `json:"state"` // queued, deferred, uncertain, held, active, delivered, dead, deleted
+	State       string       `json:"state"` // queued, deferred, uncertain, held, active, delivered, dead, deleted, damaged
 	From        string       `json:"from"`
 	Created     time.Time    `json:"created"`
 	Size        int64        `json:"size"`
@@ -102,6 +102,9 @@ func messageStatus(id string, l *queue.Lookup) statusOfMessage {
 	default:
 		d := l.Dead
 		st.State, st.From, st.Created, st.Size, st.Attempts = string(queue.FateDead), d.From, d.Created, d.Size, d.Attempts
+		if d.Damaged != "" {
+			st.State = string(queue.StateDamaged)
+		}
 		for _, r := range d.Recipients {
 			st.Recipients = append(st.Recipients, rcptOf(r.Address, r.Status, r.Attempts, r.LastAttempt, "", r.LastReply))
 		}
@@ -174,6 +177,8 @@ func stateText(st statusOfMessage) string {
 		return fmt.Sprintf("%s (left the queue %s)", st.State, st.Left.Local().Format(time.DateTime))
 	case st.State == string(queue.FateDead) && st.Died != nil:
 		return fmt.Sprintf("dead (dead-lettered %s; see relayq dead show %s)", st.Died.Local().Format(time.DateTime), st.ID)
+	case st.State == string(queue.StateDamaged):
+		return fmt.Sprintf("damaged: its record in the queue file does not decode (see relayq queue show %s or dead show %[1]s)", st.ID)
 	case st.State == string(queue.StateUncertain) && st.NextAttempt != nil:
 		return fmt.Sprintf("uncertain: maybe delivered (the connection was lost after the final dot); next attempt %s", when(*st.NextAttempt))
 	case st.NextAttempt != nil:

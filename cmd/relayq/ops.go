@@ -28,7 +28,7 @@ type subcommand struct {
 }
 
 var queueCommands = []subcommand{
-	{"list", "list queued messages [--state queued|deferred|uncertain|held|active]", runQueueList},
+	{"list", "list queued messages [--state queued|deferred|uncertain|held|active|damaged]", runQueueList},
 	{"status", "where one message is: queued … delivered (relay's queue ID), dead, also after it left", runQueueStatus},
 	{"show", "show one message: envelope, recipients, attempt history [--body]", runShow("queue show", control.OpQueueShow)},
 	{"retry", "make messages due now (ID… or --all; `relayq flush` is --all)", runChange(queueRetry)},
@@ -77,7 +77,7 @@ func dispatch(name string, cmds []subcommand, args []string, env cmdEnv) int {
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "`relayq %s OPERATION --help` tells more. Exit codes: 0 done, 64 usage, 65 not held (release),\n66 no such ID (or not of this kind: dead show of a queued message), 69 daemon not running,\n75 message busy (being delivered) or held, 77 not allowed.\n", name)
+	fmt.Fprintf(w, "`relayq %s OPERATION --help` tells more. Exit codes: 0 done, 64 usage,\n65 not held (release) or damaged record (only delete and expire work on it),\n66 no such ID (or not of this kind: dead show of a queued message), 69 daemon not running,\n75 message busy (being delivered) or held, 77 not allowed.\n", name)
 	if help {
 		return exitOK
 	}
@@ -149,7 +149,7 @@ func codeExit(code string) int {
 		return exitUsage
 	case control.CodeDenied:
 		return exitNoPerm
-	case control.CodeNotHeld:
+	case control.CodeNotHeld, control.CodeDamaged:
 		return exitDataErr
 	case control.CodeConfig:
 		return exitConfig
@@ -331,6 +331,11 @@ func refusal(r control.Result, req control.Request) string {
 		return "on hold; release it first (relayq queue release)"
 	case control.CodeNotHeld:
 		return "not on hold; nothing to release"
+	case control.CodeDamaged:
+		if req.Op == control.OpDeadRequeue {
+			return "its dead letter's record in the queue file is damaged (does not decode); only relayq dead purge works on it"
+		}
+		return "its record in the queue file is damaged (does not decode); only relayq queue delete or expire work on it"
 	case control.CodeNotFound:
 		switch {
 		case req.Class != "":

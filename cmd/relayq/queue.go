@@ -25,14 +25,14 @@ func runDeadList(args []string, env cmdEnv) int {
 func runList(name, op string, args []string, env cmdEnv) int {
 	synopsis := "relayq " + name + " [-c FILE] [--json]"
 	if op == control.OpQueueList {
-		synopsis = "relayq " + name + " [-c FILE] [--state queued|deferred|uncertain|held|active] [--json]"
+		synopsis = "relayq " + name + " [-c FILE] [--state queued|deferred|uncertain|held|active|damaged] [--json]"
 	}
 	fs := newFlags(name, synopsis, env)
 	cfgPath := fs.String("c", "", "configuration `file`")
 	asJSON := fs.Bool("json", false, "print a JSON array instead of a table")
 	var state *string
 	if op == control.OpQueueList {
-		state = fs.String("state", "", "only messages in this `state`: queued, deferred, uncertain (maybe delivered), held or active")
+		state = fs.String("state", "", "only messages in this `state`: queued, deferred, uncertain (maybe delivered), held, active\nor damaged (the record does not decode)")
 	}
 	rest, code, done := parseArgs(fs, args, env)
 	if done {
@@ -74,14 +74,18 @@ func runList(name, op string, args []string, env cmdEnv) int {
 // listItem is one message in `list --json`: a stable, documented shape that
 // scripts may parse.
 type listItem struct {
-	ID          string      `json:"id"`
-	State       string      `json:"state,omitempty"` // queued, deferred, uncertain, held or active; absent for dead letters
+	ID    string `json:"id"`
+	State string `json:"state,omitempty"` // queued, deferred, uncertain, held, active or damaged; absent for dead letters
+	// Damaged says why the record does not decode (state damaged); such
+	// an item has only its ID and the size of its stored body.
+	Damaged     string      `json:"damaged,omitempty"`
 	From        string      `json:"from"`
 	Recipients  []rcptItem  `json:"recipients"`
 	Attempts    int         `json:"attempts"`
 	NextAttempt *time.Time  `json:"next_attempt"`
-	Created     time.Time   `json:"created"`
+	Created     time.Time   `json:"created,omitzero"`
 	Died        *time.Time  `json:"died,omitempty"`
+	Reason      string      `json:"reason,omitempty"` // dead letters: corrupt or damaged, when no reply killed it
 	Size        int64       `json:"size"`
 	Submitter   submitterJS `json:"submitter"`
 	submitter   string      // for the table (submitterShort)
@@ -127,6 +131,10 @@ func rcptItems(rs []queue.Recipient) []rcptItem {
 }
 
 func messageItem(m *queue.Message) listItem {
+	if m.Damaged != "" {
+		return listItem{ID: m.ID, State: string(queue.StateDamaged), Damaged: m.Damaged, Size: m.Size,
+			Recipients: []rcptItem{}, Submitter: submitterJS{UID: -1}}
+	}
 	next := m.NextAttempt
 	return listItem{
 		ID: m.ID, State: string(m.State()), From: m.From, Recipients: rcptItems(m.Recipients), Attempts: m.Attempts,
@@ -136,10 +144,13 @@ func messageItem(m *queue.Message) listItem {
 }
 
 func deadItem(d *queue.DeadLetter) listItem {
+	if d.Damaged != "" {
+		return listItem{ID: d.ID, Damaged: d.Damaged, Size: d.Size, Recipients: []rcptItem{}, Submitter: submitterJS{UID: -1}}
+	}
 	died := d.Died
 	return listItem{
 		ID: d.ID, From: d.From, Recipients: rcptItems(d.Recipients), Attempts: d.Attempts,
-		Created: d.Created, Died: &died, Size: d.Size, submitter: submitterShort(d.Submitter),
+		Created: d.Created, Died: &died, Reason: d.Reason, Size: d.Size, submitter: submitterShort(d.Submitter),
 		Submitter: submitterItem(d.Submitter),
 	}
 }
@@ -162,6 +173,15 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 	}
 	fmt.Fprintf(tw, "ID\tSTATE\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\tSUBMITTER\n", when)
 	for _, it := range items {
+		if it.Damaged != "" {
+			state, what := it.State, "relayq queue delete or expire it"
+			if dead {
+				state, what = "dead (damaged)", "relayq dead purge it"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t-\t%d\t-\t-\t-\t-\n", it.ID, state, it.Size)
+			fmt.Fprintf(tw, "  record does not decode (%s); %s\n", oneLine(it.Damaged), what)
+			continue
+		}
 		t := "-"
 		if it.NextAttempt != nil {
 			t = it.NextAttempt.Local().Format(time.DateTime)
@@ -176,6 +196,9 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 		state := it.State
 		if state == "" {
 			state = "dead"
+			if it.Reason != "" {
+				state += " (" + it.Reason + ")"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", it.ID, state, age(it.Created), it.Size, it.Attempts, t, from, it.submitter)
 		for _, r := range it.Recipients {

@@ -97,6 +97,10 @@ func showDeadOf(d *queue.DeadLetter) *showDead {
 
 func printShow(w io.Writer, id string, resp *control.Response) {
 	m, d := resp.Message, resp.DeadLetter
+	if m != nil && m.Damaged != "" || d != nil && d.Damaged != "" {
+		printDamaged(w, id, m, d)
+		return
+	}
 	var (
 		from    string
 		sub     queue.Submitter
@@ -129,11 +133,47 @@ func printShow(w io.Writer, id string, resp *control.Response) {
 	if d != nil {
 		fmt.Fprintln(w)
 		field("Dead letter", "died %s (%s ago) after %d attempt(s)", d.Died.Local().Format(time.DateTime), age(d.Died), d.Attempts)
+		if d.Reason != "" {
+			field("Reason", "%s", deadReason(d.Reason))
+		}
 		printRecipients(w, d.Recipients)
 	}
 	fmt.Fprintln(w)
 	printHistory(w, created, history)
 	printTranscript(w, history)
+}
+
+// printDamaged shows what can be shown of a message or dead letter whose
+// record does not decode: that it is damaged and why, what to do, and the
+// other record if that one is sound. --body still prints the stored body.
+func printDamaged(w io.Writer, id string, m *queue.Message, d *queue.DeadLetter) {
+	field := func(name, format string, args ...any) {
+		fmt.Fprintf(w, "%-14s%s\n", name+":", fmt.Sprintf(format, args...))
+	}
+	field("Queue ID", "%s", id)
+	if m != nil {
+		if m.Damaged == "" {
+			printQueued(w, field, m)
+		} else {
+			field("State", "damaged: the record in the queue file does not decode; it is not delivered")
+			field("Problem", "%s", oneLine(m.Damaged))
+			field("Created", "%s (%s ago; from its ID)", m.Created.Local().Format(time.DateTime), age(m.Created))
+			field("Size", "%d bytes (of the stored body)", m.Size)
+			field("What to do", "relayq queue expire %[1]s (keeps the body as a dead letter) or relayq queue delete %[1]s", id)
+		}
+	}
+	switch {
+	case d == nil:
+	case d.Damaged != "":
+		fmt.Fprintln(w)
+		field("Dead letter", "damaged: its record in the queue file does not decode")
+		field("Problem", "%s", oneLine(d.Damaged))
+		field("What to do", "relayq dead show --body %[1]s to save the message, then relayq dead purge %[1]s", id)
+	default:
+		fmt.Fprintln(w)
+		field("Dead letter", "died %s after %d attempt(s)", d.Died.Local().Format(time.DateTime), d.Attempts)
+		printRecipients(w, d.Recipients)
+	}
 }
 
 // printTranscript prints the exchange with the relay of the last attempt
@@ -181,6 +221,17 @@ func printQueued(w io.Writer, field func(name, format string, args ...any), m *q
 		field("Next attempt", "%s", when(m.NextAttempt))
 	}
 	printRecipients(w, m.Recipients)
+}
+
+// deadReason explains a dead letter's Reason.
+func deadReason(reason string) string {
+	switch reason {
+	case queue.ReasonCorrupt:
+		return "corrupt: the body no longer matched the checksum taken when it was queued, so it was not sent"
+	case queue.ReasonDamaged:
+		return "damaged: the message record did not decode; an operator expired it (the body is kept, the envelope is lost)"
+	}
+	return reason
 }
 
 func when(t time.Time) string {

@@ -61,6 +61,12 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 			out = append(out, fmt.Sprintf("oldest deferred message has waited %s, more than health.max_queue_age (%s)", a.Round(time.Second), h.MaxQueueAge))
 		}
 	}
+	if st.Damaged > 0 {
+		out = append(out, fmt.Sprintf("%d message record(s) damaged, never delivered: relayq queue list --state damaged", st.Damaged))
+	}
+	if st.DeadDamaged > 0 {
+		out = append(out, fmt.Sprintf("%d dead letter record(s) damaged: relayq dead list", st.DeadDamaged))
+	}
 	if h.MaxDead > 0 && st.DeadLastDay > h.MaxDead {
 		out = append(out, fmt.Sprintf("%d messages dead-lettered in the last 24h, more than health.max_dead (%d)", st.DeadLastDay, h.MaxDead))
 	}
@@ -79,9 +85,11 @@ type statusOut struct {
 	Held              int       `json:"held"`
 	Active            int       `json:"active"`
 	Uncertain         int       `json:"uncertain"`
+	Damaged           int       `json:"damaged"`
 	OldestAge         *string   `json:"oldest_age,omitempty"`
 	OldestDeferredAge *string   `json:"oldest_deferred_age,omitempty"`
 	Dead              int       `json:"dead"`
+	DeadDamaged       int       `json:"dead_damaged"`
 	DeadLastDay       int       `json:"dead_last_day"`
 	Database          string    `json:"database"`
 	DatabaseBytes     int64     `json:"database_bytes"`
@@ -117,10 +125,11 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 		Relays:  relays,
 		Limits:  limits,
 		Healthy: len(problems) == 0, Problems: problems,
-		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain,
+		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain + st.Damaged,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
+		Damaged:   st.Damaged,
 		OldestAge: ageOf(st.Oldest), OldestDeferredAge: ageOf(st.OldestDeferred),
-		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
+		Dead: st.Dead, DeadDamaged: st.DeadDamaged, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
 		Started: st.Started, Uptime: st.Now.Sub(st.Started).Round(time.Second).String(),
 	}
 }
@@ -131,8 +140,12 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 		fmt.Fprintf(w, "%-14s%s\n", name+":", fmt.Sprintf(format, args...))
 	}
 	field("Daemon", "running since %s (up %s)", st.Started.Local().Format(time.DateTime), st.Now.Sub(st.Started).Round(time.Second))
-	field("Queue", "%d message(s): %d queued, %d deferred, %d uncertain, %d held, %d active",
-		st.Queued+st.Deferred+st.Uncertain+st.Held+st.Active, st.Queued, st.Deferred, st.Uncertain, st.Held, st.Active)
+	damaged := ""
+	if st.Damaged > 0 {
+		damaged = fmt.Sprintf(", %d damaged", st.Damaged)
+	}
+	field("Queue", "%d message(s): %d queued, %d deferred, %d uncertain, %d held, %d active%s",
+		st.Queued+st.Deferred+st.Uncertain+st.Held+st.Active+st.Damaged, st.Queued, st.Deferred, st.Uncertain, st.Held, st.Active, damaged)
 	ageText := func(t *time.Time) string {
 		if t == nil {
 			return "none"
@@ -140,7 +153,11 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 		return st.Now.Sub(*t).Round(time.Second).String()
 	}
 	field("Oldest", "%s (oldest deferred: %s)", ageText(st.Oldest), ageText(st.OldestDeferred))
-	field("Dead letters", "%d (%d in the last 24h)", st.Dead, st.DeadLastDay)
+	deadDamaged := ""
+	if st.DeadDamaged > 0 {
+		deadDamaged = fmt.Sprintf(", %d damaged", st.DeadDamaged)
+	}
+	field("Dead letters", "%d (%d in the last 24h%s)", st.Dead, st.DeadLastDay, deadDamaged)
 	field("Database", "%s, %s", db, byteSize(st.DBSize))
 	for _, r := range st.Relays {
 		field("Relay", "%s: %s", r.Relay, relayState(r, st.Now))
