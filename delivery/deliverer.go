@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -137,7 +136,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				d.attempt(sendCtx, l)
+				d.attempt(ctx, sendCtx, l)
 				slots <- struct{}{}
 			}()
 		}
@@ -156,17 +155,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 // waitForRelay sleeps out a relay pause; it reports false when ctx ended.
 func (d *Deliverer) waitForRelay(ctx context.Context) bool {
 	wait := d.pause.remaining(d.opts.Now())
-	if wait <= 0 {
-		return true
-	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return wait <= 0 || sleep(ctx, wait) // record.go
 }
 
 // waitForWork sleeps until a message may be due: something changed in the
@@ -192,8 +181,10 @@ func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, sl
 	return true
 }
 
-// attempt sends one leased message and records what happened.
-func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
+// attempt sends one leased message and records what happened. ctx is the
+// attempt's (it outlives runCtx by the shutdown grace period); runCtx ends
+// when shutdown begins.
+func (d *Deliverer) attempt(runCtx, ctx context.Context, l *queue.Lease) {
 	rcpts := pendingAddresses(l.Message)
 	msg := &transport.Message{
 		From:       l.From,
@@ -232,13 +223,9 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 	attempt := queue.Attempt{Time: start, Relay: d.opts.Relay, Duration: d.opts.Now().Sub(start), Transcript: transcriptOf(res, err)}
 	rec, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes)
 	if rerr != nil {
-		// The relay's answer is known but could not be stored. If it was
-		// a delivery, the next attempt sends it again: a duplicate, never
-		// a loss.
-		d.opts.Logger.Error("cannot record attempt; the message will be tried again", "id", l.ID, "err", rerr)
-		if !errors.Is(rerr, queue.ErrLeaseLost) {
-			_ = d.opts.Queue.Release(l)
-		}
+		rec, rerr = d.keepRecording(runCtx, l, attempt, outcomes, rerr) // record.go
+	}
+	if rerr != nil {
 		return
 	}
 	for _, o := range outcomes {
