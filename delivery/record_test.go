@@ -1,58 +1,17 @@
 package delivery
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"relayq/queue"
+	"relayq/smallfs"
 	"relayq/transport/smtptest"
 )
-
-// tmpfs mounts a file system of size (mount's syntax: "1m") for the test.
-// It needs root (skipped without it).
-func tmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small file system needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v: %s)", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillUp writes path until the file system holding it has no block left.
-func fillUp(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for size := len(chunk); size > 0; {
-		_, err := f.Write(chunk[:size])
-		switch {
-		case errors.Is(err, syscall.ENOSPC):
-			size /= 2
-		case err != nil:
-			t.Fatal(err)
-		}
-	}
-}
 
 // queueOnFullDisk opens a queue on a small file system with no headroom,
 // puts one message to many recipients in it (its records span several
@@ -61,7 +20,7 @@ func fillUp(t *testing.T, path string) {
 // and the filler file.
 func queueOnFullDisk(t *testing.T) (q *queue.Queue, id, filler string) {
 	t.Helper()
-	dir := tmpfs(t, "2m")
+	dir := smallfs.Mount(t, "2m")
 	q, err := queue.Open(filepath.Join(dir, "queue.db"), queue.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +34,7 @@ func queueOnFullDisk(t *testing.T) (q *queue.Queue, id, filler string) {
 		t.Fatal(err)
 	}
 	filler = filepath.Join(dir, "filler")
-	fillUp(t, filler)
+	smallfs.Fill(t, filler)
 	return q, id, filler
 }
 

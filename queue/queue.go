@@ -136,7 +136,7 @@ func Open(path string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
 	q.startInflight(path + inflightSuffix)
-	q.space = newSpace(path, opts.MinFree)
+	q.space = newSpace(path, opts.MinFree, func() int64 { return int64(db.Stats().FreeAlloc) })
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)

@@ -19,7 +19,10 @@ import (
 //
 //   - Put refuses (ErrFull, intake's 452 4.3.1) while the file system has
 //     less than Options.MinFree free (statfs, checked at each Put), so the
-//     queue's own intake never takes the last of the space;
+//     queue's own intake never takes the last of the space. The free pages
+//     inside the database file count as free: the file never shrinks (only
+//     `relayq queue compact` shrinks it), so once the queue drains the
+//     room is there, inside it;
 //   - a reserve file next to the database (<file>.reserve, up to
 //     maxReserve, allocated with fallocate) holds space that something else
 //     filling the disk cannot take. When a change that frees space or
@@ -41,9 +44,10 @@ const spaceInterval = time.Second
 
 // Space is the state of the queue's file system, for `relayq status`.
 type Space struct {
-	Free    int64 // bytes free for the daemon's user (statfs f_bavail)
-	MinFree int64 // Options.MinFree; 0: no headroom kept
-	Reserve int64 // bytes the reserve file holds now; 0 when released
+	Free     int64 // bytes free on the file system for the daemon's user (statfs f_bavail)
+	FileFree int64 // bytes in free pages inside the database file
+	MinFree  int64 // Options.MinFree; 0: no headroom kept
+	Reserve  int64 // bytes the reserve file holds now; 0 when released
 	// Refusing says that Put refuses new messages for lack of room.
 	Refusing bool
 	Err      error // statfs failed; Free is then unknown
@@ -54,17 +58,19 @@ type space struct {
 	path        string // the reserve file
 	minFree     int64
 	reserveSize int64
+	fileFree    func() int64 // free pages inside the database file, in bytes
 
 	mu       sync.Mutex
 	reserved bool // the reserve file is allocated
 }
 
-func newSpace(dbPath string, minFree int64) *space {
+func newSpace(dbPath string, minFree int64, fileFree func() int64) *space {
 	return &space{
 		dir:         filepath.Dir(dbPath),
 		path:        dbPath + reserveSuffix,
 		minFree:     minFree,
 		reserveSize: min(minFree/2, maxReserve),
+		fileFree:    fileFree,
 	}
 }
 
@@ -80,9 +86,9 @@ func FreeSpace(dir string) (int64, error) {
 
 // status reports the file system's free space and whether Put refuses.
 func (s *space) status() Space {
-	out := Space{MinFree: s.minFree}
+	out := Space{MinFree: s.minFree, FileFree: s.fileFree()}
+	out.Free, out.Err = FreeSpace(s.dir)
 	if s.minFree <= 0 {
-		out.Free, out.Err = FreeSpace(s.dir)
 		return out
 	}
 	s.mu.Lock()
@@ -91,10 +97,13 @@ func (s *space) status() Space {
 	if reserved {
 		out.Reserve = s.reserveSize
 	}
-	out.Free, out.Err = FreeSpace(s.dir)
-	out.Refusing = out.Err == nil && out.Free < s.minFree || !reserved && s.reserveSize > 0
+	out.Refusing = out.Err == nil && out.room() < s.minFree || !reserved && s.reserveSize > 0
 	return out
 }
+
+// room is what a new message may use: the file system's free space and the
+// free pages inside the database file.
+func (s Space) room() int64 { return s.Free + s.FileFree }
 
 // admit returns ErrFull when a new message must be refused for lack of room.
 func (s *space) admit() error {
@@ -105,8 +114,8 @@ func (s *space) admit() error {
 	switch {
 	case st.Err != nil:
 		return nil // cannot tell; the commit itself will say
-	case st.Refusing && st.Free < s.minFree:
-		return fmt.Errorf("%w: %d bytes free on the file system, below min_free (%d)", ErrFull, st.Free, s.minFree)
+	case st.Refusing && st.room() < s.minFree:
+		return fmt.Errorf("%w: %d bytes free (%d of them inside the queue file), below min_free (%d)", ErrFull, st.room(), st.FileFree, s.minFree)
 	case st.Refusing:
 		return fmt.Errorf("%w: the space reserved for recording deliveries is in use", ErrFull)
 	}
@@ -127,7 +136,7 @@ func (s *space) release() bool {
 }
 
 // restore allocates the reserve file if it is missing and there is room
-// for it and MinFree besides. It returns what went wrong, if anything.
+// for it and MinFree besides; it reports whether it did.
 func (s *space) restore() (bool, error) {
 	if s.reserveSize <= 0 {
 		return false, nil
@@ -141,7 +150,10 @@ func (s *space) restore() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if have := existingSize(s.path); free+have < s.minFree+s.reserveSize {
+	// The file system must have room for the reserve and as much again,
+	// and with the database's own free pages, for the reserve and MinFree.
+	have := existingSize(s.path)
+	if free+have < 2*s.reserveSize || free+have+s.fileFree() < s.minFree+s.reserveSize {
 		return false, nil
 	}
 	if err := allocate(s.path, s.reserveSize); err != nil {
