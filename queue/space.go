@@ -110,6 +110,9 @@ func (s *space) admit() error {
 	if s.minFree <= 0 {
 		return nil
 	}
+	if _, err := s.restore(); err != nil { // intake resumes as soon as there is room
+		return fmt.Errorf("%w: %v", ErrFull, err)
+	}
 	st := s.status()
 	switch {
 	case st.Err != nil:
@@ -202,6 +205,11 @@ func writeZeros(f *os.File, size int64) error {
 	}
 	return nil
 }
+
+// Room returns ErrFull (with the cause) when Put would refuse a new
+// message for lack of room right now, so that intake can say so before
+// the message is sent (MAIL FROM).
+func (q *Queue) Room() error { return q.space.admit() }
 
 // Space reports the queue's file system: free space, the headroom kept and
 // whether new messages are refused for lack of room.

@@ -60,6 +60,7 @@ func startDaemon(cfg *relayq.Config, log *slog.Logger) (d *daemon, err error) {
 	d.q, err = queue.Open(cfg.Queue.Path, queue.Options{
 		LeaseTimeout: cfg.Delivery.LeaseTimeout.Duration,
 		MaxSize:      int64(cfg.Queue.MaxSize),
+		MinFree:      int64(cfg.Queue.MinFree),
 		Logger:       log,
 		// 0 in the config keeps no history; the queue's 0 means its default.
 		HistoryRetention: cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
