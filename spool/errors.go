@@ -22,4 +22,8 @@ var (
 	// ErrBadDSN is returned by Submit and WriteMaildrop for DSN parameters
 	// (RET, ENVID, NOTIFY, ORCPT) that are not valid (EX_USAGE).
 	ErrBadDSN = errors.New("spool: bad DSN parameter")
+	// ErrNoRoom is returned by MaildropRoom while the queue's file system
+	// has less free space than min_free: the maildrop takes no message then,
+	// as intake takes none (EX_TEMPFAIL).
+	ErrNoRoom = errors.New("spool: not enough free space for the queue")
 )

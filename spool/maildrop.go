@@ -96,6 +96,29 @@ func WriteMaildrop(dir string, env queue.Envelope, body []byte) (name string, er
 	return name, nil
 }
 
+// MaildropRoom returns ErrNoRoom while the file system of the queue at
+// queuePath, where the daemon will import the message, has less than
+// minFree bytes free: the rule intake follows (queue.Options.MinFree),
+// without the free pages inside the queue file, which only the daemon can
+// see. The queue's directory is looked at if this user may, else the
+// maildrop dir's file system (usually the same). 0 checks nothing.
+func MaildropRoom(queuePath, dir string, minFree int64) error {
+	if minFree <= 0 {
+		return nil
+	}
+	free, err := queue.FreeSpace(filepath.Dir(queuePath))
+	if err != nil {
+		free, err = queue.FreeSpace(dir)
+	}
+	if err != nil {
+		return nil // cannot tell; writing the file will
+	}
+	if free < minFree {
+		return fmt.Errorf("spool: maildrop: %w: %d bytes free, below min_free (%d)", ErrNoRoom, free, minFree)
+	}
+	return nil
+}
+
 func writeMaildropFile(f *os.File, header string, body []byte) error {
 	// The umask may have taken the read bits away; the daemon needs them.
 	if err := f.Chmod(0o644); err != nil {
@@ -273,11 +296,17 @@ func (m *Maildrop) logger() *slog.Logger {
 // maildrop file is renamed *.bad and logged, never deleted. Temporary files
 // are left alone while sendmail may still be writing them, and removed once
 // they are an hour old. A failing Put (queue full, storage error) stops the
-// import; the file stays for the next one.
+// import; the file stays for the next one. While the queue refuses new
+// mail for lack of room (queue.Room) nothing is imported.
 //
 // The submitter recorded is the file owner's uid, Via "maildrop".
 func (m *Maildrop) Import(ctx context.Context) (imported int, err error) {
 	dir, log := m.Dir, m.logger()
+	if err := m.Queue.Room(); err != nil {
+		// Put would refuse every file (min_free): leave them for later
+		// without claiming any, and say it the same way each time.
+		return 0, fmt.Errorf("spool: maildrop: %w", queue.ErrFull)
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, fmt.Errorf("spool: maildrop: %w", err)
