@@ -299,6 +299,9 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 		}
 		return tx.Bucket(bucketSchedule).Put(scheduleKey(m.NextAttempt, m.ID), nil)
 	})
+	if errors.Is(err, ErrFull) {
+		q.space.noteFull()
+	}
 	if err != nil {
 		return "", fmt.Errorf("queue: put: %w", err)
 	}

@@ -27,9 +27,9 @@ import (
 //     maxReserve, allocated with fallocate) holds space that something else
 //     filling the disk cannot take. When a change that frees space or
 //     records an outcome fails for lack of room, the reserve is deleted and
-//     the change tried again in the room it leaves (committer.go). Put
-//     refuses while the reserve is gone, and it is allocated again once
-//     MinFree plus its size are free.
+//     the change tried again in the room it leaves (committer.go). While
+//     the reserve is gone Put wants its size free on top of MinFree; it
+//     is allocated again once the file system has room for it.
 //
 // MinFree 0 turns both off.
 
@@ -41,6 +41,14 @@ const maxReserve = 8 << 20
 
 // spaceInterval is how often a released reserve is looked at again.
 const spaceInterval = time.Second
+
+// fullHold is how long Put refuses at once after a message did not fit
+// while the file system is below MinFree. The free pages inside the file
+// count as room, but a body needs runs of them, which a file fragmented by
+// recording attempts may not have; so rather than let every submission
+// send its body to be refused at the commit, intake says 452 at MAIL for a
+// while, and then lets one try.
+const fullHold = 5 * time.Second
 
 // Space is the state of the queue's file system, for `relayq status`.
 type Space struct {
@@ -61,7 +69,8 @@ type space struct {
 	fileFree    func() int64 // free pages inside the database file, in bytes
 
 	mu       sync.Mutex
-	reserved bool // the reserve file is allocated
+	reserved bool      // the reserve file is allocated
+	lastFull time.Time // when a new message last did not fit (noteFull)
 }
 
 func newSpace(dbPath string, minFree int64, fileFree func() int64) *space {
@@ -92,13 +101,33 @@ func (s *space) status() Space {
 		return out
 	}
 	s.mu.Lock()
-	reserved := s.reserved
+	reserved, lastFull := s.reserved, s.lastFull
 	s.mu.Unlock()
 	if reserved {
 		out.Reserve = s.reserveSize
 	}
-	out.Refusing = out.Err == nil && out.room() < s.minFree || !reserved && s.reserveSize > 0
+	didNotFit := time.Since(lastFull) < fullHold && out.Free < s.minFree
+	out.Refusing = out.Err == nil && (out.room() < s.need(reserved) || didNotFit)
 	return out
+}
+
+// noteFull records that a new message did not fit (its commit failed with
+// ErrFull).
+func (s *space) noteFull() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastFull = time.Now()
+}
+
+// need is the room below which Put refuses: MinFree, and the reserve's
+// size too while it is not allocated (given up to a record, or no room on
+// the file system to allocate it, the queue file's free pages standing in
+// for it).
+func (s *space) need(reserved bool) int64 {
+	if reserved {
+		return s.minFree
+	}
+	return s.minFree + s.reserveSize
 }
 
 // room is what a new message may use: the file system's free space and the
@@ -117,10 +146,12 @@ func (s *space) admit() error {
 	switch {
 	case st.Err != nil:
 		return nil // cannot tell; the commit itself will say
+	case st.Refusing && st.Reserve == 0:
+		return fmt.Errorf("%w: %d bytes free (%d of them inside the queue file), below min_free (%d) and the reserve (%d), which is used up", ErrFull, st.room(), st.FileFree, s.minFree, s.reserveSize)
 	case st.Refusing && st.room() < s.minFree:
 		return fmt.Errorf("%w: %d bytes free (%d of them inside the queue file), below min_free (%d)", ErrFull, st.room(), st.FileFree, s.minFree)
 	case st.Refusing:
-		return fmt.Errorf("%w: the space reserved for recording deliveries is in use", ErrFull)
+		return fmt.Errorf("%w: the last message did not fit, with %d bytes free on the file system, below min_free (%d)", ErrFull, st.Free, s.minFree)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -52,6 +53,9 @@ func TestFullQueueSendsEachMessageOnce(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages acknowledged, then 452 4.3.1 with %d bytes free", len(acked), freeBytes(t, mnt))
+	if sp := statusSpace(t, d); !sp.Refusing || sp.MinFree != 512<<10 {
+		t.Errorf("relayq status once intake refused: %+v, want refusing with min_free 512 KiB", sp)
+	}
 
 	// Something else takes the rest of the disk; the relay comes back.
 	filler := filepath.Join(mnt, "filler")
@@ -106,10 +110,43 @@ func TestFullQueueSendsEachMessageOnce(t *testing.T) {
 	if busy := cpuShare(t, pid, 2*time.Second); busy > 0.2 {
 		t.Errorf("relayq used %.0f%% of a CPU with the queue empty, want it idle", busy*100)
 	}
+	// Intake takes mail again (after a few seconds: a message that did not
+	// fit holds it back for a while).
+	waitFor(t, 30*time.Second, "relayq status to say intake takes mail", func() bool { return !statusSpace(t, d).Refusing })
+	from, to := "after@example.org", []string{"after@example.net"}
+	if _, err := submitSMTP("unix", d.submitSocket(), from, to, newMessage(9999, from, to, 10)); err != nil {
+		t.Errorf("submission once the queue drained: %v", err)
+	}
 	if code := d.stop(); code != 0 {
 		t.Errorf("relayq serve exited %d after SIGTERM, want 0", code)
 	}
 	checkQueueFile(t, d)
+}
+
+// spaceStatus is the "space" object of `relayq status --json`.
+type spaceStatus struct {
+	Free     int64 `json:"free"`
+	FileFree int64 `json:"file_free"`
+	MinFree  int64 `json:"min_free"`
+	Reserve  int64 `json:"reserve"`
+	Refusing bool  `json:"refusing"`
+}
+
+// statusSpace runs `relayq status --json` and returns what it says of the
+// queue's room; it must exit 1 (unhealthy) when intake refuses, else 0.
+func statusSpace(t *testing.T, d *daemon) spaceStatus {
+	t.Helper()
+	res := d.relayq("status", "--json")
+	var out struct {
+		Space spaceStatus `json:"space"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+		t.Fatalf("relayq status --json: %v (%v)", res, err)
+	}
+	if want := map[bool]int{true: 1, false: 0}[out.Space.Refusing]; res.code != want {
+		t.Fatalf("relayq status --json: %v, want exit %d", res, want)
+	}
+	return out.Space
 }
 
 // cpuShare is the share of one CPU that process pid used over the next

@@ -61,6 +61,9 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 			out = append(out, fmt.Sprintf("oldest deferred message has waited %s, more than health.max_queue_age (%s)", a.Round(time.Second), h.MaxQueueAge))
 		}
 	}
+	if st.Space.Refusing {
+		out = append(out, "intake refuses new mail (452 4.3.1): "+spaceText(st.Space))
+	}
 	if h.MaxDead > 0 && st.DeadLastDay > h.MaxDead {
 		out = append(out, fmt.Sprintf("%d messages dead-lettered in the last 24h, more than health.max_dead (%d)", st.DeadLastDay, h.MaxDead))
 	}
@@ -70,22 +73,23 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 // statusOut is `relayq status --json`. Ages are in seconds; absent when
 // there is no such message.
 type statusOut struct {
-	Healthy                  bool      `json:"healthy"`
-	Problems                 []string  `json:"problems"`
-	Messages                 int       `json:"messages"`
-	Queued                   int       `json:"queued"`
-	Deferred                 int       `json:"deferred"`
-	Held                     int       `json:"held"`
-	Active                   int       `json:"active"`
-	Uncertain                int       `json:"uncertain"`
-	OldestAgeSeconds         *float64  `json:"oldest_age_seconds,omitempty"`
-	OldestDeferredAgeSeconds *float64  `json:"oldest_deferred_age_seconds,omitempty"`
-	Dead                     int       `json:"dead"`
-	DeadLastDay              int       `json:"dead_last_day"`
-	Database                 string    `json:"database"`
-	DatabaseBytes            int64     `json:"database_bytes"`
-	Started                  time.Time `json:"started"`
-	UptimeSeconds            float64   `json:"uptime_seconds"`
+	Healthy                  bool                `json:"healthy"`
+	Problems                 []string            `json:"problems"`
+	Messages                 int                 `json:"messages"`
+	Queued                   int                 `json:"queued"`
+	Deferred                 int                 `json:"deferred"`
+	Held                     int                 `json:"held"`
+	Active                   int                 `json:"active"`
+	Uncertain                int                 `json:"uncertain"`
+	OldestAgeSeconds         *float64            `json:"oldest_age_seconds,omitempty"`
+	OldestDeferredAgeSeconds *float64            `json:"oldest_deferred_age_seconds,omitempty"`
+	Dead                     int                 `json:"dead"`
+	DeadLastDay              int                 `json:"dead_last_day"`
+	Database                 string              `json:"database"`
+	DatabaseBytes            int64               `json:"database_bytes"`
+	Space                    control.SpaceStatus `json:"space"`
+	Started                  time.Time           `json:"started"`
+	UptimeSeconds            float64             `json:"uptime_seconds"`
 	// Relays: each relay's state and last result, as the daemon has them.
 	Relays []control.RelayStatus `json:"relays"`
 	// Limits: what each submitter used of its [limits]; empty without
@@ -119,7 +123,7 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
 		OldestAgeSeconds: ageOf(st.Oldest), OldestDeferredAgeSeconds: ageOf(st.OldestDeferred),
-		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
+		Dead: st.Dead, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize, Space: st.Space,
 		Started: st.Started, UptimeSeconds: st.Now.Sub(st.Started).Seconds(),
 	}
 }
@@ -141,6 +145,11 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 	field("Oldest", "%s (oldest deferred: %s)", ageText(st.Oldest), ageText(st.OldestDeferred))
 	field("Dead letters", "%d (%d in the last 24h)", st.Dead, st.DeadLastDay)
 	field("Database", "%s, %s", db, byteSize(st.DBSize))
+	intake := "accepting mail"
+	if st.Space.Refusing {
+		intake = "REFUSING new mail (452 4.3.1)"
+	}
+	field("Free space", "%s; %s", spaceText(st.Space), intake)
 	for _, r := range st.Relays {
 		field("Relay", "%s: %s", r.Relay, relayState(r, st.Now))
 		field("Last result", "%s", lastResult(r, st.Now))
@@ -219,4 +228,22 @@ func byteSize(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// spaceText says how much room the queue has: "1.2 GiB free on the
+// queue's file system, 3.0 MiB inside the queue file, min_free 50.0 MiB,
+// reserve 8.0 MiB".
+func spaceText(sp control.SpaceStatus) string {
+	if sp.Err != "" {
+		return "unknown (" + sp.Err + ")"
+	}
+	text := fmt.Sprintf("%s free on the queue's file system, %s inside the queue file", byteSize(sp.Free), byteSize(sp.FileFree))
+	if sp.MinFree == 0 {
+		return text + ", no min_free"
+	}
+	text += ", min_free " + byteSize(sp.MinFree)
+	if sp.Reserve == 0 {
+		return text + ", reserve used up"
+	}
+	return text + ", reserve " + byteSize(sp.Reserve)
 }
