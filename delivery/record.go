@@ -23,6 +23,7 @@ import (
 const (
 	recordRetryInitial = 250 * time.Millisecond
 	recordRetryMax     = 30 * time.Second
+	recordRetryMin     = 50 * time.Millisecond // whatever the lease says: never a busy loop
 )
 
 // keepRecording retries the record of an attempt that failed with err,
@@ -42,7 +43,7 @@ func (d *Deliverer) keepRecording(ctx context.Context, l *queue.Lease, a queue.A
 			return nil, rerr
 		}
 		// The lease must outlast the wait: it is renewed before each one.
-		wait := min(b.NextBackOff(), l.LeasedUntil.Sub(d.opts.Now())/2)
+		wait := max(min(b.NextBackOff(), l.LeasedUntil.Sub(d.opts.Now())/2), recordRetryMin)
 		d.opts.Logger.Error("cannot record attempt; keeping its outcome and trying again, the message is not sent again",
 			"id", l.ID, "failures", failures, "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
