@@ -51,6 +51,12 @@ type Config struct {
 type QueueConfig struct {
 	Path    string   `toml:"path"`     // database file; relative to StateDir; default "queue.db"
 	MaxSize ByteSize `toml:"max_size"` // largest database size; 0 (default) = unlimited
+	// MinFree is the free space kept on the queue's file system, as
+	// Postfix's queue_minfree: below it new mail is refused with 452 4.3.1
+	// (sendmail exits 75), so that recording deliveries, deleting delivered
+	// messages and dead-letter moves always have room. Default: twice
+	// submission.max_message_size; 0 keeps none.
+	MinFree ByteSize `toml:"min_free"`
 	// HistoryRetention is how long the record of a delivered (or dead,
 	// or deleted) message is kept for `relayq queue status`; default
 	// 168h (7 days); 0 keeps none.

@@ -359,3 +359,23 @@ func TestSocketGID(t *testing.T) {
 		t.Errorf("socket_group = %q", cfg.Submission.SocketGroup)
 	}
 }
+
+// TestMinFreeFollowsMessageSize: queue.min_free defaults to twice
+// submission.max_message_size, whatever that is set to; set, it is taken
+// as it is, 0 included (no headroom).
+func TestMinFreeFollowsMessageSize(t *testing.T) {
+	l := testLoader(t)
+	for _, tc := range []struct {
+		text string
+		want ByteSize
+	}{
+		{"", 50 << 20},
+		{"[submission]\nmax_message_size = \"1MiB\"\n", 2 << 20},
+		{"[queue]\nmin_free = \"3MiB\"\n", 3 << 20},
+		{"[queue]\nmin_free = 0\n[submission]\nmax_message_size = \"1MiB\"\n", 0},
+	} {
+		if got := mustParse(t, l, tc.text).Queue.MinFree; got != tc.want {
+			t.Errorf("%q: queue.min_free = %v, want %v", tc.text, got, tc.want)
+		}
+	}
+}

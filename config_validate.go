@@ -47,6 +47,9 @@ func (l loader) resolve(cfg *Config, c *checker) {
 		cfg.Relay.Name = host
 	}
 	l.resolveRelay(&cfg.Relay, c)
+	if !c.set("queue.min_free") {
+		cfg.Queue.MinFree = 2 * cfg.Submission.MaxMessageSize
+	}
 }
 
 // stateDirFor returns the absolute state directory for the state_dir key.

@@ -33,6 +33,7 @@ func TestRejected(t *testing.T) {
 		{"bad duration", "[relay]\ngreeting_timeout = \"30\"\n", "test.toml:2: relay.greeting_timeout: \"30\" is not a duration"},
 		{"bad size", "[queue]\nmax_size = \"1.5GiB\"\n", "test.toml:2: queue.max_size: \"1.5GiB\" is not a size"},
 		{"negative size", "[queue]\nmax_size = -1\n", "test.toml:2: queue.max_size: -1 is negative"},
+		{"negative min_free", "[queue]\nmin_free = -1\n", "test.toml:2: queue.min_free: -1 is negative"},
 		{"bad mode", "[submission]\nsocket_mode = \"rw-rw----\"\n", "test.toml:2: submission.socket_mode: \"rw-rw----\" is not an octal mode"},
 		{"setuid mode", "[submission]\nsocket_mode = \"4777\"\n", "test.toml:2: submission.socket_mode: \"4777\" has bits beyond 0777"},
 

@@ -63,6 +63,20 @@ type Status struct {
 	// Limits is what each submitter used of its [limits] (Options.Limits);
 	// absent when no limit is set.
 	Limits []LimitStatus `json:"limits,omitempty"`
+	// Space is the queue's file system: free space, the headroom kept
+	// ([queue] min_free) and whether intake refuses for lack of room.
+	Space SpaceStatus `json:"space"`
+}
+
+// SpaceStatus is the room the queue has (queue.Space).
+type SpaceStatus struct {
+	Free     int64 `json:"free"`      // bytes free on the queue's file system
+	FileFree int64 `json:"file_free"` // bytes in free pages inside the queue file
+	MinFree  int64 `json:"min_free"`  // [queue] min_free; 0: none kept
+	Reserve  int64 `json:"reserve"`   // bytes held in the reserve file; 0 when used up
+	// Refusing says that intake answers 452 4.3.1 for lack of room.
+	Refusing bool   `json:"refusing"`
+	Err      string `json:"error,omitempty"` // statfs failed
 }
 
 // LimitStatus is one submitter's use of its [limits]: every submitter with
@@ -199,6 +213,11 @@ func (s *Server) status() Response {
 	}
 	if !sum.OldestDeferred.IsZero() {
 		st.OldestDeferred = &sum.OldestDeferred
+	}
+	sp := s.q.Space()
+	st.Space = SpaceStatus{Free: sp.Free, FileFree: sp.FileFree, MinFree: sp.MinFree, Reserve: sp.Reserve, Refusing: sp.Refusing}
+	if sp.Err != nil {
+		st.Space.Err = sp.Err.Error()
 	}
 	if s.relays != nil {
 		st.Relays = s.relays()

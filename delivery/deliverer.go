@@ -145,7 +145,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				d.attempt(sendCtx, l)
+				d.attempt(ctx, sendCtx, l)
 				slots <- struct{}{}
 			}()
 		}
@@ -201,8 +201,10 @@ func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, sl
 	return true
 }
 
-// attempt sends one leased message and records what happened.
-func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
+// attempt sends one leased message and records what happened. ctx is the
+// attempt's (it outlives runCtx by the shutdown grace period); runCtx ends
+// when shutdown begins.
+func (d *Deliverer) attempt(runCtx, ctx context.Context, l *queue.Lease) {
 	relay := d.use() // reload.go
 	defer d.done(relay)
 	if !d.bodyIntact(l, relay.Name) {
@@ -246,13 +248,9 @@ func (d *Deliverer) attempt(ctx context.Context, l *queue.Lease) {
 	attempt := queue.Attempt{Time: start, Relay: relay.Name, Duration: d.opts.Now().Sub(start), Transcript: transcriptOf(res, err)}
 	rec, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes)
 	if rerr != nil {
-		// The relay's answer is known but could not be stored. If it was
-		// a delivery, the next attempt sends it again: a duplicate, never
-		// a loss.
-		d.opts.Logger.Error("cannot record attempt; the message will be tried again", "id", l.ID, "err", rerr)
-		if !errors.Is(rerr, queue.ErrLeaseLost) {
-			_ = d.opts.Queue.Release(l)
-		}
+		rec, rerr = d.keepRecording(runCtx, l, attempt, outcomes, rerr) // record.go
+	}
+	if rerr != nil {
 		return
 	}
 	for _, o := range outcomes {

@@ -51,6 +51,12 @@ func start(t *testing.T, relay smtptest.Options, retry RetryPolicy, shutdown tim
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startOn(t, q, relay, retry, shutdown)
+}
+
+// startOn is start over the queue q, which it closes at the end.
+func startOn(t *testing.T, q *queue.Queue, relay smtptest.Options, retry RetryPolicy, shutdown time.Duration) *rig {
+	t.Helper()
 	r := &rig{q: q, relay: smtptest.NewServer(t, relay), logs: &syncBuffer{}, done: make(chan struct{})}
 	log := slog.New(slog.NewTextHandler(r.logs, nil))
 	tr := transport.New(transport.Options{
@@ -70,10 +76,10 @@ func start(t *testing.T, relay smtptest.Options, retry RetryPolicy, shutdown tim
 	t.Cleanup(func() {
 		r.stop()
 		tr.Close()
-		for _, p := range q.Check() {
+		for _, p := range r.q.Check() { // r.q: a test may have opened it again
 			t.Errorf("integrity: %v", p)
 		}
-		q.Close()
+		r.q.Close()
 		if t.Failed() {
 			t.Log(r.logs.String())
 		}

@@ -30,7 +30,14 @@
 // about recipients it gave up on (and, optionally, a delay warning), at
 // most one of each kind per message, recorded in the same commit.
 //
+// An outcome the store cannot record (disk full, an I/O error) is kept in
+// memory with the message's lease, and its record retried with backoff
+// (record.go): a message whose answer is known is never sent again, except
+// after relayq stopped before the record, when its next attempt is logged
+// as a possible duplicate.
+//
 // On shutdown it stops leasing, lets attempts in flight finish within a
 // grace period, and gives back the leases of those it had to cut short, so
-// no message is left leased.
+// no message is left leased, except those whose outcome is still
+// unrecorded: they are left as a crash leaves them.
 package delivery

@@ -264,7 +264,7 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 		return 0, nil // no commit (and no fsync) for nothing
 	}
 	var n int
-	err := q.commit.commit(func(tx *bolt.Tx) error {
+	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
 		n = 0
 		var keys [][]byte
 		c := tx.Bucket(bucketArchiveTime).Cursor()

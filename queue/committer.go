@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,9 @@ type change struct {
 	fn   func(*bolt.Tx) error
 	done chan error
 	read bool // run once in a read-only transaction, after the batch's commit
+	// spare marks a change that records an outcome or frees space: when it
+	// fails for lack of room, the reserve (space.go) is given up for it.
+	spare bool
 }
 
 type committer struct {
@@ -48,15 +52,20 @@ type committer struct {
 
 	commits atomic.Int64 // transactions committed
 	changes atomic.Int64 // change functions committed
+
+	// release frees the reserve (space.go) and reports whether it did; a
+	// spare change that failed with ErrFull is then run once more.
+	release func() bool
 }
 
-func newCommitter(db *bolt.DB, maxBatch int) *committer {
+func newCommitter(db *bolt.DB, maxBatch int, release func() bool) *committer {
 	c := &committer{
 		db:       db,
 		queue:    make(chan change, maxBatch),
 		maxBatch: maxBatch,
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
+		release:  release,
 	}
 	go c.loop()
 	return c
@@ -66,6 +75,14 @@ func newCommitter(db *bolt.DB, maxBatch int) *committer {
 // transaction has committed (or failed).
 func (c *committer) commit(fn func(*bolt.Tx) error) error {
 	return c.enqueue(change{fn: fn, done: make(chan error, 1)})
+}
+
+// commitSpare is commit for a change that must not wait for the disk to
+// have room again: recording an attempt's outcome, deleting a message.
+// If it fails for lack of room, the reserve is released and it is tried
+// again.
+func (c *committer) commitSpare(fn func(*bolt.Tx) error) error {
+	return c.enqueue(change{fn: fn, done: make(chan error, 1), spare: true})
 }
 
 // read runs fn in a read-only transaction in the loop, between commits, and
@@ -209,22 +226,38 @@ func (c *committer) write(batch []change) {
 		}
 		return nil
 	})
-	if err == nil || len(batch) == 1 {
-		if err == nil {
-			c.commits.Add(1)
-			c.changes.Add(int64(len(batch)))
-		}
+	if err == nil {
+		c.commits.Add(1)
+		c.changes.Add(int64(len(batch)))
 		for _, ch := range batch {
-			ch.done <- fullErr(err)
+			ch.done <- nil
 		}
 		return
 	}
-	for _, ch := range batch {
-		err := c.db.Update(ch.fn)
-		if err == nil {
-			c.commits.Add(1)
-			c.changes.Add(1)
-		}
-		ch.done <- fullErr(err)
+	if len(batch) == 1 {
+		batch[0].done <- c.retrySpare(batch[0], fullErr(err))
+		return
 	}
+	for _, ch := range batch {
+		ch.done <- c.retrySpare(ch, c.writeOne(ch))
+	}
+}
+
+// writeOne commits one change in a transaction of its own.
+func (c *committer) writeOne(ch change) error {
+	err := c.db.Update(ch.fn)
+	if err == nil {
+		c.commits.Add(1)
+		c.changes.Add(1)
+	}
+	return fullErr(err)
+}
+
+// retrySpare runs a spare change once more after releasing the reserve,
+// if err says it failed for lack of room and there was a reserve to give.
+func (c *committer) retrySpare(ch change, err error) error {
+	if !ch.spare || !errors.Is(err, ErrFull) || c.release == nil || !c.release() {
+		return err
+	}
+	return c.writeOne(ch)
 }

@@ -235,7 +235,7 @@ func bodyHas8Bit(tx *bolt.Tx, id string) bool {
 func (q *Queue) PurgeDead(olderThan time.Duration) (int, error) {
 	cutoff := q.opts.Now().Add(-olderThan)
 	var n int
-	err := q.commit.commit(func(tx *bolt.Tx) error {
+	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
 		var ids []string
 		err := tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
 			d, err := decodeDead(v)

@@ -39,6 +39,9 @@
 //     Options.HistoryRetention (archive.go) and then pruned in the
 //     background, in small commits. A recipient whose attempt was cut off
 //     after the final dot is kept as StatusUncertain (maybe delivered).
+//   - Room on the file system is kept for recording outcomes (space.go):
+//     Put refuses below Options.MinFree, and a reserve file is given up to
+//     a record or a delete that fails for lack of room.
 //   - A damaged file is reported as ErrDamaged, never a crash; CheckFile and
 //     CompactFile work on the file offline, under bbolt's lock
 //     (maintenance.go).

@@ -32,6 +32,12 @@ const inflightSuffix = ".inflight"
 // only the leases still open.
 const inflightCompactAt = 256 << 10
 
+// inflightRoom is the space allocated for the journal ahead of its writes
+// (beyond its end, which stays where it is), so that on a full disk it
+// still takes the lines of the leases that matter most then: those whose
+// outcome cannot be recorded (delivery/record.go).
+const inflightRoom = inflightCompactAt + 64<<10
+
 type inflight struct {
 	mu   sync.Mutex
 	f    *os.File // nil once off
@@ -51,7 +57,14 @@ func openInflight(path string, off func(error)) (*inflight, map[string]bool, err
 	if err != nil {
 		return nil, interrupted, fmt.Errorf("queue: in-flight journal: %w", err)
 	}
+	preallocate(f)
 	return &inflight{f: f, open: map[string]bool{}, off: off}, interrupted, nil
+}
+
+// preallocate gives the journal its room; where the file system cannot,
+// writes take their chances as they come.
+func preallocate(f *os.File) {
+	_ = fallocate(f, inflightRoom, true)
 }
 
 // readInflight returns the IDs leased and not released in the journal at
@@ -139,6 +152,7 @@ func (j *inflight) compact() {
 		return
 	}
 	j.size = 0
+	preallocate(j.f)
 	var b strings.Builder
 	for id := range j.open {
 		b.WriteByte('+')

@@ -87,6 +87,19 @@ func (t *leaseTable) holds(id string, token uint64) bool {
 	return ok && h.token == token
 }
 
+// renew moves the end of lease token on id to until; it reports false when
+// token is not id's current lease.
+func (t *leaseTable) renew(id string, token uint64, until time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, ok := t.held[id]
+	if !ok || h.token != token {
+		return false
+	}
+	t.held[id] = heldLease{token: token, until: until}
+	return true
+}
+
 // drop ends the lease token on id, if it is still the current one.
 func (t *leaseTable) drop(id string, token uint64) {
 	t.mu.Lock()
@@ -185,7 +198,7 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 // they stop being looked at. It runs outside the committer's loop (Lease
 // runs inside it) and checks again in its own commit.
 func (q *Queue) dropStaleSchedule(keys [][]byte) {
-	err := q.commit.commit(func(tx *bolt.Tx) error {
+	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
 		for _, k := range keys {
 			if tx.Bucket(bucketMessages).Get(k[8:]) != nil {
 				continue
@@ -212,6 +225,19 @@ func (q *Queue) Release(l *Lease) error {
 	q.leases.drop(l.ID, l.token)
 	q.inflight.end(l.ID)
 	q.notify()
+	return nil
+}
+
+// Renew extends l for another Options.LeaseTimeout from now, so that a
+// worker that knows an attempt's outcome and cannot record it yet keeps
+// the message from being leased (and sent) again. It fails with
+// ErrLeaseLost when l is no longer the message's lease.
+func (q *Queue) Renew(l *Lease) error {
+	until := q.opts.Now().Add(q.opts.LeaseTimeout)
+	if !q.leases.renew(l.ID, l.token, until) {
+		return fmt.Errorf("queue: renew %s: %w", l.ID, ErrLeaseLost)
+	}
+	l.LeasedUntil = until
 	return nil
 }
 
@@ -247,7 +273,7 @@ func (q *Queue) Record(l *Lease, outcomes []Outcome) (*Message, error) {
 func (q *Queue) RecordAttempt(l *Lease, a Attempt, outcomes []Outcome) (*Message, error) {
 	now := q.opts.Now()
 	var result *Message
-	err := q.commit.commit(func(tx *bolt.Tx) error {
+	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
 		m, err := q.leased(tx, l)
 		if err != nil {
 			return err

@@ -71,7 +71,7 @@ func TestCompactKeepsEveryMessage(t *testing.T) {
 	if leftovers, _ := filepath.Glob(path + ".compact-*"); len(leftovers) != 0 {
 		t.Errorf("temporary files left: %v", leftovers)
 	}
-	q, _ := openAt(t, path)
+	q := openAt(t, path, Options{})
 	msgs, err := q.List()
 	if err != nil {
 		t.Fatal(err)
@@ -91,21 +91,6 @@ func TestCompactKeepsEveryMessage(t *testing.T) {
 	if s, _ := q.Summarize(time.Time{}); s.Held != 1 {
 		t.Errorf("summary after compaction %+v, want the hold kept", s)
 	}
-}
-
-func openAt(t *testing.T, path string) (*Queue, string) {
-	t.Helper()
-	q, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, p := range q.Check() {
-			t.Errorf("integrity: %v", p)
-		}
-		q.Close()
-	})
-	return q, path
 }
 
 // TestMaintenanceRefusedWhileOpen: while a process holds the store, the

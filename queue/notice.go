@@ -243,7 +243,7 @@ func (q *Queue) FailureNoticesOwed(since time.Time) ([]*DeadLetter, error) {
 		return nil, fmt.Errorf("queue: notices owed: %w", err)
 	}
 	if len(stale) > 0 {
-		err := q.commit.commit(func(tx *bolt.Tx) error {
+		err := q.commit.commitSpare(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketNotices)
 			for _, k := range stale {
 				// Checked again: a requeue may have brought it back.

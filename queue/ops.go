@@ -37,7 +37,7 @@ func perMessage(err error) bool {
 func (q *Queue) each(name string, ids []string, op func(tx *bolt.Tx, id string, now time.Time) error) ([]IDResult, error) {
 	now := q.opts.Now()
 	var results []IDResult
-	err := q.commit.commit(func(tx *bolt.Tx) error {
+	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
 		results = make([]IDResult, 0, len(ids)) // afresh: the committer may run this twice
 		for _, id := range ids {
 			err := op(tx, id, now)

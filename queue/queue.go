@@ -53,6 +53,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives what the store has to say; nil means slog.Default().
 	Logger *slog.Logger
+	// MinFree is the free space (bytes) kept on the file system holding the
+	// database: Put refuses with ErrFull below it, and a reserve of up to
+	// 8 MiB is kept for recording outcomes (space.go). Zero keeps none.
+	MinFree int64
 	// HistoryRetention is how long the record of a message that left the
 	// queue is kept (archive.go). Zero means DefaultHistoryRetention;
 	// negative keeps none.
@@ -76,8 +80,11 @@ type Queue struct {
 	interruptMu   sync.Mutex
 	interruptedBy map[string]bool // IDs out for delivery when the last run stopped
 
+	space *space // space.go: headroom on the file system
+
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
+	spacer  *background // allocates a released reserve again (space.go)
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
@@ -132,12 +139,19 @@ func Open(path string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
 	q.startInflight(path + inflightSuffix)
-	q.commit = newCommitter(db, opts.MaxBatch)
+	q.space = newSpace(path, opts.MinFree, func() int64 { return int64(db.Stats().FreeAlloc) })
+	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}
 	q.startPruner()
 	q.trimmer = runBackground(q.trimLoop)
+	if q.space.reserveSize > 0 {
+		if _, err := q.space.restore(); err != nil {
+			q.log.Warn("cannot allocate the queue's reserve; intake is refused until it can be", "err", err)
+		}
+		q.spacer = runBackground(q.spaceLoop)
+	}
 	return q, nil
 }
 
@@ -230,6 +244,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 func (q *Queue) Close() error {
 	q.pruner.halt()
 	q.trimmer.halt()
+	q.spacer.halt()
 	q.commit.close()
 	if err := q.inflight.close(); err != nil {
 		q.log.Warn("cannot close the in-flight journal", "err", err)
@@ -248,6 +263,9 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 	}
 	if len(env.Recipients) == 0 {
 		return "", errors.New("queue: put: no recipients")
+	}
+	if err := q.space.admit(); err != nil {
+		return "", fmt.Errorf("queue: put: %w", err)
 	}
 	if env.RecipientDSN != nil && len(env.RecipientDSN) != len(env.Recipients) {
 		return "", fmt.Errorf("queue: put: %d recipient DSN requests for %d recipients", len(env.RecipientDSN), len(env.Recipients))
@@ -270,6 +288,9 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 		}
 		return tx.Bucket(bucketSchedule).Put(scheduleKey(m.NextAttempt, m.ID), nil)
 	})
+	if errors.Is(err, ErrFull) {
+		q.space.noteFull()
+	}
 	if err != nil {
 		return "", fmt.Errorf("queue: put: %w", err)
 	}

@@ -34,6 +34,12 @@ func (c *clock) Advance(d time.Duration) {
 func openTest(t testing.TB, opts Options) (*Queue, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "queue.db")
+	return openAt(t, path, opts), path
+}
+
+// openAt is openTest with the database file at path.
+func openAt(t testing.TB, path string, opts Options) *Queue {
+	t.Helper()
 	q, err := Open(path, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +50,7 @@ func openTest(t testing.TB, opts Options) (*Queue, string) {
 		}
 		q.Close()
 	})
-	return q, path
+	return q
 }
 
 func put(t testing.TB, q *Queue, body string, rcpts ...string) string {

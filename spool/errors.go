@@ -25,4 +25,8 @@ var (
 	// ErrSocketInUse is returned by Start when another relayq answers on
 	// the submission socket: the socket is left alone.
 	ErrSocketInUse = errors.New("another relayq is answering on it")
+	// ErrNoRoom is returned by MaildropRoom while the queue's file system
+	// has less free space than min_free: the maildrop takes no message then,
+	// as intake takes none (EX_TEMPFAIL).
+	ErrNoRoom = errors.New("spool: not enough free space for the queue")
 )

@@ -97,6 +97,29 @@ func WriteMaildrop(dir string, env queue.Envelope, body []byte) (name string, er
 	return name, nil
 }
 
+// MaildropRoom returns ErrNoRoom while the file system of the queue at
+// queuePath, where the daemon will import the message, has less than
+// minFree bytes free: the rule intake follows (queue.Options.MinFree),
+// without the free pages inside the queue file, which only the daemon can
+// see. The queue's directory is looked at if this user may, else the
+// maildrop dir's file system (usually the same). 0 checks nothing.
+func MaildropRoom(queuePath, dir string, minFree int64) error {
+	if minFree <= 0 {
+		return nil
+	}
+	free, err := queue.FreeSpace(filepath.Dir(queuePath))
+	if err != nil {
+		free, err = queue.FreeSpace(dir)
+	}
+	if err != nil {
+		return nil // cannot tell; writing the file will
+	}
+	if free < minFree {
+		return fmt.Errorf("spool: maildrop: %w: %d bytes free, below min_free (%d)", ErrNoRoom, free, minFree)
+	}
+	return nil
+}
+
 func writeMaildropFile(f *os.File, header string, body []byte) error {
 	// The umask may have taken the read bits away; the daemon needs them.
 	if err := f.Chmod(0o644); err != nil {
@@ -296,13 +319,19 @@ func (m *Maildrop) logger() *slog.Logger {
 // is tried again later, with a growing delay, while the others go in; one
 // that keeps failing is set aside (maildrop_policy.go). Import returns an
 // error only when the directory cannot be read or a queued file cannot be
-// removed.
+// removed, or while the queue refuses new mail for lack of room
+// (queue.Room): then nothing is claimed or imported.
 //
 // The submitter recorded is the file owner's uid, Via "maildrop".
 func (m *Maildrop) Import(ctx context.Context) (imported int, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	dir := m.Dir
+	if err := m.Queue.Room(); err != nil {
+		// Put would refuse every file (min_free): leave them for later
+		// without claiming any, and say it the same way each time.
+		return 0, fmt.Errorf("spool: maildrop: %w", queue.ErrFull)
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, fmt.Errorf("spool: maildrop: %w", err)

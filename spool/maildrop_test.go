@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -257,6 +258,36 @@ func TestImportLogsRepeatedErrorOnce(t *testing.T) {
 	}
 	if n := strings.Count(logged(), "cannot remove stale temporary file"); n != 1 {
 		t.Errorf("logged %d times in 5 passes, want once:\n%s", n, logged())
+	}
+}
+
+// TestMaildropKeepsMinFree: below min_free on the queue's file system,
+// sendmail's side refuses to write to the maildrop (ErrNoRoom), and the
+// daemon's import leaves what is there, unclaimed, until there is room.
+func TestMaildropKeepsMinFree(t *testing.T) {
+	dir := maildropDir(t)
+	free, err := queue.FreeSpace(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queuePath := filepath.Join(t.TempDir(), "queue.db")
+	if err := MaildropRoom(queuePath, dir, free+1<<30); !errors.Is(err, ErrNoRoom) {
+		t.Fatalf("MaildropRoom with min_free beyond the free space: %v, want ErrNoRoom", err)
+	}
+	if err := MaildropRoom(queuePath, dir, 1<<20); err != nil {
+		t.Fatalf("MaildropRoom with room: %v", err)
+	}
+	name, err := WriteMaildrop(dir, queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.com"}}, []byte("x\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := openQueue(t, queue.Options{MinFree: free + 1<<30})
+	n, err := (&Maildrop{Dir: dir, Queue: q, Log: testLogger(t)}).Import(context.Background())
+	if n != 0 || !errors.Is(err, queue.ErrFull) {
+		t.Fatalf("Import below min_free = %d, %v; want 0, ErrFull", n, err)
+	}
+	if got := listDir(t, dir); !reflect.DeepEqual(got, []string{name}) {
+		t.Fatalf("maildrop holds %q, want the file as sendmail left it", got)
 	}
 }
 

@@ -309,6 +309,21 @@ func TestStorageFailures(t *testing.T) {
 		// The connection is still usable: a later, small message fits.
 		c.run(transaction("small\r\n.\r\n", queuedReply))
 	})
+	t.Run("below min_free", func(t *testing.T) {
+		// Refused at MAIL, before the body is sent.
+		dir := t.TempDir()
+		free, err := queue.FreeSpace(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := openQueue(t, queue.Options{MinFree: free + 1<<30})
+		s := startServer(t, Options{Queue: q})
+		c := newClient(t, dial(t, s, "unix"))
+		c.run(dialog(hello, []step{{send: "MAIL FROM:<cron@example.org>", expect: "452 4.3.1 "}}))
+		if msgs, _ := q.List(); len(msgs) != 0 {
+			t.Fatalf("queued %d messages below min_free", len(msgs))
+		}
+	})
 	t.Run("other storage failure", func(t *testing.T) {
 		s := startServer(t, Options{})
 		// Put fails with something other than ErrFull, as after a forced

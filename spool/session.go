@@ -112,6 +112,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		size = opts.Size
 	}
+	if err := s.srv.opts.Queue.Room(); err != nil {
+		// queue.Put would refuse it (min_free): say so before the body.
+		s.log.Warn("queue full, message refused", "from", from, "size", size, "err", err)
+		return replyFull
+	}
 	if r := s.srv.limits.Load().check(s.submitter, size); r != nil {
 		return r
 	}

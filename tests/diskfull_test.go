@@ -15,56 +15,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"relayq/smallfs"
 	"relayq/transport/smtptest"
 )
-
-// smallFS mounts a tmpfs of size (mount's syntax: "16m") on a new
-// directory, unmounted at the end of the test. It needs root: without it,
-// or where mounting is not allowed, the test is skipped.
-func smallFS(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small file system needs root (tests/run.sh runs as root in CI)")
-	}
-	dir, err := os.MkdirTemp("", "rqfs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v: %s)", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fill writes a file at path until the file system has no room left, and
-// returns its size.
-func fill(t *testing.T, path string) int64 {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	var n int64
-	for size := len(chunk); size > 0; {
-		w, err := f.Write(chunk[:size])
-		n += int64(w)
-		switch {
-		case errors.Is(err, syscall.ENOSPC):
-			size /= 2 // top up the last few blocks
-		case err != nil:
-			t.Fatalf("fill %s: %v", path, err)
-		}
-	}
-	return n
-}
 
 // freeBytes is what statfs says an unprivileged writer may still use.
 func freeBytes(t *testing.T, dir string) int64 {
@@ -95,7 +48,7 @@ func replyCode(err error) string {
 // without a restart, every acknowledged message is delivered, and the
 // queue file passes `relayq queue check`, on the full disk and at the end.
 func TestDiskFull(t *testing.T) {
-	mnt := smallFS(t, "16m")
+	mnt := smallfs.Mount(t, "16m")
 	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
 		Rcpt: map[string][]smtptest.Step{"*": smtptest.Times(20000, smtptest.Reply(451, "4.3.0 Not now"))},
 	}})
@@ -103,9 +56,10 @@ func TestDiskFull(t *testing.T) {
 	d := startDaemon(t, relay, func(s settings) {
 		s.set("queue", "path", tomlString(dbPath))
 		s.set("submission", "maildrop", tomlString(maildrop))
-		// A delivery whose outcome could not be recorded (no room) is
-		// tried again once its lease runs out.
 		s.set("delivery", "lease_timeout", `"3s"`)
+		// Headroom a 16 MiB file system can keep (the default is twice
+		// max_message_size, 50 MiB).
+		s.set("queue", "min_free", `"1MiB"`)
 	})
 	filler := filepath.Join(mnt, "filler")
 
@@ -147,7 +101,7 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	// The disk fills up.
-	fill(t, filler)
+	smallfs.Fill(t, filler)
 	t.Logf("file system full: %d bytes free, queue file %d bytes", freeBytes(t, mnt), fileSize(t, dbPath))
 	refused := 0
 	for i := 0; i < 500 && refused < 5; i++ {
@@ -188,8 +142,8 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("concurrent submission on a full disk: %v, want 250 or 452 4.3.1", err)
 	}
 	sendmailFull(t, d, maildrop, "452")
-	// Delivery goes on (the relay defers): attempts are recorded, or
-	// retried once their lease runs out if there is no room to record them.
+	// Delivery goes on (the relay defers): attempts are recorded, in the
+	// room the queue's reserve gives up for them.
 	tried := rcpts()
 	waitFor(t, 20*time.Second, "delivery attempts on the full disk", func() bool { return rcpts() >= tried+20 })
 	if d.running() == nil {
@@ -215,7 +169,7 @@ func TestDiskFull(t *testing.T) {
 	if code := d.stop(); code != 0 {
 		t.Errorf("relayq serve exited %d after SIGTERM, want 0", code)
 	}
-	fill(t, filler)
+	smallfs.Fill(t, filler)
 	sendmailFull(t, d, maildrop, "maildrop")
 	checkQueueFile(t, d)
 	d.start()

@@ -86,6 +86,7 @@ func (d *daemon) openQueue() (func(), error) {
 	q, err := queue.Open(cfg.Queue.Path, queue.Options{
 		LeaseTimeout: cfg.Delivery.LeaseTimeout.Duration,
 		MaxSize:      int64(cfg.Queue.MaxSize),
+		MinFree:      int64(cfg.Queue.MinFree),
 		Logger:       d.log,
 		// 0 in the config keeps no history; the queue's 0 means its default.
 		HistoryRetention: cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),

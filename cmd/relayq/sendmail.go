@@ -95,7 +95,7 @@ func runSendmail(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
 		return code
 	}
-	return submit(cfg.Submission, a.envelope(p), p.Body, a.verbose, env)
+	return submit(cfg, a.envelope(p), p.Body, a.verbose, env)
 }
 
 // prepareExit maps Prepare's errors to exit codes.
@@ -116,7 +116,8 @@ func prepareExit(err error) int {
 
 // submit hands the message to the daemon, or to the maildrop when the
 // daemon's socket does not answer.
-func submit(sub relayq.SubmissionConfig, envelope queue.Envelope, body []byte, verbose bool, env cmdEnv) int {
+func submit(cfg *relayq.Config, envelope queue.Envelope, body []byte, verbose bool, env cmdEnv) int {
+	sub := cfg.Submission
 	ctx, cancel := context.WithTimeout(context.Background(), sendmailTimeout)
 	defer cancel()
 	id, err := spool.Submit(ctx, sub.Socket, envelope, body)
@@ -129,7 +130,12 @@ func submit(sub relayq.SubmissionConfig, envelope queue.Envelope, body []byte, v
 	if !errors.Is(err, spool.ErrUnreachable) {
 		return refused(err, env)
 	}
-	name, dropErr := spool.WriteMaildrop(sub.Maildrop, envelope, body)
+	// The maildrop keeps min_free as intake does (exit 75 below it).
+	dropErr := spool.MaildropRoom(cfg.Queue.Path, sub.Maildrop, int64(cfg.Queue.MinFree))
+	var name string
+	if dropErr == nil {
+		name, dropErr = spool.WriteMaildrop(sub.Maildrop, envelope, body)
+	}
 	if errors.Is(dropErr, fs.ErrPermission) {
 		// socket_mode/socket_group keep this user out of the maildrop (and
 		// of the socket, unless the daemon is down): trying again won't do.

@@ -163,6 +163,27 @@ func TestSendmailMaildrop(t *testing.T) {
 	}
 }
 
+// With the daemon down and less than queue.min_free free, sendmail does not
+// write to the maildrop: it exits 75 (try later), as intake answers 452.
+func TestSendmailMaildropKeepsMinFree(t *testing.T) {
+	s := newSendmailSetup(t, "")
+	if err := spool.EnsureMaildrop(s.maildrop); err != nil {
+		t.Fatal(err)
+	}
+	free, err := queue.FreeSpace(s.maildrop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.write(t, fmt.Sprintf("[queue]\nmin_free = %d\n", free+1<<30))
+	res := runSendmailTest("Subject: disk full\n\nbody\n", "-c", s.config, "-i", "a@example.com")
+	if res.code != exitTempFail || !strings.Contains(res.stderr, "min_free") {
+		t.Fatalf("exit %d, stderr %q; want 75 and why", res.code, res.stderr)
+	}
+	if files, _ := os.ReadDir(s.maildrop); len(files) != 0 {
+		t.Fatalf("maildrop holds %d files, want none", len(files))
+	}
+}
+
 func TestSendmailNowhereToGo(t *testing.T) {
 	// No daemon, and the maildrop's parent is a file.
 	s := newSendmailSetup(t, "")

@@ -67,6 +67,9 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 	if st.DeadDamaged > 0 {
 		out = append(out, fmt.Sprintf("%d dead letter record(s) damaged: relayq dead list", st.DeadDamaged))
 	}
+	if st.Space.Refusing {
+		out = append(out, "intake refuses new mail (452 4.3.1): "+spaceText(st.Space))
+	}
 	if h.MaxDead > 0 && st.DeadLastDay > h.MaxDead {
 		out = append(out, fmt.Sprintf("%d messages dead-lettered in the last 24h, more than health.max_dead (%d)", st.DeadLastDay, h.MaxDead))
 	}
@@ -77,24 +80,25 @@ func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
 // durations, to the second ("1h2m3s"), as durations are in the config and
 // every --json output; an age is absent when there is no such message.
 type statusOut struct {
-	Healthy           bool      `json:"healthy"`
-	Problems          []string  `json:"problems"`
-	Messages          int       `json:"messages"`
-	Queued            int       `json:"queued"`
-	Deferred          int       `json:"deferred"`
-	Held              int       `json:"held"`
-	Active            int       `json:"active"`
-	Uncertain         int       `json:"uncertain"`
-	Damaged           int       `json:"damaged"`
-	OldestAge         *string   `json:"oldest_age,omitempty"`
-	OldestDeferredAge *string   `json:"oldest_deferred_age,omitempty"`
-	Dead              int       `json:"dead"`
-	DeadDamaged       int       `json:"dead_damaged"`
-	DeadLastDay       int       `json:"dead_last_day"`
-	Database          string    `json:"database"`
-	DatabaseBytes     int64     `json:"database_bytes"`
-	Started           time.Time `json:"started"`
-	Uptime            string    `json:"uptime"`
+	Healthy           bool                `json:"healthy"`
+	Problems          []string            `json:"problems"`
+	Messages          int                 `json:"messages"`
+	Queued            int                 `json:"queued"`
+	Deferred          int                 `json:"deferred"`
+	Held              int                 `json:"held"`
+	Active            int                 `json:"active"`
+	Uncertain         int                 `json:"uncertain"`
+	Damaged           int                 `json:"damaged"`
+	OldestAge         *string             `json:"oldest_age,omitempty"`
+	OldestDeferredAge *string             `json:"oldest_deferred_age,omitempty"`
+	Dead              int                 `json:"dead"`
+	DeadDamaged       int                 `json:"dead_damaged"`
+	DeadLastDay       int                 `json:"dead_last_day"`
+	Database          string              `json:"database"`
+	DatabaseBytes     int64               `json:"database_bytes"`
+	Space             control.SpaceStatus `json:"space"`
+	Started           time.Time           `json:"started"`
+	Uptime            string              `json:"uptime"`
 	// Relays: each relay's state and last result, as the daemon has them.
 	Relays []control.RelayStatus `json:"relays"`
 	// Limits: what each submitter used of its [limits]; empty without
@@ -129,7 +133,7 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
 		Damaged:   st.Damaged,
 		OldestAge: ageOf(st.Oldest), OldestDeferredAge: ageOf(st.OldestDeferred),
-		Dead: st.Dead, DeadDamaged: st.DeadDamaged, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize,
+		Dead: st.Dead, DeadDamaged: st.DeadDamaged, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize, Space: st.Space,
 		Started: st.Started, Uptime: st.Now.Sub(st.Started).Round(time.Second).String(),
 	}
 }
@@ -159,6 +163,11 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 	}
 	field("Dead letters", "%d (%d in the last 24h%s)", st.Dead, st.DeadLastDay, deadDamaged)
 	field("Database", "%s, %s", db, byteSize(st.DBSize))
+	intake := "accepting mail"
+	if st.Space.Refusing {
+		intake = "REFUSING new mail (452 4.3.1)"
+	}
+	field("Free space", "%s; %s", spaceText(st.Space), intake)
 	for _, r := range st.Relays {
 		field("Relay", "%s: %s", r.Relay, relayState(r, st.Now))
 		field("Last result", "%s", lastResult(r, st.Now))
@@ -237,4 +246,22 @@ func byteSize(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// spaceText says how much room the queue has: "1.2 GiB free on the
+// queue's file system, 3.0 MiB inside the queue file, min_free 50.0 MiB,
+// reserve 8.0 MiB".
+func spaceText(sp control.SpaceStatus) string {
+	if sp.Err != "" {
+		return "unknown (" + sp.Err + ")"
+	}
+	text := fmt.Sprintf("%s free on the queue's file system, %s inside the queue file", byteSize(sp.Free), byteSize(sp.FileFree))
+	if sp.MinFree == 0 {
+		return text + ", no min_free"
+	}
+	text += ", min_free " + byteSize(sp.MinFree)
+	if sp.Reserve == 0 {
+		return text + ", reserve used up"
+	}
+	return text + ", reserve " + byteSize(sp.Reserve)
 }
