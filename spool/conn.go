@@ -39,15 +39,30 @@ func (l *listener) Accept() (net.Conn, error) {
 //     commands.
 //   - Shutdown can stop the idle connections while those receiving DATA
 //     finish.
+//   - go-smtp misreads some DATA and misnames us after EHLO; wire puts
+//     both right (wire.go).
 type conn struct {
 	net.Conn
 	srv    *Server
 	via    string
 	dead   atomic.Bool
 	inData bool // guarded by srv.mu
+	wire   wire
 }
 
-func (c *conn) Read(b []byte) (int, error) {
+func (c *conn) Read(b []byte) (int, error) { return c.wire.read(b, c.readNet) }
+
+func (c *conn) Write(b []byte) (int, error) {
+	out := c.wire.reply(b)
+	n, err := c.Conn.Write(out)
+	if err != nil {
+		return min(n, len(b)), err
+	}
+	return len(b), nil
+}
+
+// readNet reads from the network.
+func (c *conn) readNet(b []byte) (int, error) {
 	if c.dead.Load() {
 		return 0, io.EOF
 	}
@@ -71,7 +86,7 @@ func (c *conn) stopReading() {
 }
 
 func (s *Server) track(nc net.Conn, via string) *conn {
-	c := &conn{Conn: nc, srv: s, via: via}
+	c := &conn{Conn: nc, srv: s, via: via, wire: wire{hostname: s.opts.Hostname}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
