@@ -239,6 +239,8 @@ func (q *Queue) Path() string { return q.db.Path() }
 
 // Put stores a new message and returns its ID once the transaction holding it
 // has committed. The body must already be normalised (CRLF line endings).
+// The ID is env.ID when set (from NewID; one in use is an error), else a
+// new one.
 func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -247,8 +249,14 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 		return "", errors.New("queue: put: no recipients")
 	}
 	now := q.opts.Now()
+	id := env.ID
+	if id == "" {
+		id = q.ids.next(now)
+	} else if !ValidID(id) {
+		return "", fmt.Errorf("queue: put: %q is not a queue ID", id)
+	}
 	m := &Message{
-		ID:          q.ids.next(now),
+		ID:          id,
 		From:        env.From,
 		Submitter:   env.Submitter,
 		Created:     now,
@@ -273,6 +281,9 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 		return "", fmt.Errorf("queue: put: %w", err)
 	}
 	err = q.commit.commit(func(tx *bolt.Tx) error {
+		if env.ID != "" && tx.Bucket(bucketMessages).Get([]byte(id)) != nil {
+			return fmt.Errorf("%s is in use", id)
+		}
 		if err := putBody(tx, m.ID, body); err != nil {
 			return err
 		}

@@ -35,12 +35,13 @@ import (
 type wire struct {
 	hostname string
 
-	buf  []byte // backing array of raw
-	raw  []byte // read from the client, not yet handed on
-	out  []byte // DATA re-encoded, out[outPos:] not yet handed on
-	pos  int
-	err  error // a read error, returned once raw and out are empty
-	data bool  // between the 354 and the end of data
+	buf   []byte // backing array of raw
+	raw   []byte // read from the client, not yet handed on
+	out   []byte // DATA re-encoded, out[outPos:] not yet handed on
+	pos   int
+	err   error // a read error, returned once raw and out are empty
+	data  bool  // between the 354 and the end of data
+	esmtp bool  // the client said EHLO (not HELO)
 
 	state dataState // where the decoder is in the client's DATA
 	cr    bool      // encoder: a CR written in, its line ending not yet out
@@ -190,8 +191,9 @@ func (w *wire) reply(b []byte) []byte {
 		w.data, w.state, w.cr, w.mid = true, atLineStart, false, false
 		return b
 	}
-	for _, hello := range []string{"250-Hello ", "250 Hello ", "250 2.0.0 Hello "} {
+	for i, hello := range []string{"250-Hello ", "250 Hello ", "250 2.0.0 Hello "} {
 		if rest, ok := bytes.CutPrefix(b, []byte(hello)); ok {
+			w.esmtp = i < 2
 			return append([]byte(hello[:4]+w.hostname+" Hello "), rest...)
 		}
 	}
