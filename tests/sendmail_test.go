@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -105,5 +106,48 @@ func TestSwaksOverTCP(t *testing.T) {
 	q, _, _ := d.list("dead")
 	if len(q) != 0 {
 		t.Errorf("dead letters after a plain delivery: %+v", q)
+	}
+}
+
+// TestSendmailBsSwaks: swaks --pipe 'relayq sendmail -bs', an SMTP session
+// on the command's standard input and output as Alpine and others use it,
+// → relayq → smtptest relay. The message arrives with its dot-stuffed line
+// restored and relayq's Received naming this user's uid.
+func TestSendmailBsSwaks(t *testing.T) {
+	swaks := needTool(t, "swaks", "swaks")
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay)
+	res := runCmd(swaks, nil, "--pipe", fmt.Sprintf("'%s' sendmail -bs -c '%s'", relayqBin, d.config),
+		"--from", "bs@example.org", "--to", "rcpt@example.net",
+		"--header", "X-Seq: 12", "--body", "sent by swaks -bs\n.a line starting with a dot")
+	if res.code != 0 {
+		t.Fatalf("swaks --pipe: %v", res)
+	}
+	if queuedAs.FindStringSubmatch(res.stdout) == nil {
+		t.Errorf("swaks transcript shows no \"queued as\" reply:\n%s", res.stdout)
+	}
+	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+	if got.From != "bs@example.org" || !slices.Equal(got.To, []string{"rcpt@example.net"}) {
+		t.Errorf("envelope %s → %q, want bs@example.org → [rcpt@example.net]", got.From, got.To)
+	}
+	uid := fmt.Sprintf("(relayq, from userid %d)", os.Getuid())
+	if seqOf(got.Body) != 12 || !bytes.Contains(got.Body, []byte("sent by swaks -bs\r\n.a line starting with a dot\r\n")) ||
+		!bytes.HasPrefix(got.Body, []byte("Received: ")) || !bytes.Contains(got.Body, []byte(uid)) {
+		t.Errorf("body %q: want swaks's header and text and a Received with %s", got.Body, uid)
+	}
+}
+
+// TestNewaliasesSucceeds: newaliases (relayq installed under that name),
+// sendmail -bi and sendmail -I exit 0 and print nothing, so that Debian's
+// maintainer scripts, which run them after installing an MTA, go on.
+func TestNewaliasesSucceeds(t *testing.T) {
+	newaliases := filepath.Join(t.TempDir(), "newaliases")
+	if err := os.Symlink(relayqBin, newaliases); err != nil {
+		t.Fatal(err)
+	}
+	for _, argv := range [][]string{{newaliases}, {sendmailLink, "-bi"}, {sendmailLink, "-I"}} {
+		if res := runCmd(argv[0], nil, argv[1:]...); res.code != 0 || res.stdout+res.stderr != "" {
+			t.Errorf("%s: %v; want exit 0 and no output", strings.Join(argv, " "), res)
+		}
 	}
 }

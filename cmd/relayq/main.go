@@ -50,6 +50,10 @@ func run(argv []string, env cmdEnv) int {
 	if filepath.Base(argv[0]) == "mailq" {
 		return runMailq(argv[1:], env)
 	}
+	// Installed as newaliases (Debian's maintainer scripts call it).
+	if filepath.Base(argv[0]) == "newaliases" {
+		return runNewaliases(argv[1:], env)
+	}
 	if len(argv) < 2 {
 		usage(env.Stderr)
 		return exitUsage
