@@ -228,7 +228,7 @@ func unstamp(id, body string) string {
 	}
 	received := rest[:max(end, 0)]
 	marker := " (relayq"
-	_, date, found := strings.Cut(received, " id "+id+"; ")
+	_, date, found := strings.Cut(received, "id "+id+"; ")
 	if end < 0 || !found || !strings.Contains(received, marker) {
 		return body
 	}

@@ -48,7 +48,7 @@ const limitBody = "Subject: x\r\n\r\nhello\r\n.\r\n" // 21 bytes, and the header
 func stampedSize(via string) int64 {
 	sub := queue.Submitter{Via: via, UID: os.Getuid(), Addr: "127.0.0.1:1"}
 	msg := []byte(strings.TrimSuffix(limitBody, ".\r\n"))
-	st := stamp{id: strings.Repeat("0", 20), hostname: "relayq.test", helo: "client.test", esmtp: true, submitter: sub, now: time.Now()}
+	st := stamp{id: strings.Repeat("0", 20), hostname: "relayq.test", helo: "client.test", with: "ESMTP", submitter: sub, now: time.Now()}
 	return int64(len(stampMessage(msg, st)))
 }
 

@@ -165,7 +165,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	id := s.srv.opts.Queue.NewID()
 	body = stampMessage(body, stamp{
-		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), esmtp: s.conn.wire.esmtp,
+		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
 	})
 	env := queue.Envelope{

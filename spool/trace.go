@@ -17,7 +17,7 @@ type stamp struct {
 	id        string // queue ID, from queue.NewID
 	hostname  string // our name
 	helo      string // the client's EHLO/HELO name
-	esmtp     bool   // EHLO rather than HELO
+	with      string // "ESMTP" (EHLO), "SMTP" (HELO); "" from the maildrop
 	submitter queue.Submitter
 	now       time.Time
 }
@@ -29,8 +29,9 @@ const maxHeloInHeader = 255
 // stampMessage returns msg (CRLF line endings) with the headers the intake
 // adds before it:
 //
-//   - Received, always, first: our name, the submitter's uid (socket) or
-//     its HELO name and address (TCP), the queue ID and the time;
+//   - Received, always, first: our name, the submitter's uid (socket,
+//     maildrop) or its HELO name and address (TCP), the protocol, the
+//     queue ID and the time;
 //   - Date and Message-ID, each when the header lacks it, in the daemon's
 //     local time and as <YYYYMMDDhhmmss.QUEUEID@hostname>;
 //   - an empty line when msg does not begin with a header (nor with the
@@ -43,10 +44,6 @@ func stampMessage(msg []byte, s stamp) []byte {
 	var b bytes.Buffer
 	b.Grow(len(msg) + 512)
 	b.WriteString("Received: ")
-	with := "SMTP"
-	if s.esmtp {
-		with = "ESMTP"
-	}
 	if s.submitter.Via == viaTCP {
 		fmt.Fprintf(&b, "from %s (%s)\r\n\tby %s (relayq)", headerSafe(s.helo), bracketAddr(s.submitter.Addr), s.hostname)
 	} else if s.submitter.UID >= 0 {
@@ -54,7 +51,11 @@ func stampMessage(msg []byte, s stamp) []byte {
 	} else {
 		fmt.Fprintf(&b, "by %s (relayq)", s.hostname)
 	}
-	fmt.Fprintf(&b, "\r\n\twith %s id %s; %s\r\n", with, s.id, date)
+	b.WriteString("\r\n\t")
+	if s.with != "" {
+		fmt.Fprintf(&b, "with %s ", s.with)
+	}
+	fmt.Fprintf(&b, "id %s; %s\r\n", s.id, date)
 
 	fields, _ := splitHeader(msg)
 	has := func(name string) bool {

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/mail"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"relayq/queue"
 )
 
 // TestAddedHeaders: as Postfix does for local submitters, the intake puts
@@ -95,5 +98,27 @@ func TestAddedHeadersHeloSafe(t *testing.T) {
 		if got := bracketAddr(addr); got != want {
 			t.Errorf("bracketAddr(%q) = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// TestMaildropAddsReceived: a message sendmail left in the maildrop (the
+// daemon was down) gets relayq's Received too when it is imported, naming
+// the file owner's uid and the queue ID, as Postfix's pickup does; the
+// Date and Message-ID sendmail wrote stay.
+func TestMaildropAddsReceived(t *testing.T) {
+	dir := maildropDir(t)
+	q := openQueue(t, queue.Options{})
+	msg := "Date: Tue, 1 Dec 2026 10:00:00 +0100\r\nMessage-ID: <own@example.org>\r\nSubject: x\r\n\r\nbody\r\n"
+	if _, err := WriteMaildrop(dir, queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.net"}}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := (&Maildrop{Dir: dir, Queue: q, Hostname: "mx.relayq.test", Log: testLogger(t)}).Import(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Import = %d, %v", n, err)
+	}
+	msgs, _ := queued(t, q)
+	got, _ := io.ReadAll(q.Body(msgs[0].ID))
+	re := regexp.MustCompile(`^Received: by mx\.relayq\.test \(relayq, from userid ` + fmt.Sprint(os.Getuid()) + `\)\r\n\tid ` + msgs[0].ID + `; [^\r]+\r\n`)
+	if m := re.Find(got); m == nil || string(got[len(m):]) != msg {
+		t.Errorf("queued %q, want %q after a Received matching %q", got, msg, re)
 	}
 }

@@ -184,6 +184,15 @@ func (w *wire) end() {
 	w.data, w.cr, w.mid = false, false, false
 }
 
+// protocol is how the client greeted, for the Received header: "ESMTP"
+// after EHLO, "SMTP" after HELO.
+func (w *wire) protocol() string {
+	if w.esmtp {
+		return "ESMTP"
+	}
+	return "SMTP"
+}
+
 // reply looks at a reply go-smtp is about to write and returns what to
 // write instead (usually b itself).
 func (w *wire) reply(b []byte) []byte {

@@ -102,6 +102,10 @@ func TestSwaksOverTCP(t *testing.T) {
 	if seqOf(got.Body) != 11 || !bytes.Contains(got.Body, []byte("sent by swaks")) {
 		t.Errorf("body %q lacks swaks's header and text", got.Body)
 	}
+	// relayq's Received names the client as the loopback listener saw it.
+	if m, _, _ := relayqReceived(got.Body); m == nil || !bytes.HasPrefix(m, []byte("Received: from ")) || !bytes.Contains(m, []byte(" ([127.0.0.1])\r\n\tby ")) {
+		t.Errorf("body %q does not begin with relayq's Received naming the client [127.0.0.1]", got.Body)
+	}
 	d.waitQueueEmpty(t, 10*time.Second)
 	q, _, _ := d.list("dead")
 	if len(q) != 0 {
@@ -131,8 +135,8 @@ func TestSendmailBsSwaks(t *testing.T) {
 		t.Errorf("envelope %s → %q, want bs@example.org → [rcpt@example.net]", got.From, got.To)
 	}
 	uid := fmt.Sprintf("(relayq, from userid %d)", os.Getuid())
-	if seqOf(got.Body) != 12 || !bytes.Contains(got.Body, []byte("sent by swaks -bs\r\n.a line starting with a dot\r\n")) ||
-		!bytes.HasPrefix(got.Body, []byte("Received: ")) || !bytes.Contains(got.Body, []byte(uid)) {
+	if received, _, _ := relayqReceived(got.Body); seqOf(got.Body) != 12 || !bytes.Contains(got.Body, []byte("sent by swaks -bs\r\n.a line starting with a dot\r\n")) ||
+		!bytes.Contains(received, []byte(uid)) {
 		t.Errorf("body %q: want swaks's header and text and a Received with %s", got.Body, uid)
 	}
 }

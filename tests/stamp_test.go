@@ -6,23 +6,43 @@ import (
 	"regexp"
 )
 
-// receivedByRelayq is the Received header relayq's intake puts first in
-// every message it takes over SMTP (the socket, which sendmail uses, and
-// the loopback listener): it names relayq, the queue ID and the time.
-var receivedByRelayq = regexp.MustCompile(`^Received: [^\r]*\(relayq[^\r]*\r\n(?:\t[^\r]*\r\n)*?\twith E?SMTP id (\w+); ([^\r]+)\r\n`)
+// relayqReceived returns the Received header relayq puts first in every
+// message it takes in (the socket, which sendmail uses, the loopback
+// listener and the maildrop), with the queue ID and the time it names;
+// nil if msg does not begin with one.
+func relayqReceived(msg []byte) (field, id, date []byte) {
+	if !bytes.HasPrefix(msg, []byte("Received: ")) {
+		return nil, nil, nil
+	}
+	end := 0
+	for end == 0 || end < len(msg) && msg[end] == '\t' {
+		i := bytes.Index(msg[end:], []byte("\r\n"))
+		if i < 0 {
+			return nil, nil, nil
+		}
+		end += i + 2
+	}
+	field = msg[:end]
+	m := relayqIDDate.FindSubmatch(field)
+	if m == nil || !bytes.Contains(field, []byte(" (relayq")) {
+		return nil, nil, nil
+	}
+	return field, m[1], m[2]
+}
+
+var relayqIDDate = regexp.MustCompile(`[ \t]id (\w+); ([^\r]+)\r\n$`)
 
 // sameMessage reports whether got, a message as the relay received it, is
 // sent with what relayq's intake adds before it: its Received header, then
 // Date and Message-ID when sent has none, then an empty line when sent does
-// not begin with a header. A message taken from the maildrop (daemon down)
-// has none of them, and is compared as it is.
+// not begin with a header. A message without that Received is compared as
+// it is.
 func sameMessage(got, sent []byte) bool {
-	m := receivedByRelayq.FindSubmatch(got)
-	if m == nil {
+	received, id, date := relayqReceived(got)
+	if received == nil {
 		return bytes.Equal(got, sent)
 	}
-	rest := got[len(m[0]):]
-	id, date := m[1], m[2]
+	rest := got[len(received):]
 	hdr, err := mail.ReadMessage(bytes.NewReader(sent))
 	hasHeader := err == nil && len(hdr.Header) > 0
 	if !hasHeader || hdr.Header.Get("Date") == "" {

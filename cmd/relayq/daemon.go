@@ -139,7 +139,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 	maildropDone := make(chan struct{})
 	go func() {
 		defer close(maildropDone)
-		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Log: d.log}
+		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Hostname: d.cfg.Submission.Hostname, Log: d.log}
 		md.Watch(ctx, time.Second)
 	}()
 	go func() {
