@@ -31,7 +31,9 @@ directory it imports from when it starts. Exits 0 only once the message is
 on disk.
 
   -c FILE      config file (else $RELAYQ_CONFIG, else /etc/relayq/config.toml)
-  -t           also take recipients from the To, Cc and Bcc headers
+  -t           also take recipients from the To, Cc and Bcc headers (from
+               Resent-To, -Cc and -Bcc in a resent message); Bcc and
+               Resent-Bcc are removed
   -i, -oi      a line with a single "." does not end the message
   -f SENDER    envelope sender ("<>" for none; default USER@HOSTNAME)
   -F NAME      full name for an added From header
