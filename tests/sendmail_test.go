@@ -115,29 +115,43 @@ func TestSwaksOverTCP(t *testing.T) {
 
 // TestSendmailBsSwaks: swaks --pipe 'relayq sendmail -bs', an SMTP session
 // on the command's standard input and output as Alpine and others use it,
-// → relayq → smtptest relay. The message arrives with its dot-stuffed line
-// restored and relayq's Received naming this user's uid.
+// → relayq → smtptest relay; once with the daemon running, once with it
+// stopped (the session is answered by sendmail itself and the message left
+// in the maildrop until the daemon starts). The message arrives with its
+// dot-stuffed line restored and relayq's Received naming this user's uid.
 func TestSendmailBsSwaks(t *testing.T) {
 	swaks := needTool(t, "swaks", "swaks")
-	relay := smtptest.NewServer(t, smtptest.Options{})
-	d := startDaemon(t, relay)
-	res := runCmd(swaks, nil, "--pipe", fmt.Sprintf("'%s' sendmail -bs -c '%s'", relayqBin, d.config),
-		"--from", "bs@example.org", "--to", "rcpt@example.net",
-		"--header", "X-Seq: 12", "--body", "sent by swaks -bs\n.a line starting with a dot")
-	if res.code != 0 {
-		t.Fatalf("swaks --pipe: %v", res)
-	}
-	if queuedAs.FindStringSubmatch(res.stdout) == nil {
-		t.Errorf("swaks transcript shows no \"queued as\" reply:\n%s", res.stdout)
-	}
-	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
-	if got.From != "bs@example.org" || !slices.Equal(got.To, []string{"rcpt@example.net"}) {
-		t.Errorf("envelope %s → %q, want bs@example.org → [rcpt@example.net]", got.From, got.To)
-	}
-	uid := fmt.Sprintf("(relayq, from userid %d)", os.Getuid())
-	if received, _, _ := relayqReceived(got.Body); seqOf(got.Body) != 12 || !bytes.Contains(got.Body, []byte("sent by swaks -bs\r\n.a line starting with a dot\r\n")) ||
-		!bytes.Contains(received, []byte(uid)) {
-		t.Errorf("body %q: want swaks's header and text and a Received with %s", got.Body, uid)
+	for i, down := range []bool{false, true} {
+		relay := smtptest.NewServer(t, smtptest.Options{})
+		d := startDaemon(t, relay)
+		if down && d.stop() != 0 {
+			t.Fatal("relayq serve did not stop cleanly")
+		}
+		res := runCmd(swaks, nil, "--pipe", fmt.Sprintf("'%s' sendmail -bs -c '%s'", relayqBin, d.config),
+			"--from", "bs@example.org", "--to", "rcpt@example.net",
+			"--header", fmt.Sprintf("X-Seq: %d", 12+i), "--body", "sent by swaks -bs\n.a line starting with a dot")
+		if res.code != 0 {
+			t.Fatalf("swaks --pipe (daemon down: %v): %v", down, res)
+		}
+		want := "<-  250 2.0.0 Ok: queued as "
+		if down {
+			want = "<-  250 2.0.0 Ok: queued in the maildrop as "
+		}
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("daemon down: %v: swaks transcript shows no %q:\n%s", down, want, res.stdout)
+		}
+		if down {
+			d.start()
+		}
+		got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+		if got.From != "bs@example.org" || !slices.Equal(got.To, []string{"rcpt@example.net"}) {
+			t.Errorf("envelope %s → %q, want bs@example.org → [rcpt@example.net]", got.From, got.To)
+		}
+		uid := fmt.Sprintf("(relayq, from userid %d)", os.Getuid())
+		if received, _, _ := relayqReceived(got.Body); seqOf(got.Body) != 12+i || !bytes.Contains(got.Body, []byte("sent by swaks -bs\r\n.a line starting with a dot\r\n")) ||
+			!bytes.Contains(received, []byte(uid)) {
+			t.Errorf("daemon down: %v: body %q: want swaks's header and text and a Received with %s", down, got.Body, uid)
+		}
 	}
 }
 

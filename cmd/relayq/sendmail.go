@@ -45,7 +45,8 @@ on disk.
   -v           print the queue ID
   -bm          deliver mail (the default)
   -bs          an SMTP session on standard input and output, submitted to
-               the daemon (as with Postfix, for mail clients such as Alpine)
+               the daemon (as with Postfix, for mail clients such as Alpine);
+               with the daemon down, each message goes to the maildrop
   -bp          list the queue instead, as mailq does (Postfix's format)
   -bi, -I      rebuild the aliases database, as newaliases: relayq has
                none, so this succeeds and does nothing

@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 
 	"relayq"
+	"relayq/spool"
 )
 
 // smtpDialTimeout bounds the connection to the daemon's socket for -bs.
@@ -19,9 +21,9 @@ const smtpDialTimeout = 10 * time.Second
 // process's user (SO_PEERCRED), and each message is queued, with the
 // daemon's 250, before the client hears it.
 //
-// When the daemon's socket does not answer, the client gets a 421 greeting
-// (try again later) and the exit status is 75, as for sendmail without the
-// daemon and without a maildrop.
+// When the daemon's socket does not answer, relayq answers the session
+// itself and writes each message to the maildrop, as sendmail without -bs
+// does (spool.ServeStandalone): 250 once the file is on disk.
 func (a *sendmailArgs) runSMTP(env cmdEnv) int {
 	cfg, _, err := relayq.FindForClient(a.config, env.Getenv)
 	if err != nil {
@@ -30,9 +32,17 @@ func (a *sendmailArgs) runSMTP(env cmdEnv) int {
 	}
 	nc, err := net.DialTimeout("unix", cfg.Submission.Socket, smtpDialTimeout)
 	if err != nil {
-		fmt.Fprintf(env.Stdout, "421 4.3.2 %s relayq is not running, try again later\r\n", cfg.Submission.Hostname)
-		fmt.Fprintf(env.Stderr, "sendmail: the relayq daemon is not reachable: %v\n", err)
-		return exitTempFail
+		sub := cfg.Submission
+		err := spool.ServeStandalone(env.Stdin, env.Stdout, spool.StandaloneOptions{
+			Maildrop: sub.Maildrop, Hostname: sub.Hostname,
+			MaxMessageSize: int64(sub.MaxMessageSize), MaxRecipients: sub.MaxRecipients,
+			Log: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "sendmail: SMTP session (relayq is not running): %v\n", err)
+			return exitIOErr
+		}
+		return exitOK
 	}
 	defer nc.Close()
 	return carrySMTP(nc.(*net.UnixConn), env)

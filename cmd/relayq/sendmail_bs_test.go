@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"strings"
@@ -83,12 +84,39 @@ func readReply(r *bufio.Reader) (string, error) {
 }
 
 // TestSendmailSMTPDaemonDown: with the daemon not running, sendmail -bs
-// greets with 421 (try again later) and exits 75.
+// answers the session itself (a client that sends every command at once
+// too) and leaves each message in the maildrop, with a 250 once it is on
+// disk; the daemon imports it, its stuffed dot removed. A maildrop that
+// cannot be written gets 451 for the message, not a 250.
 func TestSendmailSMTPDaemonDown(t *testing.T) {
 	s := newSendmailSetup(t, "")
-	res := runSendmailTest("EHLO x\r\n", "-c", s.config, "-bs")
-	if res.code != exitTempFail || !strings.HasPrefix(res.stdout, "421 4.3.2 host.test ") {
-		t.Errorf("exit %d, stdout %q; want 75 and a 421 greeting", res.code, res.stdout)
+	if err := spool.EnsureMaildrop(s.maildrop); err != nil {
+		t.Fatal(err)
+	}
+	session := "EHLO alpine.example\r\nMAIL FROM:<me@example.org>\r\nRCPT TO:<you@example.net>\r\nDATA\r\n" +
+		"Subject: while down\r\n\r\nline\r\r\n..dot line\r\n.\r\nQUIT\r\n"
+	res := runSendmailTest(session, "-c", s.config, "-bs")
+	if res.code != exitOK || !strings.HasPrefix(res.stdout, "220 host.test ") || !strings.Contains(res.stdout, "\r\n250 2.0.0 Ok: queued in the maildrop as ") ||
+		!strings.HasSuffix(res.stdout, "\r\n221 2.0.0 Bye\r\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 0, the message queued in the maildrop, 221", res.code, res.stdout, res.stderr)
+	}
+	q := s.startIntake(t, queue.Options{}, spool.Options{})
+	if n, err := (&spool.Maildrop{Dir: s.maildrop, Queue: q}).Import(context.Background()); n != 1 || err != nil {
+		t.Fatalf("import: %d, %v", n, err)
+	}
+	msgs, _ := q.List()
+	if len(msgs) != 1 || msgs[0].From != "me@example.org" || msgs[0].Submitter.UID != os.Getuid() {
+		t.Fatalf("queued %+v", msgs)
+	}
+	body, _ := io.ReadAll(q.Body(msgs[0].ID))
+	if !strings.HasSuffix(string(body), "\r\nSubject: while down\r\n\r\nline\r\n\r\n.dot line\r\n") {
+		t.Errorf("queued %q", body)
+	}
+
+	nowhere := newSendmailSetup(t, "") // no maildrop directory
+	res = runSendmailTest(session, "-c", nowhere.config, "-bs")
+	if strings.Contains(res.stdout, "\r\n250 2.0.0 Ok: queued") || !strings.Contains(res.stdout, "\r\n451 4.3.0 ") {
+		t.Errorf("no maildrop: stdout %q, want 451 for the message", res.stdout)
 	}
 }
 
