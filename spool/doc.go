@@ -15,7 +15,13 @@
 //   - WriteMaildrop is sendmail's fallback when the daemon is down: one file
 //     per message, written to a temporary name, fsynced and renamed into
 //     place. Maildrop.Import and Maildrop.Watch, on the daemon's side, move
-//     those files into the queue.
+//     those files into the queue. ServeStandalone is `sendmail -bs` with the
+//     daemon down: an SMTP session on standard input and output whose
+//     messages go to the maildrop.
+//   - Every message taken in gets a Received header naming relayq, the
+//     submitter (uid, or HELO name and address) and the queue ID, and, over
+//     SMTP, a Date and a Message-ID when it has none, as Postfix's cleanup
+//     does for local submitters (trace.go).
 //
 // Promises:
 //
@@ -23,6 +29,9 @@
 //     on stable storage. What can go wrong after that is a duplicate, never a
 //     loss: a crash between queue.Put and the removal of a maildrop file
 //     imports that file again.
+//   - DATA is read by RFC 5321 (a line starts after CRLF, whatever CRs come
+//     before it), not by go-smtp's reader, which loses the line start after
+//     CR CR LF (wire.go).
 //   - Stored bodies have CRLF line endings only: a bare LF or bare CR is
 //     turned into CRLF on the way in, so no sequence in a body can end the
 //     DATA section of the relay we send it to (SMTP smuggling,
