@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +49,7 @@ func ServeStandalone(r io.Reader, w io.Writer, o StandaloneOptions) error {
 	srv.MaxRecipients = o.MaxRecipients
 	srv.MaxLineLength = defaultMaxLineLength
 	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true // kept with the message in the maildrop, as the daemon keeps them
 	srv.ErrorLog = errorLog{o.Log}
 	c := &stdioConn{r: r, w: w, wire: wire{hostname: o.Hostname}, closed: make(chan struct{})}
 	err := srv.Serve(&oneConnListener{conn: c})
@@ -59,28 +61,37 @@ func ServeStandalone(r io.Reader, w io.Writer, o StandaloneOptions) error {
 
 // dropSession is one transaction of ServeStandalone.
 type dropSession struct {
-	o    StandaloneOptions
-	env  queue.Envelope
-	utf8 bool
-	seen map[string]bool
+	o       StandaloneOptions
+	env     queue.Envelope
+	rcptDSN []queue.RecipientDSN // parallel to env.Recipients
+	utf8    bool
+	seen    map[string]bool
 }
 
 var replyNoPermission = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "This user may not submit mail (see relayq's socket_group)"}
 
-func (s *dropSession) Reset()        { s.env, s.utf8, s.seen = queue.Envelope{}, false, nil }
+func (s *dropSession) Reset()        { s.env, s.rcptDSN, s.utf8, s.seen = queue.Envelope{}, nil, false, nil }
 func (s *dropSession) Logout() error { return nil }
 
 func (s *dropSession) Mail(from string, opts *smtp.MailOptions) error {
 	if from != "" && checkAddress(from) != nil {
 		return replyBadSender
 	}
-	s.env.From, s.utf8 = from, opts != nil && opts.UTF8
+	dsn, err := mailDSN(opts)
+	if err != nil {
+		return err
+	}
+	s.env.From, s.env.DSN, s.utf8 = from, dsn, opts != nil && opts.UTF8
 	return nil
 }
 
-func (s *dropSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *dropSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if checkAddress(to) != nil {
 		return replyBadRcpt
+	}
+	dsn, err := rcptDSN(opts)
+	if err != nil {
+		return err
 	}
 	if s.seen == nil {
 		s.seen = make(map[string]bool)
@@ -88,6 +99,7 @@ func (s *dropSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if k := addressKey(to); !s.seen[k] {
 		s.seen[k] = true
 		s.env.Recipients = append(s.env.Recipients, to)
+		s.rcptDSN = append(s.rcptDSN, dsn)
 	}
 	return nil
 }
@@ -103,6 +115,9 @@ func (s *dropSession) Data(r io.Reader) error {
 		return replyNUL
 	}
 	env := s.env
+	if slices.ContainsFunc(s.rcptDSN, func(d queue.RecipientDSN) bool { return !d.IsZero() }) {
+		env.RecipientDSN = s.rcptDSN
+	}
 	env.UTF8 = messageNeedsUTF8(s.utf8, env.From, env.Recipients, body)
 	env.EightBit = n.eightBit
 	name, err := WriteMaildrop(s.o.Maildrop, env, body)

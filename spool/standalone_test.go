@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,14 +12,15 @@ import (
 
 // TestServeStandalone: the session sendmail -bs runs while the daemon is
 // down answers as the daemon would (bad addresses 501, NUL octets 554 5.6.0,
-// the DATA after CR CR LF read right), writes each message it takes to the
-// maildrop before its 250, and ends at the end of its input.
+// the DATA after CR CR LF read right, DSN requests kept), writes each
+// message it takes to the maildrop before its 250, and ends at the end of
+// its input.
 func TestServeStandalone(t *testing.T) {
 	dir := maildropDir(t)
 	in := "EHLO client.test\r\n" +
 		"MAIL FROM:<-oQ/tmp/x@example.org>\r\n" +
 		"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nSubject: nul\r\n\r\n\x00\r\n.\r\n" +
-		"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<b@EXAMPLE.NET>\r\nDATA\r\nSubject: ok\r\n\r\nx\r\r\n..y\r\n.\r\n"
+		"MAIL FROM:<a@example.org> RET=HDRS\r\nRCPT TO:<b@example.net> NOTIFY=FAILURE\r\nRCPT TO:<b@EXAMPLE.NET>\r\nDATA\r\nSubject: ok\r\n\r\nx\r\r\n..y\r\n.\r\n"
 	var out bytes.Buffer
 	if err := ServeStandalone(strings.NewReader(in), &out, StandaloneOptions{Maildrop: dir, Hostname: "mx.relayq.test", Log: testLogger(t)}); err != nil {
 		t.Fatal(err)
@@ -35,6 +37,9 @@ func TestServeStandalone(t *testing.T) {
 	}
 	msgs, bodies := queued(t, q)
 	if len(msgs) != 1 || len(msgs[0].Recipients) != 1 || bodies[0] != "Subject: ok\r\n\r\nx\r\n\r\n.y\r\n" {
-		t.Errorf("queued %+v: %q", msgs, bodies)
+		t.Fatalf("queued %+v: %q", msgs, bodies)
+	}
+	if m := msgs[0]; m.DSN.Return != "HDRS" || !slices.Equal(m.Recipients[0].DSN.Notify, []string{"FAILURE"}) {
+		t.Errorf("DSN requests %+v, %+v; want RET=HDRS and NOTIFY=FAILURE kept", m.DSN, m.Recipients[0].DSN)
 	}
 }
