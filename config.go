@@ -72,7 +72,7 @@ type SubmissionConfig struct {
 	MaxMessageSize ByteSize `toml:"max_message_size"` // default 25 MiB
 	MaxRecipients  int      `toml:"max_recipients"`   // default 1000
 	Maildrop       string   `toml:"maildrop"`         // sendmail's fallback directory; relative to StateDir; default "maildrop"
-	Hostname       string   `toml:"hostname"`         // greeting and Message-ID name; default the machine's host name
+	Hostname       string   `toml:"hostname"`         // greeting, EHLO, Received and Message-ID name; default the machine's host name
 	// MaxConnections caps the intake connections open at once (socket and
 	// listeners together); default 200. MaxConnectionsPerUser caps those of
 	// one uid on the socket, of one address on a listener; default 50.

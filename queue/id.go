@@ -50,6 +50,10 @@ func (s *idSource) next(now time.Time) string {
 	return string(id[:])
 }
 
+// NewID returns a queue ID for Envelope.ID: one no other message has or
+// will be given by this Queue.
+func (q *Queue) NewID() string { return q.ids.next(q.opts.Now()) }
+
 // ValidID reports whether s has the form of a queue ID, so that commands can
 // refuse garbage before asking the store.
 func ValidID(s string) bool {

@@ -83,6 +83,10 @@ type Submitter struct {
 
 // Envelope is what a submission hands to Put, besides the body.
 type Envelope struct {
+	// ID is the queue ID to store the message under, from NewID, for a
+	// submitter that names it in the message (a Received header) before
+	// Put; "" lets Put pick one.
+	ID         string
 	From       string // reverse path; "" is the null sender
 	Recipients []string
 	Submitter  Submitter

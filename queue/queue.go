@@ -257,6 +257,8 @@ func (q *Queue) Path() string { return q.db.Path() }
 
 // Put stores a new message and returns its ID once the transaction holding it
 // has committed. The body must already be normalised (CRLF line endings).
+// The ID is env.ID when set (from NewID; one in use is an error), else a
+// new one.
 func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -267,11 +269,17 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 	if err := q.space.admit(); err != nil {
 		return "", fmt.Errorf("queue: put: %w", err)
 	}
+	now := q.opts.Now()
+	id := env.ID
+	if id == "" {
+		id = q.ids.next(now)
+	} else if !ValidID(id) {
+		return "", fmt.Errorf("queue: put: %q is not a queue ID", id)
+	}
 	if env.RecipientDSN != nil && len(env.RecipientDSN) != len(env.Recipients) {
 		return "", fmt.Errorf("queue: put: %d recipient DSN requests for %d recipients", len(env.RecipientDSN), len(env.Recipients))
 	}
-	now := q.opts.Now()
-	m := newMessage(q.ids.next(now), env, body, now)
+	m := newMessage(id, env, body, now)
 	for i := range env.RecipientDSN {
 		m.Recipients[i].DSN = env.RecipientDSN[i]
 	}
@@ -280,6 +288,9 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 		return "", fmt.Errorf("queue: put: %w", err)
 	}
 	err = q.commit.commit(func(tx *bolt.Tx) error {
+		if env.ID != "" && tx.Bucket(bucketMessages).Get([]byte(id)) != nil {
+			return fmt.Errorf("%s is in use", id)
+		}
 		if err := putBody(tx, m.ID, body); err != nil {
 			return err
 		}

@@ -41,7 +41,7 @@ const replyTooManyConns = "421 4.7.0 Too many connections, try again later\r\n"
 // admitConn wraps an accepted connection in a tracked conn, or, when it is
 // over a cap, answers it 421 and closes it and returns nil.
 func (s *Server) admitConn(nc net.Conn, via string) *conn {
-	c := &conn{Conn: nc, srv: s, via: via, uid: -1}
+	c := &conn{Conn: nc, srv: s, via: via, uid: -1, wire: wire{hostname: s.opts.Hostname}}
 	switch via {
 	case viaSocket:
 		c.uid, c.pid, c.credErr = peerCred(nc)

@@ -31,8 +31,8 @@ func TestSubmit(t *testing.T) {
 		t.Fatalf("Submit returned %q, not in the queue: %v", id, err)
 	}
 	got, _ := io.ReadAll(q.Body(id))
-	if string(got) != body {
-		t.Errorf("body %q, want %q", got, body)
+	if err := checkStamped(got, []byte(body), id); err != nil {
+		t.Error(err)
 	}
 	if m.From != env.From || !reflect.DeepEqual(addresses(m.Recipients), env.Recipients) || m.Submitter.UID != os.Getuid() {
 		t.Errorf("queued %+v", m)

@@ -39,7 +39,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// conn is a connection as go-smtp sees it. It exists for three reasons:
+// conn is a connection as go-smtp sees it. It exists for four reasons:
 //
 //   - Once a read has timed out, every later read returns io.EOF, so the
 //     server closes the connection. go-smtp does not (emersion/go-smtp#196):
@@ -50,6 +50,8 @@ func (l *listener) Accept() (net.Conn, error) {
 //   - Until the client has given MAIL FROM, a read waits at most
 //     Options.IdleTimeout (see SetReadDeadline), so that idle connections
 //     cannot hold the caps for the length of ReadTimeout.
+//   - go-smtp misreads some DATA and misnames us after EHLO; wire puts
+//     both right (wire.go).
 type conn struct {
 	net.Conn
 	srv *Server
@@ -62,6 +64,7 @@ type conn struct {
 	dead    atomic.Bool
 	inTxn   atomic.Bool // MAIL FROM accepted, transaction not yet over
 	inData  bool        // guarded by srv.mu
+	wire    wire
 }
 
 // SetReadDeadline is how go-smtp times out each command: outside a
@@ -75,7 +78,19 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
-func (c *conn) Read(b []byte) (int, error) {
+func (c *conn) Read(b []byte) (int, error) { return c.wire.read(b, c.readNet) }
+
+func (c *conn) Write(b []byte) (int, error) {
+	out := c.wire.reply(b)
+	n, err := c.Conn.Write(out)
+	if err != nil {
+		return min(n, len(b)), err
+	}
+	return len(b), nil
+}
+
+// readNet reads from the network.
+func (c *conn) readNet(b []byte) (int, error) {
 	if c.dead.Load() {
 		return 0, io.EOF
 	}

@@ -20,7 +20,13 @@
 //     place. Maildrop.Import and Maildrop.Watch, on the daemon's side, move
 //     those files into the queue, each independently of the others and
 //     under the policy the socket applies to the file's owner
-//     (maildrop_policy.go).
+//     (maildrop_policy.go). ServeStandalone is `sendmail -bs` with the
+//     daemon down: an SMTP session on standard input and output whose
+//     messages go to the maildrop.
+//   - Every message taken in gets a Received header naming relayq, the
+//     submitter (uid, or HELO name and address) and the queue ID, and, over
+//     SMTP, a Date and a Message-ID when it has none, as Postfix's cleanup
+//     does for local submitters (trace.go).
 //
 // Promises:
 //
@@ -28,6 +34,9 @@
 //     on stable storage. What can go wrong after that is a duplicate, never a
 //     loss: a crash between queue.Put and the removal of a maildrop file
 //     imports that file again.
+//   - DATA is read by RFC 5321 (a line starts after CRLF, whatever CRs come
+//     before it), not by go-smtp's reader, which loses the line start after
+//     CR CR LF (wire.go).
 //   - Stored bodies have CRLF line endings only: a bare LF or bare CR is
 //     turned into CRLF on the way in, so no sequence in a body can end the
 //     DATA section of the relay we send it to (SMTP smuggling,

@@ -191,7 +191,8 @@ func (c *client) expectClosed() []string {
 	}
 }
 
-// queued returns every message in q with its body.
+// queued returns every message in q with its body, without the headers
+// the intake adds before it (unstamp).
 func queued(t testing.TB, q *queue.Queue) ([]*queue.Message, []string) {
 	t.Helper()
 	msgs, err := q.List()
@@ -204,9 +205,41 @@ func queued(t testing.TB, q *queue.Queue) ([]*queue.Message, []string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bodies[i] = string(b)
+		bodies[i] = unstamp(m.ID, string(b))
 	}
 	return msgs, bodies
+}
+
+// unstamp removes what stampMessage put before a message queued as id:
+// the Received header that names relayq and id, the Date with the time of
+// that Received, the Message-ID with id. An empty line it added stays. A
+// body without that Received (from the maildrop) is returned as it is.
+func unstamp(id, body string) string {
+	rest, ok := strings.CutPrefix(body, "Received: ")
+	if !ok {
+		return body
+	}
+	end := strings.Index(rest, "\r\n")
+	for end >= 0 && end+2 < len(rest) && rest[end+2] == '\t' {
+		next := strings.Index(rest[end+2:], "\r\n")
+		if next < 0 {
+			return body
+		}
+		end += 2 + next
+	}
+	received := rest[:max(end, 0)]
+	marker := " (relayq"
+	_, date, found := strings.Cut(received, "id "+id+"; ")
+	if end < 0 || !found || !strings.Contains(received, marker) {
+		return body
+	}
+	rest = strings.TrimPrefix(rest[end+2:], "Date: "+date+"\r\n")
+	if strings.HasPrefix(rest, "Message-ID: <") {
+		if line, after, _ := strings.Cut(rest, "\r\n"); strings.Contains(line, "."+id+"@") {
+			rest = after
+		}
+	}
+	return rest
 }
 
 func addresses(rs []queue.Recipient) []string {

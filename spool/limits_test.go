@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -40,7 +41,16 @@ func limitedServer(t *testing.T, l Limits) (*Server, *testClock) {
 	return s, clock
 }
 
-const limitBody = "Subject: x\r\n\r\nhello\r\n.\r\n" // 21 bytes queued
+const limitBody = "Subject: x\r\n\r\nhello\r\n.\r\n" // 21 bytes, and the headers the intake adds
+
+// stampedSize is the size limitBody is queued with, once the intake has
+// added its headers, when sent after hello over via.
+func stampedSize(via string) int64 {
+	sub := queue.Submitter{Via: via, UID: os.Getuid(), Addr: "127.0.0.1:1"}
+	msg := []byte(strings.TrimSuffix(limitBody, ".\r\n"))
+	st := stamp{id: strings.Repeat("0", 20), hostname: "relayq.test", helo: "client.test", with: "ESMTP", submitter: sub, now: time.Now()}
+	return int64(len(stampMessage(msg, st)))
+}
 
 // TestLimitMessagesPerHour: a uid may send two messages an hour; the third
 // MAIL FROM gets 452 4.7.0, a TCP client (another count) still gets
@@ -64,17 +74,19 @@ func TestLimitMessagesPerHour(t *testing.T) {
 	}
 }
 
-// TestLimitQueuedBytes: a uid may have 50 bytes queued. One message of 21
-// bytes is taken; a second with SIZE=30 is refused at MAIL FROM, one
+// TestLimitQueuedBytes: a uid may have one and a half messages queued.
+// One message is taken; a second with SIZE is refused at MAIL FROM, one
 // without SIZE at the end of DATA; one larger than the whole allowance gets
 // a permanent 552. Once the first message has left the queue, and the
 // figures were read again, the uid may send again.
 func TestLimitQueuedBytes(t *testing.T) {
-	s, clock := limitedServer(t, Limits{Default: Limit{QueuedBytes: 50}})
+	size := stampedSize(viaSocket)
+	limit := size + size/2
+	s, clock := limitedServer(t, Limits{Default: Limit{QueuedBytes: limit}})
 	c := newClient(t, dial(t, s, "unix"))
 	c.run(dialog(hello, transaction(limitBody, queuedReply), []step{
-		{send: "MAIL FROM:<cron@example.org> SIZE=30", expect: "452 4.7.0 Too much mail queued from uid"},
-		{send: "MAIL FROM:<cron@example.org> SIZE=51", expect: "552 5.3.4"},
+		{send: fmt.Sprintf("MAIL FROM:<cron@example.org> SIZE=%d", size), expect: "452 4.7.0 Too much mail queued from uid"},
+		{send: fmt.Sprintf("MAIL FROM:<cron@example.org> SIZE=%d", limit+1), expect: "552 5.3.4"},
 		{send: "MAIL FROM:<cron@example.org>", expect: "250"},
 		{send: "RCPT TO:<root@example.org>", expect: "250"},
 		{send: "DATA", expect: "354"},
@@ -87,7 +99,7 @@ func TestLimitQueuedBytes(t *testing.T) {
 	if _, err := s.opts.Queue.Delete([]string{msgs[0].ID}); err != nil {
 		t.Fatal(err)
 	}
-	c.run([]step{{send: "MAIL FROM:<cron@example.org> SIZE=30", expect: "452 4.7.0"}}) // not read again yet
+	c.run([]step{{send: fmt.Sprintf("MAIL FROM:<cron@example.org> SIZE=%d", size), expect: "452 4.7.0"}}) // not read again yet
 	clock.advance(bytesRefresh)
 	c.run(dialog([]step{{send: "RSET", expect: "250"}}, transaction(limitBody, queuedReply)))
 }
@@ -194,8 +206,9 @@ func TestLimitConcurrentAdmit(t *testing.T) {
 // or not, sorted by key.
 func TestLimitUsage(t *testing.T) {
 	uid := strconv.Itoa(os.Getuid())
+	unix, tcp := stampedSize(viaSocket), stampedSize(viaTCP)
 	s, clock := limitedServer(t, Limits{
-		Default: Limit{QueuedBytes: 50},
+		Default: Limit{QueuedBytes: 3 * tcp},
 		Rules: []LimitRule{
 			{Kind: LimitUID, Value: uid, Limit: Limit{MessagesPerHour: 2}},
 			{Kind: LimitUnit, Value: "idle.service", Limit: Limit{MessagesPerHour: 7}},
@@ -209,18 +222,18 @@ func TestLimitUsage(t *testing.T) {
 		{send: "MAIL FROM:<cron@example.org>", expect: "452 4.7.0"},
 		{send: "RSET", expect: "250"},
 	}))
-	tcp := newClient(t, dial(t, s, "tcp"))
-	tcp.run(dialog(hello, transaction(limitBody, queuedReply)))
+	tc := newClient(t, dial(t, s, "tcp"))
+	tc.run(dialog(hello, transaction(limitBody, queuedReply)))
 
 	got := map[string]LimitUsage{}
 	for _, u := range s.LimitUsage() {
 		got[u.Key] = u
 	}
-	if u := got["uid "+uid]; u.MessagesPerHour != 2 || u.MessagesLastHour != 2 || u.Refused != 1 || !u.LastRefused.Equal(clock.Now()) || u.QueuedBytes != 42 {
-		t.Errorf("uid %s: %+v, want 2 of 2 messages, 42 bytes queued, 1 refused now", uid, u)
+	if u := got["uid "+uid]; u.MessagesPerHour != 2 || u.MessagesLastHour != 2 || u.Refused != 1 || !u.LastRefused.Equal(clock.Now()) || u.QueuedBytes != 2*unix {
+		t.Errorf("uid %s: %+v, want 2 of 2 messages, %d bytes queued, 1 refused now", uid, u, 2*unix)
 	}
-	if u := got["TCP submissions"]; u.QueuedBytes != 21 || u.Limit.QueuedBytes != 50 || u.Refused != 0 {
-		t.Errorf("TCP submissions: %+v, want 21 of 50 bytes queued", u)
+	if u := got["TCP submissions"]; u.QueuedBytes != tcp || u.Limit.QueuedBytes != 3*tcp || u.Refused != 0 {
+		t.Errorf("TCP submissions: %+v, want %d of %d bytes queued", u, tcp, 3*tcp)
 	}
 	if len(got) != 3 {
 		t.Errorf("usage: %+v, want the uid, TCP submissions and the idle unit", got)

@@ -274,7 +274,10 @@ type Maildrop struct {
 	// MaxSize is max_message_size; a larger file is set aside (*.bad), not
 	// read. 0 means no limit.
 	MaxSize int64
-	Log     *slog.Logger
+	// Hostname names this host in the Received header each message gets
+	// (stampMessage); "" means os.Hostname().
+	Hostname string
+	Log      *slog.Logger
 	// Intake, if set, applies its policy to every file as to a submission
 	// on its socket by the file's owner (maildrop_policy.go):
 	// max_recipients, max_message_size and [limits], counted together with
@@ -295,6 +298,16 @@ type Maildrop struct {
 // maildropEnvelopeRoom is what the envelope lines of a maildrop file may
 // add to the message itself.
 const maildropEnvelopeRoom = 1 << 20
+
+func (m *Maildrop) hostname() string {
+	if m.Hostname != "" {
+		return m.Hostname
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
+}
 
 func (m *Maildrop) logger() *slog.Logger {
 	if m.Log == nil {
@@ -409,6 +422,8 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 	if !ok {
 		return false, nil
 	}
+	env.ID = q.NewID()
+	body = stampMessage(body, stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()})
 	id, err := q.Put(ctx, env, body)
 	counted(err == nil)
 	if err != nil {

@@ -68,7 +68,7 @@ func TestMaildropRoundTrip(t *testing.T) {
 		body string
 	}{
 		{"plain", queue.Envelope{From: "cron@example.org", Recipients: []string{"a@example.com", "b@example.com"}}, "Subject: x\r\n\r\nbody\r\n"},
-		{"null sender", queue.Envelope{From: "", Recipients: []string{"a@example.com"}}, "x\r\n"},
+		{"null sender", queue.Envelope{From: "", Recipients: []string{"a@example.com"}}, "Subject: null sender\r\n\r\nx\r\n"},
 		{"utf8 and 8bit", queue.Envelope{From: "jörg@exämple.de", Recipients: []string{"a@example.com"}, UTF8: true}, "Subject: caf\xc3\xa9\r\n\r\n"},
 		{"empty body", queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.com"}}, ""},
 	}
@@ -156,8 +156,8 @@ func TestImportOrderAndSkips(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("Import = %d, %v; want 3, nil", n, err)
 	}
-	_, bodies := queued(t, q)
-	if want := []string{"first\r\n", "second\r\n", "third\r\n"}; !reflect.DeepEqual(bodies, want) {
+	_, bodies := queued(t, q) // each without a header: the Received added is followed by an empty line
+	if want := []string{"\r\nfirst\r\n", "\r\nsecond\r\n", "\r\nthird\r\n"}; !reflect.DeepEqual(bodies, want) {
 		t.Errorf("queued %q, want %q in order", bodies, want)
 	}
 	want := []string{"garbage.bad", "hardlink.bad", "injection.bad", "norcpt.bad", "nul.bad", "symlink.bad", "tmp.0000-half"}
@@ -442,7 +442,8 @@ func TestImportAppliesIntakePolicy(t *testing.T) {
 	}
 	msgs, bodies := queued(t, q)
 	sort.Strings(bodies)
-	if want := []string{"another user's\r\n", "first\r\n", "second\r\n"}; !reflect.DeepEqual(bodies, want) {
+	// Each got an empty line before it: a message without a header.
+	if want := []string{"\r\nanother user's\r\n", "\r\nfirst\r\n", "\r\nsecond\r\n"}; !reflect.DeepEqual(bodies, want) {
 		t.Errorf("queued %q, want %q", bodies, want)
 	}
 	for _, m := range msgs {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 )
@@ -46,8 +47,10 @@ type Prepared struct {
 //     is all body.
 //   - With ExtractRecipients, the addresses in To, Cc and Bcc are added to
 //     the argument recipients (as Postfix does; classic sendmail would take
-//     the arguments away instead). Bcc fields are always removed, as
-//     Postfix's cleanup does.
+//     the arguments away instead); in a message being resent (it has a
+//     Resent- field), those in Resent-To, Resent-Cc and Resent-Bcc instead,
+//     as sendmail and Postfix's cleanup do. Bcc and Resent-Bcc fields are
+//     always removed, as Postfix's cleanup does.
 //   - Missing Date, Message-ID and From fields are added at the end of the
 //     header: From is "FullName <sender>", the sender being -f or
 //     User@Hostname.
@@ -83,15 +86,11 @@ func Prepare(r io.Reader, o PrepareOptions) (*Prepared, error) {
 		rcpts = append(rcpts, list...)
 	}
 	if o.ExtractRecipients {
-		for _, f := range fields {
-			if f.is("To") || f.is("Cc") || f.is("Bcc") {
-				list, err := parseAddressList(f.value(), o.Hostname)
-				if err != nil {
-					return nil, fmt.Errorf("%w (in the %s header)", err, f.name)
-				}
-				rcpts = append(rcpts, list...)
-			}
+		list, err := headerRecipients(fields, o.Hostname)
+		if err != nil {
+			return nil, err
 		}
+		rcpts = append(rcpts, list...)
 	}
 	rcpts = dedupe(rcpts)
 	if len(rcpts) == 0 {
@@ -103,7 +102,7 @@ func Prepare(r io.Reader, o PrepareOptions) (*Prepared, error) {
 	have := make(map[string]bool)
 	for _, f := range fields {
 		have[strings.ToLower(f.name)] = true
-		if !f.is("Bcc") {
+		if !f.is("Bcc") && !f.is("Resent-Bcc") {
 			out.Write(f.raw)
 		}
 	}
@@ -111,6 +110,32 @@ func Prepare(r io.Reader, o PrepareOptions) (*Prepared, error) {
 	out.WriteString("\r\n")
 	out.Write(body)
 	return &Prepared{From: from, Recipients: rcpts, Body: out.Bytes()}, nil
+}
+
+// headerRecipients are the addresses -t takes from the header: those of
+// To, Cc and Bcc, or, when any field's name begins with "Resent-" (the
+// message is being resent, RFC 5322 §3.6.6), of Resent-To, Resent-Cc and
+// Resent-Bcc.
+func headerRecipients(fields []field, hostname string) ([]string, error) {
+	names := []string{"To", "Cc", "Bcc"}
+	for _, f := range fields {
+		if len(f.name) > len("Resent-") && strings.EqualFold(f.name[:len("Resent-")], "Resent-") {
+			names = []string{"Resent-To", "Resent-Cc", "Resent-Bcc"}
+			break
+		}
+	}
+	var rcpts []string
+	for _, f := range fields {
+		if !slices.ContainsFunc(names, f.is) {
+			continue
+		}
+		list, err := parseAddressList(f.value(), hostname)
+		if err != nil {
+			return nil, fmt.Errorf("%w (in the %s header)", err, f.name)
+		}
+		rcpts = append(rcpts, list...)
+	}
+	return rcpts, nil
 }
 
 // envelopeSender is -f, qualified, or User@Hostname.

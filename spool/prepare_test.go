@@ -64,6 +64,26 @@ func TestPrepare(t *testing.T) {
 			body:  "To: undisclosed-recipients:;\r\nCc: Root <root>, admin\r\n" + added + "\r\n",
 		},
 		{
+			// Resending (RFC 5322 §3.6.6): the Resent- fields name the
+			// new recipients; To and Cc are the first sending's.
+			name: "-t on a resent message takes Resent-To, -Cc and -Bcc, removes Bcc and Resent-Bcc",
+			opts: PrepareOptions{ExtractRecipients: true},
+			input: "To: first@example.com\nBcc: first-secret@example.com\n" +
+				"Resent-From: me@example.org\nResent-To: again@example.com\nresent-cc: c@example.com\n" +
+				"Resent-Bcc: hidden@example.com,\n  hidden2@example.com\nSubject: x\n\nbody\n",
+			from:  "cron@host.test",
+			rcpts: []string{"again@example.com", "c@example.com", "hidden@example.com", "hidden2@example.com"},
+			body:  "To: first@example.com\r\nResent-From: me@example.org\r\nResent-To: again@example.com\r\nresent-cc: c@example.com\r\nSubject: x\r\n" + added + "\r\nbody\r\n",
+		},
+		{
+			name:  "Resent-Bcc removed without -t too",
+			opts:  PrepareOptions{Recipients: []string{"a@example.com"}},
+			input: "Resent-To: a@example.com\nRESENT-BCC: hidden@example.com\nSubject: x\n\n",
+			from:  "cron@host.test",
+			rcpts: []string{"a@example.com"},
+			body:  "Resent-To: a@example.com\r\nSubject: x\r\n" + added + "\r\n",
+		},
+		{
 			name:  "Bcc removed without -t too",
 			opts:  PrepareOptions{Recipients: []string{"a@example.com"}},
 			input: "BCC: hidden@example.com\nSubject: x\n\n",

@@ -44,10 +44,14 @@ const queuedReply = "250 2.0.0 Ok: queued as "
 func TestDialogs(t *testing.T) {
 	long := strings.Repeat("x", 10000)
 	tests := []struct {
-		name   string
-		opts   Options
-		steps  []step
-		bodies []string // the bodies queued, in order; nil = nothing queued
+		name  string
+		opts  Options
+		steps []step
+		// bodies are the messages queued, in order, without the
+		// headers the intake adds (unstamp); a message that does not
+		// begin with a header gets an empty line first. nil = nothing
+		// queued.
+		bodies []string
 	}{
 		{
 			name:   "normal submission",
@@ -62,7 +66,7 @@ func TestDialogs(t *testing.T) {
 		{
 			name:   "bare CR becomes CRLF",
 			steps:  dialog(hello, transaction("a\rb\r\n.\r\n", queuedReply)),
-			bodies: []string{"a\r\nb\r\n"},
+			bodies: []string{"\r\na\r\nb\r\n"},
 		},
 		{
 			// The smuggling attempt: <LF>.<LF> does not end DATA, and what
@@ -70,29 +74,29 @@ func TestDialogs(t *testing.T) {
 			name: "LF dot LF does not end data",
 			steps: dialog(hello, transaction("a\n.\nMAIL FROM:<evil@example.net>\nRCPT TO:<victim@example.com>\nDATA\nspoofed\r\n.\r\n", queuedReply),
 				[]step{{send: "QUIT", expect: "221 2.0.0"}}),
-			bodies: []string{"a\r\n.\r\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nspoofed\r\n"},
+			bodies: []string{"\r\na\r\n.\r\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nspoofed\r\n"},
 		},
 		{
 			name:   "CR dot CR does not end data",
 			steps:  dialog(hello, transaction("a\r.\rb\r\n.\r\n", queuedReply)),
-			bodies: []string{"a\r\n.\r\nb\r\n"},
+			bodies: []string{"\r\na\r\n.\r\nb\r\n"},
 		},
 		{
 			// go-smtp removes the dot after CRLF as if it were stuffing, so
 			// the line comes out empty; it still does not end DATA.
 			name:   "CRLF dot LF does not end data",
 			steps:  dialog(hello, transaction("a\r\n.\nb\r\n.\r\n", queuedReply)),
-			bodies: []string{"a\r\n\r\nb\r\n"},
+			bodies: []string{"\r\na\r\n\r\nb\r\n"},
 		},
 		{
 			name:   "dot-stuffed lines are unstuffed",
 			steps:  dialog(hello, transaction("..\r\n..foo\r\n...\r\n.\r\n", queuedReply)),
-			bodies: []string{".\r\n.foo\r\n..\r\n"},
+			bodies: []string{"\r\n.\r\n.foo\r\n..\r\n"},
 		},
 		{
 			name:   "10000-character line accepted",
 			steps:  dialog(hello, transaction(long+"\r\n.\r\n", queuedReply)),
-			bodies: []string{long + "\r\n"},
+			bodies: []string{"\r\n" + long + "\r\n"},
 		},
 		{
 			name:   "empty message accepted",
@@ -142,7 +146,7 @@ func TestDialogs(t *testing.T) {
 				{send: "DATA", expect: "354 "},
 				{raw: "x\r\n.\r\n", expect: queuedReply},
 			}),
-			bodies: []string{"x\r\n"},
+			bodies: []string{"\r\nx\r\n"},
 		},
 		{
 			name: "bad addresses",
@@ -158,7 +162,7 @@ func TestDialogs(t *testing.T) {
 				{send: "DATA", expect: "354 "},
 				{raw: "x\r\n.\r\n", expect: queuedReply},
 			}),
-			bodies: []string{"x\r\n"},
+			bodies: []string{"\r\nx\r\n"},
 		},
 		{
 			// go-smtp's parser wants local@domain, so RFC 5321's bare
@@ -187,13 +191,13 @@ func TestDialogs(t *testing.T) {
 				{raw: "BDAT 4\r\na\nb\n", expect: "250 2.0.0"},
 				{raw: "BDAT 3 LAST\r\n.\rc", expect: queuedReply},
 			}),
-			bodies: []string{"a\r\nb\r\n.\r\nc\r\n"},
+			bodies: []string{"\r\na\r\nb\r\n.\r\nc\r\n"},
 		},
 		{
 			name: "two transactions on one connection",
 			steps: dialog(hello, transaction("one\r\n.\r\n", queuedReply), transaction("two\r\n.\r\n", queuedReply),
 				[]step{{send: "QUIT", expect: "221 2.0.0"}}),
-			bodies: []string{"one\r\n", "two\r\n"},
+			bodies: []string{"\r\none\r\n", "\r\ntwo\r\n"},
 		},
 	}
 	for _, tt := range tests {

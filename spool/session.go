@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -43,6 +44,7 @@ func replyQueued(id string) *smtp.SMTPError {
 type session struct {
 	srv       *Server
 	conn      *conn
+	smtp      *smtp.Conn // for the client's HELO name
 	submitter queue.Submitter
 	log       *slog.Logger
 
@@ -79,7 +81,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		sub.Addr = sc.RemoteAddr().String()
 		log = log.With("addr", sub.Addr)
 	}
-	return &session{srv: s, conn: sc, submitter: sub, log: log.With("helo", c.Hostname())}, nil
+	return &session{srv: s, conn: sc, smtp: c, submitter: sub, log: log.With("helo", c.Hostname())}, nil
 }
 
 func (s *session) Reset() {
@@ -151,8 +153,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// Data reads the message, normalising its line endings, and answers 250
-// only once queue.Put has returned (the bbolt commit is on disk).
+// Data reads the message, normalising its line endings, adds Received and
+// any missing Date and Message-ID (stampMessage), and answers 250 only once
+// queue.Put has returned (the bbolt commit is on disk).
 func (s *session) Data(r io.Reader) error {
 	if !s.srv.beginData(s.conn) {
 		return replyShutdown
@@ -167,7 +170,13 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Info("refused message with NUL octets", "from", s.from, "size", len(body))
 		return replyNUL
 	}
+	id := s.srv.opts.Queue.NewID()
+	body = stampMessage(body, stamp{
+		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
+		submitter: s.submitter, now: time.Now(),
+	})
 	env := queue.Envelope{
+		ID:         id,
 		From:       s.from,
 		Recipients: s.rcpts,
 		Submitter:  s.submitter,
@@ -182,7 +191,7 @@ func (s *session) Data(r io.Reader) error {
 	if refused != nil {
 		return refused
 	}
-	id, err := s.srv.opts.Queue.Put(s.srv.putCtx, env, body)
+	id, err = s.srv.opts.Queue.Put(s.srv.putCtx, env, body)
 	counted(err == nil)
 	switch {
 	case errors.Is(err, queue.ErrFull):

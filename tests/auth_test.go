@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -74,8 +73,8 @@ func TestAuthOAuth2(t *testing.T) {
 	body := newMessage(1, from, to, 5)
 	d.submit(t, from, to, body)
 	got := relay.WaitMessages(t, 1, 15*time.Second)
-	if got[0].AuthUser != user || !got[0].TLS || !bytes.Equal(got[0].Body, body) {
-		t.Errorf("delivered as %q over TLS %v (body equal %v); want the message, as %s over TLS", got[0].AuthUser, got[0].TLS, bytes.Equal(got[0].Body, body), user)
+	if got[0].AuthUser != user || !got[0].TLS || !sameMessage(got[0].Body, body) {
+		t.Errorf("delivered as %q over TLS %v (body equal %v); want the message, as %s over TLS", got[0].AuthUser, got[0].TLS, sameMessage(got[0].Body, body), user)
 	}
 	d.waitQueueEmpty(t, 5*time.Second)
 	mu.Lock()

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"fmt"
 	"slices"
 	"sync"
@@ -104,7 +103,7 @@ func checkReceived(t *testing.T, want []sent, got []smtptest.Received) {
 			continue
 		}
 		r := rs[0]
-		if !bytes.Equal(r.Body, m.body) {
+		if !sameMessage(r.Body, m.body) {
 			t.Errorf("message %d: body differs:\n got %q\nwant %q", m.seq, r.Body, m.body)
 		}
 		if r.From != m.from {

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -131,7 +130,7 @@ func TestKill9(t *testing.T) {
 		if count[seq] > 1 {
 			dups++
 		}
-		if want, ok := acked[seq]; ok && !bytes.Equal(r.Body, want) {
+		if want, ok := acked[seq]; ok && !sameMessage(r.Body, want) {
 			t.Errorf("message %d arrived altered:\n got %q\nwant %q", seq, r.Body, want)
 		}
 	}
@@ -226,7 +225,7 @@ func TestKillRightAfterAck(t *testing.T) {
 		return len(seen) == len(bodies)
 	})
 	for _, r := range relay.Messages() {
-		if want := bodies[seqOf(r.Body)-20]; !bytes.Equal(r.Body, want) {
+		if want := bodies[seqOf(r.Body)-20]; !sameMessage(r.Body, want) {
 			t.Errorf("message %d differs:\n got %q\nwant %q", seqOf(r.Body), r.Body, want)
 		}
 	}

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -387,7 +386,7 @@ func crashReport(t *testing.T, c *crashClients, d *daemon, relay *smtptest.Serve
 		if count[seq]++; count[seq] > 1 {
 			dups++
 		}
-		if !bytes.Equal(r.Body, c.bodies[seq]) {
+		if !sameMessage(r.Body, c.bodies[seq]) {
 			t.Errorf("message %d arrived altered:\n got %q\nwant %q", seq, r.Body, c.bodies[seq])
 		}
 	}

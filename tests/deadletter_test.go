@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -47,7 +46,7 @@ func TestPermanentFailureOneRecipient(t *testing.T) {
 	id := d.submit(t, from, to, body)
 
 	got := relay.WaitMessages(t, 1, 20*time.Second)
-	if !bytes.Equal(got[0].Body, body) {
+	if !sameMessage(got[0].Body, body) {
 		t.Errorf("body differs:\n got %q\nwant %q", got[0].Body, body)
 	}
 	if want := []string{"alice@example.net", "carol@example.com"}; !slices.Equal(got[0].To, want) {
@@ -118,7 +117,7 @@ func TestLMTPPerRecipientReplies(t *testing.T) {
 		t.Errorf("deliveries to %q then %q, want [%s] then [%s]", got[0].To, got[1].To, ok, later)
 	}
 	for _, g := range got {
-		if !bytes.Equal(g.Body, body) {
+		if !sameMessage(g.Body, body) {
 			t.Errorf("body differs:\n got %q\nwant %q", g.Body, body)
 		}
 	}

@@ -248,7 +248,7 @@ func checkAllDelivered(t *testing.T, relay *smtptest.Server, acked map[int][]byt
 	})
 	for _, r := range relay.Messages() {
 		n := seqOf(r.Body)
-		if want, ok := acked[n]; ok && string(r.Body) != string(want) {
+		if want, ok := acked[n]; ok && !sameMessage(r.Body, want) {
 			t.Errorf("message %d arrived altered", n)
 		}
 		if refused[n] {

@@ -144,7 +144,11 @@ func TestSizeOverRelayLimit(t *testing.T) {
 	if !ok {
 		t.Fatalf("message %s not in dead list", id)
 	}
-	want := fmt.Sprintf("message size %d exceeds the relay's SIZE limit 2000", len(big))
+	// The size sent is the stored message's: relayq's Received before it.
+	if dl.Size <= int64(len(big)) {
+		t.Errorf("dead letter of %d bytes, want the %d submitted and relayq's Received", dl.Size, len(big))
+	}
+	want := fmt.Sprintf("message size %d exceeds the relay's SIZE limit 2000", dl.Size)
 	if r := dl.Recipients[0]; r.ReplyCode != 552 || r.Enhanced != "5.3.4" || !strings.Contains(r.LastReply, want) || dl.Attempts != 1 {
 		t.Errorf("dead recipient %+v after %d attempts, want 552 5.3.4 %q after 1", r, dl.Attempts, want)
 	}

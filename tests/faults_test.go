@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"cmp"
 	"crypto/tls"
 	"fmt"
@@ -109,7 +108,7 @@ func checkDeliveredOnce(t *testing.T, relay *smtptest.Server, want map[int][]byt
 		seen[seq]++
 		if w, ok := want[seq]; !ok {
 			t.Errorf("relay got a message nobody sent (X-Seq %d)", seq)
-		} else if seen[seq] == 1 && !bytes.Equal(m.Body, w) {
+		} else if seen[seq] == 1 && !sameMessage(m.Body, w) {
 			t.Errorf("message %d differs:\n got %q\nwant %q", seq, m.Body, w)
 		}
 	}
@@ -138,7 +137,7 @@ func stillServing(t *testing.T, d *daemon, relay *smtptest.Server, seq int) {
 	body := newMessage(seq, from, to, 3)
 	d.submit(t, from, to, body)
 	got := relay.WaitMessages(t, before+1, 20*time.Second)
-	if !bytes.Equal(got[before].Body, body) {
+	if !sameMessage(got[before].Body, body) {
 		t.Errorf("message after the fault differs:\n got %q\nwant %q", got[before].Body, body)
 	}
 	d.waitQueueEmpty(t, 5*time.Second)

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"regexp"
 	"testing"
 	"time"
@@ -30,7 +29,7 @@ func TestSecondInstance(t *testing.T) {
 	body := newMessage(6, from, to, 3)
 	d.submit(t, from, to, body)
 	got := relay.WaitMessages(t, 1, 10*time.Second)
-	if !bytes.Equal(got[0].Body, body) {
+	if !sameMessage(got[0].Body, body) {
 		t.Errorf("body differs:\n got %q\nwant %q", got[0].Body, body)
 	}
 	if _, _, err := d.list("queue"); err != nil {
@@ -75,7 +74,7 @@ func TestSigtermDuringDelivery(t *testing.T) {
 
 			d.start()
 			got := relay.WaitMessages(t, 1, 15*time.Second)
-			if !bytes.Equal(got[0].Body, body) {
+			if !sameMessage(got[0].Body, body) {
 				t.Errorf("body differs:\n got %q\nwant %q", got[0].Body, body)
 			}
 			d.waitQueueEmpty(t, 10*time.Second)

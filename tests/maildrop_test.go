@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,7 +43,7 @@ func TestSendmailWhileDaemonDown(t *testing.T) {
 
 			d.start()
 			got := relay.WaitMessages(t, 1, 15*time.Second)
-			if !bytes.Equal(got[0].Body, body) {
+			if !sameMessage(got[0].Body, body) {
 				t.Errorf("body differs:\n got %q\nwant %q", got[0].Body, body)
 			}
 			if got[0].From != from || !slices.Equal(slices.Sorted(slices.Values(got[0].To)), slices.Sorted(slices.Values(to))) {

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -76,7 +75,7 @@ func waitDead(t *testing.T, d *daemon, id string) listed {
 func delivered(relay *smtptest.Server, body []byte) []smtptest.Received {
 	var out []smtptest.Received
 	for _, m := range relay.Messages() {
-		if bytes.Equal(m.Body, body) {
+		if sameMessage(m.Body, body) {
 			out = append(out, m)
 		}
 	}
@@ -223,7 +222,7 @@ func TestQueueRetryGoesOutNow(t *testing.T) {
 	}
 	d.mustRelayq(t, "queue", "retry", id)
 	got := relay.WaitMessages(t, 1, 10*time.Second)
-	if !bytes.Equal(got[0].Body, body) {
+	if !sameMessage(got[0].Body, body) {
 		t.Errorf("body differs")
 	}
 	d.waitQueueEmpty(t, 10*time.Second)

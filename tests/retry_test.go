@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"slices"
@@ -60,7 +59,7 @@ func TestRetryAfter451(t *testing.T) {
 	id := d.submit(t, from, to, body)
 
 	got := relay.WaitMessages(t, 1, 20*time.Second)
-	if !bytes.Equal(got[0].Body, body) {
+	if !sameMessage(got[0].Body, body) {
 		t.Errorf("body differs:\n got %q\nwant %q", got[0].Body, body)
 	}
 	if n := relay.DataAttempts(); n != 3 {
@@ -121,7 +120,7 @@ func TestRelayDropsConnection(t *testing.T) {
 			id := d.submit(t, from, to, body)
 
 			got := relay.WaitMessages(t, 1, 20*time.Second)
-			if !bytes.Equal(got[0].Body, body) {
+			if !sameMessage(got[0].Body, body) {
 				t.Errorf("body differs:\n got %q\nwant %q", got[0].Body, body)
 			}
 			attempts := len(tc.body) + 1
@@ -186,7 +185,7 @@ func TestQueueListShowsDeferred(t *testing.T) {
 
 	relay.SetScript(smtptest.Script{})
 	got := relay.WaitMessages(t, 1, 10*time.Second)
-	if !bytes.Equal(got[0].Body, body) {
+	if !sameMessage(got[0].Body, body) {
 		t.Errorf("body differs:\n got %q\nwant %q", got[0].Body, body)
 	}
 	d.waitQueueEmpty(t, 5*time.Second)

@@ -153,7 +153,7 @@ func TestSubmitSocketGroup(t *testing.T) {
 		t.Fatalf("group member's sendmail: %v; want exit 0", r)
 	}
 	got := relay.WaitMessages(t, 1, 15*time.Second)
-	if !bytes.Equal(got[0].Body, body1) {
+	if !sameMessage(got[0].Body, body1) {
 		t.Errorf("relay got %q, want the member's message", got[0].Body)
 	}
 
@@ -167,7 +167,7 @@ func TestSubmitSocketGroup(t *testing.T) {
 	}
 	d.start()
 	got = relay.WaitMessages(t, 2, 15*time.Second)
-	if !bytes.Equal(got[1].Body, body2) {
+	if !sameMessage(got[1].Body, body2) {
 		t.Errorf("relay got %q, want the member's maildrop message", got[1].Body)
 	}
 	d.waitQueueEmpty(t, 10*time.Second)
@@ -191,7 +191,7 @@ func TestSubmitSocketDefaultOpen(t *testing.T) {
 	if r := asUser(bin, nobody, nobody, nil, msg, "sendmail", "-c", d.config, "rcpt@example.net"); r.code != 0 {
 		t.Fatalf("sendmail as nobody: %v", r)
 	}
-	if got := relay.WaitMessages(t, 1, 15*time.Second); !bytes.Equal(got[0].Body, msg) {
+	if got := relay.WaitMessages(t, 1, 15*time.Second); !sameMessage(got[0].Body, msg) {
 		t.Errorf("relay got %q", got[0].Body)
 	}
 	if l := d.logRecords("accepted"); len(l) > 0 && l[0]["uid"] != "" && l[0]["uid"] != "65534" {
@@ -423,7 +423,7 @@ func TestSecretsNeverShown(t *testing.T) {
 			}
 
 			got := relay.WaitMessages(t, 1, 20*time.Second)
-			if got[0].AuthUser != user || !bytes.Equal(got[0].Body, body) {
+			if got[0].AuthUser != user || !sameMessage(got[0].Body, body) {
 				t.Errorf("relay got the message as %q, want it authenticated as %s", got[0].AuthUser, user)
 			}
 			if tunnels.Load() == 0 {
@@ -553,7 +553,7 @@ func TestCertificateNameMismatch(t *testing.T) {
 	d.writeConfig()
 	d.start()
 	got := relay.WaitMessages(t, 1, 15*time.Second)
-	if !got[0].TLS || !bytes.Equal(got[0].Body, body) {
+	if !got[0].TLS || !sameMessage(got[0].Body, body) {
 		t.Errorf("delivered with TLS %v; want the message over TLS", got[0].TLS)
 	}
 }
@@ -589,7 +589,7 @@ func TestAuthNeedsTLS(t *testing.T) {
 	d.writeConfig()
 	d.start()
 	got := relay.WaitMessages(t, 1, 15*time.Second)
-	if got[0].AuthUser != "relayq" || got[0].TLS || !bytes.Equal(got[0].Body, body) {
+	if got[0].AuthUser != "relayq" || got[0].TLS || !sameMessage(got[0].Body, body) {
 		t.Errorf("with allow_insecure: delivered as %q, TLS %v; want authenticated in clear", got[0].AuthUser, got[0].TLS)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -101,9 +102,70 @@ func TestSwaksOverTCP(t *testing.T) {
 	if seqOf(got.Body) != 11 || !bytes.Contains(got.Body, []byte("sent by swaks")) {
 		t.Errorf("body %q lacks swaks's header and text", got.Body)
 	}
+	// relayq's Received names the client as the loopback listener saw it.
+	if m, _, _ := relayqReceived(got.Body); m == nil || !bytes.HasPrefix(m, []byte("Received: from ")) || !bytes.Contains(m, []byte(" ([127.0.0.1])\r\n\tby ")) {
+		t.Errorf("body %q does not begin with relayq's Received naming the client [127.0.0.1]", got.Body)
+	}
 	d.waitQueueEmpty(t, 10*time.Second)
 	q, _, _ := d.list("dead")
 	if len(q) != 0 {
 		t.Errorf("dead letters after a plain delivery: %+v", q)
+	}
+}
+
+// TestSendmailBsSwaks: swaks --pipe 'relayq sendmail -bs', an SMTP session
+// on the command's standard input and output as Alpine and others use it,
+// → relayq → smtptest relay; once with the daemon running, once with it
+// stopped (the session is answered by sendmail itself and the message left
+// in the maildrop until the daemon starts). The message arrives with its
+// dot-stuffed line restored and relayq's Received naming this user's uid.
+func TestSendmailBsSwaks(t *testing.T) {
+	swaks := needTool(t, "swaks", "swaks")
+	for i, down := range []bool{false, true} {
+		relay := smtptest.NewServer(t, smtptest.Options{})
+		d := startDaemon(t, relay)
+		if down && d.stop() != 0 {
+			t.Fatal("relayq serve did not stop cleanly")
+		}
+		res := runCmd(swaks, nil, "--pipe", fmt.Sprintf("'%s' sendmail -bs -c '%s'", relayqBin, d.config),
+			"--from", "bs@example.org", "--to", "rcpt@example.net",
+			"--header", fmt.Sprintf("X-Seq: %d", 12+i), "--body", "sent by swaks -bs\n.a line starting with a dot")
+		if res.code != 0 {
+			t.Fatalf("swaks --pipe (daemon down: %v): %v", down, res)
+		}
+		want := "<-  250 2.0.0 Ok: queued as "
+		if down {
+			want = "<-  250 2.0.0 Ok: queued in the maildrop as "
+		}
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("daemon down: %v: swaks transcript shows no %q:\n%s", down, want, res.stdout)
+		}
+		if down {
+			d.start()
+		}
+		got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+		if got.From != "bs@example.org" || !slices.Equal(got.To, []string{"rcpt@example.net"}) {
+			t.Errorf("envelope %s → %q, want bs@example.org → [rcpt@example.net]", got.From, got.To)
+		}
+		uid := fmt.Sprintf("(relayq, from userid %d)", os.Getuid())
+		if received, _, _ := relayqReceived(got.Body); seqOf(got.Body) != 12+i || !bytes.Contains(got.Body, []byte("sent by swaks -bs\r\n.a line starting with a dot\r\n")) ||
+			!bytes.Contains(received, []byte(uid)) {
+			t.Errorf("daemon down: %v: body %q: want swaks's header and text and a Received with %s", down, got.Body, uid)
+		}
+	}
+}
+
+// TestNewaliasesSucceeds: newaliases (relayq installed under that name),
+// sendmail -bi and sendmail -I exit 0 and print nothing, so that Debian's
+// maintainer scripts, which run them after installing an MTA, go on.
+func TestNewaliasesSucceeds(t *testing.T) {
+	newaliases := filepath.Join(t.TempDir(), "newaliases")
+	if err := os.Symlink(relayqBin, newaliases); err != nil {
+		t.Fatal(err)
+	}
+	for _, argv := range [][]string{{newaliases}, {sendmailLink, "-bi"}, {sendmailLink, "-I"}} {
+		if res := runCmd(argv[0], nil, argv[1:]...); res.code != 0 || res.stdout+res.stderr != "" {
+			t.Errorf("%s: %v; want exit 0 and no output", strings.Join(argv, " "), res)
+		}
 	}
 }

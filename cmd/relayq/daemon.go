@@ -183,7 +183,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 		defer close(maildropDone)
 		// Intake: a maildrop file gets the policy of a socket submission
 		// by its owner (max_recipients, [limits]).
-		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Intake: d.intake, Log: d.log}
+		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Intake: d.intake, Hostname: d.cfg.Submission.Hostname, Log: d.log}
 		md.Watch(ctx, time.Second)
 	}()
 	go func() {

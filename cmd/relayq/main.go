@@ -52,6 +52,10 @@ func run(argv []string, env cmdEnv) int {
 	if filepath.Base(argv[0]) == "mailq" {
 		return runMailq(argv[1:], env)
 	}
+	// Installed as newaliases (Debian's maintainer scripts call it).
+	if filepath.Base(argv[0]) == "newaliases" {
+		return runNewaliases(argv[1:], env)
+	}
 	args, env, code := globalOptions(argv[1:], env)
 	if code != exitOK {
 		return code

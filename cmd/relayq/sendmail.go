@@ -32,7 +32,9 @@ on disk.
 
   -c FILE      config file (else $RELAYQ_CONFIG, else /etc/relayq/config.toml);
                one this user may not read: the built-in defaults, with a warning
-  -t           also take recipients from the To, Cc and Bcc headers
+  -t           also take recipients from the To, Cc and Bcc headers (from
+               Resent-To, -Cc and -Bcc in a resent message); Bcc and
+               Resent-Bcc are removed
   -i, -oi      a line with a single "." does not end the message
   -f SENDER    envelope sender ("<>" for none; default USER@HOSTNAME)
   -F NAME      full name for an added From header
@@ -43,7 +45,12 @@ on disk.
   -V ENVID     an envelope ID for notifications (printable ASCII, ≤ 100)
   -v           print the queue ID
   -bm          deliver mail (the default)
+  -bs          an SMTP session on standard input and output, submitted to
+               the daemon (as with Postfix, for mail clients such as Alpine);
+               with the daemon down, each message goes to the maildrop
   -bp          list the queue instead, as mailq does (Postfix's format)
+  -bi, -I      rebuild the aliases database, as newaliases: relayq has
+               none, so this succeeds and does nothing
   -q           make every queued message due now, as relayq flush does
                (-q with an interval, like -q30m, is ignored, as Postfix does)
   -o…, -od…, -U, -n, -m, -h N, -B …, -L …  accepted and ignored
@@ -209,9 +216,9 @@ func loginName(env cmdEnv) string {
 // ends the flags. The rest are recipients.
 //
 // Options that would change where relayq reads its config or writes a log
-// (-C, -X) are refused, and so are modes other than -bm, -bp and queue runs
-// (-q): sendmail's dangerous options stay out (the CVE-2016-10033 class of
-// bug).
+// (-C, -X) are refused, and so are modes other than -bm, -bs, -bp, -bi
+// and queue runs (-q): sendmail's dangerous options stay out (the
+// CVE-2016-10033 class of bug).
 func parseSendmailArgs(args []string) (sendmailArgs, error) {
 	var a sendmailArgs
 	for i := 0; i < len(args); i++ {
@@ -252,6 +259,9 @@ func (a *sendmailArgs) flags(word string, rest []string) (used int, err error) {
 			a.verbose = true
 			continue
 		case 'n', 'm', 'U', 'G': // no aliases, me too, initial submission, gateway: nothing to do
+			continue
+		case 'I': // initialise the aliases database: newaliases
+			a.mode = modeAliases
 			continue
 		case 'C', 'X':
 			return 0, fmt.Errorf("-%c is not supported (relayq's sendmail takes its config from -c FILE and logs nothing)", c)

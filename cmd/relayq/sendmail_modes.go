@@ -6,25 +6,33 @@ import (
 )
 
 // sendmailMode is what a sendmail command line asks for besides
-// submitting a message: Postfix's sendmail lists the queue (-bp, as mailq)
-// and flushes it (-q, as postqueue -f).
+// submitting a message: Postfix's sendmail lists the queue (-bp, as mailq),
+// flushes it (-q, as postqueue -f), speaks SMTP on standard input and
+// output (-bs) and rebuilds the aliases database (-bi, -I, as newaliases).
 type sendmailMode int
 
 const (
-	modeSubmit sendmailMode = iota // -bm, the default
-	modeList                       // -bp
-	modeFlush                      // -q
+	modeSubmit  sendmailMode = iota // -bm, the default
+	modeList                        // -bp
+	modeFlush                       // -q
+	modeSMTP                        // -bs
+	modeAliases                     // -bi, -I
 )
 
-// bMode applies -bX: -bm submits (the default), -bp lists the queue.
+// bMode applies -bX: -bm submits (the default), -bp lists the queue, -bs
+// is an SMTP session, -bi rebuilds the aliases.
 func (a *sendmailArgs) bMode(val string) error {
 	switch val {
 	case "m":
 		a.mode = modeSubmit
 	case "p":
 		a.mode = modeList
+	case "s":
+		a.mode = modeSMTP
+	case "i":
+		a.mode = modeAliases
 	default:
-		return fmt.Errorf("-b%s is not supported: relayq's sendmail submits mail (-bm) and lists the queue (-bp)", val)
+		return fmt.Errorf("-b%s is not supported: relayq's sendmail submits mail (-bm, or -bs for SMTP on standard input), lists the queue (-bp) and takes -bi", val)
 	}
 	return nil
 }
@@ -44,14 +52,26 @@ func (a *sendmailArgs) queueRun(val string) error {
 	return fmt.Errorf("-q%s is not supported: relayq runs the whole queue (-q, or relayq flush; relayq queue retry ID for one message)", val)
 }
 
-// runMode runs -bp or -q with the configuration of -c.
+// runMode runs -bp, -q, -bs or -bi with the configuration of -c.
 func (a *sendmailArgs) runMode(env cmdEnv) int {
 	var args []string
 	if a.config != "" {
 		args = []string{"-c", a.config}
 	}
-	if a.mode == modeList {
+	switch a.mode {
+	case modeList:
 		return runMailq(args, env)
+	case modeSMTP:
+		return a.runSMTP(env) // sendmail_bs.go
+	case modeAliases:
+		return runNewaliases(args, env)
 	}
 	return runChange(flushAll)(args, env)
 }
+
+// runNewaliases is newaliases, sendmail -bi and sendmail -I: relayq has no
+// aliases database to rebuild, so it succeeds and says nothing. Debian's
+// maintainer scripts (and others) call it after installing an MTA, and
+// abort when it fails. Its options (-c for the config, -oA… for another
+// aliases file) are accepted and ignored.
+func runNewaliases(args []string, env cmdEnv) int { return exitOK }

@@ -229,7 +229,7 @@ func TestSendmailExitCodes(t *testing.T) {
 		{name: "log file option", args: []string{"-X", "/tmp/log", "a@example.com"}, code: exitUsage, stderr: "-X is not supported"},
 		{name: "config option", args: []string{"-C/etc/mail/sendmail.cf", "a@example.com"}, code: exitUsage},
 		{name: "queue run for a site", args: []string{"-qRexample.com"}, code: exitUsage, stderr: "-qRexample.com is not supported"},
-		{name: "SMTP mode", args: []string{"-bs"}, code: exitUsage, stderr: "-bs is not supported"},
+		{name: "daemon mode", args: []string{"-bd"}, code: exitUsage, stderr: "-bd is not supported"},
 		{name: "missing argument", args: []string{"-f"}, code: exitUsage, stderr: "needs an argument"},
 		{name: "ignored options", stdin: "x\n", args: []string{"-odi", "-oem", "-oQ/tmp", "-O", "X=y", "-bm", "-U", "-N", "never", "a@example.com"}, code: exitOK},
 		{name: "bad recipient", args: []string{"a@example.com> SIZE=1"}, code: exitNoUser},

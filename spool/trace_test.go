@@ -1,0 +1,124 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/mail"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"relayq/queue"
+)
+
+// TestAddedHeaders: as Postfix does for local submitters, the intake puts
+// a Received header first, naming relayq, the queue ID and the submitter
+// (its uid on the socket, its HELO name and address over TCP), and adds
+// Date and Message-ID when the message has none. A message that has them
+// keeps its own, and its bytes follow the Received header unchanged.
+func TestAddedHeaders(t *testing.T) {
+	date := `[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [-+]\d{4}`
+	uid := fmt.Sprint(os.Getuid())
+	received := map[string]string{
+		"unix": `Received: by relayq\.test \(relayq, from userid ` + uid + `\)\r\n\twith (E?SMTP) id (\w{20}); (` + date + `)\r\n`,
+		"tcp":  `Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby relayq\.test \(relayq\)\r\n\twith (E?SMTP) id (\w{20}); (` + date + `)\r\n`,
+	}
+	const bare = "Subject: no date\r\nFrom: a@example.org\r\n\r\nbody\r\n"
+	const full = "Subject: dated\r\nDATE: Tue, 1 Dec 2026 10:00:00 +0100\r\nmessage-id: <own@example.org>\r\n\r\nbody\r\n"
+	for _, network := range []string{"unix", "tcp"} {
+		for _, greet := range []string{"EHLO", "HELO"} {
+			for _, msg := range []string{bare, full} {
+				s := startServer(t, Options{})
+				c := newClient(t, dial(t, s, network))
+				c.run([]step{
+					{expect: "220"},
+					{send: greet + " client.test", expect: "250"},
+					{send: "MAIL FROM:<a@example.org>", expect: "250"},
+					{send: "RCPT TO:<b@example.net>", expect: "250"},
+					{send: "DATA", expect: "354"},
+					{raw: msg + ".\r\n", expect: queuedReply},
+				})
+				msgs, _ := queued(t, s.opts.Queue)
+				if len(msgs) != 1 {
+					t.Fatalf("%d messages queued", len(msgs))
+				}
+				id := msgs[0].ID
+				got, _ := io.ReadAll(s.opts.Queue.Body(id))
+				what := fmt.Sprintf("%s over %s, %.20q", greet, network, msg)
+
+				m := regexp.MustCompile(`^` + received[network]).FindSubmatch(got)
+				if m == nil {
+					t.Errorf("%s: queued %q, want it to begin with Received matching %q", what, got, received[network])
+					continue
+				}
+				if with := map[string]string{"EHLO": "ESMTP", "HELO": "SMTP"}[greet]; string(m[1]) != with || string(m[2]) != id {
+					t.Errorf("%s: Received says with %s id %s, want with %s id %s", what, m[1], m[2], with, id)
+				}
+				rest := got[len(m[0]):]
+				want := msg
+				if msg == bare {
+					stamped, _ := time.Parse(time.RFC1123Z, string(m[3]))
+					want = fmt.Sprintf("Date: %s\r\nMessage-ID: <%s.%s@relayq.test>\r\n%s",
+						m[3], stamped.UTC().Format("20060102150405"), id, msg)
+				}
+				if string(rest) != want {
+					t.Errorf("%s: after Received %q, want %q", what, rest, want)
+				}
+				parsed, err := mail.ReadMessage(bytes.NewReader(got))
+				if err != nil {
+					t.Fatalf("%s: queued message does not parse: %v", what, err)
+				}
+				if d, err := parsed.Header.Date(); err != nil || time.Since(d) > time.Hour && msg == bare {
+					t.Errorf("%s: Date %v, %v", what, d, err)
+				}
+				if mid := parsed.Header.Get("Message-ID"); !strings.HasPrefix(mid, "<") || !strings.HasSuffix(mid, ">") {
+					t.Errorf("%s: Message-ID %q", what, mid)
+				}
+			}
+		}
+	}
+}
+
+// TestAddedHeadersHeloSafe: a HELO name that could break the Received
+// header (a comment's parentheses, a very long name) is tamed.
+func TestAddedHeadersHeloSafe(t *testing.T) {
+	for helo, want := range map[string]string{
+		"x)(y\\z":                "x__y_z",
+		strings.Repeat("h", 300): strings.Repeat("h", maxHeloInHeader),
+	} {
+		if got := headerSafe(helo); got != want {
+			t.Errorf("headerSafe(%.20q) = %.20q (%d bytes), want %.20q", helo, got, len(got), want)
+		}
+	}
+	for addr, want := range map[string]string{"127.0.0.1:25": "[127.0.0.1]", "[::1]:2525": "[IPv6:::1]"} {
+		if got := bracketAddr(addr); got != want {
+			t.Errorf("bracketAddr(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
+
+// TestMaildropAddsReceived: a message sendmail left in the maildrop (the
+// daemon was down) gets relayq's Received too when it is imported, naming
+// the file owner's uid and the queue ID, as Postfix's pickup does; the
+// Date and Message-ID sendmail wrote stay.
+func TestMaildropAddsReceived(t *testing.T) {
+	dir := maildropDir(t)
+	q := openQueue(t, queue.Options{})
+	msg := "Date: Tue, 1 Dec 2026 10:00:00 +0100\r\nMessage-ID: <own@example.org>\r\nSubject: x\r\n\r\nbody\r\n"
+	if _, err := WriteMaildrop(dir, queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.net"}}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := (&Maildrop{Dir: dir, Queue: q, Hostname: "mx.relayq.test", Log: testLogger(t)}).Import(context.Background()); n != 1 || err != nil {
+		t.Fatalf("Import = %d, %v", n, err)
+	}
+	msgs, _ := queued(t, q)
+	got, _ := io.ReadAll(q.Body(msgs[0].ID))
+	re := regexp.MustCompile(`^Received: by mx\.relayq\.test \(relayq, from userid ` + fmt.Sprint(os.Getuid()) + `\)\r\n\tid ` + msgs[0].ID + `; [^\r]+\r\n`)
+	if m := re.Find(got); m == nil || string(got[len(m):]) != msg {
+		t.Errorf("queued %q, want %q after a Received matching %q", got, msg, re)
+	}
+}
