@@ -143,19 +143,41 @@ func (s *dropSession) Data(r io.Reader) error {
 }
 
 // stdioConn is standard input and output as the one connection go-smtp
-// serves, read and written through a wire as the daemon's are.
+// serves, read and written through a wire as the daemon's are. Once
+// closed (QUIT, or go-smtp giving up on a client after too many errors) it
+// reads io.EOF and writes nothing more, so that nothing is written after
+// ServeStandalone has returned.
 type stdioConn struct {
 	r    io.Reader
 	w    io.Writer
 	wire wire
 
-	once   sync.Once
+	mu     sync.Mutex // held by Write and Close
 	closed chan struct{}
 }
 
-func (c *stdioConn) Read(p []byte) (int, error) { return c.wire.read(p, c.r.Read) }
+func (c *stdioConn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *stdioConn) Read(p []byte) (int, error) {
+	if c.isClosed() {
+		return 0, io.EOF
+	}
+	return c.wire.read(p, c.r.Read)
+}
 
 func (c *stdioConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isClosed() {
+		return 0, net.ErrClosed
+	}
 	if _, err := c.w.Write(c.wire.reply(p)); err != nil {
 		return 0, err
 	}
@@ -163,7 +185,11 @@ func (c *stdioConn) Write(p []byte) (int, error) {
 }
 
 func (c *stdioConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.isClosed() {
+		close(c.closed)
+	}
 	return nil
 }
 
