@@ -40,3 +40,36 @@ func TestMalformedDotReplyIsUncertain(t *testing.T) {
 		}
 	}
 }
+
+// TestBareDotReplyDeliveredOnce: a relay that answers the final dot with a
+// bare "250" (no text, valid per RFC 5321 §4.2), or every command with its
+// code alone, has the message delivered once: no retry, no possible
+// duplicate. Before, textproto refused the bare 250 ("short response"), the
+// outcome was unknown and the message went again.
+func TestBareDotReplyDeliveredOnce(t *testing.T) {
+	tests := []struct {
+		name string
+		opts smtptest.Options
+	}{
+		{"SMTP dot", smtptest.Options{Script: smtptest.Script{Body: []smtptest.Step{{Raw: "250\r\n"}}}}},
+		{"LMTP dot", smtptest.Options{LMTP: true, Script: smtptest.Script{
+			LMTP: map[string][]smtptest.Step{"*": {{Raw: "250\r\n"}, {Raw: "250\r\n"}}},
+		}}},
+		{"SMTP all bare", smtptest.Options{BareReplies: true}},
+		{"LMTP all bare", smtptest.Options{LMTP: true, BareReplies: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := start(t, tc.opts, RetryPolicy{}, 0)
+			r.put(t, "x\r\n", "a@there.example", "b@there.example")
+			r.relay.WaitMessages(t, 1, 10*time.Second)
+			r.emptied(t)
+			if got := r.relay.Messages(); len(got) != 1 || len(got[0].To) != 2 {
+				t.Errorf("relay has %d messages (%+v), want one to both recipients", len(got), got)
+			}
+			if logs := r.logs.String(); strings.Contains(logs, "possible_duplicate=true") || strings.Contains(logs, "status=deferred") {
+				t.Errorf("the bare 250 was not taken as delivered:\n%s", logs)
+			}
+		})
+	}
+}

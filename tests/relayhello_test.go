@@ -82,3 +82,36 @@ func TestBodyParameterFollowsContent(t *testing.T) {
 		}
 	}
 }
+
+// TestBareRepliesRelay: SMTP on the unix socket → relayq → smtptest relay
+// that answers with bare codes (RFC 5321 §4.2: the text is optional):
+// only "250" to the final dot, or every reply ("220", "250-" EHLO lines,
+// "250", "354", "221"). Each message is delivered exactly once and no
+// attempt is logged as a possible duplicate. Before, Go's textproto
+// refused a bare code ("short response"): a bare 250 to the dot was an
+// unknown outcome and every message went twice, and a relay answering bare
+// everywhere got nothing.
+func TestBareRepliesRelay(t *testing.T) {
+	for name, opts := range map[string]smtptest.Options{
+		"dot":   {Script: smtptest.Script{Body: smtptest.Times(3, smtptest.Step{Raw: "250\r\n"})}},
+		"every": {BareReplies: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			relay := smtptest.NewServer(t, opts)
+			d := startDaemon(t, relay)
+			from := "cron@example.org"
+			for i := 1; i <= 3; i++ {
+				to := []string{"a@example.net"}
+				d.submit(t, from, to, newMessage(i, from, to, 3))
+			}
+			relay.WaitMessages(t, 3, 20*time.Second)
+			d.waitQueueEmpty(t, 20*time.Second)
+			if n := len(relay.Messages()); n != 3 {
+				t.Errorf("the relay got %d messages, want 3 (each once)", n)
+			}
+			if log := d.log.String(); strings.Contains(log, "possible_duplicate") {
+				t.Errorf("an attempt was logged as a possible duplicate:\n%s", log)
+			}
+		})
+	}
+}

@@ -83,9 +83,12 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 		}
 		nc, c.tls = tc, true
 	}
-	nc = t.watch(ctx, c, nc) // debug log and Verify see the conversation above TLS (debug.go)
-	br := bufio.NewReader(io.LimitReader(nc, maxPreamble))
-	greeting, err := t.readReply(nc, br, 220, t.opts.GreetingTimeout)
+	// The debug log and Verify see the conversation above TLS (debug.go);
+	// the reply readers see it with replies read as RFC 5321 writes them
+	// (bare codes, broken multi-line replies: replyconn.go).
+	rc := newReplyConn(t.watch(ctx, c, nc))
+	br := bufio.NewReader(io.LimitReader(rc, maxPreamble))
+	greeting, err := t.readReply(rc, br, 220, t.opts.GreetingTimeout)
 	if err != nil {
 		return &Error{Stage: StageGreeting, Err: err}
 	}
@@ -93,28 +96,28 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 	if tryTLS && t.opts.IgnoreTLS { // and RequireTLS: the two contradict each other
 		return &Error{Stage: StageTLS, Err: fmt.Errorf("%w: IgnoreTLS forbids STARTTLS", ErrTLSUnavailable)}
 	}
-	hellos, err := t.hello(nc, br)
+	hellos, err := t.hello(rc, br)
 	if err != nil {
 		return err
 	}
 	if tryTLS {
-		upgraded, err := t.startTLS(ctx, c, nc, br, hellos)
+		upgraded, err := t.startTLS(ctx, c, rc, br, hellos)
 		if err != nil {
 			return err
 		}
 		if upgraded != nil {
 			// RFC 3207 §4.2: what was learnt before TLS is forgotten;
 			// hello again, over TLS.
-			nc = t.watch(ctx, c, upgraded) // as above, after STARTTLS (debug.go)
-			br = bufio.NewReader(io.LimitReader(nc, maxPreamble))
-			if hellos, err = t.hello(nc, br); err != nil {
+			rc = newReplyConn(t.watch(ctx, c, upgraded)) // as above, after STARTTLS
+			br = bufio.NewReader(io.LimitReader(rc, maxPreamble))
+			if hellos, err = t.hello(rc, br); err != nil {
 				return err
 			}
 		}
 	}
 	// Whatever the relay sent after its hello reply belongs to go-smtp.
 	rest, _ := br.Peek(br.Buffered())
-	c.cc = &clientConn{replayConn: replayConn{Conn: nc, pending: greeting}, hellos: hellos, rest: rest}
+	c.cc = &clientConn{replayConn: replayConn{Conn: rc, pending: greeting}, hellos: hellos, rest: rest}
 	if t.opts.LMTP {
 		c.client = smtp.NewClientLMTP(c.cc)
 	} else {
@@ -162,20 +165,20 @@ func (t *Transport) hello(nc net.Conn, br *bufio.Reader) (map[string][]byte, err
 // not offer it (a man in the middle may have stripped the offer), and
 // fails if the relay refuses. It returns nil (and no error) when the
 // session stays in clear, which only happens when TLS is not required.
-func (t *Transport) startTLS(ctx context.Context, c *conn, nc net.Conn, br *bufio.Reader, hellos map[string][]byte) (net.Conn, error) {
+func (t *Transport) startTLS(ctx context.Context, c *conn, rc *replyConn, br *bufio.Reader, hellos map[string][]byte) (net.Conn, error) {
 	offered := hasExtension(string(hellos["EHLO"])+string(hellos["LHLO"]), "STARTTLS")
 	if !offered && !t.opts.RequireTLS {
 		t.log.Debug("relay offers no STARTTLS; continuing in clear", "conn", c.id, "relay", t.opts.Address)
 		return nil, nil
 	}
 	var se *smtp.SMTPError
-	if _, err := t.command(nc, br, 220, "STARTTLS"); err != nil {
+	if _, err := t.command(rc, br, 220, "STARTTLS"); err != nil {
 		if !offered && errors.As(err, &se) {
 			err = fmt.Errorf("%w: the relay does not offer STARTTLS and refused it: %w", ErrTLSUnavailable, err)
 		}
 		return nil, &Error{Stage: StageTLS, Err: err}
 	}
-	if br.Buffered() > 0 {
+	if br.Buffered() > 0 || rc.buffered() > 0 {
 		// Bytes after the 220 would be read as if they came over TLS
 		// (the CVE-2011-0411 class of injection).
 		return nil, &Error{Stage: StageTLS, Err: errors.New("relay sent data after its STARTTLS reply")}

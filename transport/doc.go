@@ -38,6 +38,11 @@
 //     the final dot was already sent with no valid reply to it (AfterDot:
 //     a possible duplicate), whether no reply came or one that is no valid
 //     final reply (999, "abc", 354).
+//     Replies are read as RFC 5321 §4.2 writes them, not as Go's
+//     net/textproto does: a line may be the code alone ("250"), and a
+//     multi-line reply broken by a line with another code or none ends
+//     there, at once, as a malformed reply, instead of waiting for the
+//     timeout (replyconn.go).
 //     Refusals relayq decides itself (bad address, message over the
 //     relay's SIZE, SMTPUTF8 or 8BITMIME missing) are *LocalError values
 //     shaped like a 5xx reply.

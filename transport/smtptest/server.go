@@ -61,6 +61,12 @@ type Options struct {
 	// one more is expected (RFC 3207 §4.2). A refused one is counted in
 	// RepeatedHellos and the session goes on as identified before.
 	OneHello bool
+	// BareReplies sends every reply without its text, as RFC 5321 §4.2
+	// allows (reply-line = reply-code [ SP textstring ] CRLF): a one-line
+	// reply is its code alone ("250\r\n"); a multi-line one (EHLO) is
+	// "250-\r\n", its other lines as they are (the extensions), then
+	// "250\r\n". AUTH challenges (334) keep their text, which is data.
+	BareReplies bool
 
 	Script Script
 

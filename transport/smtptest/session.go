@@ -551,6 +551,16 @@ func (ss *session) dsn() bool { return ss.srv.opts.DSN && !ss.srv.without("DSN")
 func (ss *session) reply(code int, text string) error {
 	lines := strings.Split(text, "\n")
 	var b strings.Builder
+	if ss.srv.opts.BareReplies && code != 334 {
+		if len(lines) > 1 {
+			fmt.Fprintf(&b, "%03d-\r\n", code)
+			for _, l := range lines[1:] {
+				fmt.Fprintf(&b, "%03d-%s\r\n", code, l)
+			}
+		}
+		fmt.Fprintf(&b, "%03d\r\n", code)
+		lines = nil
+	}
 	for i, l := range lines {
 		sep := "-"
 		if i == len(lines)-1 {

@@ -15,7 +15,8 @@ import (
 )
 
 // dialog plays lines against srv: "C: …" is sent, "S: …" is a prefix the
-// next reply line must have, "S: <closed>" expects the server to hang up.
+// next reply line must have, "S= …" the whole of it, "S: <closed>" expects
+// the server to hang up.
 func dialog(t *testing.T, srv *Server, lines ...string) {
 	t.Helper()
 	nc, err := net.Dial(srv.Network(), srv.Addr())
@@ -27,6 +28,7 @@ func dialog(t *testing.T, srv *Server, lines ...string) {
 	c := textproto.NewConn(nc)
 	for _, l := range lines {
 		dir, text, _ := strings.Cut(l, ": ")
+		whole, exact := strings.CutPrefix(l, "S= ")
 		if dir == "C" {
 			if err := c.PrintfLine("%s", text); err != nil {
 				t.Fatalf("send %q: %v", text, err)
@@ -40,7 +42,10 @@ func dialog(t *testing.T, srv *Server, lines ...string) {
 			}
 			return
 		}
-		if err != nil || !strings.HasPrefix(got, text) {
+		if exact && (err != nil || got != whole) {
+			t.Fatalf("got %q, %v; want exactly %q", got, err, whole)
+		}
+		if !exact && (err != nil || !strings.HasPrefix(got, text)) {
 			t.Fatalf("got %q, %v; want %q…", got, err, text)
 		}
 	}
@@ -165,6 +170,21 @@ func TestDialogRaw(t *testing.T) {
 		"C: QUIT",
 		"S: 221 ",
 	)
+}
+
+// TestDialogBareReplies: with BareReplies every reply line is its code
+// alone, each line exactly, the EHLO keywords and AUTH challenges kept.
+func TestDialogBareReplies(t *testing.T) {
+	srv := NewServer(t, Options{BareReplies: true, Auth: map[string]string{"u": "p"}, AuthMechanisms: []string{"LOGIN"}})
+	dialog(t, srv,
+		"S= 220", "C: EHLO c", "S= 250-", "S= 250-PIPELINING", "S= 250-8BITMIME",
+		"S= 250-ENHANCEDSTATUSCODES", "S= 250-SIZE", "S= 250-AUTH LOGIN", "S= 250",
+		"C: AUTH LOGIN", "S= 334 VXNlcm5hbWU6", "C: "+base64.StdEncoding.EncodeToString([]byte("u")),
+		"S= 334 UGFzc3dvcmQ6", "C: "+base64.StdEncoding.EncodeToString([]byte("p")), "S= 235",
+		"C: MAIL FROM:<s@example.org>", "S= 250", "C: RCPT TO:<r@example.net>", "S= 250",
+		"C: DATA", "S= 354", "C: hi", "C: .", "S= 250", "C: NOOP", "S= 250", "C: QUIT", "S= 221",
+	)
+	srv.WaitMessages(t, 1, time.Second)
 }
 
 func TestDialogLMTP(t *testing.T) {
