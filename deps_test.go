@@ -11,38 +11,38 @@ import (
 )
 
 // forbiddenImports keeps the imports pointing one way (../shared/STYLE.md
-// §4b): cmd → spool, delivery, control → queue, transport; spool and control
-// → acceptretry (their shared accept loop fix). Each entry says why.
+// §4b): cmd → config, spool, delivery, control → queue, transport; spool and
+// control → acceptretry (their shared accept loop fix). Each entry says why.
 var forbiddenImports = map[string]map[string]string{
 	"queue": {
-		"relayq":           "the store takes plain Options; only cmd reads the config",
+		"relayq/config":    "the store takes plain Options; only cmd reads the config",
 		"relayq/transport": "the store knows nothing of SMTP on the wire",
 		"relayq/spool":     "intake calls the store, not the other way",
 		"relayq/delivery":  "delivery calls the store, not the other way",
 		"relayq/control":   "the control socket calls the store, not the other way",
 	},
 	"transport": {
-		"relayq":          "the transport takes plain Options; only cmd reads the config",
+		"relayq/config":   "the transport takes plain Options; only cmd reads the config",
 		"relayq/queue":    "the transport reports what happened; the store is delivery's business",
 		"relayq/delivery": "delivery calls the transport, not the other way",
 		"relayq/spool":    "intake has nothing to do with the relay side",
 	},
 	"spool": {
-		"relayq":           "intake takes plain Options; only cmd reads the config",
+		"relayq/config":    "intake takes plain Options; only cmd reads the config",
 		"relayq/delivery":  "intake and delivery meet only in the store",
 		"relayq/transport": "intake never talks to the relay",
 	},
 	"delivery": {
-		"relayq":       "delivery takes plain Options; only cmd reads the config",
-		"relayq/spool": "intake and delivery meet only in the store",
+		"relayq/config": "delivery takes plain Options; only cmd reads the config",
+		"relayq/spool":  "intake and delivery meet only in the store",
 	},
 	"control": {
-		"relayq":          "the control socket takes plain arguments; only cmd reads the config",
+		"relayq/config":   "the control socket takes plain arguments; only cmd reads the config",
 		"relayq/delivery": "it answers from the store",
 		"relayq/spool":    "it answers from the store",
 	},
 	"acceptretry": {
-		"relayq":           "a listener wrapper takes a logger, not the config",
+		"relayq/config":    "a listener wrapper takes a logger, not the config",
 		"relayq/queue":     "it knows only net.Listener; spool and control share it",
 		"relayq/spool":     "spool imports it, not the other way",
 		"relayq/control":   "control imports it, not the other way",
@@ -61,6 +61,56 @@ func TestImportDirection(t *testing.T) {
 			if why, bad := banned[imp]; bad {
 				t.Errorf("%s imports %s (%s): %s", dir, imp, file, why)
 			}
+		}
+	}
+}
+
+// onlyImporter names, for the packages of relayq that one package alone may
+// import, that package and why.
+var onlyImporter = map[string]struct{ dir, why string }{
+	"relayq/config": {"cmd/relayq", "only cmd reads the config; every other package takes plain Options"},
+	"relayq":        {"config", "the root package only embeds config.toml.example for config (go:embed cannot reach \"..\")"},
+}
+
+// TestOnlyImporter checks every package of the module, tests included.
+func TestOnlyImporter(t *testing.T) {
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != "." && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		parsed, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range parsed.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if only, ok := onlyImporter[p]; ok && filepath.Dir(path) != only.dir {
+				t.Errorf("%s imports %s: %s", path, p, only.why)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConfigImports: config decodes a file and nothing else, so it imports
+// the standard library, the TOML decoder and the root package's embedded
+// example, and no package of relayq that does anything.
+func TestConfigImports(t *testing.T) {
+	for imp, file := range packageImports(t, "config") {
+		first, _, _ := strings.Cut(imp, "/")
+		switch {
+		case imp == "relayq", imp == "github.com/BurntSushi/toml":
+		case strings.HasPrefix(imp, "relayq/"), strings.Contains(first, "."):
+			t.Errorf("config imports %s (%s): it imports only the standard library, BurntSushi/toml and relayq (the embed)", imp, file)
 		}
 	}
 }

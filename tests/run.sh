@@ -74,7 +74,7 @@ fuzztime=${RELAYQ_FUZZTIME:-10s}
 if [ "$fuzztime" != 0 ]; then
 	for target in \
 		./spool:FuzzNormalizer ./spool:FuzzReadInput ./spool:FuzzPrepare ./spool:FuzzAddress \
-		./spool:FuzzIntakeData ./cmd/relayq:FuzzParseSendmailArgs .:FuzzParse; do
+		./spool:FuzzIntakeData ./cmd/relayq:FuzzParseSendmailArgs ./config:FuzzParse; do
 		echo "== fuzz ${target#*:} (${target%%:*}, $fuzztime)"
 		go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" "${target%%:*}"
 	done

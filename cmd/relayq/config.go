@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 
-	"relayq"
+	"relayq/config"
 )
 
 // loadConfig finds and loads the configuration for a client command
@@ -14,14 +14,14 @@ import (
 // user may not be able to read, and falls back to the built-in defaults
 // when the file itself may not be read (loadPublicConfig). On failure it
 // prints the error, which names the key and line, and returns EX_CONFIG.
-func loadConfig(path string, env cmdEnv) (*relayq.Config, int) {
+func loadConfig(path string, env cmdEnv) (*config.Config, int) {
 	return loadPublicConfig("relayq", path, env)
 }
 
 // loadConfigSource is loadConfig that also says which file was used (or
 // "embedded default"), for the daemon's start-up log.
-func loadConfigSource(path string, env cmdEnv) (*relayq.Config, string, int) {
-	cfg, source, err := relayq.Find(path, env.Getenv)
+func loadConfigSource(path string, env cmdEnv) (*config.Config, string, int) {
+	cfg, source, err := config.Find(path, env.Getenv)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq: %v\n", err)
 		return nil, "", exitConfig
@@ -36,8 +36,8 @@ func loadConfigSource(path string, env cmdEnv) (*relayq.Config, string, int) {
 // no reason to refuse a message: they go on with the built-in defaults,
 // which name the system daemon's sockets and maildrop, and say so on
 // stderr. Any other config error is still EX_CONFIG.
-func loadPublicConfig(name, path string, env cmdEnv) (*relayq.Config, int) {
-	cfg, _, err := relayq.FindForClient(path, env.Getenv)
+func loadPublicConfig(name, path string, env cmdEnv) (*config.Config, int) {
+	cfg, _, err := config.FindForClient(path, env.Getenv)
 	if err == nil {
 		return cfg, exitOK
 	}
@@ -45,7 +45,7 @@ func loadPublicConfig(name, path string, env cmdEnv) (*relayq.Config, int) {
 		fmt.Fprintf(env.Stderr, "%s: %v\n", name, err)
 		return nil, exitConfig
 	}
-	cfg, dErr := relayq.ClientDefault(env.Getenv)
+	cfg, dErr := config.ClientDefault(env.Getenv)
 	if dErr != nil {
 		fmt.Fprintf(env.Stderr, "%s: %v; and the built-in default: %v\n", name, err, dErr)
 		return nil, exitConfig

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"relayq"
+	"relayq/config"
 	"relayq/control"
 	"relayq/delivery"
 	"relayq/queue"
@@ -22,7 +22,7 @@ import (
 // maildrop), the control socket and the delivery workers.
 type daemon struct {
 	log       *slog.Logger
-	cfg       *relayq.Config // as at start; reload.go applies changes to the parts it can
+	cfg       *config.Config // as at start; reload.go applies changes to the parts it can
 	q         *queue.Queue
 	transport *transport.Transport // the first; deliverer's Transport is the current one
 	intake    *spool.Server
@@ -54,7 +54,7 @@ func (e *startErr) Unwrap() error { return e.err }
 // says why (startErr gives the exit code), and what the steps before it
 // started is undone in reverse order: the queue file's lock released, the
 // sockets closed and removed.
-func startDaemon(cfg *relayq.Config, log *slog.Logger, rl reloader) (*daemon, error) {
+func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader) (*daemon, error) {
 	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl}
 	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl}
 	var undo []func()
@@ -173,7 +173,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 		// message would be leased (and sent) twice.
 		AttemptTimeout:  d.cfg.Delivery.LeaseTimeout.Duration * 9 / 10,
 		ShutdownTimeout: d.cfg.Delivery.ShutdownTimeout.Duration,
-		HoldUncertain:   d.cfg.Delivery.Uncertain == relayq.UncertainHold,
+		HoldUncertain:   d.cfg.Delivery.Uncertain == config.UncertainHold,
 		Notifier:        notifier,
 		Logger:          d.log,
 	})

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
-	"relayq"
+	"relayq/config"
 	"relayq/control"
 	"relayq/delivery"
 	"relayq/queue"
@@ -18,7 +18,7 @@ import (
 // admin_group) and the notices relayq sends ([notify]).
 
 // intakeLimits turns [limits] into spool's Limits.
-func intakeLimits(l relayq.LimitsConfig) spool.Limits {
+func intakeLimits(l config.LimitsConfig) spool.Limits {
 	out := spool.Limits{Default: spool.Limit{MessagesPerHour: l.MessagesPerHour, QueuedBytes: int64(l.QueuedBytes)}}
 	for _, r := range l.Rules {
 		kind, value := r.Match()
@@ -35,7 +35,7 @@ func intakeLimits(l relayq.LimitsConfig) spool.Limits {
 // local user: socket_mode and socket_group, which may keep users off the
 // socket and the maildrop, do not reach it, and relayq has no submission
 // AUTH to stand in for them.
-func warnListeners(s relayq.SubmissionConfig, log *slog.Logger) {
+func warnListeners(s config.SubmissionConfig, log *slog.Logger) {
 	for _, addr := range s.Listen {
 		log.Warn("submission listener accepts mail from every local user and process: socket_mode and socket_group do not apply to it",
 			"listen", addr, "socket_mode", fmt.Sprintf("%04o", s.SocketMode), "socket_group", s.SocketGroup)
@@ -45,7 +45,7 @@ func warnListeners(s relayq.SubmissionConfig, log *slog.Logger) {
 // listenControl opens the control socket for root, the daemon's user and
 // the admin group; status asks relays for the relay's state and intake for
 // the submitters' use of their limits; reload is `relayq reload`.
-func listenControl(cfg *relayq.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server, reload func() error) (*control.Server, error) {
+func listenControl(cfg *config.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server, reload func() error) (*control.Server, error) {
 	gid, err := cfg.Control.AdminGID()
 	if err != nil {
 		return nil, &startErr{exitConfig, err}
@@ -92,7 +92,7 @@ func limitStatus(usage []spool.LimitUsage) []control.LimitStatus {
 func (d *daemon) startNotifier(ctx context.Context) (*delivery.Notifier, <-chan struct{}) {
 	done := make(chan struct{})
 	n := d.cfg.Notify
-	if n.Bounce == relayq.BounceNone {
+	if n.Bounce == config.BounceNone {
 		close(done)
 		// So that turning notices on later does not bounce what died
 		// while they were off.

@@ -8,7 +8,7 @@ import (
 	"io/fs"
 	"time"
 
-	"relayq"
+	"relayq/config"
 	"relayq/control"
 	"relayq/queue"
 	"relayq/spool"
@@ -103,7 +103,7 @@ func mailq(cfgPath string, asJSON bool, env cmdEnv) int {
 
 // mailqOffline reads the queue file of a daemon that is not running, and
 // says on stderr that it did and what waits in the maildrop.
-func mailqOffline(cfg *relayq.Config, env cmdEnv) ([]*queue.Message, int) {
+func mailqOffline(cfg *config.Config, env cmdEnv) ([]*queue.Message, int) {
 	path := cfg.Queue.Path
 	fmt.Fprintf(env.Stderr, "mailq: relayq is not running; reading %s directly\n", path)
 	msgs, err := queue.ListFile(path, maintenanceLockTimeout)

@@ -5,13 +5,13 @@ import (
 	"net"
 	"strconv"
 
-	"relayq"
+	"relayq/config"
 	"relayq/transport"
 )
 
 // transportOptions turns the [relay] section into transport.Options and a
 // name for the relay in logs.
-func transportOptions(r relayq.RelayConfig, log *slog.Logger) (transport.Options, string, error) {
+func transportOptions(r config.RelayConfig, log *slog.Logger) (transport.Options, string, error) {
 	o := transport.Options{
 		Network:           "tcp",
 		Address:           net.JoinHostPort(r.Host, strconv.Itoa(r.Port)),

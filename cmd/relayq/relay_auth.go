@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"relayq"
+	"relayq/config"
 	"relayq/transport"
 )
 
@@ -21,12 +21,12 @@ const tokenEarly = time.Minute
 // relayAuth turns [relay.auth] into transport.Auth (the config loader has
 // checked the combination and read the secrets). Token requests time out
 // after timeout.
-func relayAuth(a relayq.AuthConfig, timeout time.Duration) (transport.Auth, error) {
+func relayAuth(a config.AuthConfig, timeout time.Duration) (transport.Auth, error) {
 	if a.User == "" {
 		return transport.Auth{}, nil
 	}
 	auth := transport.Auth{Mechanism: a.Method, Username: a.User}
-	if a.Type != relayq.AuthOAuth2 {
+	if a.Type != config.AuthOAuth2 {
 		auth.Password = a.Pass
 		return auth, nil
 	}

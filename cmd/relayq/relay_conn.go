@@ -7,13 +7,13 @@ import (
 	"net/url"
 	"os"
 
-	"relayq"
+	"relayq/config"
 )
 
 // relayTLS is the [relay.tls] section as a crypto/tls client configuration:
 // the name to verify, the CAs to trust, the client certificate and the
 // lowest version. Errors name the key at fault.
-func relayTLS(r relayq.RelayConfig) (*tls.Config, error) {
+func relayTLS(r config.RelayConfig) (*tls.Config, error) {
 	c := &tls.Config{
 		ServerName:         r.TLS.ServerName,
 		InsecureSkipVerify: !r.TLS.RejectUnauthorized,
@@ -37,7 +37,7 @@ func relayTLS(r relayq.RelayConfig) (*tls.Config, error) {
 		c.RootCAs = pool
 	}
 	if r.TLS.CertFile != "" || r.TLS.KeyFile != "" {
-		cert, err := relayq.LoadClientCertificate(r.TLS.CertFile, r.TLS.KeyFile)
+		cert, err := config.LoadClientCertificate(r.TLS.CertFile, r.TLS.KeyFile)
 		if err != nil {
 			return nil, err
 		}
@@ -47,11 +47,11 @@ func relayTLS(r relayq.RelayConfig) (*tls.Config, error) {
 }
 
 // relayProxy parses relay.proxy; nil when there is none.
-func relayProxy(r relayq.RelayConfig) (*url.URL, error) {
+func relayProxy(r config.RelayConfig) (*url.URL, error) {
 	if r.Proxy == "" {
 		return nil, nil
 	}
-	if err := relayq.CheckProxyURL(r.Proxy); err != nil {
+	if err := config.CheckProxyURL(r.Proxy); err != nil {
 		return nil, fmt.Errorf("relay.proxy: %w", err)
 	}
 	return url.Parse(r.Proxy)

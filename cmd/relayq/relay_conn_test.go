@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"relayq"
+	"relayq/config"
 	"relayq/transport"
 	"relayq/transport/smtptest"
 )
@@ -20,7 +20,7 @@ import (
 // does and returns the Transport transportOptions makes of it.
 func relayFromConfig(t *testing.T, url, text string) (*transport.Transport, transport.Options) {
 	t.Helper()
-	cfg, err := relayq.Parse([]byte("state_dir = \""+t.TempDir()+"\"\n[relay]\nurl = \""+url+"\"\nconnection_timeout = \"3s\"\n"+text), "test.toml")
+	cfg, err := config.Parse([]byte("state_dir = \""+t.TempDir()+"\"\n[relay]\nurl = \""+url+"\"\nconnection_timeout = \"3s\"\n"+text), "test.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"reflect"
 	"strings"
 
-	"relayq"
+	"relayq/config"
 	"relayq/control"
 	"relayq/delivery"
 	"relayq/transport"
@@ -38,7 +38,7 @@ import (
 // reloader is how the daemon reads its configuration again, and the log
 // level it may change.
 type reloader struct {
-	load  func() (cfg *relayq.Config, source string, err error)
+	load  func() (cfg *config.Config, source string, err error)
 	level *slog.LevelVar
 }
 
@@ -84,7 +84,7 @@ func (d *daemon) reload() error {
 		Transport:     transport.New(topts),
 		Name:          relay,
 		Retry:         retryPolicy(cfg.Retry),
-		HoldUncertain: cfg.Delivery.Uncertain == relayq.UncertainHold,
+		HoldUncertain: cfg.Delivery.Uncertain == config.UncertainHold,
 	})
 	d.intake.SetLimits(intakeLimits(cfg.Limits)) // daemon_policy.go
 	if d.rl.level != nil {
@@ -97,10 +97,10 @@ func (d *daemon) reload() error {
 // restartKeys lists the dotted keys whose value differs between the
 // configuration in force (old) and the new one, leaving out those reload
 // applies and [health] (which `relayq status` reads from the file itself).
-func restartKeys(old, cfg *relayq.Config) []string {
+func restartKeys(old, cfg *config.Config) []string {
 	a, b := *old, *cfg
-	for _, c := range []*relayq.Config{&a, &b} {
-		c.Relay, c.Retry, c.Limits, c.Health = relayq.RelayConfig{}, relayq.RetryConfig{}, relayq.LimitsConfig{}, relayq.HealthConfig{}
+	for _, c := range []*config.Config{&a, &b} {
+		c.Relay, c.Retry, c.Limits, c.Health = config.RelayConfig{}, config.RetryConfig{}, config.LimitsConfig{}, config.HealthConfig{}
 		c.Log.Level, c.Delivery.Uncertain = "", ""
 	}
 	return changedKeys("", reflect.ValueOf(a), reflect.ValueOf(b))
@@ -140,7 +140,7 @@ func hasTOMLKeys(t reflect.Type) bool {
 }
 
 // retryPolicy turns [retry] into delivery's RetryPolicy.
-func retryPolicy(r relayq.RetryConfig) delivery.RetryPolicy {
+func retryPolicy(r config.RetryConfig) delivery.RetryPolicy {
 	return delivery.RetryPolicy{
 		InitialInterval: r.InitialInterval.Duration,
 		Multiplier:      r.Multiplier,

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"syscall"
 
-	"relayq"
+	"relayq/config"
 )
 
 // warnLooseSecrets logs a warning for each file holding a relay secret that
@@ -19,7 +19,7 @@ import (
 // file is loose when it is readable by others, or by a group other than
 // root's and the daemon's. source is the config file Find used ("embedded
 // default" holds no secret). Only the warning is given: the daemon starts.
-func warnLooseSecrets(cfg *relayq.Config, source string, log *slog.Logger) {
+func warnLooseSecrets(cfg *config.Config, source string, log *slog.Logger) {
 	gid := os.Getgid()
 	if keys := secretsInConfig(cfg.Relay); len(keys) > 0 {
 		warnLooseFile(log, source, strings.Join(keys, ", "), gid,
@@ -41,7 +41,7 @@ func warnLooseSecrets(cfg *relayq.Config, source string, log *slog.Logger) {
 
 // secretsInConfig names the secrets written in the config file itself
 // rather than read from a _file or an environment variable.
-func secretsInConfig(r relayq.RelayConfig) []string {
+func secretsInConfig(r config.RelayConfig) []string {
 	var keys []string
 	a := r.Auth
 	if a.Pass != "" && a.PassFile == "" && a.PassEnv == "" {

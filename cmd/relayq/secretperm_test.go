@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"relayq"
+	"relayq/config"
 )
 
 func TestLooseSecretFile(t *testing.T) {
@@ -38,17 +38,17 @@ func TestLooseSecretFile(t *testing.T) {
 func TestSecretsInConfig(t *testing.T) {
 	tests := []struct {
 		name string
-		r    relayq.RelayConfig
+		r    config.RelayConfig
 		want string
 	}{
-		{"none", relayq.RelayConfig{}, ""},
-		{"pass", relayq.RelayConfig{Auth: relayq.AuthConfig{Pass: "x"}}, "relay.auth.pass"},
-		{"pass_file", relayq.RelayConfig{Auth: relayq.AuthConfig{Pass: "x", PassFile: "/etc/relayq/pass"}}, ""},
-		{"pass_env", relayq.RelayConfig{Auth: relayq.AuthConfig{Pass: "x", PassEnv: "RELAY_PASS"}}, ""},
-		{"oauth2", relayq.RelayConfig{Auth: relayq.AuthConfig{AccessToken: "a", ClientSecret: "c", RefreshToken: "r", RefreshTokenFile: "/f"}},
+		{"none", config.RelayConfig{}, ""},
+		{"pass", config.RelayConfig{Auth: config.AuthConfig{Pass: "x"}}, "relay.auth.pass"},
+		{"pass_file", config.RelayConfig{Auth: config.AuthConfig{Pass: "x", PassFile: "/etc/relayq/pass"}}, ""},
+		{"pass_env", config.RelayConfig{Auth: config.AuthConfig{Pass: "x", PassEnv: "RELAY_PASS"}}, ""},
+		{"oauth2", config.RelayConfig{Auth: config.AuthConfig{AccessToken: "a", ClientSecret: "c", RefreshToken: "r", RefreshTokenFile: "/f"}},
 			"relay.auth.access_token,relay.auth.client_secret"},
-		{"proxy password", relayq.RelayConfig{Proxy: "socks5://u:p@127.0.0.1:1080"}, "relay.proxy"},
-		{"proxy user only", relayq.RelayConfig{Proxy: "socks5://u@127.0.0.1:1080"}, ""},
+		{"proxy password", config.RelayConfig{Proxy: "socks5://u:p@127.0.0.1:1080"}, "relay.proxy"},
+		{"proxy user only", config.RelayConfig{Proxy: "socks5://u@127.0.0.1:1080"}, ""},
 	}
 	for _, tt := range tests {
 		if got := strings.Join(secretsInConfig(tt.r), ","); got != tt.want {
@@ -75,27 +75,27 @@ func TestWarnLooseSecrets(t *testing.T) {
 	tests := []struct {
 		name     string
 		mode     os.FileMode
-		auth     func(path string) relayq.AuthConfig
+		auth     func(path string) config.AuthConfig
 		wantWarn bool
 	}{
-		{"config 0644 with pass", 0o644, func(string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p"} }, true},
-		{"config 0600 with pass", 0o600, func(string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p"} }, false},
-		{"config 0644 without secrets", 0o644, func(string) relayq.AuthConfig { return relayq.AuthConfig{} }, false},
-		{"pass_file 0644", 0o644, func(p string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p", PassFile: p} }, true},
-		{"pass_file 0600", 0o600, func(p string) relayq.AuthConfig { return relayq.AuthConfig{User: "u", Pass: "p", PassFile: p} }, false},
+		{"config 0644 with pass", 0o644, func(string) config.AuthConfig { return config.AuthConfig{User: "u", Pass: "p"} }, true},
+		{"config 0600 with pass", 0o600, func(string) config.AuthConfig { return config.AuthConfig{User: "u", Pass: "p"} }, false},
+		{"config 0644 without secrets", 0o644, func(string) config.AuthConfig { return config.AuthConfig{} }, false},
+		{"pass_file 0644", 0o644, func(p string) config.AuthConfig { return config.AuthConfig{User: "u", Pass: "p", PassFile: p} }, true},
+		{"pass_file 0600", 0o600, func(p string) config.AuthConfig { return config.AuthConfig{User: "u", Pass: "p", PassFile: p} }, false},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			config := write("config.toml", 0o644)
+			configFile := write("config.toml", 0o644)
 			secret := write("secret", tt.mode)
 			if strings.HasPrefix(tt.name, "config") {
-				config = write("config.toml", tt.mode)
+				configFile = write("config.toml", tt.mode)
 			}
-			cfg := &relayq.Config{Relay: relayq.RelayConfig{Auth: tt.auth(secret)}}
+			cfg := &config.Config{Relay: config.RelayConfig{Auth: tt.auth(secret)}}
 			var buf bytes.Buffer
-			warnLooseSecrets(cfg, config, slog.New(slog.NewTextHandler(&buf, nil)))
+			warnLooseSecrets(cfg, configFile, slog.New(slog.NewTextHandler(&buf, nil)))
 			out := buf.String()
-			loose := config
+			loose := configFile
 			if strings.HasPrefix(tt.name, "pass_file") {
 				loose = secret
 			}
@@ -111,5 +111,5 @@ func TestWarnLooseSecrets(t *testing.T) {
 			}
 		})
 	}
-	warnLooseSecrets(relayq.Default(), "embedded default", slog.New(slog.DiscardHandler)) // no file: nothing to do
+	warnLooseSecrets(config.Default(), "embedded default", slog.New(slog.DiscardHandler)) // no file: nothing to do
 }

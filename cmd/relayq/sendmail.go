@@ -13,7 +13,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"relayq"
+	"relayq/config"
 	"relayq/queue"
 	"relayq/spool"
 )
@@ -123,7 +123,7 @@ func prepareExit(err error) int {
 
 // submit hands the message to the daemon, or to the maildrop when the
 // daemon's socket does not answer.
-func submit(cfg *relayq.Config, envelope queue.Envelope, body []byte, verbose bool, env cmdEnv) int {
+func submit(cfg *config.Config, envelope queue.Envelope, body []byte, verbose bool, env cmdEnv) int {
 	sub := cfg.Submission
 	ctx, cancel := context.WithTimeout(context.Background(), sendmailTimeout)
 	defer cancel()

@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"relayq"
+	"relayq/config"
 )
 
 func runServe(args []string, env cmdEnv) int {
@@ -41,8 +41,8 @@ func runServe(args []string, env cmdEnv) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	tuneGC(ctx) // gc.go
-	rl := reloader{level: level, load: func() (*relayq.Config, string, error) {
-		cfg, source, err := relayq.Find(*cfgPath, env.Getenv)
+	rl := reloader{level: level, load: func() (*config.Config, string, error) {
+		cfg, source, err := config.Find(*cfgPath, env.Getenv)
 		if err == nil {
 			warnLooseSecrets(cfg, source, log)
 		}
@@ -79,12 +79,12 @@ func startupExitCode(err error) int {
 	return exitOSErr
 }
 
-func newLogger(c relayq.LogConfig, w io.Writer) *slog.Logger {
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	return newLevelLogger(c, logLevel(c), w)
 }
 
 // newLevelLogger is newLogger at level, which the daemon's reload changes.
-func newLevelLogger(c relayq.LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
+func newLevelLogger(c config.LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -93,7 +93,7 @@ func newLevelLogger(c relayq.LogConfig, level slog.Leveler, w io.Writer) *slog.L
 }
 
 // logLevel is [log] level as a slog.Level.
-func logLevel(c relayq.LogConfig) slog.Level {
+func logLevel(c config.LogConfig) slog.Level {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated by the config package
 	return level

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"relayq"
+	"relayq/config"
 	"relayq/control"
 )
 
@@ -54,7 +54,7 @@ func runStatus(args []string, env cmdEnv) int {
 }
 
 // healthProblems lists the [health] limits st exceeds.
-func healthProblems(st *control.Status, h relayq.HealthConfig) []string {
+func healthProblems(st *control.Status, h config.HealthConfig) []string {
 	var out []string
 	if max := h.MaxQueueAge.Duration; max > 0 && st.OldestDeferred != nil {
 		if a := st.Now.Sub(*st.OldestDeferred); a > max {

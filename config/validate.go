@@ -1,4 +1,4 @@
-package relayq
+package config
 
 import (
 	"errors"
@@ -159,8 +159,8 @@ func (l loader) validate(cfg *Config, c *checker) {
 	}
 	positive(c, "retry.max_lifetime", r.MaxLifetime)
 	atLeast(c, "health.max_dead", cfg.Health.MaxDead, 0)
-	validateLimits(c, cfg.Limits) // config_limits.go
-	validateNotify(c, cfg)        // config_notify.go
+	validateLimits(c, cfg.Limits) // limits.go
+	validateNotify(c, cfg)        // notify.go
 
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -1,4 +1,4 @@
-package relayq
+package config
 
 import (
 	"net/url"

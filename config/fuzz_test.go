@@ -1,4 +1,4 @@
-package relayq
+package config
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 // of the machine (testLoader), so that results do not depend on who runs it.
 func FuzzParse(f *testing.F) {
 	f.Add(embeddedConfig)
-	files, _ := filepath.Glob("tests/testdata/badconfig/*.toml")
+	files, _ := filepath.Glob("../tests/testdata/badconfig/*.toml")
 	for _, file := range files {
 		if b, err := os.ReadFile(file); err == nil {
 			f.Add(b)
@@ -74,7 +74,7 @@ func checkConfigError(t *testing.T, data []byte, err error) {
 	for _, e := range errs {
 		var ce *Error
 		if !errors.As(e, &ce) {
-			t.Fatalf("config %q: error %q (%T) is not a *relayq.Error", data, e, e)
+			t.Fatalf("config %q: error %q (%T) is not a *config.Error", data, e, e)
 		}
 		if ce.File != "fuzz.toml" || ce.Key == "" && ce.Line == 0 {
 			t.Fatalf("config %q: error %q names no key and no line", data, e)

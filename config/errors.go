@@ -1,4 +1,4 @@
-package relayq
+package config
 
 import (
 	"bytes"
@@ -70,7 +70,7 @@ func (c *checker) line(key []string) int {
 	}
 	// Keys in an array of tables ([[limits.rule]]) are neither "defined"
 	// for the metadata nor found by keyLine.
-	return arrayTableKeyLine(c.data, key) // config_limits.go
+	return arrayTableKeyLine(c.data, key) // limits.go
 }
 
 // checkKeys rejects keys that no field took: unknown keys, and keys that

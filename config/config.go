@@ -1,8 +1,7 @@
-package relayq
+package config
 
 import (
 	"bytes"
-	_ "embed"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"relayq"
 )
 
 // SystemConfigPath is the config file used when neither -c nor
@@ -24,8 +25,9 @@ const systemStateDir = "/var/lib/relayq"
 // embeddedName is the source Find reports for the built-in config.
 const embeddedName = "embedded default"
 
-//go:embed config.toml.example
-var embeddedConfig []byte
+// embeddedConfig is config.toml.example, which the root package embeds
+// (go:embed cannot reach "..").
+var embeddedConfig = relayq.ExampleConfig
 
 // Config is relayq's whole configuration. Every TOML key is the field's toml
 // tag; config.toml.example documents each one with its default.
@@ -43,8 +45,8 @@ type Config struct {
 	Retry      RetryConfig      `toml:"retry"`
 	Log        LogConfig        `toml:"log"`
 	Health     HealthConfig     `toml:"health"`
-	Limits     LimitsConfig     `toml:"limits"` // config_limits.go
-	Notify     NotifyConfig     `toml:"notify"` // config_notify.go
+	Limits     LimitsConfig     `toml:"limits"` // limits.go
+	Notify     NotifyConfig     `toml:"notify"` // notify.go
 }
 
 // QueueConfig is the [queue] table: the bbolt store.
@@ -127,7 +129,7 @@ type RelayConfig struct {
 	Debug             bool       `toml:"debug"`              // log the SMTP conversation (AUTH redacted, body as its size); default false
 }
 
-// AuthConfig is the [relay.auth] table (config_auth.go checks it). After
+// AuthConfig is the [relay.auth] table (auth.go checks it). After
 // loading, Type and Method are lower and upper case, and Pass,
 // AccessToken, ClientSecret and RefreshToken hold the secrets whether they
 // came from the key, its _file, pass_env or the url (except for

@@ -1,4 +1,4 @@
-package relayq
+package config
 
 import (
 	"bytes"
@@ -56,11 +56,11 @@ func writeFile(t *testing.T, dir, name, text string) string {
 // `relayq serve -c FILE`: each NN-name.toml must fail with an error holding
 // the text of NN-name.expected.
 func TestBadConfigs(t *testing.T) {
-	files, err := filepath.Glob("tests/testdata/badconfig/*.toml")
+	files, err := filepath.Glob("../tests/testdata/badconfig/*.toml")
 	if err != nil || len(files) < 10 {
 		t.Fatalf("want at least 10 bad configs, found %d (%v)", len(files), err)
 	}
-	expected, _ := filepath.Glob("tests/testdata/badconfig/*.expected")
+	expected, _ := filepath.Glob("../tests/testdata/badconfig/*.expected")
 	if len(expected) != len(files) {
 		t.Errorf("%d .toml files but %d .expected files", len(files), len(expected))
 	}

@@ -1,4 +1,4 @@
-package relayq
+package config
 
 // poolLimits checks [relay] pool, idle_timeout, idle_check, rate_limit and
 // rate_delta (they may come from the url's query too: the key named is
