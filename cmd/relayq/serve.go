@@ -23,6 +23,10 @@ func runServe(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "relayq serve: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
+	// A write to a broken stderr (its reader gone: `relayq serve 2>&1 |
+	// head`, a journald restart) would otherwise kill the daemon with
+	// SIGPIPE, as Go does for fds 1 and 2: the log line is lost instead.
+	signal.Ignore(syscall.SIGPIPE)
 	// SIGHUP reloads the configuration (reload.go); caught from the start,
 	// so that one sent while relayq starts does not kill it.
 	hup := make(chan os.Signal, 1)
