@@ -1,9 +1,11 @@
 package tests
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +23,8 @@ import (
 // each several times over while it stamps and commits them); with it, its
 // peak resident set stays under 60 MiB. Every message is answered 250 or
 // 452 4.3.1 after its final dot; each 250'd one reaches the relay whole,
-// no refused one does, and the daemon takes mail as before.
+// no refused one does, and the daemon takes mail as before. relayq status
+// shows the budget.
 func TestMemoryBudgetBurst(t *testing.T) {
 	relay := smtptest.NewServer(t, smtptest.Options{})
 	d := startDaemon(t, relay, func(s settings) {
@@ -75,6 +78,22 @@ func TestMemoryBudgetBurst(t *testing.T) {
 	checkAllDelivered(t, relay, acked, refused, 60*time.Second)
 	if n := len(d.logRecords("message refused: intake memory budget full")); len(refused) > 0 && n != 1 {
 		t.Errorf("%d refusals logged for %d refused messages, want 1 (once a minute per uid)", n, len(refused))
+	}
+	// relayq status shows the budget, with nothing held once all is
+	// answered.
+	var st struct {
+		Memory *struct {
+			InFlight *int64 `json:"in_flight"`
+			Max      int64  `json:"max"`
+		} `json:"memory"`
+	}
+	res := d.mustRelayq(t, "status", "--json")
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || st.Memory == nil || st.Memory.InFlight == nil ||
+		*st.Memory.InFlight != 0 || st.Memory.Max != 4<<20 {
+		t.Errorf("status --json memory: %+v (%v), want 0 in flight of 4 MiB:\n%s", st.Memory, err, res.stdout)
+	}
+	if text := d.mustRelayq(t, "status").stdout; !strings.Contains(text, "Memory:       0 bytes of 4.0 MiB in message bodies being received") {
+		t.Errorf("status: no line for the memory budget:\n%s", text)
 	}
 	d.waitQueueEmpty(t, 30*time.Second)
 	stillServing(t, d, relay, clients+1)
