@@ -83,6 +83,10 @@ type SubmissionConfig struct {
 	// IdleTimeout bounds the wait for a command outside a transaction
 	// (before MAIL FROM); default 1m.
 	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxMemory caps the message bodies intake holds in memory at once
+	// (one user at most half of it); default 256 MiB, or twice
+	// MaxMessageSize if that is more; 0 = no cap. At least MaxMessageSize.
+	MaxMemory ByteSize `toml:"max_memory"`
 }
 
 // ControlConfig is the [control] table: the socket that queue and dead-letter
@@ -216,6 +220,7 @@ func defaults() *Config {
 			MaxConnections:        200,
 			MaxConnectionsPerUser: 50,
 			IdleTimeout:           Duration{time.Minute},
+			MaxMemory:             256 << 20,
 		},
 		Control: ControlConfig{Socket: "control.sock", MailqSocket: "mailq.sock"},
 		Relay: RelayConfig{

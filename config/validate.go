@@ -50,6 +50,9 @@ func (l loader) resolve(cfg *Config, c *checker) {
 	if !c.set("queue.min_free") {
 		cfg.Queue.MinFree = 2 * cfg.Submission.MaxMessageSize
 	}
+	if !c.set("submission.max_memory") {
+		cfg.Submission.MaxMemory = max(cfg.Submission.MaxMemory, 2*cfg.Submission.MaxMessageSize)
+	}
 }
 
 // stateDirFor returns the absolute state directory for the state_dir key.
@@ -136,6 +139,9 @@ func (l loader) validate(cfg *Config, c *checker) {
 	}
 	if s.MaxMessageSize <= 0 {
 		c.add("submission.max_message_size", "must be greater than 0")
+	}
+	if s.MaxMemory < 0 || (s.MaxMemory > 0 && s.MaxMemory < s.MaxMessageSize) {
+		c.add("submission.max_memory", "%s is less than submission.max_message_size (%s); 0 means no cap", s.MaxMemory, s.MaxMessageSize)
 	}
 	atLeast(c, "submission.max_recipients", s.MaxRecipients, 1)
 	atLeast(c, "submission.max_connections", s.MaxConnections, 1)

@@ -99,6 +99,7 @@ type Server struct {
 	started time.Time       // for status's uptime
 	relays  func() []RelayStatus
 	limits  func() []LimitStatus
+	memory  func() (int64, int64)
 	reload  func() error
 }
 
@@ -126,6 +127,9 @@ type Options struct {
 	// Limits reports what each submitter used of its [limits] for status,
 	// under the same rules as Relays. nil leaves the limits out.
 	Limits func() []LimitStatus
+	// Memory reports intake's message bodies in flight and its budget
+	// (0 when none), under the same rules. nil leaves them out.
+	Memory func() (inFlight, budget int64)
 	// Reload re-reads the configuration for OpReload and returns why the
 	// new one was refused; nil answers OpReload with CodeBadRequest.
 	Reload func() error
@@ -167,7 +171,7 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 	// A shortage of descriptors must not end the accept loop: the socket
 	// would be dead until a restart.
 	ln = acceptretry.Wrap(ln, opts.Logger)
-	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, reload: opts.Reload}
+	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, memory: opts.Memory, reload: opts.Reload}
 	if opts.MailqSocket != "" {
 		mailqLn, err := listenMailq(opts.MailqSocket)
 		if err != nil {

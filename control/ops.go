@@ -66,6 +66,15 @@ type Status struct {
 	// Space is the queue's file system: free space, the headroom kept
 	// ([queue] min_free) and whether intake refuses for lack of room.
 	Space SpaceStatus `json:"space"`
+	// Memory is the message bodies intake holds now against its budget
+	// ([submission] max_memory; Options.Memory); absent without one.
+	Memory *MemoryStatus `json:"memory,omitempty"`
+}
+
+// MemoryStatus is intake's memory budget for message bodies in flight.
+type MemoryStatus struct {
+	InFlight int64 `json:"in_flight"` // bytes reserved by messages being received
+	Max      int64 `json:"max"`       // the budget
 }
 
 // SpaceStatus is the room the queue has (queue.Space).
@@ -224,6 +233,11 @@ func (s *Server) status() Response {
 	}
 	if s.limits != nil {
 		st.Limits = s.limits()
+	}
+	if s.memory != nil {
+		if used, max := s.memory(); max > 0 {
+			st.Memory = &MemoryStatus{InFlight: used, Max: max}
+		}
 	}
 	return Response{Status: st}
 }

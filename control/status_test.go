@@ -55,3 +55,22 @@ func TestStatusReportsRelays(t *testing.T) {
 		t.Fatalf("list: %+v %v, want the message without its history and transcript", list.Messages, err)
 	}
 }
+
+// TestStatusReportsMemory: status carries intake's memory budget as
+// Options.Memory reports it, and leaves it out when there is no budget.
+func TestStatusReportsMemory(t *testing.T) {
+	q, dir := newTestQueue(t)
+	var budget atomic.Int64
+	budget.Store(4 << 20)
+	sock := serveTest(t, dir, Options{Queue: q, AdminGID: -1,
+		Memory: func() (int64, int64) { return 1 << 20, budget.Load() }})
+	ctx := context.Background()
+	resp, err := Call(ctx, sock, Request{Op: OpStatus})
+	if err != nil || resp.Status.Memory == nil || *resp.Status.Memory != (MemoryStatus{InFlight: 1 << 20, Max: 4 << 20}) {
+		t.Fatalf("status memory: %+v, %v; want 1 MiB of 4 MiB", resp.Status.Memory, err)
+	}
+	budget.Store(0)
+	if resp, err := Call(ctx, sock, Request{Op: OpStatus}); err != nil || resp.Status.Memory != nil {
+		t.Errorf("status memory without a budget: %+v, %v; want none", resp.Status.Memory, err)
+	}
+}

@@ -19,14 +19,18 @@ var errTooLarge = errors.New("spool: message too large")
 // It is an io.Writer, so a body can be streamed into it with io.Copy.
 type normalizer struct {
 	buf      []byte
-	max      int64 // largest output in bytes; 0 = no limit
-	cr       bool  // the last byte was a CR whose line ending is not yet written
-	nul      bool  // the body holds a NUL octet
-	eightBit bool  // the body holds an octet >= 0x80
+	max      int64    // largest output in bytes; 0 = no limit
+	mem      *memHold // the body's reservation from the memory budget; nil = none
+	cr       bool     // the last byte was a CR whose line ending is not yet written
+	nul      bool     // the body holds a NUL octet
+	eightBit bool     // the body holds an octet >= 0x80
 }
 
 func (n *normalizer) Write(p []byte) (int, error) {
 	written := len(p)
+	if err := n.reserve(len(p)); err != nil {
+		return 0, err
+	}
 	for len(p) > 0 {
 		if n.cr {
 			n.cr = false
@@ -53,6 +57,25 @@ func (n *normalizer) Write(p []byte) (int, error) {
 		return 0, errTooLarge
 	}
 	return written, nil
+}
+
+// reserve makes sure the memory budget covers the buffer once p bytes of
+// input are added (each may become two). It takes the budget's lock only
+// when the buffer outgrows its reservation, a chunk (64 KiB) at a time;
+// it never asks for more than the size limit, past which Write fails
+// anyway.
+func (n *normalizer) reserve(p int) error {
+	if n.mem == nil {
+		return nil
+	}
+	want := int64(len(n.buf)) + 2*int64(p) + 2
+	if n.max > 0 {
+		want = min(want, n.max)
+	}
+	if want <= n.mem.held {
+		return nil
+	}
+	return n.mem.grow(want)
 }
 
 // text appends bytes that hold no CR or LF.
@@ -91,7 +114,14 @@ func (n *normalizer) body() ([]byte, error) {
 
 // readNormalized reads r to its end through a normalizer.
 func readNormalized(r io.Reader, max int64) (*normalizer, []byte, error) {
-	n := &normalizer{max: max}
+	return readReserved(r, max, nil)
+}
+
+// readReserved is readNormalized with the body's buffer reserved from the
+// memory budget through mem (memory.go): when the budget has no room, it
+// fails with errNoMemory or errOverShare.
+func readReserved(r io.Reader, max int64, mem *memHold) (*normalizer, []byte, error) {
+	n := &normalizer{max: max, mem: mem}
 	if _, err := io.Copy(n, r); err != nil {
 		return n, nil, err
 	}

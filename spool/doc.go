@@ -10,7 +10,10 @@
 //     (limits.go): over a limit it answers 452 4.7.0 and accepts nothing.
 //     Connections are capped in total and per uid (per address on TCP),
 //     idle ones closed early, and descriptors kept for the rest of the
-//     daemon (caps.go): over a cap a connection gets 421 4.7.0.
+//     daemon (caps.go): over a cap a connection gets 421 4.7.0. The
+//     bodies being received share Options.MaxMemory, one submitter at most
+//     half (memory.go): a message that finds no room gets 452 4.3.1 after
+//     its final dot.
 //   - Submit and Prepare are the client side of `relayq sendmail`: Prepare
 //     turns standard input into a message (sendmail's rules: -t, dots, the
 //     Date, Message-ID and From headers), Submit hands it to the daemon over

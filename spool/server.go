@@ -79,6 +79,14 @@ type Options struct {
 	// IdleTimeout bounds the wait for each command outside a transaction
 	// (before MAIL FROM, and after the message); 0 means ReadTimeout.
 	IdleTimeout time.Duration
+	// MaxMemory caps the bytes of message body that sessions hold at once
+	// (memory.go); raised to one message of MaxMessageSize if less. One
+	// submitter may hold half of it (or one such message). A message that
+	// finds no room within MemoryWait gets 452 4.3.1. 0 means no cap.
+	MaxMemory int64
+	// MemoryWait is how long, in all, a message waits for room in
+	// MaxMemory before it is refused; 0 means 5 seconds.
+	MemoryWait time.Duration
 }
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.
@@ -87,6 +95,8 @@ type Server struct {
 	log    *slog.Logger
 	srv    *smtp.Server
 	limits atomic.Pointer[limiter] // nil: no limits; SetLimits replaces it
+	mem    *memBudget              // nil: no budget (memory.go)
+	memLog logEvery                // refusals for lack of memory, for the log
 
 	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
 	// gives up waiting.
@@ -137,6 +147,8 @@ func NewServer(opts Options) *Server {
 		conns:    make(map[*conn]struct{}),
 		perKey:   make(map[string]int),
 		refusals: logEvery{interval: refusalLogInterval},
+		mem:      newMemBudget(opts.MaxMemory, opts.MaxMessageSize, opts.MemoryWait),
+		memLog:   logEvery{interval: refusalLogInterval},
 		stopped:  make(chan struct{}),
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
@@ -218,6 +230,11 @@ func (s *Server) serve(l net.Listener) {
 // its [limits]: every key with a rule of its own or anything counted, by
 // key. Nil when no limit is set.
 func (s *Server) LimitUsage() []LimitUsage { return s.limits.Load().usage() }
+
+// MemoryInFlight returns, for `relayq status`, the bytes of message body
+// that sessions hold now and the budget (Options.MaxMemory as raised); 0,
+// 0 without a budget.
+func (s *Server) MemoryInFlight() (used, budget int64) { return s.mem.inFlight() }
 
 // SetLimits replaces Options.Limits (a configuration reload). What each
 // submitter sent in the last hour and its refusals are carried over, so

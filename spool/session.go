@@ -119,6 +119,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Warn("queue full, message refused", "from", from, "size", size, "err", err)
 		return replyFull
 	}
+	if s.srv.mem.neverFits(size) {
+		s.log.Info("refused message larger than the memory budget allows", "from", from, "size", size)
+		return smtp.ErrDataTooLarge
+	}
 	if r := s.srv.limits.Load().check(s.submitter, size); r != nil {
 		return r
 	}
@@ -162,7 +166,9 @@ func (s *session) Data(r io.Reader) error {
 	}
 	defer s.srv.endData(s.conn)
 
-	n, body, err := readNormalized(r, s.srv.opts.MaxMessageSize)
+	mem := s.srv.mem.hold(s.conn.key) // memory.go
+	defer mem.release()
+	n, body, err := readReserved(r, s.srv.opts.MaxMessageSize, mem)
 	if err != nil {
 		return s.readFailed(err)
 	}
@@ -210,6 +216,12 @@ func (s *session) readFailed(err error) error {
 	switch {
 	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, errTooLarge):
 		s.log.Info("refused message over the size limit", "from", s.from, "limit", s.srv.opts.MaxMessageSize)
+		return smtp.ErrDataTooLarge
+	case errors.Is(err, errNoMemory):
+		s.srv.logNoMemory(s.log, s.conn.key)
+		return replyFull
+	case errors.Is(err, errOverShare):
+		s.log.Info("refused message larger than the memory budget allows", "from", s.from)
 		return smtp.ErrDataTooLarge
 	case errors.Is(err, smtp.ErrTooLongLine):
 		s.log.Info("refused message with a line too long", "from", s.from, "limit", s.srv.opts.MaxLineLength)

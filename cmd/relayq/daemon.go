@@ -141,6 +141,7 @@ func (d *daemon) startIntake() (func(), error) {
 		MaxConnections:        cfg.Submission.MaxConnections,
 		MaxConnectionsPerUser: cfg.Submission.MaxConnectionsPerUser,
 		IdleTimeout:           cfg.Submission.IdleTimeout.Duration,
+		MaxMemory:             int64(cfg.Submission.MaxMemory),
 	})
 	if err := intake.Start(); err != nil {
 		return nil, &startErr{listenExitCode(err), err}

@@ -51,7 +51,8 @@ func listenControl(cfg *config.Config, q *queue.Queue, log *slog.Logger, relays 
 		return nil, &startErr{exitConfig, err}
 	}
 	s, err := control.ListenWith(control.Options{Socket: cfg.Control.Socket, MailqSocket: cfg.Control.MailqSocket, Queue: q, Logger: log, AdminGID: gid,
-		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) }, Reload: reload})
+		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) },
+		Memory: intake.MemoryInFlight, Reload: reload})
 	if err != nil {
 		return nil, &startErr{listenExitCode(err), err}
 	}

@@ -104,6 +104,9 @@ type statusOut struct {
 	// Limits: what each submitter used of its [limits]; empty without
 	// limits.
 	Limits []control.LimitStatus `json:"limits"`
+	// Memory: the message bodies intake holds now against
+	// [submission] max_memory; absent without a budget.
+	Memory *control.MemoryStatus `json:"memory,omitempty"`
 }
 
 func statusJSON(st *control.Status, db string, problems []string) statusOut {
@@ -128,6 +131,7 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 	return statusOut{
 		Relays:  relays,
 		Limits:  limits,
+		Memory:  st.Memory,
 		Healthy: len(problems) == 0, Problems: problems,
 		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain + st.Damaged,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
@@ -168,6 +172,9 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 		intake = "REFUSING new mail (452 4.3.1)"
 	}
 	field("Free space", "%s; %s", spaceText(st.Space), intake)
+	if m := st.Memory; m != nil {
+		field("Memory", "%s of %s in message bodies being received", byteSize(m.InFlight), byteSize(m.Max))
+	}
 	for _, r := range st.Relays {
 		field("Relay", "%s: %s", r.Relay, relayState(r, st.Now))
 		field("Last result", "%s", lastResult(r, st.Now))
