@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -250,11 +251,15 @@ func (d *daemon) ready() bool {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "220") {
 		return false
 	}
 	fmt.Fprintf(c, "QUIT\r\n")
+	// Wait for the daemon to close its side, so that this probe no longer
+	// counts against the connection caps when the test begins.
+	io.Copy(io.Discard, r)
 	return true
 }
 
