@@ -3,7 +3,9 @@ package rewrite
 import (
 	"bytes"
 	"net/mail"
+	"regexp"
 	"strings"
+	"sync"
 )
 
 // Message applies the sender rules to a message whose line endings are
@@ -47,7 +49,7 @@ func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) {
 	if i < 0 {
 		return
 	}
-	addrs, err := addressParser.ParseList(h.fields[i].value())
+	addrs, err := r.parseFrom(h.fields[i].value())
 	if err != nil || len(addrs) == 0 {
 		return
 	}
@@ -74,6 +76,37 @@ func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) {
 			h.add("Reply-To", formatList(original))
 		}
 	}
+}
+
+// bareFrom is a From without a domain, as cron and other local programs
+// write it: "root", "root (Cron Daemon)", "Cron Daemon <root>".
+var (
+	bareComment = lazyRegexp(`^\s*([A-Za-z0-9!#$%&'*+/=?^_` + "`" + `{|}~.-]+)\s*(\(.*\))?\s*$`)
+	bareAngle   = lazyRegexp(`^(.*)<\s*([A-Za-z0-9!#$%&'*+/=?^_` + "`" + `{|}~.-]+)\s*>\s*$`)
+)
+
+// lazyRegexp compiles expr on first use, not when relayq starts (every
+// sendmail would pay for it).
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
+
+// parseFrom parses the From field's addresses. One without a domain, which
+// RFC 5322 does not allow and net/mail does not parse, is read as one at
+// localhost, which is local ("root (Cron Daemon)" → "root@localhost (Cron
+// Daemon)"): rewriteFrom then gives it the rewrite domain.
+func (r *Rules) parseFrom(v string) ([]*mail.Address, error) {
+	addrs, err := addressParser.ParseList(v)
+	if err == nil || r.opts.Domain == "" {
+		return addrs, err
+	}
+	if m := bareComment().FindStringSubmatch(v); m != nil {
+		return addressParser.ParseList(m[1] + "@localhost " + m[2])
+	}
+	if m := bareAngle().FindStringSubmatch(v); m != nil {
+		return addressParser.ParseList(m[1] + "<" + m[2] + "@localhost>")
+	}
+	return nil, err
 }
 
 // addressParser decodes RFC 2047 display names (UTF-8, ISO-8859-1 and

@@ -37,8 +37,8 @@ type Options struct {
 	// myorigin). "" leaves them as they are.
 	Domain string
 	// LocalDomains are this host's own names (its host name, short and
-	// fully qualified, "localhost"): an address there is local, like one
-	// without a domain. Compared without case.
+	// fully qualified): an address there is local, like one without a
+	// domain. "localhost" always is. Compared without case.
 	LocalDomains []string
 	// Aliases map a local part (compared without case) to its targets,
 	// each an address or another local name, expanded recursively.
@@ -84,7 +84,7 @@ const maxDepth = 20
 // New checks the options (every alias must expand without a loop) and
 // returns the rules.
 func New(o Options) (*Rules, error) {
-	r := &Rules{opts: o, local: make(map[string]bool), aliases: make(map[string][]string)}
+	r := &Rules{opts: o, local: map[string]bool{"localhost": true}, aliases: make(map[string][]string)}
 	for _, d := range o.LocalDomains {
 		if d != "" {
 			r.local[strings.ToLower(d)] = true

@@ -79,6 +79,10 @@ type Options struct {
 	// IdleTimeout bounds the wait for each command outside a transaction
 	// (before MAIL FROM, and after the message); 0 means ReadTimeout.
 	IdleTimeout time.Duration
+	// Rewriting maps recipients at RCPT and rewrites the sender and the
+	// header before the message is queued (rewriting.go); the zero value
+	// changes nothing.
+	Rewriting Rewriting
 }
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.

@@ -1,0 +1,187 @@
+package tests
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"relayq/transport/smtptest"
+)
+
+// cronMessage is what cron writes to sendmail's standard input.
+const cronMessage = "From: root (Cron Daemon)\n" +
+	"To: root\n" +
+	"Subject: Cron <root@vm> /usr/local/bin/backup\n" +
+	"Content-Type: text/plain; charset=UTF-8\n" +
+	"\n" +
+	"backup: 3 files\n"
+
+// onVM is a host whose host name is the unqualified "vm" ([submission]
+// hostname stands for it: the test cannot rename the machine), with
+// [rewrite] domain set to the name relays accept.
+func onVM(s settings) {
+	s.set("submission", "hostname", `"vm"`)
+	s.set("rewrite", "domain", `"web1.example.net"`)
+}
+
+// TestCronRootAlias: cron's exact command line `sendmail -FCronDaemon -i
+// -B8BITMIME -oem root` → relayq (unix socket) → smtptest relay. The relay
+// gets RCPT TO the alias of root, not root@vm; MAIL FROM and the From
+// header are qualified with [rewrite] domain, the From keeping cron's name.
+func TestCronRootAlias(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, onVM, func(s settings) {
+		s.set("aliases", "root", `["ops@example.com", "oncall"]`)
+		s.set("aliases", "oncall", `"pager@example.org"`)
+	})
+	if res := d.sendmail([]byte(cronMessage), "-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"); res.code != 0 {
+		t.Fatalf("sendmail: %v", res)
+	}
+	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+	if want := []string{"ops@example.com", "pager@example.org"}; !slices.Equal(got.To, want) {
+		t.Errorf("RCPT TO %q, want %q (root's aliases)", got.To, want)
+	}
+	if !strings.HasSuffix(got.From, "@web1.example.net") {
+		t.Errorf("MAIL FROM %q, want it qualified with web1.example.net", got.From)
+	}
+	header, body, _ := strings.Cut(string(got.Body), "\r\n\r\n")
+	if !strings.Contains(header, "\r\nFrom: \"Cron Daemon\" <root@web1.example.net>\r\n") {
+		t.Errorf("From not qualified (keeping the name):\n%s", header)
+	}
+	if !strings.Contains(header, "\r\nTo: root\r\n") || body != "backup: 3 files\r\n" {
+		t.Errorf("To header or body changed:\n%s", got.Body)
+	}
+}
+
+// TestQualifyEveryWayIn: www-data on a host named web1.example.net leaves
+// as www-data@web1.example.net by every way in: sendmail (socket), SMTP on
+// the socket with the short host name, and sendmail with the daemon down
+// (maildrop, imported at start). With [rewrite] domain it leaves with that
+// domain instead.
+func TestQualifyEveryWayIn(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		edit   func(settings)
+		domain string
+	}{
+		{"host name", func(s settings) { s.set("submission", "hostname", `"web1.example.net"`) }, "web1.example.net"},
+		{"rewrite domain", func(s settings) {
+			s.set("submission", "hostname", `"web1"`)
+			s.set("rewrite", "domain", `"example.net"`)
+		}, "example.net"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			relay := smtptest.NewServer(t, smtptest.Options{})
+			d := startDaemon(t, relay, tc.edit)
+			d.stop() // the state directory and the maildrop exist now
+			msg := []byte("Subject: q\n\nhi\n")
+			// Daemon down: the maildrop.
+			if res := d.sendmail(msg, "-f", "www-data", "www-data"); res.code != 0 {
+				t.Fatalf("sendmail to the maildrop: %v", res)
+			}
+			d.start()
+			if res := d.sendmail(msg, "-f", "www-data", "www-data"); res.code != 0 {
+				t.Fatalf("sendmail: %v", res)
+			}
+			host, _ := os.Hostname()
+			d.submit(t, "www-data@localhost", []string{"www-data@" + host}, []byte("Subject: q\r\n\r\nhi\r\n"))
+			want := "www-data@" + tc.domain
+			for i, m := range relay.WaitMessages(t, 3, 15*time.Second) {
+				if m.From != want || !slices.Equal(m.To, []string{want}) {
+					t.Errorf("message %d: MAIL FROM %q RCPT TO %q, want %s for both", i, m.From, m.To, want)
+				}
+			}
+		})
+	}
+}
+
+// TestUnknownRecipientRefused: with [aliases] unknown = "refuse", a local
+// name no alias names is refused at intake: sendmail exits 67 (EX_NOUSER)
+// with the 550 5.1.1, RCPT on the socket gets 550 5.1.1, and nothing
+// reaches the relay or the dead letters. A known alias and a remote
+// address still go.
+func TestUnknownRecipientRefused(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, onVM, func(s settings) {
+		s.set("aliases", "unknown", `"refuse"`)
+		s.set("aliases", "root", `"ops@example.com"`)
+	})
+	res := d.sendmail([]byte("Subject: x\n\nx\n"), "-f", "app@example.org", "nobody")
+	if res.code != 67 || !strings.Contains(res.stderr, "550 5.1.1") {
+		t.Errorf("sendmail nobody: %v; want exit 67 with 550 5.1.1", res)
+	}
+	dialog(t, "unix", d.submitSocket(), []exchange{
+		{"", "220 "},
+		{"EHLO tests", "250"},
+		{"MAIL FROM:<app@example.org>", "250"},
+		{"RCPT TO:<nobody@vm>", "550 5.1.1 "},
+		{"RCPT TO:<root@localhost>", "250"},
+		{"RCPT TO:<x@example.org>", "250"},
+		{"QUIT", "221"},
+	})
+	if res := d.sendmail([]byte("Subject: y\n\ny\n"), "-f", "app@example.org", "root"); res.code != 0 {
+		t.Fatalf("sendmail root: %v", res)
+	}
+	got := relay.WaitMessages(t, 1, 15*time.Second)
+	if !slices.Equal(got[0].To, []string{"ops@example.com"}) {
+		t.Errorf("RCPT TO %q, want ops@example.com", got[0].To)
+	}
+	d.waitQueueEmpty(t, 10*time.Second)
+	if dead := d.deadList(t); len(dead) != 0 || len(relay.Messages()) != 1 {
+		t.Errorf("dead letters %v, relay got %d messages; want none and 1", dead, len(relay.Messages()))
+	}
+}
+
+// TestAdminAddress: admin_address takes every local recipient no alias
+// names, by name or at a local domain; an alias and a remote address go
+// where they say.
+func TestAdminAddress(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, onVM, func(s settings) {
+		s.set("aliases", "admin_address", `"sysadmin@example.com"`)
+		s.set("aliases", "postmaster", `"pm@example.com"`)
+	})
+	if res := d.sendmail([]byte("Subject: x\n\nx\n"), "-f", "app@example.org", "www-data", "root@localhost", "postmaster", "user@example.org"); res.code != 0 {
+		t.Fatalf("sendmail: %v", res)
+	}
+	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+	want := []string{"pm@example.com", "sysadmin@example.com", "user@example.org"}
+	if to := slices.Sorted(slices.Values(got.To)); !slices.Equal(to, want) {
+		t.Errorf("RCPT TO %q, want %q", to, want)
+	}
+}
+
+// TestAliasLoopAtStart: an alias loop stops the daemon at start (exit 78)
+// with the chain named; an aliases_file with a pipe is refused with its
+// file and line.
+func TestAliasLoopAtStart(t *testing.T) {
+	d := newDaemon(t, nil, func(s settings) {
+		s.set("aliases", "a", `"b"`)
+		s.set("aliases", "b", `"a@localhost"`)
+	})
+	p := d.spawn()
+	<-p.done
+	if p.exitCode() != 78 || !strings.Contains(d.log.String(), "alias loop: a → b → a") {
+		t.Errorf("exit %d, log:\n%s\nwant 78 and the loop a → b → a", p.exitCode(), d.log.String())
+	}
+
+	aliases := filepath.Join(t.TempDir(), "aliases")
+	if err := os.WriteFile(aliases, []byte("root: ops@example.com\nbackup: \"|/usr/bin/backup\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d = newDaemon(t, nil, func(s settings) { s.set("aliases", "aliases_file", tomlString(aliases)) })
+	p = d.spawn()
+	<-p.done
+	if want := aliases + `:2: alias backup: pipe target "|/usr/bin/backup" refused`; p.exitCode() != 78 || !strings.Contains(d.log.String(), want) {
+		t.Errorf("exit %d, log:\n%s\nwant 78 and %q", p.exitCode(), d.log.String(), want)
+	}
+	for _, argv := range [][]string{{"newaliases", "-c", d.config}, {"sendmail", "-c", d.config, "-bi"}} {
+		res := runCmd(relayqBin, nil, argv...)
+		if res.code != 65 || !strings.Contains(res.stderr, aliases+":2: ") {
+			t.Errorf("relayq %q: %v; want exit 65 naming line 2", argv, res)
+		}
+	}
+}
