@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -183,5 +184,126 @@ func TestAliasLoopAtStart(t *testing.T) {
 		if res.code != 65 || !strings.Contains(res.stderr, aliases+":2: ") {
 			t.Errorf("relayq %q: %v; want exit 65 naming line 2", argv, res)
 		}
+	}
+}
+
+// TestSenderPolicy: sendmail and SMTP on the socket → relayq → smtptest
+// relay, with envelope_from and from_header for local senders,
+// from_to_reply_to and masquerade_domains. A local sender leaves as the
+// policy's address, the From keeping its display name and the original
+// (masqueraded) going to Reply-To; a remote sender at a host below a
+// masquerade domain loses the host part; another remote sender is kept.
+func TestSenderPolicy(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, onVM, func(s settings) {
+		s.set("rewrite", "envelope_from", `"noreply@example.com"`)
+		s.set("rewrite", "from_header", `"noreply@example.com"`)
+		s.set("rewrite", "from_to_reply_to", "true")
+		s.set("rewrite", "masquerade_domains", `["example.net"]`)
+	})
+	if res := d.sendmail([]byte("Subject: local\n\nx\n"), "-f", "backup", "-F", "Backup Job", "ops@example.com"); res.code != 0 {
+		t.Fatalf("sendmail: %v", res)
+	}
+	d.submit(t, "app@db.example.net", []string{"ops@example.com"}, []byte("From: App <app@db.example.net>\r\nSubject: masq\r\n\r\nx\r\n"))
+	d.submit(t, "app@example.org", []string{"ops@example.com"}, []byte("From: App <app@example.org>\r\nSubject: remote\r\n\r\nx\r\n"))
+	got := relay.WaitMessages(t, 3, 15*time.Second)
+	for _, tc := range []struct {
+		subject, from string
+		header        []string
+		absent        string
+	}{
+		{"local", "noreply@example.com", []string{"\r\nFrom: \"Backup Job\" <noreply@example.com>\r\n", "\r\nReply-To: backup@example.net\r\n"}, ""},
+		{"masq", "app@example.net", []string{"\r\nFrom: \"App\" <app@example.net>\r\n"}, "Reply-To"},
+		{"remote", "app@example.org", []string{"\r\nFrom: App <app@example.org>\r\n"}, "Reply-To"},
+	} {
+		m := messageWithSubject(t, got, tc.subject)
+		header, _, _ := strings.Cut(string(m.Body), "\r\n\r\n")
+		if m.From != tc.from {
+			t.Errorf("%s: MAIL FROM %q, want %q", tc.subject, m.From, tc.from)
+		}
+		for _, want := range tc.header {
+			if !strings.Contains(header+"\r\n", want) {
+				t.Errorf("%s: header lacks %q:\n%s", tc.subject, want, header)
+			}
+		}
+		if tc.absent != "" && strings.Contains(header, tc.absent) {
+			t.Errorf("%s: header has %s:\n%s", tc.subject, tc.absent, header)
+		}
+	}
+}
+
+// messageWithSubject finds the message whose Subject is subject.
+func messageWithSubject(t *testing.T, msgs []smtptest.Received, subject string) smtptest.Received {
+	t.Helper()
+	for _, m := range msgs {
+		if strings.Contains(string(m.Body), "\r\nSubject: "+subject+"\r\n") {
+			return m
+		}
+	}
+	t.Fatalf("no message with Subject %q", subject)
+	return smtptest.Received{}
+}
+
+// TestDefaultsHeaders: SMTP on the socket → relayq → smtptest relay with
+// [defaults]: a message without From, Reply-To and List-Unsubscribe gets
+// them; a message with its own keeps them (the message's field wins).
+func TestDefaultsHeaders(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, onVM, func(s settings) {
+		s.set("defaults", "from", `"Web Robot <robot@example.com>"`)
+		s.set("defaults", "reply_to", `"help@example.com"`)
+		s.set("defaults.headers", "List-Unsubscribe", `"<mailto:unsub@example.com>"`)
+	})
+	d.submit(t, "app@example.com", []string{"u@example.org"}, []byte("Subject: bare\r\n\r\nx\r\n"))
+	d.submit(t, "app@example.com", []string{"u@example.org"}, []byte("From: Me <me@example.org>\r\nReply-To: mine@example.org\r\nList-Unsubscribe: <https://example.org/u>\r\nSubject: own\r\n\r\nx\r\n"))
+	got := relay.WaitMessages(t, 2, 15*time.Second)
+	bare, _, _ := strings.Cut(string(messageWithSubject(t, got, "bare").Body), "\r\n\r\n")
+	for _, want := range []string{"\r\nFrom: Web Robot <robot@example.com>", "\r\nReply-To: help@example.com", "\r\nList-Unsubscribe: <mailto:unsub@example.com>"} {
+		if !strings.Contains(bare, want) {
+			t.Errorf("message without them lacks %q:\n%s", want, bare)
+		}
+	}
+	own, _, _ := strings.Cut(string(messageWithSubject(t, got, "own").Body), "\r\n\r\n")
+	if strings.Contains(own, "example.com") || strings.Count(own, "Reply-To") != 1 {
+		t.Errorf("a message's own fields were changed or doubled:\n%s", own)
+	}
+}
+
+// TestRewriteDryRun: `relayq rewrite --dry-run` prints the envelope and the
+// header the relay then gets from sendmail with the same arguments: the
+// same MAIL FROM and RCPT TOs, and the same header but for the Received
+// line the daemon puts first.
+func TestRewriteDryRun(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, onVM, func(s settings) {
+		s.set("aliases", "root", `["ops@example.com", "oncall@example.com"]`)
+		s.set("rewrite", "from_header", `"noreply@example.com"`)
+		s.set("rewrite", "from_to_reply_to", "true")
+		s.set("defaults.headers", "List-Unsubscribe", `"<mailto:unsub@example.com>"`)
+	})
+	msg := []byte("Subject: dry\nDate: Mon, 7 Dec 2026 06:00:00 +0000\nMessage-ID: <dry@example.net>\n\nbody\n")
+	args := []string{"-f", "backup", "-F", "Backup Job", "root", "user@example.org"}
+	res := runCmd(relayqBin, msg, append([]string{"rewrite", "--dry-run", "-c", d.config}, args...)...)
+	if res.code != 0 {
+		t.Fatalf("rewrite --dry-run: %v", res)
+	}
+	if sm := d.sendmail(msg, args...); sm.code != 0 {
+		t.Fatalf("sendmail: %v", sm)
+	}
+	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+	header, _, _ := strings.Cut(string(got.Body), "\r\n\r\n")
+	_, header, _ = strings.Cut(header, "\r\n\t") // the Received line and its continuation
+	_, header, _ = strings.Cut(header, "\r\n")
+	var want strings.Builder
+	fmt.Fprintf(&want, "MAIL FROM:<%s>\n", got.From)
+	for _, r := range got.To {
+		fmt.Fprintf(&want, "RCPT TO:<%s>\n", r)
+	}
+	fmt.Fprintf(&want, "\n%s\n\n", strings.ReplaceAll(header, "\r\n", "\n"))
+	if !strings.HasPrefix(res.stdout, want.String()) {
+		t.Errorf("dry run printed\n%s\nthe relay got\n%s", res.stdout, want.String())
+	}
+	if !strings.Contains(res.stdout, "RCPT TO:<oncall@example.com>") || !strings.Contains(res.stdout, "From: \"Backup Job\" <noreply@example.com>") {
+		t.Errorf("dry run does not show the rules applied:\n%s", res.stdout)
 	}
 }
