@@ -285,6 +285,8 @@ type Maildrop struct {
 	Intake *Server
 	// Rewriting is applied to every file as intake applies it
 	// (rewriting.go); a file with a recipient it refuses is set aside.
+	// With an Intake, the Intake's rules (as SetRewriting last set them)
+	// are used instead.
 	Rewriting Rewriting
 
 	// afterStat, if set, runs between the size check and the read of each
@@ -427,7 +429,11 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 	}
 	env.ID = q.NewID()
 	body = stampMessage(body, stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()})
-	env, body, err = m.Rewriting.Apply(env, body)
+	rw := m.Rewriting
+	if m.Intake != nil {
+		rw = *m.Intake.rewriting.Load()
+	}
+	env, body, err = rw.Apply(env, body)
 	if err != nil {
 		counted(false)
 		m.setAside(base, work, err)

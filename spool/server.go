@@ -87,10 +87,11 @@ type Options struct {
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	srv    *smtp.Server
-	limits atomic.Pointer[limiter] // nil: no limits; SetLimits replaces it
+	opts      Options
+	log       *slog.Logger
+	srv       *smtp.Server
+	limits    atomic.Pointer[limiter]   // nil: no limits; SetLimits replaces it
+	rewriting atomic.Pointer[Rewriting] // never nil; SetRewriting replaces it
 
 	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
 	// gives up waiting.
@@ -145,6 +146,7 @@ func NewServer(opts Options) *Server {
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
 	s.limits.Store(newLimiter(opts.Limits, opts.Queue, opts.Logger))
+	s.rewriting.Store(&opts.Rewriting)
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = opts.Hostname
@@ -230,6 +232,11 @@ func (s *Server) LimitUsage() []LimitUsage { return s.limits.Load().usage() }
 func (s *Server) SetLimits(l Limits) {
 	s.limits.Store(newLimiter(l, s.opts.Queue, s.log).carryFrom(s.limits.Load()))
 }
+
+// SetRewriting replaces Options.Rewriting (a configuration reload): each
+// RCPT and each message from then on uses the new rules, and so does the
+// maildrop import of a Maildrop whose Intake is s.
+func (s *Server) SetRewriting(w Rewriting) { s.rewriting.Store(&w) }
 
 // Addrs returns the addresses actually listened on: the socket first (if
 // any), then the TCP listeners in the order of Options.Listen.

@@ -144,7 +144,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.log.Info("refused DSN parameters", "rcpt", to, "err", err)
 		return err
 	}
-	addrs, reply, err := s.srv.opts.Rewriting.recipient(to)
+	addrs, reply, err := s.srv.rewriting.Load().recipient(to)
 	if err != nil {
 		s.log.Info("refused recipient", "rcpt", to, "err", err)
 		return reply
@@ -185,7 +185,7 @@ func (s *session) Data(r io.Reader) error {
 		submitter: s.submitter, now: time.Now(),
 	})
 	from := s.from
-	if f := s.srv.opts.Rewriting.Message; f != nil {
+	if f := s.srv.rewriting.Load().Message; f != nil {
 		from, body = f(from, body)
 	}
 	env := queue.Envelope{

@@ -307,3 +307,57 @@ func TestRewriteDryRun(t *testing.T) {
 		t.Errorf("dry run does not show the rules applied:\n%s", res.stdout)
 	}
 }
+
+// TestReloadAliases: an alias changed in the aliases_file takes effect at
+// `relayq reload` (as newaliases does for Postfix), with no restart
+// warning; a broken file is refused and the aliases in force stay.
+func TestReloadAliases(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	aliases := filepath.Join(t.TempDir(), "aliases")
+	write := func(text string) {
+		if err := os.WriteFile(aliases, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("root: first@example.com\n")
+	d := startDaemon(t, relay, onVM, func(s settings) { s.set("aliases", "aliases_file", tomlString(aliases)) })
+	send := func() string {
+		t.Helper()
+		n := len(relay.Messages())
+		if res := d.sendmail([]byte("Subject: r\n\nx\n"), "-f", "app@example.org", "root"); res.code != 0 {
+			t.Fatalf("sendmail: %v", res)
+		}
+		return strings.Join(relay.WaitMessages(t, n+1, 15*time.Second)[n].To, ",")
+	}
+	if to := send(); to != "first@example.com" {
+		t.Fatalf("RCPT TO %s, want first@example.com", to)
+	}
+	write("root: second@example.com\n")
+	if res := runCmd(relayqBin, nil, "reload", "-c", d.config); res.code != 0 {
+		t.Fatalf("relayq reload: %v", res)
+	}
+	if to := send(); to != "second@example.com" {
+		t.Errorf("after reload: RCPT TO %s, want second@example.com", to)
+	}
+	if w := d.logRecords("reload: this setting changes only when relayq restarts; the old value stays in force"); len(w) != 0 {
+		t.Errorf("reload warned %v", w)
+	}
+	write("root: |/bin/sh\n")
+	if res := runCmd(relayqBin, nil, "reload", "-c", d.config); res.code != 78 || !strings.Contains(res.stderr, aliases+":1: alias root: pipe target") {
+		t.Errorf("reload of a broken aliases file: %v; want 78 naming line 1", res)
+	}
+	if to := send(); to != "second@example.com" {
+		t.Errorf("after a refused reload: RCPT TO %s, want second@example.com", to)
+	}
+}
+
+// TestUnqualifiedDomainWarning: a host whose only name is "vm" (and no
+// [rewrite] domain) starts, with a warning that relays reject addresses
+// qualified with it.
+func TestUnqualifiedDomainWarning(t *testing.T) {
+	d := startDaemon(t, nil, func(s settings) { s.set("submission", "hostname", `"vm"`) })
+	const msg = "addresses without a domain get one that is not fully qualified: relays reject such addresses; set [rewrite] domain"
+	if w := d.logRecords(msg); len(w) != 1 || w[0]["domain"] != "vm" {
+		t.Errorf("warnings %v; want one naming vm:\n%s", w, d.log.String())
+	}
+}

@@ -131,7 +131,6 @@ func (d *daemon) startIntake() (func(), error) {
 	if err != nil {
 		return nil, &startErr{exitConfig, err}
 	}
-	d.rewriting = rw
 	intake := spool.NewServer(spool.Options{
 		Queue:          d.q,
 		Socket:         cfg.Submission.Socket,
@@ -189,8 +188,8 @@ func (d *daemon) startBackground(ctx context.Context) {
 	go func() {
 		defer close(maildropDone)
 		// Intake: a maildrop file gets the policy of a socket submission
-		// by its owner (max_recipients, [limits]).
-		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Intake: d.intake, Hostname: d.cfg.Submission.Hostname, Log: d.log, Rewriting: d.rewriting}
+		// by its owner (max_recipients, [limits]) and its rewriting.
+		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Intake: d.intake, Hostname: d.cfg.Submission.Hostname, Log: d.log}
 		md.Watch(ctx, time.Second)
 	}()
 	go func() {
