@@ -361,3 +361,33 @@ func TestUnqualifiedDomainWarning(t *testing.T) {
 		t.Errorf("warnings %v; want one naming vm:\n%s", w, d.log.String())
 	}
 }
+
+// TestMaildropRewriting: maildrop files (sendmail with the daemon down) →
+// relayq's import → smtptest relay, with the intake's rules: root goes to
+// its alias, the sender is qualified; a file for an unknown local name
+// (unknown = "refuse") is set aside as <name>.bad with the reason logged,
+// and the relay never sees it.
+func TestMaildropRewriting(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, onVM, func(s settings) {
+		s.set("aliases", "unknown", `"refuse"`)
+		s.set("aliases", "root", `"ops@example.com"`)
+	})
+	msg := []byte("Subject: md\r\n\r\nx\r\n")
+	bad := dropMaildropFile(t, d, "backup@vm", []string{"nobody@vm"}, msg)
+	dropMaildropFile(t, d, "backup@vm", []string{"root@vm"}, msg)
+	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
+	if got.From != "backup@web1.example.net" || !slices.Equal(got.To, []string{"ops@example.com"}) {
+		t.Errorf("MAIL FROM %q RCPT TO %q, want backup@web1.example.net to ops@example.com", got.From, got.To)
+	}
+	waitFor(t, 10*time.Second, "the file to be set aside", func() bool {
+		_, err := os.Stat(filepath.Join(d.maildrop(), bad+".bad"))
+		return err == nil
+	})
+	if set := d.logRecords("maildrop: file set aside, not imported"); len(set) != 1 || !strings.Contains(set[0]["why"], "unknown local recipient: nobody@vm") {
+		t.Errorf("log: %v, want one line naming nobody@vm", set)
+	}
+	if n := len(relay.Messages()); n != 1 {
+		t.Errorf("relay got %d messages, want 1", n)
+	}
+}
