@@ -49,6 +49,13 @@ var forbiddenImports = map[string]map[string]string{
 		"relayq/transport": "it has nothing to do with the relay side",
 		"relayq/delivery":  "it has nothing to do with delivery",
 	},
+	"rewrite": {
+		"relayq/config":    "the rules take plain Options; only cmd reads the config",
+		"relayq/queue":     "pure functions over addresses and bytes; intake stores the result",
+		"relayq/spool":     "intake calls the rules through hooks, not the other way",
+		"relayq/delivery":  "the rules run at intake, never at delivery",
+		"relayq/transport": "the rules know nothing of the relay",
+	},
 	"transport/smtptest": {
 		"relayq/queue":     "a test peer knows only SMTP",
 		"relayq/transport": "it tests the transport, so must not depend on it",

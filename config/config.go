@@ -45,8 +45,11 @@ type Config struct {
 	Retry      RetryConfig      `toml:"retry"`
 	Log        LogConfig        `toml:"log"`
 	Health     HealthConfig     `toml:"health"`
-	Limits     LimitsConfig     `toml:"limits"` // limits.go
-	Notify     NotifyConfig     `toml:"notify"` // notify.go
+	Limits     LimitsConfig     `toml:"limits"`   // limits.go
+	Notify     NotifyConfig     `toml:"notify"`   // notify.go
+	Rewrite    RewriteConfig    `toml:"rewrite"`  // rewrite.go
+	Aliases    AliasesConfig    `toml:"aliases"`  // rewrite.go
+	Defaults   DefaultsConfig   `toml:"defaults"` // rewrite.go
 }
 
 // QueueConfig is the [queue] table: the bbolt store.
@@ -249,8 +252,9 @@ func defaults() *Config {
 			MaxInterval:     Duration{time.Hour},
 			MaxLifetime:     Duration{120 * time.Hour},
 		},
-		Log:    LogConfig{Level: "info", Format: "text"},
-		Notify: NotifyConfig{Bounce: BounceNone},
+		Log:     LogConfig{Level: "info", Format: "text"},
+		Notify:  NotifyConfig{Bounce: BounceNone},
+		Rewrite: RewriteConfig{EnvelopeFromWhen: "local", FromHeaderWhen: "local"},
 	}
 }
 

@@ -154,6 +154,9 @@ func tomlKeys(t reflect.Type, prefix []string) [][]string {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		key := append(append([]string(nil), prefix...), f.Tag.Get("toml"))
+		if !f.IsExported() || f.Tag.Get("toml") == "-" {
+			continue // [aliases]' own entries and what decoding keeps aside
+		}
 		if f.Tag.Get("toml") == "" {
 			panic("field " + f.Name + " has no toml tag")
 		}

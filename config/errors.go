@@ -86,10 +86,17 @@ func (c *checker) checkKeys() {
 		c.errs = append(c.errs, &Error{File: c.name, Line: c.line(k), Key: k.String(), Msg: "unknown key"})
 	}
 	for _, k := range c.md.Keys() {
-		if s := k.String(); s != strings.ToLower(s) {
+		if s := k.String(); s != strings.ToLower(s) && !freeCaseKey(k) {
 			c.errs = append(c.errs, &Error{File: c.name, Line: c.line(k), Key: s, Msg: "unknown key (keys are lower case)"})
 		}
 	}
+}
+
+// freeCaseKey reports whether k is a name the user chooses rather than a
+// key of relayq: a header field ([defaults.headers] List-Unsubscribe) or
+// an alias ([aliases] Root, matched without case anyway).
+func freeCaseKey(k toml.Key) bool {
+	return len(k) == 2 && k[0] == "aliases" || len(k) == 3 && k[0] == "defaults" && k[1] == "headers"
 }
 
 func isPrefix(prefix, key toml.Key) bool {

@@ -25,6 +25,8 @@ var exampleValues = map[string]bool{
 	"relay.auth.refresh_token_file": true, "relay.auth.token_url": true, "relay.auth.scopes": true,
 	"relay.tls.servername": true, "relay.tls.ca_file": true, "relay.tls.cert_file": true, "relay.tls.key_file": true,
 	"limits.rule": true, "notify.postmaster_address": true,
+	"rewrite.domain": true, "rewrite.masquerade_domains": true, "rewrite.envelope_from": true, "rewrite.from_header": true,
+	"aliases.aliases_file": true, "aliases.admin_address": true, "defaults.from": true, "defaults.reply_to": true, "defaults.headers": true,
 }
 
 // TestExampleCommentedDefaults uncomments each commented key of

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/url"
 	"reflect"
+	"strings"
 )
 
 // redacted stands in for a secret in LogValue.
@@ -23,6 +24,12 @@ func structLogValue(v reflect.Value) slog.Value {
 	for i := range t.NumField() {
 		f, fv := t.Field(i), v.Field(i)
 		key := f.Tag.Get("toml")
+		if !f.IsExported() {
+			continue
+		}
+		if key == "-" { // [aliases]' entries
+			key = strings.ToLower(f.Name)
+		}
 		switch {
 		case f.Tag.Get("redact") == "secret":
 			s := ""

@@ -47,6 +47,7 @@ func (l loader) resolve(cfg *Config, c *checker) {
 		cfg.Relay.Name = host
 	}
 	l.resolveRelay(&cfg.Relay, c)
+	l.resolveRewrite(cfg, c) // rewrite.go
 	if !c.set("queue.min_free") {
 		cfg.Queue.MinFree = 2 * cfg.Submission.MaxMessageSize
 	}
@@ -167,6 +168,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 	atLeast(c, "health.max_dead", cfg.Health.MaxDead, 0)
 	validateLimits(c, cfg.Limits) // limits.go
 	validateNotify(c, cfg)        // notify.go
+	validateRewrite(c, cfg)       // rewrite.go
 
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -56,6 +56,19 @@ func TestRejected(t *testing.T) {
 		{"zero recipients", "[submission]\nmax_recipients = 0\n", "test.toml:2: submission.max_recipients: 0 must be at least 1"},
 		{"bad hostname", "[submission]\nhostname = \"a b\"\n", "test.toml:2: submission.hostname: \"a b\" is not a host name"},
 
+		// [rewrite], [aliases], [defaults].
+		{"bad rewrite domain", "[rewrite]\ndomain = \"a b\"\n", "test.toml:2: rewrite.domain: \"a b\" is not a domain name"},
+		{"bad envelope_from", "[rewrite]\nenvelope_from = \"noreply\"\n", "test.toml:2: rewrite.envelope_from: \"noreply\" is not an address (local@domain)"},
+		{"bad when", "[rewrite]\nfrom_header_when = \"sometimes\"\n", "test.toml:2: rewrite.from_header_when: \"sometimes\" is not one of local, always"},
+		{"pipe alias", "[aliases]\nroot = \"ops@example.com\"\nbackup = \"|/usr/bin/backup\"\n", "test.toml:3: aliases.backup: pipe target \"|/usr/bin/backup\" refused: relayq never delivers locally"},
+		{"file alias in a list", "[aliases]\nlog = [\"a@example.com\", \"/var/log/x\"]\n", "test.toml:2: aliases.log: file target \"/var/log/x\" refused"},
+		{"include alias", "[aliases]\nlist = \":include:/etc/list\"\n", "test.toml:2: aliases.list: \":include:/etc/list\" refused"},
+		{"alias not a string", "[aliases]\nroot = 1\n", "test.toml:2: aliases.root: must be an address or a list of addresses"},
+		{"bad unknown", "[aliases]\nunknown = \"bounce\"\n", "test.toml:2: aliases.unknown: \"bounce\" is not one of qualify, refuse"},
+		{"bad admin_address", "[aliases]\nadmin_address = \"root\"\n", "test.toml:2: aliases.admin_address: \"root\" is not an address"},
+		{"bad default header name", "[defaults.headers]\n\"List Unsubscribe\" = \"x\"\n", "defaults.headers.List Unsubscribe: \"List Unsubscribe\" is not a header field name"},
+		{"two-line default", "[defaults]\nfrom = \"a@example.com\\r\\nBcc: x@example.com\"\n", "test.toml:2: defaults.from: must be one line"},
+
 		// [delivery], [retry], [log].
 		{"no workers", "[delivery]\nworkers = 0\n", "test.toml:2: delivery.workers: 0 must be at least 1"},
 		{"zero lease", "[delivery]\nlease_timeout = \"0s\"\n", "test.toml:2: delivery.lease_timeout: 0s must be longer than 0"},

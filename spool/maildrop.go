@@ -283,6 +283,11 @@ type Maildrop struct {
 	// max_recipients, max_message_size and [limits], counted together with
 	// the owner's socket submissions.
 	Intake *Server
+	// Rewriting is applied to every file as intake applies it
+	// (rewriting.go); a file with a recipient it refuses is set aside.
+	// With an Intake, the Intake's rules (as SetRewriting last set them)
+	// are used instead.
+	Rewriting Rewriting
 
 	// afterStat, if set, runs between the size check and the read of each
 	// file: tests use it to grow a file the way its owner can.
@@ -424,6 +429,16 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 	}
 	env.ID = q.NewID()
 	body = stampMessage(body, stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()})
+	rw := m.Rewriting
+	if m.Intake != nil {
+		rw = *m.Intake.rewriting.Load()
+	}
+	env, body, err = rw.Apply(env, body)
+	if err != nil {
+		counted(false)
+		m.setAside(base, work, err)
+		return false, nil
+	}
 	id, err := q.Put(ctx, env, body)
 	counted(err == nil)
 	if err != nil {

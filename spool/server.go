@@ -87,16 +87,21 @@ type Options struct {
 	// MemoryWait is how long, in all, a message waits for room in
 	// MaxMemory before it is refused; 0 means 5 seconds.
 	MemoryWait time.Duration
+	// Rewriting maps recipients at RCPT and rewrites the sender and the
+	// header before the message is queued (rewriting.go); the zero value
+	// changes nothing.
+	Rewriting Rewriting
 }
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	srv    *smtp.Server
-	limits atomic.Pointer[limiter] // nil: no limits; SetLimits replaces it
-	mem    *memBudget              // nil: no budget (memory.go)
-	memLog logEvery                // refusals for lack of memory, for the log
+	opts      Options
+	log       *slog.Logger
+	srv       *smtp.Server
+	limits    atomic.Pointer[limiter]   // nil: no limits; SetLimits replaces it
+	rewriting atomic.Pointer[Rewriting] // never nil; SetRewriting replaces it
+	mem       *memBudget                // nil: no budget (memory.go)
+	memLog    logEvery                  // refusals for lack of memory, for the log
 
 	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
 	// gives up waiting.
@@ -153,6 +158,7 @@ func NewServer(opts Options) *Server {
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
 	s.limits.Store(newLimiter(opts.Limits, opts.Queue, opts.Logger))
+	s.rewriting.Store(&opts.Rewriting)
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = opts.Hostname
@@ -243,6 +249,11 @@ func (s *Server) MemoryInFlight() (used, budget int64) { return s.mem.inFlight()
 func (s *Server) SetLimits(l Limits) {
 	s.limits.Store(newLimiter(l, s.opts.Queue, s.log).carryFrom(s.limits.Load()))
 }
+
+// SetRewriting replaces Options.Rewriting (a configuration reload): each
+// RCPT and each message from then on uses the new rules, and so does the
+// maildrop import of a Maildrop whose Intake is s.
+func (s *Server) SetRewriting(w Rewriting) { s.rewriting.Store(&w) }
 
 // Addrs returns the addresses actually listened on: the socket first (if
 // any), then the TCP listeners in the order of Options.Listen.

@@ -132,7 +132,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-// Rcpt adds a recipient. The same address given twice is kept once (the
+// Rcpt adds a recipient, or the addresses Options.Rewriting maps it to
+// (aliases: refused with 550 5.1.1 when it maps to nothing). The same
+// address given twice is kept once (the
 // domain compared without case), so the relay never sees it twice in one
 // transaction. go-smtp refuses <postmaster> without a domain (its parser
 // wants local@domain) before this is called, with 501 5.5.2.
@@ -146,13 +148,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.log.Info("refused DSN parameters", "rcpt", to, "err", err)
 		return err
 	}
+	addrs, reply, err := s.srv.rewriting.Load().recipient(to)
+	if err != nil {
+		s.log.Info("refused recipient", "rcpt", to, "err", err)
+		return reply
+	}
 	if s.seen == nil {
 		s.seen = make(map[string]bool)
 	}
-	if k := addressKey(to); !s.seen[k] {
-		s.seen[k] = true
-		s.rcpts = append(s.rcpts, to)
-		s.rcptDSN = append(s.rcptDSN, dsn) // a repeated address keeps its first NOTIFY/ORCPT
+	for _, a := range addrs {
+		if k := addressKey(a); !s.seen[k] {
+			s.seen[k] = true
+			s.rcpts = append(s.rcpts, a)
+			s.rcptDSN = append(s.rcptDSN, dsn) // a repeated address keeps its first NOTIFY/ORCPT
+		}
 	}
 	return nil
 }
@@ -181,12 +190,16 @@ func (s *session) Data(r io.Reader) error {
 		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
 	})
+	from := s.from
+	if f := s.srv.rewriting.Load().Message; f != nil {
+		from, body = f(from, body)
+	}
 	env := queue.Envelope{
 		ID:         id,
-		From:       s.from,
+		From:       from,
 		Recipients: s.rcpts,
 		Submitter:  s.submitter,
-		UTF8:       messageNeedsUTF8(s.utf8, s.from, s.rcpts, body),
+		UTF8:       messageNeedsUTF8(s.utf8, from, s.rcpts, body),
 		EightBit:   n.eightBit,
 		DSN:        s.dsn,
 	}

@@ -154,10 +154,11 @@ func TestInteropMailx(t *testing.T) {
 // -t -oi` found first in $PATH (the relayq symlink) with the headers on
 // standard input → relayq's socket → smtptest relay. The recipient comes
 // from To:, a lone "." line is content (-oi), and the body arrives byte for
-// byte.
+// byte. cron's From without a domain leaves qualified with [rewrite]
+// domain, keeping its name (relays reject "root").
 func TestInteropCronSendmail(t *testing.T) {
 	relay := smtptest.NewServer(t, smtptest.Options{})
-	d := startDaemon(t, relay)
+	d := startDaemon(t, relay, func(s settings) { s.set("rewrite", "domain", `"example.net"`) })
 	msg := "From: root (Cron Daemon)\r\n" +
 		"To: ops@example.net\r\n" +
 		"Subject: Cron <root@host> /usr/local/bin/backup\r\n" +
@@ -177,7 +178,8 @@ func TestInteropCronSendmail(t *testing.T) {
 	if len(got.To) != 1 || got.To[0] != "ops@example.net" {
 		t.Errorf("envelope recipients %q, want ops@example.net (from To:)", got.To)
 	}
-	wantSameMessage(t, "cron", got.Body, []byte(msg))
+	sent := strings.Replace(msg, "From: root (Cron Daemon)", `From: "Cron Daemon" <root@example.net>`, 1)
+	wantSameMessage(t, "cron", got.Body, []byte(sent))
 }
 
 // TestInteropSmtpSink: SMTP on relayq's socket (16 concurrent clients,

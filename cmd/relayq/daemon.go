@@ -28,6 +28,7 @@ type daemon struct {
 	intake    *spool.Server
 	ctl       *control.Server
 	relay     string
+	rewriting spool.Rewriting                    // [rewrite], [aliases], [defaults]: intake and the maildrop (rewrite.go)
 	deliverer atomic.Pointer[delivery.Deliverer] // set once delivery starts; for status (relaystatus.go)
 
 	cancel context.CancelFunc // stops the maildrop watcher and delivery
@@ -126,6 +127,10 @@ func (d *daemon) startIntake() (func(), error) {
 	if err := spool.EnsureMaildropFor(cfg.Submission.Maildrop, os.FileMode(cfg.Submission.SocketMode), gid); err != nil {
 		return nil, &startErr{exitCantCreate, err}
 	}
+	rw, err := newRewriting(cfg, d.log) // rewrite.go
+	if err != nil {
+		return nil, &startErr{exitConfig, err}
+	}
 	intake := spool.NewServer(spool.Options{
 		Queue:          d.q,
 		Socket:         cfg.Submission.Socket,
@@ -142,6 +147,7 @@ func (d *daemon) startIntake() (func(), error) {
 		MaxConnectionsPerUser: cfg.Submission.MaxConnectionsPerUser,
 		IdleTimeout:           cfg.Submission.IdleTimeout.Duration,
 		MaxMemory:             int64(cfg.Submission.MaxMemory),
+		Rewriting:             rw,
 	})
 	if err := intake.Start(); err != nil {
 		return nil, &startErr{listenExitCode(err), err}
@@ -183,7 +189,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 	go func() {
 		defer close(maildropDone)
 		// Intake: a maildrop file gets the policy of a socket submission
-		// by its owner (max_recipients, [limits]).
+		// by its owner (max_recipients, [limits]) and its rewriting.
 		md := &spool.Maildrop{Dir: d.cfg.Submission.Maildrop, Queue: d.q, MaxSize: int64(d.cfg.Submission.MaxMessageSize), Intake: d.intake, Hostname: d.cfg.Submission.Hostname, Log: d.log}
 		md.Watch(ctx, time.Second)
 	}()

@@ -27,6 +27,8 @@ import (
 //     one, whose connections are then closed;
 //   - [retry] and [delivery] uncertain: for the next outcome recorded;
 //   - [limits]: for the next MAIL FROM, with the counts so far kept;
+//   - [rewrite], [aliases] (its aliases_file read again) and [defaults]:
+//     for the next RCPT and message, and the next maildrop file;
 //   - [log] level.
 //
 // Everything else (state_dir, [queue], [submission], [control], [delivery]
@@ -77,6 +79,12 @@ func (d *daemon) reload() error {
 		d.log.Error("reload refused; the configuration in force stays", "err", err)
 		return err
 	}
+	rw, err := newRewriting(cfg, d.log) // rewrite.go: the aliases file is read again
+	if err != nil {
+		err = fmt.Errorf("%s: %w", source, err)
+		d.log.Error("reload refused; the configuration in force stays", "err", err)
+		return err
+	}
 	for _, key := range restartKeys(d.cfg, cfg) {
 		d.log.Warn("reload: this setting changes only when relayq restarts; the old value stays in force", "key", key)
 	}
@@ -87,6 +95,7 @@ func (d *daemon) reload() error {
 		HoldUncertain: cfg.Delivery.Uncertain == config.UncertainHold,
 	})
 	d.intake.SetLimits(intakeLimits(cfg.Limits)) // daemon_policy.go
+	d.intake.SetRewriting(rw)
 	if d.rl.level != nil {
 		d.rl.level.Set(logLevel(cfg.Log))
 	}
@@ -101,6 +110,7 @@ func restartKeys(old, cfg *config.Config) []string {
 	a, b := *old, *cfg
 	for _, c := range []*config.Config{&a, &b} {
 		c.Relay, c.Retry, c.Limits, c.Health = config.RelayConfig{}, config.RetryConfig{}, config.LimitsConfig{}, config.HealthConfig{}
+		c.Rewrite, c.Aliases, c.Defaults = config.RewriteConfig{}, config.AliasesConfig{}, config.DefaultsConfig{}
 		c.Log.Level, c.Delivery.Uncertain = "", ""
 	}
 	return changedKeys("", reflect.ValueOf(a), reflect.ValueOf(b))

@@ -49,13 +49,18 @@ on disk.
                the daemon (as with Postfix, for mail clients such as Alpine);
                with the daemon down, each message goes to the maildrop
   -bp          list the queue instead, as mailq does (Postfix's format)
-  -bi, -I      rebuild the aliases database, as newaliases: relayq has
-               none, so this succeeds and does nothing
+  -bi, -I      check the aliases, as newaliases: [aliases] and its
+               aliases_file, each error with its line (exit 65); relayq
+               keeps no database (relayq reload applies a changed file)
   -q           make every queued message due now, as relayq flush does
                (-q with an interval, like -q30m, is ignored, as Postfix does)
   -o…, -od…, -U, -n, -m, -h N, -B …, -L …  accepted and ignored
 
-Exit status (sysexits): 0 queued; 64 usage; 65 bad message; 67 bad address;
+Addresses without a domain ("root") are written user@[submission] hostname;
+the daemon then applies [aliases] and gives them [rewrite] domain.
+
+Exit status (sysexits): 0 queued; 64 usage; 65 bad message; 67 bad address
+(or a recipient relayq refuses, 550 5.1.1);
 75 temporary failure, try again; 78 bad config.
 `
 

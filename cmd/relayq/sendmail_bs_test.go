@@ -6,6 +6,8 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,12 +123,20 @@ func TestSendmailSMTPDaemonDown(t *testing.T) {
 }
 
 // TestNewaliases: newaliases (relayq installed under that name), sendmail
-// -bi and sendmail -I succeed quietly: Debian's maintainer scripts run
-// them after installing an MTA and abort when they fail. relayq has no
-// aliases database to rebuild.
+// -bi and sendmail -I succeed quietly when the aliases are fine (none, or
+// a good aliases_file): Debian's maintainer scripts run them after
+// installing an MTA and abort when they fail. relayq has no aliases
+// database to rebuild; a bad file is tested in tests/rewrite_test.go.
 func TestNewaliases(t *testing.T) {
 	s := newSendmailSetup(t, "")
+	aliases := filepath.Join(t.TempDir(), "aliases")
+	if err := os.WriteFile(aliases, []byte("# Debian's\npostmaster: root\nroot: ops@example.com,\n  oncall@example.com\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	withFile := newSendmailSetup(t, "[aliases]\naliases_file = "+strconv.Quote(aliases)+"\n")
 	for _, argv := range [][]string{
+		{"newaliases", "-c", withFile.config},
+		{"sendmail", "-c", withFile.config, "-bi"},
 		{"/usr/bin/newaliases"},
 		{"newaliases", "-c", s.config},
 		{"sendmail", "-bi"},

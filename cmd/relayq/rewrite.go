@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"relayq/config"
+	"relayq/rewrite"
+	"relayq/spool"
+)
+
+// hostNames are this host's own names: what os.Hostname says, the short
+// name, and the fully qualified name (the host name if it has a dot, else
+// its canonical name from /etc/hosts or DNS, as Postfix's myhostname).
+type hostNames struct {
+	host, short, fqdn string
+}
+
+// lookupHostNames reads the names; the DNS lookup is bounded by a few
+// seconds, so that a host without a resolver still starts.
+func lookupHostNames() hostNames {
+	h, _ := os.Hostname()
+	n := hostNames{host: h, short: h, fqdn: h}
+	if i := strings.IndexByte(h, '.'); i > 0 {
+		n.short = h[:i]
+		return n
+	}
+	if c := hostsCanonical("/etc/hosts", h); strings.Contains(c, ".") {
+		n.fqdn = c
+		return n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if c, err := net.DefaultResolver.LookupCNAME(ctx, h); err == nil && strings.Contains(strings.TrimSuffix(c, "."), ".") {
+		n.fqdn = strings.TrimSuffix(c, ".")
+	}
+	return n
+}
+
+// hostsCanonical is the canonical name (the first) of the /etc/hosts line
+// that lists name; "" when none does.
+func hostsCanonical(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		fields := strings.Fields(line)
+		if len(fields) > 1 && slices.ContainsFunc(fields[1:], func(f string) bool { return strings.EqualFold(f, name) }) {
+			return fields[1]
+		}
+	}
+	return ""
+}
+
+// rewriteOptions turns [rewrite], [aliases] and [defaults] into the rules'
+// Options. The domain defaults to the host's fully qualified name; the
+// aliases file is read here, its errors naming file and line.
+func rewriteOptions(cfg *config.Config, names hostNames) (rewrite.Options, error) {
+	r, a, d := cfg.Rewrite, cfg.Aliases, cfg.Defaults
+	o := rewrite.Options{
+		Domain:           r.Domain,
+		LocalDomains:     []string{"localhost", "localhost.localdomain", names.host, names.short, names.fqdn, cfg.Submission.Hostname},
+		Aliases:          map[string][]string{},
+		AdminAddress:     a.AdminAddress,
+		RefuseUnknown:    a.Unknown == "refuse",
+		Masquerade:       r.MasqueradeDomains,
+		EnvelopeFrom:     r.EnvelopeFrom,
+		EnvelopeFromWhen: rewrite.When(r.EnvelopeFromWhen),
+		FromHeader:       r.FromHeader,
+		FromHeaderWhen:   rewrite.When(r.FromHeaderWhen),
+		FromToReplyTo:    r.FromToReplyTo,
+	}
+	if o.Domain == "" {
+		o.Domain = names.fqdn
+	}
+	if a.File != "" {
+		file, err := rewrite.LoadAliases(a.File)
+		if err != nil {
+			return o, err
+		}
+		maps.Copy(o.Aliases, file)
+	}
+	maps.Copy(o.Aliases, a.Map) // the config's own win
+	if d.From != "" {
+		o.Defaults = append(o.Defaults, rewrite.Field{Name: "From", Value: d.From})
+	}
+	if d.ReplyTo != "" {
+		o.Defaults = append(o.Defaults, rewrite.Field{Name: "Reply-To", Value: d.ReplyTo})
+	}
+	for _, name := range slices.Sorted(maps.Keys(d.Headers)) {
+		o.Defaults = append(o.Defaults, rewrite.Field{Name: name, Value: d.Headers[name]})
+	}
+	return o, nil
+}
+
+// newRewriting builds the rules intake applies, and warns when the domain
+// addresses are qualified with has no dot: relays reject "root@vm".
+func newRewriting(cfg *config.Config, log *slog.Logger) (spool.Rewriting, error) {
+	o, err := rewriteOptions(cfg, lookupHostNames())
+	if err != nil {
+		return spool.Rewriting{}, err
+	}
+	rules, err := rewrite.New(o)
+	if err != nil {
+		return spool.Rewriting{}, fmt.Errorf("[aliases]: %w", err)
+	}
+	if !strings.Contains(o.Domain, ".") {
+		log.Warn("addresses without a domain get one that is not fully qualified: relays reject such addresses; set [rewrite] domain", "domain", o.Domain)
+	}
+	return spool.Rewriting{Recipient: rules.Recipient, Message: rules.Message}, nil
+}
