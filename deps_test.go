@@ -49,6 +49,12 @@ var forbiddenImports = map[string]map[string]string{
 		"relayq/transport": "it has nothing to do with the relay side",
 		"relayq/delivery":  "it has nothing to do with delivery",
 	},
+	"route": {
+		"relayq/config":    "the table is built from plain Options; only cmd reads the config",
+		"relayq/queue":     "it decides from addresses alone",
+		"relayq/transport": "it names relays; delivery owns their transports",
+		"relayq/delivery":  "delivery asks it, not the other way",
+	},
 	"transport/smtptest": {
 		"relayq/queue":     "a test peer knows only SMTP",
 		"relayq/transport": "it tests the transport, so must not depend on it",
