@@ -42,7 +42,7 @@ type RouteConfig struct {
 	Relays []string `toml:"relays"`
 }
 
-var relayIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+var relayIDPattern = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // resolveRelays gives each [[relays]] entry the defaults of [relay] and
 // checks it as [relay] is checked, then puts [relay] first in the list as
@@ -65,7 +65,7 @@ func (l loader) resolveRelays(cfg *Config, c *checker, host string) {
 		switch {
 		case r.ID == "":
 			c.addAt(b.keyLine("id", b.header), "relays.id", "is required in each [[relays]] (the name routes use)")
-		case !relayIDPattern.MatchString(r.ID):
+		case !relayIDPattern().MatchString(r.ID):
 			c.addAt(b.keyLine("id", 0), "relays.id", "%q is not a relay id (letters, digits, '.', '_', '-')", r.ID)
 		case r.ID == DefaultRelayID && c.md.IsDefined("relay"):
 			c.addAt(b.keyLine("id", 0), "relays.id", "%q is the relay that [relay] describes: rename this one, or move [relay] into it", r.ID)
@@ -109,7 +109,7 @@ func (l loader) resolveRelayBlock(c *checker, b block, host string) (NamedRelay,
 	return r, true
 }
 
-var relayKeyInText = regexp.MustCompile(`(^|[^\w.-])relay\.`)
+var relayKeyInText = lazyRegexp(`(^|[^\w.-])relay\.`)
 
 // renameRelayErrors turns the errors of a block read as [relay] into
 // errors about [[relays]]: "relay.port" becomes "relays.port".
@@ -134,7 +134,7 @@ func renameRelayErrors(err error) []error {
 		if ne.Key == "relay" || strings.HasPrefix(ne.Key, "relay.") {
 			ne.Key = "relays" + strings.TrimPrefix(ne.Key, "relay")
 		}
-		ne.Msg = relayKeyInText.ReplaceAllString(ne.Msg, "${1}relays.")
+		ne.Msg = relayKeyInText().ReplaceAllString(ne.Msg, "${1}relays.")
 		out = append(out, &ne)
 	}
 	return out

@@ -51,6 +51,13 @@ func (e *eventLog) corrupt(m *queue.Message, relay string, err error) {
 	}
 }
 
+// waiting logs a recipient that was not tried because every relay of its
+// route is down: status waiting, with the relay it waits for and when.
+func (e *eventLog) waiting(m *queue.Message, route string, o queue.Outcome) {
+	e.l.Info("delivery", "id", m.ID, "from", m.From, "rcpt", o.Address, "route", route, "relay", o.Relay,
+		"status", "waiting", "reason", "relay down", "next", o.NextAttempt.Format(time.RFC3339))
+}
+
 func (e *eventLog) interrupted(l *queue.Lease, relay string, err error) {
 	e.l.Info("delivery interrupted by shutdown; will retry", "id", l.ID, "relay", relay, "err", err)
 }

@@ -21,7 +21,7 @@ func TestMatch(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		sender, rcpt, route string
-		relays             []string
+		relays              []string
 	}{
 		{"invoice@billing.example.com", "x@example.com", "billing", []string{"b", "a"}},
 		{"Invoice@BILLING.example.com", "x@example.com", "billing", []string{"b", "a"}},

@@ -14,7 +14,11 @@ func (d *daemon) relays() []control.RelayStatus {
 	if dv == nil {
 		return nil
 	}
-	return []control.RelayStatus{relayStatus(dv.RelayStatus())}
+	var out []control.RelayStatus
+	for _, st := range dv.RelayStatuses() {
+		out = append(out, relayStatus(st))
+	}
+	return out
 }
 
 // relayStatus carries delivery's view of a relay over the control socket.
