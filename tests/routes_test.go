@@ -211,3 +211,59 @@ func (d *daemon) relayStatuses(t *testing.T) []statusRelay {
 	}
 	return st.Relays
 }
+
+// TestVerifyEveryRelay: relayq verify → two relays, [relay] (smtptest,
+// ready) and [[relays]] "down" (connection refused). verify checks both
+// and exits 69 for the one that cannot be reached, naming it; with
+// --relay default it checks only the ready one and exits 0; an unknown
+// id is a usage error.
+func TestVerifyEveryRelay(t *testing.T) {
+	a := smtptest.NewServer(t, smtptest.Options{})
+	d := newDaemon(t, a, func(s settings) {
+		addRelay(s, "a", "down", "smtp://127.0.0.1:9")
+	})
+	all := d.verify(t)
+	if all.code != 69 || !strings.Contains(all.stdout, "default (smtp://"+a.Addr()+")") ||
+		!strings.Contains(all.stderr, "down (smtp://127.0.0.1:9): not ready") {
+		t.Errorf("verify: exit %d, want 69 with both relays reported and the unreachable one named", all.code)
+	}
+	if one := d.verify(t, "--relay", "default"); one.code != 0 || strings.Contains(one.stdout+one.stderr, "127.0.0.1:9") {
+		t.Errorf("verify --relay default: exit %d, want 0 and only that relay", one.code)
+	}
+	if bad := d.verify(t, "--relay", "nope"); bad.code != 64 || !strings.Contains(bad.stderr, `no relay has id "nope"`) {
+		t.Errorf("verify --relay nope: exit %d, want 64", bad.code)
+	}
+}
+
+// TestReloadRoutesApplyToQueuedMail: SMTP on the unix socket → relayq,
+// whose only route for example.org is relay A (421 at every greeting, so
+// the message is deferred for a minute). `relayq reload` of a file that
+// routes example.org to relay B instead sends the queued message to B at
+// once: routes are read at each attempt, and a reload ends the waits.
+func TestReloadRoutesApplyToQueuedMail(t *testing.T) {
+	a := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Greeting: smtptest.Times(100000, smtptest.Reply(421, "4.3.2 down")),
+	}})
+	b := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, a, func(s settings) {
+		s.set("retry", "initial_interval", `"1m"`)
+		s.set("retry", "max_interval", `"1m"`)
+		addRelay(s, "a", "b", relayURL(b, false))
+	})
+	from, to := "app@example.com", []string{"y@example.org"}
+	id := d.submit(t, from, to, newMessage(1, from, to, 3))
+	waitFor(t, 15*time.Second, "the first attempt to fail", func() bool {
+		m := d.show(t, id)
+		return m.Attempts == 1
+	})
+	addRoute(d.settings, "a", `recipient_domain = "example.org"`, `relays = ["b"]`)
+	d.writeConfig()
+	if res := runCmd(relayqBin, nil, "reload", "-c", d.config); res.code != 0 {
+		t.Fatalf("relayq reload: %v", res)
+	}
+	got := b.WaitMessages(t, 1, 30*time.Second) // the backoff is 48s or more
+	if !slices.Equal(got[0].To, to) {
+		t.Errorf("B received %v", got[0].To)
+	}
+	d.waitQueueEmpty(t, 15*time.Second)
+}

@@ -65,3 +65,13 @@ func relayNames(r delivery.Relay) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// noticeRelay is the relay a notice names as Remote-MTA: the one relay's
+// url; "" (left out) with several, since a notice does not say which of
+// them answered.
+func noticeRelay(r delivery.Relay) string {
+	if len(r.Endpoints) != 1 {
+		return ""
+	}
+	return r.Endpoints[0].Name
+}
