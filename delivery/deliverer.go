@@ -187,7 +187,7 @@ func (d *Deliverer) attempt(runCtx, ctx context.Context, l *queue.Lease) {
 	for _, g := range groups(l.Message, relay.Routes) {
 		p, interrupted := d.sendPart(ctx, l, relay, g)
 		if interrupted {
-			d.interrupted(l, parts, p.relay)
+			d.interrupted(runCtx, l, relay, parts, p.relay)
 			return
 		}
 		parts = append(parts, p)
@@ -198,10 +198,10 @@ func (d *Deliverer) attempt(runCtx, ctx context.Context, l *queue.Lease) {
 // interrupted handles an attempt cut short by shutdown: no attempt is
 // counted for the part cut short, and the message is due again at its old
 // time when the daemon comes back. Parts already sent are recorded.
-func (d *Deliverer) interrupted(l *queue.Lease, done []sentPart, relay string) {
-	d.log.interrupted(l, relay, context.Canceled)
+func (d *Deliverer) interrupted(runCtx context.Context, l *queue.Lease, relay *relayInUse, done []sentPart, name string) {
+	d.log.interrupted(l, name, context.Canceled)
 	if len(done) > 0 {
-		d.record(context.Background(), l, d.cur, done)
+		d.record(runCtx, l, relay, done)
 		return
 	}
 	if rerr := d.opts.Queue.Release(l); rerr != nil {
