@@ -82,7 +82,7 @@ func (l loader) resolveRelays(cfg *Config, c *checker, host string) {
 // RelayList is every relay: [relay] first, as the relay "default", when
 // the file has it or has no [[relays]]; then [[relays]] in order.
 func (c *Config) RelayList() []NamedRelay {
-	if !c.RelayTable {
+	if !c.RelayTable && len(c.Relays) > 0 {
 		return c.Relays
 	}
 	return append([]NamedRelay{{ID: DefaultRelayID, RelayConfig: c.Relay}}, c.Relays...)

@@ -163,7 +163,7 @@ func TestRelayBreakerHoldsAndReleases(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "relay b paused after 4 failures", func() bool {
 		for _, r := range d.relayStatuses(t) {
-			if strings.HasPrefix(r.Relay, "b (") {
+			if r.ID == "b" && strings.HasPrefix(r.Relay, "b (") {
 				return r.State == "paused" && r.Failures >= 4
 			}
 		}

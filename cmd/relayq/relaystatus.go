@@ -30,7 +30,7 @@ func relayStatus(st delivery.RelayStatus) control.RelayStatus {
 		return &t
 	}
 	return control.RelayStatus{
-		Relay: st.Relay, State: st.State, PausedUntil: timeOrNil(st.PausedUntil), Failures: st.Failures,
+		Relay: st.Relay, ID: st.ID, State: st.State, PausedUntil: timeOrNil(st.PausedUntil), Failures: st.Failures,
 		LastAttempt: timeOrNil(st.LastAttempt), LastReply: st.LastReply,
 	}
 }
