@@ -93,3 +93,28 @@ func TestSingleRelayIsDefault(t *testing.T) {
 		t.Fatalf("relays %+v routes %+v", list, cfg.Routes)
 	}
 }
+
+// TestWorkedExample: the two-provider example of config.toml.example,
+// uncommented, loads (the pass files aside) and routes as it says.
+func TestWorkedExample(t *testing.T) {
+	text := string(embeddedConfig)
+	start := strings.Index(text, "#   [[relays]]")
+	end := strings.Index(text, "\n\n[queue]")
+	if start < 0 || end < start {
+		t.Fatal("worked example not found in config.toml.example")
+	}
+	var lines []string
+	for _, line := range strings.Split(text[start:end], "\n") {
+		lines = append(lines, strings.TrimPrefix(strings.TrimPrefix(line, "#"), "   "))
+	}
+	l := testLoader(t)
+	l.skipSecrets = true // the pass files do not exist here
+	cfg := mustParse(t, l, strings.Join(lines, "\n"))
+	list := cfg.RelayList()
+	if len(list) != 2 || list[0].ID != "provider-a" || list[1].Auth.User != "billing@example.com" || list[1].Port != 465 || list[1].RateLimit != 10 {
+		t.Fatalf("relays %+v", list)
+	}
+	if len(cfg.Routes) != 2 || cfg.Routes[0].Name != "billing" || !slices.Equal(cfg.Routes[1].Relays, []string{"provider-a", "provider-b"}) {
+		t.Errorf("routes %+v", cfg.Routes)
+	}
+}
