@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +60,33 @@ func TestOneProbeAtATime(t *testing.T) {
 		if ok, probe, _ := p.acquire(now); !ok || probe {
 			t.Fatal("the relay is not open after a success")
 		}
+	}
+}
+
+// TestWaitingKeepsTheLifetime: a recipient waiting for its relays waits
+// until the relay may be probed, never past the message's lifetime; once
+// the lifetime is over it dies, expired, with its last reply, as a
+// deferred one would.
+func TestWaitingKeepsTheLifetime(t *testing.T) {
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := created.Add(time.Hour)
+	d := New(Options{Relay: "r", Now: func() time.Time { return now }})
+	relay := Relay{Retry: RetryPolicy{MaxLifetime: 2 * time.Hour}.withDefaults()}
+	last := &queue.Reply{Code: 421, Enhanced: "4.3.2", Lines: []string{"down"}}
+	m := &queue.Message{Created: created, Recipients: []queue.Recipient{{Address: "a@x.example", Status: queue.StatusDeferred, LastReply: last}}}
+	waiting := map[string]verdict{"a@x.example": {result: queue.Waiting}}
+
+	out := d.outcomes(m, waiting, "r", now.Add(time.Minute), relay)
+	if len(out) != 1 || out[0].Result != queue.Waiting || !out[0].NextAttempt.Equal(now.Add(time.Minute)) {
+		t.Fatalf("waiting within the lifetime: %+v", out)
+	}
+	out = d.outcomes(m, waiting, "r", now.Add(3*time.Hour), relay)
+	if !out[0].NextAttempt.Equal(created.Add(2 * time.Hour)) {
+		t.Errorf("a wait past the lifetime ends at %v, want the deadline", out[0].NextAttempt)
+	}
+	now = created.Add(2 * time.Hour)
+	out = d.outcomes(m, waiting, "r", now.Add(time.Minute), relay)
+	if out[0].Result != queue.Failed || out[0].Reply.Code != 421 || !strings.Contains(out[0].Reply.String(), "expired") {
+		t.Errorf("waiting past the lifetime: %+v (%v), want dead, expired, with the last reply", out[0], out[0].Reply)
 	}
 }

@@ -56,34 +56,59 @@ func (d *daemon) show(t *testing.T, id string) shownMessage {
 }
 
 // TestFailoverToBackupRelay: SMTP on the unix socket → relayq, whose
-// route lists the relay "default" (refuses connections) then "backup"
-// (smtptest). The message is delivered by backup in the same attempt, and
-// the delivery log and `queue status` name backup as the relay used.
+// route lists the relay "default" then "backup" (smtptest). The primary
+// fails as a whole: it refuses the connection, answers 421 at the
+// greeting, or refuses the login. The message is delivered by backup in
+// the same attempt, and the delivery log and `queue status` name backup
+// as the relay used.
 func TestFailoverToBackupRelay(t *testing.T) {
-	backup := smtptest.NewServer(t, smtptest.Options{})
-	d := startDaemon(t, nil, func(s settings) { // [relay]: 127.0.0.1:9, connection refused
-		addRelay(s, "a", "backup", relayURL(backup, false))
-		addRoute(s, "a", `relays = ["default", "backup"]`)
-	})
-	from, to := "cron@example.org", []string{"ops@example.net"}
-	id := d.submit(t, from, to, newMessage(1, from, to, 3))
-	got := backup.WaitMessages(t, 1, 30*time.Second)
-	if got[0].From != from || !slices.Equal(got[0].To, to) {
-		t.Errorf("backup received %s → %v", got[0].From, got[0].To)
-	}
-	d.waitQueueEmpty(t, 15*time.Second)
-	st := d.messageStatus(t, id)
-	if st.State != "delivered" || len(st.Recipients) != 1 || !strings.HasPrefix(st.Recipients[0].Relay, "backup (") {
-		t.Errorf("queue status: %+v, want delivered by backup", st)
-	}
-	var sent []map[string]string
-	for _, rec := range d.deliveryLog(id) {
-		if rec["status"] == "sent" {
-			sent = append(sent, rec)
-		}
-	}
-	if len(sent) != 1 || !strings.HasPrefix(sent[0]["relay"], "backup (") || sent[0]["attempt"] != "1" {
-		t.Errorf("delivery log %v, want one sent line naming backup, first attempt", d.deliveryLog(id))
+	for _, tc := range []struct {
+		name    string
+		primary func(t *testing.T, s settings)
+	}{
+		{"connection refused", func(t *testing.T, s settings) {}}, // [relay] is 127.0.0.1:9
+		{"421 at the greeting", func(t *testing.T, s settings) {
+			p := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+				Greeting: smtptest.Times(1000, smtptest.Reply(421, "4.3.2 busy")),
+			}})
+			s.set("relay", "url", tomlString(relayURL(p, false)))
+		}},
+		{"login refused", func(t *testing.T, s settings) {
+			p := smtptest.NewServer(t, smtptest.Options{Auth: map[string]string{"relayq": "right"}})
+			s.set("relay", "url", tomlString(relayURL(p, false)))
+			s.set("relay.auth", "user", `"relayq"`)
+			s.set("relay.auth", "pass", `"wrong"`)
+			s.set("relay.auth", "allow_insecure", "true")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backup := smtptest.NewServer(t, smtptest.Options{})
+			d := startDaemon(t, nil, func(s settings) {
+				tc.primary(t, s)
+				addRelay(s, "a", "backup", relayURL(backup, false))
+				addRoute(s, "a", `relays = ["default", "backup"]`)
+			})
+			from, to := "cron@example.org", []string{"ops@example.net"}
+			id := d.submit(t, from, to, newMessage(1, from, to, 3))
+			got := backup.WaitMessages(t, 1, 30*time.Second)
+			if got[0].From != from || !slices.Equal(got[0].To, to) {
+				t.Errorf("backup received %s → %v", got[0].From, got[0].To)
+			}
+			d.waitQueueEmpty(t, 15*time.Second)
+			st := d.messageStatus(t, id)
+			if st.State != "delivered" || len(st.Recipients) != 1 || !strings.HasPrefix(st.Recipients[0].Relay, "backup (") {
+				t.Errorf("queue status: %+v, want delivered by backup", st)
+			}
+			var sent []map[string]string
+			for _, rec := range d.deliveryLog(id) {
+				if rec["status"] == "sent" {
+					sent = append(sent, rec)
+				}
+			}
+			if len(sent) != 1 || !strings.HasPrefix(sent[0]["relay"], "backup (") || sent[0]["attempt"] != "1" {
+				t.Errorf("delivery log %v, want one sent line naming backup, first attempt", d.deliveryLog(id))
+			}
+		})
 	}
 }
 
