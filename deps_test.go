@@ -56,6 +56,12 @@ var forbiddenImports = map[string]map[string]string{
 		"relayq/delivery":  "the rules run at intake, never at delivery",
 		"relayq/transport": "the rules know nothing of the relay",
 	},
+	"route": {
+		"relayq/config":    "the table is built from plain Options; only cmd reads the config",
+		"relayq/queue":     "it decides from addresses alone",
+		"relayq/transport": "it names relays; delivery owns their transports",
+		"relayq/delivery":  "delivery asks it, not the other way",
+	},
 	"transport/smtptest": {
 		"relayq/queue":     "a test peer knows only SMTP",
 		"relayq/transport": "it tests the transport, so must not depend on it",

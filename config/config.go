@@ -41,15 +41,24 @@ type Config struct {
 	Submission SubmissionConfig `toml:"submission"`
 	Control    ControlConfig    `toml:"control"`
 	Relay      RelayConfig      `toml:"relay"`
-	Delivery   DeliveryConfig   `toml:"delivery"`
-	Retry      RetryConfig      `toml:"retry"`
-	Log        LogConfig        `toml:"log"`
-	Health     HealthConfig     `toml:"health"`
-	Limits     LimitsConfig     `toml:"limits"`   // limits.go
-	Notify     NotifyConfig     `toml:"notify"`   // notify.go
-	Rewrite    RewriteConfig    `toml:"rewrite"`  // rewrite.go
-	Aliases    AliasesConfig    `toml:"aliases"`  // rewrite.go
-	Defaults   DefaultsConfig   `toml:"defaults"` // rewrite.go
+	// Relays are the [[relays]] tables (routes.go); RelayList adds
+	// [relay] as the relay "default".
+	Relays []NamedRelay `toml:"relays"`
+	// RelayTable is set after loading when [relay] is one of the relays:
+	// the file has it, or has no [[relays]].
+	RelayTable bool `toml:"-"`
+	// Routes are the [[routes]] tables, in order (routes.go); each has
+	// its Name filled in after loading.
+	Routes   []RouteConfig  `toml:"routes"`
+	Delivery DeliveryConfig `toml:"delivery"`
+	Retry    RetryConfig    `toml:"retry"`
+	Log      LogConfig      `toml:"log"`
+	Health   HealthConfig   `toml:"health"`
+	Limits   LimitsConfig   `toml:"limits"`   // limits.go
+	Notify   NotifyConfig   `toml:"notify"`   // notify.go
+	Rewrite  RewriteConfig  `toml:"rewrite"`  // rewrite.go
+	Aliases  AliasesConfig  `toml:"aliases"`  // rewrite.go
+	Defaults DefaultsConfig `toml:"defaults"` // rewrite.go
 }
 
 // QueueConfig is the [queue] table: the bbolt store.

@@ -153,6 +153,9 @@ func tomlKeys(t reflect.Type, prefix []string) [][]string {
 	var keys [][]string
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if f.Tag.Get("toml") == "-" {
+			continue
+		}
 		key := append(append([]string(nil), prefix...), f.Tag.Get("toml"))
 		if !f.IsExported() || f.Tag.Get("toml") == "-" {
 			continue // [aliases]' own entries and what decoding keeps aside

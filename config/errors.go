@@ -183,6 +183,12 @@ func decodeError(name string, data []byte, err error) error {
 	} else if t := notATable().FindStringSubmatch(msg); t != nil {
 		msg = fmt.Sprintf("expected a table, found %s", typeName(t[1]))
 	}
+	if (key == "relays" || key == "routes") && msg == "expected array, found table" {
+		msg += fmt.Sprintf(": write [[%s]], one per entry", key)
+		if key == "relays" {
+			msg += ", or [relay] for the single relay"
+		}
+	}
 	return &Error{File: name, Line: line, Key: key, Msg: msg}
 }
 

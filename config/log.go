@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -31,6 +32,14 @@ func structLogValue(v reflect.Value) slog.Value {
 			key = strings.ToLower(f.Name)
 		}
 		switch {
+		case f.Anonymous:
+			attrs = append(attrs, slog.Attr{Key: "", Value: structLogValue(fv)}) // inlined
+		case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct:
+			items := make([]slog.Attr, fv.Len())
+			for j := range fv.Len() {
+				items[j] = slog.Attr{Key: strconv.Itoa(j), Value: structLogValue(fv.Index(j))}
+			}
+			attrs = append(attrs, slog.Attr{Key: key, Value: slog.GroupValue(items...)})
 		case f.Tag.Get("redact") == "secret":
 			s := ""
 			if !fv.IsZero() {

@@ -47,7 +47,8 @@ func (l loader) resolve(cfg *Config, c *checker) {
 		cfg.Relay.Name = host
 	}
 	l.resolveRelay(&cfg.Relay, c)
-	l.resolveRewrite(cfg, c) // rewrite.go
+	l.resolveRelays(cfg, c, host) // routes.go
+	l.resolveRewrite(cfg, c)      // rewrite.go
 	if !c.set("queue.min_free") {
 		cfg.Queue.MinFree = 2 * cfg.Submission.MaxMessageSize
 	}
@@ -124,6 +125,7 @@ func canWrite(dir string) bool {
 
 // validate checks every value outside [relay] (which resolveRelay checks).
 func (l loader) validate(cfg *Config, c *checker) {
+	validateRoutes(cfg, c) // routes.go
 	s := cfg.Submission
 	checkSocketPath(c, "submission.socket", s.Socket)
 	checkSocketPath(c, "control.socket", cfg.Control.Socket)

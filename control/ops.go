@@ -111,7 +111,8 @@ type LimitStatus struct {
 
 // RelayStatus is one relay as delivery sees it.
 type RelayStatus struct {
-	Relay string `json:"relay"` // its URL, without credentials
+	Relay string `json:"relay"`        // its URL, without credentials ("ID (url)" with several relays)
+	ID    string `json:"id,omitempty"` // the relay's id: "default" for [relay]
 	// State is "ok", "paused" (no attempt before PausedUntil) or
 	// "probing" (one message at a time until one gets through).
 	State       string     `json:"state"`

@@ -8,15 +8,24 @@ import (
 	"time"
 
 	"relayq/queue"
+	"relayq/route"
 	"relayq/transport"
 )
 
-// Options configures a Deliverer. Queue and Transport are required.
+// Options configures a Deliverer. Queue is required, and Transport or
+// Endpoints.
 type Options struct {
-	Queue     *queue.Queue
+	Queue *queue.Queue
+	// Transport is the single relay's (id DefaultRelay) when Endpoints is
+	// empty.
 	Transport *transport.Transport
-	// Relay names the relay in log lines, e.g. "smtp://mail.example.com:587".
+	// Relay names the single relay in log lines, e.g.
+	// "smtp://mail.example.com:587".
 	Relay string
+	// Endpoints are several relays, and Routes picks among them for each
+	// recipient (nil: everything to the first); see Relay.
+	Endpoints []Endpoint
+	Routes    *route.Table
 	// Workers is how many messages are in flight at once; default 32.
 	Workers int
 	Retry   RetryPolicy
@@ -41,14 +50,15 @@ type Options struct {
 
 // Deliverer runs the workers.
 type Deliverer struct {
-	opts  Options
-	log   *eventLog
-	pause *relayPause
+	opts Options
+	log  *eventLog
 
 	mu  sync.Mutex
-	cur *relayInUse // reload.go; opts.Transport, Relay, Retry and HoldUncertain are only New's
-	// relaySet wakes a Run waiting out a relay pause when SetRelay ends it.
-	relaySet chan struct{}
+	cur *relayInUse // reload.go; opts.Transport, Relay, Endpoints, Routes, Retry and HoldUncertain are only New's
+	// pauses are the relays' circuit breakers, by relay id (pause.go).
+	pauses map[string]*relayPause
+	// waiting: relay id → IDs of messages waiting for it (pause.go).
+	waiting map[string]map[string]bool
 }
 
 // New returns a Deliverer; call Run to start it.
@@ -69,13 +79,13 @@ func New(opts Options) *Deliverer {
 		opts.Logger = slog.Default()
 	}
 	opts.Retry = opts.Retry.withDefaults()
+	r := Relay{Transport: opts.Transport, Name: opts.Relay, Endpoints: opts.Endpoints, Routes: opts.Routes, Retry: opts.Retry, HoldUncertain: opts.HoldUncertain}
 	return &Deliverer{
-		opts:  opts,
-		log:   &eventLog{l: opts.Logger},
-		pause: newRelayPause(min(time.Second, opts.Retry.InitialInterval), opts.Retry.InitialInterval),
-		cur:   &relayInUse{Relay: Relay{Transport: opts.Transport, Name: opts.Relay, Retry: opts.Retry, HoldUncertain: opts.HoldUncertain}},
-
-		relaySet: make(chan struct{}, 1),
+		opts:    opts,
+		log:     &eventLog{l: opts.Logger},
+		cur:     &relayInUse{Relay: r.normalized()},
+		pauses:  map[string]*relayPause{},
+		waiting: map[string]map[string]bool{},
 	}
 }
 
@@ -104,31 +114,11 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		// Take every idle worker. Each relay's breaker (pause.go)
+		// decides per message whether it goes out, waits or probes.
 		free := 1
-		if d.pause.probing() {
-			// A probe goes out alone: first let the attempts still in
-			// flight come back, so that their results count and a
-			// failing relay sees one connection per pause, not one per
-			// worker.
-			for free < d.opts.Workers {
-				select {
-				case <-slots:
-					free++
-				case <-ctx.Done():
-					return nil
-				}
-			}
-		}
-		if !d.waitForRelay(ctx) {
-			return nil
-		}
-		if d.pause.probing() {
-			for ; free > 1; free-- {
-				slots <- struct{}{}
-			}
-		}
 	more:
-		for !d.pause.probing() {
+		for {
 			select {
 			case <-slots:
 				free++
@@ -161,23 +151,6 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 }
 
-// waitForRelay sleeps out a relay pause; it reports false when ctx ended.
-func (d *Deliverer) waitForRelay(ctx context.Context) bool {
-	wait := d.pause.remaining(d.opts.Now())
-	if wait <= 0 {
-		return true
-	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-	case <-d.relaySet: // reload.go
-	case <-ctx.Done():
-		return false
-	}
-	return true
-}
-
 // waitForWork sleeps until a message may be due: something changed in the
 // queue, the next scheduled message comes due, or a worker came back. It
 // reports false when ctx ended.
@@ -201,66 +174,72 @@ func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, sl
 	return true
 }
 
-// attempt sends one leased message and records what happened. ctx is the
-// attempt's (it outlives runCtx by the shutdown grace period); runCtx ends
-// when shutdown begins.
+// attempt sends one leased message, in parts (parts.go), and records
+// what happened. ctx is the attempt's (it outlives runCtx by the shutdown
+// grace period); runCtx ends when shutdown begins.
 func (d *Deliverer) attempt(runCtx, ctx context.Context, l *queue.Lease) {
 	relay := d.use() // reload.go
 	defer d.done(relay)
-	if !d.bodyIntact(l, relay.Name) {
+	if !d.bodyIntact(l, relay.Endpoints[0].Name) {
 		return
 	}
-	rcpts := pendingAddresses(l.Message)
-	msg := &transport.Message{
-		From:       l.From,
-		Recipients: rcpts,
-		Body:       d.opts.Queue.Body(l.ID),
-		Size:       l.Size,
-		UTF8:       l.UTF8,
-		EightBit:   l.EightBit,
-	}
-	setDSN(msg, l.Message)
-	attemptCtx, cancel := context.WithTimeout(ctx, d.opts.AttemptTimeout)
-	start := d.opts.Now()
-	res, err := relay.Transport.Send(attemptCtx, msg)
-	cancel()
-	if err == nil || ctx.Err() == nil {
-		d.noteRelay(relay.Name, res, err)
-	}
-	if err != nil && ctx.Err() != nil {
-		// Cut short by shutdown: no attempt is counted; the message is
-		// due again at its old time when the daemon comes back.
-		if rerr := d.opts.Queue.Release(l); rerr != nil {
-			d.opts.Logger.Error("cannot release lease", "id", l.ID, "err", rerr)
+	var parts []sentPart
+	for _, g := range groups(l.Message, relay.Routes) {
+		p, interrupted := d.sendPart(ctx, l, relay, g)
+		if interrupted {
+			d.interrupted(runCtx, l, relay, parts, p.relay)
+			return
 		}
-		d.log.interrupted(l, relay.Name, err)
+		parts = append(parts, p)
+	}
+	d.record(runCtx, l, relay, parts)
+}
+
+// interrupted handles an attempt cut short by shutdown: no attempt is
+// counted for the part cut short, and the message is due again at its old
+// time when the daemon comes back. Parts already sent are recorded.
+func (d *Deliverer) interrupted(runCtx context.Context, l *queue.Lease, relay *relayInUse, done []sentPart, name string) {
+	d.log.interrupted(l, name, context.Canceled)
+	if len(done) > 0 {
+		d.record(runCtx, l, relay, done)
 		return
 	}
-	verdicts := make(map[string]verdict, len(rcpts))
-	for i, addr := range rcpts {
-		if err != nil {
-			verdicts[addr] = classifyTransaction(err)
-		} else {
-			verdicts[addr] = classifyRecipient(res.Recipients[i])
-		}
+	if rerr := d.opts.Queue.Release(l); rerr != nil {
+		d.opts.Logger.Error("cannot release lease", "id", l.ID, "err", rerr)
 	}
-	outcomes := d.outcomes(l.Message, verdicts, relay.Relay)
-	attempt := queue.Attempt{Time: start, Relay: relay.Name, Duration: d.opts.Now().Sub(start), Transcript: transcriptOf(res, err)}
-	rec, rerr := d.opts.Queue.RecordAttempt(l, attempt, outcomes)
+}
+
+// record stores the outcomes of every part, logs them and queues notices.
+func (d *Deliverer) record(runCtx context.Context, l *queue.Lease, relay *relayInUse, parts []sentPart) {
+	qparts := make([]queue.Part, len(parts))
+	for i, p := range parts {
+		qparts[i] = queue.Part{Attempt: p.attempt, Outcomes: d.outcomes(l.Message, p.verdicts, p.relay, p.waitUntil, relay.Relay)}
+	}
+	rec, rerr := d.opts.Queue.RecordParts(l, qparts)
 	if rerr != nil {
-		rec, rerr = d.keepRecording(runCtx, l, attempt, outcomes, rerr) // record.go
+		rec, rerr = d.keepRecording(runCtx, l, qparts, rerr) // record.go
 	}
 	if rerr != nil {
 		return
 	}
-	for _, o := range outcomes {
-		// An attempt interrupted by a crash may have reached the relay:
-		// if this one delivers, the recipient may have it twice.
-		maybeTwice := verdicts[o.Address].uncertain || (l.Interrupted && o.Result == queue.Delivered)
-		d.log.attempt(l.Message, relay.Name, o, maybeTwice, d.opts.Now().Sub(start))
+	tried := false
+	for i, p := range parts {
+		for _, o := range qparts[i].Outcomes {
+			if o.Result == queue.Waiting {
+				d.log.waiting(l.Message, p.route, o)
+				continue
+			}
+			tried = true
+			// An attempt interrupted by a crash may have reached the relay:
+			// if this one delivers, the recipient may have it twice.
+			maybeTwice := p.verdicts[o.Address].uncertain || (l.Interrupted && o.Result == queue.Delivered)
+			d.log.attempt(l.Message, p.relay, o, maybeTwice, p.attempt.Duration)
+		}
+		d.log.heldUncertain(l.Message, p.relay, qparts[i].Outcomes)
 	}
-	d.log.heldUncertain(l.Message, relay.Name, outcomes)
-	d.opts.Notifier.After(rec) // notice.go
+	if tried {
+		d.opts.Notifier.After(rec) // notice.go
+	}
 }
 
 // bodyIntact checks the leased message's body against its checksum before
@@ -293,7 +272,9 @@ func (d *Deliverer) bodyIntact(l *queue.Lease, relay string) bool {
 
 // outcomes turns verdicts into what the queue records: deferrals get their
 // next attempt time, or become dead letters once the message is too old.
-func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict, relay Relay) []queue.Outcome {
+// Recipients without a verdict wait for their relays until waitUntil (or
+// die, expired, when the message is too old already).
+func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict, relayName string, waitUntil time.Time, relay Relay) []queue.Outcome {
 	now := d.opts.Now()
 	deadline := m.LifetimeStart().Add(relay.Retry.MaxLifetime) // an operator's requeue starts it again
 	var out []queue.Outcome
@@ -302,23 +283,30 @@ func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict, rela
 		if !ok {
 			continue
 		}
-		o := queue.Outcome{Address: r.Address, Result: v.result, Reply: v.reply}
+		o := queue.Outcome{Address: r.Address, Result: v.result, Reply: v.reply, Relay: relayName}
 		o.Uncertain, o.Hold = v.uncertain, v.uncertain && relay.HoldUncertain
-		if v.result == queue.Deferred {
-			if !now.Before(deadline) {
-				o.Result = queue.Failed
-				o.Reply = expired(v.reply, relay.Retry.MaxLifetime)
-			} else {
-				next := now.Add(relay.Retry.Delay(r.Attempts + 1))
-				// One last try at the deadline rather than none.
-				if next.After(deadline) {
-					next = deadline
-				}
-				if o.Hold {
-					next = now // the operator's release sends it at once
-				}
-				o.NextAttempt = next
+		switch {
+		case v.result == queue.Waiting && !now.Before(deadline):
+			o.Result = queue.Failed
+			o.Reply = expired(r.LastReply, relay.Retry.MaxLifetime)
+		case v.result == queue.Waiting:
+			o.NextAttempt = waitUntil
+			if waitUntil.After(deadline) {
+				o.NextAttempt = deadline
 			}
+		case v.result == queue.Deferred && !now.Before(deadline):
+			o.Result = queue.Failed
+			o.Reply = expired(v.reply, relay.Retry.MaxLifetime)
+		case v.result == queue.Deferred:
+			next := now.Add(relay.Retry.Delay(r.Attempts + 1))
+			// One last try at the deadline rather than none.
+			if next.After(deadline) {
+				next = deadline
+			}
+			if o.Hold {
+				next = now // the operator's release sends it at once
+			}
+			o.NextAttempt = next
 		}
 		out = append(out, o)
 	}

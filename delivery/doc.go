@@ -22,9 +22,24 @@
 //   - A message older than the maximum lifetime at a failed attempt is
 //     dead-lettered as expired, with its last reply.
 //
-// Each attempt's history entry carries the transport's transcript of the
-// exchange; RelayStatus (relaystatus.go) reports the relay's state (ok,
-// paused, probing) and the latest attempt's result, for `relayq status`.
+// Several relays (Endpoints) and a routing table (package route) are read
+// at each attempt: the message's pending recipients are grouped by route,
+// and each group, a "part", is its own transaction to the first usable
+// relay of its route (parts.go). A relay that fails as a whole (the
+// session failures above) is skipped for the next one in the same attempt
+// (failover). Each relay has its own transport (pool, rate limit) and its
+// own circuit breaker (pause.go): after a session failure it is down for
+// a pause that doubles up to RetryPolicy.InitialInterval; a part whose
+// relays are all down waits, with no attempt counted, no reply and no
+// notice, until one may be probed (its lifetime still counts: past it,
+// the recipient dies, expired); one probe at a time goes to a relay whose
+// pause is over, and the first success makes every message waiting for it
+// due at once.
+//
+// Each part's history entry names its relay and carries the transport's
+// transcript of the exchange; RelayStatuses (relaystatus.go) reports each
+// relay's state (ok, paused, probing) and its latest attempt's result, for
+// `relayq status`.
 //
 // A Notifier (notice.go) queues RFC 3464 delivery status notifications
 // about recipients it gave up on (and, optionally, a delay warning), at

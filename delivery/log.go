@@ -51,6 +51,15 @@ func (e *eventLog) corrupt(m *queue.Message, relay string, err error) {
 	}
 }
 
+// waiting logs, at debug level, a recipient that was not tried because
+// every relay of its route is down: no attempt, so no "delivery" line (the
+// relay's own warning says it is down, and `relayq status` shows it), but
+// the relay it waits for and until when.
+func (e *eventLog) waiting(m *queue.Message, route string, o queue.Outcome) {
+	e.l.Debug("waiting for relay", "id", m.ID, "from", m.From, "rcpt", o.Address, "route", route, "relay", o.Relay,
+		"next", o.NextAttempt.Format(time.RFC3339))
+}
+
 func (e *eventLog) interrupted(l *queue.Lease, relay string, err error) {
 	e.l.Info("delivery interrupted by shutdown; will retry", "id", l.ID, "relay", relay, "err", err)
 }

@@ -10,12 +10,14 @@ import (
 	"relayq/transport"
 )
 
-// relayPause holds off new attempts while the relay itself is failing
-// (refused connection, bad greeting, TLS or AUTH failure, 421), the way
-// Postfix marks a destination dead: with a thousand messages queued, a
-// broken relay should see a few probes, not a thousand connections. The
-// pause doubles from base up to max and ends at the first success. It also
-// keeps the latest attempt's result, for `relayq status` (relaystatus.go).
+// relayPause is one relay's circuit breaker: it holds off attempts to the
+// relay while the relay itself is failing (refused connection, bad
+// greeting, TLS or AUTH failure, 421), the way Postfix marks a destination
+// dead: with a thousand messages queued, a broken relay should see a few
+// probes, not a thousand connections. The pause doubles from base up to
+// max; once it is over, one attempt at a time goes out as a probe, and the
+// first success ends it. It also keeps the latest attempt's result, for
+// `relayq status` (relaystatus.go).
 type relayPause struct {
 	mu       sync.Mutex
 	until    time.Time
@@ -23,6 +25,7 @@ type relayPause struct {
 	base     time.Duration
 	max      time.Duration
 	failures int        // session failures since the last success
+	probe    bool       // a probe is out
 	last     lastResult // the latest attempt's; zero before the first
 }
 
@@ -73,6 +76,45 @@ func (p *relayPause) remaining(now time.Time) time.Duration {
 	return p.until.Sub(now)
 }
 
+// acquire asks to send to the relay at now. ok: go ahead (probe: as the
+// one probe, which the caller ends with endProbe). Otherwise the relay is
+// down, and retry is when to ask again.
+func (p *relayPause) acquire(now time.Time) (ok, probe bool, retry time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.interval == 0:
+		return true, false, time.Time{}
+	case now.Before(p.until):
+		return false, false, p.until
+	case p.probe:
+		// Another message is probing; ask again once it may have
+		// answered.
+		return false, false, now.Add(p.base)
+	}
+	p.probe = true
+	return true, true, time.Time{}
+}
+
+func (p *relayPause) endProbe() {
+	p.mu.Lock()
+	p.probe = false
+	p.mu.Unlock()
+}
+
+// pauseOf returns the breaker of relay id, made on first use. Breakers
+// are kept by id across reloads.
+func (d *Deliverer) pauseOf(id string) *relayPause {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, ok := d.pauses[id]
+	if !ok {
+		p = newRelayPause(min(time.Second, d.cur.Retry.InitialInterval), d.cur.Retry.InitialInterval)
+		d.pauses[id] = p
+	}
+	return p
+}
+
 // sessionFailure reports whether err is the relay's fault rather than the
 // message's.
 func sessionFailure(err error) bool {
@@ -88,17 +130,55 @@ func sessionFailure(err error) bool {
 	return errors.As(err, &se) && se.Code == 421
 }
 
-// noteRelay updates the pause after an attempt and logs changes once; it
-// keeps the attempt's result for RelayStatus.
-func (d *Deliverer) noteRelay(relay string, res *transport.Result, err error) {
-	d.pause.noteResult(d.opts.Now(), res, err) // relaystatus.go
+// noteRelay updates relay id's breaker after an attempt and logs changes
+// once; it keeps the attempt's result for RelayStatus. The first success
+// after a pause makes the messages waiting for the relay due at once.
+func (d *Deliverer) noteRelay(id, name string, res *transport.Result, err error) {
+	p := d.pauseOf(id)
+	p.noteResult(d.opts.Now(), res, err) // relaystatus.go
 	switch {
 	case err == nil:
-		if d.pause.succeeded() {
-			d.opts.Logger.Info("relay is back", "relay", relay)
+		if p.succeeded() {
+			d.opts.Logger.Info("relay is back; sending the messages waiting for it", "relay", name)
+			d.releaseWaiting(id)
 		}
 	case sessionFailure(err):
-		wait := d.pause.failed(d.opts.Now())
-		d.opts.Logger.Warn("relay unavailable; holding deliveries", "relay", relay, "for", wait, "err", err)
+		wait := p.failed(d.opts.Now())
+		d.opts.Logger.Warn("relay unavailable; holding its deliveries", "relay", name, "for", wait, "err", err)
+	}
+}
+
+// wait notes that message id waits for relay (its route's relays were
+// down, or failed as a whole).
+func (d *Deliverer) wait(relay, id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.waiting[relay] == nil {
+		d.waiting[relay] = map[string]bool{}
+	}
+	d.waiting[relay][id] = true
+}
+
+// releaseWaiting makes the messages waiting for relay ("" for every
+// relay) due now, as `relayq queue retry` does; their attempt counts stay.
+func (d *Deliverer) releaseWaiting(relay string) {
+	d.mu.Lock()
+	var ids []string
+	for r, set := range d.waiting {
+		if relay != "" && r != relay {
+			continue
+		}
+		for id := range set {
+			ids = append(ids, id)
+		}
+		delete(d.waiting, r)
+	}
+	d.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	// A message leased meanwhile, gone or held is left as it is.
+	if _, err := d.opts.Queue.Retry(ids); err != nil {
+		d.opts.Logger.Error("cannot make the messages waiting for a relay due", "relay", relay, "err", err)
 	}
 }

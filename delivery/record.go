@@ -28,8 +28,8 @@ const (
 
 // keepRecording retries the record of an attempt that failed with err,
 // holding l, until it is stored, the lease is lost, or ctx ends (after one
-// last try). It returns the record as RecordAttempt does.
-func (d *Deliverer) keepRecording(ctx context.Context, l *queue.Lease, a queue.Attempt, outcomes []queue.Outcome, err error) (*queue.Message, error) {
+// last try). It returns the record as RecordParts does.
+func (d *Deliverer) keepRecording(ctx context.Context, l *queue.Lease, parts []queue.Part, err error) (*queue.Message, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = recordRetryInitial, recordRetryMax, 0
 	b.Reset()
@@ -47,14 +47,14 @@ func (d *Deliverer) keepRecording(ctx context.Context, l *queue.Lease, a queue.A
 		d.opts.Logger.Error("cannot record attempt; keeping its outcome and trying again, the message is not sent again",
 			"id", l.ID, "failures", failures, "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
-			rec, err := d.opts.Queue.RecordAttempt(l, a, outcomes)
+			rec, err := d.opts.Queue.RecordParts(l, parts)
 			if err != nil {
 				d.opts.Logger.Error("shutting down with an attempt unrecorded; the next start tries the message again and marks it possible_duplicate", "id", l.ID, "err", err)
 			}
 			return rec, err
 		}
 		var rec *queue.Message
-		if rec, err = d.opts.Queue.RecordAttempt(l, a, outcomes); err == nil {
+		if rec, err = d.opts.Queue.RecordParts(l, parts); err == nil {
 			d.opts.Logger.Info("attempt recorded after all", "id", l.ID, "failures", failures)
 			return rec, nil
 		}

@@ -24,7 +24,8 @@ const (
 // RelayStatus is what delivery knows of its relay right now, for `relayq
 // status`.
 type RelayStatus struct {
-	Relay string // as Options.Relay names it
+	Relay string // as Options.Relay or Endpoint.Name names it
+	ID    string // the relay's id (DefaultRelay for a single relay)
 	State string // RelayOK, RelayPaused or RelayProbing
 	// PausedUntil, with RelayPaused, is when the next attempt may go.
 	PausedUntil time.Time
@@ -47,14 +48,31 @@ type lastResult struct {
 	reply *queue.Reply
 }
 
-// RelayStatus reports the relay's state and the latest attempt's result.
-// It only reads; it is safe to call while Run is delivering.
+// RelayStatus reports the first relay's state and the latest attempt's
+// result (RelayStatuses has every relay's). It only reads; it is safe to
+// call while Run is delivering.
 func (d *Deliverer) RelayStatus() RelayStatus {
-	now := d.opts.Now()
-	p := d.pause
+	return d.RelayStatuses()[0]
+}
+
+// RelayStatuses reports each relay's state, in the order of the
+// configuration; Relay is the relay's name, ID its id.
+func (d *Deliverer) RelayStatuses() []RelayStatus {
+	d.mu.Lock()
+	eps := d.cur.Endpoints
+	d.mu.Unlock()
+	out := make([]RelayStatus, len(eps))
+	for i, ep := range eps {
+		out[i] = d.pauseOf(ep.ID).status(d.opts.Now())
+		out[i].Relay, out[i].ID = ep.Name, ep.ID
+	}
+	return out
+}
+
+func (p *relayPause) status(now time.Time) RelayStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := RelayStatus{Relay: d.relayName(), State: RelayOK, Failures: p.failures, LastAttempt: p.last.at, LastReply: p.last.reply}
+	st := RelayStatus{State: RelayOK, Failures: p.failures, LastAttempt: p.last.at, LastReply: p.last.reply}
 	switch {
 	case p.interval == 0:
 	case now.Before(p.until):

@@ -57,13 +57,13 @@ func TestSetRelayEndsPause(t *testing.T) {
 		Greeting: smtptest.Times(1000, smtptest.Reply(421, "4.3.2 shutting down")),
 	}}, RetryPolicy{InitialInterval: time.Hour, MaxLifetime: 5 * time.Hour}, 0)
 	r.put(t, "x\r\n", "a@there.example")
-	waitFor(t, "the relay to be paused", func() bool { return r.d.pause.remaining(time.Now()) > 0 })
+	waitFor(t, "the relay to be paused", func() bool { return r.d.pauseOf(DefaultRelay).remaining(time.Now()) > 0 })
 
 	b := smtptest.NewServer(t, smtptest.Options{})
 	tb := transport.New(transport.Options{Network: b.Network(), Address: b.Addr(), IgnoreTLS: true})
 	t.Cleanup(func() { tb.Close() })
 	r.d.SetRelay(Relay{Transport: tb, Name: "relay-b", Retry: RetryPolicy{InitialInterval: time.Hour, MaxLifetime: 5 * time.Hour}})
-	if wait := r.d.pause.remaining(time.Now()); wait > 0 {
+	if wait := r.d.pauseOf(DefaultRelay).remaining(time.Now()); wait > 0 {
 		t.Errorf("after SetRelay the old relay's pause still has %v to run", wait)
 	}
 	r.put(t, "y\r\n", "b@there.example")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -271,6 +272,23 @@ func (q *Queue) Record(l *Lease, outcomes []Outcome) (*Message, error) {
 // start) for the message's history; the per-recipient results in the
 // history come from outcomes.
 func (q *Queue) RecordAttempt(l *Lease, a Attempt, outcomes []Outcome) (*Message, error) {
+	return q.RecordParts(l, []Part{{Attempt: a, Outcomes: outcomes}})
+}
+
+// Part is what one transaction of an attempt did: a message whose
+// recipients go to different relays is sent in parts, one per route, each
+// with its own history entry (naming its relay) and outcomes.
+type Part struct {
+	Attempt  Attempt
+	Outcomes []Outcome
+}
+
+// RecordParts is RecordAttempt for an attempt sent in parts: one history
+// entry per part that tried some recipient, the outcomes of all applied,
+// and the message's attempt count raised once. A part whose outcomes all
+// wait (Waiting) adds no history entry; when every part waits, the
+// attempt is not counted at all.
+func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 	now := q.opts.Now()
 	var result *Message
 	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
@@ -278,8 +296,19 @@ func (q *Queue) RecordAttempt(l *Lease, a Attempt, outcomes []Outcome) (*Message
 		if err != nil {
 			return err
 		}
-		m.History = appendHistory(m.History, newAttempt(a, outcomes, now))
-		died := applyOutcomes(m, outcomes, now)
+		var all []Outcome
+		tried := false
+		for _, p := range parts {
+			all = append(all, p.Outcomes...)
+			if tries(p.Outcomes) {
+				tried = true
+				m.History = appendHistory(m.History, newAttempt(p.Attempt, triedOnly(p.Outcomes), now))
+			}
+		}
+		if tried {
+			m.Attempts++
+		}
+		died := applyOutcomes(m, all, now)
 		if len(died) > 0 {
 			if err := addDead(tx, m, died, now); err != nil {
 				return err
@@ -303,17 +332,38 @@ func (q *Queue) RecordAttempt(l *Lease, a Attempt, outcomes []Outcome) (*Message
 	return result, nil
 }
 
+// tries reports whether some outcome is an attempt rather than a wait.
+func tries(outcomes []Outcome) bool {
+	return slices.ContainsFunc(outcomes, func(o Outcome) bool { return o.Result != Waiting })
+}
+
+// triedOnly leaves out the outcomes that only wait.
+func triedOnly(outcomes []Outcome) []Outcome {
+	return slices.DeleteFunc(slices.Clone(outcomes), func(o Outcome) bool { return o.Result == Waiting })
+}
+
 // applyOutcomes updates m's recipients and returns those that died.
 func applyOutcomes(m *Message, outcomes []Outcome, now time.Time) []Recipient {
 	var died []Recipient
-	m.Attempts++
 	for _, o := range outcomes {
 		for i := range m.Recipients {
 			r := &m.Recipients[i]
 			if r.Address != o.Address || !r.Status.Pending() {
 				continue
 			}
+			if o.Result == Waiting {
+				// Its relays are down: no attempt, no reply, only a
+				// new time (and the relay it waits for).
+				r.NextAttempt = o.NextAttempt
+				if o.Relay != "" {
+					r.Relay = o.Relay
+				}
+				continue
+			}
 			r.Attempts++
+			if o.Relay != "" {
+				r.Relay = o.Relay
+			}
 			r.LastAttempt = now
 			r.LastReply = o.Reply
 			switch o.Result {

@@ -133,6 +133,9 @@ type Recipient struct {
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	LastReply   *Reply    `json:"last_reply,omitempty"`
+	// Relay names the relay of its latest attempt (or the one it waits
+	// for while its route's relays are down); "" before the first.
+	Relay string `json:"relay,omitempty"`
 	// DSN is what the submission asked for this recipient; zero in
 	// records written before DSN was kept.
 	DSN RecipientDSN `json:"dsn,omitzero"`
@@ -237,6 +240,10 @@ const (
 	Deferred
 	// Failed: permanent failure; the recipient moves to the dead letters.
 	Failed
+	// Waiting: not tried, because every relay of its route is down; it
+	// waits for Outcome.NextAttempt with its attempt count, status and
+	// last reply unchanged.
+	Waiting
 )
 
 // Outcome records one attempt's result for one recipient, named by address.
@@ -251,4 +258,7 @@ type Outcome struct {
 	// Hold puts the message on hold after this attempt, as Queue.Hold
 	// does, instead of scheduling its next attempt.
 	Hold bool
+	// Relay names the relay tried (or waited for); kept in
+	// Recipient.Relay. "" leaves it as it was.
+	Relay string
 }

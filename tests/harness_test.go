@@ -77,6 +77,9 @@ func (s settings) render() string {
 	}
 	slices.Sort(sections) // "" (top level) sorts first
 	for _, sec := range sections {
+		if sec == rawSection {
+			continue
+		}
 		if sec != "" {
 			fmt.Fprintf(&b, "\n[%s]\n", sec)
 		}
@@ -89,8 +92,21 @@ func (s settings) render() string {
 			fmt.Fprintf(&b, "%s = %s\n", k, s[sec][k])
 		}
 	}
+	// Arrays of tables ([[relays]], [[routes]]) go last, as written.
+	keys := make([]string, 0, len(s[rawSection]))
+	for k := range s[rawSection] {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\n%s\n", s[rawSection][k])
+	}
 	return b.String()
 }
+
+// rawSection holds TOML text written after every table, in key order:
+// s.set(rawSection, "1", "[[relays]]\nid = \"b\"").
+const rawSection = "~raw"
 
 // tomlString quotes s as a TOML basic string.
 func tomlString(s string) string { return strconv.Quote(s) }

@@ -12,6 +12,7 @@ import (
 // statusRelay is one relay in `relayq status --json`.
 type statusRelay struct {
 	Relay       string     `json:"relay"`
+	ID          string     `json:"id"`
 	State       string     `json:"state"`
 	PausedUntil *time.Time `json:"paused_until"`
 	Failures    int        `json:"failures"`

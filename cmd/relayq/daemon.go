@@ -15,7 +15,6 @@ import (
 	"relayq/delivery"
 	"relayq/queue"
 	"relayq/spool"
-	"relayq/transport"
 )
 
 // daemon is a running relayq: the queue, the ways in (intake sockets,
@@ -24,10 +23,10 @@ type daemon struct {
 	log       *slog.Logger
 	cfg       *config.Config // as at start; reload.go applies changes to the parts it can
 	q         *queue.Queue
-	transport *transport.Transport // the first; deliverer's Transport is the current one
+	relaySet  delivery.Relay // as at start (routing.go); the deliverer's is the current one
 	intake    *spool.Server
 	ctl       *control.Server
-	relay     string
+	relay     string                             // the relays' names, for logs
 	rewriting spool.Rewriting                    // [rewrite], [aliases], [defaults]: intake and the maildrop (rewrite.go)
 	deliverer atomic.Pointer[delivery.Deliverer] // set once delivery starts; for status (relaystatus.go)
 
@@ -104,16 +103,18 @@ func (d *daemon) openQueue() (func(), error) {
 	return func() { q.Close() }, nil
 }
 
-// newTransport builds the relay's transport from [relay].
+// newTransport builds the relays' transports and the routes (routing.go).
 func (d *daemon) newTransport() (func(), error) {
-	topts, relay, err := transportOptions(d.cfg.Relay, d.log)
+	rs, err := relaySet(d.cfg, d.log)
 	if err != nil {
 		return nil, &startErr{exitConfig, err}
 	}
-	d.relay = relay
-	d.transport = transport.New(topts)
-	t := d.transport
-	return func() { t.Close() }, nil
+	d.relaySet, d.relay = rs, relayNames(rs)
+	return func() {
+		for _, e := range rs.Endpoints {
+			e.Transport.Close()
+		}
+	}, nil
 }
 
 // startIntake makes sure of the maildrop and listens on the submission
@@ -172,8 +173,8 @@ func (d *daemon) startBackground(ctx context.Context) {
 	notifier, noticesDone := d.startNotifier(ctx) // daemon_policy.go
 	deliverer := delivery.New(delivery.Options{
 		Queue:     d.q,
-		Transport: d.transport,
-		Relay:     d.relay,
+		Endpoints: d.relaySet.Endpoints,
+		Routes:    d.relaySet.Routes,
 		Workers:   d.cfg.Delivery.Workers,
 		Retry:     retryPolicy(d.cfg.Retry), // reload.go
 		// An attempt must end well before its lease runs out, or the
@@ -217,6 +218,10 @@ func (d *daemon) stop() error {
 	d.cancel()
 	<-d.done
 	// The deliverer has closed the transports a reload replaced.
-	errs = append(errs, d.ctl.Close(), d.deliverer.Load().Transport().Close(), d.q.Close())
+	errs = append(errs, d.ctl.Close())
+	for _, t := range d.deliverer.Load().Transports() {
+		errs = append(errs, t.Close())
+	}
+	errs = append(errs, d.q.Close())
 	return errors.Join(errs...)
 }

@@ -109,7 +109,7 @@ func (d *daemon) startNotifier(ctx context.Context) (*delivery.Notifier, <-chan 
 		DelayAfter:  n.DelayWarningAfter.Duration,
 		MaxLifetime: d.cfg.Retry.MaxLifetime.Duration,
 		Hostname:    d.cfg.Submission.Hostname,
-		Relay:       d.relay,
+		Relay:       noticeRelay(d.relaySet), // routing.go
 		Logger:      d.log,
 	})
 	go func() {

@@ -14,7 +14,11 @@ func (d *daemon) relays() []control.RelayStatus {
 	if dv == nil {
 		return nil
 	}
-	return []control.RelayStatus{relayStatus(dv.RelayStatus())}
+	var out []control.RelayStatus
+	for _, st := range dv.RelayStatuses() {
+		out = append(out, relayStatus(st))
+	}
+	return out
 }
 
 // relayStatus carries delivery's view of a relay over the control socket.
@@ -26,7 +30,7 @@ func relayStatus(st delivery.RelayStatus) control.RelayStatus {
 		return &t
 	}
 	return control.RelayStatus{
-		Relay: st.Relay, State: st.State, PausedUntil: timeOrNil(st.PausedUntil), Failures: st.Failures,
+		Relay: st.Relay, ID: st.ID, State: st.State, PausedUntil: timeOrNil(st.PausedUntil), Failures: st.Failures,
 		LastAttempt: timeOrNil(st.LastAttempt), LastReply: st.LastReply,
 	}
 }

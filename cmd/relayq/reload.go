@@ -12,7 +12,6 @@ import (
 	"relayq/config"
 	"relayq/control"
 	"relayq/delivery"
-	"relayq/transport"
 )
 
 // Reloading the configuration: SIGHUP, or `relayq reload` over the control
@@ -21,7 +20,7 @@ import (
 // the transport cannot be built from, is refused with an ERROR line and the
 // configuration in force stays. Otherwise these take effect at once:
 //
-//   - [relay], credentials files included (pass_file and the other _file
+//   - [relay], [[relays]] and [[routes]], credentials files included (pass_file and the other _file
 //     keys are read again), TLS, pool and rate settings: attempts that start
 //     from now on use a new transport; those in flight finish on the old
 //     one, whose connections are then closed;
@@ -73,7 +72,7 @@ func (d *daemon) reload() error {
 		d.log.Error("reload refused; the configuration in force stays", "err", err)
 		return err
 	}
-	topts, relay, err := transportOptions(cfg.Relay, d.log)
+	rs, err := relaySet(cfg, d.log) // routing.go
 	if err != nil {
 		err = fmt.Errorf("%s: relay: %w", source, err)
 		d.log.Error("reload refused; the configuration in force stays", "err", err)
@@ -85,15 +84,11 @@ func (d *daemon) reload() error {
 		d.log.Error("reload refused; the configuration in force stays", "err", err)
 		return err
 	}
+	relay := relayNames(rs)
 	for _, key := range restartKeys(d.cfg, cfg) {
 		d.log.Warn("reload: this setting changes only when relayq restarts; the old value stays in force", "key", key)
 	}
-	dv.SetRelay(delivery.Relay{
-		Transport:     transport.New(topts),
-		Name:          relay,
-		Retry:         retryPolicy(cfg.Retry),
-		HoldUncertain: cfg.Delivery.Uncertain == config.UncertainHold,
-	})
+	dv.SetRelay(rs)
 	d.intake.SetLimits(intakeLimits(cfg.Limits)) // daemon_policy.go
 	d.intake.SetRewriting(rw)
 	if d.rl.level != nil {
@@ -111,6 +106,7 @@ func restartKeys(old, cfg *config.Config) []string {
 	for _, c := range []*config.Config{&a, &b} {
 		c.Relay, c.Retry, c.Limits, c.Health = config.RelayConfig{}, config.RetryConfig{}, config.LimitsConfig{}, config.HealthConfig{}
 		c.Rewrite, c.Aliases, c.Defaults = config.RewriteConfig{}, config.AliasesConfig{}, config.DefaultsConfig{}
+		c.Relays, c.Routes, c.RelayTable = nil, nil, false
 		c.Log.Level, c.Delivery.Uncertain = "", ""
 	}
 	return changedKeys("", reflect.ValueOf(a), reflect.ValueOf(b))

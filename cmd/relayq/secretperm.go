@@ -21,21 +21,32 @@ import (
 // default" holds no secret). Only the warning is given: the daemon starts.
 func warnLooseSecrets(cfg *config.Config, source string, log *slog.Logger) {
 	gid := os.Getgid()
-	if keys := secretsInConfig(cfg.Relay); len(keys) > 0 {
-		warnLooseFile(log, source, strings.Join(keys, ", "), gid,
-			"or move the secrets to pass_file / client_secret_file / refresh_token_file (mode 600) and keep the config readable for sendmail")
-	}
-	a := cfg.Relay.Auth
-	for _, f := range []struct{ key, path string }{
-		{"relay.auth.pass_file", a.PassFile},
-		{"relay.auth.access_token_file", a.AccessTokenFile},
-		{"relay.auth.client_secret_file", a.ClientSecretFile},
-		{"relay.auth.refresh_token_file", a.RefreshTokenFile},
-		{"relay.tls.key_file", cfg.Relay.TLS.KeyFile},
-	} {
-		if f.path != "" {
-			warnLooseFile(log, f.path, f.key, gid, "")
+	var inConfig []string
+	for _, r := range cfg.RelayList() {
+		// [relay]'s keys as before; a [[relays]] entry's as relays[ID].key.
+		rename := func(key string) string { return key }
+		if r.ID != config.DefaultRelayID || len(cfg.Relays) > 0 && !cfg.RelayTable {
+			rename = func(key string) string { return "relays[" + r.ID + "]" + strings.TrimPrefix(key, "relay") }
 		}
+		for _, k := range secretsInConfig(r.RelayConfig) {
+			inConfig = append(inConfig, rename(k))
+		}
+		a := r.Auth
+		for _, f := range []struct{ key, path string }{
+			{"relay.auth.pass_file", a.PassFile},
+			{"relay.auth.access_token_file", a.AccessTokenFile},
+			{"relay.auth.client_secret_file", a.ClientSecretFile},
+			{"relay.auth.refresh_token_file", a.RefreshTokenFile},
+			{"relay.tls.key_file", r.TLS.KeyFile},
+		} {
+			if f.path != "" {
+				warnLooseFile(log, f.path, rename(f.key), gid, "")
+			}
+		}
+	}
+	if len(inConfig) > 0 {
+		warnLooseFile(log, source, strings.Join(inConfig, ", "), gid,
+			"or move the secrets to pass_file / client_secret_file / refresh_token_file (mode 600) and keep the config readable for sendmail")
 	}
 }
 

@@ -113,3 +113,24 @@ func TestWarnLooseSecrets(t *testing.T) {
 	}
 	warnLooseSecrets(config.Default(), "embedded default", slog.New(slog.DiscardHandler)) // no file: nothing to do
 }
+
+// TestWarnLooseSecretsOfEveryRelay: a [[relays]] entry's pass_file that
+// others may read is warned about too, named by the relay's id.
+func TestWarnLooseSecretsOfEveryRelay(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "b.pass")
+	if err := os.WriteFile(secret, []byte("secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{RelayTable: true, Relays: []config.NamedRelay{
+		{ID: "b", RelayConfig: config.RelayConfig{Auth: config.AuthConfig{User: "u", Pass: "p", PassFile: secret}}},
+	}}
+	var buf bytes.Buffer
+	warnLooseSecrets(cfg, filepath.Join(dir, "config.toml"), slog.New(slog.NewTextHandler(&buf, nil)))
+	if out := buf.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "relays[b].auth.pass_file") || !strings.Contains(out, secret) {
+		t.Errorf("log: %s\nwant a warning naming relays[b].auth.pass_file and %s", out, secret)
+	}
+}

@@ -136,7 +136,7 @@ func printShow(w io.Writer, id string, resp *control.Response) {
 		if d.Reason != "" {
 			field("Reason", "%s", deadReason(d.Reason))
 		}
-		printRecipients(w, d.Recipients)
+		printRecipients(w, d.Recipients, severalRelays(d.Recipients))
 	}
 	fmt.Fprintln(w)
 	printHistory(w, created, history)
@@ -172,7 +172,7 @@ func printDamaged(w io.Writer, id string, m *queue.Message, d *queue.DeadLetter)
 	default:
 		fmt.Fprintln(w)
 		field("Dead letter", "died %s after %d attempt(s)", d.Died.Local().Format(time.DateTime), d.Attempts)
-		printRecipients(w, d.Recipients)
+		printRecipients(w, d.Recipients, severalRelays(d.Recipients))
 	}
 }
 
@@ -220,7 +220,7 @@ func printQueued(w io.Writer, field func(name, format string, args ...any), m *q
 	if !m.Held && m.LeasedUntil.IsZero() {
 		field("Next attempt", "%s", when(m.NextAttempt))
 	}
-	printRecipients(w, m.Recipients)
+	printRecipients(w, m.Recipients, severalRelays(m.Recipients))
 }
 
 // deadReason explains a dead letter's Reason.
@@ -291,16 +291,39 @@ func submitterShort(s queue.Submitter) string {
 	return who
 }
 
-func printRecipients(w io.Writer, rs []queue.Recipient) {
+// printRecipients lists each recipient with its state; with several
+// relays (recipients of one message may be sent in parts, one per route),
+// a RELAY column names the relay of each one's latest attempt, or the one
+// it waits for.
+func printRecipients(w io.Writer, rs []queue.Recipient, relays bool) {
 	var rows [][]string
 	for _, r := range rs {
 		next := ""
 		if r.Status.Pending() && !r.NextAttempt.IsZero() {
 			next = r.NextAttempt.Local().Format(time.DateTime)
 		}
-		rows = append(rows, []string{"  " + r.Address, string(r.Status), fmt.Sprint(r.Attempts), next, oneLine(r.LastReply.String())})
+		row := []string{"  " + r.Address, string(r.Status), fmt.Sprint(r.Attempts), next, oneLine(r.LastReply.String())}
+		if relays {
+			row = append(row[:2], append([]string{r.Relay}, row[2:]...)...)
+		}
+		rows = append(rows, row)
+	}
+	if relays {
+		printTableRows(w, "  RECIPIENT\tSTATUS\tRELAY\tATTEMPTS\tNEXT ATTEMPT\tLAST REPLY", rows)
+		return
 	}
 	printTableRows(w, "  RECIPIENT\tSTATUS\tATTEMPTS\tNEXT ATTEMPT\tLAST REPLY", rows)
+}
+
+// severalRelays reports whether the recipients went to (or wait for)
+// more than one relay.
+func severalRelays(rs []queue.Recipient) bool {
+	for _, r := range rs {
+		if r.Relay != "" && r.Relay != rs[0].Relay {
+			return true
+		}
+	}
+	return false
 }
 
 func printHistory(w io.Writer, created time.Time, history []queue.Attempt) {

@@ -12,12 +12,14 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"relayq/config"
 	"relayq/transport"
 )
 
-const verifySynopsis = `relayq verify [-c FILE] [--json] [--debug] [--from ADDR --to ADDR[,ADDR…]]
+const verifySynopsis = `relayq verify [-c FILE] [--json] [--debug] [--relay ID] [--from ADDR --to ADDR[,ADDR…]]
 
-Connects to the configured relay exactly as delivery does (same
+Connects to each configured relay ([relay] and every [[relays]] entry; with
+--relay, only the one with that id, "default" for [relay]) exactly as delivery does (same
 connection, proxy, TLS and AUTH settings and code) and reports what it
 found: the address connected to, the greeting, the EHLO extensions, the
 TLS version, cipher suite and certificate (subject, issuer, expiry, whether
@@ -35,7 +37,7 @@ relay.tls.ca_file…), so run it as the user the daemon runs as. With
 --debug (or relay.debug = true) the conversation is logged to stderr, AUTH
 redacted.
 
-Exit status:
+Exit status (with several relays, that of the first relay not ready):
   0   the relay is ready (and accepted the sender and every recipient)
   64  bad flags, or an address relayq would not send
   69  the relay cannot be reached (connection, TLS, certificate, protocol
@@ -56,6 +58,7 @@ func runVerify(args []string, env cmdEnv) int {
 	cfgPath := fs.String("c", "", "configuration `file`")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	debug := fs.Bool("debug", false, "log the SMTP conversation to stderr (as relay.debug = true)")
+	only := fs.String("relay", "", "check only the relay with this `id` (\"default\" for [relay])")
 	from := fs.String("from", "", "MAIL FROM `address` to try (\"\" with --to: the null sender)")
 	var to addressList
 	fs.Var(&to, "to", "RCPT TO `address`(es) to try; repeat or separate with commas")
@@ -70,19 +73,54 @@ func runVerify(args []string, env cmdEnv) int {
 	if code != exitOK {
 		return code
 	}
-	cfg.Relay.Debug = cfg.Relay.Debug || *debug
-	opts, name, err := transportOptions(cfg.Relay, newLogger(cfg.Log, env.Stderr))
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "relayq verify: %v\n", err)
-		return exitConfig
-	}
 	var envelope *transport.Envelope
 	fromSet := false
 	fs.Visit(func(f *flag.Flag) { fromSet = fromSet || f.Name == "from" })
 	if fromSet || len(to) > 0 {
 		envelope = &transport.Envelope{From: *from, To: to}
 	}
+	list := cfg.RelayList()
+	if *only != "" {
+		list = slices.DeleteFunc(slices.Clone(list), func(r config.NamedRelay) bool { return r.ID != *only })
+		if len(list) == 0 {
+			fmt.Fprintf(env.Stderr, "relayq verify: no relay has id %q\n", *only)
+			return exitUsage
+		}
+	}
+	single := len(cfg.RelayList()) == 1 && len(cfg.Relays) == 0
+	var results []relayResult
+	exit := exitOK
+	for _, r := range list {
+		result, code := verifyRelay(r, single, *debug, envelope, cfg.Log, env)
+		if code == exitConfig && result == nil {
+			return exitConfig
+		}
+		results = append(results, *result)
+		if exit == exitOK {
+			exit = result.Exit
+		}
+	}
+	if *asJSON {
+		return printVerifyJSON(env.Stdout, results)
+	}
+	for _, result := range results {
+		printVerify(env.Stdout, result, time.Now())
+	}
+	return exit
+}
 
+// verifyRelay checks one relay; a nil result means its options are wrong
+// (reported on stderr).
+func verifyRelay(r config.NamedRelay, single, debug bool, envelope *transport.Envelope, logCfg config.LogConfig, env cmdEnv) (*relayResult, int) {
+	r.Debug = r.Debug || debug
+	opts, name, err := transportOptions(r.RelayConfig, newLogger(logCfg, env.Stderr))
+	if !single {
+		name = r.ID + " (" + name + ")"
+	}
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "relayq verify: %s: %v\n", r.ID, err)
+		return nil, exitConfig
+	}
 	tr := transport.New(opts)
 	defer tr.Close()
 	rep, err := tr.Verify(context.Background(), envelope)
@@ -91,11 +129,7 @@ func runVerify(args []string, env cmdEnv) int {
 		result.Error = newVerifyError(err)
 		fmt.Fprintf(env.Stderr, "relayq verify: %s: not ready: %s\n", name, result.Error.Text)
 	}
-	if *asJSON {
-		return printVerifyJSON(env.Stdout, []relayResult{result})
-	}
-	printVerify(env.Stdout, result, time.Now())
-	return result.Exit
+	return &result, result.Exit
 }
 
 // addressList is the --to flag: repeatable, each value a comma-separated
@@ -114,7 +148,7 @@ func (l *addressList) Set(s string) error {
 	return nil
 }
 
-// relayResult is what verify says about one relay (there is one today).
+// relayResult is what verify says about one relay.
 type relayResult struct {
 	Name  string       `json:"relay"` // smtp://host:port, as the daemon logs it
 	Ready bool         `json:"ready"`
