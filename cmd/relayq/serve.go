@@ -38,7 +38,13 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	level := new(slog.LevelVar)
 	level.Set(logLevel(cfg.Log))
-	log := newLevelLogger(cfg.Log, level, env.Stderr)
+	out, closeLog, err := openLogOutput(cfg.Log, env.Stderr) // syslog.go
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
+		return exitUnavailable
+	}
+	defer closeLog()
+	log := newLevelLogger(cfg.Log, level, out)
 	log.Info("relayq starting", "config", source, "settings", cfg)
 	warnLooseSecrets(cfg, source, log)
 
@@ -90,6 +96,9 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 // newLevelLogger is newLogger at level, which the daemon's reload changes.
 func newLevelLogger(c config.LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
+	if c.Output == "syslog" {
+		opts.ReplaceAttr = dropTime // syslog.go
+	}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
