@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"relayq/queue"
@@ -49,6 +50,8 @@ type Deliverer struct {
 	cur *relayInUse // reload.go; opts.Transport, Relay, Retry and HoldUncertain are only New's
 	// relaySet wakes a Run waiting out a relay pause when SetRelay ends it.
 	relaySet chan struct{}
+
+	lastTick atomic.Int64 // liveness.go
 }
 
 // New returns a Deliverer; call Run to start it.
@@ -98,6 +101,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}()
 
 	for {
+		d.tick() // liveness.go
 		// Wait for at least one idle worker, then take every idle one.
 		select {
 		case <-slots:
@@ -189,7 +193,7 @@ func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, sl
 	if failed {
 		wait = time.Second // a store error; don't spin
 	}
-	wait = max(wait, 5*time.Millisecond)
+	wait = min(max(wait, 5*time.Millisecond), maxIdleWait) // liveness.go
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {

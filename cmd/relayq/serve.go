@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
 	"relayq/config"
 )
 
@@ -58,7 +60,11 @@ func runServe(args []string, env cmdEnv) int {
 		}
 		return cfg, source, err
 	}}
-	d, err := startDaemon(cfg, log, rl)
+	var d *daemon
+	inherited, err := inheritedListeners(cfg.Submission) // systemd.go
+	if err == nil {
+		d, err = startDaemon(cfg, log, rl, inherited)
+	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
 		for _, hint := range []string{startupHint(err), stateDirHint(err, cfg.StateDir)} { // maintenance.go, statedir.go
@@ -68,8 +74,9 @@ func runServe(args []string, env cmdEnv) int {
 		}
 		return startupExitCode(err)
 	}
-	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay)
-	d.reloadOn(ctx, hup) // reload.go
+	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay, "socket_activated", len(inherited) > 0)
+	notify(log, sd.SdNotifyReady) // systemd.go
+	d.reloadOn(ctx, hup)          // reload.go
 	log.Info("relayq stopping: no new mail accepted; letting deliveries in flight finish", "grace", cfg.Delivery.ShutdownTimeout.Duration)
 	if err := d.stop(); err != nil {
 		log.Error("shutdown", "err", err)
