@@ -15,3 +15,5 @@ require (
 require golang.org/x/oauth2 v0.38.0
 
 require github.com/emersion/go-message v0.18.2
+
+require github.com/coreos/go-systemd/v22 v22.5.0 // indirect

@@ -207,6 +207,15 @@ type RetryConfig struct {
 type LogConfig struct {
 	Level  string `toml:"level"`  // debug, info (default), warn or error
 	Format string `toml:"format"` // text (default) or json
+	// Output is where log lines go: stderr (default; the journal under
+	// systemd) or syslog.
+	Output string `toml:"output"`
+	// SyslogFacility is the facility of syslog lines: mail (default, as
+	// Postfix: /var/log/mail.log), daemon, user or local0..local7.
+	SyslogFacility string `toml:"syslog_facility"`
+	// SyslogAddress is the syslog daemon's socket; "" means the local one
+	// (/dev/log).
+	SyslogAddress string `toml:"syslog_address"`
 }
 
 // HealthConfig is the [health] table: when `relayq status` exits non-zero,
@@ -261,7 +270,7 @@ func defaults() *Config {
 			MaxInterval:     Duration{time.Hour},
 			MaxLifetime:     Duration{120 * time.Hour},
 		},
-		Log:     LogConfig{Level: "info", Format: "text"},
+		Log:     LogConfig{Level: "info", Format: "text", Output: "stderr", SyslogFacility: "mail"},
 		Notify:  NotifyConfig{Bounce: BounceNone},
 		Rewrite: RewriteConfig{EnvelopeFromWhen: "local", FromHeaderWhen: "local"},
 	}

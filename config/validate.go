@@ -182,6 +182,25 @@ func (l loader) validate(cfg *Config, c *checker) {
 	default:
 		c.add("log.format", "%q is not one of text, json", cfg.Log.Format)
 	}
+	switch cfg.Log.Output {
+	case "stderr", "syslog":
+	default:
+		c.add("log.output", "%q is not one of stderr, syslog", cfg.Log.Output)
+	}
+	if _, ok := SyslogFacilities[cfg.Log.SyslogFacility]; !ok {
+		c.add("log.syslog_facility", "%q is not one of mail, daemon, user, local0 to local7", cfg.Log.SyslogFacility)
+	}
+	if a := cfg.Log.SyslogAddress; a != "" && !filepath.IsAbs(a) {
+		c.add("log.syslog_address", "%q is not an absolute path", a)
+	}
+}
+
+// SyslogFacilities are the values log.syslog_facility takes, with their
+// numbers as in RFC 5424 (log/syslog's Priority, shifted).
+var SyslogFacilities = map[string]int{
+	"mail": 2, "daemon": 3, "user": 1,
+	"local0": 16, "local1": 17, "local2": 18, "local3": 19,
+	"local4": 20, "local5": 21, "local6": 22, "local7": 23,
 }
 
 // SocketGID returns the numeric group for the submission socket, looking a

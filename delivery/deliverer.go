@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"relayq/queue"
@@ -59,6 +60,8 @@ type Deliverer struct {
 	pauses map[string]*relayPause
 	// waiting: relay id → IDs of messages waiting for it (pause.go).
 	waiting map[string]map[string]bool
+
+	lastTick atomic.Int64 // liveness.go
 }
 
 // New returns a Deliverer; call Run to start it.
@@ -108,6 +111,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}()
 
 	for {
+		d.tick() // liveness.go
 		// Wait for at least one idle worker, then take every idle one.
 		select {
 		case <-slots:
@@ -162,7 +166,7 @@ func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, sl
 	if failed {
 		wait = time.Second // a store error; don't spin
 	}
-	wait = max(wait, 5*time.Millisecond)
+	wait = min(max(wait, 5*time.Millisecond), maxIdleWait) // liveness.go
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {

@@ -428,6 +428,14 @@ func (q *Queue) Check() []error {
 	return problems
 }
 
+// Ping runs an empty read through the committer, after the changes queued
+// before it have committed: it returns only when the store answers, which
+// makes it a liveness check (a watchdog runs it with a bound of its own).
+// ErrClosed once the queue is closed.
+func (q *Queue) Ping() error {
+	return q.commit.read(func(*bolt.Tx) error { return nil })
+}
+
 // Changed returns a channel that is closed when a message may have become
 // due sooner than before (a Put, a Release, a rescheduled attempt). Take a
 // new channel after each wake-up.

@@ -91,6 +91,14 @@ type Options struct {
 	// header before the message is queued (rewriting.go); the zero value
 	// changes nothing.
 	Rewriting Rewriting
+	// Inherited are listeners opened by someone else (systemd's socket
+	// activation), keyed by the Socket path or the Listen address they
+	// stand for; Start serves them instead of listening there itself. The
+	// socket file of an inherited listener is left as it is: its mode and
+	// group are the opener's to set (the .socket unit's SocketMode= and
+	// SocketGroup=), and it is not removed at Shutdown, so that clients
+	// wait in its backlog while relayq restarts. Nil means none.
+	Inherited map[string]net.Listener
 }
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.
@@ -193,16 +201,22 @@ func (s *Server) Start() error {
 		return err
 	}
 	if s.opts.Socket != "" {
-		l, err := listenUnix(s.opts.Socket, s.opts.SocketMode, s.opts.SocketGID)
-		if err != nil {
-			return fail(err)
+		l, ok := s.opts.Inherited[s.opts.Socket]
+		if !ok {
+			var err error
+			if l, err = listenUnix(s.opts.Socket, s.opts.SocketMode, s.opts.SocketGID); err != nil {
+				return fail(err)
+			}
 		}
 		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaSocket})
 	}
 	for _, addr := range s.opts.Listen {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fail(fmt.Errorf("spool: listen on %s: %w", addr, err))
+		l, ok := s.opts.Inherited[addr]
+		if !ok {
+			var err error
+			if l, err = net.Listen("tcp", addr); err != nil {
+				return fail(fmt.Errorf("spool: listen on %s: %w", addr, err))
+			}
 		}
 		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaTCP})
 	}

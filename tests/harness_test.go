@@ -130,6 +130,12 @@ type daemon struct {
 	settings settings
 	log      *syncBuffer
 	runs     int
+	// activated are listening sockets handed to every run the way systemd
+	// hands a .socket unit's (LISTEN_FDS, from fd 3), named in
+	// activatedNames; env is added to every run's environment.
+	activated      []*os.File
+	activatedNames []string
+	env            []string
 
 	mu   sync.Mutex
 	proc *process // the current run; nil when not running
@@ -208,9 +214,17 @@ func (d *daemon) spawn() *process {
 	d.runs++
 	fmt.Fprintf(d.log, "----- relayq serve, run %d -----\n", d.runs)
 	cmd := exec.Command(relayqBin, "serve", "-c", d.config)
+	cmd.Env = append(testEnv(), d.env...)
+	if len(d.activated) > 0 {
+		// LISTEN_PID must be relayq's own pid: sh sets it, then becomes
+		// relayq.
+		cmd = exec.Command("/bin/sh", "-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`, relayqBin, "serve", "-c", d.config)
+		cmd.ExtraFiles = d.activated
+		cmd.Env = append(testEnv(), d.env...)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("LISTEN_FDS=%d", len(d.activated)), "LISTEN_FDNAMES="+strings.Join(d.activatedNames, ":"))
+	}
 	cmd.Stderr = d.log
 	cmd.Stdout = d.log
-	cmd.Env = testEnv()
 	if err := cmd.Start(); err != nil {
 		d.t.Fatalf("start relayq serve: %v", err)
 	}
@@ -342,11 +356,16 @@ func (d *daemon) cleanup() {
 }
 
 // testEnv is the environment for relayq processes: the test's own, without
-// any $RELAYQ_CONFIG, so that only -c decides the configuration.
+// any $RELAYQ_CONFIG, so that only -c decides the configuration, and
+// without systemd's variables (should the tests run in a unit), which only
+// the tests of systemd_test.go set.
 func testEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RELAYQ_") {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "RELAYQ_"), strings.HasPrefix(name, "LISTEN_"), strings.HasPrefix(name, "WATCHDOG_"), name == "NOTIFY_SOCKET":
+		default:
 			env = append(env, kv)
 		}
 	}

@@ -2,10 +2,11 @@
 # The whole test suite: formatting, vet, unit tests and end-to-end tests of
 # the real binary, all under the race detector. It installs the real peers
 # the end-to-end tests use when they are missing: swaks, msmtp and mail(1)
-# (bsd-mailx) as clients, and Postfix (also its smtp-sink) and Dovecot
-# (LMTP), which the tests run as private instances in temporary directories
-# (never the system's /etc/postfix or /etc/dovecot). Installing them starts
-# no system mail service.
+# (bsd-mailx) as clients, systemd-analyze (package systemd) for the units,
+# and Postfix (also its smtp-sink) and Dovecot (LMTP), which the tests run
+# as private instances in temporary directories (never the system's
+# /etc/postfix or /etc/dovecot). Installing them starts no system mail
+# service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,9 @@ command -v swaks >/dev/null 2>&1 || need+=(swaks)
 for pkg in postfix dovecot-core dovecot-lmtpd msmtp bsd-mailx; do
 	installed "$pkg" || need+=("$pkg")
 done
+# systemd-analyze (verify and security of the units in systemd/):
+# tests/systemd_test.go. Installing the package starts nothing here.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if ((${#need[@]})); then
 	echo "== installing test peers: ${need[*]}"
 	log=$(mktemp)

@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"relayq/config"
 	"relayq/control"
@@ -33,6 +36,8 @@ type daemon struct {
 	cancel context.CancelFunc // stops the maildrop watcher and delivery
 	done   chan struct{}      // closed when both have returned
 
+	inherited map[string]net.Listener // sockets systemd passed (systemd.go)
+
 	rl       reloader   // reload.go
 	reloadMu sync.Mutex // one reload at a time, none once stopping
 	stopping bool       // guarded by reloadMu
@@ -54,8 +59,8 @@ func (e *startErr) Unwrap() error { return e.err }
 // says why (startErr gives the exit code), and what the steps before it
 // started is undone in reverse order: the queue file's lock released, the
 // sockets closed and removed.
-func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader) (*daemon, error) {
-	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl}
+func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader, inherited map[string]net.Listener) (*daemon, error) {
+	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl, inherited: inherited}
 	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl}
 	var undo []func()
 	for _, step := range steps {
@@ -71,6 +76,7 @@ func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader) (*daemon, er
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.startBackground(ctx)
+	d.runWatchdog(ctx) // systemd.go
 	return d, nil
 }
 
@@ -149,6 +155,7 @@ func (d *daemon) startIntake() (func(), error) {
 		IdleTimeout:           cfg.Submission.IdleTimeout.Duration,
 		MaxMemory:             int64(cfg.Submission.MaxMemory),
 		Rewriting:             rw,
+		Inherited:             d.inherited,
 	})
 	if err := intake.Start(); err != nil {
 		return nil, &startErr{listenExitCode(err), err}
@@ -208,6 +215,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 // importing, let deliveries finish (or give their leases back), then close
 // the store.
 func (d *daemon) stop() error {
+	notify(d.log, sd.SdNotifyStopping) // systemd.go
 	d.reloadMu.Lock()
 	d.stopping = true
 	d.reloadMu.Unlock()

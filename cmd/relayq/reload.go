@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
 	"relayq/config"
 	"relayq/control"
 	"relayq/delivery"
@@ -31,10 +33,10 @@ import (
 //   - [log] level.
 //
 // Everything else (state_dir, [queue], [submission], [control], [delivery]
-// workers and timeouts, [notify], [log] format) is fixed by what was opened
-// at start: a change to it is logged as a warning naming the key, and the
-// old value stays until the next restart. Sockets and queued mail are never
-// touched.
+// workers and timeouts, [notify], [log] format, output and syslog keys) is
+// fixed by what was opened at start: a change to it is logged as a warning
+// naming the key, and the old value stays until the next restart. Sockets
+// and queued mail are never touched.
 
 // reloader is how the daemon reads its configuration again, and the log
 // level it may change.
@@ -67,6 +69,10 @@ func (d *daemon) reload() error {
 	if d.stopping || dv == nil || d.rl.load == nil {
 		return errReloadBusy
 	}
+	// systemd shows the unit as reloading meanwhile (systemd.go); the
+	// daemon is ready again afterwards, with the new file or the old one.
+	notify(d.log, sd.SdNotifyReloading)
+	defer notify(d.log, sd.SdNotifyReady)
 	cfg, source, err := d.rl.load()
 	if err != nil {
 		d.log.Error("reload refused; the configuration in force stays", "err", err)

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
 	"relayq/config"
 )
 
@@ -38,7 +40,13 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	level := new(slog.LevelVar)
 	level.Set(logLevel(cfg.Log))
-	log := newLevelLogger(cfg.Log, level, env.Stderr)
+	out, closeLog, err := openLogOutput(cfg.Log, env.Stderr) // syslog.go
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
+		return exitUnavailable
+	}
+	defer closeLog()
+	log := newLevelLogger(cfg.Log, level, out)
 	log.Info("relayq starting", "config", source, "settings", cfg)
 	warnLooseSecrets(cfg, source, log)
 
@@ -52,7 +60,11 @@ func runServe(args []string, env cmdEnv) int {
 		}
 		return cfg, source, err
 	}}
-	d, err := startDaemon(cfg, log, rl)
+	var d *daemon
+	inherited, err := inheritedListeners(cfg.Submission) // systemd.go
+	if err == nil {
+		d, err = startDaemon(cfg, log, rl, inherited)
+	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
 		for _, hint := range []string{startupHint(err), stateDirHint(err, cfg.StateDir)} { // maintenance.go, statedir.go
@@ -62,8 +74,9 @@ func runServe(args []string, env cmdEnv) int {
 		}
 		return startupExitCode(err)
 	}
-	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay)
-	d.reloadOn(ctx, hup) // reload.go
+	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay, "socket_activated", len(inherited) > 0)
+	notify(log, sd.SdNotifyReady) // systemd.go
+	d.reloadOn(ctx, hup)          // reload.go
 	log.Info("relayq stopping: no new mail accepted; letting deliveries in flight finish", "grace", cfg.Delivery.ShutdownTimeout.Duration)
 	if err := d.stop(); err != nil {
 		log.Error("shutdown", "err", err)
@@ -90,6 +103,9 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 // newLevelLogger is newLogger at level, which the daemon's reload changes.
 func newLevelLogger(c config.LogConfig, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
+	if c.Output == "syslog" {
+		opts.ReplaceAttr = dropTime // syslog.go
+	}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
