@@ -3,11 +3,13 @@ package queue
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,6 +246,31 @@ func TestEmptyFileIsSetAside(t *testing.T) {
 	id := put(t, q, "x\r\n", "a@x.org")
 	if _, err := q.Get(id); err != nil {
 		t.Errorf("the new store does not work: %v", err)
+	}
+}
+
+// TestDirectoryIsNotDamage: a queue path that is a directory used to be
+// reported as a damaged database (ErrDamaged: exit 65 and a hint to run
+// queue check) by Open, CheckFile and CompactFile. It is "is a
+// directory" (syscall.EISDIR), and not ErrDamaged.
+func TestDirectoryIsNotDamage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, openErr := Open(path, Options{})
+	problems, checkErr := CheckFile(path, time.Second)
+	_, compactErr := CompactFile(path, time.Second)
+	for _, c := range []struct {
+		op  string
+		err error
+	}{{"Open", openErr}, {"CheckFile", errors.Join(append(problems, checkErr)...)}, {"CompactFile", compactErr}} {
+		if !errors.Is(c.err, syscall.EISDIR) || errors.Is(c.err, ErrDamaged) || !strings.Contains(fmt.Sprint(c.err), "is a directory") {
+			t.Errorf("%s of a directory: %v; want \"is a directory\", not ErrDamaged", c.op, c.err)
+		}
+	}
+	if problems != nil {
+		t.Errorf("CheckFile reported problems %v; a directory is no file to check", problems)
 	}
 }
 

@@ -14,6 +14,11 @@ import (
 // message, so only the daemon's user may read it.
 const fileMode = 0o600
 
+// errIsDir is reported for a queue path that is a directory. bbolt would
+// open it and call it an invalid database (ErrDamaged), sending the
+// operator to look for damage in a file that is not there.
+var errIsDir = fmt.Errorf("%w, not a queue file", syscall.EISDIR)
+
 // prepareFile looks at the queue file at path before Open hands it to
 // bbolt, and says out loud what it finds wrong:
 //
@@ -25,6 +30,7 @@ const fileMode = 0o600
 //     its first pages.) It is renamed aside to
 //     "<path>.empty.<UTC time>" and logged at ERROR; Open then creates a
 //     new file.
+//   - A directory is refused (errIsDir, matching syscall.EISDIR).
 //   - A file with a mode other than 0600 is chmod'ed to 0600, with a
 //     warning that names the mode it had.
 //
@@ -37,6 +43,8 @@ func prepareFile(path string, now time.Time, log *slog.Logger) error {
 		return nil
 	case err != nil:
 		return err
+	case fi.IsDir():
+		return errIsDir
 	case !fi.Mode().IsRegular():
 		return nil // bbolt will say what is wrong with it
 	case fi.Size() == 0:

@@ -90,6 +90,8 @@ type Queue struct {
 // Open opens (creating it if needed) the store at path. It takes bbolt's
 // exclusive file lock: a second process on the same file gets ErrLocked
 // after Options.LockTimeout. Leases left by a previous run are released.
+// A path that is a directory fails with an error matching syscall.EISDIR,
+// not ErrDamaged: nothing is damaged, the path is wrong.
 func Open(path string, opts Options) (*Queue, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = time.Second
