@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -50,13 +51,22 @@ func prepareFile(path string, now time.Time, log *slog.Logger) error {
 	case fi.Size() == 0:
 		return setAsideEmpty(path, now, log)
 	}
-	if perm := fi.Mode().Perm(); perm != fileMode {
-		if err := os.Chmod(path, fileMode); err != nil {
-			return fmt.Errorf("the queue file has mode %04o, and it cannot be set to %04o: %w", perm, fileMode, err)
-		}
-		log.Warn("the queue file's mode was not 0600: set to 0600 (check what changed it; another user may have read queued mail)",
-			"path", path, "mode", fmt.Sprintf("%04o", perm))
+	return fixMode("the queue file", path, fi.Mode().Perm(), func() error { return os.Chmod(path, fileMode) }, log)
+}
+
+// fixMode sets the file at path, which has the mode perm, to fileMode with
+// chmod, with a warning that names what it is and the mode it had; it
+// does nothing to a file that has fileMode already. The queue file and
+// its in-flight journal (inflight.go) go through it.
+func fixMode(what, path string, perm fs.FileMode, chmod func() error, log *slog.Logger) error {
+	if perm == fileMode {
+		return nil
 	}
+	if err := chmod(); err != nil {
+		return fmt.Errorf("%s has mode %04o, and it cannot be set to %04o: %w", what, perm, fileMode, err)
+	}
+	log.Warn(what+"'s mode was not 0600: set to 0600 (check what changed it; another user may have read what it holds)",
+		"path", path, "mode", fmt.Sprintf("%04o", perm))
 	return nil
 }
 
