@@ -109,7 +109,7 @@ func (q *Queue) DeadCorrupt(l *Lease, cause error) (*Message, error) {
 	}
 	q.leases.drop(l.ID, l.token)
 	q.inflight.end(l.ID)
-	q.forgetInterrupted(l.ID)
+	q.left(l.ID)
 	q.notify()
 	return result, nil
 }

@@ -428,3 +428,34 @@ func TestDamagedNoticeRecordSkipsOnlyItsMessage(t *testing.T) {
 		t.Errorf("FailureNoticesOwed = %v, %v; want only %s", owed, err, dead[1].ID)
 	}
 }
+
+// TestUnreadableRecordIsForgottenOnceGone: Lease remembers the damaged
+// records it skipped (to log each once and to keep NextDue from waking
+// delivery for them), and that set used to keep every ID for as long as
+// the process ran, after delete or expire had taken the record away.
+func TestUnreadableRecordIsForgottenOnceGone(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	deleted := put(t, q, "one\r\n", "a@x.org")
+	expired := put(t, q, "two\r\n", "b@x.org")
+	for _, id := range []string{deleted, expired} {
+		scribble(t, q, bucketMessages, []byte(id), flip(0))
+	}
+	if ls, err := q.Lease(10); err != nil || len(ls) != 0 {
+		t.Fatalf("Lease = %d leases, %v; want none", len(ls), err)
+	}
+	if !q.leases.unreadable([]byte(deleted)) || !q.leases.unreadable([]byte(expired)) {
+		t.Fatal("Lease did not note the damaged records")
+	}
+	if err := one(t, q.Delete, deleted); err != nil {
+		t.Fatal(err)
+	}
+	if err := one(t, q.Expire, expired); err != nil {
+		t.Fatal(err)
+	}
+	q.leases.mu.Lock()
+	left := len(q.leases.warned)
+	q.leases.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d IDs still remembered as unreadable after their records were deleted and expired", left)
+	}
+}

@@ -221,9 +221,13 @@ func (q *Queue) interrupted(id string) bool {
 	return q.interruptedBy[id]
 }
 
-// forgetInterrupted drops id's mark once the message has left the queue.
-func (q *Queue) forgetInterrupted(id string) {
+// left forgets what memory holds of message id once it has left the
+// queue (delivered, dead, deleted, expired): its interrupted mark, and
+// its place among the records Lease found unreadable (lease.go), so that
+// neither grows for as long as the process runs.
+func (q *Queue) left(id string) {
 	q.interruptMu.Lock()
-	defer q.interruptMu.Unlock()
 	delete(q.interruptedBy, id)
+	q.interruptMu.Unlock()
+	q.leases.forget(id)
 }

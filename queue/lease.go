@@ -39,7 +39,7 @@ type leaseTable struct {
 	mu     sync.Mutex
 	seq    uint64
 	held   map[string]heldLease
-	warned map[string]bool // schedule entries already reported as unreadable
+	warned map[string]bool // messages already reported as unreadable, until they leave the queue (Queue.left)
 }
 
 type heldLease struct {
@@ -122,6 +122,14 @@ func (t *leaseTable) warnOnce(id string) bool {
 	}
 	t.warned[id] = true
 	return true
+}
+
+// forget drops id from the unreadable ones: the message has left the
+// queue, and the set must not grow with every damaged record ever seen.
+func (t *leaseTable) forget(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.warned, id)
 }
 
 // unreadable reports whether the message whose ID is the bytes id was
@@ -326,7 +334,7 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 	q.leases.drop(l.ID, l.token)
 	q.inflight.end(l.ID)
 	if len(result.Pending()) == 0 {
-		q.forgetInterrupted(l.ID) // gone: no later attempt to mark
+		q.left(l.ID) // gone: no later attempt to mark
 	}
 	q.notify()
 	return result, nil
