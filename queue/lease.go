@@ -164,11 +164,19 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 	var stale [][]byte
 	err := q.commit.read(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSchedule).Cursor()
-		for k, _ := c.First(); k != nil && len(leases) < max && !scheduleTime(k).After(now); k, _ = c.Next() {
-			if q.leases.heldAt(k[8:], now) {
+		for k, _ := c.First(); k != nil && len(leases) < max; k, _ = c.Next() {
+			due, idb, ok := splitTimeKey(k)
+			if !ok {
+				q.skipDamagedKey(bucketSchedule, k)
 				continue
 			}
-			id := string(k[8:])
+			if due.After(now) {
+				break
+			}
+			if q.leases.heldAt(idb, now) {
+				continue
+			}
+			id := string(idb)
 			m, err := getMessage(tx, id)
 			if errors.Is(err, ErrNotFound) {
 				stale = append(stale, append([]byte(nil), k...))

@@ -74,7 +74,8 @@ type Queue struct {
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed and replaced when something becomes due sooner
 
-	leases leaseTable // lease.go: in memory only
+	leases  leaseTable  // lease.go: in memory only
+	badKeys damagedKeys // damage.go: damaged keys already logged
 
 	inflight      *inflight // inflight.go: nil when it could not be opened
 	interruptMu   sync.Mutex
@@ -463,14 +464,19 @@ func (q *Queue) NextDue() (time.Time, bool) {
 	_ = q.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSchedule).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			if q.leases.unreadable(k[8:]) {
+			at, id, ok := splitTimeKey(k)
+			if !ok {
+				q.skipDamagedKey(bucketSchedule, k)
 				continue
 			}
-			if until, leased := q.leases.until(string(k[8:]), now); leased {
+			if q.leases.unreadable(id) {
+				continue
+			}
+			if until, leased := q.leases.until(string(id), now); leased {
 				earlier(until)
 				continue
 			}
-			earlier(scheduleTime(k))
+			earlier(at)
 			return nil
 		}
 		return nil
@@ -485,8 +491,15 @@ func scheduleKey(t time.Time, id string) []byte {
 	return k
 }
 
-func scheduleTime(k []byte) time.Time {
-	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+// splitTimeKey splits a key of a bucket keyed by time ‖ id (the schedule,
+// the archive's time index) into its time and ID. ok is false for a key
+// too short to hold both, which only damage to the file's pages makes:
+// whoever walks the bucket skips it (skipDamagedKey), and Check names it.
+func splitTimeKey(k []byte) (t time.Time, id []byte, ok bool) {
+	if len(k) <= 8 {
+		return time.Time{}, nil, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), k[8:], true
 }
 
 // dueAt is where a message sits in the schedule: its next attempt.
