@@ -75,6 +75,7 @@ type Queue struct {
 	wake   chan struct{} // closed and replaced when something becomes due sooner
 
 	leases  leaseTable  // lease.go: in memory only
+	stale   staleTable  // lease.go: schedule entries of missing messages being dropped
 	badKeys damagedKeys // damage.go: damaged keys already logged
 
 	inflight      *inflight // inflight.go: nil when it could not be opened
@@ -451,7 +452,9 @@ func (q *Queue) notify() {
 // or the earliest lease runs out if that is sooner, and false when nothing
 // is scheduled. Messages Lease found unreadable (damaged records) are left
 // out: they are never due, and counting them would wake delivery at once,
-// again and again.
+// again and again. So are schedule entries of missing messages while they
+// are being dropped; after a failed drop they are due when it is tried
+// again.
 func (q *Queue) NextDue() (time.Time, bool) {
 	var due time.Time
 	var ok bool
@@ -467,6 +470,14 @@ func (q *Queue) NextDue() (time.Time, bool) {
 			at, id, ok := splitTimeKey(k)
 			if !ok {
 				q.skipDamagedKey(bucketSchedule, k)
+				continue
+			}
+			if retry, ok := q.stale.retryAt(k); ok {
+				// Its drop is under way, or failed and waits: due
+				// when the drop is to be tried again, not at once.
+				if !retry.IsZero() {
+					earlier(retry)
+				}
 				continue
 			}
 			if q.leases.unreadable(id) {
