@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -256,8 +257,7 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 	cutoff := q.opts.Now().Add(-q.opts.HistoryRetention)
 	var due bool
 	_ = q.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bucketArchiveTime).Cursor().First()
-		due = k != nil && scheduleTime(k).Before(cutoff)
+		due = len(q.expiredHistory(tx, cutoff, 1)) > 0
 		return nil
 	})
 	if !due {
@@ -265,12 +265,7 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 	}
 	var n int
 	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
-		n = 0
-		var keys [][]byte
-		c := tx.Bucket(bucketArchiveTime).Cursor()
-		for k, _ := c.First(); k != nil && len(keys) < max && scheduleTime(k).Before(cutoff); k, _ = c.Next() {
-			keys = append(keys, append([]byte(nil), k...))
-		}
+		keys := q.expiredHistory(tx, cutoff, max)
 		for _, k := range keys {
 			if err := tx.Bucket(bucketArchiveTime).Delete(k); err != nil {
 				return err
@@ -286,6 +281,25 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 		return 0, fmt.Errorf("queue: prune history: %w", err)
 	}
 	return n, nil
+}
+
+// expiredHistory returns the keys of up to max entries of the archive's
+// time index written before cutoff, oldest first; damaged keys are skipped.
+func (q *Queue) expiredHistory(tx *bolt.Tx, cutoff time.Time, max int) [][]byte {
+	var keys [][]byte
+	c := tx.Bucket(bucketArchiveTime).Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
+		left, _, ok := splitTimeKey(k)
+		if !ok {
+			q.skipDamagedKey(bucketArchiveTime, k)
+			continue
+		}
+		if !left.Before(cutoff) {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	return keys
 }
 
 // startPruner runs PruneHistory in the background until the store closes.
@@ -341,7 +355,11 @@ func checkArchive(tx *bolt.Tx) []error {
 		return nil
 	})
 	_ = index.ForEach(func(k, _ []byte) error {
-		if len(k) < 8 || archive.Get(k[8:]) == nil {
+		_, id, ok := splitTimeKey(k)
+		switch {
+		case !ok:
+			problems = append(problems, damagedKey(bucketArchiveTime, k))
+		case archive.Get(id) == nil:
 			problems = append(problems, fmt.Errorf("archive index entry %q: no such record", k))
 		}
 		return nil

@@ -10,13 +10,23 @@ import (
 // checkIndex verifies relayq's own invariants on top of bbolt's: each
 // message has exactly its one schedule entry (none while held) and a body;
 // every schedule entry and body chunk belongs to something; every body
-// with a checksum (Message.BodyCRC32C) matches it.
+// with a checksum (Message.BodyCRC32C) matches it; every key of a bucket
+// keyed by message ID is a queue ID, every schedule key holds a time and
+// an ID (damagedKey).
 func checkIndex(tx *bolt.Tx) []error {
 	var problems []error
 	messages := tx.Bucket(bucketMessages)
 	bodies := tx.Bucket(bucketBodies)
 	dead := tx.Bucket(bucketDead)
 	sched := tx.Bucket(bucketSchedule)
+	for _, b := range [][]byte{bucketMessages, bucketDead, bucketNotices, bucketArchive} {
+		_ = tx.Bucket(b).ForEach(func(k, _ []byte) error {
+			if !ValidID(string(k)) {
+				problems = append(problems, damagedKey(b, k))
+			}
+			return nil
+		})
+	}
 
 	_ = messages.ForEach(func(k, v []byte) error {
 		m, err := decodeMessage(v)
@@ -55,7 +65,11 @@ func checkIndex(tx *bolt.Tx) []error {
 		return nil
 	})
 	_ = sched.ForEach(func(k, _ []byte) error {
-		id := k[8:]
+		_, id, ok := splitTimeKey(k)
+		if !ok {
+			problems = append(problems, damagedKey(bucketSchedule, k))
+			return nil
+		}
 		v := messages.Get(id)
 		if v == nil {
 			problems = append(problems, fmt.Errorf("schedule entry for %s: no such message", id))

@@ -2,7 +2,9 @@ package queue
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -67,6 +69,53 @@ func deleteTimeKeyed(b *bolt.Bucket, id string) error {
 	return nil
 }
 
+// Damaged keys: a key of the schedule or the archive's time index too
+// short to hold a time and an ID, or a key of a bucket keyed by message ID
+// that is no queue ID. relayq never writes one; a broken page can hold
+// one. Whoever walks the bucket skips it, logging it once per run; Check
+// names it (damagedKey). Nothing deletes it: it names no message, and the
+// operator should see it in `relayq queue check`.
+
+// damagedKeys is the set of damaged keys already logged. It holds only
+// what damage to the file put there, so it stays small.
+type damagedKeys struct {
+	mu     sync.Mutex
+	logged map[string]bool
+}
+
+// skipDamagedKey logs, the first time, that the damaged key k of bucket
+// is skipped.
+func (q *Queue) skipDamagedKey(bucket, k []byte) {
+	name := string(bucket) + "/" + string(k)
+	q.badKeys.mu.Lock()
+	first := !q.badKeys.logged[name]
+	if first {
+		if q.badKeys.logged == nil {
+			q.badKeys.logged = make(map[string]bool)
+		}
+		q.badKeys.logged[name] = true
+	}
+	q.badKeys.mu.Unlock()
+	if first {
+		q.log.Error("skipping a damaged key in the queue file; relayq queue check names it",
+			"bucket", string(bucket), "key", hex.EncodeToString(k))
+	}
+}
+
+// damagedKey is the problem Check reports for the damaged key k of bucket.
+func damagedKey(bucket, k []byte) error {
+	why := "too short to hold a time and an ID; skipped"
+	if !timeKeyed(bucket) {
+		why = "not a queue ID"
+	}
+	return fmt.Errorf("bucket %s: damaged key %x (%d bytes, %s)", bucket, k, len(k), why)
+}
+
+// timeKeyed reports whether bucket is keyed by time ‖ id.
+func timeKeyed(bucket []byte) bool {
+	return bytes.Equal(bucket, bucketSchedule) || bytes.Equal(bucket, bucketArchiveTime)
+}
+
 // CorruptLine is the first line of the reply every pending recipient of
 // a message whose body failed its checksum gets in its dead letter.
 const CorruptLine = "message body is corrupt in the queue file (checksum mismatch); not sent"
@@ -109,7 +158,7 @@ func (q *Queue) DeadCorrupt(l *Lease, cause error) (*Message, error) {
 	}
 	q.leases.drop(l.ID, l.token)
 	q.inflight.end(l.ID)
-	q.forgetInterrupted(l.ID)
+	q.left(l.ID)
 	q.notify()
 	return result, nil
 }

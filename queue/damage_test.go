@@ -3,11 +3,13 @@ package queue
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,6 +249,31 @@ func TestEmptyFileIsSetAside(t *testing.T) {
 	}
 }
 
+// TestDirectoryIsNotDamage: a queue path that is a directory used to be
+// reported as a damaged database (ErrDamaged: exit 65 and a hint to run
+// queue check) by Open, CheckFile and CompactFile. It is "is a
+// directory" (syscall.EISDIR), and not ErrDamaged.
+func TestDirectoryIsNotDamage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, openErr := Open(path, Options{})
+	problems, checkErr := CheckFile(path, time.Second)
+	_, compactErr := CompactFile(path, time.Second)
+	for _, c := range []struct {
+		op  string
+		err error
+	}{{"Open", openErr}, {"CheckFile", errors.Join(append(problems, checkErr)...)}, {"CompactFile", compactErr}} {
+		if !errors.Is(c.err, syscall.EISDIR) || errors.Is(c.err, ErrDamaged) || !strings.Contains(fmt.Sprint(c.err), "is a directory") {
+			t.Errorf("%s of a directory: %v; want \"is a directory\", not ErrDamaged", c.op, c.err)
+		}
+	}
+	if problems != nil {
+		t.Errorf("CheckFile reported problems %v; a directory is no file to check", problems)
+	}
+}
+
 // TestFileModeIsFixed: a queue file readable by others is set to 0600 at
 // open, with a warning naming the mode it had.
 func TestFileModeIsFixed(t *testing.T) {
@@ -399,5 +426,36 @@ func TestDamagedNoticeRecordSkipsOnlyItsMessage(t *testing.T) {
 	owed, err := q.FailureNoticesOwed(time.Time{})
 	if err != nil || len(owed) != 1 || owed[0].ID != dead[1].ID {
 		t.Errorf("FailureNoticesOwed = %v, %v; want only %s", owed, err, dead[1].ID)
+	}
+}
+
+// TestUnreadableRecordIsForgottenOnceGone: Lease remembers the damaged
+// records it skipped (to log each once and to keep NextDue from waking
+// delivery for them), and that set used to keep every ID for as long as
+// the process ran, after delete or expire had taken the record away.
+func TestUnreadableRecordIsForgottenOnceGone(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	deleted := put(t, q, "one\r\n", "a@x.org")
+	expired := put(t, q, "two\r\n", "b@x.org")
+	for _, id := range []string{deleted, expired} {
+		scribble(t, q, bucketMessages, []byte(id), flip(0))
+	}
+	if ls, err := q.Lease(10); err != nil || len(ls) != 0 {
+		t.Fatalf("Lease = %d leases, %v; want none", len(ls), err)
+	}
+	if !q.leases.unreadable([]byte(deleted)) || !q.leases.unreadable([]byte(expired)) {
+		t.Fatal("Lease did not note the damaged records")
+	}
+	if err := one(t, q.Delete, deleted); err != nil {
+		t.Fatal(err)
+	}
+	if err := one(t, q.Expire, expired); err != nil {
+		t.Fatal(err)
+	}
+	q.leases.mu.Lock()
+	left := len(q.leases.warned)
+	q.leases.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d IDs still remembered as unreadable after their records were deleted and expired", left)
 	}
 }

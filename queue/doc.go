@@ -54,7 +54,10 @@
 //     dead-lettered with reason corrupt. Records from before the checksum
 //     have none and are delivered unchecked. An existing 0-byte file is
 //     set aside, never silently made a new queue; a mode other than 0600
-//     is set back with a warning.
+//     (of the file and of its in-flight journal) is set back with a
+//     warning. A damaged key (one too short for a time and an ID in the
+//     schedule or the history index, one that is no queue ID elsewhere)
+//     is skipped and logged once, and Check names it in hex.
 //
 // Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes),
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -47,14 +48,24 @@ type inflight struct {
 }
 
 // openInflight reads what the journal at path says was interrupted, then
-// starts it afresh.
-func openInflight(path string, off func(error)) (*inflight, map[string]bool, error) {
+// starts it afresh. An existing journal keeps its mode through the
+// O_TRUNC open, so it is set to fileMode like the queue file, with a
+// warning (log); one that cannot be is not used.
+func openInflight(path string, off func(error), log *slog.Logger) (*inflight, map[string]bool, error) {
 	interrupted, err := readInflight(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, fileMode)
 	if err != nil {
+		return nil, interrupted, fmt.Errorf("queue: in-flight journal: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = fixMode("the in-flight journal", path, fi.Mode().Perm(), func() error { return f.Chmod(fileMode) }, log)
+	}
+	if err != nil {
+		f.Close()
 		return nil, interrupted, fmt.Errorf("queue: in-flight journal: %w", err)
 	}
 	preallocate(f)
@@ -191,7 +202,7 @@ func (j *inflight) close() error {
 func (q *Queue) startInflight(path string) {
 	j, interrupted, err := openInflight(path, func(err error) {
 		q.log.Error("in-flight journal stopped; redeliveries after a crash will not be marked", "path", path, "err", err)
-	})
+	}, q.log)
 	if err != nil {
 		q.log.Warn("no in-flight journal; redeliveries after a crash will not be marked", "path", path, "err", err)
 	}
@@ -210,9 +221,13 @@ func (q *Queue) interrupted(id string) bool {
 	return q.interruptedBy[id]
 }
 
-// forgetInterrupted drops id's mark once the message has left the queue.
-func (q *Queue) forgetInterrupted(id string) {
+// left forgets what memory holds of message id once it has left the
+// queue (delivered, dead, deleted, expired): its interrupted mark, and
+// its place among the records Lease found unreadable (lease.go), so that
+// neither grows for as long as the process runs.
+func (q *Queue) left(id string) {
 	q.interruptMu.Lock()
-	defer q.interruptMu.Unlock()
 	delete(q.interruptedBy, id)
+	q.interruptMu.Unlock()
+	q.leases.forget(id)
 }

@@ -1,9 +1,12 @@
 package queue
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -86,7 +89,7 @@ func TestInterruptedAfterStop(t *testing.T) {
 // journal once it passes inflightCompactAt, keeping only the open ones.
 func TestInflightJournalStaysSmall(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "q.inflight")
-	j, interrupted, err := openInflight(path, func(err error) { t.Errorf("journal stopped: %v", err) })
+	j, interrupted, err := openInflight(path, func(err error) { t.Errorf("journal stopped: %v", err) }, slog.Default())
 	if err != nil || len(interrupted) != 0 {
 		t.Fatalf("open: %v %v", interrupted, err)
 	}
@@ -108,5 +111,31 @@ func TestInflightJournalStaysSmall(t *testing.T) {
 	open, err := readInflight(path)
 	if err != nil || len(open) != 1 || !open["keep1"] {
 		t.Errorf("journal says %v open (%v), want keep1 only", open, err)
+	}
+}
+
+// TestInflightJournalModeIsFixed: the journal (it names the messages out
+// for delivery) kept whatever mode an existing file had, since opening it
+// with O_TRUNC does not change that. It is set to 0600 at open, with a
+// warning naming the mode it had, as the queue file is.
+func TestInflightJournalModeIsFixed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	journal := path + inflightSuffix
+	if err := os.WriteFile(journal, []byte("+0000000000000000ABCD\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(journal, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	q := openAt(t, path, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if fi, err := os.Stat(journal); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("journal mode after open: %v, %v; want 0600", fi.Mode(), err)
+	}
+	if !strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), "mode=0644") || !strings.Contains(log.String(), "in-flight journal") {
+		t.Errorf("log %q: want a warning about the in-flight journal with mode=0644", log.String())
+	}
+	if q.inflight == nil {
+		t.Error("the journal is off after its mode was fixed")
 	}
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,7 +40,7 @@ type leaseTable struct {
 	mu     sync.Mutex
 	seq    uint64
 	held   map[string]heldLease
-	warned map[string]bool // schedule entries already reported as unreadable
+	warned map[string]bool // messages already reported as unreadable, until they leave the queue (Queue.left)
 }
 
 type heldLease struct {
@@ -124,6 +125,14 @@ func (t *leaseTable) warnOnce(id string) bool {
 	return true
 }
 
+// forget drops id from the unreadable ones: the message has left the
+// queue, and the set must not grow with every damaged record ever seen.
+func (t *leaseTable) forget(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.warned, id)
+}
+
 // unreadable reports whether the message whose ID is the bytes id was
 // found unreadable (warnOnce) by Lease, which skips it.
 func (t *leaseTable) unreadable(id []byte) bool {
@@ -156,14 +165,23 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 	var stale [][]byte
 	err := q.commit.read(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSchedule).Cursor()
-		for k, _ := c.First(); k != nil && len(leases) < max && !scheduleTime(k).After(now); k, _ = c.Next() {
-			if q.leases.heldAt(k[8:], now) {
+		for k, _ := c.First(); k != nil && len(leases) < max; k, _ = c.Next() {
+			due, idb, ok := splitTimeKey(k)
+			if !ok {
+				q.skipDamagedKey(bucketSchedule, k)
 				continue
 			}
-			id := string(k[8:])
+			if due.After(now) {
+				break
+			}
+			if q.leases.heldAt(idb, now) || !q.stale.due(k, now) {
+				continue
+			}
+			id := string(idb)
 			m, err := getMessage(tx, id)
 			if errors.Is(err, ErrNotFound) {
-				stale = append(stale, append([]byte(nil), k...))
+				q.stale.begin(k)
+				stale = append(stale, bytes.Clone(k))
 				continue
 			}
 			if err != nil {
@@ -197,7 +215,9 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 
 // dropStaleSchedule deletes schedule entries whose message is gone, so that
 // they stop being looked at. It runs outside the committer's loop (Lease
-// runs inside it) and checks again in its own commit.
+// runs inside it) and checks again in its own commit. While it runs, and
+// for a while after it failed, Lease and NextDue pass the entries over
+// (staleTable).
 func (q *Queue) dropStaleSchedule(keys [][]byte) {
 	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
 		for _, k := range keys {
@@ -210,11 +230,95 @@ func (q *Queue) dropStaleSchedule(keys [][]byte) {
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, ErrClosed) {
-		q.log.Error("cannot drop schedule entries of missing messages", "count", len(keys), "err", err)
-		return
+	switch {
+	case errors.Is(err, ErrClosed):
+	case err != nil:
+		retry := q.stale.failed(keys, q.opts.Now())
+		q.log.Error("cannot drop schedule entries of missing messages; trying again later",
+			"count", len(keys), "retry", retry, "err", err)
+	default:
+		q.stale.dropped(keys)
+		q.log.Warn("dropped schedule entries of missing messages", "count", len(keys))
 	}
-	q.log.Warn("dropped schedule entries of missing messages", "count", len(keys))
+}
+
+// Backoff of a drop of stale schedule entries that failed: the first retry
+// after staleRetryMin, each next one after twice as long, up to
+// staleRetryMax.
+const (
+	staleRetryMin = time.Second
+	staleRetryMax = time.Minute
+)
+
+// staleTable holds the schedule entries whose message is missing while
+// their drop (dropStaleSchedule) is under way or failed lately. Without
+// it, a drop that keeps failing (a full disk, an I/O error) would be tried
+// at every Lease, and NextDue would report the entries due in the past,
+// waking delivery at once to lease nothing, again and again: a busy loop
+// on a store error. An entry leaves it when its drop succeeds.
+type staleTable struct {
+	mu   sync.Mutex
+	keys map[string]staleDrop
+}
+
+type staleDrop struct {
+	retry time.Time     // when the drop may be tried again; zero while under way
+	wait  time.Duration // the backoff after its next failure
+}
+
+// due reports whether Lease may look at schedule key k at now: it is not
+// in the table, or its backoff has run out.
+func (s *staleTable) due(k []byte, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.keys[string(k)]
+	return !ok || !d.retry.IsZero() && !now.Before(d.retry)
+}
+
+// retryAt reports whether schedule key k is in the table, and when its
+// drop is to be tried again (zero while it is under way).
+func (s *staleTable) retryAt(k []byte) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.keys[string(k)]
+	return d.retry, ok
+}
+
+// begin notes that a drop of k is under way.
+func (s *staleTable) begin(k []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys == nil {
+		s.keys = make(map[string]staleDrop)
+	}
+	d := s.keys[string(k)]
+	d.retry = time.Time{}
+	s.keys[string(k)] = d
+}
+
+// failed starts (or lengthens) the backoff of keys after their drop
+// failed at now, and returns when they are due again.
+func (s *staleTable) failed(keys [][]byte, now time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var retry time.Time
+	for _, k := range keys {
+		d := s.keys[string(k)]
+		d.wait = max(d.wait, staleRetryMin)
+		d.retry, retry = now.Add(d.wait), now.Add(d.wait)
+		d.wait = min(2*d.wait, staleRetryMax)
+		s.keys[string(k)] = d
+	}
+	return retry
+}
+
+// dropped forgets keys, deleted from the schedule.
+func (s *staleTable) dropped(keys [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		delete(s.keys, string(k))
+	}
 }
 
 // Release gives a leased message back without an attempt (shutdown): it is
@@ -326,7 +430,7 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 	q.leases.drop(l.ID, l.token)
 	q.inflight.end(l.ID)
 	if len(result.Pending()) == 0 {
-		q.forgetInterrupted(l.ID) // gone: no later attempt to mark
+		q.left(l.ID) // gone: no later attempt to mark
 	}
 	q.notify()
 	return result, nil

@@ -224,6 +224,9 @@ func openReadOnly(op, path string, lockTimeout time.Duration) (*bolt.DB, error) 
 	if err != nil {
 		return nil, fmt.Errorf("queue: %s %s: %w", op, path, err)
 	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("queue: %s %s: %w", op, path, errIsDir)
+	}
 	if fi.Mode().IsRegular() && fi.Size() == 0 {
 		// bbolt would try to write a new database into it, and fail
 		// with a baffling "bad file descriptor" on the read-only file.
@@ -291,6 +294,9 @@ func CompactFile(path string, lockTimeout time.Duration) (res CompactResult, err
 		return res, err
 	}
 	res.SizeBefore = fi.Size()
+	if fi.IsDir() {
+		return res, errIsDir
+	}
 	if fi.Size() == 0 {
 		return res, ErrEmpty
 	}

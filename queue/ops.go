@@ -194,7 +194,7 @@ func messageIDs(tx *bolt.Tx, keep func(*Message) bool) ([]string, error) {
 // keeps the body. A damaged record (one that does not decode) goes the
 // same way.
 func (q *Queue) Delete(ids []string) ([]IDResult, error) {
-	return q.each("delete", ids, func(tx *bolt.Tx, id string, now time.Time) error {
+	return q.forgetLeft(q.each("delete", ids, func(tx *bolt.Tx, id string, now time.Time) error {
 		m, err := q.unleased(tx, id)
 		if errors.Is(err, ErrRecordDamaged) {
 			return q.removeDamaged(tx, id, false, now)
@@ -203,7 +203,18 @@ func (q *Queue) Delete(ids []string) ([]IDResult, error) {
 			return err
 		}
 		return q.remove(tx, m)
-	})
+	}))
+}
+
+// forgetLeft has the store forget (Queue.left) the messages of res that
+// left the queue.
+func (q *Queue) forgetLeft(res []IDResult, err error) ([]IDResult, error) {
+	for _, r := range res {
+		if r.Err == nil {
+			q.left(r.ID)
+		}
+	}
+	return res, err
 }
 
 // ExpiredByOperator is the first line of the reply a recipient gets when
@@ -216,7 +227,7 @@ const ExpiredByOperator = "expired by operator"
 // dead letter. A damaged record leaves the queue for a dead letter of
 // reason ReasonDamaged, which keeps the body but knows no recipients.
 func (q *Queue) Expire(ids []string) ([]IDResult, error) {
-	return q.each("expire", ids, func(tx *bolt.Tx, id string, now time.Time) error {
+	return q.forgetLeft(q.each("expire", ids, func(tx *bolt.Tx, id string, now time.Time) error {
 		m, err := q.unleased(tx, id)
 		if errors.Is(err, ErrRecordDamaged) {
 			return q.removeDamaged(tx, id, true, now)
@@ -237,5 +248,5 @@ func (q *Queue) Expire(ids []string) ([]IDResult, error) {
 			}
 		}
 		return q.remove(tx, m)
-	})
+	}))
 }

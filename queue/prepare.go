@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,11 @@ import (
 // fileMode is the only mode a queue file may have: it holds every queued
 // message, so only the daemon's user may read it.
 const fileMode = 0o600
+
+// errIsDir is reported for a queue path that is a directory. bbolt would
+// open it and call it an invalid database (ErrDamaged), sending the
+// operator to look for damage in a file that is not there.
+var errIsDir = fmt.Errorf("%w, not a queue file", syscall.EISDIR)
 
 // prepareFile looks at the queue file at path before Open hands it to
 // bbolt, and says out loud what it finds wrong:
@@ -25,6 +31,7 @@ const fileMode = 0o600
 //     its first pages.) It is renamed aside to
 //     "<path>.empty.<UTC time>" and logged at ERROR; Open then creates a
 //     new file.
+//   - A directory is refused (errIsDir, matching syscall.EISDIR).
 //   - A file with a mode other than 0600 is chmod'ed to 0600, with a
 //     warning that names the mode it had.
 //
@@ -37,18 +44,29 @@ func prepareFile(path string, now time.Time, log *slog.Logger) error {
 		return nil
 	case err != nil:
 		return err
+	case fi.IsDir():
+		return errIsDir
 	case !fi.Mode().IsRegular():
 		return nil // bbolt will say what is wrong with it
 	case fi.Size() == 0:
 		return setAsideEmpty(path, now, log)
 	}
-	if perm := fi.Mode().Perm(); perm != fileMode {
-		if err := os.Chmod(path, fileMode); err != nil {
-			return fmt.Errorf("the queue file has mode %04o, and it cannot be set to %04o: %w", perm, fileMode, err)
-		}
-		log.Warn("the queue file's mode was not 0600: set to 0600 (check what changed it; another user may have read queued mail)",
-			"path", path, "mode", fmt.Sprintf("%04o", perm))
+	return fixMode("the queue file", path, fi.Mode().Perm(), func() error { return os.Chmod(path, fileMode) }, log)
+}
+
+// fixMode sets the file at path, which has the mode perm, to fileMode with
+// chmod, with a warning that names what it is and the mode it had; it
+// does nothing to a file that has fileMode already. The queue file and
+// its in-flight journal (inflight.go) go through it.
+func fixMode(what, path string, perm fs.FileMode, chmod func() error, log *slog.Logger) error {
+	if perm == fileMode {
+		return nil
 	}
+	if err := chmod(); err != nil {
+		return fmt.Errorf("%s has mode %04o, and it cannot be set to %04o: %w", what, perm, fileMode, err)
+	}
+	log.Warn(what+"'s mode was not 0600: set to 0600 (check what changed it; another user may have read what it holds)",
+		"path", path, "mode", fmt.Sprintf("%04o", perm))
 	return nil
 }
 

@@ -74,7 +74,9 @@ type Queue struct {
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed and replaced when something becomes due sooner
 
-	leases leaseTable // lease.go: in memory only
+	leases  leaseTable  // lease.go: in memory only
+	stale   staleTable  // lease.go: schedule entries of missing messages being dropped
+	badKeys damagedKeys // damage.go: damaged keys already logged
 
 	inflight      *inflight // inflight.go: nil when it could not be opened
 	interruptMu   sync.Mutex
@@ -90,6 +92,8 @@ type Queue struct {
 // Open opens (creating it if needed) the store at path. It takes bbolt's
 // exclusive file lock: a second process on the same file gets ErrLocked
 // after Options.LockTimeout. Leases left by a previous run are released.
+// A path that is a directory fails with an error matching syscall.EISDIR,
+// not ErrDamaged: nothing is damaged, the path is wrong.
 func Open(path string, opts Options) (*Queue, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = time.Second
@@ -456,7 +460,9 @@ func (q *Queue) notify() {
 // or the earliest lease runs out if that is sooner, and false when nothing
 // is scheduled. Messages Lease found unreadable (damaged records) are left
 // out: they are never due, and counting them would wake delivery at once,
-// again and again.
+// again and again. So are schedule entries of missing messages while they
+// are being dropped; after a failed drop they are due when it is tried
+// again.
 func (q *Queue) NextDue() (time.Time, bool) {
 	var due time.Time
 	var ok bool
@@ -469,14 +475,27 @@ func (q *Queue) NextDue() (time.Time, bool) {
 	_ = q.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSchedule).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			if q.leases.unreadable(k[8:]) {
+			at, id, ok := splitTimeKey(k)
+			if !ok {
+				q.skipDamagedKey(bucketSchedule, k)
 				continue
 			}
-			if until, leased := q.leases.until(string(k[8:]), now); leased {
+			if retry, ok := q.stale.retryAt(k); ok {
+				// Its drop is under way, or failed and waits: due
+				// when the drop is to be tried again, not at once.
+				if !retry.IsZero() {
+					earlier(retry)
+				}
+				continue
+			}
+			if q.leases.unreadable(id) {
+				continue
+			}
+			if until, leased := q.leases.until(string(id), now); leased {
 				earlier(until)
 				continue
 			}
-			earlier(scheduleTime(k))
+			earlier(at)
 			return nil
 		}
 		return nil
@@ -491,8 +510,15 @@ func scheduleKey(t time.Time, id string) []byte {
 	return k
 }
 
-func scheduleTime(k []byte) time.Time {
-	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])))
+// splitTimeKey splits a key of a bucket keyed by time ‖ id (the schedule,
+// the archive's time index) into its time and ID. ok is false for a key
+// too short to hold both, which only damage to the file's pages makes:
+// whoever walks the bucket skips it (skipDamagedKey), and Check names it.
+func splitTimeKey(k []byte) (t time.Time, id []byte, ok bool) {
+	if len(k) <= 8 {
+		return time.Time{}, nil, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), k[8:], true
 }
 
 // dueAt is where a message sits in the schedule: its next attempt.

@@ -78,6 +78,11 @@ func TestStartupFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, exitCantCreate, "no such file or directory", nil},
+		{"queue file is a directory", func(t *testing.T, dir string, c *startConfig) {
+			if err := os.Mkdir(filepath.Join(dir, "queue.db"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, exitCantCreate, "is a directory", nil},
 		{"bad CA file", func(t *testing.T, dir string, c *startConfig) {
 			writeFile(t, filepath.Join(dir, "ca.pem"), "not a certificate")
 			c.extra = fmt.Sprintf("\n[relay.tls]\nca_file = %q\n", filepath.Join(dir, "ca.pem"))

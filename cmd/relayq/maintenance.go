@@ -101,6 +101,7 @@ func printInconsistencyAdvice(w io.Writer) {
 	fmt.Fprint(w, `bbolt reads the file without trouble, but relayq's records disagree; relayq serve still starts.
   - A message with no schedule entry is never tried: relayq queue retry ID schedules it again.
   - Orphaned bodies and index entries only take space.
+  - A damaged key (its bytes in hex) names no message: relayq skips it.
   - A message record that does not decode is listed as damaged and never delivered:
     relayq queue expire ID keeps its body as a dead letter; relayq queue delete ID drops it.
   - A body that fails its checksum is never sent: delivery moves the message to the dead
