@@ -263,7 +263,7 @@ func defaults() *Config {
 		},
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Notify:  NotifyConfig{Bounce: BounceNone},
-		Rewrite: RewriteConfig{EnvelopeFromWhen: "local", FromHeaderWhen: "local"},
+		Rewrite: RewriteConfig{SenderPolicy: SenderPolicy{EnvelopeFromWhen: "local", FromHeaderWhen: "local"}},
 	}
 }
 

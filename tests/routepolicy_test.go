@@ -1,0 +1,133 @@
+package tests
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"relayq/transport/smtptest"
+)
+
+// End-to-end tests of the two halves of issue 12 together: aliases and
+// qualification at intake, routes and their own sender policies at
+// delivery, each with two scripted relays.
+
+// asDryRun is how `relayq rewrite --dry-run` prints the part a relay got:
+// its route and relays, its envelope and its header, less the Received
+// line relayq puts first (the dry run has none).
+func asDryRun(route, relays string, got smtptest.Received) string {
+	header, _, _ := strings.Cut(string(got.Body), "\r\n\r\n")
+	_, header, _ = strings.Cut(header, "\r\n\t") // the Received line and its continuation
+	_, header, _ = strings.Cut(header, "\r\n")
+	var b strings.Builder
+	fmt.Fprintf(&b, "== route %q: relays %s\n", route, relays)
+	fmt.Fprintf(&b, "MAIL FROM:<%s>\n", got.From)
+	for _, r := range got.To {
+		fmt.Fprintf(&b, "RCPT TO:<%s>\n", r)
+	}
+	fmt.Fprintf(&b, "\n%s\n\n", strings.ReplaceAll(header, "\r\n", "\n"))
+	return b.String()
+}
+
+// bodyOf is a message's body, after its header.
+func bodyOf(got smtptest.Received) string {
+	_, body, _ := strings.Cut(string(got.Body), "\r\n\r\n")
+	return body
+}
+
+// TestRoutePolicySplitAndDryRun: `relayq sendmail -f www-data -F "Web
+// App"` → relayq (unix socket) → relay A (the default route, the global
+// sender policy) and relay B (route "org" for example.org, its own sender
+// policy). One message to a recipient on each: A gets MAIL FROM the global
+// envelope_from and From qualified; B gets the route's MAIL FROM, its From
+// address (the name kept) and the original address in Reply-To. Both get
+// the same body bytes; `queue status` reports one delivered message; and
+// `relayq rewrite --dry-run` printed exactly what each relay received.
+func TestRoutePolicySplitAndDryRun(t *testing.T) {
+	a := smtptest.NewServer(t, smtptest.Options{})
+	b := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, a, onVM, func(s settings) {
+		s.set("rewrite", "envelope_from", `"noreply@example.com"`)
+		addRelay(s, "a", "b", relayURL(b, false))
+		addRoute(s, "a", `name = "org"`, `recipient_domain = "example.org"`, `relays = ["b", "default"]`,
+			`envelope_from = "bounces@example.org"`, `envelope_from_when = "always"`,
+			`from_header = "billing@example.org"`, `from_header_when = "always"`, `from_to_reply_to = true`)
+	})
+	msg := []byte("Subject: invoice 7\nDate: Mon, 7 Dec 2026 06:00:00 +0000\nMessage-ID: <inv7@example.net>\n\nTotal: 12 EUR\n")
+	args := []string{"-f", "www-data", "-F", "Web App", "x@example.net", "y@example.org"}
+	dry := runCmd(relayqBin, msg, append([]string{"rewrite", "--dry-run", "-c", d.config}, args...)...)
+	if dry.code != 0 {
+		t.Fatalf("rewrite --dry-run: %v", dry)
+	}
+	if res := d.sendmail(msg, args...); res.code != 0 {
+		t.Fatalf("sendmail: %v", res)
+	}
+	gotA := a.WaitMessages(t, 1, 30*time.Second)[0]
+	gotB := b.WaitMessages(t, 1, 30*time.Second)[0]
+	if gotA.From != "noreply@example.com" || !slices.Equal(gotA.To, []string{"x@example.net"}) {
+		t.Errorf("A got %s → %v, want noreply@example.com → x@example.net (global policy)", gotA.From, gotA.To)
+	}
+	if gotB.From != "bounces@example.org" || !slices.Equal(gotB.To, []string{"y@example.org"}) {
+		t.Errorf("B got %s → %v, want bounces@example.org → y@example.org (the route's policy)", gotB.From, gotB.To)
+	}
+	hA, hB := string(gotA.Body), string(gotB.Body)
+	if !strings.Contains(hA, "\r\nFrom: \"Web App\" <www-data@web1.example.net>\r\n") || strings.Contains(hA, "Reply-To") {
+		t.Errorf("A's header: want From qualified, no Reply-To:\n%s", hA)
+	}
+	if !strings.Contains(hB, "\r\nFrom: \"Web App\" <billing@example.org>\r\n") || !strings.Contains(hB, "\r\nReply-To: www-data@web1.example.net\r\n") {
+		t.Errorf("B's header: want the route's From with the name kept, the original in Reply-To:\n%s", hB)
+	}
+	if bodyOf(gotA) != "Total: 12 EUR\r\n" || bodyOf(gotB) != bodyOf(gotA) {
+		t.Errorf("bodies changed: A %q, B %q", bodyOf(gotA), bodyOf(gotB))
+	}
+	for _, want := range []string{asDryRun("default", "default", gotA), asDryRun("org", "b, default", gotB)} {
+		if !strings.Contains(dry.stdout, want) {
+			t.Errorf("dry run printed\n%s\nbut a relay got\n%s", dry.stdout, want)
+		}
+	}
+	d.waitQueueEmpty(t, 15*time.Second)
+	acc := d.logRecords("accepted")
+	if len(acc) != 1 {
+		t.Fatalf("%d accepted log lines, want 1", len(acc))
+	}
+	st := d.messageStatus(t, acc[0]["id"])
+	relays := map[string]string{}
+	for _, r := range st.Recipients {
+		relays[r.Address] = r.Relay + " " + r.Status
+	}
+	if st.State != "delivered" || len(st.Recipients) != 2 || !strings.HasPrefix(relays["x@example.net"], "default (") ||
+		!strings.HasPrefix(relays["y@example.org"], "b (") || !strings.HasSuffix(relays["y@example.org"], " delivered") {
+		t.Errorf("queue status %+v, want one delivered message, each recipient with its relay", st)
+	}
+}
+
+// TestCronRootAliasThroughRoute: cron's exact command line `sendmail
+// -FCronDaemon -i -B8BITMIME -oem root` → relayq (unix socket): root's
+// alias is ops@example.com, and a route sends example.com to relay B
+// while the default is relay A. B gets it, to the alias, MAIL FROM and
+// From qualified with [rewrite] domain (cron's name kept); A gets nothing.
+func TestCronRootAliasThroughRoute(t *testing.T) {
+	a := smtptest.NewServer(t, smtptest.Options{})
+	b := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, a, onVM, func(s settings) {
+		s.set("aliases", "root", `"ops@example.com"`)
+		addRelay(s, "a", "b", relayURL(b, false))
+		addRoute(s, "a", `name = "ours"`, `recipient_domain = "example.com"`, `relays = ["b"]`)
+	})
+	if res := d.sendmail([]byte(cronMessage), "-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"); res.code != 0 {
+		t.Fatalf("sendmail: %v", res)
+	}
+	got := b.WaitMessages(t, 1, 30*time.Second)[0]
+	if !slices.Equal(got.To, []string{"ops@example.com"}) || got.From != "root@web1.example.net" {
+		t.Errorf("B got %s → %v, want root@web1.example.net → ops@example.com", got.From, got.To)
+	}
+	if h := string(got.Body); !strings.Contains(h, "\r\nFrom: \"Cron Daemon\" <root@web1.example.net>\r\n") || bodyOf(got) != "backup: 3 files\r\n" {
+		t.Errorf("B's message: From not qualified with cron's name, or body changed:\n%s", h)
+	}
+	d.waitQueueEmpty(t, 15*time.Second)
+	if n := len(a.Messages()); n != 0 {
+		t.Errorf("A (the default route) got %d messages, want 0", n)
+	}
+}
