@@ -11,8 +11,8 @@ import (
 // RewriteConfig is the [rewrite] table: how addresses are qualified and the
 // sender policy. Intake applies it on every way in (socket, listeners,
 // sendmail, maildrop), with the daemon's config; when a [[routes]] entry has
-// its own sender policy, the sender policy is applied at delivery instead,
-// to each part (see SenderPolicy).
+// its own sender policy or matches on the sender, the sender policy is
+// applied at delivery instead, to each part (Config.SenderPolicyAtDelivery).
 type RewriteConfig struct {
 	// Domain is given to an address without a domain ("root") and to one at
 	// this host's own names ("root@vm"), as Postfix's myorigin. Default:

@@ -49,12 +49,14 @@ type RouteConfig struct {
 	OwnPolicy bool `toml:"-"`
 }
 
-// RoutePolicies reports whether a route has its own sender policy: then
-// the sender policy is applied at delivery, to each part, rather than at
-// intake.
-func (c *Config) RoutePolicies() bool {
+// SenderPolicyAtDelivery reports whether the sender policy is applied at
+// delivery, to each part with its route's policy, rather than at intake:
+// when a route has its own sender policy, or matches on the sender (so
+// that it sees the sender the program gave, qualified, not the one
+// [rewrite] envelope_from puts in its place).
+func (c *Config) SenderPolicyAtDelivery() bool {
 	for _, r := range c.Routes {
-		if r.OwnPolicy {
+		if r.OwnPolicy || r.Sender != "" {
 			return true
 		}
 	}

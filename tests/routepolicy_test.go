@@ -131,3 +131,30 @@ func TestCronRootAliasThroughRoute(t *testing.T) {
 		t.Errorf("A (the default route) got %d messages, want 0", n)
 	}
 }
+
+// TestSenderRouteSeesTheOriginalSender: SMTP on the unix socket → relayq
+// with [rewrite] envelope_from = noreply@example.com for every sender, and
+// a route for the sender *@billing.example.com to relay B (the default is
+// relay A). The billing message goes to B, with MAIL FROM noreply: the
+// route matches the sender the program gave, and the policy applies on
+// the way out.
+func TestSenderRouteSeesTheOriginalSender(t *testing.T) {
+	a := smtptest.NewServer(t, smtptest.Options{})
+	b := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, a, onVM, func(s settings) {
+		s.set("rewrite", "envelope_from", `"noreply@example.com"`)
+		s.set("rewrite", "envelope_from_when", `"always"`)
+		addRelay(s, "a", "b", relayURL(b, false))
+		addRoute(s, "a", `name = "billing"`, `sender = "*@billing.example.com"`, `relays = ["b"]`)
+	})
+	billing, to := "invoices@billing.example.com", []string{"customer@example.net"}
+	d.submit(t, billing, to, newMessage(1, billing, to, 3))
+	got := b.WaitMessages(t, 1, 30*time.Second)[0]
+	if got.From != "noreply@example.com" || !slices.Equal(got.To, to) {
+		t.Errorf("B got %s → %v, want noreply@example.com → %v", got.From, got.To, to)
+	}
+	d.waitQueueEmpty(t, 15*time.Second)
+	if n := len(a.Messages()); n != 0 {
+		t.Errorf("A got %d messages, want 0 (the billing route goes to B)", n)
+	}
+}

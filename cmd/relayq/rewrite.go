@@ -111,16 +111,17 @@ func setSenderPolicy(o *rewrite.Options, p config.SenderPolicy) {
 }
 
 // newRewriting builds the rules intake applies, and warns when the domain
-// addresses are qualified with has no dot: relays reject "root@vm". When a
-// route has its own sender policy, intake applies none (it qualifies, maps
-// recipients and adds [defaults]); delivery applies each part's
+// addresses are qualified with has no dot: relays reject "root@vm". When
+// the sender policy is applied at delivery (a route has its own, or
+// matches on the sender), intake applies none: it qualifies, maps
+// recipients and adds [defaults], and delivery applies each part's
 // (senderPolicies).
 func newRewriting(cfg *config.Config, log *slog.Logger) (spool.Rewriting, error) {
 	o, err := rewriteOptions(cfg, lookupHostNames())
 	if err != nil {
 		return spool.Rewriting{}, err
 	}
-	if cfg.RoutePolicies() {
+	if cfg.SenderPolicyAtDelivery() {
 		setSenderPolicy(&o, config.SenderPolicy{})
 	}
 	rules, err := rewrite.New(o)
@@ -134,12 +135,12 @@ func newRewriting(cfg *config.Config, log *slog.Logger) (spool.Rewriting, error)
 }
 
 // senderPolicies are the sender policies delivery applies to each part,
-// by route name, when a route has its own (else nil: intake applied
-// [rewrite]'s). A route without its own, and the final default route, get
+// by route name, when config.SenderPolicyAtDelivery (else nil: intake
+// applied [rewrite]'s). A route without its own, and the final default route, get
 // [rewrite]'s. At delivery the sender was qualified by intake, so an
 // address at [rewrite] domain counts as local too.
 func senderPolicies(cfg *config.Config, names hostNames) (map[string]delivery.SenderPolicy, error) {
-	if !cfg.RoutePolicies() {
+	if !cfg.SenderPolicyAtDelivery() {
 		return nil, nil
 	}
 	base, err := rewriteOptions(cfg, names)

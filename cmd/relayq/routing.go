@@ -66,7 +66,7 @@ func routing(cfg *config.Config) (*route.Table, map[string]delivery.SenderPolicy
 		return nil, nil, err
 	}
 	var senders map[string]delivery.SenderPolicy
-	if cfg.RoutePolicies() {
+	if cfg.SenderPolicyAtDelivery() {
 		if senders, err = senderPolicies(cfg, lookupHostNames()); err != nil {
 			return nil, nil, err
 		}
