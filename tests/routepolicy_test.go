@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -156,5 +157,74 @@ func TestSenderRouteSeesTheOriginalSender(t *testing.T) {
 	d.waitQueueEmpty(t, 15*time.Second)
 	if n := len(a.Messages()); n != 0 {
 		t.Errorf("A got %d messages, want 0 (the billing route goes to B)", n)
+	}
+}
+
+// workedExample is the two-provider example of config.toml.example,
+// uncommented, with its relays' urls pointed at a and b and their
+// credentials left out.
+func workedExample(t *testing.T, a, b *smtptest.Server) string {
+	t.Helper()
+	data, err := os.ReadFile("../config.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	start, end := strings.Index(text, "#   [[relays]]"), strings.Index(text, "\n\n[queue]")
+	if start < 0 || end < start {
+		t.Fatal("worked example not found in config.toml.example")
+	}
+	var lines []string
+	for line := range strings.Lines(text[start:end]) {
+		line = strings.TrimPrefix(strings.TrimPrefix(strings.TrimRight(line, "\n"), "#"), "   ")
+		switch {
+		case strings.HasPrefix(line, "auth."):
+			continue
+		case strings.Contains(line, "provider-a.example"):
+			line = "url = " + tomlString(relayURL(a, false))
+		case strings.Contains(line, "provider-b.example"):
+			line = "url = " + tomlString(relayURL(b, false))
+		}
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestWorkedExampleEndToEnd: config.toml.example's two-provider example,
+// as written (urls pointed at two smtptest relays, no credentials). cron's
+// `sendmail -FCronDaemon -i -B8BITMIME -oem root` → provider A, to root's
+// alias, MAIL FROM [rewrite]'s envelope_from; the billing application's
+// `sendmail -f billing` → provider B, with the billing route's own MAIL
+// FROM, From and Reply-To. And `relayq rewrite --dry-run` printed what B got.
+func TestWorkedExampleEndToEnd(t *testing.T) {
+	a := smtptest.NewServer(t, smtptest.Options{})
+	b := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, a, func(s settings) { s.set(rawSection, "1-example", workedExample(t, a, b)) })
+	if res := d.sendmail([]byte(cronMessage), "-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"); res.code != 0 {
+		t.Fatalf("cron's sendmail: %v", res)
+	}
+	invoice := []byte("Subject: invoice 8\nDate: Mon, 7 Dec 2026 06:00:00 +0000\nMessage-ID: <inv8@example.com>\n\nTotal: 3 EUR\n")
+	args := []string{"-f", "billing", "-F", "Billing", "customer@example.net"}
+	dry := runCmd(relayqBin, invoice, append([]string{"rewrite", "--dry-run", "-c", d.config}, args...)...)
+	if res := d.sendmail(invoice, args...); res.code != 0 || dry.code != 0 {
+		t.Fatalf("billing's sendmail: %v; dry run: %v", res, dry)
+	}
+	cron := a.WaitMessages(t, 1, 30*time.Second)[0]
+	if cron.From != "noreply@example.com" || !slices.Equal(cron.To, []string{"ops@example.com"}) ||
+		!strings.Contains(string(cron.Body), "\r\nFrom: \"Cron Daemon\" <root@example.com>\r\n") {
+		t.Errorf("provider A got %s → %v:\n%s\nwant noreply@example.com → ops@example.com, From qualified", cron.From, cron.To, cron.Body)
+	}
+	bill := b.WaitMessages(t, 1, 30*time.Second)[0]
+	h := string(bill.Body)
+	if bill.From != "bounces@billing.example.com" || !slices.Equal(bill.To, []string{"customer@example.net"}) ||
+		!strings.Contains(h, "\r\nFrom: \"Billing\" <invoices@billing.example.com>\r\n") || !strings.Contains(h, "\r\nReply-To: billing@example.com\r\n") {
+		t.Errorf("provider B got %s → %v:\n%s\nwant the billing route's sender policy", bill.From, bill.To, h)
+	}
+	if want := asDryRun("billing", "provider-b, provider-a", bill); dry.stdout != want+fmt.Sprintf("(body: %d bytes, sent as they are)\n", len(bodyOf(bill))) {
+		t.Errorf("dry run printed\n%s\nprovider B got\n%s", dry.stdout, want)
+	}
+	d.waitQueueEmpty(t, 15*time.Second)
+	if len(a.Messages()) != 1 || len(b.Messages()) != 1 {
+		t.Errorf("A got %d messages, B %d; want one each", len(a.Messages()), len(b.Messages()))
 	}
 }
