@@ -272,7 +272,7 @@ func defaults() *Config {
 		},
 		Log:     LogConfig{Level: "info", Format: "text", Output: "stderr", SyslogFacility: "mail"},
 		Notify:  NotifyConfig{Bounce: BounceNone},
-		Rewrite: RewriteConfig{EnvelopeFromWhen: "local", FromHeaderWhen: "local"},
+		Rewrite: RewriteConfig{SenderPolicy: SenderPolicy{EnvelopeFromWhen: "local", FromHeaderWhen: "local"}},
 	}
 }
 

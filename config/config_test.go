@@ -156,6 +156,10 @@ func tomlKeys(t reflect.Type, prefix []string) [][]string {
 		if f.Tag.Get("toml") == "-" {
 			continue
 		}
+		if f.Anonymous && f.Tag.Get("toml") == "" {
+			keys = append(keys, tomlKeys(f.Type, prefix)...) // inlined, as toml decodes it
+			continue
+		}
 		key := append(append([]string(nil), prefix...), f.Tag.Get("toml"))
 		if !f.IsExported() || f.Tag.Get("toml") == "-" {
 			continue // [aliases]' own entries and what decoding keeps aside

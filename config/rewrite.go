@@ -10,13 +10,23 @@ import (
 
 // RewriteConfig is the [rewrite] table: how addresses are qualified and the
 // sender policy. Intake applies it on every way in (socket, listeners,
-// sendmail, maildrop), with the daemon's config.
+// sendmail, maildrop), with the daemon's config; when a [[routes]] entry has
+// its own sender policy or matches on the sender, the sender policy is
+// applied at delivery instead, to each part (Config.SenderPolicyAtDelivery).
 type RewriteConfig struct {
 	// Domain is given to an address without a domain ("root") and to one at
 	// this host's own names ("root@vm"), as Postfix's myorigin. Default:
 	// submission.hostname when the file sets it, else "" here, which the
 	// daemon resolves to the host's fully qualified name at start.
-	Domain string `toml:"domain"`
+	Domain       string `toml:"domain"`
+	SenderPolicy        // the global sender policy
+}
+
+// SenderPolicy is a sender policy: the keys of [rewrite] that decide the
+// sender the relay gets. [rewrite] has the global one; a [[routes]] entry
+// that sets any of these keys has its own, which replaces the global one
+// (as a whole: keys it leaves out take their defaults) for its recipients.
+type SenderPolicy struct {
 	// MasqueradeDomains: a sender at a host below one of them loses the host
 	// part ("user@host.example.com" → "user@example.com"); default none.
 	MasqueradeDomains []string `toml:"masquerade_domains"`
@@ -30,6 +40,29 @@ type RewriteConfig struct {
 	FromHeader     string `toml:"from_header"`
 	FromHeaderWhen string `toml:"from_header_when"`
 	FromToReplyTo  bool   `toml:"from_to_reply_to"`
+}
+
+// senderPolicyKeys are the keys of SenderPolicy.
+var senderPolicyKeys = []string{"masquerade_domains", "envelope_from", "envelope_from_when", "from_header", "from_header_when", "from_to_reply_to"}
+
+// problems checks a sender policy; at gives each problem's key (without a
+// prefix) and message.
+func (p SenderPolicy) problems(at func(key, format string, args ...any)) {
+	for _, d := range p.MasqueradeDomains {
+		if !isHostname(d) {
+			at("masquerade_domains", "%q is not a domain name", d)
+		}
+	}
+	for _, m := range []struct{ key, v string }{{"envelope_from", p.EnvelopeFrom}, {"from_header", p.FromHeader}} {
+		if m.v != "" && !isMailbox(m.v) {
+			at(m.key, "%q is not an address (local@domain)", m.v)
+		}
+	}
+	for _, w := range []struct{ key, v string }{{"envelope_from_when", p.EnvelopeFromWhen}, {"from_header_when", p.FromHeaderWhen}} {
+		if w.v != "" && w.v != "local" && w.v != "always" {
+			at(w.key, "%q is not one of local, always", w.v)
+		}
+	}
 }
 
 // AliasesConfig is the [aliases] table: local names ("root") mapped to
@@ -130,15 +163,7 @@ func validateRewrite(c *checker, cfg *Config) {
 	if r.Domain != "" && !isHostname(r.Domain) {
 		c.add("rewrite.domain", "%q is not a domain name", r.Domain)
 	}
-	for _, d := range r.MasqueradeDomains {
-		if !isHostname(d) {
-			c.add("rewrite.masquerade_domains", "%q is not a domain name", d)
-		}
-	}
-	checkMailbox(c, "rewrite.envelope_from", r.EnvelopeFrom)
-	checkMailbox(c, "rewrite.from_header", r.FromHeader)
-	checkWhen(c, "rewrite.envelope_from_when", r.EnvelopeFromWhen)
-	checkWhen(c, "rewrite.from_header_when", r.FromHeaderWhen)
+	r.problems(func(key, format string, args ...any) { c.add("rewrite."+key, format, args...) })
 
 	a := cfg.Aliases
 	slices.Sort(a.bad)
@@ -172,22 +197,18 @@ func validateRewrite(c *checker, cfg *Config) {
 	}
 }
 
-func checkWhen(c *checker, key, v string) {
-	if v != "" && v != "local" && v != "always" {
-		c.add(key, "%q is not one of local, always", v)
+// checkMailbox checks an address relayq sends as it is (isMailbox).
+func checkMailbox(c *checker, key, a string) {
+	if a != "" && !isMailbox(a) {
+		c.add(key, "%q is not an address (local@domain)", a)
 	}
 }
 
-// checkMailbox checks an address relayq sends as it is: local@domain,
-// nothing that could end a header or an SMTP command.
-func checkMailbox(c *checker, key, a string) {
-	if a == "" {
-		return
-	}
+// isMailbox: local@domain, nothing that could end a header or an SMTP
+// command.
+func isMailbox(a string) bool {
 	l, d, ok := strings.Cut(a, "@")
-	if !ok || l == "" || strings.HasPrefix(l, "-") || !isHostname(d) || strings.ContainsAny(a, " \t\r\n<>,\"()") {
-		c.add(key, "%q is not an address (local@domain)", a)
-	}
+	return ok && l != "" && !strings.HasPrefix(l, "-") && isHostname(d) && !strings.ContainsAny(a, " \t\r\n<>,\"()")
 }
 
 // checkAliasTarget refuses what relayq cannot do: deliver to a pipe, a

@@ -40,6 +40,27 @@ type RouteConfig struct {
 	RecipientDomain string `toml:"recipient_domain"`
 	// Relays are relay ids, tried in this order; required.
 	Relays []string `toml:"relays"`
+	// SenderPolicy is the route's own sender policy, the keys of [rewrite]
+	// of the same names written in the route. When the route sets any of
+	// them (OwnPolicy), it replaces [rewrite]'s for the route's recipients
+	// (the keys it leaves out take their defaults, not [rewrite]'s).
+	SenderPolicy
+	// OwnPolicy: the route sets a key of SenderPolicy.
+	OwnPolicy bool `toml:"-"`
+}
+
+// SenderPolicyAtDelivery reports whether the sender policy is applied at
+// delivery, to each part with its route's policy, rather than at intake:
+// when a route has its own sender policy, or matches on the sender (so
+// that it sees the sender the program gave, qualified, not the one
+// [rewrite] envelope_from puts in its place).
+func (c *Config) SenderPolicyAtDelivery() bool {
+	for _, r := range c.Routes {
+		if r.OwnPolicy || r.Sender != "" {
+			return true
+		}
+	}
+	return false
 }
 
 var relayIDPattern = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -176,11 +197,32 @@ func validateRoutes(cfg *Config, c *checker) {
 		if len(r.Relays) == 0 {
 			c.addAt(b.keyLine("relays", b.header), "routes.relays", "route %q names no relay", r.Name)
 		}
+		validateRoutePolicy(r, b, c)
 		for _, id := range r.Relays {
 			if !ids[id] {
 				c.addAt(b.keyLine("relays", b.header), "routes.relays", "route %q names relay %q, which is not defined (relays: %s)", r.Name, id, relayIDs(cfg.RelayList()))
 			}
 		}
+	}
+}
+
+// validateRoutePolicy checks a route's sender policy, each error at the
+// line of its key, and gives the policy its defaults.
+func validateRoutePolicy(r *RouteConfig, b block, c *checker) {
+	for _, k := range senderPolicyKeys {
+		r.OwnPolicy = r.OwnPolicy || b.keyLine(k, 0) > 0
+	}
+	if !r.OwnPolicy {
+		return
+	}
+	r.problems(func(key, format string, args ...any) {
+		c.addAt(b.keyLine(key, b.header), "routes."+key, "route %q: "+format, append([]any{r.Name}, args...)...)
+	})
+	if r.EnvelopeFromWhen == "" {
+		r.EnvelopeFromWhen = "local"
+	}
+	if r.FromHeaderWhen == "" {
+		r.FromHeaderWhen = "local"
 	}
 }
 

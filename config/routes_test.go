@@ -117,4 +117,12 @@ func TestWorkedExample(t *testing.T) {
 	if len(cfg.Routes) != 2 || cfg.Routes[0].Name != "billing" || !slices.Equal(cfg.Routes[1].Relays, []string{"provider-a", "provider-b"}) {
 		t.Errorf("routes %+v", cfg.Routes)
 	}
+	billing, rest := cfg.Routes[0], cfg.Routes[1]
+	if !billing.OwnPolicy || billing.EnvelopeFrom != "bounces@billing.example.com" || billing.FromHeaderWhen != "always" || !billing.FromToReplyTo || rest.OwnPolicy {
+		t.Errorf("route sender policies %+v, %+v", billing, rest)
+	}
+	if cfg.Rewrite.Domain != "example.com" || cfg.Rewrite.EnvelopeFrom != "noreply@example.com" ||
+		!slices.Equal(cfg.Aliases.Map["root"], []string{"ops@example.com"}) || !cfg.SenderPolicyAtDelivery() {
+		t.Errorf("[rewrite] %+v, [aliases] %+v", cfg.Rewrite, cfg.Aliases)
+	}
 }

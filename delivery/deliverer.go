@@ -27,6 +27,8 @@ type Options struct {
 	// recipient (nil: everything to the first); see Relay.
 	Endpoints []Endpoint
 	Routes    *route.Table
+	// Senders are the sender policies by route name (Relay.Senders).
+	Senders map[string]SenderPolicy
 	// Workers is how many messages are in flight at once; default 32.
 	Workers int
 	Retry   RetryPolicy
@@ -82,7 +84,7 @@ func New(opts Options) *Deliverer {
 		opts.Logger = slog.Default()
 	}
 	opts.Retry = opts.Retry.withDefaults()
-	r := Relay{Transport: opts.Transport, Name: opts.Relay, Endpoints: opts.Endpoints, Routes: opts.Routes, Retry: opts.Retry, HoldUncertain: opts.HoldUncertain}
+	r := Relay{Transport: opts.Transport, Name: opts.Relay, Endpoints: opts.Endpoints, Routes: opts.Routes, Senders: opts.Senders, Retry: opts.Retry, HoldUncertain: opts.HoldUncertain}
 	return &Deliverer{
 		opts:    opts,
 		log:     &eventLog{l: opts.Logger},

@@ -24,10 +24,16 @@ type group struct {
 // groups splits m's pending recipients (each address once) by route, in
 // the order of their first recipient.
 func groups(m *queue.Message, routes *route.Table) []group {
+	return groupAddresses(m.From, pendingAddresses(m), routes)
+}
+
+// groupAddresses splits rcpts of a message from sender by route, in the
+// order of their first recipient.
+func groupAddresses(sender string, rcpts []string, routes *route.Table) []group {
 	var out []group
 	index := map[string]int{}
-	for _, addr := range pendingAddresses(m) {
-		r := routes.Match(m.From, addr)
+	for _, addr := range rcpts {
+		r := routes.Match(sender, addr)
 		i, ok := index[r.Name]
 		if !ok {
 			i = len(out)
@@ -74,7 +80,7 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 			}
 			continue
 		}
-		res, start, err := d.send(ctx, l, ep, g.rcpts)
+		res, start, err := d.send(ctx, l, ep, g, relay.Senders)
 		if probe {
 			pause.endProbe()
 		}
@@ -106,13 +112,18 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 	return p, false
 }
 
-// send is one transaction of rcpts to ep.
-func (d *Deliverer) send(ctx context.Context, l *queue.Lease, ep Endpoint, rcpts []string) (*transport.Result, time.Time, error) {
+// send is one transaction of g's recipients to ep, with the sender policy
+// of g's route applied on the way out (outgoing.go).
+func (d *Deliverer) send(ctx context.Context, l *queue.Lease, ep Endpoint, g group, senders map[string]SenderPolicy) (*transport.Result, time.Time, error) {
+	from, body, size, err := outgoing(senders[g.route.Name], l.From, d.opts.Queue.Body(l.ID), l.Size)
+	if err != nil {
+		return nil, d.opts.Now(), err
+	}
 	msg := &transport.Message{
-		From:       l.From,
-		Recipients: rcpts,
-		Body:       d.opts.Queue.Body(l.ID),
-		Size:       l.Size,
+		From:       from,
+		Recipients: g.rcpts,
+		Body:       body,
+		Size:       size,
 		UTF8:       l.UTF8,
 		EightBit:   l.EightBit,
 	}

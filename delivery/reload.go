@@ -32,8 +32,12 @@ type Relay struct {
 	Name string
 	// Endpoints are several relays; Routes picks among them by id. nil
 	// Routes sends everything to the first.
-	Endpoints     []Endpoint
-	Routes        *route.Table
+	Endpoints []Endpoint
+	Routes    *route.Table
+	// Senders are the sender policies applied on the way out, by route
+	// name: each part of a message gets its route's (outgoing.go). A
+	// route without one is sent as stored; nil: every part is.
+	Senders       map[string]SenderPolicy
 	Retry         RetryPolicy
 	HoldUncertain bool
 }

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -291,17 +290,9 @@ func TestRewriteDryRun(t *testing.T) {
 		t.Fatalf("sendmail: %v", sm)
 	}
 	got := relay.WaitMessages(t, 1, 15*time.Second)[0]
-	header, _, _ := strings.Cut(string(got.Body), "\r\n\r\n")
-	_, header, _ = strings.Cut(header, "\r\n\t") // the Received line and its continuation
-	_, header, _ = strings.Cut(header, "\r\n")
-	var want strings.Builder
-	fmt.Fprintf(&want, "MAIL FROM:<%s>\n", got.From)
-	for _, r := range got.To {
-		fmt.Fprintf(&want, "RCPT TO:<%s>\n", r)
-	}
-	fmt.Fprintf(&want, "\n%s\n\n", strings.ReplaceAll(header, "\r\n", "\n"))
-	if !strings.HasPrefix(res.stdout, want.String()) {
-		t.Errorf("dry run printed\n%s\nthe relay got\n%s", res.stdout, want.String())
+	want := asDryRun("default", "default", got) // routepolicy_test.go
+	if !strings.HasPrefix(res.stdout, want) {
+		t.Errorf("dry run printed\n%s\nthe relay got\n%s", res.stdout, want)
 	}
 	if !strings.Contains(res.stdout, "RCPT TO:<oncall@example.com>") || !strings.Contains(res.stdout, "From: \"Backup Job\" <noreply@example.com>") {
 		t.Errorf("dry run does not show the rules applied:\n%s", res.stdout)

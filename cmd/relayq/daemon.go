@@ -182,6 +182,7 @@ func (d *daemon) startBackground(ctx context.Context) {
 		Queue:     d.q,
 		Endpoints: d.relaySet.Endpoints,
 		Routes:    d.relaySet.Routes,
+		Senders:   d.relaySet.Senders,
 		Workers:   d.cfg.Delivery.Workers,
 		Retry:     retryPolicy(d.cfg.Retry), // reload.go
 		// An attempt must end well before its lease runs out, or the

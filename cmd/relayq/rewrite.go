@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"relayq/config"
+	"relayq/delivery"
 	"relayq/rewrite"
+	"relayq/route"
 	"relayq/spool"
 )
 
@@ -70,18 +72,13 @@ func hostsCanonical(path, name string) string {
 func rewriteOptions(cfg *config.Config, names hostNames) (rewrite.Options, error) {
 	r, a, d := cfg.Rewrite, cfg.Aliases, cfg.Defaults
 	o := rewrite.Options{
-		Domain:           r.Domain,
-		LocalDomains:     []string{"localhost", "localhost.localdomain", names.host, names.short, names.fqdn, cfg.Submission.Hostname},
-		Aliases:          map[string][]string{},
-		AdminAddress:     a.AdminAddress,
-		RefuseUnknown:    a.Unknown == "refuse",
-		Masquerade:       r.MasqueradeDomains,
-		EnvelopeFrom:     r.EnvelopeFrom,
-		EnvelopeFromWhen: rewrite.When(r.EnvelopeFromWhen),
-		FromHeader:       r.FromHeader,
-		FromHeaderWhen:   rewrite.When(r.FromHeaderWhen),
-		FromToReplyTo:    r.FromToReplyTo,
+		Domain:        r.Domain,
+		LocalDomains:  []string{"localhost", "localhost.localdomain", names.host, names.short, names.fqdn, cfg.Submission.Hostname},
+		Aliases:       map[string][]string{},
+		AdminAddress:  a.AdminAddress,
+		RefuseUnknown: a.Unknown == "refuse",
 	}
+	setSenderPolicy(&o, r.SenderPolicy)
 	if o.Domain == "" {
 		o.Domain = names.fqdn
 	}
@@ -105,12 +102,27 @@ func rewriteOptions(cfg *config.Config, names hostNames) (rewrite.Options, error
 	return o, nil
 }
 
+// setSenderPolicy puts a sender policy ([rewrite]'s or a route's) into o.
+func setSenderPolicy(o *rewrite.Options, p config.SenderPolicy) {
+	o.Masquerade = p.MasqueradeDomains
+	o.EnvelopeFrom, o.EnvelopeFromWhen = p.EnvelopeFrom, rewrite.When(p.EnvelopeFromWhen)
+	o.FromHeader, o.FromHeaderWhen = p.FromHeader, rewrite.When(p.FromHeaderWhen)
+	o.FromToReplyTo = p.FromToReplyTo
+}
+
 // newRewriting builds the rules intake applies, and warns when the domain
-// addresses are qualified with has no dot: relays reject "root@vm".
+// addresses are qualified with has no dot: relays reject "root@vm". When
+// the sender policy is applied at delivery (a route has its own, or
+// matches on the sender), intake applies none: it qualifies, maps
+// recipients and adds [defaults], and delivery applies each part's
+// (senderPolicies).
 func newRewriting(cfg *config.Config, log *slog.Logger) (spool.Rewriting, error) {
 	o, err := rewriteOptions(cfg, lookupHostNames())
 	if err != nil {
 		return spool.Rewriting{}, err
+	}
+	if cfg.SenderPolicyAtDelivery() {
+		setSenderPolicy(&o, config.SenderPolicy{})
 	}
 	rules, err := rewrite.New(o)
 	if err != nil {
@@ -120,4 +132,44 @@ func newRewriting(cfg *config.Config, log *slog.Logger) (spool.Rewriting, error)
 		log.Warn("addresses without a domain get one that is not fully qualified: relays reject such addresses; set [rewrite] domain", "domain", o.Domain)
 	}
 	return spool.Rewriting{Recipient: rules.Recipient, Message: rules.Message}, nil
+}
+
+// senderPolicies are the sender policies delivery applies to each part,
+// by route name, when config.SenderPolicyAtDelivery (else nil: intake
+// applied [rewrite]'s). A route without its own, and the final default route, get
+// [rewrite]'s. At delivery the sender was qualified by intake, so an
+// address at [rewrite] domain counts as local too.
+func senderPolicies(cfg *config.Config, names hostNames) (map[string]delivery.SenderPolicy, error) {
+	if !cfg.SenderPolicyAtDelivery() {
+		return nil, nil
+	}
+	base, err := rewriteOptions(cfg, names)
+	if err != nil {
+		return nil, err
+	}
+	base.Aliases, base.AdminAddress, base.RefuseUnknown, base.Defaults = nil, "", false, nil
+	base.LocalDomains = append(slices.Clone(base.LocalDomains), base.Domain)
+	build := func(p config.SenderPolicy) (delivery.SenderPolicy, error) {
+		o := base
+		setSenderPolicy(&o, p)
+		rules, err := rewrite.New(o)
+		if err != nil {
+			return nil, err
+		}
+		return rules.Message, nil
+	}
+	global, err := build(cfg.Rewrite.SenderPolicy)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]delivery.SenderPolicy{route.DefaultName: global}
+	for _, r := range cfg.Routes {
+		out[r.Name] = global
+		if r.OwnPolicy {
+			if out[r.Name], err = build(r.SenderPolicy); err != nil {
+				return nil, fmt.Errorf("route %q: %w", r.Name, err)
+			}
+		}
+	}
+	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"relayq/delivery"
 	"relayq/queue"
 	"relayq/rewrite"
 	"relayq/spool"
@@ -16,7 +17,9 @@ const rewriteSynopsis = "relayq rewrite --dry-run [-c FILE] [-f SENDER] [-F NAME
 // runRewrite is `relayq rewrite --dry-run`: it reads a message as sendmail
 // does, applies [rewrite], [aliases] and [defaults] with exactly the code
 // the daemon uses, and prints the envelope and the header as the relay will
-// get them (after the Received line the daemon puts first). It sends
+// get them (after the Received line the daemon puts first), one part per
+// route: the route's name, its relays in failover order, and the part's
+// envelope and header after the route's sender policy. It sends
 // nothing and needs no daemon. Exit 67 when a recipient would be refused.
 func runRewrite(args []string, env cmdEnv) int {
 	fs := newFlags("rewrite", rewriteSynopsis, env)
@@ -56,12 +59,28 @@ func runRewrite(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "relayq rewrite: %v (intake answers 550 5.1.1; sendmail exits 67)\n", err)
 		return exitNoUser
 	}
-	fmt.Fprintf(env.Stdout, "MAIL FROM:<%s>\n", e.From)
-	for _, r := range e.Recipients {
-		fmt.Fprintf(env.Stdout, "RCPT TO:<%s>\n", r)
+	routes, senders, err := routing(cfg) // routing.go: as the daemon builds them
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "relayq rewrite: %v\n", err)
+		return exitConfig
 	}
-	header, rest, _ := strings.Cut(string(body), "\r\n\r\n")
-	fmt.Fprintf(env.Stdout, "\n%s\n\n(body: %d bytes, sent as they are)\n", strings.ReplaceAll(header, "\r\n", "\n"), len(rest))
+	parts, err := delivery.Relay{Routes: routes, Senders: senders}.Plan(e.From, e.Recipients, body)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "relayq rewrite: %v\n", err)
+		return exitSoftware
+	}
+	for i, p := range parts {
+		if i > 0 {
+			fmt.Fprintln(env.Stdout)
+		}
+		fmt.Fprintf(env.Stdout, "== route %q: relays %s\n", p.Route, strings.Join(p.Relays, ", "))
+		fmt.Fprintf(env.Stdout, "MAIL FROM:<%s>\n", p.From)
+		for _, r := range p.Rcpts {
+			fmt.Fprintf(env.Stdout, "RCPT TO:<%s>\n", r)
+		}
+		header, rest, _ := strings.Cut(string(p.Body), "\r\n\r\n")
+		fmt.Fprintf(env.Stdout, "\n%s\n\n(body: %d bytes, sent as they are)\n", strings.ReplaceAll(header, "\r\n", "\n"), len(rest))
+	}
 	return exitOK
 }
 

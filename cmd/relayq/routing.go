@@ -40,11 +40,7 @@ func relaySet(cfg *config.Config, log *slog.Logger) (delivery.Relay, error) {
 		}
 		eps = append(eps, delivery.Endpoint{ID: r.ID, Name: name, Transport: transport.New(topts)})
 	}
-	rules := make([]route.Rule, len(cfg.Routes))
-	for i, r := range cfg.Routes {
-		rules[i] = route.Rule{Name: r.Name, Sender: r.Sender, RecipientDomain: r.RecipientDomain, Relays: r.Relays}
-	}
-	routes, err := route.New(route.Options{Rules: rules, Default: cfg.DefaultRoute()})
+	routes, senders, err := routing(cfg)
 	if err != nil {
 		closeAll()
 		return delivery.Relay{}, err
@@ -52,9 +48,30 @@ func relaySet(cfg *config.Config, log *slog.Logger) (delivery.Relay, error) {
 	return delivery.Relay{
 		Endpoints:     eps,
 		Routes:        routes,
+		Senders:       senders,
 		Retry:         retryPolicy(cfg.Retry), // reload.go
 		HoldUncertain: cfg.Delivery.Uncertain == config.UncertainHold,
 	}, nil
+}
+
+// routing builds the routes of [[routes]] and the sender policy of each
+// (rewrite.go), for the daemon and for `relayq rewrite --dry-run`.
+func routing(cfg *config.Config) (*route.Table, map[string]delivery.SenderPolicy, error) {
+	rules := make([]route.Rule, len(cfg.Routes))
+	for i, r := range cfg.Routes {
+		rules[i] = route.Rule{Name: r.Name, Sender: r.Sender, RecipientDomain: r.RecipientDomain, Relays: r.Relays}
+	}
+	routes, err := route.New(route.Options{Rules: rules, Default: cfg.DefaultRoute()})
+	if err != nil {
+		return nil, nil, err
+	}
+	var senders map[string]delivery.SenderPolicy
+	if cfg.SenderPolicyAtDelivery() {
+		if senders, err = senderPolicies(cfg, lookupHostNames()); err != nil {
+			return nil, nil, err
+		}
+	}
+	return routes, senders, nil
 }
 
 // relayNames lists the relays' names for the log line at start.
