@@ -428,11 +428,20 @@ func (ss *session) smtpReply(st Step, msg []byte) bool {
 	return true
 }
 
-// lmtpReplies sends one reply per accepted recipient, in RCPT order.
+// lmtpReplies sends one reply per accepted recipient, in RCPT order. The
+// message is recorded once, with every recipient that will get a 2xx,
+// before the first reply goes out: a test that waits for it never sees it
+// with only some of its recipients.
 func (ss *session) lmtpReplies(st Step, msg []byte) bool {
 	id := fmt.Sprintf("C%dM%d", ss.id, ss.n+1)
-	idx := -1 // of the Received, once a recipient was delivered
-	for _, rcpt := range ss.rcpts {
+	type reply struct {
+		step       Step
+		code       int
+		text, rcpt string
+	}
+	replies := make([]reply, len(ss.rcpts))
+	var delivered []string
+	for i, rcpt := range ss.rcpts {
 		code, text := 250, "2.1.5 <"+rcpt+"> delivered as "+id
 		if m := ss.srv.opts.MaxSize; m > 0 && int64(len(msg)) > m {
 			code, text = 552, "5.3.4 Message size exceeds fixed limit"
@@ -441,25 +450,41 @@ func (ss *session) lmtpReplies(st Step, msg []byte) bool {
 			code, text = st.Code, st.Text
 		}
 		rs := ss.srv.nextFor("lmtp", rcpt, func(sc *Script) map[string][]Step { return sc.LMTP })
-		code, text, ok := ss.decide(rs, code, text)
+		replies[i] = reply{step: rs, code: code, text: text, rcpt: rcpt}
+		if rs.Fault != 0 {
+			break // the session ends at this recipient's reply
+		}
+		final := code
+		if rs.Code != 0 {
+			final = rs.Code
+		}
+		if final/100 == 2 {
+			delivered = append(delivered, rcpt)
+		}
+		if final == 421 {
+			break // a 421 closes the session after its reply
+		}
+	}
+	if len(delivered) > 0 {
+		ss.accept(id, delivered, msg)
+	}
+	for _, r := range replies {
+		if r.rcpt == "" {
+			break
+		}
+		code, text, ok := ss.decide(r.step, r.code, r.text)
 		if !ok {
 			return false
 		}
-		if code/100 == 2 {
-			if idx < 0 {
-				idx = ss.accept(id, nil, msg)
-			}
-			ss.srv.note(func() { ss.srv.msgs[idx].To = append(ss.srv.msgs[idx].To, rcpt) })
-		}
-		if rs.Raw != "" {
-			if !ss.writeRaw(rs.Raw) {
+		if r.step.Raw != "" {
+			if !ss.writeRaw(r.step.Raw) {
 				return false
 			}
 		} else if !ss.send(code, text) {
 			return false
 		}
 	}
-	if idx >= 0 {
+	if len(delivered) > 0 {
 		ss.srv.onData(DataAccepted, msg)
 	}
 	return true
