@@ -72,6 +72,10 @@ func run(argv []string, env cmdEnv) int {
 		usage(env.Stdout)
 		return exitOK
 	case "help":
+		// `relayq help --man 8` and `--completion bash`: see manpage.go.
+		if code, ok := runHelpGenerated(args[1:], env); ok {
+			return code
+		}
 		// `relayq help queue` is `relayq queue --help`.
 		if len(args) > 1 {
 			return runCommand(args[1], []string{"--help"}, env)
@@ -126,7 +130,7 @@ func globalOptions(args []string, env cmdEnv) ([]string, cmdEnv, int) {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: relayq [-c FILE] COMMAND [ARGS]   (also: relayq help COMMAND, relayq --version)")
-	for _, name := range []string{"serve", "reload", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact", "rewrite", "newaliases", "import-postfix"} {
+	for _, name := range commandOrder {
 		fmt.Fprintf(w, "  %-14s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "Every command takes -c FILE, before or after it (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default), and --help.")
