@@ -36,7 +36,8 @@ does not take them over: flush them with postqueue -f before installing).
 
   --dry-run        print the config and the report; write nothing
   --postconf FILE  read postconf -n output from FILE ("-": standard input)
-                   instead of running postconf -n
+                   instead of running postconf -n (or, with Postfix removed,
+                   reading /etc/postfix/main.cf)
   --output FILE    where the config goes (default /etc/relayq/config.toml;
                    an existing file is kept as FILE.bak)
   --pass-file FILE where the relay password goes (default
@@ -90,11 +91,19 @@ func runImportPostfix(args []string, env cmdEnv) int {
 	return exitOK
 }
 
+// postfixMainCf is read when postconf is not installed.
+const postfixMainCf = "/etc/postfix/main.cf"
+
 // readPostconf returns postconf -n's output: from file ("-" is stdin), or
 // by running postconf.
 func readPostconf(file string, env cmdEnv) ([]byte, error) {
 	switch file {
 	case "":
+		if _, err := exec.LookPath("postconf"); err != nil {
+			// Postfix removed (apt remove keeps its conffiles): main.cf
+			// holds what postconf -n prints, in the same form.
+			return os.ReadFile(postfixMainCf)
+		}
 		out, err := exec.Command("postconf", "-n").Output()
 		if err != nil {
 			return nil, fmt.Errorf("postconf -n: %w (is Postfix installed? else give --postconf FILE)", err)
