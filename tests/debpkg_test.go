@@ -23,6 +23,8 @@ import (
 //	  → /usr/sbin/sendmail and mail(1) in the chroot → relayq serve (the
 //	    relayq user, the packaged config, edited) → smtptest sink on the
 //	    host's loopback (the chroot shares the network namespace)
+//	  → relayq import-postfix --queue: Postfix's deferred message → relayq
+//	    → the sink, its Postfix queue file removed
 //	  → upgrade to relayq_2.deb with a message queued while the relay
 //	    refuses: config edit kept, message kept and delivered after
 //	  → remove (mail still queued is listed), purge (queue and config gone).
@@ -271,6 +273,21 @@ func TestDebianPackage(t *testing.T) {
 	msgs := sink.WaitMessages(t, 2, 30*time.Second)
 	checkRecipients(t, msgs, "one@example.net", "two@example.net")
 
+	// The message Postfix left deferred: submitted to relayq, and gone
+	// from Postfix's queue.
+	out = c.sh("relayq import-postfix --queue")
+	if !strings.Contains(out, "deferred@example.net") || !strings.Contains(out, "submitted to relayq") {
+		t.Errorf("relayq import-postfix --queue:\n%s", out)
+	}
+	msgs = sink.WaitMessages(t, 3, 30*time.Second)
+	checkRecipients(t, msgs, "deferred@example.net")
+	if left := c.sh("find /var/spool/postfix/deferred -type f"); left != "" {
+		t.Errorf("Postfix's queue still holds %s", left)
+	}
+	if out := c.sh("relayq import-postfix --queue --dry-run"); !strings.Contains(out, "is empty") {
+		t.Errorf("relayq import-postfix --queue --dry-run after the import:\n%s", out)
+	}
+
 	// Upgrade with a message queued (the relay refuses it for now) and one
 	// sent while the daemon is down (the maildrop).
 	sink.SetScript(smtptest.Script{Mail: smtptest.Times(1000, smtptest.Reply(451, "4.3.0 try later"))})
@@ -293,8 +310,8 @@ func TestDebianPackage(t *testing.T) {
 	sink.SetScript(smtptest.Script{})
 	daemon = startChrootDaemon(c)
 	c.sh("relayq flush")
-	msgs = sink.WaitMessages(t, 4, 60*time.Second)
-	checkRecipients(t, msgs, "one@example.net", "two@example.net", "three@example.net", "four@example.net")
+	msgs = sink.WaitMessages(t, 5, 60*time.Second)
+	checkRecipients(t, msgs, "three@example.net", "four@example.net")
 
 	checkRemovePurge(t, c, sink, daemon)
 	t.Logf("TestDebianPackage took %v", time.Since(start).Round(time.Second))

@@ -20,7 +20,7 @@ import (
 // into a relayq config, and say what is left in Postfix's queue. It writes
 // the config and the relay password file; --dry-run writes nothing.
 
-const importPostfixSynopsis = "relayq import-postfix [--dry-run] [--postconf FILE] [--output FILE] [--pass-file FILE]"
+const importPostfixSynopsis = "relayq import-postfix [--dry-run] [--postconf FILE] [--output FILE] [--pass-file FILE] | --queue [--dry-run] [--queue-dir DIR]"
 
 const importPostfixHelp = `
 Reads Postfix's settings (the output of postconf -n, or --postconf FILE) and
@@ -31,8 +31,13 @@ and a pass_file (mode 0600, owned by the relayq user); smtp_tls_security_level
 encrypt, verify or secure becomes tls.require_tls, none tls.ignore_tls;
 myhostname becomes [submission] hostname, myorigin [rewrite] domain. It
 prints each other setting it could not translate, with the relayq key that
-comes closest, and how many messages Postfix's queue still holds (relayq
-does not take them over: flush them with postqueue -f before installing).
+comes closest, and how many messages Postfix's queue still holds.
+
+With --queue it writes no config: it submits each message left in
+Postfix's queue (maildrop, active, deferred, hold) to relayq, with its
+sender and the recipients Postfix had not delivered yet, and removes the
+queue file once relayq has the message. Postfix must be stopped (it is,
+once the relayq package replaced it); relayq's config must be in place.
 
   --dry-run        print the config and the report; write nothing
   --postconf FILE  read postconf -n output from FILE ("-": standard input)
@@ -42,6 +47,9 @@ does not take them over: flush them with postqueue -f before installing).
                    an existing file is kept as FILE.bak)
   --pass-file FILE where the relay password goes (default
                    /etc/relayq/relay.pass)
+  --queue          submit the messages of Postfix's queue to relayq
+                   (with --dry-run: list them)
+  --queue-dir DIR  Postfix's queue_directory (default /var/spool/postfix)
 `
 
 func runImportPostfix(args []string, env cmdEnv) int {
@@ -53,12 +61,17 @@ func runImportPostfix(args []string, env cmdEnv) int {
 	postconfFile := fs.String("postconf", "", "postconf -n output")
 	output := fs.String("output", config.SystemConfigPath, "config file to write")
 	passFile := fs.String("pass-file", "/etc/relayq/relay.pass", "password file to write")
+	queue := fs.Bool("queue", false, "submit Postfix's queued messages")
+	queueDir := fs.String("queue-dir", "/var/spool/postfix", "Postfix's queue_directory")
 	if code, done := parseFlags(fs, args, env); done {
 		return code
 	}
 	if fs.NArg() != 0 {
 		fs.Usage()
 		return exitUsage
+	}
+	if *queue {
+		return importPostfixQueue(*queueDir, *dryRun, env) // import_postfix_queue.go
 	}
 	raw, err := readPostconf(*postconfFile, env)
 	if err != nil {
@@ -505,8 +518,9 @@ func postfixQueueReport(p map[string]string) string {
 	if total == 0 {
 		return ""
 	}
-	return fmt.Sprintf("Postfix's queue (%s) still holds %d message(s): %s. relayq does not take them over: "+
-		"with Postfix installed, postqueue -f sends them and postqueue -p lists them; otherwise install postfix again to deliver them",
+	return fmt.Sprintf("Postfix's queue (%s) still holds %d message(s): %s. "+
+		"With Postfix running, postqueue -f sends them and postqueue -p lists them; "+
+		"once relayq runs instead, relayq import-postfix --queue submits them to relayq (--queue --dry-run lists them)",
 		dir, total, strings.Join(parts, ", "))
 }
 

@@ -150,7 +150,7 @@ func TestImportPostfixQueueReport(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600)
 	}
 	_, _, errOut := importRun(t, "relayhost = [r.example]:25\nqueue_directory = "+dir+"\n", "--dry-run")
-	if !strings.Contains(errOut, "still holds 3 message(s): deferred 2, hold 1") || !strings.Contains(errOut, "postqueue -f") {
+	if !strings.Contains(errOut, "still holds 3 message(s): deferred 2, hold 1") || !strings.Contains(errOut, "relayq import-postfix --queue submits them") {
 		t.Errorf("report:\n%s", errOut)
 	}
 }

@@ -104,7 +104,7 @@ func TestBashCompletion(t *testing.T) {
 		}
 	}
 	for _, want := range []string{`"queue show") words="--body --json -c"`, `"dead purge") words="--all --json --older-than -c"`,
-		`import-postfix\ *) words="--dry-run --output --pass-file --postconf"`, `"queue ") words="list status show`} {
+		`import-postfix\ *) words="--dry-run --output --pass-file --postconf --queue --queue-dir"`, `"queue ") words="list status show`} {
 		if !strings.Contains(comp, want) {
 			t.Errorf("completion lacks %s", want)
 		}
