@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"relayq/config"
 )
@@ -172,52 +173,57 @@ func (imp *postfixImport) report(w io.Writer) {
 }
 
 // postfixCounterparts names, for Postfix parameters import-postfix does not
-// translate, the relayq key that comes closest ("" when none does).
-var postfixCounterparts = map[string]string{
-	"transport_maps":                  "none: relayq sends everything to the one [relay]",
-	"sender_dependent_relayhost_maps": "none: relayq sends everything to the one [relay]",
-	"smtp_generic_maps":               "[rewrite] envelope_from, from_header, masquerade_domains (one address for all, not a table)",
-	"canonical_maps":                  "[rewrite] envelope_from, from_header (one address for all, not a table)",
-	"sender_canonical_maps":           "[rewrite] envelope_from, from_header (one address for all, not a table)",
-	"recipient_canonical_maps":        "[aliases] (local names only)",
-	"virtual_alias_maps":              "[aliases] (local names only)",
-	"inet_interfaces":                 "[submission] listen (loopback addresses only)",
-	"mydestination":                   "none: relayq delivers nothing locally; local names go through [aliases]",
-	"relay_domains":                   "none: relayq is not a relay for other hosts",
-	"mynetworks":                      "none: relayq takes mail from this host only",
-	"smtp_sasl_mechanism_filter":      "[relay.auth] method (one mechanism)",
-	"smtp_tls_mandatory_protocols":    "[relay.tls] min_version",
-	"smtp_tls_protocols":              "[relay.tls] min_version",
-	"smtp_bind_address":               "[relay] local_address",
-	"smtp_connect_timeout":            "[relay] connection_timeout",
-	"smtp_helo_name":                  "[relay] name",
-	"bounce_queue_lifetime":           "[retry] max_lifetime (one lifetime for all mail)",
-	"mailbox_command":                 "none: relayq delivers nothing locally",
-	"home_mailbox":                    "none: relayq delivers nothing locally",
-}
+// translate, the relayq key that comes closest ("" when none does). Made on
+// first use, as the other tables here: relayq sendmail starts without them.
+var postfixCounterparts = sync.OnceValue(func() map[string]string {
+	return map[string]string{
+		"transport_maps":                  "none: relayq sends everything to the one [relay]",
+		"sender_dependent_relayhost_maps": "none: relayq sends everything to the one [relay]",
+		"smtp_generic_maps":               "[rewrite] envelope_from, from_header, masquerade_domains (one address for all, not a table)",
+		"canonical_maps":                  "[rewrite] envelope_from, from_header (one address for all, not a table)",
+		"sender_canonical_maps":           "[rewrite] envelope_from, from_header (one address for all, not a table)",
+		"recipient_canonical_maps":        "[aliases] (local names only)",
+		"virtual_alias_maps":              "[aliases] (local names only)",
+		"inet_interfaces":                 "[submission] listen (loopback addresses only)",
+		"mydestination":                   "none: relayq delivers nothing locally; local names go through [aliases]",
+		"relay_domains":                   "none: relayq is not a relay for other hosts",
+		"mynetworks":                      "none: relayq takes mail from this host only",
+		"smtp_sasl_mechanism_filter":      "[relay.auth] method (one mechanism)",
+		"smtp_tls_mandatory_protocols":    "[relay.tls] min_version",
+		"smtp_tls_protocols":              "[relay.tls] min_version",
+		"smtp_bind_address":               "[relay] local_address",
+		"smtp_connect_timeout":            "[relay] connection_timeout",
+		"smtp_helo_name":                  "[relay] name",
+		"bounce_queue_lifetime":           "[retry] max_lifetime (one lifetime for all mail)",
+		"mailbox_command":                 "none: relayq delivers nothing locally",
+		"home_mailbox":                    "none: relayq delivers nothing locally",
+	}
+})
 
 // postfixIgnored are parameters a Debian null client sets that need no
 // counterpart: local delivery, the SMTP server, Postfix's own files.
-var postfixIgnored = map[string]bool{
-	"compatibility_level": true, "biff": true, "append_dot_mydomain": true, "readme_directory": true,
-	"alias_database": true, "recipient_delimiter": true, "mailbox_size_limit": true,
-	"inet_protocols": true, "smtp_tls_session_cache_database": true, "smtp_sasl_auth_enable": true,
-	"smtp_sasl_security_options": true, "smtp_sasl_tls_security_options": true, "smtp_use_tls": true,
-	"smtp_enforce_tls": true, "smtp_tls_wrappermode": true, "relayhost": true, "smtp_sasl_password_maps": true,
-	"smtp_tls_security_level": true, "myhostname": true, "myorigin": true, "mydomain": true,
-	"smtp_tls_CAfile": true, "smtp_tls_cert_file": true, "smtp_tls_key_file": true, "masquerade_domains": true,
-	"alias_maps": true, "message_size_limit": true, "maximal_queue_lifetime": true, "delay_warning_time": true,
-	"smtp_tls_CApath": true, "queue_directory": true, "local_transport": true, "default_transport": true,
-	"relay_transport": true, "smtp_tls_note_starttls_offer": true, "smtp_tls_loglevel": true,
-	"smtpd_banner": true, "smtpd_relay_restrictions": true, "smtpd_recipient_restrictions": true,
-	"smtpd_tls_cert_file": true, "smtpd_tls_key_file": true, "smtpd_tls_security_level": true,
-	"smtpd_tls_session_cache_database": true, "smtpd_use_tls": true, "smtpd_tls_CAfile": true,
-	"smtpd_tls_CApath": true, "smtpd_tls_loglevel": true, "smtpd_sasl_auth_enable": true,
-	"local_recipient_maps": true, "setgid_group": true, "mail_owner": true, "command_directory": true,
-	"daemon_directory": true, "data_directory": true, "manpage_directory": true, "html_directory": true,
-	"sample_directory": true, "sendmail_path": true, "newaliases_path": true, "mailq_path": true,
-	"meta_directory": true, "shlib_directory": true, "maillog_file": true,
-}
+var postfixIgnored = sync.OnceValue(func() map[string]bool {
+	return map[string]bool{
+		"compatibility_level": true, "biff": true, "append_dot_mydomain": true, "readme_directory": true,
+		"alias_database": true, "recipient_delimiter": true, "mailbox_size_limit": true,
+		"inet_protocols": true, "smtp_tls_session_cache_database": true, "smtp_sasl_auth_enable": true,
+		"smtp_sasl_security_options": true, "smtp_sasl_tls_security_options": true, "smtp_use_tls": true,
+		"smtp_enforce_tls": true, "smtp_tls_wrappermode": true, "relayhost": true, "smtp_sasl_password_maps": true,
+		"smtp_tls_security_level": true, "myhostname": true, "myorigin": true, "mydomain": true,
+		"smtp_tls_CAfile": true, "smtp_tls_cert_file": true, "smtp_tls_key_file": true, "masquerade_domains": true,
+		"alias_maps": true, "message_size_limit": true, "maximal_queue_lifetime": true, "delay_warning_time": true,
+		"smtp_tls_CApath": true, "queue_directory": true, "local_transport": true, "default_transport": true,
+		"relay_transport": true, "smtp_tls_note_starttls_offer": true, "smtp_tls_loglevel": true,
+		"smtpd_banner": true, "smtpd_relay_restrictions": true, "smtpd_recipient_restrictions": true,
+		"smtpd_tls_cert_file": true, "smtpd_tls_key_file": true, "smtpd_tls_security_level": true,
+		"smtpd_tls_session_cache_database": true, "smtpd_use_tls": true, "smtpd_tls_CAfile": true,
+		"smtpd_tls_CApath": true, "smtpd_tls_loglevel": true, "smtpd_sasl_auth_enable": true,
+		"local_recipient_maps": true, "setgid_group": true, "mail_owner": true, "command_directory": true,
+		"daemon_directory": true, "data_directory": true, "manpage_directory": true, "html_directory": true,
+		"sample_directory": true, "sendmail_path": true, "newaliases_path": true, "mailq_path": true,
+		"meta_directory": true, "shlib_directory": true, "maillog_file": true,
+	}
+})
 
 // configWriter collects "key = value" lines per table, in the order given.
 type configWriter struct {
@@ -364,10 +370,10 @@ func translatePostfix(p map[string]string, passFile string) *postfixImport {
 func untranslated(p map[string]string) []string {
 	var notes []string
 	for name, value := range p {
-		if postfixIgnored[name] || (name == "mydestination" && value == "") {
+		if postfixIgnored()[name] || (name == "mydestination" && value == "") {
 			continue
 		}
-		counterpart, ok := postfixCounterparts[name]
+		counterpart, ok := postfixCounterparts()[name]
 		if !ok {
 			counterpart = "no relayq counterpart known"
 		}

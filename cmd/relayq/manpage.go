@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"relayq"
 )
@@ -51,13 +52,13 @@ func helpText(args ...string) string {
 }
 
 // operationLine is a line of `relayq queue --help` naming an operation.
-var operationLine = regexp.MustCompile(`^  ([a-z]+) {2,}\S`)
+var operationLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^  ([a-z]+) {2,}\S`) })
 
 // operations are the operations `relayq NAME --help` lists (queue, dead).
 func operations(name string) []string {
 	var ops []string
 	for _, line := range strings.Split(helpText(name), "\n") {
-		if m := operationLine.FindStringSubmatch(line); m != nil {
+		if m := operationLine().FindStringSubmatch(line); m != nil {
 			ops = append(ops, m[1])
 		}
 	}
@@ -161,7 +162,7 @@ This page documents `+roffEscape(versionString())+`.
 
 // configKeyLine is a key line of config.toml.example, set ("key = v") or
 // left at its default ("# key = v").
-var configKeyLine = regexp.MustCompile(`^(?:# )?([a-z_]+) = (.*)$`)
+var configKeyLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:# )?([a-z_]+) = (.*)$`) })
 
 // writeManConfig turns config.toml.example into relayq.toml(5): each table
 // a section, each key a tagged paragraph holding the comment above it.
@@ -185,8 +186,8 @@ relayq.toml \- relayq's configuration file, /etc/relayq/config.toml
 		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
 			flush()
 			fmt.Fprintf(w, ".SH %s\n", roffEscape(line))
-		case configKeyLine.MatchString(line):
-			m := configKeyLine.FindStringSubmatch(line)
+		case configKeyLine().MatchString(line):
+			m := configKeyLine().FindStringSubmatch(line)
 			fmt.Fprintf(w, ".TP\n\\fB%s\\fR = %s\n", roffEscape(m[1]), roffEscape(m[2]))
 			flush()
 		case line == "#" || strings.HasPrefix(line, "# "):
@@ -204,7 +205,7 @@ This page documents `+roffEscape(versionString())+`.
 }
 
 // flagWord is a flag named in a --help text: "-c", "--dry-run", "-bs".
-var flagWord = regexp.MustCompile(`(?:^|[\s\[(,|])(--?[a-zA-Z][a-zA-Z0-9-]*)`)
+var flagWord = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?:^|[\s\[(,|])(--?[a-zA-Z][a-zA-Z0-9-]*)`) })
 
 // helpFlags are the flags a --help text names in its usage line and at
 // the start of its flag lines, as "--name" for the long ones (Go's flag
@@ -218,7 +219,7 @@ func helpFlags(text string) []string {
 		if !strings.HasPrefix(line, "usage:") {
 			line, _, _ = strings.Cut(strings.TrimSpace(line), "  ") // the flags, not their description
 		}
-		for _, m := range flagWord.FindAllStringSubmatch(line, -1) {
+		for _, m := range flagWord().FindAllStringSubmatch(line, -1) {
 			f := m[1]
 			if len(f) > 3 && !strings.HasPrefix(f, "--") {
 				f = "-" + f // Go's "-json" is offered as "--json"
