@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"relayq"
+	"relayq/config"
 )
 
 // Man pages and the bash completion are made from the binary itself, so they
@@ -34,7 +34,7 @@ func runHelpGenerated(args []string, env cmdEnv) (code int, ok bool) {
 	case args[0] == "--man" && args[1] == "1":
 		writeManSendmail(env.Stdout)
 	case args[0] == "--man" && args[1] == "5":
-		writeManConfig(env.Stdout, relayq.ExampleConfig)
+		writeManConfig(env.Stdout, config.Example())
 	case args[0] == "--completion" && args[1] == "bash":
 		writeBashCompletion(env.Stdout)
 	default:

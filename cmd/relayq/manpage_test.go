@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"relayq"
+	"relayq/config"
 )
 
 func generated(t *testing.T, args ...string) string {
@@ -65,7 +65,7 @@ func TestManPagesHoldEveryHelp(t *testing.T) {
 func TestManConfigHoldsEveryKey(t *testing.T) {
 	man5 := generated(t, "--man", "5")
 	keys := 0
-	for _, line := range strings.Split(string(relayq.ExampleConfig), "\n") {
+	for _, line := range strings.Split(string(config.Example()), "\n") {
 		if strings.HasPrefix(line, "[") {
 			if !strings.Contains(man5, ".SH "+line+"\n") {
 				t.Errorf("relayq.toml(5) has no section %s", line)
