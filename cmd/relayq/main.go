@@ -38,7 +38,7 @@ var commands = map[string]command{
 	"compact":        {runCompact, "rewrite the queue file without its free space (daemon stopped)"},
 	"rewrite":        {runRewrite, "show the envelope and header a message would be sent with (rewrite --dry-run -f SENDER RCPT... < message)"},
 	"newaliases":     {runNewaliases, "check the [aliases] and aliases_file, errors by line (also: newaliases, sendmail -bi)"},
-	"import-postfix": {runImportPostfix, "write a relayq config from Postfix's settings (postconf -n) [--dry-run]"},
+	"import-postfix": {runImportPostfix, "write a relayq config from Postfix's settings (postconf -n) [--dry-run]; --queue: submit the mail left in Postfix's queue"},
 }
 
 func main() {
