@@ -29,6 +29,10 @@ const embeddedName = "embedded default"
 // (go:embed cannot reach "..").
 var embeddedConfig = relayq.ExampleConfig
 
+// Example returns config.toml.example, every key with its comment, as
+// `relayq help --man 5` renders it into relayq.toml(5).
+func Example() []byte { return append([]byte(nil), embeddedConfig...) }
+
 // Config is relayq's whole configuration. Every TOML key is the field's toml
 // tag; config.toml.example documents each one with its default.
 type Config struct {

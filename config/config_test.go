@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/BurntSushi/toml"
+
+	"relayq"
 )
 
 // testLoader is a loader that sees nothing of the machine it runs on: a
@@ -387,5 +389,17 @@ func TestMinFreeFollowsMessageSize(t *testing.T) {
 		if got := mustParse(t, l, tc.text).Queue.MinFree; got != tc.want {
 			t.Errorf("%q: queue.min_free = %v, want %v", tc.text, got, tc.want)
 		}
+	}
+}
+
+// TestExample: Example is config.toml.example, a copy the caller may change.
+func TestExample(t *testing.T) {
+	ex := Example()
+	if !bytes.Equal(ex, relayq.ExampleConfig) {
+		t.Fatal("Example() differs from config.toml.example")
+	}
+	ex[0] ^= 0xff
+	if !bytes.Equal(Example(), relayq.ExampleConfig) {
+		t.Error("changing Example()'s result changed the embedded example")
 	}
 }

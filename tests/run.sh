@@ -6,7 +6,9 @@
 # and Postfix (also its smtp-sink) and Dovecot (LMTP), which the tests run
 # as private instances in temporary directories (never the system's
 # /etc/postfix or /etc/dovecot). Installing them starts no system mail
-# service.
+# service. debootstrap builds the Debian 12 chroot in which
+# TestDebianPackage installs Postfix and the relayq package (cached in
+# /var/cache/relayq-test-chroot; the host's packages are never changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
-for pkg in postfix dovecot-core dovecot-lmtpd msmtp bsd-mailx; do
+for pkg in postfix dovecot-core dovecot-lmtpd msmtp bsd-mailx debootstrap; do
 	installed "$pkg" || need+=("$pkg")
 done
 # systemd-analyze (verify and security of the units in systemd/):

@@ -26,18 +26,19 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":      {runServe, "run the daemon"},
-	"reload":     {runReload, "make the daemon read its configuration again (as SIGHUP does)"},
-	"sendmail":   {runSendmail, "submit one message from standard input (sendmail-compatible)"},
-	"queue":      {runQueue, "queued messages: list, show, retry, hold, release, delete, expire"},
-	"dead":       {runDead, "dead letters: list, show, requeue, purge"},
-	"flush":      {runFlush, "make every queued message due now (queue retry --all)"},
-	"status":     {runStatus, "the queue at a glance; exits 1 when a [health] limit is exceeded"},
-	"verify":     {runVerify, "connect to the relay as delivery would and report (verify [--json] [--from A --to B])"},
-	"mailq":      {runMailq, "the queue in Postfix's mailq format, for any user (also: mailq, sendmail -bp) [--json]"},
-	"compact":    {runCompact, "rewrite the queue file without its free space (daemon stopped)"},
-	"rewrite":    {runRewrite, "show the envelope and header a message would be sent with (rewrite --dry-run -f SENDER RCPT... < message)"},
-	"newaliases": {runNewaliases, "check the [aliases] and aliases_file, errors by line (also: newaliases, sendmail -bi)"},
+	"serve":          {runServe, "run the daemon"},
+	"reload":         {runReload, "make the daemon read its configuration again (as SIGHUP does)"},
+	"sendmail":       {runSendmail, "submit one message from standard input (sendmail-compatible)"},
+	"queue":          {runQueue, "queued messages: list, show, retry, hold, release, delete, expire"},
+	"dead":           {runDead, "dead letters: list, show, requeue, purge"},
+	"flush":          {runFlush, "make every queued message due now (queue retry --all)"},
+	"status":         {runStatus, "the queue at a glance; exits 1 when a [health] limit is exceeded"},
+	"verify":         {runVerify, "connect to the relay as delivery would and report (verify [--json] [--from A --to B])"},
+	"mailq":          {runMailq, "the queue in Postfix's mailq format, for any user (also: mailq, sendmail -bp) [--json]"},
+	"compact":        {runCompact, "rewrite the queue file without its free space (daemon stopped)"},
+	"rewrite":        {runRewrite, "show the envelope and header a message would be sent with (rewrite --dry-run -f SENDER RCPT... < message)"},
+	"newaliases":     {runNewaliases, "check the [aliases] and aliases_file, errors by line (also: newaliases, sendmail -bi)"},
+	"import-postfix": {runImportPostfix, "write a relayq config from Postfix's settings (postconf -n) [--dry-run]; --queue: submit the mail left in Postfix's queue"},
 }
 
 func main() {
@@ -71,6 +72,10 @@ func run(argv []string, env cmdEnv) int {
 		usage(env.Stdout)
 		return exitOK
 	case "help":
+		// `relayq help --man 8` and `--completion bash`: see manpage.go.
+		if code, ok := runHelpGenerated(args[1:], env); ok {
+			return code
+		}
 		// `relayq help queue` is `relayq queue --help`.
 		if len(args) > 1 {
 			return runCommand(args[1], []string{"--help"}, env)
@@ -125,8 +130,8 @@ func globalOptions(args []string, env cmdEnv) ([]string, cmdEnv, int) {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: relayq [-c FILE] COMMAND [ARGS]   (also: relayq help COMMAND, relayq --version)")
-	for _, name := range []string{"serve", "reload", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact", "rewrite", "newaliases"} {
-		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
+	for _, name := range commandOrder {
+		fmt.Fprintf(w, "  %-14s %s\n", name, commands[name].summary)
 	}
 	fmt.Fprintln(w, "Every command takes -c FILE, before or after it (else $RELAYQ_CONFIG, else /etc/relayq/config.toml, else the built-in default), and --help.")
 }
