@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -103,5 +105,42 @@ func TestExampleSizesAreStrings(t *testing.T) {
 	}
 	if seen < len(sizes) {
 		t.Errorf("found %d of the %d size keys in the example", seen, len(sizes))
+	}
+}
+
+// TestSocketUnitMatchesDefaults: systemd/relayq.socket listens where the
+// daemon of a default config (the package's /etc/relayq/config.toml, run
+// as root or as the relayq user of the unit) and every sendmail look for
+// the submission socket. A mismatch made the activated daemon refuse to
+// start (a socket it was given that is not its own).
+func TestSocketUnitMatchesDefaults(t *testing.T) {
+	unit, err := os.ReadFile("../systemd/relayq.socket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listen string
+	for _, line := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(line, "ListenStream="); ok && strings.HasPrefix(v, "/") {
+			listen = v
+		}
+	}
+	if system := newLoader(nil).stateDir; filepath.Dir(listen) != system {
+		t.Fatalf("relayq.socket listens on %s, outside the system state directory %s", listen, system)
+	}
+	// The system state directory, as it is once the package is installed.
+	system := t.TempDir()
+	host := func() (string, error) { return "host.example", nil }
+	for _, l := range []loader{
+		{getenv: envMap{}.get, euid: 0, stateDir: system, hostname: host, homeDir: func() string { return "/root" }, writable: func(string) bool { return true }},
+		{getenv: envMap{}.get, euid: 998, stateDir: system, hostname: host, homeDir: func() string { return system }, writable: func(string) bool { return true }},
+		{getenv: envMap{"HOME": t.TempDir()}.get, euid: 1000, stateDir: system, hostname: host, homeDir: func() string { return "" }, writable: func(string) bool { return false }, client: true, skipSecrets: true},
+	} {
+		cfg, err := l.parse(embeddedConfig, "config.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(system, filepath.Base(listen)); cfg.Submission.Socket != want {
+			t.Errorf("uid %d (client %v): [submission] socket %s, want %s as relayq.socket's %s", l.euid, l.client, cfg.Submission.Socket, want, listen)
+		}
 	}
 }
