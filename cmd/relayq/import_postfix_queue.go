@@ -139,7 +139,13 @@ func postfixRunning(dir string) bool {
 		return false
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	return err == nil && pid > 0 && syscall.Kill(pid, 0) == nil
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	// Postfix leaves master.pid behind when it stops: the number may be
+	// another process's by now. Only Postfix's master counts.
+	comm, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	return err != nil || strings.TrimSpace(string(comm)) == "master"
 }
 
 // importPostfixQueue submits the messages of Postfix's queue in dir to

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -130,5 +131,46 @@ func TestImportPostfixQueue(t *testing.T) {
 	if m.From != "root@example.org" || !reflect.DeepEqual(recipientAddrs(m), []string{"left@example.net", "appended@example.net"}) ||
 		!strings.Contains(string(body), "Subject: deferred\r\n") {
 		t.Errorf("queued %q → %q:\n%s", m.From, recipientAddrs(m), body)
+	}
+}
+
+// TestPostfixRunningIgnoresStalePID: Postfix leaves master.pid behind when
+// it stops; a number that now belongs to another process (here: the test
+// itself) is not a running Postfix, or import-postfix --queue would refuse
+// for ever (seen in the package test, where the chroot shares the host's
+// process IDs). A live process called master is.
+func TestPostfixRunningIgnoresStalePID(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "pid"), 0o755)
+	write := func(pid int) {
+		if err := os.WriteFile(filepath.Join(dir, "pid", "master.pid"), []byte(fmt.Sprintf("%10d\n", pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(os.Getpid())
+	if postfixRunning(dir) {
+		t.Error("a master.pid naming another live process counts as Postfix running")
+	}
+	// comm is the executable's name: a copy of sleep named master.
+	bin := filepath.Join(t.TempDir(), "master")
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	master := exec.Command(bin, "30")
+	if err := master.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { master.Process.Kill(); master.Wait() }()
+	write(master.Process.Pid)
+	if !postfixRunning(dir) {
+		t.Error("a live Postfix master does not count as running")
 	}
 }
