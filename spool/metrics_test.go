@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -9,18 +10,26 @@ import (
 )
 
 // TestMetrics: a message taken counts as accepted by the way it came in,
-// and a refused one under its reason; every series exists from the start.
+// and a refusal (unknown recipient, over the size, over max_connections)
+// under its reason; every series exists from the start.
 func TestMetrics(t *testing.T) {
 	m := NewMetrics()
 	if got := len(series(t, m)); got != 3+int(numReasons) {
 		t.Fatalf("%d series at start, want %d (3 vias, %d reasons)", got, 3+int(numReasons), numReasons)
 	}
-	s := startServer(t, Options{MaxMessageSize: 100, Metrics: m})
+	rw := Rewriting{Recipient: func(a string) ([]string, error) {
+		if a == "nobody@vm" {
+			return nil, errors.New("unknown")
+		}
+		return []string{a}, nil
+	}}
+	s := startServer(t, Options{MaxMessageSize: 100, Metrics: m, Rewriting: rw, MaxConnections: 1})
 	c := newClient(t, dial(t, s, "tcp"))
 	c.run([]step{
 		{expect: "220"},
 		{send: "EHLO client.test", expect: "250"},
 		{send: "MAIL FROM:<a@example.org>", expect: "250"},
+		{send: "RCPT TO:<nobody@vm>", expect: "550 5.1.1"},
 		{send: "RCPT TO:<b@example.net>", expect: "250"},
 		{send: "DATA", expect: "354"},
 		{raw: "Subject: x\r\n\r\nbody\r\n.\r\n", expect: "250 2.0.0"},
@@ -29,6 +38,8 @@ func TestMetrics(t *testing.T) {
 		{send: "DATA", expect: "354"},
 		{raw: "Subject: x\r\n\r\n" + strings.Repeat("long body\r\n", 20) + ".\r\n", expect: "552 5.3.4"},
 	})
+	over := newClient(t, dial(t, s, "tcp")) // over max_connections
+	over.run([]step{{expect: "421 4.7.0"}})
 	got := series(t, m)
 	for key, want := range map[string]float64{
 		"relayq_accepted_total via=tcp":                 1,
