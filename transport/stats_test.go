@@ -11,7 +11,7 @@ import (
 // that found the rate window full counts as a wait.
 func TestStats(t *testing.T) {
 	srv := smtptest.NewServer(t, smtptest.Options{})
-	tr := newTransport(t, srv, func(o *Options) { o.RateLimit, o.RateDelta = 1, 50*time.Millisecond })
+	tr := newTransport(t, srv, func(o *Options) { o.RateLimit, o.RateDelta = 1, 500*time.Millisecond })
 	if s := tr.Stats(); s != (Stats{}) {
 		t.Fatalf("before any Send: %+v, want zero", s)
 	}
