@@ -58,6 +58,7 @@ type Config struct {
 	Retry    RetryConfig    `toml:"retry"`
 	Log      LogConfig      `toml:"log"`
 	Health   HealthConfig   `toml:"health"`
+	Metrics  MetricsConfig  `toml:"metrics"`  // metrics.go
 	Limits   LimitsConfig   `toml:"limits"`   // limits.go
 	Notify   NotifyConfig   `toml:"notify"`   // notify.go
 	Rewrite  RewriteConfig  `toml:"rewrite"`  // rewrite.go

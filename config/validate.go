@@ -168,9 +168,10 @@ func (l loader) validate(cfg *Config, c *checker) {
 	}
 	positive(c, "retry.max_lifetime", r.MaxLifetime)
 	atLeast(c, "health.max_dead", cfg.Health.MaxDead, 0)
-	validateLimits(c, cfg.Limits) // limits.go
-	validateNotify(c, cfg)        // notify.go
-	validateRewrite(c, cfg)       // rewrite.go
+	validateLimits(c, cfg.Limits)   // limits.go
+	validateNotify(c, cfg)          // notify.go
+	validateRewrite(c, cfg)         // rewrite.go
+	validateMetrics(c, cfg.Metrics) // metrics.go
 
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -46,6 +46,12 @@ func TestRejected(t *testing.T) {
 		{"long state dir", "state_dir = \"" + long + "\"\n", "test.toml: submission.socket: " + long + "/submit.sock is 133 bytes long"},
 		{"same path twice", "[queue]\npath = \"maildrop\"\n", "test.toml: submission.maildrop: "},
 
+		// [metrics].
+		{"metrics on a public address", "[metrics]\nlisten = \"0.0.0.0:9587\"\n", "test.toml:2: metrics.listen: \"0.0.0.0:9587\" is not a loopback address (127.0.0.1, [::1] or localhost); set metrics.allow_remote = true"},
+		{"metrics without a port", "[metrics]\nlisten = \"127.0.0.1\"\n", "test.toml:2: metrics.listen: \"127.0.0.1\" is not host:port"},
+		{"metrics port out of range", "[metrics]\nlisten = \"127.0.0.1:70000\"\n", "test.toml:2: metrics.listen: \"127.0.0.1:70000\": 70000 is not a port (0-65535)"},
+		{"allow_remote alone", "[metrics]\nallow_remote = true\n", "test.toml:2: metrics.allow_remote: is only used with metrics.listen"},
+
 		// [submission].
 		{"no such group", "[submission]\nsocket_group = \"relayq-no-such-group\"\n", "test.toml:2: submission.socket_group: no group \"relayq-no-such-group\""},
 		{"listen not host:port", "[submission]\nlisten = [\"127.0.0.1\"]\n", "test.toml:2: submission.listen: \"127.0.0.1\" is not host:port"},
@@ -168,6 +174,9 @@ func TestAccepted(t *testing.T) {
 		{"integer multiplier", "[retry]\nmultiplier = 1\n"},
 		{"equal intervals", "[retry]\ninitial_interval = \"1h\"\nmax_interval = \"1h\"\n"},
 		{"no shutdown wait", "[delivery]\nshutdown_timeout = \"0s\"\n"},
+		{"metrics on loopback", "[metrics]\nlisten = \"127.0.0.1:9587\"\n"},
+		{"metrics on any port", "[metrics]\nlisten = \"[::1]:0\"\n"},
+		{"metrics to other hosts", "[metrics]\nlisten = \"0.0.0.0:9587\"\nallow_remote = true\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

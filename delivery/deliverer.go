@@ -49,6 +49,8 @@ type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Metrics counts outcomes (metrics.go); nil counts nothing.
+	Metrics *Metrics
 }
 
 // Deliverer runs the workers.
@@ -240,6 +242,7 @@ func (d *Deliverer) record(runCtx context.Context, l *queue.Lease, relay *relayI
 			// if this one delivers, the recipient may have it twice.
 			maybeTwice := p.verdicts[o.Address].uncertain || (l.Interrupted && o.Result == queue.Delivered)
 			d.log.attempt(l.Message, p.relay, o, maybeTwice, p.attempt.Duration)
+			d.opts.Metrics.outcome(l.Message, relay.relayID(p.relay), o, d.opts.Now()) // metrics.go
 		}
 		d.log.heldUncertain(l.Message, p.relay, qparts[i].Outcomes)
 	}
@@ -273,6 +276,8 @@ func (d *Deliverer) bodyIntact(l *queue.Lease, relay string) bool {
 	}
 	d.log.corrupt(l.Message, relay, err)
 	d.opts.Notifier.After(rec) // notice.go
+
+	d.opts.Metrics.corrupt(l.Message, d.relayID(relay)) // metrics.go
 	return false
 }
 

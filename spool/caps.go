@@ -90,6 +90,7 @@ func (s *Server) refuseConn(nc net.Conn, key, why string) {
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
 	io.WriteString(nc, replyTooManyConns)
 	nc.Close()
+	s.opts.Metrics.reject(reasonConnections, nil)
 	if ok, held := s.refusals.allow(key+" "+why, time.Now()); ok {
 		s.log.Warn("connection refused: too many connections", "submitter", key, "limit", why,
 			"open", s.openConns(), "refused_since_last_logged", held)

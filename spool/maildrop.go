@@ -449,6 +449,9 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 		return false, nil
 	}
 	delete(m.waiting, base)
+	if m.Intake != nil {
+		m.Intake.opts.Metrics.accept(viaMaildrop) // metrics.go
+	}
 	// From here until the directory is synced, a crash imports the file
 	// again: a duplicate, not a loss.
 	if err := os.Remove(work); err != nil {

@@ -99,6 +99,10 @@ type Options struct {
 	// SocketGroup=), and it is not removed at Shutdown, so that clients
 	// wait in its backlog while relayq restarts. Nil means none.
 	Inherited map[string]net.Listener
+	// Metrics counts accepted messages and refusals (metrics.go), the
+	// maildrop's imports too when it has this Server as its Intake; nil
+	// counts nothing.
+	Metrics *Metrics
 }
 
 // Server is the SMTP intake on the Unix socket and the TCP listeners.

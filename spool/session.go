@@ -102,13 +102,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if from != "" {
 		if err := checkAddress(from); err != nil {
 			s.log.Info("refused sender", "from", fmt.Sprintf("%q", from), "err", err)
-			return replyBadSender
+			return s.reject(reasonBadAddress, replyBadSender)
 		}
 	}
 	dsn, err := mailDSN(opts)
 	if err != nil {
 		s.log.Info("refused DSN parameters", "from", from, "err", err)
-		return err
+		return s.reject(reasonBadDSN, err)
 	}
 	var size int64
 	if opts != nil {
@@ -117,14 +117,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := s.srv.opts.Queue.Room(); err != nil {
 		// queue.Put would refuse it (min_free): say so before the body.
 		s.log.Warn("queue full, message refused", "from", from, "size", size, "err", err)
-		return replyFull
+		return s.reject(reasonQueueFull, replyFull)
 	}
 	if s.srv.mem.neverFits(size) {
 		s.log.Info("refused message larger than the memory budget allows", "from", from, "size", size)
-		return smtp.ErrDataTooLarge
+		return s.reject(reasonMemory, smtp.ErrDataTooLarge)
 	}
 	if r := s.srv.limits.Load().check(s.submitter, size); r != nil {
-		return r
+		return s.reject(reasonLimits, r)
 	}
 	s.fromSet, s.from, s.dsn = true, from, dsn
 	s.utf8 = opts != nil && opts.UTF8
@@ -141,17 +141,20 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := checkAddress(to); err != nil {
 		s.log.Info("refused recipient", "rcpt", fmt.Sprintf("%q", to), "err", err)
-		return replyBadRcpt
+		return s.reject(reasonBadAddress, replyBadRcpt)
 	}
 	dsn, err := rcptDSN(opts)
 	if err != nil {
 		s.log.Info("refused DSN parameters", "rcpt", to, "err", err)
-		return err
+		return s.reject(reasonBadDSN, err)
 	}
 	addrs, reply, err := s.srv.rewriting.Load().recipient(to)
 	if err != nil {
 		s.log.Info("refused recipient", "rcpt", to, "err", err)
-		return reply
+		if reply == replyUnknownRcpt {
+			return s.reject(reasonUnknownRecipient, reply)
+		}
+		return s.reject(reasonBadAddress, reply)
 	}
 	if s.seen == nil {
 		s.seen = make(map[string]bool)
@@ -171,7 +174,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // queue.Put has returned (the bbolt commit is on disk).
 func (s *session) Data(r io.Reader) error {
 	if !s.srv.beginData(s.conn) {
-		return replyShutdown
+		return s.reject(reasonShutdown, replyShutdown)
 	}
 	defer s.srv.endData(s.conn)
 
@@ -183,7 +186,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if n.nul {
 		s.log.Info("refused message with NUL octets", "from", s.from, "size", len(body))
-		return replyNUL
+		return s.reject(reasonNUL, replyNUL)
 	}
 	id := s.srv.opts.Queue.NewID()
 	body = stampMessage(body, stamp{
@@ -208,18 +211,19 @@ func (s *session) Data(r io.Reader) error {
 	}
 	counted, refused := s.srv.limits.Load().admit(s.submitter, int64(len(body)))
 	if refused != nil {
-		return refused
+		return s.reject(reasonLimits, refused)
 	}
 	id, err = s.srv.opts.Queue.Put(s.srv.putCtx, env, body)
 	counted(err == nil)
 	switch {
 	case errors.Is(err, queue.ErrFull):
 		s.log.Error("queue full, message refused", "from", s.from, "size", len(body), "err", err)
-		return replyFull
+		return s.reject(reasonQueueFull, replyFull)
 	case err != nil:
 		s.log.Error("cannot queue message", "from", s.from, "size", len(body), "err", err)
-		return replyStorage
+		return s.reject(reasonStorage, replyStorage)
 	}
+	s.srv.opts.Metrics.accept(s.submitter.Via) // metrics.go
 	s.log.Info("accepted", "id", id, "from", s.from, "rcpts", len(s.rcpts), "size", len(body))
 	return replyQueued(id)
 }
@@ -229,20 +233,25 @@ func (s *session) readFailed(err error) error {
 	switch {
 	case errors.Is(err, smtp.ErrDataTooLarge), errors.Is(err, errTooLarge):
 		s.log.Info("refused message over the size limit", "from", s.from, "limit", s.srv.opts.MaxMessageSize)
-		return smtp.ErrDataTooLarge
+		return s.reject(reasonSize, smtp.ErrDataTooLarge)
 	case errors.Is(err, errNoMemory):
 		s.srv.logNoMemory(s.log, s.conn.key)
-		return replyFull
+		return s.reject(reasonMemory, replyFull)
 	case errors.Is(err, errOverShare):
 		s.log.Info("refused message larger than the memory budget allows", "from", s.from)
-		return smtp.ErrDataTooLarge
+		return s.reject(reasonMemory, smtp.ErrDataTooLarge)
 	case errors.Is(err, smtp.ErrTooLongLine):
 		s.log.Info("refused message with a line too long", "from", s.from, "limit", s.srv.opts.MaxLineLength)
-		return replyLineTooLong(s.srv.opts.MaxLineLength)
+		return s.reject(reasonLineTooLong, replyLineTooLong(s.srv.opts.MaxLineLength))
 	default:
 		// A timeout (the connection is then closed, see conn), or the
 		// client went away. Nothing was queued.
 		s.log.Info("message data not received", "from", s.from, "err", err)
-		return replyTimeout
+		return s.reject(reasonIncomplete, replyTimeout)
 	}
+}
+
+// reject counts a refusal (metrics.go) and returns reply.
+func (s *session) reject(r reason, reply error) error {
+	return s.srv.opts.Metrics.reject(r, reply)
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,11 @@ import (
 type rateLimiter struct {
 	limit int
 	delta time.Duration
+
+	// waits counts the reservations that had to wait for room, and
+	// waited the time they waited in all (Stats).
+	waits  atomic.Uint64
+	waited atomic.Int64 // nanoseconds
 
 	mu      sync.Mutex
 	sent    []time.Time   // send times within the last delta, oldest first
@@ -47,6 +53,13 @@ func (l *rateLimiter) wait(ctx context.Context) (*reservation, error) {
 	if l == nil {
 		return nil, nil
 	}
+	var began time.Time // set when the first try finds no room
+	defer func() {
+		if !began.IsZero() {
+			l.waits.Add(1)
+			l.waited.Add(int64(time.Since(began)))
+		}
+	}()
 	for {
 		l.mu.Lock()
 		now := time.Now()
@@ -55,6 +68,9 @@ func (l *rateLimiter) wait(ctx context.Context) (*reservation, error) {
 			l.pending++
 			l.mu.Unlock()
 			return &reservation{l: l}, nil
+		}
+		if began.IsZero() {
+			began = now
 		}
 		var timer *time.Timer
 		var expiry <-chan time.Time // nil: every room is reserved, wait for a use or cancel

@@ -37,6 +37,7 @@ type daemon struct {
 	done   chan struct{}      // closed when both have returned
 
 	inherited map[string]net.Listener // sockets systemd passed (systemd.go)
+	metrics   *promMetrics            // [metrics] (metrics.go); nil when off
 
 	rl       reloader   // reload.go
 	reloadMu sync.Mutex // one reload at a time, none once stopping
@@ -61,7 +62,10 @@ func (e *startErr) Unwrap() error { return e.err }
 // sockets closed and removed.
 func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader, inherited map[string]net.Listener) (*daemon, error) {
 	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl, inherited: inherited}
-	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl}
+	if cfg.Metrics.Listen != "" {
+		d.metrics = newMetrics() // metrics.go
+	}
+	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl, d.startMetrics}
 	var undo []func()
 	for _, step := range steps {
 		u, err := step()
@@ -156,6 +160,7 @@ func (d *daemon) startIntake() (func(), error) {
 		MaxMemory:             int64(cfg.Submission.MaxMemory),
 		Rewriting:             rw,
 		Inherited:             d.inherited,
+		Metrics:               d.metrics.spoolMetrics(),
 	})
 	if err := intake.Start(); err != nil {
 		return nil, &startErr{listenExitCode(err), err}
@@ -192,7 +197,9 @@ func (d *daemon) startBackground(ctx context.Context) {
 		HoldUncertain:   d.cfg.Delivery.Uncertain == config.UncertainHold,
 		Notifier:        notifier,
 		Logger:          d.log,
+		Metrics:         d.metrics.deliveryMetrics(),
 	})
+	d.metrics.addDeliverer(deliverer)
 	d.deliverer.Store(deliverer)
 	maildropDone := make(chan struct{})
 	go func() {
@@ -231,6 +238,7 @@ func (d *daemon) stop() error {
 	for _, t := range d.deliverer.Load().Transports() {
 		errs = append(errs, t.Close())
 	}
+	d.metrics.close() // metrics.go
 	errs = append(errs, d.q.Close())
 	return errors.Join(errs...)
 }

@@ -1,0 +1,77 @@
+package queue
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The queue's metrics are read, not counted: Collector summarizes the
+// store at scrape time (as `relayq status` does, one read transaction over
+// the messages and dead letters), so nothing on the paths that change the
+// store pays for them.
+
+var (
+	descMessages = prometheus.NewDesc("relayq_queue_messages",
+		"Messages in the queue by state (queued, deferred, held, active, uncertain, damaged), and dead letters (dead).",
+		[]string{"state"}, nil)
+	descOldest = prometheus.NewDesc("relayq_queue_oldest_message_age_seconds",
+		"Age of the oldest message in the queue (since it was submitted); 0 when the queue is empty.", nil, nil)
+	descOldestDeferred = prometheus.NewDesc("relayq_queue_oldest_deferred_age_seconds",
+		"Time in the queue of the oldest message that was tried and is still not delivered, held ones aside; 0 when none.", nil, nil)
+	descFileSize = prometheus.NewDesc("relayq_queue_file_size_bytes",
+		"Size of the queue database file (queue.db).", nil, nil)
+)
+
+// Collector returns a prometheus.Collector that reports the queue's
+// depth by state, the ages of its oldest messages and the size of its
+// file, read when scraped. now is the clock for the ages; nil means
+// time.Now. A scrape of a closed queue reports an error for these
+// metrics.
+func (q *Queue) Collector(now func() time.Time) prometheus.Collector {
+	if now == nil {
+		now = time.Now
+	}
+	return collector{q: q, now: now}
+}
+
+type collector struct {
+	q   *Queue
+	now func() time.Time
+}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descMessages, descOldest, descOldestDeferred, descFileSize} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
+	s, err := c.q.Summarize(now)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descMessages, err)
+		return
+	}
+	for _, st := range []struct {
+		state string
+		n     int
+	}{
+		{string(StateQueued), s.Queued}, {string(StateDeferred), s.Deferred}, {string(StateHeld), s.Held},
+		{string(StateActive), s.Active}, {string(StateUncertain), s.Uncertain}, {string(StateDamaged), s.Damaged},
+		{"dead", s.Dead},
+	} {
+		ch <- prometheus.MustNewConstMetric(descMessages, prometheus.GaugeValue, float64(st.n), st.state)
+	}
+	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age(now, s.Oldest))
+	ch <- prometheus.MustNewConstMetric(descOldestDeferred, prometheus.GaugeValue, age(now, s.OldestDeferred))
+	ch <- prometheus.MustNewConstMetric(descFileSize, prometheus.GaugeValue, float64(s.FileSize))
+}
+
+// age is now - t in seconds; 0 for the zero time.
+func age(now, t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(now.Sub(t).Seconds(), 0)
+}
