@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,7 +68,7 @@ func TestHealthz(t *testing.T) {
 
 // metricName finds the metric names in PromQL: relayq's, Go's and the
 // process collector's.
-var metricName = regexp.MustCompile(`\b(?:relayq|go|process)_[a-z0-9_]+\b`)
+var metricName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\b(?:relayq|go|process)_[a-z0-9_]+\b`) })
 
 // TestMonitoringFiles: the Grafana dashboard is JSON Grafana imports (a
 // datasource input, panels with targets), the alert rules are a rules file
@@ -78,7 +79,7 @@ func TestMonitoringFiles(t *testing.T) {
 	known := registeredNames(t)
 	check := func(file, expr string) {
 		t.Helper()
-		for _, name := range metricName.FindAllString(expr, -1) {
+		for _, name := range metricName().FindAllString(expr, -1) {
 			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum")
 			if !known[name] && !known[base] {
 				t.Errorf("%s: %s is not a metric relayq serves (in %q)", file, name, expr)
