@@ -194,7 +194,10 @@ apt-get install -y -q --no-install-recommends --no-download postfix bsd-mailx`)
 		queue = c.sh("postqueue -p")
 		return strings.Contains(queue, "Connection refused")
 	})
-	c.sh(`postfix stop`)
+	// postfix stop signals the master and returns; its master.pid stays
+	// behind. Wait until the master has gone, as an operator would before
+	// import-postfix --queue (which refuses while it runs).
+	c.sh(`pid=$(cat /var/spool/postfix/pid/master.pid); postfix stop; for i in $(seq 300); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; echo "postfix master $pid still running"; exit 1`)
 	return queue
 }
 
