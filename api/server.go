@@ -34,6 +34,10 @@ const (
 	idleTimeout                          = time.Minute
 )
 
+// ErrSocketInUse is returned by Start when a live daemon answers on the
+// socket.
+var ErrSocketInUse = errors.New("another daemon answers on the socket")
+
 // Access is what one listener lets callers use as attachment content.
 type Access struct {
 	// Files allows attachments with a path (under Options.FileRoots).
@@ -256,7 +260,7 @@ func listenSocket(path string, mode os.FileMode, gid int) (net.Listener, error) 
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("api: %s: another daemon answers on it", path)
+			return nil, fmt.Errorf("api: %s: %w", path, ErrSocketInUse)
 		}
 		os.Remove(path)
 	}

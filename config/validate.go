@@ -49,6 +49,7 @@ func (l loader) resolve(cfg *Config, c *checker) {
 	l.resolveRelay(&cfg.Relay, c)
 	l.resolveRelays(cfg, c, host) // routes.go
 	l.resolveRewrite(cfg, c)      // rewrite.go
+	resolveAPI(cfg)               // api.go
 	if !c.set("queue.min_free") {
 		cfg.Queue.MinFree = 2 * cfg.Submission.MaxMessageSize
 	}
@@ -170,6 +171,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 	atLeast(c, "health.max_dead", cfg.Health.MaxDead, 0)
 	validateLimits(c, cfg.Limits) // limits.go
 	validateNotify(c, cfg)        // notify.go
+	validateAPI(c, cfg)           // api.go
 	validateRewrite(c, cfg)       // rewrite.go
 
 	switch cfg.Log.Level {

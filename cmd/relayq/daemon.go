@@ -13,6 +13,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
+	"relayq/api"
 	"relayq/config"
 	"relayq/control"
 	"relayq/delivery"
@@ -28,6 +29,7 @@ type daemon struct {
 	q         *queue.Queue
 	relaySet  delivery.Relay // as at start (routing.go); the deliverer's is the current one
 	intake    *spool.Server
+	apiSrv    *api.Server // nil without [api] socket or listen (api.go)
 	ctl       *control.Server
 	relay     string                             // the relays' names, for logs
 	rewriting spool.Rewriting                    // [rewrite], [aliases], [defaults]: intake and the maildrop (rewrite.go)
@@ -61,7 +63,7 @@ func (e *startErr) Unwrap() error { return e.err }
 // sockets closed and removed.
 func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader, inherited map[string]net.Listener) (*daemon, error) {
 	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl, inherited: inherited}
-	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl}
+	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startAPI, d.startControl}
 	var undo []func()
 	for _, step := range steps {
 		u, err := step()
@@ -95,7 +97,8 @@ func (d *daemon) openQueue() (func(), error) {
 		MinFree:      int64(cfg.Queue.MinFree),
 		Logger:       d.log,
 		// 0 in the config keeps no history; the queue's 0 means its default.
-		HistoryRetention: cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
+		HistoryRetention:  cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
+		IdempotencyWindow: cfg.API.IdempotencyWindow.Duration,
 	})
 	switch {
 	case errors.Is(err, queue.ErrLocked):
@@ -222,7 +225,11 @@ func (d *daemon) stop() error {
 	grace := d.cfg.Delivery.ShutdownTimeout.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	errs := []error{d.intake.Shutdown(ctx)}
+	var errs []error
+	if d.apiSrv != nil { // first: its requests in progress end in intake
+		errs = append(errs, d.apiSrv.Shutdown(ctx))
+	}
+	errs = append(errs, d.intake.Shutdown(ctx))
 	d.cancel()
 	<-d.done
 	// The deliverer has closed the transports a reload replaced.
