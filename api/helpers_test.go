@@ -160,3 +160,12 @@ func allowPorts(urls ...string) func(netip.AddrPort) bool {
 }
 
 func ptr(s string) *string { return &s }
+
+func mustAddr(t *testing.T, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
-
 	"relayq/queue"
 	"relayq/spool"
 )
@@ -192,7 +190,7 @@ func (s *Server) Start() error {
 		ls, tcps = append(ls, l), append(tcps, true)
 	}
 	for i, l := range ls {
-		s.serve(netutil.LimitListener(l, s.opts.MaxConnections), tcps[i])
+		s.serve(newCapListener(l, s.opts.MaxConnections, !tcps[i]), tcps[i])
 	}
 	return nil
 }
@@ -218,8 +216,8 @@ func (s *Server) serve(l net.Listener, tcp bool) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cl := caller{tcp: tcp, uid: -1, addr: c.RemoteAddr().String()}
-			if !tcp {
-				cl.uid = peerUID(c)
+			if cc, ok := c.(*capConn); ok && !tcp {
+				cl.uid = cc.uid
 			}
 			return context.WithValue(ctx, viaKey{}, cl)
 		},
@@ -242,7 +240,9 @@ func (s *Server) serve(l net.Listener, tcp bool) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	for _, srv := range s.servers {
-		errs = append(errs, srv.Shutdown(ctx))
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err, srv.Close()) // gave up waiting: close what is left
+		}
 	}
 	s.wg.Wait()
 	if s.opts.Socket != "" {

@@ -64,7 +64,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		s.refused(w, cl, aerr)
 		return
 	}
-	sub.Key, rec.MessageID, sub.Record = key, msgID, rec
+	rec.MessageID = msgID
+	sub.Key, sub.Record = key, rec
 	id, replayed, err := s.opts.Intake.Submit(r.Context(), sub)
 	if err != nil {
 		s.refused(w, cl, fromSubmit(err, fields))
