@@ -29,7 +29,7 @@ const (
 	defaultMaxConnections                = 64
 	readHeaderTimeout                    = 10 * time.Second
 	requestTimeout                       = 2 * time.Minute
-	idleTimeout                          = time.Minute
+	idleTimeout                          = 30 * time.Second
 )
 
 // ErrSocketInUse is returned by Start when a live daemon answers on the
@@ -76,8 +76,11 @@ type Options struct {
 	MaxAttachmentSize int64
 	MaxAttachments    int
 	MaxRequestSize    int64
-	// MaxConnections caps the open connections on each listener (0 means 64).
-	MaxConnections int
+	// MaxConnections caps the open connections on each listener (0 means
+	// 64), MaxConnectionsPerCaller those of one uid on the socket or one
+	// address on TCP (0 means a quarter of MaxConnections, at least 1).
+	// More get 503 with Retry-After.
+	MaxConnections, MaxConnectionsPerCaller int
 	// Hostname names Message-IDs; "" means os.Hostname().
 	Hostname string
 	Logger   *slog.Logger
@@ -127,6 +130,9 @@ func New(opts Options) *Server {
 	}
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = defaultMaxConnections
+	}
+	if opts.MaxConnectionsPerCaller <= 0 {
+		opts.MaxConnectionsPerCaller = max(opts.MaxConnections/4, 1)
 	}
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
@@ -190,7 +196,7 @@ func (s *Server) Start() error {
 		ls, tcps = append(ls, l), append(tcps, true)
 	}
 	for i, l := range ls {
-		s.serve(newCapListener(l, s.opts.MaxConnections, !tcps[i]), tcps[i])
+		s.serve(newCapListener(l, s.opts.MaxConnections, s.opts.MaxConnectionsPerCaller, !tcps[i]), tcps[i])
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -245,5 +247,47 @@ func TestShutdownRefuses(t *testing.T) {
 	e.srv.opts.Intake.Shutdown(context.Background())
 	if a := e.postJSON(simple("u@example.org"), nil); a.status != 503 || a.header.Get("Retry-After") == "" {
 		t.Errorf("%d %s", a.status, a.raw)
+	}
+}
+
+// TestConnectionCaps: connections over the per-caller cap get 503 with
+// Retry-After at once, and the API still answers once they close.
+func TestConnectionCaps(t *testing.T) {
+	e := newEnv(t, envOptions{api: Options{MaxConnections: 8, MaxConnectionsPerCaller: 2}})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("unix", e.socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	c, err := net.Dial("unix", e.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	reply, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(reply), "HTTP/1.1 503 ") || !strings.Contains(string(reply), "Retry-After: 1") {
+		t.Errorf("over the cap: %q", reply)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	waitUntil(t, func() bool {
+		a := e.get("/v1/messages/1AAAAAAAAAAAAAAAAAAA")
+		return a.status == 404
+	})
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
