@@ -51,9 +51,9 @@ func parseList(l []string, name string) ([]*mail.Address, *apiError) {
 }
 
 // envelopeOf is MAIL FROM and RCPT TO: the envelope field when given, else
-// the From address and To, Cc and Bcc. fields names each recipient's
+// the From address (else defaultFrom) and To, Cc and Bcc. fields names each recipient's
 // JSON field.
-func envelopeOf(m *Message, a parsedAddrs) (from string, rcpts, fields []string, e *apiError) {
+func envelopeOf(m *Message, a parsedAddrs, defaultFrom string) (from string, rcpts, fields []string, e *apiError) {
 	switch {
 	case m.Envelope != nil && m.Envelope.From != "":
 		if from, e = oneAddress(m.Envelope.From, "envelope.from", false); e != nil {
@@ -63,6 +63,8 @@ func envelopeOf(m *Message, a parsedAddrs) (from string, rcpts, fields []string,
 		from = a.from[0].Address
 	case len(a.from) > 1:
 		return "", nil, nil, badRequest("bad_address", "from", "from: give one address")
+	case defaultFrom != "":
+		from = defaultFrom
 	default:
 		return "", nil, nil, badRequest("no_sender", "from", "from is required (or envelope.from)")
 	}

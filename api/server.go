@@ -81,6 +81,11 @@ type Options struct {
 	// address on TCP (0 means a quarter of MaxConnections, at least 1).
 	// More get 503 with Retry-After.
 	MaxConnections, MaxConnectionsPerCaller int
+	// DefaultFrom is the envelope sender of a message that names no from
+	// (the [defaults] from address; its From header field is added by
+	// intake's rewriting, Options.Rewriting of spool); "" refuses such a
+	// message.
+	DefaultFrom string
 	// Hostname names Message-IDs; "" means os.Hostname().
 	Hostname string
 	Logger   *slog.Logger

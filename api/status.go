@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"os"
 	"time"
 
 	"relayq/queue"
@@ -15,6 +16,7 @@ type messageStatus struct {
 	State      string       `json:"state"` // queued, deferred, held, active, uncertain, delivered, dead, deleted, damaged
 	Created    time.Time    `json:"created"`
 	Left       *time.Time   `json:"left,omitempty"`
+	Reason     string       `json:"reason,omitempty"` // why a dead message died when no reply says it (corrupt, damaged)
 	Recipients []rcptStatus `json:"recipients"`
 }
 
@@ -29,6 +31,7 @@ type rcptStatus struct {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	cl, _ := r.Context().Value(viaKey{}).(caller)
 	id := r.PathValue("id")
 	if !queue.ValidID(id) {
 		writeError(w, http.StatusBadRequest, "bad_id", "not a queue ID", "id")
@@ -36,7 +39,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	l, err := s.opts.Queue.Lookup(id)
 	switch {
-	case errors.Is(err, queue.ErrNotFound):
+	case errors.Is(err, queue.ErrNotFound), err == nil && !cl.maySee(submitterOf(l)):
 		writeError(w, http.StatusNotFound, "not_found", "no such message, and none delivered or dead within the history retention", "id")
 		return
 	case err != nil:
@@ -68,7 +71,7 @@ func statusOf(id string, l *queue.Lookup) messageStatus {
 		}
 	default:
 		d := l.Dead
-		st.State, st.Created = string(queue.FateDead), d.Created
+		st.State, st.Created, st.Reason = string(queue.FateDead), d.Created, d.Reason
 		for _, r := range d.Recipients {
 			st.Recipients = append(st.Recipients, rcpt(r.Address, r.Status, r.Attempts, r.LastAttempt, "", r.LastReply))
 		}
@@ -85,4 +88,26 @@ func rcpt(addr string, status queue.Status, attempts int, last time.Time, relay 
 		rs.RelayID = queue.RelayQueueID(reply)
 	}
 	return rs
+}
+
+// submitterOf is who queued the message the lookup found.
+func submitterOf(l *queue.Lookup) queue.Submitter {
+	switch {
+	case l.Message != nil:
+		return l.Message.Submitter
+	case l.Archived != nil:
+		return l.Archived.Submitter
+	case l.Dead != nil:
+		return l.Dead.Submitter
+	}
+	return queue.Submitter{UID: -1}
+}
+
+// maySee reports whether the caller may read the status of a message
+// from sub: on the socket, root and the daemon's own user see every
+// message, other users only their own (as mailq shows them); a TCP caller
+// holds the token and sees every message. Others get 404, as for an
+// unknown ID, so IDs cannot be probed.
+func (c caller) maySee(sub queue.Submitter) bool {
+	return c.tcp || c.uid == 0 || c.uid == os.Getuid() || c.uid == sub.UID && c.uid >= 0
 }

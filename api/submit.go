@@ -195,7 +195,7 @@ func (s *Server) buildJSON(ctx context.Context, cl caller, body []byte) (from st
 	if e != nil {
 		return
 	}
-	from, rcpts, fields, e = envelopeOf(&m, a)
+	from, rcpts, fields, e = envelopeOf(&m, a, s.opts.DefaultFrom)
 	if e != nil {
 		return
 	}

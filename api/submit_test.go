@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"relayq/queue"
+	"relayq/rewrite"
 	"relayq/spool"
 )
 
@@ -289,5 +290,67 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDefaultsApplied: [defaults] apply to API messages as to the socket's:
+// a message without from gets the default From (and the envelope sender
+// DefaultFrom), and a default header the message lacks; its own
+// Reply-To wins over the default.
+func TestDefaultsApplied(t *testing.T) {
+	rules, err := rewrite.New(rewrite.Options{Domain: "example.com", Defaults: []rewrite.Field{
+		{Name: "From", Value: "Robot <robot@example.com>"}, {Name: "Reply-To", Value: "ops@example.com"}, {Name: "X-Team", Value: "infra"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := spool.Rewriting{Recipient: rules.Recipient, Message: rules.Message}
+	e := newEnv(t, envOptions{intake: spool.Options{Rewriting: rw}, api: Options{DefaultFrom: "robot@example.com"}})
+	a := e.post("/v1/messages", "application/json", []byte(`{"to":"u@example.org","reply_to":"me@example.org","text":"x"}`), nil)
+	if a.status != 202 {
+		t.Fatalf("%d %s", a.status, a.raw)
+	}
+	got := string(e.stored(a.str("id")))
+	for _, want := range []string{"\r\nFrom: Robot <robot@example.com>\r\n", "\r\nReply-To: <me@example.org>\r\n", "\r\nX-Team: infra\r\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "ops@example.com") {
+		t.Error("default Reply-To replaced the message's own")
+	}
+	if m, _ := e.q.Get(a.str("id")); m == nil || m.From != "robot@example.com" {
+		t.Errorf("envelope sender %+v", m)
+	}
+}
+
+// TestNoRoom: below min_free the API answers 507 with Retry-After and
+// queues nothing.
+func TestNoRoom(t *testing.T) {
+	e := newEnv(t, envOptions{queue: queue.Options{MinFree: 1 << 60}})
+	if a := e.postJSON(simple("u@example.org"), nil); a.status != 507 || a.header.Get("Retry-After") == "" {
+		t.Errorf("%d %s", a.status, a.raw)
+	}
+}
+
+// TestMaySee: a socket user sees the status of their own messages only;
+// root, the daemon's user and the token holder see every message.
+func TestMaySee(t *testing.T) {
+	own, other := queue.Submitter{UID: 1234}, queue.Submitter{UID: 99}
+	for _, c := range []struct {
+		c    caller
+		sub  queue.Submitter
+		want bool
+	}{
+		{caller{uid: 1234}, own, true},
+		{caller{uid: 1234}, other, os.Getuid() == 1234},
+		{caller{uid: 0}, other, true},
+		{caller{uid: os.Getuid()}, other, true},
+		{caller{tcp: true, uid: -1}, other, true},
+		{caller{uid: -1}, queue.Submitter{UID: -1}, os.Getuid() == -1},
+	} {
+		if got := c.c.maySee(c.sub); got != c.want {
+			t.Errorf("%+v sees %+v: %v", c.c, c.sub, got)
+		}
 	}
 }

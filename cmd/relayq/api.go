@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/mail"
 	"os"
 	"strings"
 
@@ -58,6 +59,12 @@ func apiOptions(cfg *config.Config) (api.Options, error) {
 		MaxRequestSize:    int64(a.MaxRequestSize),
 		MaxConnections:    a.MaxConnections,
 		Hostname:          cfg.Submission.Hostname,
+	}
+	if f := cfg.Defaults.From; f != "" {
+		// Validated at load: one address, perhaps with a name.
+		if a, err := mail.ParseAddress(f); err == nil {
+			o.DefaultFrom = a.Address
+		}
 	}
 	if a.Listen != "" {
 		b, err := os.ReadFile(a.TokenFile)
