@@ -49,6 +49,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 		q.Close()
 	})
 	log := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if _, bench := t.(*testing.B); bench {
+		log = quiet()
+	}
 	o.intake.Queue, o.intake.Logger, o.intake.Hostname = q, log, "relay.test"
 	intake := spool.NewServer(o.intake)
 	dir, err := os.MkdirTemp("", "api")
@@ -169,3 +172,6 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 	}
 	return a
 }
+
+// quiet is a logger for benchmarks.
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
