@@ -227,3 +227,58 @@ func TestAPISocketPermissions(t *testing.T) {
 		t.Errorf("unknown local recipient: %d %s", a.status, a.raw)
 	}
 }
+
+// TestAPITCPToken: app → relayq (API on loopback TCP with a bearer token
+// from token_file). No token or a wrong one gets 401; with it the message
+// is queued. File access is off on TCP by default while the socket, with
+// the same file_roots, may attach the file.
+func TestAPITCPToken(t *testing.T) {
+	port := freePort(t)
+	files, err := os.MkdirTemp("", "rqfiles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(files) })
+	os.WriteFile(filepath.Join(files, "r.txt"), []byte("report"), 0o644)
+	token := "0123456789abcdef-token"
+	d := newDaemon(t, nil, func(s settings) {
+		s.set("api", "listen", tomlString(fmt.Sprintf("127.0.0.1:%d", port)))
+		s.set("api", "file_roots", fmt.Sprintf("[%s]", tomlString(files)))
+	})
+	tokenFile := filepath.Join(d.dir, "api-token")
+	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+	d.settings.set("api", "token_file", tomlString(tokenFile))
+	d.writeConfig()
+	d.start()
+
+	withFile := fmt.Sprintf(`{"from":"app@example.com","to":"u@example.org","text":"x","attachments":[{"path":%q}]}`, filepath.Join(files, "r.txt"))
+	post := func(auth, body string) apiAnswer {
+		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/v1/messages", port), strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return apiAnswer{status: resp.StatusCode, raw: string(raw)}
+	}
+	plain := `{"from":"app@example.com","to":"u@example.org","text":"x"}`
+	if a := post("", plain); a.status != 401 {
+		t.Errorf("no token: %d %s", a.status, a.raw)
+	}
+	if a := post("Bearer wrong-token-wrong-token", plain); a.status != 401 {
+		t.Errorf("wrong token: %d %s", a.status, a.raw)
+	}
+	if a := post("Bearer "+token, plain); a.status != 202 {
+		t.Errorf("token: %d %s", a.status, a.raw)
+	}
+	if a := post("Bearer "+token, withFile); a.status != 400 || !strings.Contains(a.raw, "file_access_disabled") {
+		t.Errorf("file over TCP: %d %s", a.status, a.raw)
+	}
+	if a := d.apiPost(t, withFile, nil); a.status != 202 {
+		t.Errorf("file over the socket: %d %s", a.status, a.raw)
+	}
+}

@@ -88,7 +88,7 @@ func (d *daemon) openQueue() (func(), error) {
 	cfg := d.cfg
 	// Directories for the sockets and the maildrop must be reachable by
 	// local users (statedir.go); the queue file itself is 0600.
-	if err := makeStateDirs(cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop); err != nil {
+	if err := makeStateDirs(cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop, cfg.API.Socket); err != nil {
 		return nil, &startErr{exitCantCreate, err}
 	}
 	q, err := queue.Open(cfg.Queue.Path, queue.Options{
