@@ -36,14 +36,19 @@ const maxKeyLength = 255
 // the message (and its idempotency key) has committed.
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	cl, _ := r.Context().Value(viaKey{}).(caller)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxRequestSize))
+	hold := s.opts.Intake.HoldMemory(cl.submitter())
+	defer hold.Release()
+	body, err := readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxRequestSize), hold)
 	if err != nil {
 		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
+		switch {
+		case errors.As(err, &mb):
 			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body larger than %d bytes", s.opts.MaxRequestSize), "")
-			return
+		case errors.As(err, new(*spool.SubmitError)):
+			s.refused(w, cl, fromSubmit(err, nil))
+		default:
+			writeError(w, http.StatusBadRequest, "bad_request", "cannot read the request body", "")
 		}
-		writeError(w, http.StatusBadRequest, "bad_request", "cannot read the request body", "")
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
@@ -62,6 +67,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	sub, fields, msgID, aerr := s.build(r.Context(), cl, r, body)
 	if aerr != nil {
 		s.refused(w, cl, aerr)
+		return
+	}
+	if err := hold.Grow(int64(len(body) + len(sub.Body))); err != nil {
+		s.refused(w, cl, fromSubmit(err, nil))
 		return
 	}
 	rec.MessageID = msgID
@@ -104,6 +113,39 @@ func (s *Server) refused(w http.ResponseWriter, cl caller, e *apiError) {
 	writeAPIError(w, e)
 }
 
+// submitter is who the caller is for intake: the uid on the socket; on
+// TCP, the address and the token's user name "api-token" ([limits] may
+// name it).
+func (c caller) submitter() queue.Submitter {
+	sub := queue.Submitter{UID: c.uid, Via: "api"}
+	if c.tcp {
+		sub.Addr, sub.User = c.addr, "api-token"
+	}
+	return sub
+}
+
+// readBody reads the request body into a buffer reserved from intake's
+// memory budget as it grows.
+func readBody(r io.Reader, hold *spool.MemoryHold) ([]byte, error) {
+	var b bytes.Buffer
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(chunk)
+		if n > 0 {
+			if gerr := hold.Grow(int64(b.Len() + n)); gerr != nil {
+				return nil, gerr
+			}
+			b.Write(chunk[:n])
+		}
+		if err == io.EOF {
+			return b.Bytes(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
 // scope keeps one caller's keys apart from another's: a local user cannot
 // replay (and so learn the queue ID of) another user's request.
 func (c caller) scope() string {
@@ -126,11 +168,7 @@ func requestHash(r *http.Request, body []byte) string {
 // build turns the request into a spool.Submission: fields names the JSON
 // field of each envelope recipient, msgID is the message's Message-ID.
 func (s *Server) build(ctx context.Context, cl caller, r *http.Request, body []byte) (sub spool.Submission, fields []string, msgID string, e *apiError) {
-	sub.Submitter = queue.Submitter{UID: cl.uid, Via: "api"}
-	if cl.tcp {
-		sub.Submitter.Addr, sub.Submitter.User = cl.addr, "api-token"
-	}
-	sub.With = "HTTP"
+	sub.Submitter, sub.With = cl.submitter(), "HTTP"
 	t, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch t {
 	case "message/rfc822":

@@ -354,3 +354,35 @@ func TestMaySee(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoryBudget: API requests reserve from intake's memory budget: a
+// request larger than a submitter's share is refused (413), and while the
+// budget is held by others a request gets 507 with Retry-After.
+func TestMemoryBudget(t *testing.T) {
+	e := newEnv(t, envOptions{intake: spool.Options{MaxMemory: 256 << 10, MaxMessageSize: 64 << 10, MemoryWait: 100 * time.Millisecond}})
+	big := simple("u@example.org")
+	big.Text = ptr(strings.Repeat("y", 200<<10))
+	if a := e.postJSON(big, nil); a.status != 413 {
+		t.Errorf("over the share: %d %s", a.status, a.raw)
+	}
+	other := e.srv.opts.Intake.HoldMemory(queue.Submitter{UID: 4242})
+	defer other.Release()
+	if err := other.Grow(128 << 10); err != nil {
+		t.Fatal(err)
+	}
+	mine := e.srv.opts.Intake.HoldMemory(queue.Submitter{UID: os.Getuid(), Via: "api"})
+	defer mine.Release()
+	if err := mine.Grow(120 << 10); err != nil {
+		t.Fatal(err)
+	}
+	small := simple("u@example.org")
+	small.Text = ptr(strings.Repeat("z", 20<<10))
+	if a := e.postJSON(small, nil); a.status != 507 || a.header.Get("Retry-After") == "" {
+		t.Errorf("budget taken: %d %s", a.status, a.raw)
+	}
+	other.Release()
+	mine.Release()
+	if a := e.postJSON(small, nil); a.status != 202 {
+		t.Errorf("budget free again: %d %s", a.status, a.raw)
+	}
+}

@@ -34,6 +34,35 @@ type Submission struct {
 	Record queue.KeyRecord
 }
 
+// MemoryHold is a reservation in intake's memory budget (Options.MaxMemory,
+// memory.go) for a way in that holds a message before Submit: the API
+// reads its request and composes its message into one, so that its
+// requests share the budget, and the per-submitter half of it, with the
+// socket's sessions. Submit's copy of the body reserves on its own, under
+// the same submitter.
+type MemoryHold struct{ h *memHold }
+
+// HoldMemory starts an empty reservation for sub's messages.
+func (s *Server) HoldMemory(sub queue.Submitter) *MemoryHold {
+	return &MemoryHold{h: s.mem.hold("api " + submitterKey(sub))}
+}
+
+// Grow makes the reservation n bytes in all, waiting for room as a
+// session's body does. Without room it returns a *SubmitError: 452 4.3.1
+// (try again later), or 552 5.3.4 for more than one submitter's share.
+func (m *MemoryHold) Grow(n int64) error {
+	switch err := m.h.grow(n); {
+	case errors.Is(err, errOverShare):
+		return &SubmitError{Reply: smtp.ErrDataTooLarge, Err: err}
+	case err != nil:
+		return &SubmitError{Reply: replyFull, Err: err}
+	}
+	return nil
+}
+
+// Release gives the reservation back; releasing twice is harmless.
+func (m *MemoryHold) Release() { m.h.release() }
+
 // SubmitError is a refusal by Submit: the SMTP reply intake would have
 // given, and which part of the submission it is about: "from", or
 // "recipients" with Index the recipient's position; "" for the message.
