@@ -43,6 +43,9 @@ func parseList(l []string, name string) ([]*mail.Address, *apiError) {
 		}
 		list, err := mail.ParseAddressList(v)
 		if err != nil {
+			list, err = mail.ParseAddressList(qualifyBare(v))
+		}
+		if err != nil {
 			return nil, badRequest("bad_address", field, field+": not an address: "+err.Error())
 		}
 		out = append(out, list...)
@@ -152,4 +155,23 @@ func hasControl(s string) bool {
 		}
 	}
 	return false
+}
+
+// qualifyBare gives a local name without a domain ("root", "Ops <root>")
+// "@localhost", a local domain, so that intake's rewriting treats it as
+// sendmail's bare names are treated: aliases, then [rewrite] domain.
+func qualifyBare(v string) string {
+	parts := strings.Split(v, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		switch {
+		case strings.Contains(p, "@") || p == "":
+		case strings.HasSuffix(p, ">"):
+			p = strings.TrimSuffix(p, ">") + "@localhost>"
+		default:
+			p += "@localhost"
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ", ")
 }

@@ -229,6 +229,10 @@ func (s *Server) buildJSON(ctx context.Context, cl caller, body []byte) (from st
 		e = badRequest("bad_json", jsonField(err), "the request is not a valid message: "+err.Error())
 		return
 	}
+	if hasControl(m.Subject) {
+		e = badRequest("bad_subject", "subject", "subject: control characters")
+		return
+	}
 	a, e := parseAddrs(&m)
 	if e != nil {
 		return

@@ -155,7 +155,7 @@ func TestIntakePolicy(t *testing.T) {
 	if a := e.postJSON(big, nil); a.status != 413 || a.errField("code") != "too_large" {
 		t.Errorf("too large: %d %s", a.status, a.raw)
 	}
-	a := e.postJSON(simple("root@localhost"), nil)
+	a := e.postJSON(simple("root"), nil) // a bare local name, as sendmail takes it
 	if m, _ := e.q.Get(a.str("id")); a.status != 202 || m == nil || m.Recipients[0].Address != "ops@example.com" {
 		t.Errorf("alias: %d %s", a.status, a.raw)
 	}
@@ -197,6 +197,7 @@ func TestBadRequests(t *testing.T) {
 		{`{"from":"a@example.com"}`, "to"},
 		{`{"from":"a@example.com","to":["ok@example.org","bad address"]}`, "to[1]"},
 		{`{"from":"a@example.com","to":"u@example.org","headers":{"Bcc":"x@y.z"}}`, "headers.Bcc"},
+		{`{"from":"a@example.com","to":"u@example.org","subject":"a\r\nBcc: x@y.z"}`, "subject"},
 		{`{"from":"a@example.com","to":"u@example.org","headers":{"X-A":"a\r\nBcc: x@y.z"}}`, "headers.X-A"},
 		{`{"from":"a@example.com","to":"u@example.org","attachments":[{"content":"%%","encoding":"base64"}]}`, "attachments[0].content"},
 		{`{"from":"a@example.com","to":"u@example.org","attachments":[{"content":"a","path":"/x"}]}`, "attachments[0]"},
