@@ -16,6 +16,7 @@ import (
 var forbiddenImports = map[string]map[string]string{
 	"queue": {
 		"relayq/config":    "the store takes plain Options; only cmd reads the config",
+		"relayq/api":       "the API calls the store, not the other way",
 		"relayq/transport": "the store knows nothing of SMTP on the wire",
 		"relayq/spool":     "intake calls the store, not the other way",
 		"relayq/delivery":  "delivery calls the store, not the other way",
@@ -29,6 +30,7 @@ var forbiddenImports = map[string]map[string]string{
 	},
 	"spool": {
 		"relayq/config":    "intake takes plain Options; only cmd reads the config",
+		"relayq/api":       "the API calls intake (Server.Submit), not the other way",
 		"relayq/delivery":  "intake and delivery meet only in the store",
 		"relayq/transport": "intake never talks to the relay",
 	},
@@ -61,6 +63,12 @@ var forbiddenImports = map[string]map[string]string{
 		"relayq/queue":     "it decides from addresses alone",
 		"relayq/transport": "it names relays; delivery owns their transports",
 		"relayq/delivery":  "delivery asks it, not the other way",
+	},
+	"api": {
+		"relayq/config":    "the API takes plain Options; only cmd reads the config",
+		"relayq/delivery":  "it queues and answers from the store; delivery is not its business",
+		"relayq/transport": "it never talks to the relay",
+		"relayq/control":   "status comes from the store itself, not through the control socket",
 	},
 	"transport/smtptest": {
 		"relayq/queue":     "a test peer knows only SMTP",

@@ -64,6 +64,7 @@ type Config struct {
 	Rewrite  RewriteConfig  `toml:"rewrite"`  // rewrite.go
 	Aliases  AliasesConfig  `toml:"aliases"`  // rewrite.go
 	Defaults DefaultsConfig `toml:"defaults"` // rewrite.go
+	API      APIConfig      `toml:"api"`      // api.go
 }
 
 // QueueConfig is the [queue] table: the bbolt store.
@@ -278,6 +279,7 @@ func defaults() *Config {
 		Log:     LogConfig{Level: "info", Format: "text", Output: "stderr", SyslogFacility: "mail"},
 		Notify:  NotifyConfig{Bounce: BounceNone},
 		Rewrite: RewriteConfig{SenderPolicy: SenderPolicy{EnvelopeFromWhen: "local", FromHeaderWhen: "local"}},
+		API:     defaultAPI(), // api.go
 	}
 }
 

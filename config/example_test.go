@@ -29,6 +29,7 @@ var exampleValues = map[string]bool{
 	"limits.rule": true, "notify.postmaster_address": true,
 	"rewrite.domain": true, "rewrite.masquerade_domains": true, "rewrite.envelope_from": true, "rewrite.from_header": true,
 	"aliases.aliases_file": true, "aliases.admin_address": true, "defaults.from": true, "defaults.reply_to": true, "defaults.headers": true,
+	"api.token_file": true, "api.file_roots": true,
 }
 
 // TestExampleCommentedDefaults uncomments each commented key of

@@ -49,6 +49,7 @@ func (l loader) resolve(cfg *Config, c *checker) {
 	l.resolveRelay(&cfg.Relay, c)
 	l.resolveRelays(cfg, c, host) // routes.go
 	l.resolveRewrite(cfg, c)      // rewrite.go
+	resolveAPI(cfg)               // api.go
 	if !c.set("queue.min_free") {
 		cfg.Queue.MinFree = 2 * cfg.Submission.MaxMessageSize
 	}
@@ -172,6 +173,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 	validateNotify(c, cfg)          // notify.go
 	validateRewrite(c, cfg)         // rewrite.go
 	validateMetrics(c, cfg.Metrics) // metrics.go
+	validateAPI(c, cfg)             // api.go
 
 	switch cfg.Log.Level {
 	case "debug", "info", "warn", "error":

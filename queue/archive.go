@@ -304,9 +304,6 @@ func (q *Queue) expiredHistory(tx *bolt.Tx, cutoff time.Time, max int) [][]byte 
 
 // startPruner runs PruneHistory in the background until the store closes.
 func (q *Queue) startPruner() {
-	if q.opts.HistoryRetention < 0 {
-		return
-	}
 	q.pruner = runBackground(q.pruneLoop)
 }
 
@@ -316,7 +313,7 @@ func (q *Queue) pruneLoop(stop <-chan struct{}) {
 	ticker := time.NewTicker(pruneInterval)
 	defer ticker.Stop()
 	for {
-		for {
+		for q.opts.HistoryRetention >= 0 {
 			n, err := q.PruneHistory(pruneBatch)
 			if err != nil {
 				q.log.Warn("cannot prune the delivery history", "err", err)
@@ -330,6 +327,7 @@ func (q *Queue) pruneLoop(stop <-chan struct{}) {
 			default:
 			}
 		}
+		q.pruneKeysLoop(stop)
 		select {
 		case <-ticker.C:
 		case <-stop:

@@ -21,7 +21,7 @@ var (
 	bucketBodies   = []byte("bodies")
 	bucketSchedule = []byte("schedule")
 	bucketDead     = []byte("dead")
-	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices}
+	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices, bucketKeys}
 
 	keyVersion    = []byte("version")
 	formatVersion = []byte("1")
@@ -61,6 +61,9 @@ type Options struct {
 	// queue is kept (archive.go). Zero means DefaultHistoryRetention;
 	// negative keeps none.
 	HistoryRetention time.Duration
+	// IdempotencyWindow is how long PutOnce remembers a key (keys.go).
+	// Zero means DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration
 }
 
 // Queue is an open store. Its methods are safe for concurrent use.
@@ -112,6 +115,9 @@ func Open(path string, opts Options) (*Queue, error) {
 	}
 	if opts.HistoryRetention == 0 {
 		opts.HistoryRetention = DefaultHistoryRetention
+	}
+	if opts.IdempotencyWindow <= 0 {
+		opts.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -264,24 +270,32 @@ func (q *Queue) Path() string { return q.db.Path() }
 // The ID is env.ID when set (from NewID; one in use is an error), else a
 // new one.
 func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, error) {
+	id, _, err := q.put(ctx, env, body, nil)
+	return id, err
+}
+
+// put is Put; guard, when not nil, runs first in the same transaction:
+// when it returns a non-empty ID, the message is not stored and that ID
+// is returned with replayed set (keys.go).
+func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(tx *bolt.Tx, id string) (string, error)) (string, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if len(env.Recipients) == 0 {
-		return "", errors.New("queue: put: no recipients")
+		return "", false, errors.New("queue: put: no recipients")
 	}
 	if err := q.space.admit(); err != nil {
-		return "", fmt.Errorf("queue: put: %w", err)
+		return "", false, fmt.Errorf("queue: put: %w", err)
 	}
 	now := q.opts.Now()
 	id := env.ID
 	if id == "" {
 		id = q.ids.next(now)
 	} else if !ValidID(id) {
-		return "", fmt.Errorf("queue: put: %q is not a queue ID", id)
+		return "", false, fmt.Errorf("queue: put: %q is not a queue ID", id)
 	}
 	if env.RecipientDSN != nil && len(env.RecipientDSN) != len(env.Recipients) {
-		return "", fmt.Errorf("queue: put: %d recipient DSN requests for %d recipients", len(env.RecipientDSN), len(env.Recipients))
+		return "", false, fmt.Errorf("queue: put: %d recipient DSN requests for %d recipients", len(env.RecipientDSN), len(env.Recipients))
 	}
 	m := newMessage(id, env, body, now)
 	for i := range env.RecipientDSN {
@@ -289,9 +303,18 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 	}
 	record, err := json.Marshal(m)
 	if err != nil {
-		return "", fmt.Errorf("queue: put: %w", err)
+		return "", false, fmt.Errorf("queue: put: %w", err)
 	}
+	var replayed string
 	err = q.commit.commit(func(tx *bolt.Tx) error {
+		replayed = ""
+		if guard != nil {
+			prior, err := guard(tx, m.ID)
+			if err != nil || prior != "" {
+				replayed = prior
+				return err
+			}
+		}
 		if env.ID != "" && tx.Bucket(bucketMessages).Get([]byte(id)) != nil {
 			return fmt.Errorf("%s is in use", id)
 		}
@@ -307,10 +330,13 @@ func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, err
 		q.space.noteFull()
 	}
 	if err != nil {
-		return "", fmt.Errorf("queue: put: %w", err)
+		return "", false, fmt.Errorf("queue: put: %w", err)
+	}
+	if replayed != "" {
+		return replayed, true, nil
 	}
 	q.notify()
-	return m.ID, nil
+	return m.ID, false, nil
 }
 
 // Get returns the message record for id. For a record that does not

@@ -14,6 +14,14 @@
 //     bodies being received share Options.MaxMemory, one submitter at most
 //     half (memory.go): a message that finds no room gets 452 4.3.1 after
 //     its final dot.
+//   - Server.Submit takes a message from another way in (the HTTP API,
+//     package api) under the socket's policy, step for step: min_free, the
+//     memory budget (HoldMemory lets the caller reserve for what it holds
+//     before), [limits], address checks, aliases (Rewriting), max_recipients,
+//     max_message_size, NUL octets, the Received stamp, header rewriting,
+//     then queue.Put, or queue.PutOnce under an idempotency key
+//     (submit.go). Refusals are *SubmitError: the reply a session would
+//     give and the field it is about.
 //   - Submit and Prepare are the client side of `relayq sendmail`: Prepare
 //     turns standard input into a message (sendmail's rules: -t, dots, the
 //     Date, Message-ID and From headers), Submit hands it to the daemon over

@@ -13,6 +13,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
+	"relayq/api"
 	"relayq/config"
 	"relayq/control"
 	"relayq/delivery"
@@ -28,6 +29,7 @@ type daemon struct {
 	q         *queue.Queue
 	relaySet  delivery.Relay // as at start (routing.go); the deliverer's is the current one
 	intake    *spool.Server
+	apiSrv    *api.Server // nil without [api] socket or listen (api.go)
 	ctl       *control.Server
 	relay     string                             // the relays' names, for logs
 	rewriting spool.Rewriting                    // [rewrite], [aliases], [defaults]: intake and the maildrop (rewrite.go)
@@ -65,7 +67,7 @@ func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader, inherited ma
 	if cfg.Metrics.Listen != "" {
 		d.metrics = newMetrics() // metrics.go
 	}
-	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startControl, d.startMetrics}
+	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startAPI, d.startControl, d.startMetrics}
 	var undo []func()
 	for _, step := range steps {
 		u, err := step()
@@ -90,7 +92,7 @@ func (d *daemon) openQueue() (func(), error) {
 	cfg := d.cfg
 	// Directories for the sockets and the maildrop must be reachable by
 	// local users (statedir.go); the queue file itself is 0600.
-	if err := makeStateDirs(cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop); err != nil {
+	if err := makeStateDirs(cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop, cfg.API.Socket); err != nil {
 		return nil, &startErr{exitCantCreate, err}
 	}
 	q, err := queue.Open(cfg.Queue.Path, queue.Options{
@@ -99,7 +101,8 @@ func (d *daemon) openQueue() (func(), error) {
 		MinFree:      int64(cfg.Queue.MinFree),
 		Logger:       d.log,
 		// 0 in the config keeps no history; the queue's 0 means its default.
-		HistoryRetention: cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
+		HistoryRetention:  cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
+		IdempotencyWindow: cfg.API.IdempotencyWindow.Duration,
 	})
 	switch {
 	case errors.Is(err, queue.ErrLocked):
@@ -230,7 +233,11 @@ func (d *daemon) stop() error {
 	grace := d.cfg.Delivery.ShutdownTimeout.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	errs := []error{d.intake.Shutdown(ctx)}
+	var errs []error
+	if d.apiSrv != nil { // first: its requests in progress end in intake
+		errs = append(errs, d.apiSrv.Shutdown(ctx))
+	}
+	errs = append(errs, d.intake.Shutdown(ctx))
 	d.cancel()
 	<-d.done
 	// The deliverer has closed the transports a reload replaced.
