@@ -18,6 +18,8 @@ import (
 // message meanwhile. If relayq stops first, the message is left as a crash
 // leaves it: the in-flight journal still has it out for delivery, so the
 // next run tries it again and logs that attempt possible_duplicate=true.
+// An attempt whose outcome is only a deferral is not held: losing its
+// record sends nothing twice, so its lease is left to run out instead.
 
 // Backoff of the record's retries.
 const (
@@ -30,6 +32,16 @@ const (
 // holding l, until it is stored, the lease is lost, or ctx ends (after one
 // last try). It returns the record as RecordParts does.
 func (d *Deliverer) keepRecording(ctx context.Context, l *queue.Lease, parts []queue.Part, err error) (*queue.Message, error) {
+	if !queue.MustRecord(parts) && !errors.Is(err, queue.ErrLeaseLost) {
+		// Only deferrals (or waits): nothing would be sent twice if the
+		// record were lost. The worker does not stay to retry it; the
+		// message keeps its lease until that runs out, which is its
+		// backoff (no loop), and is then tried again as a deferral
+		// would be. The reserve is not spent on it (Queue.RecordParts).
+		d.opts.Logger.Error("cannot record a deferral; the message is tried again when its lease runs out",
+			"id", l.ID, "lease_until", l.LeasedUntil, "err", err)
+		return nil, err
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = recordRetryInitial, recordRetryMax, 0
 	b.Reset()

@@ -387,6 +387,23 @@ type Part struct {
 	Outcomes []Outcome
 }
 
+// MustRecord reports whether losing the record of parts would send a
+// message again or lose what the relay said for good: some recipient was
+// delivered, failed for good, may have been delivered (uncertain) or is put
+// on hold. The rest (deferrals, waits) only says "try again later", which
+// the message's next lease does anyway. Only records that must be kept may
+// use the space kept in reserve on a full disk.
+func MustRecord(parts []Part) bool {
+	for _, p := range parts {
+		for _, o := range p.Outcomes {
+			if o.Result == Delivered || o.Result == Failed || o.Uncertain || o.Hold {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // RecordParts is RecordAttempt for an attempt sent in parts: one history
 // entry per part that tried some recipient, the outcomes of all applied,
 // and the message's attempt count raised once. A part whose outcomes all
@@ -395,7 +412,13 @@ type Part struct {
 func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 	now := q.opts.Now()
 	var result *Message
-	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
+	commit := q.commit.commit
+	if MustRecord(parts) {
+		// The reserve is kept for outcomes that must not be lost: a
+		// deferral that took it would leave none for the deliveries.
+		commit = q.commit.commitSpare
+	}
+	err := commit(func(tx *bolt.Tx) error {
 		m, err := q.leased(tx, l)
 		if err != nil {
 			return err

@@ -120,3 +120,37 @@ func TestReserveIsReleasedToRecordOnAFullDisk(t *testing.T) {
 	}
 	put(t, q, "x\r\n", "c@example.net")
 }
+
+// TestReserveIsKeptForDeliveries: on a full disk a deferral's record does
+// not take the reserve (it fails, and the message is tried again later),
+// so the reserve is still there for the delivery that follows. When
+// deferrals took it, the deliveries after the relay came back found no
+// room left to record and the workers stalled.
+func TestReserveIsKeptForDeliveries(t *testing.T) {
+	dir := smallfs.Mount(t, "4m")
+	q := openAt(t, filepath.Join(dir, "queue.db"), Options{MinFree: 1 << 20, LeaseTimeout: 50 * time.Millisecond})
+	var rcpts []string
+	for i := range 200 {
+		rcpts = append(rcpts, fmt.Sprintf("recipient-with-a-long-name-%03d@there.example", i))
+	}
+	put(t, q, "x\r\n", rcpts...)
+	filler := filepath.Join(dir, "filler")
+	smallfs.Fill(t, filler)
+
+	l := leaseOne(t, q)
+	var deferred []Outcome
+	for _, r := range l.Pending() {
+		deferred = append(deferred, Outcome{Address: r.Address, Result: Deferred, NextAttempt: time.Now()})
+	}
+	if _, err := q.Record(l, deferred); err == nil {
+		t.Fatal("a deferral was recorded on a full disk: it took the reserve")
+	}
+	if st := q.Space(); st.Reserve == 0 {
+		t.Fatalf("space after a deferral on a full disk: %+v, want the reserve kept", st)
+	}
+	time.Sleep(100 * time.Millisecond) // the lease runs out
+	l = leaseOne(t, q)
+	if _, err := q.Record(l, delivered(l)); err != nil {
+		t.Fatalf("recording the delivery that follows: %v", err)
+	}
+}
