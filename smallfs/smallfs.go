@@ -17,8 +17,14 @@ import (
 // and returns it; it is unmounted when the test ends.
 func Mount(t testing.TB, size string) string {
 	t.Helper()
+	// Under tests/run.sh (CI, as root) a test that cannot have its small
+	// file system fails; elsewhere it is skipped.
+	skip := t.Skipf
+	if os.Getenv("RELAYQ_REAL_PEERS") != "" {
+		skip = t.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a small file system needs root")
+		skip("mounting a small file system needs root")
 	}
 	// Not t.TempDir(): its paths can be too long for the Unix sockets a
 	// test may put there.
@@ -28,7 +34,7 @@ func Mount(t testing.TB, size string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v: %s)", err, strings.TrimSpace(string(out)))
+		skip("cannot mount a tmpfs (%v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
