@@ -63,7 +63,7 @@ type sentPart struct {
 func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayInUse, g group) (p sentPart, interrupted bool) {
 	p = sentPart{route: g.route.Name, verdicts: make(map[string]verdict, len(g.rcpts))}
 	var last *sentPart
-	for _, id := range g.route.Relays {
+	for i, id := range g.route.Relays {
 		ep, ok := relay.endpoint(id)
 		if !ok {
 			d.opts.Logger.Error("route names an unknown relay; skipped", "route", g.route.Name, "relay", id)
@@ -94,7 +94,9 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 			attempt: queue.Attempt{Time: start, Relay: ep.Name, Duration: d.opts.Now().Sub(start), Transcript: transcriptOf(res, err)}}
 		if err != nil && sessionFailure(err) {
 			d.wait(id, l.ID)
-			d.opts.Logger.Warn("relay failed; trying the next relay of the route", "id", l.ID, "route", g.route.Name, "relay", ep.Name, "err", err)
+			if i+1 < len(g.route.Relays) {
+				d.opts.Logger.Warn("relay failed; trying the next relay of the route", "id", l.ID, "route", g.route.Name, "relay", ep.Name, "err", err)
+			}
 			last = &sent
 			continue
 		}
