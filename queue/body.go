@@ -11,9 +11,36 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Bodies are stored in chunks of at most chunkSize under "<id>/<n>", n a
-// big-endian uint32, so a body is read back in order with a cursor prefix
-// scan and never has to be held in memory whole.
+// A body is stored in the bodies bucket in one of two forms:
+//
+//   - a small body (at most smallBody(pageSize) bytes) is one value under
+//     "<id>/<0>" (chunkKey), beside other messages' small bodies;
+//   - a larger one is a bucket of its own named <id>, holding the body in
+//     at least two chunks of at most chunkSize under their number n, a
+//     big-endian uint32, so it is read back in order with a cursor and
+//     never has to be held in memory whole.
+//
+// The point is what a delete rewrites. bbolt keeps at least two keys on a
+// leaf and stores a leaf larger than a page in one run of contiguous pages.
+// When bodies of any size sat side by side, deleting one rewrote the leaf
+// with its neighbour in it: on a full disk, recording a delivery needed a
+// free run as large as another message's body (up to 512 KiB), which a
+// file fragmented by months of deliveries may not have, and the deliveries
+// stalled with the disk's last free pages unusable. Now a leaf of the
+// bodies bucket holds only small bodies (four fit a page) and the headers
+// of body buckets, so a delete rewrites single pages and frees the body's
+// run whole. A body bucket always has two chunks at least: a bucket with
+// one small value would be stored inline, in its parent's leaf.
+//
+// Bodies written before this layout (one value per chunk under
+// "<id>/<n>", of any size) are still read and deleted as they are.
+
+// smallBody is the largest body stored as a plain value: four such values
+// with their keys and bbolt's headers fit one page.
+func smallBody(pageSize int) int {
+	const pageHeader, leafElement = 16, 16
+	return (pageSize-pageHeader)/4 - leafElement - (idLen + 5)
+}
 
 func chunkKey(id string, n uint32) []byte {
 	k := make([]byte, len(id)+1+4)
@@ -84,15 +111,28 @@ func bodySize(tx *bolt.Tx, id string) int64 {
 // into the mapped file: valid only during tx.
 func chunks(tx *bolt.Tx, id string) iter.Seq[[]byte] {
 	return func(yield func([]byte) bool) {
-		b := tx.Bucket(bucketBodies)
 		for n := uint32(0); ; n++ {
-			v := b.Get(chunkKey(id, n))
+			v := chunk(tx, id, n)
 			if v == nil || !yield(v) {
 				return
 			}
 		}
 	}
 }
+
+// chunk is chunk n of id's body, nil past its end or when there is none.
+func chunk(tx *bolt.Tx, id string, n uint32) []byte {
+	bodies := tx.Bucket(bucketBodies)
+	if b := bodies.Bucket([]byte(id)); b != nil {
+		var k [4]byte
+		binary.BigEndian.PutUint32(k[:], n)
+		return b.Get(k[:])
+	}
+	return bodies.Get(chunkKey(id, n))
+}
+
+// hasBody reports whether id has a stored body.
+func hasBody(tx *bolt.Tx, id string) bool { return chunk(tx, id, 0) != nil }
 
 // chunkID is the message ID of chunk key k. The chunk number is binary
 // and may hold a '/' byte itself (chunk 47), so the ID is found by the
@@ -106,27 +146,38 @@ func chunkID(k []byte) ([]byte, bool) {
 }
 
 func putBody(tx *bolt.Tx, id string, body []byte) error {
-	b := tx.Bucket(bucketBodies)
-	for n := uint32(0); ; n++ {
-		size := min(chunkSize, len(body))
-		if err := b.Put(chunkKey(id, n), body[:size]); err != nil {
+	bodies := tx.Bucket(bucketBodies)
+	if len(body) <= smallBody(tx.DB().Info().PageSize) {
+		return bodies.Put(chunkKey(id, 0), body)
+	}
+	b, err := bodies.CreateBucket([]byte(id))
+	if err != nil {
+		return err
+	}
+	n := max(2, (len(body)+chunkSize-1)/chunkSize)
+	size := (len(body) + n - 1) / n
+	var k [4]byte
+	for i := range n {
+		binary.BigEndian.PutUint32(k[:], uint32(i))
+		part := body[min(i*size, len(body)):min((i+1)*size, len(body))]
+		if err := b.Put(k[:], part); err != nil {
 			return err
 		}
-		body = body[size:]
-		if len(body) == 0 {
-			return nil
-		}
 	}
+	return nil
 }
 
 func deleteBody(tx *bolt.Tx, id string) error {
-	b := tx.Bucket(bucketBodies)
+	bodies := tx.Bucket(bucketBodies)
+	if bodies.Bucket([]byte(id)) != nil {
+		return bodies.DeleteBucket([]byte(id))
+	}
 	for n := uint32(0); ; n++ {
 		k := chunkKey(id, n)
-		if b.Get(k) == nil {
+		if bodies.Get(k) == nil {
 			return nil
 		}
-		if err := b.Delete(k); err != nil {
+		if err := bodies.Delete(k); err != nil {
 			return err
 		}
 	}
@@ -164,7 +215,7 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 
 func (r *bodyReader) load() error {
 	return r.q.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketBodies).Get(chunkKey(r.id, r.next))
+		v := chunk(tx, r.id, r.next)
 		if v == nil {
 			if r.next == 0 {
 				return fmt.Errorf("queue: body of %s: %w", r.id, ErrNotFound)

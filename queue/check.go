@@ -41,7 +41,7 @@ func checkIndex(tx *bolt.Tx) []error {
 			problems = append(problems, fmt.Errorf("message %s: no schedule entry (it would never be delivered)", k))
 		}
 		switch {
-		case bodies.Get(chunkKey(m.ID, 0)) == nil:
+		case !hasBody(tx, m.ID):
 			problems = append(problems, fmt.Errorf("message %s: body missing", k))
 		default:
 			if bad := bodyMismatch(tx, m); bad != "" {
@@ -80,8 +80,11 @@ func checkIndex(tx *bolt.Tx) []error {
 		}
 		return nil
 	})
-	_ = bodies.ForEach(func(k, _ []byte) error {
+	_ = bodies.ForEach(func(k, v []byte) error {
 		id, ok := chunkID(k)
+		if v == nil { // a body bucket
+			id, ok = k, ValidID(string(k))
+		}
 		if !ok {
 			problems = append(problems, fmt.Errorf("body chunk %q: malformed key", k))
 			return nil

@@ -141,7 +141,7 @@ func (q *Queue) requeue(tx *bolt.Tx, id string, class ReplyClass, now time.Time)
 	if len(back) == 0 {
 		return fmt.Errorf("queue: dead letter %s: no recipient with a reply in class %s: %w", id, class, ErrNotFound)
 	}
-	if tx.Bucket(bucketBodies).Get(chunkKey(id, 0)) == nil {
+	if !hasBody(tx, id) {
 		return fmt.Errorf("queue: dead letter %s: body missing: %w", id, ErrNotFound)
 	}
 	m, live, err := requeueBase(tx, d)

@@ -31,7 +31,7 @@ var (
 	leasesInMemory = []byte("memory")
 )
 
-// chunkSize bounds one body value. bbolt stores a value larger than a page in
+// chunkSize bounds one body value (body.go). bbolt stores a value larger than a page in
 // contiguous overflow pages; keeping chunks well under a megabyte keeps the
 // freelist from fragmenting and a read of the body bounded in memory.
 const chunkSize = 256 << 10

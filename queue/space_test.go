@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +153,80 @@ func TestReserveIsKeptForDeliveries(t *testing.T) {
 	l = leaseOne(t, q)
 	if _, err := q.Record(l, delivered(l)); err != nil {
 		t.Fatalf("recording the delivery that follows: %v", err)
+	}
+}
+
+// TestFullDiskDeliveriesNeedNoRunOfFreePages: the queue is filled to its
+// headroom with bodies of mixed sizes while deferrals are recorded, then
+// something else takes the last byte of the disk, and the messages are
+// recorded delivered in an order unlike the one they came in. Every record
+// must fit: deleting a body must not rewrite another message's body. When
+// bodies shared leaves, a delete needed a free run as large as the body
+// beside it, the file's free pages were too fragmented for that, and the
+// records failed (in the daemon, every worker then held an outcome it
+// could not record and the deliveries stalled for good).
+func TestFullDiskDeliveriesNeedNoRunOfFreePages(t *testing.T) {
+	dir := smallfs.Mount(t, "6m")
+	q := openAt(t, filepath.Join(dir, "queue.db"), Options{MinFree: 512 << 10, LeaseTimeout: time.Hour})
+	sizes := []int{42 << 10, 300, 120 << 10, 3 << 10, 42 << 10, 900, 300 << 10, 10 << 10}
+	order := map[string]int{} // message ID → when it was put
+	taken := 0
+	for ; taken < 2000; taken++ {
+		body := strings.Repeat("x", sizes[taken%len(sizes)]-2) + "\r\n"
+		id, err := q.Put(t.Context(), Envelope{From: "a@example.org", Recipients: []string{"b@example.net"}}, []byte(body))
+		if err != nil {
+			if !errors.Is(err, ErrFull) {
+				t.Fatal(err)
+			}
+			break
+		}
+		order[id] = taken
+		if taken%10 == 0 { // a round of deferrals, as a relay that is down gives
+			ls, err := q.Lease(1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range ls {
+				var out []Outcome
+				for _, r := range l.Pending() {
+					out = append(out, Outcome{Address: r.Address, Result: Deferred, NextAttempt: time.Now()})
+				}
+				if _, err := q.Record(l, out); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	smallfs.Fill(t, filepath.Join(dir, "filler"))
+	ls, err := q.Lease(5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != taken || taken < 20 {
+		t.Fatalf("leased %d of %d messages", len(ls), taken)
+	}
+	// First those stored beside the largest bodies (300 KiB, sizes[6]),
+	// then the rest, newest first.
+	beside := func(l *Lease) bool { i := order[l.ID] % len(sizes); return i == 5 || i == 7 }
+	slices.SortFunc(ls, func(a, b *Lease) int {
+		if beside(a) != beside(b) {
+			return map[bool]int{true: -1, false: 1}[beside(a)]
+		}
+		return order[b.ID] - order[a.ID]
+	})
+	failed := 0
+	for _, l := range ls {
+		if _, err := q.Record(l, delivered(l)); err != nil {
+			if !errors.Is(err, ErrFull) {
+				t.Fatal(err)
+			}
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d deliveries could not be recorded on the full disk (space %+v)", failed, taken, q.Space())
+	}
+	if problems := q.Check(); len(problems) > 0 {
+		t.Errorf("queue check: %v", problems)
 	}
 }

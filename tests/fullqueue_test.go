@@ -19,11 +19,12 @@ import (
 // recipient). Mail is submitted until intake answers 452 4.3.1; then
 // something else takes the last of the disk, and the relay comes back;
 // later the disk has room again.
-// The relay must receive exactly the acknowledged messages, each once:
-// a delivery whose outcome cannot be recorded at once is held, not sent
-// again (it was sent again at once, in a loop: 490 arrivals for 56
-// messages, the daemon spinning). relayq stays idle while it waits for
-// room, and after the queue has drained; the queue file passes
+// The relay must receive exactly the acknowledged messages, each once,
+// while the disk is still full: a delivery whose outcome cannot be
+// recorded at once is held, not sent again (it was sent again at once, in
+// a loop: 490 arrivals for 56 messages, the daemon spinning), and the
+// records of deliveries fit in the room the queue kept. relayq stays idle
+// on the full disk and after the queue has drained; the queue file passes
 // `relayq queue check`.
 func TestFullQueueSendsEachMessageOnce(t *testing.T) {
 	mnt := smallfs.Mount(t, "6m")
@@ -78,13 +79,16 @@ func TestFullQueueSendsEachMessageOnce(t *testing.T) {
 		}
 		return true
 	}
-	// With the disk full to the last byte, deliveries go out as far as the
-	// reserve and the room their own deletions free allow; one whose record
-	// does not fit is held, never sent again, and relayq waits without
-	// spinning. (How far they get depends on how bbolt can reuse the
-	// pages it freed; a 100% full disk may stall the rest until room
-	// returns, as it would stall any MTA.)
-	for deadline := time.Now().Add(20 * time.Second); !allArrived() && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	// With the disk full to the last byte, every acknowledged message goes
+	// out, once: recording a delivery needs only single free pages (the
+	// reserve's, then those the delivered bodies free), so the deliveries
+	// pay for their own records. (When a delete rewrote the neighbouring
+	// body, in CI only 13 of 105 went out and the rest stalled for good,
+	// every worker holding an outcome it could not record.)
+	for deadline := time.Now().Add(30 * time.Second); !allArrived(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("on the full disk, %d of the %d acknowledged messages arrived in 30s", len(arrivals()), len(acked))
+		}
 	}
 	for seq, n := range arrivals() {
 		if n != 1 {
@@ -93,19 +97,12 @@ func TestFullQueueSendsEachMessageOnce(t *testing.T) {
 	}
 	pid := d.running().cmd.Process.Pid
 	if busy := cpuShare(t, pid, 2*time.Second); busy > 0.2 {
-		t.Errorf("relayq used %.0f%% of a CPU on the full disk, want it idle while it waits for room", busy*100)
+		t.Errorf("relayq used %.0f%% of a CPU on the full disk, want it idle", busy*100)
 	}
-	t.Logf("on the full disk: %d of the %d acknowledged messages arrived", len(arrivals()), len(acked))
 
-	// Room returns: every acknowledged message arrives, each once.
+	// Room returns; the queue is empty.
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(90 * time.Second); !allArrived(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			got := arrivals()
-			t.Fatalf("after 90s with room again, %d of the %d acknowledged messages have arrived, in %d deliveries", len(got), len(acked), len(relay.Messages()))
-		}
 	}
 	d.waitQueueEmpty(t, 60*time.Second)
 	for seq, n := range arrivals() {

@@ -1,0 +1,79 @@
+package queue
+
+import (
+	"io"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// TestBodyLayouts: a small body is a value beside others, a larger one a
+// bucket of its own in two chunks at least, and a body written in the old
+// layout (one value per chunk, of any size) is still read, checked and
+// deleted with its message. Each reads back as it was put; none is left
+// behind once delivered.
+func TestBodyLayouts(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	small := put(t, q, "short\r\n", "a@x.org")
+	large := put(t, q, strings.Repeat("0123456789abcdef\r\n", 3*chunkSize/18), "b@x.org")
+	oldBody := strings.Repeat("old layout\r\n", chunkSize/12+1000)
+	old := put(t, q, oldBody, "c@x.org")
+	// Rewrite old's body the way bodies were stored before.
+	err := q.commit.commit(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBodies)
+		if err := b.DeleteBucket([]byte(old)); err != nil {
+			return err
+		}
+		for n, at := uint32(0), 0; at < len(oldBody); n, at = n+1, at+chunkSize {
+			if err := b.Put(chunkKey(old, n), []byte(oldBody[at:min(at+chunkSize, len(oldBody))])); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = q.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBodies)
+		if b.Get(chunkKey(small, 0)) == nil || b.Bucket([]byte(small)) != nil {
+			t.Errorf("the small body is not a plain value")
+		}
+		if nested := b.Bucket([]byte(large)); nested == nil || nested.Stats().KeyN != 3 {
+			t.Errorf("the large body is not a bucket of 3 chunks")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{small, large, old} {
+		m, err := q.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(q.Body(id))
+		if err != nil || int64(len(got)) != m.Size {
+			t.Errorf("body of %s: %d bytes, %v; want %d", id, len(got), err, m.Size)
+		}
+		if err := q.VerifyBody(m); err != nil {
+			t.Errorf("VerifyBody(%s): %v", id, err)
+		}
+	}
+	if p := q.Check(); len(p) != 0 {
+		t.Fatalf("Check: %v", p)
+	}
+	if n := deliverAll(t, q); n != 3 {
+		t.Fatalf("delivered %d, want 3", n)
+	}
+	err = q.db.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket(bucketBodies).Stats().KeyN; n != 0 {
+			t.Errorf("%d body keys left once every message was delivered", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
