@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,16 +26,37 @@ import (
 // under key in bucket and returns what to store instead.
 func scribbleDB(t *testing.T, d *daemon, bucket string, key []byte, change func([]byte) []byte) {
 	t.Helper()
+	scribbleIn(t, d, func(tx *bolt.Tx) (*bolt.Bucket, []byte) { return tx.Bucket([]byte(bucket)), key }, change)
+}
+
+// scribbleBody changes the first chunk of message id's body, in whichever
+// of its two forms it is stored (queue/body.go): a value under the ID,
+// "/" and chunk number 0 as a big-endian uint32, or, for a body larger
+// than a quarter page, key 0 of a bucket named by the ID.
+func scribbleBody(t *testing.T, d *daemon, id string, change func([]byte) []byte) {
+	t.Helper()
+	scribbleIn(t, d, func(tx *bolt.Tx) (*bolt.Bucket, []byte) {
+		bodies := tx.Bucket([]byte("bodies"))
+		if b := bodies.Bucket([]byte(id)); b != nil {
+			return b, []byte{0, 0, 0, 0}
+		}
+		return bodies, append([]byte(id+"/"), 0, 0, 0, 0)
+	}, change)
+}
+
+// scribbleIn changes the value where finds it.
+func scribbleIn(t *testing.T, d *daemon, where func(*bolt.Tx) (*bolt.Bucket, []byte), change func([]byte) []byte) {
+	t.Helper()
 	db, err := bolt.Open(filepath.Join(d.dir, "queue.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucket))
+		b, key := where(tx)
 		v := b.Get(key)
 		if v == nil {
-			t.Fatalf("no %s/%q in the queue file", bucket, key)
+			return fmt.Errorf("no %q in the queue file", key)
 		}
 		return b.Put(key, change(bytes.Clone(v)))
 	})
@@ -42,10 +64,6 @@ func scribbleDB(t *testing.T, d *daemon, bucket string, key []byte, change func(
 		t.Fatal(err)
 	}
 }
-
-// firstChunk is the key of a body's first chunk (queue/body.go): the ID,
-// "/", chunk number 0 as a big-endian uint32.
-func firstChunk(id string) []byte { return append([]byte(id+"/"), 0, 0, 0, 0) }
 
 // TestDamagedRecordDoesNotBreakTheQueue: swaks-like SMTP on the unix
 // socket → relayq (relay down, so mail stays queued); relayq stopped, the
@@ -142,7 +160,7 @@ func TestCorruptBodyIsNeverSent(t *testing.T) {
 	intact := d.submit(t, from, []string{"intact@example.net"}, newMessage(1, from, []string{"intact@example.net"}, 20))
 	corrupt := d.submit(t, from, []string{"corrupt@example.net"}, newMessage(2, from, []string{"corrupt@example.net"}, 20))
 	d.stop()
-	scribbleDB(t, d, "bodies", firstChunk(corrupt), func(v []byte) []byte { v[len(v)/2] ^= 0x20; return v })
+	scribbleBody(t, d, corrupt, func(v []byte) []byte { v[len(v)/2] ^= 0x20; return v })
 
 	res := d.relayq("queue", "check")
 	if res.code != 65 || !strings.Contains(res.stdout, corrupt) || !strings.Contains(res.stdout, "corrupt") || strings.Contains(res.stdout, intact) {
