@@ -59,7 +59,8 @@
 //     schedule or the history index, one that is no queue ID elsewhere)
 //     is skipped and logged once, and Check names it in hex.
 //
-// Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes),
+// Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes for
+// a small body, id → a bucket of chunks for a larger one: body.go),
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),
 // "archive" (id → JSON Archived), "archive-by-time" (time left ‖ id →
 // nothing), "notices" (id → JSON NoticeRecord: the notices queued about
