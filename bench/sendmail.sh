@@ -42,7 +42,7 @@ cleanup() {
 	[ -z "$pf_etc" ] || $sudo /usr/sbin/postfix -c "$pf_etc" stop >/dev/null 2>&1 || true
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	$sudo rm -rf "$work"
+	rm -rf "$work" 2>/dev/null || $sudo rm -rf "$work" # Postfix's queue belongs to root and postfix
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
