@@ -36,6 +36,13 @@ var (
 // freelist from fragmenting and a read of the body bounded in memory.
 const chunkSize = 256 << 10
 
+// appendFill is the FillPercent of buckets whose new keys go at their
+// end (message IDs and times grow): their leaves are split full, where
+// bbolt's default of 0.5 leaves every page of a bucket filled in order half
+// empty. A leaf that takes a key in its middle later is split again, into
+// single pages, like any other.
+const appendFill = 1.0
+
 // Options configures Open. The zero value is usable.
 type Options struct {
 	// LockTimeout is how long Open waits for another process to release the
@@ -321,10 +328,12 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 		if err := putBody(tx, m.ID, body); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), record); err != nil {
+		messages, sched := tx.Bucket(bucketMessages), tx.Bucket(bucketSchedule)
+		messages.FillPercent, sched.FillPercent = appendFill, appendFill
+		if err := messages.Put([]byte(m.ID), record); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketSchedule).Put(scheduleKey(m.NextAttempt, m.ID), nil)
+		return sched.Put(scheduleKey(m.NextAttempt, m.ID), nil)
 	})
 	if errors.Is(err, ErrFull) {
 		q.space.noteFull()
