@@ -68,6 +68,10 @@ type Options struct {
 	// queue is kept (archive.go). Zero means DefaultHistoryRetention;
 	// negative keeps none.
 	HistoryRetention time.Duration
+	// HistoryMaxSize bounds the bytes the history of messages that left
+	// the queue takes in the file: past it the oldest records are pruned
+	// before their retention (archive_bound.go). Zero means no bound.
+	HistoryMaxSize int64
 	// IdempotencyWindow is how long PutOnce remembers a key (keys.go).
 	// Zero means DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration
@@ -93,6 +97,8 @@ type Queue struct {
 	interruptedBy map[string]bool // IDs out for delivery when the last run stopped
 
 	space *space // space.go: headroom on the file system
+
+	history historySize // archive_bound.go: the history's size as the pruner knows it
 
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
