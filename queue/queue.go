@@ -75,6 +75,11 @@ type Options struct {
 	// IdempotencyWindow is how long PutOnce remembers a key (keys.go).
 	// Zero means DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration
+
+	// syncFreelist has bbolt write its freelist at every commit instead
+	// of rebuilding it at Open, and openBolt skip its walk: only
+	// BenchmarkStorage sets it, to weigh the two (see boltOptions).
+	syncFreelist bool
 }
 
 // Queue is an open store. Its methods are safe for concurrent use.
@@ -186,7 +191,7 @@ func boltOptions(opts Options) *bolt.Options {
 		Timeout:         opts.LockTimeout,
 		NoSync:          false,
 		NoGrowSync:      false,
-		NoFreelistSync:  true, // a queue grows and shrinks; don't write the whole freelist on every commit
+		NoFreelistSync:  !opts.syncFreelist, // a queue grows and shrinks; don't write the whole freelist on every commit
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: 64 << 20, // fewer remaps, which wait for every reader
 		MaxSize:         int(opts.MaxSize),
