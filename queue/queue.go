@@ -104,10 +104,12 @@ type Queue struct {
 	space *space // space.go: headroom on the file system
 
 	history historySize // archive_bound.go: the history's size as the pruner knows it
+	given   givenBack   // giveback.go: free pages whose disk blocks were given back
 
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
 	spacer  *background // allocates a released reserve again (space.go)
+	giver   *background // gives the blocks of free pages back (giveback.go)
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
@@ -161,19 +163,20 @@ func Open(path string, opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("queue: open %s: %w", path, err)
 		}
 	}
-	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{})}
+	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep}}
 	if err := q.safeInit(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
 	q.startInflight(path + inflightSuffix)
-	q.space = newSpace(path, opts.MinFree, func() int64 { return int64(db.Stats().FreeAlloc) })
+	q.space = newSpace(path, opts.MinFree, q.fileFree)
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}
 	q.startPruner()
 	q.trimmer = runBackground(q.trimLoop)
+	q.giver = runBackground(q.giveBackLoop)
 	if q.space.reserveSize > 0 {
 		if _, err := q.space.restore(); err != nil {
 			q.log.Warn("cannot allocate the queue's reserve; intake is refused until it can be", "err", err)
@@ -272,6 +275,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 func (q *Queue) Close() error {
 	q.pruner.halt()
 	q.trimmer.halt()
+	q.giver.halt()
 	q.spacer.halt()
 	q.commit.close()
 	if err := q.inflight.close(); err != nil {
