@@ -196,7 +196,7 @@ func fileSize(t testing.TB, path string) int64 {
 
 // openTime is how long Open of the store at path takes, in milliseconds;
 // cold drops the file's pages from the page cache first.
-func openTime(b *testing.B, path string, opts Options, cold bool) float64 {
+func openTime(b testing.TB, path string, opts Options, cold bool) float64 {
 	b.Helper()
 	if cold {
 		f, err := os.Open(path)
