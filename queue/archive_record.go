@@ -10,9 +10,9 @@ import (
 
 // An archive record is kept for every message that left the queue, for a
 // week by default, so at a million messages a day the history outweighs
-// the queue itself. It is stored compactly rather than as JSON (which
-// took about 470 bytes for one recipient, a third of them field names and
-// RFC 3339 times):
+// the queue itself. It is stored compactly rather than as JSON: 160 bytes
+// for a delivered message to one recipient, which took 537 as JSON, most
+// of the difference field names and RFC 3339 times:
 //
 //	archiveFormat (1 byte)
 //	from, submitter via, addr, user, unit   strings
