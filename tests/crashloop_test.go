@@ -360,7 +360,7 @@ func crashOnce(t *testing.T, d *daemon, k *crashKiller, c *crashClients, kind ki
 	}
 	d.start()
 	rec.recovery = time.Since(killed)
-	// The log reaches d.log through a pipe: wait for this run's ready line.
+	// Wait for this run's ready line.
 	waitFor(t, 10*time.Second, "the ready log line", func() bool {
 		return len(d.logRecords("relayq ready")) == d.runs
 	})

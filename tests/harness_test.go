@@ -128,7 +128,7 @@ type daemon struct {
 	dir      string // state_dir
 	config   string // the configuration file
 	settings settings
-	log      *syncBuffer
+	log      *daemonLog
 	runs     int
 	// activated are listening sockets handed to every run the way systemd
 	// hands a .socket unit's (LISTEN_FDS, from fd 3), named in
@@ -161,7 +161,7 @@ func newDaemon(t testing.TB, relay *smtptest.Server, edits ...func(settings)) *d
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	d := &daemon{t: t, dir: dir, config: filepath.Join(dir, "relayq.toml"), log: &syncBuffer{}, settings: settings{}}
+	d := &daemon{t: t, dir: dir, config: filepath.Join(dir, "relayq.toml"), log: newDaemonLog(t), settings: settings{}}
 	s := d.settings
 	s.set("", "state_dir", tomlString(dir))
 	url := "smtp://127.0.0.1:9" // discard port: connection refused
@@ -223,8 +223,8 @@ func (d *daemon) spawn() *process {
 		cmd.Env = append(testEnv(), d.env...)
 		cmd.Env = append(cmd.Env, fmt.Sprintf("LISTEN_FDS=%d", len(d.activated)), "LISTEN_FDNAMES="+strings.Join(d.activatedNames, ":"))
 	}
-	cmd.Stderr = d.log
-	cmd.Stdout = d.log
+	cmd.Stderr = d.log.file
+	cmd.Stdout = d.log.file
 	if err := cmd.Start(); err != nil {
 		d.t.Fatalf("start relayq serve: %v", err)
 	}
@@ -370,6 +370,40 @@ func testEnv() []string {
 		}
 	}
 	return env
+}
+
+// daemonLog is where relayq serve's stderr and stdout go: a file the
+// daemon writes itself (not a pipe copied by a goroutine), so a line it
+// wrote before it answered on a socket is there for the test to read
+// as soon as the answer is.
+type daemonLog struct {
+	file *os.File // opened O_APPEND, shared with each run of the daemon
+}
+
+// newDaemonLog makes it outside the daemon's state directory, which
+// tests inspect.
+func newDaemonLog(t testing.TB) *daemonLog {
+	f, err := os.CreateTemp("", "relayq-log")
+	if err == nil {
+		f.Close()
+		f, err = os.OpenFile(f.Name(), os.O_WRONLY|os.O_APPEND, 0o600)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close(); os.Remove(f.Name()) })
+	return &daemonLog{file: f}
+}
+
+func (l *daemonLog) Write(p []byte) (int, error) { return l.file.Write(p) }
+
+// String is everything written so far.
+func (l *daemonLog) String() string {
+	data, err := os.ReadFile(l.file.Name())
+	if err != nil {
+		return fmt.Sprintf("(cannot read the daemon's log: %v)", err)
+	}
+	return string(data)
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and concurrent readers.

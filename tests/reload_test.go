@@ -103,8 +103,9 @@ func TestReloadCommand(t *testing.T) {
 	if res := runCmd(relayqBin, nil, "reload", "-c", d.config); res.code != 0 || !strings.Contains(res.stdout, "in force") {
 		t.Errorf("relayq reload of a good file: %v; want exit 0", res)
 	}
+	const restartOnly = "reload: this setting changes only when relayq restarts; the old value stays in force"
 	warned := false
-	for _, r := range d.logRecords("reload: this setting changes only when relayq restarts; the old value stays in force") {
+	for _, r := range d.logRecords(restartOnly) {
 		if r["key"] != "submission.max_recipients" {
 			t.Errorf("reload warned about %s, which did not change or needs no restart", r["key"])
 		}
