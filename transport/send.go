@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/emersion/go-smtp"
 )
@@ -171,7 +170,7 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 	if err != nil {
 		return t.refused(c, &Error{Stage: StageData, Err: err})
 	}
-	if err := t.writeBody(c, w, m.Body); err != nil {
+	if err := t.writeBody(c, m.Body); err != nil {
 		return false, err
 	}
 	if t.opts.LMTP {
@@ -208,18 +207,16 @@ func (t *Transport) refused(c *conn, e *Error) (bool, error) {
 	return c.client.Reset() == nil, e
 }
 
-// writeBody streams the body with DataTimeout per write. A failure here
-// leaves the session mid-DATA: the connection cannot be reused.
-func (t *Transport) writeBody(c *conn, w io.Writer, body io.Reader) error {
+// writeBody streams the body with DataTimeout per write, straight to the
+// connection under go-smtp's DataCommand w (body.go), which then writes the
+// final dot. A failure here leaves the session mid-DATA: the connection
+// cannot be reused.
+func (t *Transport) writeBody(c *conn, body io.Reader) error {
 	c.io.setWriteTimeout(t.opts.DataTimeout)
 	if body == nil {
-		body = strings.NewReader("")
+		return nil
 	}
-	br := &bodyReader{r: body}
-	if _, err := io.Copy(w, br); err != nil {
-		if br.err != nil {
-			return &Error{Stage: StageData, Err: fmt.Errorf("reading the message: %w", br.err)}
-		}
+	if err := writeBody(c.cc.Conn, body); err != nil {
 		return &Error{Stage: StageData, Err: err}
 	}
 	return nil
@@ -304,19 +301,4 @@ func lmtpIOError(err error) error {
 		return nil
 	}
 	return err
-}
-
-// bodyReader remembers a failure to read the message, to tell it apart
-// from a failure to write to the relay.
-type bodyReader struct {
-	r   io.Reader
-	err error
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		b.err = err
-	}
-	return n, err
 }
