@@ -117,6 +117,18 @@ func readNormalized(r io.Reader, max int64) (*normalizer, []byte, error) {
 	return readReserved(r, max, nil)
 }
 
+// readData reads the DATA section of c through a normalizer, straight from
+// the network (wire.readData), with the body's buffer reserved from the
+// memory budget through mem, as readReserved does.
+func readData(c *conn, max int64, maxLine int, mem *memHold) (*normalizer, []byte, error) {
+	n := &normalizer{max: max, mem: mem}
+	if err := c.wire.readData(n, maxLine, c.readNet); err != nil {
+		return n, nil, err
+	}
+	body, err := n.body()
+	return n, body, err
+}
+
 // readReserved is readNormalized with the body's buffer reserved from the
 // memory budget through mem (memory.go): when the budget has no room, it
 // fails with errNoMemory or errOverShare.

@@ -180,7 +180,14 @@ func (s *session) Data(r io.Reader) error {
 
 	mem := s.srv.mem.hold(s.conn.key) // memory.go
 	defer mem.release()
-	n, body, err := readReserved(r, s.srv.opts.MaxMessageSize, mem)
+	var n *normalizer
+	var body []byte
+	var err error
+	if s.conn.wire.data { // DATA, not BDAT: read from the network directly
+		n, body, err = readData(s.conn, s.srv.opts.MaxMessageSize, s.srv.opts.MaxLineLength, mem)
+	} else {
+		n, body, err = readReserved(r, s.srv.opts.MaxMessageSize, mem)
+	}
 	if err != nil {
 		return s.readFailed(err)
 	}
