@@ -189,9 +189,11 @@ func (s *session) Data(r io.Reader) error {
 		n, body, err = readReserved(r, s.srv.opts.MaxMessageSize, mem)
 	}
 	if err != nil {
+		n.release()
 		return s.readFailed(err)
 	}
 	if n.nul {
+		n.release()
 		s.log.Info("refused message with NUL octets", "from", s.from, "size", len(body))
 		return s.reject(reasonNUL, replyNUL)
 	}
@@ -200,6 +202,7 @@ func (s *session) Data(r io.Reader) error {
 		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
 	})
+	n.release() // stampMessage copied the body
 	from := s.from
 	if f := s.srv.rewriting.Load().Message; f != nil {
 		from, body = f(from, body)

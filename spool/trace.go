@@ -38,7 +38,9 @@ const maxHeloInHeader = 255
 //     empty line that ends one), so that its first line stays body.
 //
 // The bytes of msg follow unchanged. The added Date is the time in
-// Received, so a reader can tell an added Date from the submitter's.
+// Received, so a reader can tell an added Date from the submitter's. The
+// result is always a new slice, never msg: the session reuses msg's buffer
+// for the next message.
 func stampMessage(msg []byte, s stamp) []byte {
 	date := s.now.Format(time.RFC1123Z)
 	var b bytes.Buffer

@@ -223,7 +223,7 @@ func (w *wire) decode(limit int) {
 	for len(w.raw) > 0 && len(w.out)-w.pos < limit {
 		if w.state == inLine && w.mid && !w.cr {
 			// The middle of a line: copy up to its end at once.
-			i := bytes.IndexAny(w.raw, "\r\n")
+			i := indexLineEnd(w.raw)
 			if i < 0 {
 				i = len(w.raw)
 			}
