@@ -101,9 +101,11 @@ func (s *stuffer) heldBack() int {
 }
 
 // writeBody writes body to w, dot-stuffed, without the end heldBack says
-// the DataCommand's Close writes; the caller then closes it. A failure to
-// read body is a *bodyReadError.
-func writeBody(w io.Writer, body io.Reader) error {
+// the DataCommand's Close writes, and then end: nil when the caller then
+// closes the DataCommand; dotEnd when there is none (pipeline.go), so that
+// the final dot goes out with the last of the body. A failure to read
+// body is a *bodyReadError.
+func writeBody(w io.Writer, body io.Reader, end []byte) error {
 	buf := bodyBuffers.Get().(*bodyBuffer)
 	defer bodyBuffers.Put(buf)
 	var s stuffer
@@ -116,7 +118,7 @@ func writeBody(w io.Writer, body io.Reader) error {
 		}
 		keep := s.heldBack()
 		if rerr == io.EOF {
-			out = out[:len(out)-keep]
+			out = append(out[:len(out)-keep], end...)
 			keep = 0
 		}
 		if len(out)-keep >= bodyChunk || rerr == io.EOF && len(out) > 0 {

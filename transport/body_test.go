@@ -31,7 +31,7 @@ func dotWriterBytes(t testing.TB, body []byte) []byte {
 // DataCommand's Close on a dotWriter that was given nothing.
 func writeBodyBytes(t testing.TB, r io.Reader) []byte {
 	var out bytes.Buffer
-	if err := writeBody(&out, r); err != nil {
+	if err := writeBody(&out, r, nil); err != nil {
 		t.Fatal(err)
 	}
 	return append(out.Bytes(), "\r\n.\r\n"...)
@@ -115,12 +115,12 @@ func FuzzStuffer(f *testing.F) {
 // naming it; a failure to write is returned as it is.
 func TestWriteBodyErrors(t *testing.T) {
 	boom := errors.New("boom")
-	err := writeBody(io.Discard, io.MultiReader(strings.NewReader("a\r\n"), iotest.ErrReader(boom)))
+	err := writeBody(io.Discard, io.MultiReader(strings.NewReader("a\r\n"), iotest.ErrReader(boom)), nil)
 	var re *bodyReadError
 	if !errors.As(err, &re) || !errors.Is(err, boom) || err.Error() != "reading the message: boom" {
 		t.Errorf("read failure: %v (%T)", err, err)
 	}
-	err = writeBody(failingWriter{boom}, strings.NewReader("a\r\nb\r\n"))
+	err = writeBody(failingWriter{boom}, strings.NewReader("a\r\nb\r\n"), nil)
 	if !errors.Is(err, boom) || errors.As(err, &re) {
 		t.Errorf("write failure: %v (%T)", err, err)
 	}

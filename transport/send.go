@@ -12,7 +12,9 @@ import (
 // Send delivers m in one transaction. It returns a non-nil error (an
 // *Error) when the transaction failed as a whole; then no recipient was
 // delivered. Otherwise the Result holds each recipient's outcome; if every
-// recipient was refused at RCPT, no DATA was sent.
+// recipient was refused at RCPT, no message was sent (no DATA; or, to a
+// relay that offers PIPELINING, a pipelined DATA that the relay refuses:
+// pipeline.go).
 //
 // A connection taken from the pool that turns out to be dead before the
 // transaction started (EOF or 421 at MAIL) is replaced at once, within the
@@ -146,6 +148,9 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 	c.sent++
 	t.noteDSN(c, m)
 	tx.room.use()
+	if t.pipelines(c) {
+		return t.transactPipelined(c, tx) // pipeline.go
+	}
 	c.cc.sevenBit = !m.EightBit // BODY=8BITMIME only for 8-bit content (clientconn.go)
 	if err := c.client.Mail(m.From, mailOptions(m)); err != nil {
 		return t.refused(c, &Error{Stage: StageMail, Err: err})
@@ -216,7 +221,7 @@ func (t *Transport) writeBody(c *conn, body io.Reader) error {
 	if body == nil {
 		return nil
 	}
-	if err := writeBody(c.cc.Conn, body); err != nil {
+	if err := writeBody(c.cc.Conn, body, nil); err != nil {
 		return &Error{Stage: StageData, Err: err}
 	}
 	return nil
