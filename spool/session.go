@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -234,7 +235,8 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject(reasonStorage, replyStorage)
 	}
 	s.srv.opts.Metrics.accept(s.submitter.Via) // metrics.go
-	s.log.Info("accepted", "id", id, "from", s.from, "rcpts", len(s.rcpts), "size", len(body))
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "accepted", slog.String("id", id), slog.String("from", s.from),
+		slog.Int("rcpts", len(s.rcpts)), slog.Int("size", len(body)))
 	return replyQueued(id)
 }
 
