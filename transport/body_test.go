@@ -129,3 +129,16 @@ func TestWriteBodyErrors(t *testing.T) {
 type failingWriter struct{ err error }
 
 func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+// TestIndexLineEnd: the first CR or LF, wherever it falls against the
+// windows the search goes by.
+func TestIndexLineEnd(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 4095, 4096, 4097, 9000} {
+		for _, tail := range []string{"", "\r", "\n", "\r\n", "\n\r", "x\r", "x\n"} {
+			p := []byte(strings.Repeat("a", n) + tail)
+			if got, want := indexLineEnd(p), bytes.IndexAny(p, "\r\n"); got != want {
+				t.Errorf("%d bytes then %q: %d, want %d", n, tail, got, want)
+			}
+		}
+	}
+}
