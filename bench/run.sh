@@ -7,6 +7,16 @@
 #   bash bench/run.sh --profile  relayq only, under `perf record` during one
 #                                SMTP run: where its CPU goes, in
 #                                bench/out/profile.txt
+#   bash bench/run.sh --pprof    relayq only, built with -tags pprof (never
+#                                the product: cmd/relayq/pprof.go), Go CPU and
+#                                allocation profiles of one SMTP run (SMTP_N,
+#                                default 20000), signalled to start after the
+#                                daemon is up and to stop once the sink has
+#                                every message; the daemon's, the load's and
+#                                the sink's CPU µs per message and the top
+#                                functions in bench/out/pprof.txt, the
+#                                profiles in bench/out/pprof/ (go tool pprof
+#                                -http : bench/out/pprof/cpu.pprof for more)
 #
 # Needs root (Postfix's master refuses to run otherwise) or password-less
 # sudo. Installs postfix and strace when missing, without starting the
@@ -34,13 +44,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-quick=0 profile=0
+quick=0 profile=0 gopprof=0
 case "${1:-}" in
 --quick) quick=1 ;;
 --profile) profile=1 ;;
+--pprof) profile=1 gopprof=1 ;;
 "") ;;
-*) echo "usage: bash bench/run.sh [--quick | --profile]" >&2; exit 64 ;;
+*) echo "usage: bash bench/run.sh [--quick | --profile | --pprof]" >&2; exit 64 ;;
 esac
+((!gopprof)) || : "${SMTP_N:=20000}"
 if ((quick || profile)); then
 	: "${RUNS:=1}" "${SMTP_N:=3000}" "${SENDMAIL_N:=100}" "${FSYNC_N:=1000}" "${HALF_SECS:=4}"
 else
@@ -54,7 +66,7 @@ sudo=""
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()
 for pkg in postfix strace; do installed "$pkg" || need+=("$pkg"); done
-((!profile)) || command -v perf >/dev/null 2>&1 || need+=(linux-perf)
+((!profile || gopprof)) || command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 if ((${#need[@]})); then
 	echo "== installing ${need[*]}" >&2
 	# Postfix without a system configuration: no main.cf, nothing listening.
@@ -90,7 +102,9 @@ work=$(mktemp -d /tmp/rqb.XXXXXX) # short: socket paths are limited to 108 bytes
 chmod 755 "$work"
 bin=$work/bin
 echo "== building relayq and the bench tools" >&2
-go build -o "$bin/relayq" ./cmd/relayq
+tags=()
+((!gopprof)) || tags=(-tags pprof)
+go build "${tags[@]}" -o "$bin/relayq" ./cmd/relayq
 go build -o "$bin/" ./bench/sink ./bench/load ./bench/procmem ./bench/fsyncrate ./bench/report
 
 # --- teardown ------------------------------------------------------------
@@ -426,7 +440,55 @@ profile_relayq() {
 	say "profile in $out/profile.txt (perf report -i $out/perf.data for more)"
 }
 
+# pprof_relayq: one SMTP run of relayq built with -tags pprof; SIGUSR1
+# starts its CPU profile once it is up, SIGUSR2 stops it once the sink has
+# every message (cmd/relayq/pprof.go). CPU per message of the three
+# processes and the top functions to pprof.txt.
+pprof_relayq() {
+	local dir=$out/pprof
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	chmod 777 "$dir"
+	use relayq
+	RELAYQ_PPROF_DIR=$dir start relayq-pprof
+	kill -USR1 "$daemon_pid"
+	for ((i = 0; i < 100; i++)); do [ -s "$dir/allocs-start.pprof" ] && break; sleep 0.05; done
+	say "relayq: SMTP, $SMTP_N messages, profiled"
+	local load
+	load=$(smtp_run relayq pprof 1 -n "$SMTP_N")
+	kill -USR2 "$daemon_pid"
+	for ((i = 0; i < 100; i++)); do [ -s "$dir/allocs-end.pprof" ] && break; sleep 0.05; done
+	stop
+	local last n
+	last=$(tail -1 "$raw")
+	n=$(jget acked "$load")
+	cp "$bin/relayq" "$dir/relayq"
+	{
+		echo "# relayq under SMTP load ($SMTP_N messages of 5 KB, 10 sessions), built with -tags pprof"
+		echo "load: $load"
+		awk -v n="$n" -v l="$last" 'BEGIN {
+			split("", v)
+			while (match(l, /"cpu_ms":[0-9]+/)) { v[++k] = substr(l, RSTART + 9, RLENGTH - 9); l = substr(l, RSTART + RLENGTH) }
+			# in the record: load, mem (relayq), sinkmem; the sink JSON has none
+			printf "CPU µs per message: relayq %.0f, load %.0f, sink %.0f (load + sink %.0f)\n", v[2] * 1000 / n, v[1] * 1000 / n, v[3] * 1000 / n, (v[1] + v[3]) * 1000 / n
+		}'
+		echo "## CPU: self time"
+		go tool pprof -top -nodecount=45 "$dir/relayq" "$dir/cpu.pprof" 2>/dev/null
+		echo "## CPU: including callees"
+		go tool pprof -top -cum -nodecount=70 "$dir/relayq" "$dir/cpu.pprof" 2>/dev/null
+		echo "## allocations during the run (bytes), including callees"
+		go tool pprof -top -cum -nodecount=40 -sample_index=alloc_space -diff_base "$dir/allocs-start.pprof" "$dir/relayq" "$dir/allocs-end.pprof" 2>/dev/null
+		echo "## allocations during the run (count), self"
+		go tool pprof -top -nodecount=40 -sample_index=alloc_objects -diff_base "$dir/allocs-start.pprof" "$dir/relayq" "$dir/allocs-end.pprof" 2>/dev/null
+	} >"$out/pprof.txt"
+	say "profile in $out/pprof.txt; profiles and binary in $dir"
+}
+
 say "work dir $work; sink on $sink_addr; RUNS=$RUNS SMTP_N=$SMTP_N SENDMAIL_N=$SENDMAIL_N"
+if ((gopprof)); then
+	pprof_relayq
+	exit 0
+fi
 if ((profile)); then
 	profile_relayq
 	exit 0

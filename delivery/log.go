@@ -16,6 +16,8 @@ type eventLog struct {
 	l *slog.Logger
 }
 
+// attempt formats nothing when its level is off, and builds its line
+// from typed attributes (LogAttrs: no value boxed on the way).
 func (e *eventLog) attempt(m *queue.Message, relay string, o queue.Outcome, uncertain bool, took time.Duration) {
 	status, level := "sent", slog.LevelInfo
 	switch o.Result {
@@ -24,21 +26,26 @@ func (e *eventLog) attempt(m *queue.Message, relay string, o queue.Outcome, unce
 	case queue.Failed:
 		status, level = "dead", slog.LevelError
 	}
-	attrs := []any{
-		"id", m.ID, "from", m.From, "rcpt", o.Address, "relay", relay,
-		"attempt", m.Attempts + 1, "delay", time.Since(m.Created).Round(time.Millisecond),
-		"took", took.Round(time.Millisecond), "status", status, "reply", o.Reply.String(),
+	ctx := context.Background()
+	if !e.l.Enabled(ctx, level) {
+		return
 	}
+	var buf [12]slog.Attr
+	attrs := append(buf[:0],
+		slog.String("id", m.ID), slog.String("from", m.From), slog.String("rcpt", o.Address), slog.String("relay", relay),
+		slog.Int("attempt", m.Attempts+1), slog.Duration("delay", time.Since(m.Created).Round(time.Millisecond)),
+		slog.Duration("took", took.Round(time.Millisecond)), slog.String("status", status), slog.String("reply", o.Reply.String()),
+	)
 	if o.Result == queue.Deferred {
-		attrs = append(attrs, "next", o.NextAttempt.Format(time.RFC3339))
+		attrs = append(attrs, slog.String("next", o.NextAttempt.Format(time.RFC3339)))
 	}
 	if uncertain {
 		// RFC 1047: the relay may have taken the message already (this
 		// attempt, lost after the dot, or one a crash interrupted), so the
 		// recipient may receive it twice.
-		attrs = append(attrs, "possible_duplicate", true)
+		attrs = append(attrs, slog.Bool("possible_duplicate", true))
 	}
-	e.l.Log(context.Background(), level, "delivery", attrs...)
+	e.l.LogAttrs(ctx, level, "delivery", attrs...)
 }
 
 // corrupt logs a message dead-lettered unsent because its body failed
@@ -56,6 +63,9 @@ func (e *eventLog) corrupt(m *queue.Message, relay string, err error) {
 // relay's own warning says it is down, and `relayq status` shows it), but
 // the relay it waits for and until when.
 func (e *eventLog) waiting(m *queue.Message, route string, o queue.Outcome) {
+	if !e.l.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
 	e.l.Debug("waiting for relay", "id", m.ID, "from", m.From, "rcpt", o.Address, "route", route, "relay", o.Relay,
 		"next", o.NextAttempt.Format(time.RFC3339))
 }

@@ -22,16 +22,22 @@ import (
 //
 // Only the header block changes: fields left alone keep their bytes, a
 // rewritten From keeps its place, and the body is copied as it is. A From
-// field that does not parse is left as it is.
+// field that does not parse is left as it is. When nothing changes (the
+// usual case: a qualified From and the defaults present), msg itself is
+// returned, not a copy.
 func (r *Rules) Message(from string, msg []byte) (string, []byte) {
 	h, body := splitHeader(msg)
 	ownReplyTo := h.index("Reply-To") >= 0
+	changed := false
 	for _, d := range r.opts.Defaults {
 		if h.index(d.Name) < 0 {
 			h.add(d.Name, d.Value)
+			changed = true
 		}
 	}
-	r.rewriteFrom(&h, ownReplyTo)
+	if !r.rewriteFrom(&h, ownReplyTo) && !changed {
+		return r.Sender(from), msg
+	}
 	var out bytes.Buffer
 	out.Grow(len(msg) + 128)
 	for _, f := range h.fields {
@@ -41,17 +47,18 @@ func (r *Rules) Message(from string, msg []byte) (string, []byte) {
 	return r.Sender(from), out.Bytes()
 }
 
-// rewriteFrom applies steps 2 and 3 of Message to the From field.
-// ownReplyTo says whether the message came with a Reply-To: the original
-// From goes there only if not, replacing a [defaults] reply_to.
-func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) {
+// rewriteFrom applies steps 2 and 3 of Message to the From field and
+// reports whether it changed the header. ownReplyTo says whether the
+// message came with a Reply-To: the original From goes there only if not,
+// replacing a [defaults] reply_to.
+func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) bool {
 	i := h.index("From")
 	if i < 0 {
-		return
+		return false
 	}
 	addrs, err := r.parseFrom(h.fields[i].value())
 	if err != nil || len(addrs) == 0 {
-		return
+		return false
 	}
 	changed := false
 	var original []*mail.Address
@@ -66,7 +73,7 @@ func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) {
 		changed = changed || a.Address != was
 	}
 	if !changed {
-		return
+		return false
 	}
 	h.fields[i] = newField("From", formatList(addrs))
 	if r.opts.FromToReplyTo && len(original) > 0 && !ownReplyTo {
@@ -76,6 +83,7 @@ func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) {
 			h.add("Reply-To", formatList(original))
 		}
 	}
+	return true
 }
 
 // bareFrom is a From without a domain, as cron and other local programs

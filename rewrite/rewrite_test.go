@@ -159,9 +159,14 @@ func TestMessage(t *testing.T) {
 			"From: a@example.org\r\nReply-To: r@x.org\r\nList-Unsubscribe: <x>\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, got := mustNew(t, tc.o).Message("x@example.org", []byte(tc.in+body))
+			in := []byte(tc.in + body)
+			_, got := mustNew(t, tc.o).Message("x@example.org", in)
 			if string(got) != tc.want+body {
 				t.Errorf("got\n%q\nwant\n%q", got, tc.want+body)
+			}
+			// Nothing to change: the message itself comes back, uncopied.
+			if unchanged := tc.in == tc.want; unchanged != (&got[0] == &in[0]) {
+				t.Errorf("header unchanged %v, but the message returned is the one given: %v", unchanged, &got[0] == &in[0])
 			}
 		})
 	}

@@ -2,8 +2,10 @@ package spool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
+	"sync"
 )
 
 // errTooLarge is what a normalizer's Write returns once its output passes
@@ -40,7 +42,7 @@ func (n *normalizer) Write(p []byte) (int, error) {
 				continue
 			}
 		}
-		i := bytes.IndexAny(p, "\r\n")
+		i := indexLineEnd(p)
 		if i < 0 {
 			n.text(p)
 			break
@@ -83,15 +85,77 @@ func (n *normalizer) text(p []byte) {
 	if !n.nul && bytes.IndexByte(p, 0) >= 0 {
 		n.nul = true
 	}
-	if !n.eightBit {
-		for _, c := range p {
-			if c >= 0x80 {
-				n.eightBit = true
-				break
-			}
-		}
+	if !n.eightBit && hasEightBit(p) {
+		n.eightBit = true
+	}
+	if n.buf == nil {
+		n.buf = takeBodyBuffer()
 	}
 	n.buf = append(n.buf, p...)
+}
+
+// hasEightBit reports whether p holds an octet >= 0x80, eight bytes at a
+// time.
+func hasEightBit(p []byte) bool {
+	for len(p) >= 8 {
+		if binary.LittleEndian.Uint64(p)&0x8080808080808080 != 0 {
+			return true
+		}
+		p = p[8:]
+	}
+	for _, c := range p {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// indexLineEnd is the index of the first CR or LF in p, or -1. It looks
+// for each with bytes.IndexByte (vectorised), not bytes.IndexAny (a byte at
+// a time: the largest part of reading a body), a window at a time, so that
+// text with one kind of line ending is not scanned to its end for the
+// other at every line.
+func indexLineEnd(p []byte) int {
+	const window = 4096
+	for off := 0; off < len(p); off += window {
+		w := p[off:min(len(p), off+window)]
+		if i := bytes.IndexByte(w, '\n'); i >= 0 {
+			w = w[:i]
+			if j := bytes.IndexByte(w, '\r'); j >= 0 {
+				return off + j
+			}
+			return off + i
+		}
+		if j := bytes.IndexByte(w, '\r'); j >= 0 {
+			return off + j
+		}
+	}
+	return -1
+}
+
+// Body buffers are reused: a normalizer's buffer is garbage once
+// stampMessage has copied it (with the Received header in front), so the
+// session gives it back (release). Buffers that grew past
+// maxPooledBody are left to the collector, so that one large message does
+// not stay in memory.
+const (
+	pooledBody    = 16 << 10
+	maxPooledBody = 256 << 10
+)
+
+var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, pooledBody); return &b }}
+
+func takeBodyBuffer() []byte { return (*bodyBuffers.Get().(*[]byte))[:0] }
+
+// release gives the normalizer's buffer back for another body; the bytes
+// body returned are not to be used after it.
+func (n *normalizer) release() {
+	if n.buf != nil && cap(n.buf) <= maxPooledBody {
+		b := n.buf[:0]
+		bodyBuffers.Put(&b)
+	}
+	n.buf = nil
 }
 
 // body ends the input and returns the normalised bytes. A body that is not
@@ -115,6 +179,18 @@ func (n *normalizer) body() ([]byte, error) {
 // readNormalized reads r to its end through a normalizer.
 func readNormalized(r io.Reader, max int64) (*normalizer, []byte, error) {
 	return readReserved(r, max, nil)
+}
+
+// readData reads the DATA section of c through a normalizer, straight from
+// the network (wire.readData), with the body's buffer reserved from the
+// memory budget through mem, as readReserved does.
+func readData(c *conn, max int64, maxLine int, mem *memHold) (*normalizer, []byte, error) {
+	n := &normalizer{max: max, mem: mem}
+	if err := c.wire.readData(n, maxLine, c.readNet); err != nil {
+		return n, nil, err
+	}
+	body, err := n.body()
+	return n, body, err
 }
 
 // readReserved is readNormalized with the body's buffer reserved from the

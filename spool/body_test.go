@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -69,6 +70,36 @@ func TestNormalizerLimit(t *testing.T) {
 		_, _, err := readNormalized(strings.NewReader(tt.in), tt.max)
 		if ok := err == nil; ok != tt.ok || err != nil && !errors.Is(err, errTooLarge) {
 			t.Errorf("normalise(%q, max %d): %v, want ok %v", tt.in, tt.max, err, tt.ok)
+		}
+	}
+}
+
+// TestIndexLineEnd: the first CR or LF, wherever it falls against the
+// windows the search goes by.
+func TestIndexLineEnd(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 4095, 4096, 4097, 9000} {
+		for _, tail := range []string{"", "\r", "\n", "\r\n", "\n\r", "x\r", "x\n"} {
+			p := []byte(strings.Repeat("a", n) + tail)
+			if got, want := indexLineEnd(p), bytes.IndexAny(p, "\r\n"); got != want {
+				t.Errorf("%d bytes then %q: %d, want %d", n, tail, got, want)
+			}
+		}
+	}
+}
+
+// TestHasEightBit: an octet >= 0x80 anywhere, in the words and the tail.
+func TestHasEightBit(t *testing.T) {
+	for n := range 20 {
+		p := bytes.Repeat([]byte("a"), n)
+		if hasEightBit(p) {
+			t.Errorf("%d ASCII bytes: 8-bit", n)
+		}
+		for i := range n {
+			q := bytes.Clone(p)
+			q[i] = 0x80
+			if !hasEightBit(q) {
+				t.Errorf("0x80 at %d of %d: not 8-bit", i, n)
+			}
 		}
 	}
 }

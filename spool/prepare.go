@@ -298,16 +298,26 @@ func splitHeader(msg []byte) (fields []field, body []byte) {
 // fieldName returns the name of a header field line: printable ASCII but
 // ':' and space, up to the first ':' (RFC 5322 §2.2).
 func fieldName(line []byte) (string, bool) {
+	n := fieldNameLen(line)
+	if n < 0 {
+		return "", false
+	}
+	return string(line[:n]), true
+}
+
+// fieldNameLen is the length of fieldName's name, or -1 when line starts
+// no field.
+func fieldNameLen(line []byte) int {
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
-		return "", false
+		return -1
 	}
 	for _, c := range line[:i] {
 		if c <= ' ' || c >= 0x7f {
-			return "", false
+			return -1
 		}
 	}
-	return string(line[:i]), true
+	return i
 }
 
 // parseAddressList parses a list of addresses (an argument or a header

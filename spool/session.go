@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -180,11 +181,20 @@ func (s *session) Data(r io.Reader) error {
 
 	mem := s.srv.mem.hold(s.conn.key) // memory.go
 	defer mem.release()
-	n, body, err := readReserved(r, s.srv.opts.MaxMessageSize, mem)
+	var n *normalizer
+	var body []byte
+	var err error
+	if s.conn.wire.data { // DATA, not BDAT: read from the network directly
+		n, body, err = readData(s.conn, s.srv.opts.MaxMessageSize, s.srv.opts.MaxLineLength, mem)
+	} else {
+		n, body, err = readReserved(r, s.srv.opts.MaxMessageSize, mem)
+	}
 	if err != nil {
+		n.release()
 		return s.readFailed(err)
 	}
 	if n.nul {
+		n.release()
 		s.log.Info("refused message with NUL octets", "from", s.from, "size", len(body))
 		return s.reject(reasonNUL, replyNUL)
 	}
@@ -193,6 +203,7 @@ func (s *session) Data(r io.Reader) error {
 		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
 	})
+	n.release() // stampMessage copied the body
 	from := s.from
 	if f := s.srv.rewriting.Load().Message; f != nil {
 		from, body = f(from, body)
@@ -224,7 +235,8 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject(reasonStorage, replyStorage)
 	}
 	s.srv.opts.Metrics.accept(s.submitter.Via) // metrics.go
-	s.log.Info("accepted", "id", id, "from", s.from, "rcpts", len(s.rcpts), "size", len(body))
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "accepted", slog.String("id", id), slog.String("from", s.from),
+		slog.Int("rcpts", len(s.rcpts)), slog.Int("size", len(body)))
 	return replyQueued(id)
 }
 

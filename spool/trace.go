@@ -2,8 +2,8 @@ package spool
 
 import (
 	"bytes"
-	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,45 +38,70 @@ const maxHeloInHeader = 255
 //     empty line that ends one), so that its first line stays body.
 //
 // The bytes of msg follow unchanged. The added Date is the time in
-// Received, so a reader can tell an added Date from the submitter's.
+// Received, so a reader can tell an added Date from the submitter's. The
+// result is always a new slice, never msg: the session reuses msg's buffer
+// for the next message.
 func stampMessage(msg []byte, s stamp) []byte {
-	date := s.now.Format(time.RFC1123Z)
-	var b bytes.Buffer
-	b.Grow(len(msg) + 512)
-	b.WriteString("Received: ")
+	b := make([]byte, 0, len(msg)+512)
+	b = append(b, "Received: "...)
 	if s.submitter.Via == viaTCP {
-		fmt.Fprintf(&b, "from %s (%s)\r\n\tby %s (relayq)", headerSafe(s.helo), bracketAddr(s.submitter.Addr), s.hostname)
+		b = append(append(append(b, "from "...), headerSafe(s.helo)...), " ("...)
+		b = append(append(append(b, bracketAddr(s.submitter.Addr)...), ")\r\n\tby "...), s.hostname...)
+		b = append(b, " (relayq)"...)
 	} else if s.submitter.UID >= 0 {
-		fmt.Fprintf(&b, "by %s (relayq, from userid %d)", s.hostname, s.submitter.UID)
+		b = append(append(append(b, "by "...), s.hostname...), " (relayq, from userid "...)
+		b = append(strconv.AppendInt(b, int64(s.submitter.UID), 10), ')')
 	} else {
-		fmt.Fprintf(&b, "by %s (relayq)", s.hostname)
+		b = append(append(append(b, "by "...), s.hostname...), " (relayq)"...)
 	}
-	b.WriteString("\r\n\t")
+	b = append(b, "\r\n\t"...)
 	if s.with != "" {
-		fmt.Fprintf(&b, "with %s ", s.with)
+		b = append(append(append(b, "with "...), s.with...), ' ')
 	}
-	fmt.Fprintf(&b, "id %s; %s\r\n", s.id, date)
+	b = append(append(append(b, "id "...), s.id...), "; "...)
+	b = append(s.now.AppendFormat(b, time.RFC1123Z), "\r\n"...)
 
-	fields, _ := splitHeader(msg)
-	has := func(name string) bool {
-		for _, f := range fields {
-			if f.is(name) {
-				return true
-			}
+	fields, hasDate, hasID := scanHeader(msg)
+	if !hasDate {
+		b = append(s.now.AppendFormat(append(b, "Date: "...), time.RFC1123Z), "\r\n"...)
+	}
+	if !hasID {
+		b = s.now.UTC().AppendFormat(append(b, "Message-ID: <"...), "20060102150405")
+		b = append(append(append(append(append(b, '.'), s.id...), '@'), s.hostname...), ">\r\n"...)
+	}
+	if fields == 0 && len(msg) > 0 && !bytes.HasPrefix(msg, []byte("\r\n")) {
+		b = append(b, "\r\n"...)
+	}
+	return append(b, msg...)
+}
+
+// scanHeader is what stampMessage needs of splitHeader(msg), without its
+// copies: how many fields the header has, and whether one is Date and one
+// Message-ID.
+func scanHeader(msg []byte) (fields int, hasDate, hasID bool) {
+	rest := msg
+	for len(rest) > 0 {
+		end := bytes.Index(rest, []byte("\r\n")) + 2
+		if end < 2 {
+			end = len(rest)
 		}
-		return false
+		line := rest[:end]
+		switch {
+		case end == 2 && line[0] == '\r':
+			return fields, hasDate, hasID
+		case (line[0] == ' ' || line[0] == '\t') && fields > 0:
+		default:
+			n := fieldNameLen(line)
+			if n < 0 {
+				return fields, hasDate, hasID
+			}
+			fields++
+			hasDate = hasDate || bytes.EqualFold(line[:n], []byte("Date"))
+			hasID = hasID || bytes.EqualFold(line[:n], []byte("Message-ID"))
+		}
+		rest = rest[end:]
 	}
-	if !has("Date") {
-		fmt.Fprintf(&b, "Date: %s\r\n", date)
-	}
-	if !has("Message-ID") {
-		fmt.Fprintf(&b, "Message-ID: <%s.%s@%s>\r\n", s.now.UTC().Format("20060102150405"), s.id, s.hostname)
-	}
-	if len(fields) == 0 && len(msg) > 0 && !bytes.HasPrefix(msg, []byte("\r\n")) {
-		b.WriteString("\r\n")
-	}
-	b.Write(msg)
-	return b.Bytes()
+	return fields, hasDate, hasID
 }
 
 // headerSafe is the client's HELO name as it may go into a header comment:
@@ -85,6 +110,11 @@ func stampMessage(msg []byte, s stamp) []byte {
 func headerSafe(s string) string {
 	if len(s) > maxHeloInHeader {
 		s = s[:maxHeloInHeader]
+	}
+	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return r <= ' ' || r >= 0x7f || r == '(' || r == ')' || r == '\\'
+	}) {
+		return s // nothing to replace
 	}
 	b := []byte(s)
 	for i, c := range b {

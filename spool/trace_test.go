@@ -8,6 +8,7 @@ import (
 	"net/mail"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +121,66 @@ func TestMaildropAddsReceived(t *testing.T) {
 	re := regexp.MustCompile(`^Received: by mx\.relayq\.test \(relayq, from userid ` + fmt.Sprint(os.Getuid()) + `\)\r\n\tid ` + msgs[0].ID + `; [^\r]+\r\n`)
 	if m := re.Find(got); m == nil || string(got[len(m):]) != msg {
 		t.Errorf("queued %q, want %q after a Received matching %q", got, msg, re)
+	}
+}
+
+// refStampMessage is stampMessage as it was written before it avoided
+// fmt and splitHeader's copies: the specification it must still meet.
+func refStampMessage(msg []byte, s stamp) []byte {
+	date := s.now.Format(time.RFC1123Z)
+	var b bytes.Buffer
+	b.WriteString("Received: ")
+	if s.submitter.Via == viaTCP {
+		fmt.Fprintf(&b, "from %s (%s)\r\n\tby %s (relayq)", headerSafe(s.helo), bracketAddr(s.submitter.Addr), s.hostname)
+	} else if s.submitter.UID >= 0 {
+		fmt.Fprintf(&b, "by %s (relayq, from userid %d)", s.hostname, s.submitter.UID)
+	} else {
+		fmt.Fprintf(&b, "by %s (relayq)", s.hostname)
+	}
+	b.WriteString("\r\n\t")
+	if s.with != "" {
+		fmt.Fprintf(&b, "with %s ", s.with)
+	}
+	fmt.Fprintf(&b, "id %s; %s\r\n", s.id, date)
+	fields, _ := splitHeader(msg)
+	has := func(name string) bool {
+		return slices.ContainsFunc(fields, func(f field) bool { return f.is(name) })
+	}
+	if !has("Date") {
+		fmt.Fprintf(&b, "Date: %s\r\n", date)
+	}
+	if !has("Message-ID") {
+		fmt.Fprintf(&b, "Message-ID: <%s.%s@%s>\r\n", s.now.UTC().Format("20060102150405"), s.id, s.hostname)
+	}
+	if len(fields) == 0 && len(msg) > 0 && !bytes.HasPrefix(msg, []byte("\r\n")) {
+		b.WriteString("\r\n")
+	}
+	b.Write(msg)
+	return b.Bytes()
+}
+
+// TestStampMessageAsBefore: stampMessage writes what refStampMessage
+// writes, for every kind of submitter and header.
+func TestStampMessageAsBefore(t *testing.T) {
+	now := time.Date(2026, 12, 7, 9, 5, 1, 0, time.FixedZone("X", 3600))
+	stamps := []stamp{
+		{id: "ID1", hostname: "mx.test", helo: "client.example", with: "ESMTP", now: now, submitter: queue.Submitter{Via: viaTCP, Addr: "127.0.0.1:5000", UID: -1}},
+		{id: "ID2", hostname: "mx.test", helo: "bad (name)\\é", with: "SMTP", now: now, submitter: queue.Submitter{Via: viaTCP, Addr: "[::1]:25", UID: -1}},
+		{id: "ID3", hostname: "mx.test", helo: "", now: now, submitter: queue.Submitter{Via: viaTCP, Addr: "nohostport", UID: -1}},
+		{id: "ID4", hostname: "mx.test", with: "ESMTP", now: now, submitter: queue.Submitter{Via: viaSocket, UID: 1000}},
+		{id: "ID5", hostname: "mx.test", now: now, submitter: queue.Submitter{Via: viaMaildrop, UID: -1}},
+	}
+	msgs := []string{
+		"", "\r\n", "\r\nbody only\r\n", "no header line\r\n", "Subject: x\r\n\r\nbody\r\n",
+		"date: Mon, 1 Jan 2026 00:00:00 +0000\r\nMESSAGE-id: <a@b>\r\n\r\nx\r\n",
+		"Subject: a\r\n folded\r\nDate: x\r\n\r\n", "Subject: a\r\nX-Date: y\r\nMessage-IDs: z\r\nbroken line\r\nDate: late\r\n",
+		" leading space\r\n", "Subject: no end", "Date:x\r\n",
+	}
+	for _, st := range stamps {
+		for _, m := range msgs {
+			if got, want := stampMessage([]byte(m), st), refStampMessage([]byte(m), st); !bytes.Equal(got, want) {
+				t.Errorf("stamp %+v, message %q:\ngot  %q\nwant %q", st, m, got, want)
+			}
+		}
 	}
 }

@@ -1,9 +1,15 @@
 package spool
 
 import (
+	"bytes"
+	"errors"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
+	"testing/iotest"
+
+	"github.com/emersion/go-smtp"
 )
 
 // TestDataLineEndings: whatever CRs come before it, a line that starts
@@ -86,4 +92,205 @@ func TestGreetingNamesServer(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReadDataAsGoSMTP: readData, which decodes DATA straight from the
+// network, hands the session exactly what go-smtp's reader got from wire
+// before (the message re-encoded, then de-stuffed up to the end of data),
+// whatever the bytes and however the network splits them; go-smtp is left
+// ". CRLF" and then the commands that follow, line by line. A line over
+// the limit fails as go-smtp's line limit failed on the re-encoded stream.
+func TestReadDataAsGoSMTP(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	inputs := []string{
+		"Subject: x\r\n\r\nline\r\r\n..dot\r\n.\r\nNOOP\r\n",
+		".\r\n", "..\r\n.\r\n", "a\r.b\r\n.\r\n", "a\n.\nb\r\n.\r\n", ".\rx\r\n.\r\n",
+		strings.Repeat("0123456789\r\n.", 5000) + "\r\n.\r\nRSET\r\nQUIT\r\n",
+	}
+	for range 400 {
+		b := make([]byte, rng.IntN(300))
+		for i := range b {
+			b[i] = ".\r\nx"[rng.IntN(4)]
+		}
+		inputs = append(inputs, string(b)+"\r\n.\r\nNOOP\r\n")
+	}
+	for _, in := range inputs {
+		for _, maxLine := range []int{0, 5, 12, 1 << 20} {
+			chunk := 1 + rng.IntN(len(in))
+			wantBody, wantRest, wantErr := oldDataPath(t, in, chunk, maxLine)
+			w := wire{}
+			w.reply([]byte("354 go ahead\r\n"))
+			var body bytes.Buffer
+			next := chunks(in, chunk)
+			err := w.readData(&body, maxLine, next)
+			if (err != nil) != (wantErr != nil) || err == nil && body.String() != wantBody {
+				t.Fatalf("input %q (reads of %d, lines up to %d):\nreadData %q, %v\nwant     %q, %v", in, chunk, maxLine, body.String(), err, wantBody, wantErr)
+			}
+			if err != nil {
+				if _, rerr := w.read(make([]byte, 100), next); rerr != smtp.ErrTooLongLine {
+					t.Fatalf("input %q: a read after the long line: %v, want ErrTooLongLine", in, rerr)
+				}
+				continue
+			}
+			if rest := readAll(t, &w, next); rest != ".\r\n"+wantRest {
+				t.Fatalf("input %q: go-smtp reads %q after readData, want %q", in, rest, ".\r\n"+wantRest)
+			}
+		}
+	}
+}
+
+// oldDataPath is what go-smtp made of in before readData: wire's
+// re-encoding of the DATA section, read through go-smtp's line limit and
+// then its dot reader (for the well-formed stream wire hands over: each
+// line's leading dot removed, up to the line "."). rest is what wire
+// handed over after the end of data.
+func oldDataPath(t *testing.T, in string, chunk, maxLine int) (body, rest string, err error) {
+	w := wire{}
+	w.reply([]byte("354 go ahead\r\n"))
+	next := chunks(in, chunk)
+	var stuffed []byte
+	for !bytes.HasSuffix(stuffed, []byte("\r\n.\r\n")) && !bytes.Equal(stuffed, []byte(".\r\n")) {
+		p := make([]byte, 1+len(in)%7) // go-smtp's buffer: any size
+		n, err := w.read(p, next)
+		if err != nil {
+			t.Fatalf("input %q: wire.read: %v", in, err)
+		}
+		stuffed = append(stuffed, p[:n]...)
+	}
+	cur := 1 // after "DATA\r\n", as go-smtp's lineLimitReader counts
+	for _, c := range stuffed {
+		if c == '\n' {
+			cur = 0
+		}
+		if cur++; maxLine > 0 && cur > maxLine {
+			return "", "", smtp.ErrTooLongLine
+		}
+	}
+	var out []byte
+	for _, line := range bytes.SplitAfter(stuffed, []byte("\r\n")) {
+		if string(line) == ".\r\n" {
+			break
+		}
+		out = append(out, bytes.TrimPrefix(line, []byte("."))...)
+	}
+	return string(out), readAll(t, &w, next), nil
+}
+
+// chunks is a network that delivers in in reads of at most n bytes.
+func chunks(in string, n int) func([]byte) (int, error) {
+	r := iotest.HalfReader(&chunkReader{r: strings.NewReader(in), n: n})
+	return r.Read
+}
+
+// readAll is what go-smtp reads from w until the network has nothing more.
+func readAll(t *testing.T, w *wire, next func([]byte) (int, error)) string {
+	var got []byte
+	p := make([]byte, 64)
+	for {
+		n, err := w.read(p, next)
+		got = append(got, p[:n]...)
+		if err == io.EOF {
+			return string(got)
+		}
+		if err != nil {
+			t.Fatalf("wire.read: %v", err)
+		}
+	}
+}
+
+// TestReadDataRefused: when the session refuses the message part-way (its
+// normalizer fails: too large, no memory), readData returns at once and
+// go-smtp's reader, reading the rest to drop it, finds the client's end of
+// data and nothing before it, wherever the refusal fell; the commands
+// after it are read as commands.
+func TestReadDataRefused(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 400 {
+		b := make([]byte, rng.IntN(300))
+		for i := range b {
+			b[i] = ".\r\nx"[rng.IntN(4)]
+		}
+		in := string(b) + "\r\n.\r\nNOOP\r\n"
+		_, wantRest, _ := oldDataPath(t, in, len(in), 0)
+		next := chunks(in, 1+rng.IntN(len(in)))
+		w := wire{}
+		w.reply([]byte("354 go ahead\r\n"))
+		boom := errors.New("refused")
+		dst := &failAfter{n: rng.IntN(len(in)), err: boom}
+		if err := w.readData(dst, 0, next); err != boom {
+			if dst.failed || err != nil {
+				t.Fatalf("input %q: readData returned %v", in, err)
+			}
+			continue // the whole message fitted
+		}
+		rest := readAll(t, &w, next)
+		end := goSMTPDataEnd(rest)
+		if end < 0 || rest[end:] != wantRest {
+			t.Fatalf("input %q, refused after %d bytes: go-smtp reads %q, whose data ends at %d; want the data to end before %q", in, dst.n, rest, end, wantRest)
+		}
+	}
+}
+
+// failAfter takes n bytes, then fails.
+type failAfter struct {
+	n      int
+	err    error
+	failed bool
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		f.failed = true
+		return 0, f.err
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// goSMTPDataEnd is where go-smtp's dataReader (v0.25.1 data.go, starting
+// at a line start) finds the end of data in s: the index after ". CRLF",
+// or -1.
+func goSMTPDataEnd(s string) int {
+	const (
+		beginLine = iota
+		dot
+		dotCR
+		cr
+		data
+	)
+	state := beginLine
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch state {
+		case beginLine:
+			switch c {
+			case '.':
+				state = dot
+			case '\r':
+				state = cr
+			default:
+				state = data
+			}
+		case dot:
+			state = data
+			if c == '\r' {
+				state = dotCR
+			}
+		case dotCR:
+			if c == '\n' {
+				return i + 1
+			}
+			state = data
+		case cr:
+			state = data
+			if c == '\n' {
+				state = beginLine
+			}
+		case data:
+			if c == '\r' {
+				state = cr
+			}
+		}
+	}
+	return -1
 }

@@ -85,13 +85,19 @@ type wire struct {
 	// echo a credential in a reply.
 	secrets *secrets
 
-	mu       sync.Mutex
-	out, in  lineBuffer
-	reply    []string    // lines of the relay's reply being read, for rec
-	inAuth   bool        // between AUTH and the relay's final (non-334) reply
-	dataSent bool        // DATA sent; a 354 starts the body
-	inBody   bool        // the body is being sent
-	body     bodyCounter // follows it while inBody
+	mu      sync.Mutex
+	out, in lineBuffer
+	reply   []string // lines of the relay's reply being read, for rec
+	inAuth  bool     // between AUTH and the relay's final (non-334) reply
+	// Commands may be pipelined (pipeline.go), so the reply to DATA is
+	// found by counting: lines counts the client's lines (commands, AUTH
+	// responses), answered the relay's final reply lines (up to lines:
+	// the greeting answers nothing), and dataAt is the count at which
+	// DATA was sent (0: none awaits its reply). Its reply, if 354, starts
+	// the body.
+	lines, answered, dataAt int
+	inBody                  bool        // the body is being sent
+	body                    bodyCounter // follows it while inBody
 }
 
 func (w *wire) Read(b []byte) (int, error) {
@@ -147,8 +153,11 @@ func (w *wire) clientLine(line []byte) {
 		auth, w.inAuth = true, true
 		w.emitString(dirClient, redactAuth(string(line)))
 	default:
-		w.dataSent = bytes.EqualFold(verb, []byte("DATA"))
 		w.emit(dirClient, w.secrets.scrubBytes(line))
+	}
+	w.lines++
+	if !auth && bytes.EqualFold(verb, []byte("DATA")) {
+		w.dataAt = w.lines
 	}
 	if w.rec != nil {
 		name := "AUTH"
@@ -186,8 +195,11 @@ func (w *wire) serverLine(line []byte) {
 	if w.inAuth && !bytes.HasPrefix(line, []byte("3")) {
 		w.inAuth = false
 	}
-	if w.dataSent {
-		w.dataSent = false
+	if w.answered < w.lines {
+		w.answered++
+	}
+	if w.dataAt != 0 && w.answered == w.dataAt {
+		w.dataAt = 0
 		if bytes.HasPrefix(line, []byte("354")) {
 			w.inBody, w.body = true, bodyCounter{}
 		}

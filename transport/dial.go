@@ -36,6 +36,12 @@ type conn struct {
 	// tr is the exchange since the last Send took it (transcript.go); the
 	// wire fills it in, the Send holding the connection takes it.
 	tr transcript
+	// Pipelined transactions (pipeline.go): the formatter of their
+	// commands, the buffer they are written from and the reader of their
+	// replies, made at the first.
+	cmds    *commandWriter
+	batch   []byte
+	replies *textproto.Reader
 }
 
 // dialOnce opens a relay session ready for MAIL: connected, greeted, TLS

@@ -49,6 +49,10 @@
 //   - Error.Temporary is the one classification: only a 5xx reply (or
 //     local 5xx refusal) to the message is permanent; a failed session
 //     (dial, greeting, TLS, EHLO, AUTH) is always temporary.
+//   - To a relay that offers PIPELINING (RFC 2920), over SMTP, MAIL, every
+//     RCPT and DATA go in one write, and the body with its final dot in
+//     another, with the command lines go-smtp writes (pipeline.go); the
+//     body goes dot-stuffed in large writes whatever the relay (body.go).
 //   - At most MaxConnections connections are open; a Send waits for one.
 //     A connection is reused after a successful transaction, after RSET
 //     following a refusal before the body, and never after an I/O error, a

@@ -39,28 +39,42 @@ func TestRecipientRefused(t *testing.T) {
 	}
 }
 
+// TestAllRecipientsRefused: every recipient refused at RCPT is each one's
+// refusal, not a failed transaction, and no message is sent. Without
+// PIPELINING, DATA is not sent at all; with it, DATA went with the RCPTs
+// and the relay refused it. Either way RSET keeps the connection for the
+// next message.
 func TestAllRecipientsRefused(t *testing.T) {
-	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
-		Rcpt: map[string][]smtptest.Step{"*": smtptest.Times(2, smtptest.Reply(550, "5.7.1 Relaying denied"))},
-	}})
-	tr := newTransport(t, srv)
-	res, err := send(t, tr, message("s@example.org", "a@example.net", "b@example.net"))
-	if err != nil {
-		t.Fatalf("Send: %v", err)
-	}
-	for _, r := range res.Recipients {
-		var se *smtp.SMTPError
-		if !errors.As(r.Err, &se) || se.Code != 550 {
-			t.Errorf("%s: err = %v, want 550", r.Address, r.Err)
+	for _, pipelining := range []bool{false, true} {
+		opts := smtptest.Options{Script: smtptest.Script{
+			Rcpt: map[string][]smtptest.Step{"*": smtptest.Times(2, smtptest.Reply(550, "5.7.1 Relaying denied"))},
+		}}
+		if !pipelining {
+			opts.Without = []string{"PIPELINING"}
 		}
-	}
-	if srv.DataAttempts() != 0 {
-		t.Errorf("DATA sent although every recipient was refused")
-	}
-	// The RSET left the connection usable.
-	mustSend(t, tr, message("s@example.org", "c@example.net"))
-	if srv.Connections() != 1 || !slices.Contains(srv.Commands(), "RSET") {
-		t.Errorf("%d connections, commands %q; want one connection, RSET after the refusal", srv.Connections(), srv.Commands())
+		srv := smtptest.NewServer(t, opts)
+		tr := newTransport(t, srv)
+		res, err := send(t, tr, message("s@example.org", "a@example.net", "b@example.net"))
+		if err != nil {
+			t.Fatalf("pipelining %v: Send: %v", pipelining, err)
+		}
+		for _, r := range res.Recipients {
+			var se *smtp.SMTPError
+			if !errors.As(r.Err, &se) || se.Code != 550 {
+				t.Errorf("pipelining %v: %s: err = %v, want 550", pipelining, r.Address, r.Err)
+			}
+		}
+		if want := map[bool]int{false: 0, true: 1}[pipelining]; srv.DataAttempts() != want {
+			t.Errorf("pipelining %v: %d DATA commands, want %d", pipelining, srv.DataAttempts(), want)
+		}
+		// The RSET left the connection usable.
+		mustSend(t, tr, message("s@example.org", "c@example.net"))
+		if n := len(srv.Messages()); n != 1 {
+			t.Errorf("pipelining %v: %d messages taken, want only the second", pipelining, n)
+		}
+		if srv.Connections() != 1 || !slices.Contains(srv.Commands(), "RSET") {
+			t.Errorf("pipelining %v: %d connections, commands %q; want one connection, RSET after the refusal", pipelining, srv.Connections(), srv.Commands())
+		}
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/emersion/go-smtp"
 )
@@ -13,7 +12,9 @@ import (
 // Send delivers m in one transaction. It returns a non-nil error (an
 // *Error) when the transaction failed as a whole; then no recipient was
 // delivered. Otherwise the Result holds each recipient's outcome; if every
-// recipient was refused at RCPT, no DATA was sent.
+// recipient was refused at RCPT, no message was sent (no DATA; or, to a
+// relay that offers PIPELINING, a pipelined DATA that the relay refuses:
+// pipeline.go).
 //
 // A connection taken from the pool that turns out to be dead before the
 // transaction started (EOF or 421 at MAIL) is replaced at once, within the
@@ -147,6 +148,9 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 	c.sent++
 	t.noteDSN(c, m)
 	tx.room.use()
+	if t.pipelines(c) {
+		return t.transactPipelined(c, tx) // pipeline.go
+	}
 	c.cc.sevenBit = !m.EightBit // BODY=8BITMIME only for 8-bit content (clientconn.go)
 	if err := c.client.Mail(m.From, mailOptions(m)); err != nil {
 		return t.refused(c, &Error{Stage: StageMail, Err: err})
@@ -171,7 +175,7 @@ func (t *Transport) transact(c *conn, tx *transaction) (bool, error) {
 	if err != nil {
 		return t.refused(c, &Error{Stage: StageData, Err: err})
 	}
-	if err := t.writeBody(c, w, m.Body); err != nil {
+	if err := t.writeBody(c, m.Body); err != nil {
 		return false, err
 	}
 	if t.opts.LMTP {
@@ -208,18 +212,16 @@ func (t *Transport) refused(c *conn, e *Error) (bool, error) {
 	return c.client.Reset() == nil, e
 }
 
-// writeBody streams the body with DataTimeout per write. A failure here
-// leaves the session mid-DATA: the connection cannot be reused.
-func (t *Transport) writeBody(c *conn, w io.Writer, body io.Reader) error {
+// writeBody streams the body with DataTimeout per write, straight to the
+// connection under go-smtp's DataCommand w (body.go), which then writes the
+// final dot. A failure here leaves the session mid-DATA: the connection
+// cannot be reused.
+func (t *Transport) writeBody(c *conn, body io.Reader) error {
 	c.io.setWriteTimeout(t.opts.DataTimeout)
 	if body == nil {
-		body = strings.NewReader("")
+		return nil
 	}
-	br := &bodyReader{r: body}
-	if _, err := io.Copy(w, br); err != nil {
-		if br.err != nil {
-			return &Error{Stage: StageData, Err: fmt.Errorf("reading the message: %w", br.err)}
-		}
+	if err := writeBody(c.cc.Conn, body, nil); err != nil {
 		return &Error{Stage: StageData, Err: err}
 	}
 	return nil
@@ -304,19 +306,4 @@ func lmtpIOError(err error) error {
 		return nil
 	}
 	return err
-}
-
-// bodyReader remembers a failure to read the message, to tell it apart
-// from a failure to write to the relay.
-type bodyReader struct {
-	r   io.Reader
-	err error
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		b.err = err
-	}
-	return n, err
 }

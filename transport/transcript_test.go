@@ -19,9 +19,9 @@ func TestSendTranscript(t *testing.T) {
 	srv := smtptest.NewServer(t, smtptest.Options{TLS: true, Auth: map[string]string{user: pass}})
 	tr := newTransport(t, srv, credentials(user, pass))
 	stuffed := strconv.Itoa(len(testBody) + 3) // three lines start with a dot
-	transaction := []string{
-		"C: MAIL FROM:<from@example.org>", "S: 250 2.1.0 Ok", "C: RCPT TO:<to@example.net>", "S: 250 ",
-		"C: DATA", "S: 354 ", "C: <message body: " + stuffed + " bytes>", "C: .", "S: 250 2.0.0 Ok: queued as ",
+	transaction := []string{                   // MAIL, RCPT and DATA pipelined (pipeline.go)
+		"C: MAIL FROM:<from@example.org>", "C: RCPT TO:<to@example.net>", "C: DATA", "S: 250 2.1.0 Ok", "S: 250 ",
+		"S: 354 ", "C: <message body: " + stuffed + " bytes>", "C: .", "S: 250 2.0.0 Ok: queued as ",
 	}
 
 	first := mustSend(t, tr, message("from@example.org", "to@example.net")).Transcript

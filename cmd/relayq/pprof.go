@@ -1,0 +1,67 @@
+//go:build pprof
+
+// This file is only in a binary built with -tags pprof, as bench/run.sh
+// --pprof builds one: the product has no profiling endpoint and no
+// profiling signal. With RELAYQ_PPROF_DIR set, SIGUSR1 starts a CPU
+// profile and takes a first allocation profile; SIGUSR2 stops the CPU
+// profile and takes the second allocation profile. Both go to that
+// directory as cpu.pprof, allocs-start.pprof and allocs-end.pprof, so that
+// `go tool pprof -diff_base allocs-start.pprof allocs-end.pprof` shows what
+// was allocated between the signals alone.
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"syscall"
+)
+
+func init() {
+	dir := os.Getenv("RELAYQ_PPROF_DIR")
+	if dir == "" {
+		return
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		var cpu *os.File
+		for s := range sig {
+			switch {
+			case s == syscall.SIGUSR1 && cpu == nil:
+				f, err := os.Create(filepath.Join(dir, "cpu.pprof"))
+				if err == nil {
+					err = pprof.StartCPUProfile(f)
+				}
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "relayq: pprof: starting the CPU profile: %v\n", err)
+					continue
+				}
+				cpu = f
+				writeProfile(dir, "allocs", "allocs-start.pprof")
+			case s == syscall.SIGUSR2 && cpu != nil:
+				pprof.StopCPUProfile()
+				cpu.Close()
+				cpu = nil
+				writeProfile(dir, "allocs", "allocs-end.pprof")
+			}
+		}
+	}()
+}
+
+// writeProfile writes the named runtime profile to dir/file.
+func writeProfile(dir, name, file string) {
+	f, err := os.Create(filepath.Join(dir, file))
+	if err == nil {
+		err = pprof.Lookup(name).WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "relayq: pprof: writing %s: %v\n", file, err)
+	}
+}
