@@ -234,3 +234,14 @@ func BenchmarkVerifyBody(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRoom is intake's check at every MAIL with the file system far
+// from the headroom: a statfs at most every freshFor, not one a call.
+func BenchmarkRoom(b *testing.B) {
+	q, _ := openTest(b, Options{MinFree: 1 << 20})
+	for b.Loop() {
+		if err := q.Room(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

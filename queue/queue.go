@@ -359,6 +359,9 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 	if replayed != "" {
 		return replayed, true, nil
 	}
+	// What the file may have grown by: the pages written, twice over
+	// for bbolt's copies on write and page rounding.
+	q.space.used(2*int64(len(body)+len(record)) + 16<<10)
 	q.notify()
 	return m.ID, false, nil
 }
