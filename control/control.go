@@ -101,6 +101,7 @@ type Server struct {
 	limits  func() []LimitStatus
 	memory  func() (int64, int64)
 	reload  func() error
+	flush   func()
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -133,6 +134,10 @@ type Options struct {
 	// Reload re-reads the configuration for OpReload and returns why the
 	// new one was refused; nil answers OpReload with CodeBadRequest.
 	Reload func() error
+	// Flush runs before `queue retry --all` (`relayq flush`) makes every
+	// message due: delivery ends every relay's pause there, so that a
+	// relay that is back gets the mail at once. nil: nothing runs.
+	Flush func()
 }
 
 // ListenWith is Listen with an admin group.
@@ -171,7 +176,7 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 	// A shortage of descriptors must not end the accept loop: the socket
 	// would be dead until a restart.
 	ln = acceptretry.Wrap(ln, opts.Logger)
-	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, memory: opts.Memory, reload: opts.Reload}
+	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, memory: opts.Memory, reload: opts.Reload, flush: opts.Flush}
 	if opts.MailqSocket != "" {
 		mailqLn, err := listenMailq(opts.MailqSocket)
 		if err != nil {

@@ -297,6 +297,9 @@ func (s *Server) run(req Request) Response {
 	var err error
 	switch {
 	case req.Op == OpQueueRetry && req.All:
+		if s.flush != nil {
+			s.flush() // first: a message made due must not meet a pause
+		}
 		var ids []string
 		ids, err = s.q.RetryAll()
 		for _, id := range ids {
