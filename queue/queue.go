@@ -87,6 +87,9 @@ type Queue struct {
 
 	space *space // space.go: headroom on the file system
 
+	damage  *damageSet  // counters.go: records found damaged since Open
+	auditor *background // counters.go: looks for them once after Open
+
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
 	spacer  *background // allocates a released reserve again (space.go)
@@ -143,7 +146,7 @@ func Open(path string, opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("queue: open %s: %w", path, err)
 		}
 	}
-	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{})}
+	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), damage: newDamageSet()}
 	if err := q.safeInit(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
@@ -156,6 +159,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	}
 	q.startPruner()
 	q.trimmer = runBackground(q.trimLoop)
+	q.auditor = runBackground(q.auditLoop) // counters.go
 	if q.space.reserveSize > 0 {
 		if _, err := q.space.restore(); err != nil {
 			q.log.Warn("cannot allocate the queue's reserve; intake is refused until it can be", "err", err)
@@ -197,6 +201,9 @@ func (q *Queue) init() error {
 			}
 		case string(v) != string(formatVersion):
 			return fmt.Errorf("unknown queue format version %q (this relayq knows %q)", v, formatVersion)
+		}
+		if err := initCounters(tx); err != nil { // counters.go
+			return err
 		}
 		if string(meta.Get(keyLeases)) == string(leasesInMemory) {
 			return nil
@@ -254,6 +261,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 func (q *Queue) Close() error {
 	q.pruner.halt()
 	q.trimmer.halt()
+	q.auditor.halt()
 	q.spacer.halt()
 	q.commit.close()
 	if err := q.inflight.close(); err != nil {
@@ -324,6 +332,9 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 		if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), record); err != nil {
 			return err
 		}
+		if err := countMessage(tx, m); err != nil { // counters.go
+			return err
+		}
 		return tx.Bucket(bucketSchedule).Put(scheduleKey(m.NextAttempt, m.ID), nil)
 	})
 	if errors.Is(err, ErrFull) {
@@ -350,6 +361,7 @@ func (q *Queue) Get(id string) (*Message, error) {
 		if errors.Is(err, ErrRecordDamaged) {
 			_, why := decodeMessage(tx.Bucket(bucketMessages).Get([]byte(id)))
 			m = damaged(tx, []byte(id), why) // as List shows it
+			q.damage.note(false, id)
 		}
 		return err
 	})
@@ -371,6 +383,9 @@ func (q *Queue) List() ([]*Message, error) {
 	}
 	for _, m := range out {
 		q.leasedUntil(m)
+		if m.Damaged != "" {
+			q.damage.note(false, m.ID)
+		}
 	}
 	return out, nil
 }
@@ -403,6 +418,7 @@ func (q *Queue) ListDead() ([]*DeadLetter, error) {
 			d, err := decodeDead(v)
 			if err != nil {
 				d = damagedDead(tx, k, err) // listed, so that an operator sees it
+				q.damage.note(true, d.ID)
 			}
 			out = append(out, d)
 			return nil
@@ -606,7 +622,10 @@ func putMessage(tx *bolt.Tx, m *Message) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketMessages).Put([]byte(m.ID), v)
+	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
+		return err
+	}
+	return countMessage(tx, &s) // counters.go
 }
 
 func syncDir(dir string) error {
