@@ -135,39 +135,6 @@ func badRequest(format string, args ...any) Response {
 	return Response{Error: fmt.Sprintf(format, args...), Code: CodeBadRequest}
 }
 
-func (s *Server) queueList(req Request) Response {
-	var state queue.State
-	if req.State != "" {
-		var err error
-		if state, err = queue.ParseState(req.State); err != nil {
-			return badRequest("%v", err)
-		}
-	}
-	msgs, err := s.q.List()
-	if err != nil {
-		return failed(err)
-	}
-	out := msgs[:0]
-	for _, m := range msgs {
-		if state == "" || m.State() == state {
-			m.History = nil
-			out = append(out, m)
-		}
-	}
-	return Response{Messages: out}
-}
-
-func (s *Server) deadList() Response {
-	dead, err := s.q.ListDead()
-	if err != nil {
-		return failed(err)
-	}
-	for _, d := range dead {
-		d.Record = nil
-	}
-	return Response{Dead: dead}
-}
-
 // show answers queue show and dead show alike: the message record and the
 // dead letter, whichever exist, and the body when asked.
 func (s *Server) show(req Request) Response {
@@ -369,17 +336,6 @@ func results(res []queue.IDResult) []Result {
 		out = append(out, it)
 	}
 	return out
-}
-
-func (s *Server) mailq() Response {
-	msgs, err := s.q.List()
-	if err != nil {
-		return failed(err)
-	}
-	for i, m := range msgs {
-		msgs[i] = MailqView(m)
-	}
-	return Response{Messages: msgs}
 }
 
 // MailqView is what Postfix's mailq shows any local user of a message: its

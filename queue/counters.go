@@ -510,3 +510,32 @@ func (q *Queue) auditLoop(stop <-chan struct{}) {
 		}
 	}
 }
+
+// Totals is what the counters say of the whole store: how many messages
+// and dead letters it holds, and the size of the queued messages. A
+// listing that shows a page says from it how many more there are.
+type Totals struct {
+	Messages int
+	Dead     int
+	Bytes    int64
+}
+
+// Totals reads the counters.
+func (q *Queue) Totals() (Totals, error) {
+	var t Totals
+	err := q.db.View(func(tx *bolt.Tx) error {
+		c, err := readCounts(tx)
+		if err != nil {
+			return err
+		}
+		for _, n := range c.states {
+			t.Messages += int(n)
+		}
+		t.Dead, t.Bytes = int(c.dead), c.bytes
+		return nil
+	})
+	if err != nil {
+		return Totals{}, fmt.Errorf("queue: totals: %w", err)
+	}
+	return t, nil
+}

@@ -1,0 +1,68 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestListingsPage: SMTP on the unix socket → relayq with no relay that
+// answers, so 12 messages stay queued. `queue list --limit 5` prints five
+// and says how many there are and how to see the next page; --after
+// gives the next five, then the last two with the usual footer; --json
+// lists all twelve, once each, in order; --rcpt takes a substring or a
+// glob; mailq --limit 5 gives the whole queue's footer and the next page;
+// a bad --after is refused with exit 64.
+func TestListingsPage(t *testing.T) {
+	d := startDaemon(t, nil)
+	var ids []string
+	for i := range 12 {
+		from, to := "pages@example.org", []string{fmt.Sprintf("rcpt%02d@example.net", i)}
+		ids = append(ids, d.submit(t, from, to, newMessage(i, from, to, 3)))
+	}
+	all := d.queueList(t)
+	if len(all) != 12 {
+		t.Fatalf("queue list --json: %d messages, want 12", len(all))
+	}
+	for i, l := range all {
+		if l.ID != ids[i] {
+			t.Fatalf("queue list --json: %d is %s, want %s (in the order of arrival)", i, l.ID, ids[i])
+		}
+	}
+
+	first := d.mustRelayq(t, "queue", "list", "--limit", "5")
+	wantMore := "5 of 12 message(s) shown; next page: relayq queue list --after " + ids[4]
+	if strings.Count(first.stdout, "pages@example.org") != 5 || !strings.Contains(first.stdout, wantMore) {
+		t.Errorf("queue list --limit 5:\n%s\nwant 5 messages and %q", first.stdout, wantMore)
+	}
+	second := d.mustRelayq(t, "queue", "list", "--limit", "5", "--after", ids[4])
+	if !strings.Contains(second.stdout, ids[5]) || strings.Contains(second.stdout, ids[4]) ||
+		!strings.Contains(second.stdout, "next page: relayq queue list --after "+ids[9]) {
+		t.Errorf("the second page:\n%s", second.stdout)
+	}
+	last := d.mustRelayq(t, "queue", "list", "--limit", "5", "--after", ids[9])
+	if strings.Count(last.stdout, "pages@example.org") != 2 || !strings.HasSuffix(last.stdout, "\n2 message(s)\n") {
+		t.Errorf("the last page:\n%s\nwant 2 messages and the usual footer", last.stdout)
+	}
+
+	for pattern, want := range map[string]int{"rcpt03": 1, "RCPT1*@example.net": 2, "*@example.net": 12, "nobody": 0} {
+		res := d.mustRelayq(t, "queue", "list", "--json", "--rcpt", pattern)
+		var got []listed
+		if err := json.Unmarshal([]byte(res.stdout), &got); err != nil || len(got) != want {
+			t.Errorf("queue list --rcpt %s: %d messages (%v); want %d", pattern, len(got), err, want)
+		}
+	}
+	if res := d.relayq("queue", "list", "--json", "--older-than", "1h"); res.code != 0 || strings.TrimSpace(res.stdout) != "[]" {
+		t.Errorf("queue list --older-than 1h: %v; want an empty array", res)
+	}
+
+	mq := d.mustRelayq(t, "mailq", "--limit", "5")
+	if strings.Count(mq.stdout, "pages@example.org") != 5 || !strings.Contains(mq.stdout, " in 12 Requests.\n") ||
+		!strings.Contains(mq.stdout, "-- 5 shown; next page: mailq --after "+ids[4]) {
+		t.Errorf("mailq --limit 5:\n%s", mq.stdout)
+	}
+	if res := d.relayq("queue", "list", "--after", "nonsense"); res.code != 64 {
+		t.Errorf("queue list --after nonsense: %v; want exit 64", res)
+	}
+}
