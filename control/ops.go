@@ -44,6 +44,10 @@ type Status struct {
 	// StateDamaged): never delivered until an operator deletes or
 	// expires them.
 	Damaged int `json:"damaged"`
+	// Pending counts the recipients still to be delivered, and Bytes the
+	// size of the queued messages.
+	Pending int   `json:"pending"`
+	Bytes   int64 `json:"bytes"`
 	// Oldest is when the oldest queued message was created.
 	Oldest *time.Time `json:"oldest,omitempty"`
 	// OldestDeferred is when the oldest message that was tried and is not
@@ -181,7 +185,7 @@ func (s *Server) status() Response {
 	}
 	st := &Status{
 		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active, Uncertain: sum.Uncertain,
-		Damaged: sum.Damaged, DeadDamaged: sum.DamagedDead,
+		Damaged: sum.Damaged, DeadDamaged: sum.DamagedDead, Pending: sum.Pending, Bytes: sum.Bytes,
 		Dead: sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
 		Started: s.started, Now: now,
 	}

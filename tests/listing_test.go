@@ -62,6 +62,15 @@ func TestListingsPage(t *testing.T) {
 		!strings.Contains(mq.stdout, "-- 5 shown; next page: mailq --after "+ids[4]) {
 		t.Errorf("mailq --limit 5:\n%s", mq.stdout)
 	}
+	var st struct {
+		Messages int   `json:"messages"`
+		Pending  int   `json:"recipients_pending"`
+		Bytes    int64 `json:"bytes_queued"`
+	}
+	res := d.mustRelayq(t, "status", "--json")
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil || st.Messages != 12 || st.Pending != 12 || st.Bytes < 12*100 {
+		t.Errorf("status --json: %+v (%v); want 12 messages, 12 recipients pending and their bytes", st, err)
+	}
 	if res := d.relayq("queue", "list", "--after", "nonsense"); res.code != 64 {
 		t.Errorf("queue list --after nonsense: %v; want exit 64", res)
 	}
