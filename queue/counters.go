@@ -29,7 +29,7 @@ import (
 //
 // Every write of a message record or dead letter goes through the hooks
 // countMessage, uncountMessage, countDead and uncountDead. A file written
-// before counters is tallied once, at Open (rebuildCounters). Check
+// before counters is tallied once, at Open (buildCounters). Check
 // recomputes them all and names any difference.
 //
 // What the tallies cannot know, damage to a record after it was written
@@ -151,6 +151,9 @@ func tallyKey(kind byte, id string) []byte { return append([]byte{kind}, id...) 
 // countMessage is the hook after m's record was written (a new message or
 // a change): the counts and the deferred index follow it.
 func countMessage(tx *bolt.Tx, m *Message) error {
+	if !counted(tx) {
+		return nil // buildCounters will
+	}
 	key, now := tallyKey('m', m.ID), tallyOf(m)
 	old, had := decodeTally(tx.Bucket(bucketTally).Get(key))
 	if had && old == now {
@@ -161,6 +164,9 @@ func countMessage(tx *bolt.Tx, m *Message) error {
 
 // uncountMessage is the hook after the record of id was deleted.
 func uncountMessage(tx *bolt.Tx, id string) error {
+	if !counted(tx) {
+		return nil // buildCounters will
+	}
 	key := tallyKey('m', id)
 	old, had := decodeTally(tx.Bucket(bucketTally).Get(key))
 	if !had {
@@ -204,6 +210,9 @@ func retally(tx *bolt.Tx, id string, key []byte, old tally, had bool, now *tally
 
 // countDead is the hook after dead letter d was written.
 func countDead(tx *bolt.Tx, d *DeadLetter) error {
+	if !counted(tx) {
+		return nil // buildCounters will
+	}
 	key := tallyKey('d', d.ID)
 	c, err := readCounts(tx)
 	if err != nil {
@@ -231,6 +240,9 @@ func countDead(tx *bolt.Tx, d *DeadLetter) error {
 
 // uncountDead is the hook after the dead letter id was deleted.
 func uncountDead(tx *bolt.Tx, id string) error {
+	if !counted(tx) {
+		return nil // buildCounters will
+	}
 	key := tallyKey('d', id)
 	old := tx.Bucket(bucketTally).Get(key)
 	if old == nil {
@@ -263,78 +275,105 @@ func timeKey(ns int64, id string) []byte {
 	return scheduleKey(time.Unix(0, ns), id)
 }
 
-// initCounters creates the counters' buckets and, for a file that has no
-// counts yet (written by a relayq before them), builds them from every
-// record, once: this Open reads the whole file.
-func initCounters(tx *bolt.Tx) error {
-	complete := tx.Bucket(bucketMeta).Get(keyCounts) != nil
-	for _, name := range counterBuckets {
-		complete = complete && tx.Bucket(name) != nil
-	}
-	if complete {
-		return nil
-	}
-	return rebuildCounters(tx)
+// counted reports whether tx's file has its counters. Until it has
+// (a file from before them, while Open builds them), the hooks write
+// nothing: buildCounters tallies every record afterwards.
+func counted(tx *bolt.Tx) bool {
+	return tx.Bucket(bucketMeta).Get(keyCounts) != nil
 }
 
-// rebuildCounters tallies every message and dead letter afresh. A record
+// buildBatch is how many records one transaction of buildCounters
+// tallies: the build of a million records neither holds them all in
+// memory nor makes one huge commit.
+const buildBatch = 20000
+
+// buildCounters gives a file that has no counters yet (written by a
+// relayq before them) its counters, from every record, once, at Open.
+// The sums are written last, in their own commit: a build cut short
+// (kill -9) leaves none, and the next Open starts it again. A record
 // that does not decode is tallied as queued (its state is unknown; the
-// summaries count it as damaged) and a dead letter that does not decode
-// as having died at an unknown time.
-func rebuildCounters(tx *bolt.Tx) error {
-	for _, name := range counterBuckets {
-		if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
-			return err
-		}
-		if _, err := tx.CreateBucket(name); err != nil {
-			return err
-		}
-	}
-	if err := writeCounts(tx, counts{}); err != nil {
-		return err
-	}
-	var ms []*Message
-	var damagedIDs []string
-	err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
-		m, err := decodeMessage(v)
-		if err != nil {
-			damagedIDs = append(damagedIDs, string(k))
+// summaries count it as damaged), a dead letter that does not decode as
+// having died at an unknown time.
+func buildCounters(db *bolt.DB) error {
+	var done bool
+	err := db.Update(func(tx *bolt.Tx) error {
+		if done = counted(tx); done {
 			return nil
 		}
-		ms = append(ms, m)
+		for _, name := range counterBuckets {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+				return err
+			}
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
-	if err != nil {
+	if err != nil || done {
 		return err
 	}
-	for _, m := range ms {
-		if err := countMessage(tx, m); err != nil {
-			return err
+	var c counts
+	for _, b := range []struct {
+		name  []byte
+		tally func(tx *bolt.Tx, k, v []byte) error
+	}{
+		{bucketMessages, func(tx *bolt.Tx, k, v []byte) error {
+			m, err := decodeMessage(v)
+			if err != nil {
+				m = &Message{ID: string(k)}
+			}
+			t := tallyOf(m)
+			c.add(t, 1)
+			if t.since != 0 {
+				if err := tx.Bucket(bucketDeferred).Put(timeKey(t.since, m.ID), nil); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketTally).Put(tallyKey('m', m.ID), t.encode())
+		}},
+		{bucketDead, func(tx *bolt.Tx, k, v []byte) error {
+			c.dead++
+			var died int64
+			if d, err := decodeDead(v); err == nil && !d.Died.IsZero() {
+				died = d.Died.UnixNano()
+				if err := tx.Bucket(bucketDeaths).Put(timeKey(died, string(k)), nil); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketTally).Put(tallyKey('d', string(k)), binary.BigEndian.AppendUint64(nil, uint64(died)))
+		}},
+	} {
+		var after []byte
+		for {
+			var last []byte
+			err := db.Update(func(tx *bolt.Tx) error {
+				cur := tx.Bucket(b.name).Cursor()
+				k, v := cur.First()
+				if after != nil {
+					if k, v = cur.Seek(after); k != nil && bytes.Equal(k, after) {
+						k, v = cur.Next()
+					}
+				}
+				for n := 0; k != nil && n < buildBatch; k, v = cur.Next() {
+					if err := b.tally(tx, k, v); err != nil {
+						return err
+					}
+					last = bytes.Clone(k)
+					n++
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if last == nil {
+				break
+			}
+			after = last
 		}
 	}
-	for _, id := range damagedIDs {
-		if err := countMessage(tx, &Message{ID: id}); err != nil {
-			return err
-		}
-	}
-	var ds []*DeadLetter
-	err = tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-		d, err := decodeDead(v)
-		if err != nil {
-			d = &DeadLetter{ID: string(k)}
-		}
-		ds = append(ds, d)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, d := range ds {
-		if err := countDead(tx, d); err != nil {
-			return err
-		}
-	}
-	return nil
+	return db.Update(func(tx *bolt.Tx) error { return writeCounts(tx, c) })
 }
 
 // checkCounters recomputes what the counters hold and names every

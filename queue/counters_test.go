@@ -229,8 +229,11 @@ func TestCountersBuiltOnceForAnOlderFile(t *testing.T) {
 	if p := q.Check(); len(p) != 1 || !strings.Contains(p[0].Error(), "counters: the sums are") {
 		t.Errorf("Check of a wrong counter: %v", p)
 	}
-	err = q.db.Update(func(tx *bolt.Tx) error { return rebuildCounters(tx) })
+	err = q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyCounts) })
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := buildCounters(q.db); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -151,6 +151,10 @@ func Open(path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
+	if err := buildCounters(db); err != nil { // counters.go: once, for a file from before them
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
+	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, func() int64 { return int64(db.Stats().FreeAlloc) })
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
@@ -201,9 +205,6 @@ func (q *Queue) init() error {
 			}
 		case string(v) != string(formatVersion):
 			return fmt.Errorf("unknown queue format version %q (this relayq knows %q)", v, formatVersion)
-		}
-		if err := initCounters(tx); err != nil { // counters.go
-			return err
 		}
 		if string(meta.Get(keyLeases)) == string(leasesInMemory) {
 			return nil

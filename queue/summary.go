@@ -131,7 +131,7 @@ func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 	select {
 	case <-q.damage.audited:
 		s.DamageAudited = true
-	case <-time.After(50 * time.Millisecond): // a small queue's audit is done by then
+	case <-time.After(10 * time.Millisecond): // a small queue's audit is done by then
 	}
 	err := q.db.View(func(tx *bolt.Tx) error {
 		c, err := readCounts(tx)
