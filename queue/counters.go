@@ -502,7 +502,7 @@ func (s *damageSet) drop(dead bool, id string) {
 
 // auditBatch is how many records one read transaction of the audit reads:
 // short transactions, so that the audit never holds up a remap of the file
-// for long.
+// for long, and a bounded number of pages mapped at a time.
 const auditBatch = 5000
 
 // auditLoop reads every message record and dead letter once, in batches,
@@ -546,9 +546,24 @@ func (q *Queue) auditLoop(stop <-chan struct{}) {
 				break
 			}
 			after = last
+			// The pages just read stay mapped, in relayq's resident
+			// set, until trimmed (mapped.go): trim them now, and give
+			// delivery the processor for a moment.
+			if err := q.trimMappedPages(); err != nil {
+				q.log.Debug("cannot release mapped pages", "err", err)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(auditPause):
+			}
 		}
 	}
 }
+
+// auditPause is the audit's pause between batches: at start-up, with a
+// backlog to deliver, the audit takes a share of the processor, not all.
+const auditPause = 2 * time.Millisecond
 
 // Totals is what the counters say of the whole store: how many messages
 // and dead letters it holds, and the size of the queued messages. A

@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"relayq/transport/smtptest"
 )
 
 // TestListingsPage: SMTP on the unix socket → relayq with no relay that
@@ -73,5 +77,81 @@ func TestListingsPage(t *testing.T) {
 	}
 	if res := d.relayq("queue", "list", "--after", "nonsense"); res.code != 64 {
 		t.Errorf("queue list --after nonsense: %v; want exit 64", res)
+	}
+}
+
+// TestCountersExactAfterKill9: SMTP on the unix socket → relayq →
+// smtptest relay that defers every recipient (451) but one address,
+// which it refuses (550), so messages are deferred again and again and
+// some die while relayq is killed with SIGKILL twice. After each restart
+// `relayq status` counts exactly what the listings hold, and `relayq
+// queue check` (daemon stopped) finds the counters equal to the records.
+func TestCountersExactAfterKill9(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Rcpt: map[string][]smtptest.Step{
+			"*":                smtptest.Times(100000, smtptest.Reply(451, "4.3.0 later")),
+			"gone@example.net": smtptest.Times(100000, smtptest.Reply(550, "5.1.1 no such user")),
+		},
+	}})
+	d := startDaemon(t, relay)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 15 {
+				from, to := "kill@example.org", []string{fmt.Sprintf("r%d-%d@example.net", w, i)}
+				if i%5 == 0 {
+					to = append(to, "gone@example.net")
+				}
+				_, _ = submitSMTP("unix", d.submitSocket(), from, to, newMessage(i, from, to, 3))
+			}
+		})
+		if w%2 == 1 {
+			time.Sleep(150 * time.Millisecond)
+			d.kill()
+			d.start()
+		}
+	}
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond) // a few more deferrals and deaths
+	d.kill()
+	d.start()
+	// Once every refused recipient has died, the counts hold still
+	// (the others are only deferred again), and status and the
+	// listings can be compared.
+	waitFor(t, 30*time.Second, "every refused recipient to die", func() bool {
+		for _, l := range d.queueList(t) {
+			for _, r := range l.Recipients {
+				if r.Address == "gone@example.net" && r.Status != "dead" {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	var st struct {
+		Messages int `json:"messages"`
+		Dead     int `json:"dead"`
+		Pending  int `json:"recipients_pending"`
+	}
+	res := d.relayq("status", "--json")
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil {
+		t.Fatalf("status --json: %v (%v)", res, err)
+	}
+	list, dead := d.queueList(t), d.deadList(t)
+	pending := 0
+	for _, l := range list {
+		for _, r := range l.Recipients {
+			if r.Status != "delivered" && r.Status != "dead" {
+				pending++
+			}
+		}
+	}
+	if st.Messages != len(list) || st.Dead != len(dead) || st.Pending != pending || st.Messages == 0 || st.Dead == 0 {
+		t.Errorf("status after kill -9: %+v; the listings hold %d messages with %d recipients pending and %d dead letters",
+			st, len(list), pending, len(dead))
+	}
+	d.stop()
+	if res := d.relayq("queue", "check"); res.code != 0 || !strings.HasSuffix(res.stdout, ": ok\n") {
+		t.Errorf("queue check after kill -9: %v", res)
 	}
 }
