@@ -81,6 +81,10 @@ type QueueConfig struct {
 	// or deleted) message is kept for `relayq queue status`; default
 	// 168h (7 days); 0 keeps none.
 	HistoryRetention Duration `toml:"history_retention"`
+	// HistoryMaxSize bounds the room that history takes in the queue
+	// file: past it the oldest records go before their retention;
+	// default 1 GiB; 0 = no bound.
+	HistoryMaxSize ByteSize `toml:"history_max_size"`
 }
 
 // SubmissionConfig is the [submission] table: how local programs hand mail in.
@@ -236,7 +240,7 @@ type HealthConfig struct {
 // (relay port) are filled in by resolve.
 func defaults() *Config {
 	return &Config{
-		Queue: QueueConfig{Path: "queue.db", HistoryRetention: Duration{7 * 24 * time.Hour}},
+		Queue: QueueConfig{Path: "queue.db", HistoryRetention: Duration{7 * 24 * time.Hour}, HistoryMaxSize: 1 << 30},
 		Submission: SubmissionConfig{
 			Socket:         "submit.sock",
 			SocketMode:     0o666,

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -14,7 +13,8 @@ import (
 
 // When a message leaves the queue (every recipient delivered or dead, or an
 // operator deleted it), a small record of what became of it stays behind in
-// the "archive" bucket for Options.HistoryRetention, so that `relayq queue
+// the "archive" bucket (archive_record.go) for Options.HistoryRetention, and
+// while the history stays under Options.HistoryMaxSize, so that `relayq queue
 // status ID` can still answer "delivered, by that relay, which called it
 // 4Xyz" days later. The record has no body and no attempt history: the
 // envelope, and each recipient's final state with the reply that settled
@@ -125,14 +125,13 @@ func (q *Queue) archive(tx *bolt.Tx, m *Message, now time.Time) error {
 	if err := unarchive(tx, m.ID); err != nil {
 		return err
 	}
-	v, err := json.Marshal(&a)
-	if err != nil {
+	archive, index := tx.Bucket(bucketArchive), tx.Bucket(bucketArchiveTime)
+	archive.FillPercent, index.FillPercent = appendFill, appendFill
+	if err := archive.Put([]byte(m.ID), encodeArchived(&a)); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketArchive).Put([]byte(m.ID), v); err != nil {
-		return err
-	}
-	return tx.Bucket(bucketArchiveTime).Put(scheduleKey(now, m.ID), nil)
+	q.history.written.Add(1)
+	return index.Put(scheduleKey(now, m.ID), nil)
 }
 
 // unarchive deletes the record of id and its time index entry, if any.
@@ -142,8 +141,8 @@ func unarchive(tx *bolt.Tx, id string) error {
 	if v == nil {
 		return nil
 	}
-	var old Archived
-	if err := json.Unmarshal(v, &old); err != nil {
+	old, err := decodeArchived([]byte(id), v)
+	if err != nil {
 		// Damaged: it no longer says when it was written, so its
 		// index entry is found by ID. Failing here would fail the
 		// Record of a message the relay has already taken, which
@@ -230,12 +229,12 @@ func (q *Queue) Lookup(id string) (*Lookup, error) {
 			l.Dead = d
 		}
 		if v := tx.Bucket(bucketArchive).Get([]byte(id)); v != nil {
-			var a Archived
-			if err := json.Unmarshal(v, &a); err != nil {
+			a, err := decodeArchived([]byte(id), v)
+			if err != nil {
 				return fmt.Errorf("archive record %s: %w", id, err)
 			}
 			if q.opts.HistoryRetention > 0 && a.Left.After(cutoff) {
-				l.Archived = &a
+				l.Archived = a
 			}
 		}
 		return nil
@@ -254,7 +253,16 @@ func (q *Queue) Lookup(id string) (*Lookup, error) {
 // deleted. The background pruner calls it in batches; tests call it
 // directly.
 func (q *Queue) PruneHistory(max int) (int, error) {
-	cutoff := q.opts.Now().Add(-q.opts.HistoryRetention)
+	n, err := q.pruneHistoryBefore(q.opts.Now().Add(-q.opts.HistoryRetention), max)
+	if err != nil {
+		return 0, fmt.Errorf("queue: prune history: %w", err)
+	}
+	return n, nil
+}
+
+// pruneHistoryBefore deletes up to max archive records that left the
+// queue before cutoff, oldest first, in one commit, and returns how many.
+func (q *Queue) pruneHistoryBefore(cutoff time.Time, max int) (int, error) {
 	var due bool
 	_ = q.db.View(func(tx *bolt.Tx) error {
 		due = len(q.expiredHistory(tx, cutoff, 1)) > 0
@@ -277,10 +285,7 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 		n = len(keys)
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("queue: prune history: %w", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // expiredHistory returns the keys of up to max entries of the archive's
@@ -308,30 +313,44 @@ func (q *Queue) startPruner() {
 }
 
 // pruneLoop prunes at start and then every pruneInterval, each time in
-// batches until nothing is left past the retention.
+// batches until nothing is left past the retention; in between it keeps
+// the history under its size bound (archive_bound.go), looking every
+// boundInterval.
 func (q *Queue) pruneLoop(stop <-chan struct{}) {
-	ticker := time.NewTicker(pruneInterval)
+	ticker := time.NewTicker(boundInterval)
 	defer ticker.Stop()
+	var pruned time.Time
 	for {
-		for q.opts.HistoryRetention >= 0 {
-			n, err := q.PruneHistory(pruneBatch)
-			if err != nil {
-				q.log.Warn("cannot prune the delivery history", "err", err)
-			}
-			if err != nil || n < pruneBatch {
-				break
-			}
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		if time.Since(pruned) >= pruneInterval {
+			pruned = time.Now()
+			q.pruneAged(stop)
+			q.pruneKeysLoop(stop)
 		}
-		q.pruneKeysLoop(stop)
+		if _, err := q.boundHistory(stop); err != nil {
+			q.log.Warn("cannot keep the delivery history under its size bound", "err", err)
+		}
 		select {
 		case <-ticker.C:
 		case <-stop:
 			return
+		}
+	}
+}
+
+// pruneAged prunes the records past the retention, in batches.
+func (q *Queue) pruneAged(stop <-chan struct{}) {
+	for q.opts.HistoryRetention >= 0 {
+		n, err := q.PruneHistory(pruneBatch)
+		if err != nil {
+			q.log.Warn("cannot prune the delivery history", "err", err)
+		}
+		if err != nil || n < pruneBatch {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		default:
 		}
 	}
 }
@@ -342,8 +361,8 @@ func checkArchive(tx *bolt.Tx) []error {
 	var problems []error
 	archive, index := tx.Bucket(bucketArchive), tx.Bucket(bucketArchiveTime)
 	_ = archive.ForEach(func(k, v []byte) error {
-		var a Archived
-		if err := json.Unmarshal(v, &a); err != nil {
+		a, err := decodeArchived(k, v)
+		if err != nil {
 			problems = append(problems, fmt.Errorf("archive record %s: does not decode: %w", k, err))
 			return nil
 		}

@@ -13,8 +13,9 @@ import (
 
 // A body is stored in the bodies bucket in one of two forms:
 //
-//   - a small body (at most smallBody(pageSize) bytes) is one value under
-//     "<id>/<0>" (chunkKey), beside other messages' small bodies;
+//   - a packed body (at most packedBody(pageSize) bytes, a few KiB) is one
+//     or more values under "<id>/<n>" (chunkKey), each at most
+//     smallBody(pageSize) bytes, beside other messages' packed chunks;
 //   - a larger one is a bucket of its own named <id>, holding the body in
 //     at least two chunks of at most chunkSize under their number n, a
 //     big-endian uint32, so it is read back in order with a cursor and
@@ -27,20 +28,31 @@ import (
 // free run as large as another message's body (up to 512 KiB), which a
 // file fragmented by months of deliveries may not have, and the deliveries
 // stalled with the disk's last free pages unusable. Now a leaf of the
-// bodies bucket holds only small bodies (four fit a page) and the headers
-// of body buckets, so a delete rewrites single pages and frees the body's
-// run whole. A body bucket always has two chunks at least: a bucket with
-// one small value would be stored inline, in its parent's leaf.
+// bodies bucket holds only values of at most a quarter page (packed
+// chunks) and the headers of body buckets, so every leaf is one page, a
+// delete rewrites single pages and frees a large body's run whole. A body
+// bucket always has two chunks at least: a bucket with one small value
+// would be stored inline, in its parent's leaf.
 //
-// Bodies written before this layout (one value per chunk under
-// "<id>/<n>", of any size) are still read and deleted as they are.
+// Why two forms, for bytes on disk: a bucket of its own takes whole pages,
+// so a 2 KiB body in one cost a 4 KiB page. Packed chunks fill the pages
+// they share: their keys grow with time (queue IDs), so they are appended,
+// and Put packs the leaves full (appendFill) instead of bbolt's default of
+// splitting them half empty. Above packedBody the pages a bucket rounds up
+// to are a small share of the body.
+//
+// Bodies written before these layouts (one value per chunk under
+// "<id>/<n>", of any size) are read and deleted as packed ones are.
 
-// smallBody is the largest body stored as a plain value: four such values
-// with their keys and bbolt's headers fit one page.
+// smallBody is the largest packed chunk: four such values with their keys
+// and bbolt's headers fit one page.
 func smallBody(pageSize int) int {
 	const pageHeader, leafElement = 16, 16
 	return (pageSize-pageHeader)/4 - leafElement - (idLen + 5)
 }
+
+// packedBody is the largest body stored as packed chunks.
+func packedBody(pageSize int) int { return 4 * pageSize }
 
 func chunkKey(id string, n uint32) []byte {
 	k := make([]byte, len(id)+1+4)
@@ -147,20 +159,36 @@ func chunkID(k []byte) ([]byte, bool) {
 
 func putBody(tx *bolt.Tx, id string, body []byte) error {
 	bodies := tx.Bucket(bucketBodies)
-	if len(body) <= smallBody(tx.DB().Info().PageSize) {
-		return bodies.Put(chunkKey(id, 0), body)
+	pageSize := tx.DB().Info().PageSize
+	if len(body) <= packedBody(pageSize) {
+		bodies.FillPercent = appendFill
+		return putChunks(len(body), chunksOf(len(body), smallBody(pageSize)), func(n uint32, from, to int) error {
+			return bodies.Put(chunkKey(id, n), body[from:to])
+		})
 	}
 	b, err := bodies.CreateBucket([]byte(id))
 	if err != nil {
 		return err
 	}
-	n := max(2, (len(body)+chunkSize-1)/chunkSize)
-	size := (len(body) + n - 1) / n
 	var k [4]byte
+	return putChunks(len(body), max(2, chunksOf(len(body), chunkSize)), func(n uint32, from, to int) error {
+		binary.BigEndian.PutUint32(k[:], n)
+		return b.Put(k[:], body[from:to])
+	})
+}
+
+// chunksOf is the fewest chunks of at most max bytes that size bytes take,
+// one at least (an empty body is one empty chunk).
+func chunksOf(size, max int) int { return (size + max - 1) / max }
+
+// putChunks cuts size bytes into n chunks of one size (the last may be
+// shorter, none is empty unless size is 0) and calls put for each with
+// its number and range.
+func putChunks(size, n int, put func(n uint32, from, to int) error) error {
+	n = max(n, 1)
+	each := (size + n - 1) / n
 	for i := range n {
-		binary.BigEndian.PutUint32(k[:], uint32(i))
-		part := body[min(i*size, len(body)):min((i+1)*size, len(body))]
-		if err := b.Put(k[:], part); err != nil {
+		if err := put(uint32(i), min(i*each, size), min((i+1)*each, size)); err != nil {
 			return err
 		}
 	}

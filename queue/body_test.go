@@ -8,7 +8,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// TestBodyLayouts: a small body is a value beside others, a larger one a
+// TestBodyLayouts: a small body is a value beside others, one of a few KiB
+// is packed chunks of at most a quarter page beside others, a larger one a
 // bucket of its own in two chunks at least, and a body written in the old
 // layout (one value per chunk, of any size) is still read, checked and
 // deleted with its message. Each reads back as it was put; none is left
@@ -16,6 +17,7 @@ import (
 func TestBodyLayouts(t *testing.T) {
 	q, _ := openTest(t, Options{})
 	small := put(t, q, "short\r\n", "a@x.org")
+	packed := put(t, q, strings.Repeat("0123456789abcdef\r\n", 3000/18), "d@x.org")
 	large := put(t, q, strings.Repeat("0123456789abcdef\r\n", 3*chunkSize/18), "b@x.org")
 	oldBody := strings.Repeat("old layout\r\n", chunkSize/12+1000)
 	old := put(t, q, oldBody, "c@x.org")
@@ -40,6 +42,15 @@ func TestBodyLayouts(t *testing.T) {
 		if b.Get(chunkKey(small, 0)) == nil || b.Bucket([]byte(small)) != nil {
 			t.Errorf("the small body is not a plain value")
 		}
+		pageSize := tx.DB().Info().PageSize
+		for n := range uint32(4) {
+			if v := b.Get(chunkKey(packed, n)); len(v) == 0 || len(v) > smallBody(pageSize) {
+				t.Errorf("packed chunk %d: %d bytes, want 1 to %d", n, len(v), smallBody(pageSize))
+			}
+		}
+		if b.Get(chunkKey(packed, 4)) != nil || b.Bucket([]byte(packed)) != nil {
+			t.Errorf("the 3000-byte body is not 4 packed chunks")
+		}
 		if nested := b.Bucket([]byte(large)); nested == nil || nested.Stats().KeyN != 3 {
 			t.Errorf("the large body is not a bucket of 3 chunks")
 		}
@@ -48,7 +59,7 @@ func TestBodyLayouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{small, large, old} {
+	for _, id := range []string{small, packed, large, old} {
 		m, err := q.Get(id)
 		if err != nil {
 			t.Fatal(err)
@@ -64,8 +75,8 @@ func TestBodyLayouts(t *testing.T) {
 	if p := q.Check(); len(p) != 0 {
 		t.Fatalf("Check: %v", p)
 	}
-	if n := deliverAll(t, q); n != 3 {
-		t.Fatalf("delivered %d, want 3", n)
+	if n := deliverAll(t, q); n != 4 {
+		t.Fatalf("delivered %d, want 4", n)
 	}
 	err = q.db.View(func(tx *bolt.Tx) error {
 		if n := tx.Bucket(bucketBodies).Stats().KeyN; n != 0 {

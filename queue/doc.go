@@ -60,9 +60,9 @@
 //     is skipped and logged once, and Check names it in hex.
 //
 // Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes for
-// a small body, id → a bucket of chunks for a larger one: body.go),
+// a body of a few KiB, id → a bucket of chunks for a larger one: body.go),
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),
-// "archive" (id → JSON Archived), "archive-by-time" (time left ‖ id →
+// "archive" (id → compact Archived, archive_record.go; JSON before), "archive-by-time" (time left ‖ id →
 // nothing), "notices" (id → JSON NoticeRecord: the notices queued about
 // it, notice.go), "meta" (format version; leases kept in memory; since when notices are on).
 //

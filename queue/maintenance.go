@@ -31,7 +31,8 @@ import (
 // Open waited for the lock, the lock is on a file nobody will read again:
 // openBolt then opens the path anew.
 func openBolt(path string, o *bolt.Options) (*bolt.DB, error) {
-	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 && o.NoFreelistSync {
+		prefetch(path)
 		ro, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: o.Timeout})
 		if err != nil {
 			return nil, err
@@ -204,6 +205,7 @@ func CheckFile(path string, lockTimeout time.Duration) (problems []error, err er
 		return nil, err
 	}
 	defer db.Close()
+	prefetch(path)
 	if err := walk(db); err != nil {
 		// bbolt's own check would crash on it (see openBolt).
 		return []error{err}, nil
@@ -308,6 +310,7 @@ func CompactFile(path string, lockTimeout time.Duration) (res CompactResult, err
 		return res, err
 	}
 	defer src.Close()
+	prefetch(path)
 	if err := walk(src); err != nil {
 		return res, fmt.Errorf("%w (run relayq queue check)", err)
 	}

@@ -36,6 +36,13 @@ var (
 // freelist from fragmenting and a read of the body bounded in memory.
 const chunkSize = 256 << 10
 
+// appendFill is the FillPercent of buckets whose new keys go at their
+// end (message IDs and times grow): their leaves are split full, where
+// bbolt's default of 0.5 leaves every page of a bucket filled in order half
+// empty. A leaf that takes a key in its middle later is split again, into
+// single pages, like any other.
+const appendFill = 1.0
+
 // Options configures Open. The zero value is usable.
 type Options struct {
 	// LockTimeout is how long Open waits for another process to release the
@@ -61,9 +68,18 @@ type Options struct {
 	// queue is kept (archive.go). Zero means DefaultHistoryRetention;
 	// negative keeps none.
 	HistoryRetention time.Duration
+	// HistoryMaxSize bounds the bytes the history of messages that left
+	// the queue takes in the file: past it the oldest records are pruned
+	// before their retention (archive_bound.go). Zero means no bound.
+	HistoryMaxSize int64
 	// IdempotencyWindow is how long PutOnce remembers a key (keys.go).
 	// Zero means DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration
+
+	// syncFreelist has bbolt write its freelist at every commit instead
+	// of rebuilding it at Open, and openBolt skip its walk: only
+	// BenchmarkStorage sets it, to weigh the two (see boltOptions).
+	syncFreelist bool
 }
 
 // Queue is an open store. Its methods are safe for concurrent use.
@@ -87,12 +103,16 @@ type Queue struct {
 
 	space *space // space.go: headroom on the file system
 
+	history historySize // archive_bound.go: the history's size as the pruner knows it
+	given   givenBack   // giveback.go: free pages whose disk blocks were given back
+
 	damage  *damageSet  // counters.go: records found damaged since Open
 	auditor *background // counters.go: looks for them once after Open
 
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
 	spacer  *background // allocates a released reserve again (space.go)
+	giver   *background // gives the blocks of free pages back (giveback.go)
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
@@ -146,7 +166,8 @@ func Open(path string, opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("queue: open %s: %w", path, err)
 		}
 	}
-	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), damage: newDamageSet()}
+	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep},
+		damage: newDamageSet()}
 	if err := q.safeInit(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
@@ -156,13 +177,14 @@ func Open(path string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
 	}
 	q.startInflight(path + inflightSuffix)
-	q.space = newSpace(path, opts.MinFree, func() int64 { return int64(db.Stats().FreeAlloc) })
+	q.space = newSpace(path, opts.MinFree, q.fileFree)
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}
 	q.startPruner()
 	q.trimmer = runBackground(q.trimLoop)
+	q.giver = runBackground(q.giveBackLoop)
 	q.auditor = runBackground(q.auditLoop) // counters.go
 	if q.space.reserveSize > 0 {
 		if _, err := q.space.restore(); err != nil {
@@ -181,7 +203,7 @@ func boltOptions(opts Options) *bolt.Options {
 		Timeout:         opts.LockTimeout,
 		NoSync:          false,
 		NoGrowSync:      false,
-		NoFreelistSync:  true, // a queue grows and shrinks; don't write the whole freelist on every commit
+		NoFreelistSync:  !opts.syncFreelist, // a queue grows and shrinks; don't write the whole freelist on every commit
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: 64 << 20, // fewer remaps, which wait for every reader
 		MaxSize:         int(opts.MaxSize),
@@ -262,6 +284,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 func (q *Queue) Close() error {
 	q.pruner.halt()
 	q.trimmer.halt()
+	q.giver.halt()
 	q.auditor.halt()
 	q.spacer.halt()
 	q.commit.close()
@@ -330,13 +353,15 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 		if err := putBody(tx, m.ID, body); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), record); err != nil {
+		messages, sched := tx.Bucket(bucketMessages), tx.Bucket(bucketSchedule)
+		messages.FillPercent, sched.FillPercent = appendFill, appendFill
+		if err := messages.Put([]byte(m.ID), record); err != nil {
 			return err
 		}
 		if err := countMessage(tx, m); err != nil { // counters.go
 			return err
 		}
-		return tx.Bucket(bucketSchedule).Put(scheduleKey(m.NextAttempt, m.ID), nil)
+		return sched.Put(scheduleKey(m.NextAttempt, m.ID), nil)
 	})
 	if errors.Is(err, ErrFull) {
 		q.space.noteFull()

@@ -102,6 +102,7 @@ func (d *daemon) openQueue() (func(), error) {
 		Logger:       d.log,
 		// 0 in the config keeps no history; the queue's 0 means its default.
 		HistoryRetention:  cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
+		HistoryMaxSize:    int64(cfg.Queue.HistoryMaxSize),
 		IdempotencyWindow: cfg.API.IdempotencyWindow.Duration,
 	})
 	switch {
