@@ -52,6 +52,7 @@ func main() {
 	bin := flag.String("relayq", "", "relayq binary (default: go build ./cmd/relayq into the temporary directory)")
 	dir := flag.String("dir", "", "directory for the queue and the daemon's state (default: a new temporary one)")
 	keep := flag.Bool("keep", false, "keep the directory (and reuse a filled queue file in -dir)")
+	settle := flag.Duration("settle", 2*time.Second, "wait after ready before the calls (the damage audit after start reads every record once)")
 	rebuild := flag.Bool("rebuild", false, "drop the counters from the file first, so that the open measured builds them,\nas the first open of a file written by a relayq before them does")
 	flag.Parse()
 
@@ -100,7 +101,7 @@ func main() {
 	d := startDaemon(*bin, cfg)
 	defer d.stop()
 	fmt.Printf("ready            %v\n", d.ready.Round(time.Millisecond))
-	time.Sleep(2 * time.Second) // let start-up settle (the damage audit reads every record once)
+	time.Sleep(*settle)
 	before := memory(d.cmd.Process.Pid)
 	for _, c := range []struct {
 		name string

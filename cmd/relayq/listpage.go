@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"relayq/control"
@@ -25,20 +26,44 @@ const defaultListLimit = 1000
 
 // pageFlags are the paging and filter flags the listings share.
 type pageFlags struct {
-	limit     *int
+	limit     *limitFlag
 	after     *string
 	rcpt      *string
 	olderThan *time.Duration
 }
 
 func addPageFlags(fs *flag.FlagSet, what string) pageFlags {
+	limit := &limitFlag{}
+	fs.Var(limit, "limit", fmt.Sprintf("show at most `N` %s (default %d in a table, all with --json; 0: all)", what, defaultListLimit))
 	return pageFlags{
-		limit: fs.Int("limit", -1, fmt.Sprintf("show at most `N` %s (default %d in a table, all with --json; 0: all)", what, defaultListLimit)),
+		limit: limit,
 		after: fs.String("after", "", "start after the message with this `ID` (the next page, as the listing says)"),
 		rcpt: fs.String("rcpt", "", "only "+what+" with a recipient containing this `text`, or matching it\n"+
 			"when it holds * ? or [ (a glob: '*@example.com'); case is ignored"),
 		olderThan: fs.Duration("older-than", 0, "only "+what+" that arrived at least this `duration` ago (1h)"),
 	}
+}
+
+// limitFlag is --limit: a count, 0 or more, and whether it was given.
+type limitFlag struct {
+	n   int
+	set bool
+}
+
+func (l *limitFlag) String() string {
+	if l == nil || !l.set {
+		return ""
+	}
+	return strconv.Itoa(l.n)
+}
+
+func (l *limitFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a count (0 or more)", s)
+	}
+	l.n, l.set = n, true
+	return nil
 }
 
 // request fills the paging and filter fields of req; "" when they are
@@ -63,8 +88,8 @@ func (f pageFlags) filtered(req control.Request) bool {
 // listing is a table.
 func (f pageFlags) limitFor(asJSON bool) int {
 	switch {
-	case *f.limit >= 0:
-		return *f.limit
+	case f.limit.set:
+		return f.limit.n
 	case asJSON:
 		return 0
 	}
