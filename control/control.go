@@ -24,7 +24,7 @@ import (
 // history and the dead letters' copies of the message record, to stay
 // small; show has them.
 const (
-	OpQueueList    = "queue list"    // State filters
+	OpQueueList    = "queue list"    // a page: Limit, After; State, Rcpt and OlderThan filter
 	OpQueueShow    = "queue show"    // IDs[0]; Body adds the message
 	OpQueueStatus  = "queue status"  // IDs[0]: queued, dead letter and the record kept after it left (Lookup)
 	OpQueueRetry   = "queue retry"   // IDs, or All
@@ -32,13 +32,14 @@ const (
 	OpQueueRelease = "queue release" // IDs
 	OpQueueDelete  = "queue delete"  // IDs
 	OpQueueExpire  = "queue expire"  // IDs
-	OpDeadList     = "dead list"
-	OpDeadShow     = "dead show"    // IDs[0]; Body adds the message
-	OpDeadRequeue  = "dead requeue" // IDs, or All; Class narrows to recipients whose last reply is in it
-	OpDeadPurge    = "dead purge"   // IDs, or All, or those that died OlderThan ago (with All or alone)
+	OpDeadList     = "dead list"     // a page: Limit, After; Rcpt and OlderThan filter
+	OpDeadShow     = "dead show"     // IDs[0]; Body adds the message
+	OpDeadRequeue  = "dead requeue"  // IDs, or All; Class narrows to recipients whose last reply is in it
+	OpDeadPurge    = "dead purge"    // IDs, or All, or those that died OlderThan ago (with All or alone)
 	OpStatus       = "status"
 	// OpMailq is the listing Postfix's mailq shows any user (MailqView),
-	// and the only request the mailq socket answers.
+	// and the only request the mailq socket answers; a page, as
+	// OpQueueList.
 	OpMailq  = "mailq"
 	OpReload = "reload" // re-read the configuration file (as SIGHUP does) and say whether it was taken
 )
@@ -52,7 +53,20 @@ type Request struct {
 	Class     string        `json:"class,omitempty"`
 	OlderThan time.Duration `json:"older_than,omitempty"`
 	Body      bool          `json:"body,omitempty"`
+	// Limit and After select a page of a listing: at most Limit items
+	// (MaxPage when 0 or more), those whose ID sorts after After.
+	Limit int    `json:"limit,omitempty"`
+	After string `json:"after,omitempty"`
+	// Rcpt keeps, in a listing, the messages with a recipient (a pending
+	// one for mailq) that contains it, or that matches it when it holds
+	// a glob character (* ? [), case aside.
+	Rcpt string `json:"rcpt,omitempty"`
 }
+
+// MaxPage is the most items one answer to a listing holds: a client
+// pages through a larger listing with After (Response.Next), so that
+// neither side ever holds a whole large queue.
+const MaxPage = 1000
 
 // Response is the daemon's answer. Error is set when the request failed
 // as a whole, and Code then says why in a word a client can test (one of
@@ -73,6 +87,13 @@ type Response struct {
 	Purged     int               `json:"purged,omitempty"`
 	// Lookup answers queue status.
 	Lookup *queue.Lookup `json:"lookup,omitempty"`
+	// Next, in the answer to a listing, is the After of the next page;
+	// "" when the listing is over. Total is how many messages (dead
+	// letters for dead list) the store holds, filters aside, and
+	// TotalBytes their size (mailq's footer).
+	Next       string `json:"next,omitempty"`
+	Total      int    `json:"total,omitempty"`
+	TotalBytes int64  `json:"total_bytes,omitempty"`
 }
 
 // ErrNotRunning is returned by Call when nothing answers on the socket.
@@ -101,6 +122,7 @@ type Server struct {
 	limits  func() []LimitStatus
 	memory  func() (int64, int64)
 	reload  func() error
+	flush   func()
 }
 
 // Listen creates the control socket at path (replacing a stale one) with
@@ -133,6 +155,10 @@ type Options struct {
 	// Reload re-reads the configuration for OpReload and returns why the
 	// new one was refused; nil answers OpReload with CodeBadRequest.
 	Reload func() error
+	// Flush runs before `queue retry --all` (`relayq flush`) makes every
+	// message due: delivery ends every relay's pause there, so that a
+	// relay that is back gets the mail at once. nil: nothing runs.
+	Flush func()
 }
 
 // ListenWith is Listen with an admin group.
@@ -171,7 +197,7 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 	// A shortage of descriptors must not end the accept loop: the socket
 	// would be dead until a restart.
 	ln = acceptretry.Wrap(ln, opts.Logger)
-	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, memory: opts.Memory, reload: opts.Reload}
+	s := &Server{ln: ln, q: opts.Queue, log: opts.Logger, allow: allow, started: time.Now(), relays: opts.Relays, limits: opts.Limits, memory: opts.Memory, reload: opts.Reload, flush: opts.Flush}
 	if opts.MailqSocket != "" {
 		mailqLn, err := listenMailq(opts.MailqSocket)
 		if err != nil {
@@ -282,7 +308,7 @@ func (s *Server) answer(req Request, uid int) Response {
 	case OpQueueList:
 		return s.queueList(req)
 	case OpDeadList:
-		return s.deadList()
+		return s.deadList(req)
 	case OpQueueShow, OpDeadShow:
 		return s.show(req)
 	case OpQueueStatus:
@@ -290,7 +316,7 @@ func (s *Server) answer(req Request, uid int) Response {
 	case OpStatus:
 		return s.status()
 	case OpMailq:
-		return s.mailq()
+		return s.mailq(req)
 	case OpReload:
 		return s.reloadConfig(uid)
 	case OpQueueRetry, OpQueueHold, OpQueueRelease, OpQueueDelete, OpQueueExpire, OpDeadRequeue, OpDeadPurge:

@@ -44,6 +44,10 @@ type Status struct {
 	// StateDamaged): never delivered until an operator deletes or
 	// expires them.
 	Damaged int `json:"damaged"`
+	// Pending counts the recipients still to be delivered, and Bytes the
+	// size of the queued messages.
+	Pending int   `json:"pending"`
+	Bytes   int64 `json:"bytes"`
 	// Oldest is when the oldest queued message was created.
 	Oldest *time.Time `json:"oldest,omitempty"`
 	// OldestDeferred is when the oldest message that was tried and is not
@@ -135,39 +139,6 @@ func badRequest(format string, args ...any) Response {
 	return Response{Error: fmt.Sprintf(format, args...), Code: CodeBadRequest}
 }
 
-func (s *Server) queueList(req Request) Response {
-	var state queue.State
-	if req.State != "" {
-		var err error
-		if state, err = queue.ParseState(req.State); err != nil {
-			return badRequest("%v", err)
-		}
-	}
-	msgs, err := s.q.List()
-	if err != nil {
-		return failed(err)
-	}
-	out := msgs[:0]
-	for _, m := range msgs {
-		if state == "" || m.State() == state {
-			m.History = nil
-			out = append(out, m)
-		}
-	}
-	return Response{Messages: out}
-}
-
-func (s *Server) deadList() Response {
-	dead, err := s.q.ListDead()
-	if err != nil {
-		return failed(err)
-	}
-	for _, d := range dead {
-		d.Record = nil
-	}
-	return Response{Dead: dead}
-}
-
 // show answers queue show and dead show alike: the message record and the
 // dead letter, whichever exist, and the body when asked.
 func (s *Server) show(req Request) Response {
@@ -214,7 +185,7 @@ func (s *Server) status() Response {
 	}
 	st := &Status{
 		Queued: sum.Queued, Deferred: sum.Deferred, Held: sum.Held, Active: sum.Active, Uncertain: sum.Uncertain,
-		Damaged: sum.Damaged, DeadDamaged: sum.DamagedDead,
+		Damaged: sum.Damaged, DeadDamaged: sum.DamagedDead, Pending: sum.Pending, Bytes: sum.Bytes,
 		Dead: sum.Dead, DeadLastDay: sum.DeadSince, DBSize: sum.FileSize,
 		Started: s.started, Now: now,
 	}
@@ -297,6 +268,9 @@ func (s *Server) run(req Request) Response {
 	var err error
 	switch {
 	case req.Op == OpQueueRetry && req.All:
+		if s.flush != nil {
+			s.flush() // first: a message made due must not meet a pause
+		}
 		var ids []string
 		ids, err = s.q.RetryAll()
 		for _, id := range ids {
@@ -366,17 +340,6 @@ func results(res []queue.IDResult) []Result {
 		out = append(out, it)
 	}
 	return out
-}
-
-func (s *Server) mailq() Response {
-	msgs, err := s.q.List()
-	if err != nil {
-		return failed(err)
-	}
-	for i, m := range msgs {
-		msgs[i] = MailqView(m)
-	}
-	return Response{Messages: msgs}
 }
 
 // MailqView is what Postfix's mailq shows any local user of a message: its

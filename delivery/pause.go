@@ -115,6 +115,24 @@ func (d *Deliverer) pauseOf(id string) *relayPause {
 	return p
 }
 
+// EndPauses ends every relay's pause (`relayq flush`, a reload): the next
+// attempt to each relay goes out at once, alone, as a probe, instead of
+// after a pause that may have grown to retry.initial_interval; the
+// messages waiting for a relay are due at once. A relay that is still
+// down pauses again after that one failed probe.
+func (d *Deliverer) EndPauses() {
+	d.mu.Lock()
+	pauses := make([]*relayPause, 0, len(d.pauses))
+	for _, p := range d.pauses {
+		pauses = append(pauses, p)
+	}
+	d.mu.Unlock()
+	for _, p := range pauses {
+		p.retryNow()
+	}
+	d.releaseWaiting("")
+}
+
 // sessionFailure reports whether err is the relay's fault rather than the
 // message's.
 func sessionFailure(err error) bool {

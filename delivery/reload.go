@@ -106,16 +106,7 @@ func (d *Deliverer) SetRelay(r Relay) {
 	}
 	// A pause for an old relay (or the old credentials) ends: one probe
 	// goes out at once.
-	d.mu.Lock()
-	pauses := make([]*relayPause, 0, len(d.pauses))
-	for _, p := range d.pauses {
-		pauses = append(pauses, p)
-	}
-	d.mu.Unlock()
-	for _, p := range pauses {
-		p.retryNow()
-	}
-	d.releaseWaiting("")
+	d.EndPauses()
 }
 
 // closeReplaced closes the transports of old that current no longer uses.

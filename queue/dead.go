@@ -27,6 +27,7 @@ func (q *Queue) GetDead(id string) (*DeadLetter, error) {
 		if errors.Is(err, ErrRecordDamaged) {
 			_, why := decodeDead(tx.Bucket(bucketDead).Get([]byte(id)))
 			d = damagedDead(tx, []byte(id), why)
+			q.damage.note(true, id)
 		}
 		return err
 	})
@@ -64,7 +65,10 @@ func putDead(tx *bolt.Tx, d *DeadLetter) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketDead).Put([]byte(d.ID), v)
+	if err := tx.Bucket(bucketDead).Put([]byte(d.ID), v); err != nil {
+		return err
+	}
+	return countDead(tx, d) // counters.go
 }
 
 // snapshot is the copy of m a dead letter keeps: as stored, but not leased.
@@ -176,7 +180,10 @@ func (q *Queue) requeue(tx *bolt.Tx, id string, class ReplyClass, now time.Time)
 	}
 	d.Recipients = slices.DeleteFunc(d.Recipients, func(r Recipient) bool { return slices.Contains(back, r.Address) })
 	if len(d.Recipients) == 0 {
-		return tx.Bucket(bucketDead).Delete([]byte(id))
+		if err := tx.Bucket(bucketDead).Delete([]byte(id)); err != nil {
+			return err
+		}
+		return uncountDead(tx, id) // counters.go
 	}
 	return putDead(tx, d)
 }
@@ -277,6 +284,9 @@ func (q *Queue) DeleteDead(ids []string) ([]IDResult, error) {
 
 func deleteDead(tx *bolt.Tx, id string) error {
 	if err := tx.Bucket(bucketDead).Delete([]byte(id)); err != nil {
+		return err
+	}
+	if err := uncountDead(tx, id); err != nil { // counters.go
 		return err
 	}
 	if tx.Bucket(bucketMessages).Get([]byte(id)) != nil {

@@ -111,6 +111,19 @@ func (t *leaseTable) drop(id string, token uint64) {
 	}
 }
 
+// active returns the IDs leased at now.
+func (t *leaseTable) active(now time.Time) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ids []string
+	for id, h := range t.held {
+		if h.until.After(now) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // warnOnce reports whether id has not been warned about yet, and marks it.
 func (t *leaseTable) warnOnce(id string) bool {
 	t.mu.Lock()
@@ -187,6 +200,7 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 			if err != nil {
 				// One unreadable record must not stop the others;
 				// `relayq queue check` reports it.
+				q.damage.note(false, id) // for the summaries (counters.go)
 				if q.leases.warnOnce(id) {
 					q.log.Error("cannot read a due message; skipping it", "id", id, "err", err)
 				}
@@ -225,6 +239,11 @@ func (q *Queue) dropStaleSchedule(keys [][]byte) {
 				continue
 			}
 			if err := tx.Bucket(bucketSchedule).Delete(k); err != nil {
+				return err
+			}
+			// The lost message's tally goes too: the counts are
+			// exact again (counters.go).
+			if err := uncountMessage(tx, string(k[8:])); err != nil {
 				return err
 			}
 		}
@@ -550,7 +569,10 @@ func addDead(tx *bolt.Tx, m *Message, died []Recipient, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(m.ID), v)
+	if err := b.Put([]byte(m.ID), v); err != nil {
+		return err
+	}
+	return countDead(tx, &d) // counters.go
 }
 
 // remove takes a finished message out of the queue, and its body too unless
@@ -564,6 +586,9 @@ func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Delete([]byte(m.ID)); err != nil {
+		return err
+	}
+	if err := uncountMessage(tx, m.ID); err != nil { // counters.go
 		return err
 	}
 	if tx.Bucket(bucketDead).Get([]byte(m.ID)) != nil {

@@ -178,7 +178,7 @@ func checkTx(tx *bolt.Tx) (problems []error) {
 	if len(problems) > 0 {
 		return problems
 	}
-	for _, p := range append(checkIndex(tx), checkArchive(tx)...) {
+	for _, p := range append(append(checkIndex(tx), checkArchive(tx)...), checkCounters(tx)...) {
 		problems = append(problems, inconsistency{p})
 	}
 	return problems

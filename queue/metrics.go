@@ -6,10 +6,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The queue's metrics are read, not counted: Collector summarizes the
-// store at scrape time (as `relayq status` does, one read transaction over
-// the messages and dead letters), so nothing on the paths that change the
-// store pays for them.
+// The queue's metrics are read at scrape time: Collector summarizes the
+// store as `relayq status` does, from the counters every change keeps in
+// its own transaction (counters.go), so a scrape costs the same at any
+// depth.
 
 var (
 	descMessages = prometheus.NewDesc("relayq_queue_messages",

@@ -106,6 +106,9 @@ type Queue struct {
 	history historySize // archive_bound.go: the history's size as the pruner knows it
 	given   givenBack   // giveback.go: free pages whose disk blocks were given back
 
+	damage  *damageSet  // counters.go: records found damaged since Open
+	auditor *background // counters.go: looks for them once after Open
+
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
 	spacer  *background // allocates a released reserve again (space.go)
@@ -163,10 +166,15 @@ func Open(path string, opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("queue: open %s: %w", path, err)
 		}
 	}
-	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep}}
+	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep},
+		damage: newDamageSet()}
 	if err := q.safeInit(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
+	}
+	if err := buildCounters(db); err != nil { // counters.go: once, for a file from before them
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
 	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
@@ -177,6 +185,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	q.startPruner()
 	q.trimmer = runBackground(q.trimLoop)
 	q.giver = runBackground(q.giveBackLoop)
+	q.auditor = runBackground(q.auditLoop) // counters.go
 	if q.space.reserveSize > 0 {
 		if _, err := q.space.restore(); err != nil {
 			q.log.Warn("cannot allocate the queue's reserve; intake is refused until it can be", "err", err)
@@ -276,6 +285,7 @@ func (q *Queue) Close() error {
 	q.pruner.halt()
 	q.trimmer.halt()
 	q.giver.halt()
+	q.auditor.halt()
 	q.spacer.halt()
 	q.commit.close()
 	if err := q.inflight.close(); err != nil {
@@ -348,6 +358,9 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 		if err := messages.Put([]byte(m.ID), record); err != nil {
 			return err
 		}
+		if err := countMessage(tx, m); err != nil { // counters.go
+			return err
+		}
 		return sched.Put(scheduleKey(m.NextAttempt, m.ID), nil)
 	})
 	if errors.Is(err, ErrFull) {
@@ -377,6 +390,7 @@ func (q *Queue) Get(id string) (*Message, error) {
 		if errors.Is(err, ErrRecordDamaged) {
 			_, why := decodeMessage(tx.Bucket(bucketMessages).Get([]byte(id)))
 			m = damaged(tx, []byte(id), why) // as List shows it
+			q.damage.note(false, id)
 		}
 		return err
 	})
@@ -398,6 +412,9 @@ func (q *Queue) List() ([]*Message, error) {
 	}
 	for _, m := range out {
 		q.leasedUntil(m)
+		if m.Damaged != "" {
+			q.damage.note(false, m.ID)
+		}
 	}
 	return out, nil
 }
@@ -430,6 +447,7 @@ func (q *Queue) ListDead() ([]*DeadLetter, error) {
 			d, err := decodeDead(v)
 			if err != nil {
 				d = damagedDead(tx, k, err) // listed, so that an operator sees it
+				q.damage.note(true, d.ID)
 			}
 			out = append(out, d)
 			return nil
@@ -633,7 +651,10 @@ func putMessage(tx *bolt.Tx, m *Message) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketMessages).Put([]byte(m.ID), v)
+	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
+		return err
+	}
+	return countMessage(tx, &s) // counters.go
 }
 
 func syncDir(dir string) error {

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"time"
@@ -91,55 +92,74 @@ func (m *Message) LifetimeStart() time.Time {
 // Summary is the state of the store at a glance, for `relayq status`.
 type Summary struct {
 	Queued, Deferred, Held, Active, Uncertain int
-	// Damaged counts message records that do not decode (StateDamaged).
+	// Damaged counts message records that do not decode (StateDamaged)
+	// among those found so far (see DamageAudited).
 	Damaged int
-	// Oldest is the creation time of the oldest queued message; zero when
-	// the queue is empty.
+	// Pending counts the recipients still to be delivered, and Bytes the
+	// sizes of the queued messages.
+	Pending int
+	Bytes   int64
+	// Oldest is the creation time of the oldest queued message (the
+	// first by ID: IDs sort by the time they were given); zero when the
+	// queue is empty.
 	Oldest time.Time
 	// OldestDeferred is the LifetimeStart of the oldest message, held ones
 	// aside, that was tried and is still not delivered; zero when none.
 	OldestDeferred time.Time
 	Dead           int
 	// DamagedDead counts the dead letters (among Dead) whose record does
-	// not decode.
+	// not decode, among those found so far.
 	DamagedDead int
 	// DeadSince counts dead letters whose last recipient died at or after
 	// the time given to Summarize.
 	DeadSince int
+	// DamageAudited says that every record has been read once since Open
+	// (counters.go), so that Damaged and DamagedDead count every damaged
+	// record; before, only those found so far.
+	DamageAudited bool
 	// FileSize is the size of the database file in bytes.
 	FileSize int64
 }
 
 // Summarize counts messages by state and dead letters, the latter also
-// since deadSince. It reads every record: it is meant for an operator's
-// command, not for a hot path.
+// since deadSince. It reads the counters the store keeps (counters.go),
+// the first message, the first entry of the deferred index, the deaths
+// since deadSince, and the records of the messages leased or found
+// damaged: its cost does not grow with the queue.
 func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 	var s Summary
+	select {
+	case <-q.damage.audited:
+		s.DamageAudited = true
+	case <-time.After(10 * time.Millisecond): // a small queue's audit is done by then
+	}
 	err := q.db.View(func(tx *bolt.Tx) error {
-		err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
-			m, err := decodeMessage(v)
-			if err != nil {
-				s.Damaged++ // counted, not fatal: `queue check` says more
-				return nil
-			}
-			s.add(q.leasedUntil(m))
-			return nil
-		})
+		c, err := readCounts(tx)
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			s.Dead++
-			d, err := decodeDead(v)
-			if err != nil {
-				s.DamagedDead++
-				return nil
+		var since int64 // deadSince before 1970 (the zero time): every death
+		if deadSince.After(time.Unix(0, 0)) {
+			since = deadSince.UnixNano()
+		}
+		cur := tx.Bucket(bucketDeaths).Cursor()
+		for k, _ := cur.Seek(timeKey(since, "")); k != nil; k, _ = cur.Next() {
+			s.DeadSince++
+		}
+		q.applyLeasesAndDamage(tx, &c, &s, since)
+		s.Queued, s.Deferred = int(c.states[tallyQueued]), int(c.states[tallyDeferred])
+		s.Held, s.Uncertain = int(c.states[tallyHeld]), int(c.states[tallyUncertain])
+		s.Pending, s.Bytes, s.Dead = int(c.pending), c.bytes, int(c.dead)
+		if k, v := tx.Bucket(bucketMessages).Cursor().First(); k != nil {
+			s.Oldest = idTime(string(k))
+			if m, err := decodeMessage(v); err == nil {
+				s.Oldest = m.Created
 			}
-			if !d.Died.Before(deadSince) {
-				s.DeadSince++
-			}
-			return nil
-		})
+		}
+		if k, _ := tx.Bucket(bucketDeferred).Cursor().First(); k != nil {
+			s.OldestDeferred, _, _ = splitTimeKey(k)
+		}
+		return nil
 	})
 	if err != nil {
 		return Summary{}, fmt.Errorf("queue: summarize: %w", err)
@@ -150,25 +170,43 @@ func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 	return s, nil
 }
 
-func (s *Summary) add(m *Message) {
-	switch m.State() {
-	case StateQueued:
-		s.Queued++
-	case StateDeferred:
-		s.Deferred++
-	case StateHeld:
-		s.Held++
-	case StateActive:
-		s.Active++
-	case StateUncertain:
-		s.Uncertain++
-	}
-	if s.Oldest.IsZero() || m.Created.Before(s.Oldest) {
-		s.Oldest = m.Created
-	}
-	if !m.Held && m.tried() {
-		if start := m.LifetimeStart(); s.OldestDeferred.IsZero() || start.Before(s.OldestDeferred) {
-			s.OldestDeferred = start
+// applyLeasesAndDamage moves, in c, the leased messages from their stored
+// state to Active and the damaged ones to Damaged, and counts the damaged
+// dead letters, which leave s.DeadSince (in UnixNano) as they did when
+// every record was read. An ID noted damaged whose record is gone or
+// reads again is dropped from the set.
+func (q *Queue) applyLeasesAndDamage(tx *bolt.Tx, c *counts, s *Summary, since int64) {
+	tallies := tx.Bucket(bucketTally)
+	uncount := func(id string) {
+		if t, ok := decodeTally(tallies.Get(tallyKey('m', id))); ok {
+			c.states[t.state]--
 		}
+	}
+	messages, dead := q.damage.snapshot()
+	for _, id := range messages {
+		v := tx.Bucket(bucketMessages).Get([]byte(id))
+		if _, err := decodeMessage(v); v == nil || err == nil {
+			q.damage.drop(false, id)
+			continue
+		}
+		uncount(id)
+		s.Damaged++
+	}
+	for _, id := range dead {
+		v := tx.Bucket(bucketDead).Get([]byte(id))
+		if _, err := decodeDead(v); v == nil || err == nil {
+			q.damage.drop(true, id)
+			continue
+		}
+		s.DamagedDead++
+		if t := tallies.Get(tallyKey('d', id)); len(t) == 8 {
+			if died := int64(binary.BigEndian.Uint64(t)); died != 0 && died >= since {
+				s.DeadSince-- // its death is in the index, but the record says nothing
+			}
+		}
+	}
+	for _, id := range q.leases.active(q.opts.Now()) {
+		uncount(id)
+		s.Active++
 	}
 }

@@ -99,3 +99,36 @@ func TestStatusShowsRelayState(t *testing.T) {
 		t.Errorf("status table:\n%s\nwant the relay ok with the 250", table.stdout)
 	}
 }
+
+// TestFlushEndsRelayPause: SMTP on the unix socket → relayq → smtptest
+// relay that answers 421 at the greeting until the relay's pause has
+// grown past 5 s; then the relay accepts again and `relayq flush` sends
+// the queue at once (within 2 s), instead of leaving the relay idle
+// until its pause is over.
+func TestFlushEndsRelayPause(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Greeting: smtptest.Times(1000, smtptest.Reply(421, "4.3.2 down for maintenance")),
+	}})
+	d := startDaemon(t, relay, func(s settings) {
+		// The pause doubles from 1 s to initial_interval: 1, 2, 4, 8 s …
+		s.set("retry", "initial_interval", `"60s"`)
+		s.set("retry", "max_interval", `"60s"`)
+	})
+	from, to := "flush@example.org", []string{"rcpt@example.net"}
+	// Each failed probe defers its message for a minute: four messages
+	// make four probes, and pauses of 1, 2, 4 and then 8 s.
+	for i := range 4 {
+		d.submit(t, from, to, newMessage(i, from, to, 3))
+	}
+	waitFor(t, 40*time.Second, "the relay's pause to last more than 5s", func() bool {
+		r := d.relayStatus(t)
+		return r.State == "paused" && r.PausedUntil != nil && time.Until(*r.PausedUntil) > 5*time.Second
+	})
+	relay.SetScript(smtptest.Script{})
+	flushed := time.Now()
+	d.mustRelayq(t, "flush")
+	relay.WaitMessages(t, 4, 10*time.Second)
+	if took := time.Since(flushed); took > 2*time.Second {
+		t.Errorf("delivered %s after the flush; want at once, not after the relay's pause", took)
+	}
+}

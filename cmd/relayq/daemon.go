@@ -176,7 +176,7 @@ func (d *daemon) startIntake() (func(), error) {
 
 // startControl listens on the control socket.
 func (d *daemon) startControl() (func(), error) {
-	ctl, err := listenControl(d.cfg, d.q, d.log, d.relays, d.intake, d.reload) // daemon_policy.go
+	ctl, err := listenControl(d.cfg, d.q, d.log, d.relays, d.intake, d.reload, d.endPauses) // daemon_policy.go
 	if err != nil {
 		return nil, err
 	}

@@ -44,15 +44,16 @@ func warnListeners(s config.SubmissionConfig, log *slog.Logger) {
 
 // listenControl opens the control socket for root, the daemon's user and
 // the admin group; status asks relays for the relay's state and intake for
-// the submitters' use of their limits; reload is `relayq reload`.
-func listenControl(cfg *config.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server, reload func() error) (*control.Server, error) {
+// the submitters' use of their limits; reload is `relayq reload`; flush
+// runs before `relayq flush` makes the queue due.
+func listenControl(cfg *config.Config, q *queue.Queue, log *slog.Logger, relays func() []control.RelayStatus, intake *spool.Server, reload func() error, flush func()) (*control.Server, error) {
 	gid, err := cfg.Control.AdminGID()
 	if err != nil {
 		return nil, &startErr{exitConfig, err}
 	}
 	s, err := control.ListenWith(control.Options{Socket: cfg.Control.Socket, MailqSocket: cfg.Control.MailqSocket, Queue: q, Logger: log, AdminGID: gid,
 		Relays: relays, Limits: func() []control.LimitStatus { return limitStatus(intake.LimitUsage()) },
-		Memory: intake.MemoryInFlight, Reload: reload})
+		Memory: intake.MemoryInFlight, Reload: reload, Flush: flush})
 	if err != nil {
 		return nil, &startErr{listenExitCode(err), err}
 	}

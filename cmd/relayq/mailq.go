@@ -53,9 +53,11 @@ const (
 // codes are the queue commands' (exit.go), plus 75 when the file is locked
 // but the daemon does not answer, and 77 when this user cannot read it.
 func runMailq(args []string, env cmdEnv) int {
-	fs := newFlags("mailq", "mailq [-c FILE] [--json]\nLists the queue as Postfix's mailq (postqueue -p) does, for any user.", env)
+	fs := newFlags("mailq", "mailq [-c FILE] [--limit N] [--after ID] [--rcpt PATTERN] [--older-than DURATION] [--json]\n"+
+		"Lists the queue as Postfix's mailq (postqueue -p) does, for any user.", env)
 	cfgPath := fs.String("c", "", "configuration `file`")
 	asJSON := fs.Bool("json", false, "print a JSON array of what the listing shows")
+	pf := addPageFlags(fs, "messages")
 	rest, code, done := parseArgs(fs, args, env)
 	if done {
 		return code
@@ -64,33 +66,88 @@ func runMailq(args []string, env cmdEnv) int {
 		fmt.Fprintf(env.Stderr, "mailq: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	return mailq(*cfgPath, *asJSON, env)
+	req, bad := pf.request(control.Request{Op: control.OpMailq})
+	if bad != "" {
+		fmt.Fprintf(env.Stderr, "mailq: %s\n", bad)
+		return exitUsage
+	}
+	return mailq(*cfgPath, *asJSON, req, pf.limitFor(*asJSON), env)
 }
 
-// mailq prints the listing (as JSON with asJSON) for the daemon that the
-// configuration at cfgPath ("" for the default search) names.
-func mailq(cfgPath string, asJSON bool, env cmdEnv) int {
+// mailq prints the listing req asks for (as JSON with asJSON), at most
+// limit messages (0: all), for the daemon that the configuration at
+// cfgPath ("" for the default search) names.
+func mailq(cfgPath string, asJSON bool, req control.Request, limit int, env cmdEnv) int {
 	cfg, code := loadPublicConfig("mailq", cfgPath, env)
 	if code != exitOK {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var msgs []*queue.Message
-	// The mailq socket answers every user (control.MailqView).
-	resp, err := control.Call(ctx, cfg.Control.MailqSocket, control.Request{Op: control.OpMailq})
-	switch {
-	case err == nil:
-		msgs = resp.Messages
-	case errors.Is(err, control.ErrNotRunning):
-		if msgs, code = mailqOffline(cfg, env); code != exitOK {
-			return code
+	out := &mailqWriter{w: env.Stdout, loc: time.Local}
+	arr := &jsonArray{w: env.Stdout}
+	each := func(resp *control.Response) error {
+		for _, m := range resp.Messages {
+			m = control.MailqView(m) // the same for every user, and from the file
+			if asJSON {
+				if err := arr.add(mailqItemOf(m)); err != nil {
+					return err
+				}
+				continue
+			}
+			out.add(m)
 		}
-	default:
-		return askFailed("mailq", resp, err, env) // ops.go
+		return nil
+	}
+	// The mailq socket answers every user (control.MailqView).
+	notRunning := false
+	call := func(req control.Request) (*control.Response, int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := control.Call(ctx, cfg.Control.MailqSocket, req)
+		switch {
+		case err == nil:
+			return resp, exitOK
+		case errors.Is(err, control.ErrNotRunning) && req.After == "" && !notRunning:
+			notRunning = true
+			return nil, exitUnavailable
+		}
+		return nil, askFailed("mailq", resp, err, env) // ops.go
+	}
+	l, code := pages(req, limit, call, each)
+	if notRunning {
+		return mailqFromFile(cfg, asJSON, env)
+	}
+	if asJSON && (code == exitOK || arr.n > 0) {
+		if err := arr.end(); err != nil && code == exitOK {
+			code = exitIOErr
+		}
+	}
+	if code != exitOK {
+		return code
+	}
+	if asJSON {
+		if l.next != "" {
+			fmt.Fprintf(env.Stderr, "mailq: the first %d shown; %s\n", l.shown, moreText("mailq", l.next))
+		}
+		return exitOK
+	}
+	if l.next != "" {
+		out.cut(l.first.Total, l.first.TotalBytes, l.next)
+	}
+	if err := out.end(); err != nil {
+		return exitIOErr
+	}
+	return exitOK
+}
+
+// mailqFromFile is mailq when the daemon is not running: the whole
+// queue, read from the file.
+func mailqFromFile(cfg *config.Config, asJSON bool, env cmdEnv) int {
+	msgs, code := mailqOffline(cfg, env)
+	if code != exitOK {
+		return code
 	}
 	for i, m := range msgs {
-		msgs[i] = control.MailqView(m) // the same for every user, and from the file
+		msgs[i] = control.MailqView(m)
 	}
 	if asJSON {
 		return printJSON(env, mailqItems(msgs))
@@ -132,25 +189,63 @@ func mailqOffline(cfg *config.Config, env cmdEnv) ([]*queue.Message, int) {
 // writeMailq writes msgs (oldest first, as the daemon lists them) in
 // Postfix's format, with arrival times in loc.
 func writeMailq(w io.Writer, msgs []*queue.Message, loc *time.Location) error {
-	if len(msgs) == 0 {
-		_, err := fmt.Fprintln(w, "Mail queue is empty")
+	out := &mailqWriter{w: w, loc: loc}
+	for _, m := range msgs {
+		out.add(m)
+	}
+	return out.end()
+}
+
+// mailqWriter writes the listing a message at a time, as the pages come.
+type mailqWriter struct {
+	w     io.Writer
+	loc   *time.Location
+	n     int
+	total int64
+	// Set by cut: the whole queue's figures for the footer, and the
+	// After of the next page.
+	queued      int
+	queuedBytes int64
+	next        string
+}
+
+func (o *mailqWriter) add(m *queue.Message) {
+	if o.n == 0 {
+		fmt.Fprintf(o.w, mailqString, "----Queue ID-----", "--Size--", "---Arrival Time----", "--Sender/Recipient------")
+	} else {
+		fmt.Fprintln(o.w)
+	}
+	writeMailqMessage(o.w, m, o.loc)
+	o.n++
+	o.total += m.Size
+}
+
+// cut notes that the listing stopped before the end: the footer gives the
+// whole queue's figures, as Postfix's does, and says how to go on.
+func (o *mailqWriter) cut(queued int, queuedBytes int64, next string) {
+	o.queued, o.queuedBytes, o.next = queued, queuedBytes, next
+}
+
+// end writes the footer: "-- 12 Kbytes in 3 Requests.", for the whole
+// queue; when the listing was cut short, a line more says how many were
+// shown and how to see the next ones.
+func (o *mailqWriter) end() error {
+	if o.n == 0 && o.next == "" {
+		_, err := fmt.Fprintln(o.w, "Mail queue is empty")
 		return err
 	}
-	var total int64
-	for i, m := range msgs {
-		if i == 0 {
-			fmt.Fprintf(w, mailqString, "----Queue ID-----", "--Size--", "---Arrival Time----", "--Sender/Recipient------")
-		} else {
-			fmt.Fprintln(w)
-		}
-		writeMailqMessage(w, m, loc)
-		total += m.Size
+	n, total := o.n, o.total
+	if o.next != "" {
+		n, total = max(o.queued, o.n), max(o.queuedBytes, o.total)
 	}
 	requests := "Requests"
-	if len(msgs) == 1 {
+	if n == 1 {
 		requests = "Request"
 	}
-	_, err := fmt.Fprintf(w, "\n-- %d Kbytes in %d %s.\n", total/1024, len(msgs), requests)
+	_, err := fmt.Fprintf(o.w, "\n-- %d Kbytes in %d %s.\n", total/1024, n, requests)
+	if err == nil && o.next != "" {
+		_, err = fmt.Fprintf(o.w, "-- %d shown; %s\n", o.n, moreText("mailq", o.next))
+	}
 	return err
 }
 
@@ -216,11 +311,15 @@ type mailqRcpt struct {
 func mailqItems(msgs []*queue.Message) []mailqItem {
 	out := make([]mailqItem, 0, len(msgs))
 	for _, m := range msgs {
-		it := mailqItem{ID: m.ID, State: string(m.State()), Size: m.Size, Created: m.Created, From: m.From, Recipients: []mailqRcpt{}}
-		for _, r := range m.Recipients {
-			it.Recipients = append(it.Recipients, mailqRcpt{Address: r.Address, Status: string(r.Status), LastReply: r.LastReply})
-		}
-		out = append(out, it)
+		out = append(out, mailqItemOf(m))
 	}
 	return out
+}
+
+func mailqItemOf(m *queue.Message) mailqItem {
+	it := mailqItem{ID: m.ID, State: string(m.State()), Size: m.Size, Created: m.Created, From: m.From, Recipients: []mailqRcpt{}}
+	for _, r := range m.Recipients {
+		it.Recipients = append(it.Recipients, mailqRcpt{Address: r.Address, Status: string(r.Status), LastReply: r.LastReply})
+	}
+	return it
 }

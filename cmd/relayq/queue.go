@@ -23,9 +23,11 @@ func runDeadList(args []string, env cmdEnv) int {
 }
 
 func runList(name, op string, args []string, env cmdEnv) int {
-	synopsis := "relayq " + name + " [-c FILE] [--json]"
+	what, synopsis := "dead letters", "relayq "+name+" [-c FILE] [--limit N] [--after ID] [--rcpt PATTERN] [--older-than DURATION] [--json]"
 	if op == control.OpQueueList {
-		synopsis = "relayq " + name + " [-c FILE] [--state queued|deferred|uncertain|held|active|damaged] [--json]"
+		what = "messages"
+		synopsis = "relayq " + name + " [-c FILE] [--state queued|deferred|uncertain|held|active|damaged]\n" +
+			"       [--limit N] [--after ID] [--rcpt PATTERN] [--older-than DURATION] [--json]"
 	}
 	fs := newFlags(name, synopsis, env)
 	cfgPath := fs.String("c", "", "configuration `file`")
@@ -34,6 +36,7 @@ func runList(name, op string, args []string, env cmdEnv) int {
 	if op == control.OpQueueList {
 		state = fs.String("state", "", "only messages in this `state`: queued, deferred, uncertain (maybe delivered), held, active\nor damaged (the record does not decode)")
 	}
+	pf := addPageFlags(fs, what)
 	rest, code, done := parseArgs(fs, args, env)
 	if done {
 		return code
@@ -50,10 +53,59 @@ func runList(name, op string, args []string, env cmdEnv) int {
 		}
 		req.State = *state
 	}
-	resp, code := ask(name, *cfgPath, req, env)
+	req, bad := pf.request(req)
+	if bad != "" {
+		fmt.Fprintf(env.Stderr, "relayq %s: %s\n", name, bad)
+		return exitUsage
+	}
+	cfg, code := loadConfig(*cfgPath, env)
 	if code != exitOK {
 		return code
 	}
+	call := func(req control.Request) (*control.Response, int) {
+		return askSocket(name, cfg.Control.Socket, req, env)
+	}
+	dead := op == control.OpDeadList
+	out := listOut{w: env.Stdout, dead: dead}
+	each := out.table
+	arr := &jsonArray{w: env.Stdout}
+	if *asJSON {
+		each = func(resp *control.Response) error {
+			for _, it := range responseItems(resp) {
+				if err := arr.add(it); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	l, code := pages(req, pf.limitFor(*asJSON), call, each)
+	if *asJSON && (code == exitOK || arr.n > 0) {
+		// After the last page, even after a failed one: what was printed
+		// stays a whole array.
+		if err := arr.end(); err != nil && code == exitOK {
+			code = exitIOErr
+		}
+	}
+	if code != exitOK {
+		return code
+	}
+	more := ""
+	if l.next != "" {
+		more = moreText("relayq "+name, l.next)
+	}
+	if *asJSON {
+		if more != "" {
+			fmt.Fprintf(env.Stderr, "relayq %s: the first %d shown; %s\n", name, l.shown, more)
+		}
+		return exitOK
+	}
+	out.end(l, more, pf.filtered(req))
+	return exitOK
+}
+
+// responseItems is a page of a listing as listItems.
+func responseItems(resp *control.Response) []listItem {
 	var items []listItem
 	for _, m := range resp.Messages {
 		items = append(items, messageItem(m))
@@ -61,14 +113,39 @@ func runList(name, op string, args []string, env cmdEnv) int {
 	for _, d := range resp.Dead {
 		items = append(items, deadItem(d))
 	}
-	if *asJSON {
-		if items == nil {
-			items = []listItem{}
-		}
-		return printJSON(env, items)
+	return items
+}
+
+// listOut prints a listing as a table, a page at a time.
+type listOut struct {
+	w    io.Writer
+	dead bool
+	n    int
+}
+
+func (o *listOut) table(resp *control.Response) error {
+	items := responseItems(resp)
+	if len(items) == 0 {
+		return nil
 	}
-	printTable(env.Stdout, items, op == control.OpDeadList)
-	return exitOK
+	printRows(o.w, items, o.dead, o.n == 0)
+	o.n += len(items)
+	return nil
+}
+
+// end prints the last line: how many were shown and, when the listing
+// was cut short, how many there are and how to see the next ones.
+func (o *listOut) end(l listed, more string, filtered bool) {
+	switch {
+	case o.n == 0 && more == "":
+		printTable(o.w, nil, o.dead)
+	case more == "":
+		fmt.Fprintf(o.w, "%d message(s)\n", o.n)
+	case filtered:
+		fmt.Fprintf(o.w, "%d message(s) shown; more may match: %s\n", o.n, more)
+	default:
+		fmt.Fprintf(o.w, "%d of %d message(s) shown; %s\n", o.n, l.first.Total, more)
+	}
 }
 
 // listItem is one message in `list --json`: a stable, documented shape that
@@ -156,7 +233,7 @@ func deadItem(d *queue.DeadLetter) listItem {
 }
 
 // printTable prints one line per message and one indented line per
-// recipient with its state and last reply.
+// recipient with its state and last reply, then how many there were.
 func printTable(w io.Writer, items []listItem, dead bool) {
 	if len(items) == 0 {
 		if dead {
@@ -166,12 +243,21 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 		}
 		return
 	}
+	printRows(w, items, dead, true)
+	fmt.Fprintf(w, "%d message(s)\n", len(items))
+}
+
+// printRows prints the table's lines for items, after its header when
+// header is set.
+func printRows(w io.Writer, items []listItem, dead, header bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	when := "NEXT ATTEMPT"
 	if dead {
 		when = "DIED"
 	}
-	fmt.Fprintf(tw, "ID\tSTATE\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\tSUBMITTER\n", when)
+	if header {
+		fmt.Fprintf(tw, "ID\tSTATE\tAGE\tSIZE\tATTEMPTS\t%s\tFROM\tSUBMITTER\n", when)
+	}
 	for _, it := range items {
 		if it.Damaged != "" {
 			state, what := it.State, "relayq queue delete or expire it"
@@ -210,5 +296,4 @@ func printTable(w io.Writer, items []listItem, dead bool) {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "%d message(s)\n", len(items))
 }

@@ -34,3 +34,12 @@ func relayStatus(st delivery.RelayStatus) control.RelayStatus {
 		LastAttempt: timeOrNil(st.LastAttempt), LastReply: st.LastReply,
 	}
 }
+
+// endPauses is control.Options.Flush: `relayq flush` ends every relay's
+// pause, so that a relay that is back gets the mail at once rather than
+// after the pause. Nothing until delivery has started.
+func (d *daemon) endPauses() {
+	if dv := d.deliverer.Load(); dv != nil {
+		dv.EndPauses()
+	}
+}

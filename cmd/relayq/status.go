@@ -89,6 +89,8 @@ type statusOut struct {
 	Active            int                 `json:"active"`
 	Uncertain         int                 `json:"uncertain"`
 	Damaged           int                 `json:"damaged"`
+	RecipientsPending int                 `json:"recipients_pending"`
+	BytesQueued       int64               `json:"bytes_queued"`
 	OldestAge         *string             `json:"oldest_age,omitempty"`
 	OldestDeferredAge *string             `json:"oldest_deferred_age,omitempty"`
 	Dead              int                 `json:"dead"`
@@ -135,7 +137,7 @@ func statusJSON(st *control.Status, db string, problems []string) statusOut {
 		Healthy: len(problems) == 0, Problems: problems,
 		Messages: st.Queued + st.Deferred + st.Held + st.Active + st.Uncertain + st.Damaged,
 		Queued:   st.Queued, Deferred: st.Deferred, Held: st.Held, Active: st.Active, Uncertain: st.Uncertain,
-		Damaged:   st.Damaged,
+		Damaged: st.Damaged, RecipientsPending: st.Pending, BytesQueued: st.Bytes,
 		OldestAge: ageOf(st.Oldest), OldestDeferredAge: ageOf(st.OldestDeferred),
 		Dead: st.Dead, DeadDamaged: st.DeadDamaged, DeadLastDay: st.DeadLastDay, Database: db, DatabaseBytes: st.DBSize, Space: st.Space,
 		Started: st.Started, Uptime: st.Now.Sub(st.Started).Round(time.Second).String(),
@@ -160,6 +162,7 @@ func printStatus(env cmdEnv, st *control.Status, db string, problems []string) {
 		}
 		return st.Now.Sub(*t).Round(time.Second).String()
 	}
+	field("Pending", "%d recipient(s), %s of messages", st.Pending, byteSize(st.Bytes))
 	field("Oldest", "%s (oldest deferred: %s)", ageText(st.Oldest), ageText(st.OldestDeferred))
 	deadDamaged := ""
 	if st.DeadDamaged > 0 {

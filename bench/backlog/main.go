@@ -1,0 +1,298 @@
+// Command backlog measures what an operator's commands cost with a deep
+// queue: it fills a queue file directly through the queue package (-n
+// messages of 2 KB, -dead of them dead-lettered), starts `relayq serve` on
+// it with a relay that accepts connections and never answers (so the
+// backlog stays put while it measures), and prints:
+//
+//	open          queue.Open of the filled file, in this process (with
+//	              -rebuild: of the file without its counters, which that
+//	              open builds, once)
+//	ready         exec of relayq serve to its "relayq ready" log line
+//	status        `relayq status --json`, whole call
+//	queue list    `relayq queue list` (first page: 1000), whole call
+//	mailq         `relayq mailq` (first page), whole call
+//	dead list     `relayq dead list` (first page), whole call
+//	queue list --json --limit 1000, and --rcpt on a recipient near the end
+//	RSS           the daemon's VmRSS / RssAnon before and after the calls
+//
+// Each call is run -runs times; the median is printed. Run it by hand:
+//
+//	go run ./bench/backlog -n 100000
+//
+// It is not part of CI. The file and the daemon's state go in a temporary
+// directory, removed at the end unless -keep.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"relayq/queue"
+)
+
+func main() {
+	n := flag.Int("n", 100000, "messages to queue")
+	dead := flag.Int("dead", 1000, "of them, how many to dead-letter")
+	runs := flag.Int("runs", 5, "times each command is run (the median is printed)")
+	bin := flag.String("relayq", "", "relayq binary (default: go build ./cmd/relayq into the temporary directory)")
+	dir := flag.String("dir", "", "directory for the queue and the daemon's state (default: a new temporary one)")
+	keep := flag.Bool("keep", false, "keep the directory (and reuse a filled queue file in -dir)")
+	settle := flag.Duration("settle", 2*time.Second, "wait after ready before the calls (the damage audit after start reads every record once)")
+	rebuild := flag.Bool("rebuild", false, "drop the counters from the file first, so that the open measured builds them,\nas the first open of a file written by a relayq before them does")
+	flag.Parse()
+
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "rqbacklog")
+		if err != nil {
+			log.Fatal(err)
+		}
+		*dir = d
+	}
+	if !*keep {
+		defer os.RemoveAll(*dir)
+	}
+	if *bin == "" {
+		*bin = filepath.Join(*dir, "relayq")
+		if out, err := exec.Command("go", "build", "-o", *bin, "./cmd/relayq").CombinedOutput(); err != nil {
+			log.Fatalf("go build: %v\n%s", err, out)
+		}
+	}
+	path := filepath.Join(*dir, "queue.db")
+	if _, err := os.Stat(path); err != nil {
+		start := time.Now()
+		if err := fill(path, *n, *dead); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("filled %d messages (%d dead letters) in %v\n", *n, *dead, time.Since(start).Round(time.Second))
+	}
+	if fi, err := os.Stat(path); err == nil {
+		fmt.Printf("queue file       %d MiB\n", fi.Size()>>20)
+	}
+	if *rebuild {
+		if err := dropCounters(path); err != nil {
+			log.Fatal(err)
+		}
+	}
+	start := time.Now()
+	q, err := queue.Open(path, queue.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("open             %v\n", time.Since(start).Round(time.Millisecond))
+	q.Close()
+
+	relay := blackhole()
+	cfg := writeConfig(*dir, relay)
+	d := startDaemon(*bin, cfg)
+	defer d.stop()
+	fmt.Printf("ready            %v\n", d.ready.Round(time.Millisecond))
+	time.Sleep(*settle)
+	before := memory(d.cmd.Process.Pid)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"status", []string{"status", "--json"}},
+		{"queue list", []string{"queue", "list"}},
+		{"mailq", []string{"mailq"}},
+		{"dead list", []string{"dead", "list"}},
+		{"list --json", []string{"queue", "list", "--json", "--limit", "1000"}},
+		{"list --rcpt", []string{"queue", "list", "--rcpt", fmt.Sprintf("rcpt%d@", *n-10)}},
+	} {
+		var took []time.Duration
+		var out []byte
+		for range *runs {
+			start := time.Now()
+			cmd := exec.Command(*bin, append(c.args, "-c", cfg)...)
+			out, err = cmd.Output()
+			took = append(took, time.Since(start))
+			if err != nil && !strings.Contains(err.Error(), "exit status 1") { // status exits 1 when unhealthy
+				fmt.Printf("%-16s failed: %v\n", c.name, err) // an older relayq may not know the flags
+			}
+		}
+		slices.Sort(took)
+		fmt.Printf("%-16s %v (median of %d; %d bytes out)\n", c.name, took[len(took)/2].Round(100*time.Microsecond), *runs, len(out))
+	}
+	after := memory(d.cmd.Process.Pid)
+	fmt.Printf("daemon RSS       %d MiB before the calls (anonymous %d MiB), %d MiB after (anonymous %d MiB)\n",
+		before["VmRSS"]>>10, before["RssAnon"]>>10, after["VmRSS"]>>10, after["RssAnon"]>>10)
+}
+
+// fill queues n messages of 2 KB and dead-letters dead of them.
+func fill(path string, n, dead int) error {
+	q, err := queue.Open(path, queue.Options{MaxBatch: 2000})
+	if err != nil {
+		return err
+	}
+	defer q.Close()
+	body := bytes.Repeat([]byte(strings.Repeat("x", 78)+"\r\n"), 2048/80)
+	work := make(chan int, 1000)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 500 {
+		wg.Go(func() {
+			for i := range work {
+				env := queue.Envelope{From: "backlog@example.org", Recipients: []string{fmt.Sprintf("rcpt%d@example.net", i)}}
+				if _, err := q.Put(context.Background(), env, body); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	for left := dead; left > 0; {
+		ls, err := q.Lease(min(left, 500))
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			o := queue.Outcome{Address: l.Recipients[0].Address, Result: queue.Failed,
+				Reply: &queue.Reply{Code: 550, Enhanced: "5.1.1", Lines: []string{"no such user"}}}
+			if _, err := q.Record(l, []queue.Outcome{o}); err != nil {
+				return err
+			}
+		}
+		left -= len(ls)
+	}
+	return nil
+}
+
+// dropCounters makes path look like a file from before the counters
+// (queue/counters.go).
+func dropCounters(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{"tally", "deferred", "deaths"} {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte("meta")).Delete([]byte("counts"))
+	})
+}
+
+// blackhole listens on 127.0.0.1 and accepts connections it never
+// answers: delivery waits for a greeting, and the backlog stays queued.
+func blackhole() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		var held []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func writeConfig(dir, relay string) string {
+	cfg := filepath.Join(dir, "relayq.toml")
+	text := fmt.Sprintf(`state_dir = %q
+[relay]
+url = "smtp://%s"
+greeting_timeout = "10m"
+socket_timeout = "10m"
+[log]
+level = "info"
+`, dir, relay)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	return cfg
+}
+
+type daemon struct {
+	cmd   *exec.Cmd
+	ready time.Duration
+}
+
+// startDaemon runs relayq serve and waits for "relayq ready" on its log.
+func startDaemon(bin, cfg string) *daemon {
+	cmd := exec.Command(bin, "serve", "-c", cfg)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		log.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.OnceFunc(func() { close(ready) })
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `msg="relayq ready"`) {
+				once()
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Minute):
+		cmd.Process.Kill()
+		log.Fatal("relayq serve not ready after 5 minutes")
+	}
+	return &daemon{cmd: cmd, ready: time.Since(start)}
+}
+
+func (d *daemon) stop() {
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	_ = d.cmd.Wait()
+}
+
+// memory reads the kB fields of /proc/PID/status.
+func memory(pid int) map[string]int64 {
+	out := map[string]int64{}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return out
+	}
+	for line := range strings.Lines(string(b)) {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+			out[k] = n
+		}
+	}
+	return out
+}
