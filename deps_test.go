@@ -89,8 +89,48 @@ func TestImportDirection(t *testing.T) {
 // onlyImporter names, for the packages of relayq that one package alone may
 // import, that package and why.
 var onlyImporter = map[string]struct{ dir, why string }{
-	"relayq/config": {"cmd/relayq", "only cmd reads the config; every other package takes plain Options"},
-	"relayq":        {"config", "the root package only embeds config.toml.example for config (go:embed cannot reach \"..\")"},
+	"relayq/config":  {"cmd/relayq", "only cmd reads the config; every other package takes plain Options"},
+	"relayq":         {"config", "the root package only embeds config.toml.example for config (go:embed cannot reach \"..\")"},
+	"relayq/metrics": {"cmd/relayq", "only the daemon serves metrics; a client binary must not link client_golang"},
+}
+
+// TestPrometheusOnlyInMetrics: package metrics is the one place that
+// imports github.com/prometheus/... Every other package keeps plain
+// figures: `relayq sendmail` links spool (and through it queue), and
+// client_golang's package init (its default registry, procfs's
+// package-level regexps, protobuf's detrand reading /proc/self/exe) costs
+// over a millisecond of every call. The end-to-end tests in tests/ may
+// parse a scrape with Prometheus' own parser; they are never linked into
+// relayq.
+func TestPrometheusOnlyInMetrics(t *testing.T) {
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != "." && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		dir := filepath.Dir(path)
+		if dir == "metrics" || (dir == "tests" && strings.HasSuffix(path, "_test.go")) {
+			return nil
+		}
+		parsed, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range parsed.Imports {
+			if p, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(p, "github.com/prometheus/") {
+				t.Errorf("%s imports %s: only package metrics imports Prometheus (the packages that count keep plain figures)", path, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestOnlyImporter checks every package of the module, tests included.

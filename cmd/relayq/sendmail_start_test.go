@@ -26,10 +26,10 @@ const maxDependencyInitBytes = 16 << 10
 // heavyInits are the packages whose initialisation is known to allocate
 // more than maxDependencyInitBytes, each with its ceiling: today's figure
 // with room for a new release. All of them come with
-// prometheus/client_golang, which spool's and queue's metrics link into
-// every process, `relayq sendmail` included (issue 15: they are most of
-// the 0.3 MB and ~1.2 ms that relayq's start costs over a Go program that
-// does nothing). When they leave the sendmail path, remove them here.
+// prometheus/client_golang, which package metrics links into relayq, so
+// into `relayq sendmail` too (issue 15: they are most of the 0.3 MB and
+// ~1.2 ms that relayq's start costs over a Go program that does nothing).
+// When they leave relayq, remove them here.
 var heavyInits = map[string]int{
 	// Regexps and tables in package-level variables (94 KiB in v0.22).
 	"github.com/prometheus/procfs": 128 << 10,
