@@ -93,7 +93,7 @@ cmds=(
 	"$work/sendmail --help"
 	"$work/sendmail -c $conf -f load@bench.test sink@bench.test"
 )
-nop=1 relayq=4 small_help=6 small=7 # the rows compared below the table
+nop=1 relayq_help=2 relayq=4 small_help=6 small=7 # the rows compared below the table
 
 # Postfix's sendmail, when Postfix is installed and may be started: a null
 # client in $work/postfix (its own configuration and queue, no listener)
@@ -185,7 +185,7 @@ done
 # relayq sendmail (issue 15).
 echo
 awk -v a="$(median <<<"${res[$relayq,1,p50]}")" -v b="$(median <<<"${res[$small,1,p50]}")" \
-	-v c="$(median <<<"${res[2,1,p50]}")" -v d="$(median <<<"${res[$small_help,1,p50]}")" \
+	-v c="$(median <<<"${res[$relayq_help,1,p50]}")" -v d="$(median <<<"${res[$small_help,1,p50]}")" \
 	'BEGIN {printf "relayq-sendmail ×1: p50 %.2f ms under relayq sendmail (--help: %.2f ms).\n", a - b, c - d}'
 
 # Issue 15: p50 at most 2 ms over a Go program that does nothing, and at
