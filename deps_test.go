@@ -5,6 +5,7 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,6 +71,23 @@ var forbiddenImports = map[string]map[string]string{
 		"relayq/transport": "it never talks to the relay",
 		"relayq/control":   "status comes from the store itself, not through the control socket",
 	},
+	// relayq-sendmail runs once per message: it links only what a
+	// submission needs (issue 15).
+	"cmd/internal/sendmail": {
+		"relayq/delivery":  "a submission never delivers",
+		"relayq/transport": "a submission never talks to the relay",
+		"relayq/metrics":   "client_golang's init would cost every message over a millisecond",
+		"relayq/control":   "-bp, -bi and -q are the caller's (Modes), not sendmail's",
+		"relayq/api":       "a submission goes through the socket",
+	},
+	"cmd/relayq-sendmail": {
+		"relayq/delivery":  "a submission never delivers",
+		"relayq/transport": "a submission never talks to the relay",
+		"relayq/metrics":   "client_golang's init would cost every message over a millisecond",
+		"relayq/control":   "it hands -bp, -bi and -q to relayq",
+		"relayq/api":       "a submission goes through the socket",
+		"relayq/config":    "package sendmail reads the config",
+	},
 	"transport/smtptest": {
 		"relayq/queue":     "a test peer knows only SMTP",
 		"relayq/transport": "it tests the transport, so must not depend on it",
@@ -86,11 +104,15 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
-// onlyImporter names, for the packages of relayq that one package alone may
-// import, that package and why.
-var onlyImporter = map[string]struct{ dir, why string }{
-	"relayq/config": {"cmd/relayq", "only cmd reads the config; every other package takes plain Options"},
-	"relayq":        {"config", "the root package only embeds config.toml.example for config (go:embed cannot reach \"..\")"},
+// onlyImporter names, for the packages of relayq that only some packages
+// may import, those packages and why.
+var onlyImporter = map[string]struct {
+	dirs []string
+	why  string
+}{
+	"relayq/config":  {[]string{"cmd/relayq", "cmd/internal/sendmail"}, "only the commands read the config; every other package takes plain Options"},
+	"relayq":         {[]string{"config"}, "the root package only embeds config.toml.example for config (go:embed cannot reach \"..\")"},
+	"relayq/metrics": {[]string{"cmd/relayq"}, "only the daemon serves metrics; a client binary must not link client_golang"},
 }
 
 // TestOnlyImporter checks every package of the module, tests included.
@@ -111,8 +133,47 @@ func TestOnlyImporter(t *testing.T) {
 		}
 		for _, imp := range parsed.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
-			if only, ok := onlyImporter[p]; ok && filepath.Dir(path) != only.dir {
+			if only, ok := onlyImporter[p]; ok && !slices.Contains(only.dirs, filepath.Dir(path)) {
 				t.Errorf("%s imports %s: %s", path, p, only.why)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPrometheusOnlyInMetrics: package metrics is the one place that
+// imports github.com/prometheus/... Every other package keeps plain
+// figures: `relayq sendmail` links spool (and through it queue), and
+// client_golang's package init (its default registry, procfs's
+// package-level regexps, protobuf's detrand reading /proc/self/exe) costs
+// over a millisecond of every call. The end-to-end tests in tests/ may
+// parse a scrape with Prometheus' own parser; they are never linked into
+// relayq.
+func TestPrometheusOnlyInMetrics(t *testing.T) {
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != "." && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		dir := filepath.Dir(path)
+		if dir == "metrics" || (dir == "tests" && strings.HasSuffix(path, "_test.go")) {
+			return nil
+		}
+		parsed, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range parsed.Imports {
+			if p, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(p, "github.com/prometheus/") {
+				t.Errorf("%s imports %s: only package metrics imports Prometheus (the packages that count keep plain figures)", path, p)
 			}
 		}
 		return nil

@@ -1,19 +1,24 @@
 package delivery
 
 import (
+	"cmp"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"relayq/queue"
+	"relayq/transport"
 )
 
 // Metrics counts what delivery does, per recipient outcome: the totals by
 // relay (its id: "default" for [relay]) and reply class, the latency from
-// submission to the relay's 2xx, and the attempts a recipient took. relayq
-// registers Collectors in its own registry; a nil *Metrics (the default of
-// Options.Metrics) counts nothing.
+// submission to the relay's 2xx, and the attempts a recipient took. It
+// keeps plain counters and histograms of its own: delivery does not know
+// Prometheus; relayq's metrics package reads Snapshot at scrape time and
+// serves relayq_delivered_total, relayq_deferred_total, relayq_dead_total,
+// relayq_delivery_latency_seconds and relayq_delivery_attempts. A nil
+// *Metrics (the default of Options.Metrics) counts nothing.
 //
 // Labels: relay is the relay's id; class is the reply's "2xx", "4xx" or
 // "5xx", or "local" for a failure with no reply (a timeout, a refused
@@ -21,47 +26,39 @@ import (
 // enhanced status code ("5.1" of 5.1.1), "" when the relay sent none. Both
 // take a handful of values, so the series stay few.
 type Metrics struct {
-	delivered *prometheus.CounterVec
-	deferred  *prometheus.CounterVec
-	dead      *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
-	attempts  prometheus.Histogram
+	mu       sync.Mutex
+	outcomes [numKinds]map[outcomeLabels]uint64
+	latency  map[string]*histogram // by relay id
+	attempts histogram
 }
 
-// latencyBuckets run from 10ms (a relay on loopback) to an hour (a message
-// that waited out a relay's outage), in seconds.
-var latencyBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600}
+// outcomeKind is which counter an outcome goes to.
+type outcomeKind int
+
+const (
+	kindDelivered outcomeKind = iota
+	kindDeferred
+	kindDead
+	numKinds
+)
+
+type outcomeLabels struct{ relay, class, enhanced string }
+
+// LatencyBuckets are the upper bounds of the latency histogram, in seconds:
+// from 10ms (a relay on loopback) to an hour (a message that waited out a
+// relay's outage).
+var LatencyBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600}
+
+// AttemptBuckets are the upper bounds of the attempts histogram.
+var AttemptBuckets = []float64{1, 2, 3, 4, 6, 8, 12, 16, 24, 32}
 
 // NewMetrics returns delivery's counters, at zero.
 func NewMetrics() *Metrics {
-	return &Metrics{
-		delivered: outcomeCounter("relayq_delivered_total", "Recipients the relay accepted (2xx)"),
-		deferred:  outcomeCounter("relayq_deferred_total", "Recipient attempts that failed temporarily and will be retried"),
-		dead:      outcomeCounter("relayq_dead_total", "Recipients dead-lettered (5xx, expired, corrupt body)"),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "relayq_delivery_latency_seconds",
-			Help:    "Time from submission (the queue's 250) to the relay's 2xx, per delivered recipient, by relay.",
-			Buckets: latencyBuckets,
-		}, []string{"relay"}),
-		attempts: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "relayq_delivery_attempts",
-			Help:    "Attempts a recipient took until it was delivered or dead-lettered.",
-			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 24, 32},
-		}),
+	m := &Metrics{latency: map[string]*histogram{}, attempts: newHistogram(AttemptBuckets)}
+	for k := range m.outcomes {
+		m.outcomes[k] = map[outcomeLabels]uint64{}
 	}
-}
-
-// outcomeCounter is a counter of recipient outcomes by relay and reply.
-func outcomeCounter(name, help string) *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: name,
-		Help: help + ", by relay, reply class and enhanced status class.",
-	}, []string{"relay", "class", "enhanced"})
-}
-
-// Collectors are the metrics to register.
-func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.delivered, m.deferred, m.dead, m.latency, m.attempts}
+	return m
 }
 
 // outcome counts one recipient's recorded outcome; waiting ones (no
@@ -71,16 +68,25 @@ func (m *Metrics) outcome(msg *queue.Message, relay string, o queue.Outcome, now
 		return
 	}
 	class, enhanced := replyClass(o.Reply)
+	l := outcomeLabels{relay, class, enhanced}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	switch o.Result {
 	case queue.Delivered:
-		m.delivered.WithLabelValues(relay, class, enhanced).Inc()
-		m.latency.WithLabelValues(relay).Observe(now.Sub(msg.Created).Seconds())
-		m.attempts.Observe(float64(msg.Attempts + 1))
+		m.outcomes[kindDelivered][l]++
+		h := m.latency[relay]
+		if h == nil {
+			nh := newHistogram(LatencyBuckets)
+			h = &nh
+			m.latency[relay] = h
+		}
+		h.observe(now.Sub(msg.Created).Seconds())
+		m.attempts.observe(float64(msg.Attempts + 1))
 	case queue.Deferred:
-		m.deferred.WithLabelValues(relay, class, enhanced).Inc()
+		m.outcomes[kindDeferred][l]++
 	case queue.Failed:
-		m.dead.WithLabelValues(relay, class, enhanced).Inc()
-		m.attempts.Observe(float64(msg.Attempts + 1))
+		m.outcomes[kindDead][l]++
+		m.attempts.observe(float64(msg.Attempts + 1))
 	}
 }
 
@@ -89,7 +95,99 @@ func (m *Metrics) corrupt(msg *queue.Message, relay string) {
 	if m == nil {
 		return
 	}
-	m.dead.WithLabelValues(relay, "local", "").Add(float64(len(msg.Pending())))
+	m.mu.Lock()
+	m.outcomes[kindDead][outcomeLabels{relay, "local", ""}] += uint64(len(msg.Pending()))
+	m.mu.Unlock()
+}
+
+// OutcomeCount is one series of recipient outcomes: its labels and count.
+type OutcomeCount struct {
+	Relay, Class, Enhanced string
+	N                      uint64
+}
+
+// Histogram is a histogram's state, as Prometheus has it: Cumulative[i]
+// counts the observations ≤ UpperBounds[i]; Count and Sum are those of
+// all of them.
+type Histogram struct {
+	UpperBounds []float64
+	Cumulative  []uint64
+	Count       uint64
+	Sum         float64
+}
+
+// RelayLatency is the latency histogram of one relay.
+type RelayLatency struct {
+	Relay string
+	Histogram
+}
+
+// Snapshot is what delivery has counted so far. The outcome lists hold
+// the series seen at least once, sorted by their labels; Latency holds the
+// relays that delivered at least once, sorted by id.
+type Snapshot struct {
+	Delivered, Deferred, Dead []OutcomeCount
+	Latency                   []RelayLatency
+	Attempts                  Histogram
+}
+
+// Snapshot copies the counters under the lock, so the figures agree with
+// each other.
+func (m *Metrics) Snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Snapshot{
+		Delivered: sortedOutcomes(m.outcomes[kindDelivered]),
+		Deferred:  sortedOutcomes(m.outcomes[kindDeferred]),
+		Dead:      sortedOutcomes(m.outcomes[kindDead]),
+		Attempts:  m.attempts.snapshot(),
+	}
+	for relay, h := range m.latency {
+		s.Latency = append(s.Latency, RelayLatency{Relay: relay, Histogram: h.snapshot()})
+	}
+	slices.SortFunc(s.Latency, func(a, b RelayLatency) int { return strings.Compare(a.Relay, b.Relay) })
+	return s
+}
+
+func sortedOutcomes(counts map[outcomeLabels]uint64) []OutcomeCount {
+	out := make([]OutcomeCount, 0, len(counts))
+	for l, n := range counts {
+		out = append(out, OutcomeCount{Relay: l.relay, Class: l.class, Enhanced: l.enhanced, N: n})
+	}
+	slices.SortFunc(out, func(a, b OutcomeCount) int {
+		return cmp.Or(strings.Compare(a.Relay, b.Relay), strings.Compare(a.Class, b.Class), strings.Compare(a.Enhanced, b.Enhanced))
+	})
+	return out
+}
+
+// histogram counts observations into buckets (Prometheus' le: a value
+// equal to a bound falls in that bound's bucket); the caller holds
+// Metrics.mu.
+type histogram struct {
+	bounds []float64
+	counts []uint64 // per bucket, not cumulative; the last is above every bound
+	sum    float64
+}
+
+func newHistogram(bounds []float64) histogram {
+	return histogram{bounds: bounds, counts: make([]uint64, len(bounds)+1)}
+}
+
+func (h *histogram) observe(v float64) {
+	i, _ := slices.BinarySearch(h.bounds, v)
+	h.counts[i]++
+	h.sum += v
+}
+
+func (h *histogram) snapshot() Histogram {
+	s := Histogram{UpperBounds: h.bounds, Cumulative: make([]uint64, len(h.bounds)), Sum: h.sum}
+	for i, n := range h.counts {
+		s.Count += n
+		if i < len(h.bounds) {
+			s.Cumulative[i] = s.Count
+		}
+	}
+	return s
 }
 
 // replyClass is a reply's class label ("2xx", "4xx", "5xx"; "local" for
@@ -112,7 +210,7 @@ func replyClass(r *queue.Reply) (class, enhanced string) {
 	cls, rest, ok := strings.Cut(r.Enhanced, ".")
 	subject, _, ok2 := strings.Cut(rest, ".")
 	if ok && ok2 && len(cls) == 1 && strings.Contains("245", cls) && len(subject) >= 1 && len(subject) <= 3 && allDigits(subject) {
-		enhanced = cls + "." + subject
+		enhanced = r.Enhanced[:len(cls)+1+len(subject)] // a slice of it, not a copy
 	}
 	return class, enhanced
 }
@@ -144,39 +242,24 @@ func (d *Deliverer) relayID(name string) string {
 	return d.cur.relayID(name)
 }
 
-// PoolCollector reports each current relay's pool and rate limit, read at
-// scrape time from the transports (transport.Stats): connections open and
-// idle, and the Sends that waited for the rate limit. A reload replaces the
-// transports, so the wait counters start again from 0 (Prometheus' rate()
-// takes that as a counter reset).
-func (d *Deliverer) PoolCollector() prometheus.Collector { return poolCollector{d} }
-
-type poolCollector struct{ d *Deliverer }
-
-var (
-	descConns = prometheus.NewDesc("relayq_relay_connections",
-		"Connections to the relay, by state: open (in use, idle or being dialled) or idle (in the pool).", []string{"relay", "state"}, nil)
-	descRateWaits = prometheus.NewDesc("relayq_relay_rate_limit_waits_total",
-		"Messages that waited for room in the relay's rate limit (rate_limit per rate_delta).", []string{"relay"}, nil)
-	descRateWaited = prometheus.NewDesc("relayq_relay_rate_limit_wait_seconds_total",
-		"Time messages spent waiting for the relay's rate limit.", []string{"relay"}, nil)
-)
-
-func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descConns
-	ch <- descRateWaits
-	ch <- descRateWaited
+// RelayStats is one current relay's pool and rate limit (transport.Stats),
+// under the relay's id.
+type RelayStats struct {
+	ID string
+	transport.Stats
 }
 
-func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
-	c.d.mu.Lock()
-	eps := c.d.cur.Endpoints
-	c.d.mu.Unlock()
-	for _, e := range eps {
-		s := e.Transport.Stats()
-		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(s.Open), e.ID, "open")
-		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(s.Idle), e.ID, "idle")
-		ch <- prometheus.MustNewConstMetric(descRateWaits, prometheus.CounterValue, float64(s.RateWaits), e.ID)
-		ch <- prometheus.MustNewConstMetric(descRateWaited, prometheus.CounterValue, s.RateWaited.Seconds(), e.ID)
+// PoolStats reads each current relay's pool and rate limit from its
+// transport, for relayq's metrics at scrape time. A reload replaces the
+// transports, so the wait counters start again from 0 (Prometheus' rate()
+// takes that as a counter reset).
+func (d *Deliverer) PoolStats() []RelayStats {
+	d.mu.Lock()
+	eps := d.cur.Endpoints
+	d.mu.Unlock()
+	out := make([]RelayStats, len(eps))
+	for i, e := range eps {
+		out[i] = RelayStats{ID: e.ID, Stats: e.Transport.Stats()}
 	}
+	return out
 }

@@ -1,11 +1,9 @@
 package delivery
 
 import (
+	"slices"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"relayq/queue"
 )
@@ -36,7 +34,8 @@ func TestReplyClass(t *testing.T) {
 }
 
 // TestMetricsOutcome: each recorded outcome lands in its counter with
-// the relay and reply labels; waiting recipients count nothing; a nil
+// the relay and reply labels; waiting recipients count nothing; delivered
+// ones add their latency and attempts, dead ones their attempts; a nil
 // Metrics is a no-op.
 func TestMetricsOutcome(t *testing.T) {
 	m := NewMetrics()
@@ -47,41 +46,61 @@ func TestMetricsOutcome(t *testing.T) {
 	m.outcome(msg, "main", queue.Outcome{Result: queue.Deferred}, now)
 	m.outcome(msg, "backup", queue.Outcome{Result: queue.Failed, Reply: &queue.Reply{Code: 550, Enhanced: "5.1.1"}}, now)
 	m.outcome(msg, "main", queue.Outcome{Result: queue.Waiting}, now)
+	m.corrupt(&queue.Message{Recipients: []queue.Recipient{{Address: "a@x", Status: queue.StatusQueued}, {Address: "b@x", Status: queue.StatusDeferred}, {Address: "c@x", Status: queue.StatusDelivered}}}, "main")
+	s := m.Snapshot()
 	for _, c := range []struct {
-		got  float64
-		want float64
-		what string
+		got, want []OutcomeCount
+		what      string
 	}{
-		{value(t, m.delivered.WithLabelValues("main", "2xx", "2.0")), 1, "delivered main 2xx 2.0"},
-		{value(t, m.deferred.WithLabelValues("main", "4xx", "4.3")), 1, "deferred main 4xx 4.3"},
-		{value(t, m.deferred.WithLabelValues("main", "local", "")), 1, "deferred main local"},
-		{value(t, m.dead.WithLabelValues("backup", "5xx", "5.1")), 1, "dead backup 5xx 5.1"},
-		{count(m.deferred), 2, "deferred series"},
-		{count(m.attempts), 1, "attempts histogram"},
+		{s.Delivered, []OutcomeCount{{"main", "2xx", "2.0", 1}}, "delivered"},
+		{s.Deferred, []OutcomeCount{{"main", "4xx", "4.3", 1}, {"main", "local", "", 1}}, "deferred"},
+		{s.Dead, []OutcomeCount{{"backup", "5xx", "5.1", 1}, {"main", "local", "", 2}}, "dead"},
 	} {
-		if c.got != c.want {
+		if !slices.Equal(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
 		}
+	}
+	if len(s.Latency) != 1 || s.Latency[0].Relay != "main" || s.Latency[0].Count != 1 || s.Latency[0].Sum != 3 {
+		t.Errorf("latency = %+v, want main's one observation of 3s", s.Latency)
+	}
+	if s.Attempts.Count != 2 || s.Attempts.Sum != 6 {
+		t.Errorf("attempts = %+v, want 2 observations of 3", s.Attempts)
 	}
 	var none *Metrics
 	none.outcome(msg, "main", queue.Outcome{Result: queue.Delivered}, now) // no panic
 	none.corrupt(msg, "main")
 }
 
-// value is a counter's value.
-func value(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var d dto.Metric
-	if err := c.Write(&d); err != nil {
-		t.Fatal(err)
+// TestHistogramBuckets: a value equal to a bound counts in that bound's
+// bucket (Prometheus' le), the buckets are cumulative, and a value above
+// every bound counts only in Count and Sum.
+func TestHistogramBuckets(t *testing.T) {
+	h := newHistogram([]float64{1, 2, 4})
+	for _, v := range []float64{0.5, 1, 1.5, 2, 4, 9} {
+		h.observe(v)
 	}
-	return d.GetCounter().GetValue()
+	s := h.snapshot()
+	if want := []uint64{2, 4, 5}; !slices.Equal(s.Cumulative, want) || s.Count != 6 || s.Sum != 18 {
+		t.Errorf("snapshot = %+v, want cumulative %v, count 6, sum 18", s, want)
+	}
+	empty := newHistogram(AttemptBuckets)
+	if e := empty.snapshot(); e.Count != 0 || len(e.Cumulative) != len(AttemptBuckets) {
+		t.Errorf("empty histogram = %+v", e)
+	}
 }
 
-// count is the number of series c has.
-func count(c prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 100)
-	c.Collect(ch)
-	close(ch)
-	return float64(len(ch))
+// BenchmarkMetricsOutcome is what counting costs each recorded recipient:
+// one delivered (a counter, the latency and attempts histograms) and one
+// deferred.
+func BenchmarkMetricsOutcome(b *testing.B) {
+	m := NewMetrics()
+	now := time.Now()
+	msg := &queue.Message{Created: now.Add(-3 * time.Second), Attempts: 1}
+	ok := queue.Outcome{Result: queue.Delivered, Reply: &queue.Reply{Code: 250, Enhanced: "2.0.0"}}
+	later := queue.Outcome{Result: queue.Deferred, Reply: &queue.Reply{Code: 451, Enhanced: "4.3.0"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.outcome(msg, "default", ok, now)
+		m.outcome(msg, "default", later, now)
+	}
 }

@@ -30,7 +30,7 @@ rm -rf "$root"
 mkdir -p "$root/man" "$root/systemd"
 
 CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -buildvcs=false \
-	-ldflags "-s -w -X main.version=$VERSION" -o "$root/relayq" ./cmd/relayq
+	-ldflags "-s -w -X main.version=$VERSION" -o "$root/" ./cmd/relayq ./cmd/relayq-sendmail
 
 # The units as systemd/ has them, pointed at the packaged binary.
 for unit in systemd/relayq.*; do

@@ -1,18 +1,27 @@
 package spool
 
-import "github.com/prometheus/client_golang/prometheus"
+import "sync/atomic"
 
-// Metrics counts what intake takes in and what it turns away. relayq
-// registers Collectors in its own registry; a nil *Metrics (the default
-// of Options.Metrics) counts nothing. Every label value is known in
-// advance, so each series is made (at 0) by NewMetrics and counting is an
-// array index, not a label lookup.
+// Metrics counts what intake takes in and what it turns away, in plain
+// atomic counters: intake does not know Prometheus (relayq sendmail links
+// this package, and client_golang's init costs every call over a
+// millisecond). relayq's metrics package reads Snapshot at scrape time and
+// serves it as relayq_accepted_total{via} and
+// relayq_intake_rejects_total{reason}. A nil *Metrics (the default of
+// Options.Metrics) counts nothing. Every label value is known in advance,
+// so counting is an array index, not a label lookup.
 type Metrics struct {
-	accepted    *prometheus.CounterVec
-	rejected    *prometheus.CounterVec
-	acceptedVia map[string]prometheus.Counter // by via (viaSocket, viaTCP, viaMaildrop)
-	rejectedBy  [numReasons]prometheus.Counter
+	accepted [numVias]atomic.Uint64
+	rejected [numReasons]atomic.Uint64
 }
+
+// viaIndex is the index in Metrics.accepted of each way in.
+var viaIndex = map[string]int{viaSocket: 0, viaTCP: 1, viaMaildrop: 2}
+
+// viaNames are the values of the via label, in viaIndex's order.
+var viaNames = [...]string{viaSocket, viaTCP, viaMaildrop}
+
+const numVias = len(viaNames)
 
 // reason is why intake refused a connection, a command or a message.
 type reason int
@@ -51,36 +60,43 @@ var reasonNames = [numReasons]string{
 	reasonShutdown:         "shutdown",
 }
 
-// NewMetrics returns intake's counters, every series at 0.
-func NewMetrics() *Metrics {
-	m := &Metrics{
-		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relayq_accepted_total",
-			Help: "Messages queued (answered 250, or imported from the maildrop), by the way they came in: socket, tcp or maildrop.",
-		}, []string{"via"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relayq_intake_rejects_total",
-			Help: "Connections, commands and messages intake refused, by reason (queue_full, memory, limits, connections, size, unknown_recipient…).",
-		}, []string{"reason"}),
-		acceptedVia: map[string]prometheus.Counter{},
-	}
-	for _, via := range []string{viaSocket, viaTCP, viaMaildrop} {
-		m.acceptedVia[via] = m.accepted.WithLabelValues(via)
-	}
-	for r, name := range reasonNames {
-		m.rejectedBy[r] = m.rejected.WithLabelValues(name)
-	}
-	return m
+// NewMetrics returns intake's counters, every one at 0.
+func NewMetrics() *Metrics { return &Metrics{} }
+
+// Count is one counter of a Snapshot: its label value and how many so far.
+type Count struct {
+	Label string
+	N     uint64
 }
 
-// Collectors are the metrics to register.
-func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.accepted, m.rejected}
+// Snapshot is what intake has counted so far. Each list holds every label
+// value, in a fixed order, those at 0 included.
+type Snapshot struct {
+	// Accepted counts messages queued (answered 250, or imported from the
+	// maildrop) by the way they came in: socket, tcp or maildrop.
+	Accepted []Count
+	// Rejected counts connections, commands and messages refused, by
+	// reason: queue_full, memory, limits, connections, size,
+	// line_too_long, unknown_recipient, bad_address, bad_dsn, nul,
+	// incomplete, storage, shutdown.
+	Rejected []Count
+}
+
+// Snapshot reads the counters; each is read atomically, the set is not.
+func (m *Metrics) Snapshot() Snapshot {
+	s := Snapshot{Accepted: make([]Count, numVias), Rejected: make([]Count, numReasons)}
+	for i, via := range viaNames {
+		s.Accepted[i] = Count{Label: via, N: m.accepted[i].Load()}
+	}
+	for r, name := range reasonNames {
+		s.Rejected[r] = Count{Label: name, N: m.rejected[r].Load()}
+	}
+	return s
 }
 
 func (m *Metrics) accept(via string) {
 	if m != nil {
-		m.acceptedVia[via].Inc()
+		m.accepted[viaIndex[via]].Add(1)
 	}
 }
 
@@ -88,7 +104,7 @@ func (m *Metrics) accept(via string) {
 // `return s.srv.opts.Metrics.reject(reasonX, replyX)`.
 func (m *Metrics) reject(r reason, err error) error {
 	if m != nil {
-		m.rejectedBy[r].Inc()
+		m.rejected[r].Add(1)
 	}
 	return err
 }

@@ -49,9 +49,10 @@ func runCmdTimeout(timeout time.Duration, bin string, stdin []byte, args ...stri
 	return cmdResult{code: exitCode(err), stdout: stdout.String(), stderr: stderr.String()}
 }
 
-// sendmail runs `relayq sendmail -c CONFIG args…` with msg on stdin.
+// sendmail runs `sendmail -c CONFIG args…` with msg on stdin, by the name
+// the package installs (relayq-sendmail, through the sendmail symlink).
 func (d *daemon) sendmail(msg []byte, args ...string) cmdResult {
-	return runCmd(relayqBin, msg, append([]string{"sendmail", "-c", d.config}, args...)...)
+	return runCmd(sendmailLink, msg, append([]string{"-c", d.config}, args...)...)
 }
 
 var queuedAs = regexp.MustCompile(`queued as (\S+)`)

@@ -332,7 +332,8 @@ func checkInstalled(t *testing.T, c *debChroot, aptOut, version string) {
 	}
 	c.sh("apt-get check")
 	checks := `set -e
-for l in /usr/sbin/sendmail /usr/bin/mailq /usr/bin/newaliases; do test "$(readlink -f $l)" = /usr/sbin/relayq; done
+test "$(readlink -f /usr/sbin/sendmail)" = /usr/sbin/relayq-sendmail
+for l in /usr/bin/mailq /usr/bin/newaliases; do test "$(readlink -f $l)" = /usr/sbin/relayq; done
 grep -qx /etc/relayq/config.toml /var/lib/dpkg/info/relayq.conffiles
 stat -c '%a %U' /etc/relayq/config.toml /var/lib/relayq
 id -u relayq
@@ -369,7 +370,7 @@ func checkRemovePurge(t *testing.T, c *debChroot, sink *smtptest.Server, daemon 
 	}
 	c.sh("test -s /var/lib/relayq/queue.db && test ! -e /usr/sbin/sendmail && test -e /etc/relayq/config.toml")
 	c.sh("apt-get purge -y -q relayq")
-	left := c.sh("ls -d /var/lib/relayq /etc/relayq /usr/sbin/relayq /usr/sbin/sendmail /usr/bin/mailq 2>/dev/null; true")
+	left := c.sh("ls -d /var/lib/relayq /etc/relayq /usr/sbin/relayq /usr/sbin/relayq-sendmail /usr/sbin/sendmail /usr/bin/mailq 2>/dev/null; true")
 	if strings.TrimSpace(left) != "" {
 		t.Errorf("purge left:\n%s", left)
 	}

@@ -21,10 +21,13 @@ import (
 	"relayq/transport/smtptest"
 )
 
-// The binary under test, built once by TestMain, and a symlink to it named
-// sendmail (relayq behaves as sendmail when invoked under that name).
+// The binaries under test, built once by TestMain: relayq, relayq-sendmail
+// next to it, and a symlink to relayq-sendmail named sendmail, as the
+// package installs it (/usr/sbin/sendmail). `relayq sendmail` is the same
+// command; the tests that run it as another user (publicBin) use that.
 var (
 	relayqBin    string
+	sendmailBin  string
 	sendmailLink string
 )
 
@@ -40,14 +43,15 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	relayqBin = filepath.Join(dir, "relayq")
-	build := exec.Command("go", "build", "-o", relayqBin, "relayq/cmd/relayq")
+	sendmailBin = filepath.Join(dir, "relayq-sendmail")
+	build := exec.Command("go", "build", "-o", dir+"/", "relayq/cmd/relayq", "relayq/cmd/relayq-sendmail")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "tests: go build relayq/cmd/relayq: %v\n", err)
+		fmt.Fprintf(os.Stderr, "tests: go build relayq/cmd/relayq relayq/cmd/relayq-sendmail: %v\n", err)
 		return 1
 	}
 	sendmailLink = filepath.Join(dir, "sendmail")
-	if err := os.Symlink(relayqBin, sendmailLink); err != nil {
+	if err := os.Symlink(sendmailBin, sendmailLink); err != nil {
 		fmt.Fprintf(os.Stderr, "tests: %v\n", err)
 		return 1
 	}

@@ -153,7 +153,7 @@ func TestMailq(t *testing.T) {
 		s.set("retry", "max_interval", `"2h"`)
 	})
 	mailq := filepath.Join(t.TempDir(), "mailq")
-	if err := os.Symlink(relayqBin, mailq); err != nil {
+	if err := os.Symlink(sendmailBin, mailq); err != nil {
 		t.Fatal(err)
 	}
 	from, to := "mailq@example.org", []string{"rcpt@example.net"}

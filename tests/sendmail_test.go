@@ -16,7 +16,8 @@ import (
 	"relayq/transport/smtptest"
 )
 
-// TestSendmailSymlink: a program running sendmail (a symlink to relayq) →
+// TestSendmailSymlink: a program running sendmail (a symlink to
+// relayq-sendmail, as installed) →
 // relayq (unix socket) → smtptest relay. -t takes the recipients from To,
 // Cc and Bcc and drops the Bcc field; -f sets the envelope sender; Date,
 // Message-ID and From (with -F's name) are added when missing; bare LF line
@@ -155,17 +156,53 @@ func TestSendmailBsSwaks(t *testing.T) {
 	}
 }
 
-// TestNewaliasesSucceeds: newaliases (relayq installed under that name),
+// TestNewaliasesSucceeds: newaliases (relayq-sendmail installed under that name),
 // sendmail -bi and sendmail -I exit 0 and print nothing, so that Debian's
 // maintainer scripts, which run them after installing an MTA, go on.
 func TestNewaliasesSucceeds(t *testing.T) {
 	newaliases := filepath.Join(t.TempDir(), "newaliases")
-	if err := os.Symlink(relayqBin, newaliases); err != nil {
+	if err := os.Symlink(sendmailBin, newaliases); err != nil {
 		t.Fatal(err)
 	}
 	for _, argv := range [][]string{{newaliases}, {sendmailLink, "-bi"}, {sendmailLink, "-I"}} {
 		if res := runCmd(argv[0], nil, argv[1:]...); res.code != 0 || res.stdout+res.stderr != "" {
 			t.Errorf("%s: %v; want exit 0 and no output", strings.Join(argv, " "), res)
+		}
+	}
+}
+
+// TestSendmailCommandsAgree: relayq-sendmail (by its installed names) and
+// `relayq sendmail` are one command: the same exit code and output for
+// -bp (which relayq-sendmail hands to relayq), mailq, help, bad flags, a
+// config that is not there, and a message queued.
+func TestSendmailCommandsAgree(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay)
+	mailq := filepath.Join(filepath.Dir(sendmailLink), "mailq")
+	if err := os.Symlink(sendmailBin, mailq); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	queueID := regexp.MustCompile(`queued as \S+`)
+	msg := []byte("Subject: agree\n\nbody\n")
+	for _, c := range []struct {
+		small, relayq []string
+	}{
+		// The listings first, while the queue is empty: a message being
+		// delivered between the two runs would tell them apart.
+		{[]string{sendmailLink, "-bp", "-c", d.config}, []string{"sendmail", "-bp", "-c", d.config}},
+		{[]string{mailq, "-c", d.config}, []string{"mailq", "-c", d.config}},
+		{[]string{sendmailLink, "--help"}, []string{"sendmail", "--help"}},
+		{[]string{sendmailLink, "-Z", "a@example.net"}, []string{"sendmail", "-Z", "a@example.net"}},
+		{[]string{sendmailLink, "-X", "/tmp/log", "a@example.net"}, []string{"sendmail", "-X", "/tmp/log", "a@example.net"}},
+		{[]string{sendmailLink, "-c", d.config, "-f", "<bad", "a@example.net"}, []string{"sendmail", "-c", d.config, "-f", "<bad", "a@example.net"}},
+		{[]string{sendmailLink, "-c", d.config, "-v", "-f", "s@example.org", "a@example.net"}, []string{"sendmail", "-c", d.config, "-v", "-f", "s@example.org", "a@example.net"}},
+		{[]string{sendmailLink, "-c", "/nonexistent.toml", "a@example.net"}, []string{"sendmail", "-c", "/nonexistent.toml", "a@example.net"}},
+	} {
+		small := runCmd(c.small[0], msg, c.small[1:]...)
+		big := runCmd(relayqBin, msg, c.relayq...)
+		norm := func(s string) string { return queueID.ReplaceAllString(s, "queued as ID") }
+		if small.code != big.code || norm(small.stdout) != norm(big.stdout) || norm(small.stderr) != norm(big.stderr) {
+			t.Errorf("%q: %v\nrelayq %q: %v", c.small, small, c.relayq, big)
 		}
 	}
 }

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 
+	"relayq/cmd/internal/sendmail"
 	"relayq/config"
 )
 
@@ -30,28 +29,8 @@ func loadConfigSource(path string, env cmdEnv) (*config.Config, string, int) {
 }
 
 // loadPublicConfig is loadConfig for the commands that every local user
-// runs (sendmail, mailq), which need no secret: only where the sockets and
-// the maildrop are, the host name and the size limit. A config file this
-// user may not read (installed 0640 because it holds the relay password) is
-// no reason to refuse a message: they go on with the built-in defaults,
-// which name the system daemon's sockets and maildrop, and say so on
-// stderr. Any other config error is still EX_CONFIG.
+// runs (sendmail, mailq, newaliases): sendmail.LoadPublicConfig, which
+// relayq-sendmail shares.
 func loadPublicConfig(name, path string, env cmdEnv) (*config.Config, int) {
-	cfg, _, err := config.FindForClient(path, env.Getenv)
-	if err == nil {
-		return cfg, exitOK
-	}
-	if !errors.Is(err, fs.ErrPermission) {
-		fmt.Fprintf(env.Stderr, "%s: %v\n", name, err)
-		return nil, exitConfig
-	}
-	cfg, dErr := config.ClientDefault(env.Getenv)
-	if dErr != nil {
-		fmt.Fprintf(env.Stderr, "%s: %v; and the built-in default: %v\n", name, err, dErr)
-		return nil, exitConfig
-	}
-	fmt.Fprintf(env.Stderr, "%s: warning: %v; using the built-in defaults (socket %s, maildrop %s). "+
-		"Keep the relay's password in relay.auth.pass_file and the config readable by all (0644).\n",
-		name, err, cfg.Submission.Socket, cfg.Submission.Maildrop)
-	return cfg, exitOK
+	return sendmail.LoadPublicConfig(name, path, sendmail.Env(env))
 }

@@ -47,7 +47,10 @@ func main() {
 }
 
 func run(argv []string, env cmdEnv) int {
-	// Installed as /usr/sbin/sendmail (a symlink), behave as sendmail.
+	// Called as sendmail, mailq or newaliases, act as that command. The
+	// package links those names to relayq-sendmail, which runs relayq for
+	// mailq and newaliases; a link to relayq, as older installs made, works
+	// the same.
 	if filepath.Base(argv[0]) == "sendmail" {
 		return runSendmail(argv[1:], env)
 	}

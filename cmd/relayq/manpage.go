@@ -108,8 +108,8 @@ relayq \- durable, queue\-backed mail delivery daemon (a Postfix null client rep
 relayq takes mail from local programs (SMTP on a Unix socket, the
 sendmail\-compatible command, an optional loopback listener), keeps it in a
 bbolt queue, and delivers it to one upstream relay with retries and dead
-letters. The package installs it as /usr/sbin/sendmail, mailq and
-newaliases (see \fBrelayq\-sendmail\fR(1)) and runs \fBrelayq serve\fR as the
+letters. The package installs its sendmail, relayq\-sendmail, as
+/usr/sbin/sendmail, mailq and newaliases (see \fBrelayq\-sendmail\fR(1)) and runs \fBrelayq serve\fR as the
 relayq.service systemd unit.
 `)
 	fmt.Fprintln(w, ".SH USAGE")
@@ -145,9 +145,12 @@ func writeManSendmail(w io.Writer) {
 sendmail, mailq, newaliases \- relayq's sendmail\-compatible commands
 .SH DESCRIPTION
 The relayq package links /usr/sbin/sendmail, /usr/bin/mailq and
-/usr/bin/newaliases to relayq, which acts by the name it is called with:
-\fBsendmail\fR is \fBrelayq sendmail\fR, \fBmailq\fR is \fBrelayq mailq\fR,
-\fBnewaliases\fR is \fBrelayq newaliases\fR.
+/usr/bin/newaliases to /usr/sbin/relayq\-sendmail, which acts by the name it
+is called with: \fBsendmail\fR is \fBrelayq sendmail\fR, \fBmailq\fR is
+\fBrelayq mailq\fR, \fBnewaliases\fR is \fBrelayq newaliases\fR, with the
+same options, output and exit status. relayq\-sendmail is relayq's sendmail
+alone: it starts faster than relayq, as sendmail runs once per message, and
+hands mailq, newaliases and sendmail \-bp, \-bi and \-q to /usr/sbin/relayq.
 `)
 	for _, name := range []string{"sendmail", "mailq", "newaliases"} {
 		fmt.Fprintf(w, ".SH %s\n", strings.ToUpper(name))

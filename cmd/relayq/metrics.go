@@ -10,20 +10,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"relayq/delivery"
+	"relayq/metrics"
 	"relayq/spool"
 )
 
 // [metrics] listen: an HTTP listener with /metrics (Prometheus) and
-// /healthz. The metrics live in the packages that change them (spool,
-// delivery, transport through delivery, queue); this file only gathers
-// them into one private registry (not client_golang's global default:
-// nothing else in the binary can add to it), with the Go runtime and
-// process collectors, and serves it.
+// /healthz. The packages that change the figures count them (spool,
+// delivery, transport through delivery, queue); package metrics, the only
+// one that knows Prometheus, serves them; this file wires the two.
 
 // metricsTimeout bounds a scrape's request and reply.
 const metricsTimeout = 30 * time.Second
@@ -35,31 +30,19 @@ const healthWait = 2 * time.Second
 // promMetrics is the daemon's registry and the counters it hands to the
 // packages; nil when [metrics] listen is empty.
 type promMetrics struct {
-	reg      *prometheus.Registry
+	reg      *metrics.Registry
 	spool    *spool.Metrics
 	delivery *delivery.Metrics
 	srv      *http.Server
 	addr     net.Addr
 }
 
-// newMetrics makes the registry and the packages' counters.
+// newMetrics makes the packages' counters and the registry that serves
+// them.
 func newMetrics() *promMetrics {
-	m := &promMetrics{reg: prometheus.NewRegistry(), spool: spool.NewMetrics(), delivery: delivery.NewMetrics()}
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
-	m.reg.MustRegister(m.spool.Collectors()...)
-	m.reg.MustRegister(m.delivery.Collectors()...)
+	m := &promMetrics{spool: spool.NewMetrics(), delivery: delivery.NewMetrics()}
+	m.reg = metrics.New(versionString(), m.spool, m.delivery)
 	return m
-}
-
-// buildInfo is relayq_build_info{version} 1, for dashboards.
-func buildInfo() prometheus.Collector {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "relayq_build_info",
-		Help:        "Always 1; the version label is relayq's.",
-		ConstLabels: prometheus.Labels{"version": versionString()},
-	})
-	g.Set(1)
-	return g
 }
 
 func (m *promMetrics) spoolMetrics() *spool.Metrics {
@@ -84,17 +67,13 @@ func (d *daemon) startMetrics() (func(), error) {
 	if m == nil {
 		return func() {}, nil
 	}
-	m.reg.MustRegister(d.q.Collector(nil))
+	m.reg.AddQueue(d.q, nil)
 	ln, err := net.Listen("tcp", d.cfg.Metrics.Listen)
 	if err != nil {
 		return nil, &startErr{exitOSErr, fmt.Errorf("metrics: %w", err)}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
-		ErrorHandling: promhttp.ContinueOnError, // a closed queue leaves the rest to see
-		Timeout:       metricsTimeout,
-	}))
+	mux.Handle("/metrics", m.reg.Handler(slog.NewLogLogger(d.log.Handler(), slog.LevelWarn), metricsTimeout))
 	h := &health{d: d}
 	mux.HandleFunc("/healthz", h.serve)
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: metricsTimeout + 5*time.Second,
@@ -113,7 +92,7 @@ func (d *daemon) startMetrics() (func(), error) {
 // the deliverer at scrape time.
 func (m *promMetrics) addDeliverer(dv *delivery.Deliverer) {
 	if m != nil {
-		m.reg.MustRegister(dv.PoolCollector())
+		m.reg.AddDeliverer(dv)
 	}
 }
 

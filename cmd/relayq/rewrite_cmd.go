@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"relayq/cmd/internal/sendmail"
 	"relayq/delivery"
 	"relayq/queue"
 	"relayq/rewrite"
@@ -46,11 +47,11 @@ func runRewrite(args []string, env cmdEnv) int {
 	}
 	o := spool.PrepareOptions{From: *from, FullName: *name, ExtractRecipients: *extract, Recipients: fs.Args(),
 		IgnoreDots: true, Hostname: cfg.Submission.Hostname, Now: time.Now(), MaxSize: int64(cfg.Submission.MaxMessageSize)}
-	if needsUser(o.From) {
-		o.User = loginName(env)
+	if sendmail.NeedsUser(o.From) {
+		o.User = sendmail.LoginName(sendmail.Env(env))
 	}
 	p, err := spool.Prepare(env.Stdin, o)
-	if code := prepareExit(err); code != exitOK {
+	if code := sendmail.PrepareExit(err); code != exitOK {
 		fmt.Fprintf(env.Stderr, "relayq rewrite: %v\n", err)
 		return code
 	}

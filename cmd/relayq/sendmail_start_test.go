@@ -1,13 +1,10 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
+
+	"relayq/cmd/internal/inittrace"
 )
 
 // maxInitBytes is what one of relayq's packages may allocate when the
@@ -26,10 +23,10 @@ const maxDependencyInitBytes = 16 << 10
 // heavyInits are the packages whose initialisation is known to allocate
 // more than maxDependencyInitBytes, each with its ceiling: today's figure
 // with room for a new release. All of them come with
-// prometheus/client_golang, which spool's and queue's metrics link into
-// every process, `relayq sendmail` included (issue 15: they are most of
-// the 0.3 MB and ~1.2 ms that relayq's start costs over a Go program that
-// does nothing). When they leave the sendmail path, remove them here.
+// prometheus/client_golang, which package metrics links into relayq, so
+// into `relayq sendmail` too (issue 15: they are most of the 0.3 MB and
+// ~1.2 ms that relayq's start costs over a Go program that does nothing).
+// When they leave relayq, remove them here.
 var heavyInits = map[string]int{
 	// Regexps and tables in package-level variables (94 KiB in v0.22).
 	"github.com/prometheus/procfs": 128 << 10,
@@ -54,64 +51,30 @@ const maxStartBytes = 352 << 10
 // each package's init allocated (bytes are deterministic, unlike the times
 // it also prints, which this test ignores).
 func TestPackageInitsStayLight(t *testing.T) {
-	inits := packageInits(t)
+	inits := inittrace.Packages(t, "relayq/config")
 	total := 0
 	for _, in := range inits {
-		total += in.bytes
+		total += in.Bytes
 		limit, why := maxDependencyInitBytes, "a dependency linked into relayq"
-		switch heavy, ok := heavyInits[in.pkg]; {
-		case strings.HasPrefix(in.pkg, "relayq/") || in.pkg == "relayq":
+		switch heavy, ok := heavyInits[in.Pkg]; {
+		case strings.HasPrefix(in.Pkg, "relayq/") || in.Pkg == "relayq":
 			limit, why = maxInitBytes, "a package of relayq"
 		case ok && raceEnabled:
 			continue // under the race detector client_golang's init allocates 1.4 MB
 		case ok:
 			limit, why = heavy, "a known heavy init (heavyInits)"
 		}
-		if in.bytes > limit {
-			t.Errorf("package %s allocates %d bytes (%d allocations) at start, more than %d for %s: every relayq sendmail pays for it; compute it on first use (sync.OnceValue), or keep the package off the sendmail path", in.pkg, in.bytes, in.allocs, limit, why)
+		if in.Bytes > limit {
+			t.Errorf("package %s allocates %d bytes (%d allocations) at start, more than %d for %s: every relayq sendmail pays for it; compute it on first use (sync.OnceValue), or keep the package off the sendmail path", in.Pkg, in.Bytes, in.Allocs, limit, why)
 		}
 	}
 	if total > maxStartBytes && !raceEnabled {
 		t.Errorf("the packages linked into relayq allocate %d bytes at start together, more than %d: every relayq sendmail pays for it", total, maxStartBytes)
 	}
 	for pkg := range heavyInits {
-		if !links(inits, pkg) {
+		if !inittrace.Links(inits, pkg) {
 			t.Errorf("heavyInits lists %s, which relayq no longer links: remove it, and lower maxStartBytes to what is left", pkg)
 		}
 	}
 	t.Logf("%d packages allocate %d bytes at start", len(inits), total)
-}
-
-// packageInit is one line of GODEBUG=inittrace=1.
-type packageInit struct {
-	pkg           string
-	bytes, allocs int
-}
-
-// packageInits runs the test binary without tests under
-// GODEBUG=inittrace=1 and returns what each package's init allocated.
-func packageInits(t *testing.T) []packageInit {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", cmd, err, out)
-	}
-	line := regexp.MustCompile(`(?m)^init (\S+) @\S+ ms, \S+ ms clock, (\d+) bytes, (\d+) allocs$`)
-	var inits []packageInit
-	for _, m := range line.FindAllStringSubmatch(string(out), -1) {
-		b, _ := strconv.Atoi(m[2])
-		a, _ := strconv.Atoi(m[3])
-		inits = append(inits, packageInit{pkg: m[1], bytes: b, allocs: a})
-	}
-	if !links(inits, "relayq/config") {
-		t.Fatalf("no inittrace line for relayq's packages in:\n%s", out)
-	}
-	return inits
-}
-
-// links says whether pkg is among inits.
-func links(inits []packageInit, pkg string) bool {
-	return slices.ContainsFunc(inits, func(in packageInit) bool { return in.pkg == pkg })
 }

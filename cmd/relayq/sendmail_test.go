@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"relayq/cmd/internal/sendmail"
 	"relayq/queue"
 	"relayq/spool"
 )
@@ -158,7 +159,7 @@ func TestSendmailMaildrop(t *testing.T) {
 		t.Fatalf("import: %d, %v", n, err)
 	}
 	msgs, _ := q.List()
-	if len(msgs) != 1 || msgs[0].Submitter.Via != "maildrop" || msgs[0].From != loginName(cmdEnv{Getenv: os.Getenv})+"@host.test" {
+	if len(msgs) != 1 || msgs[0].Submitter.Via != "maildrop" || msgs[0].From != sendmail.LoginName(sendmail.Env{Getenv: os.Getenv})+"@host.test" {
 		t.Fatalf("queued %+v", msgs)
 	}
 }
@@ -257,36 +258,5 @@ func TestSendmailExitCodes(t *testing.T) {
 				t.Errorf("stderr %q does not start with \"sendmail: \"", res.stderr)
 			}
 		})
-	}
-}
-
-func TestParseSendmailArgs(t *testing.T) {
-	tests := []struct {
-		args []string
-		want sendmailArgs
-	}{
-		{[]string{"a@example.com"}, sendmailArgs{opts: spool.PrepareOptions{Recipients: []string{"a@example.com"}}}},
-		{[]string{"-ti", "-v"}, sendmailArgs{verbose: true, opts: spool.PrepareOptions{ExtractRecipients: true, IgnoreDots: true}}},
-		{[]string{"-oi", "-fme@example.org", "-F", "My Name"}, sendmailArgs{opts: spool.PrepareOptions{IgnoreDots: true, From: "me@example.org", FullName: "My Name"}}},
-		{[]string{"-f", "me@example.org", "-FMy Name"}, sendmailArgs{opts: spool.PrepareOptions{From: "me@example.org", FullName: "My Name"}}},
-		{[]string{"-tf", "me@example.org"}, sendmailArgs{opts: spool.PrepareOptions{ExtractRecipients: true, From: "me@example.org"}}},
-		{[]string{"-r", "me@example.org"}, sendmailArgs{opts: spool.PrepareOptions{From: "me@example.org"}}},
-		{[]string{"-c", "/etc/x.toml", "-odb", "-bm"}, sendmailArgs{config: "/etc/x.toml"}},
-		{[]string{"--", "-t", "b@example.com"}, sendmailArgs{opts: spool.PrepareOptions{Recipients: []string{"-t", "b@example.com"}}}},
-		{[]string{"a@example.com", "-t"}, sendmailArgs{opts: spool.PrepareOptions{Recipients: []string{"a@example.com", "-t"}}}},
-		{[]string{"--help"}, sendmailArgs{help: true}},
-		{[]string{"-bp"}, sendmailArgs{mode: modeList}},
-		{[]string{"-q"}, sendmailArgs{mode: modeFlush}},
-		{[]string{"-q30m", "a@example.com"}, sendmailArgs{opts: spool.PrepareOptions{Recipients: []string{"a@example.com"}}}},
-	}
-	for _, tt := range tests {
-		got, err := parseSendmailArgs(tt.args)
-		if err != nil {
-			t.Errorf("parseSendmailArgs(%q): %v", tt.args, err)
-			continue
-		}
-		if !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("parseSendmailArgs(%q) = %+v, want %+v", tt.args, got, tt.want)
-		}
 	}
 }

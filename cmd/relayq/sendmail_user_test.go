@@ -6,18 +6,19 @@ import (
 	"strings"
 	"testing"
 
+	"relayq/cmd/internal/sendmail"
 	"relayq/queue"
 	"relayq/spool"
 )
 
 // sendmail looks the user up only when Prepare needs the name (see
-// needsUser): the default sender, and the From field of a null-sender
+// sendmail.NeedsUser): the default sender, and the From field of a null-sender
 // message. Each case checks the envelope sender and the From field added
 // to a message that has none.
 func TestSendmailSenderAndFromField(t *testing.T) {
 	s := newSendmailSetup(t, "")
 	q := s.startIntake(t, queue.Options{}, spool.Options{})
-	user := loginName(cmdEnv{Getenv: os.Getenv}) + "@host.test"
+	user := sendmail.LoginName(sendmail.Env{Getenv: os.Getenv}) + "@host.test"
 	tests := []struct {
 		name     string
 		args     []string

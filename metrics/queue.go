@@ -1,15 +1,17 @@
-package queue
+package metrics
 
 import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"relayq/queue"
 )
 
-// The queue's metrics are read at scrape time: Collector summarizes the
-// store as `relayq status` does, from the counters every change keeps in
-// its own transaction (counters.go), so a scrape costs the same at any
-// depth.
+// The queue's metrics are read at scrape time: queueCollector summarizes
+// the store as `relayq status` does, from the counters every change keeps
+// in its own transaction (queue/counters.go), so a scrape costs the same
+// at any depth and nothing on the paths that change the store pays for it.
 
 var (
 	descMessages = prometheus.NewDesc("relayq_queue_messages",
@@ -23,30 +25,21 @@ var (
 		"Size of the queue database file (queue.db).", nil, nil)
 )
 
-// Collector returns a prometheus.Collector that reports the queue's
-// depth by state, the ages of its oldest messages and the size of its
-// file, read when scraped. now is the clock for the ages; nil means
-// time.Now. A scrape of a closed queue reports an error for these
-// metrics.
-func (q *Queue) Collector(now func() time.Time) prometheus.Collector {
-	if now == nil {
-		now = time.Now
-	}
-	return collector{q: q, now: now}
-}
-
-type collector struct {
-	q   *Queue
+// queueCollector reports the queue's depth by state, the ages of its
+// oldest messages and the size of its file. A scrape of a closed queue
+// reports an error for these metrics, not made-up zeros.
+type queueCollector struct {
+	q   *queue.Queue
 	now func() time.Time
 }
 
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
+func (c queueCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMessages, descOldest, descOldestDeferred, descFileSize} {
 		ch <- d
 	}
 }
 
-func (c collector) Collect(ch chan<- prometheus.Metric) {
+func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
 	s, err := c.q.Summarize(now)
 	if err != nil {
@@ -57,8 +50,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		state string
 		n     int
 	}{
-		{string(StateQueued), s.Queued}, {string(StateDeferred), s.Deferred}, {string(StateHeld), s.Held},
-		{string(StateActive), s.Active}, {string(StateUncertain), s.Uncertain}, {string(StateDamaged), s.Damaged},
+		{string(queue.StateQueued), s.Queued}, {string(queue.StateDeferred), s.Deferred}, {string(queue.StateHeld), s.Held},
+		{string(queue.StateActive), s.Active}, {string(queue.StateUncertain), s.Uncertain}, {string(queue.StateDamaged), s.Damaged},
 		{"dead", s.Dead},
 	} {
 		ch <- prometheus.MustNewConstMetric(descMessages, prometheus.GaugeValue, float64(st.n), st.state)

@@ -1,22 +1,32 @@
-package queue
+package metrics
 
 import (
+	"context"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"relayq/queue"
 )
 
 // TestCollector: the queue-depth collector reports each state, the dead
 // letters, the oldest ages and the file's size as the store has them at
 // scrape time, and an error (no made-up zeros) once the queue is closed.
 func TestCollector(t *testing.T) {
-	clk := newClock()
-	q, path := openTest(t, Options{Now: clk.Now})
+	clk := &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, err := queue.Open(path, queue.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(q.Collector(clk.Now))
+	reg.MustRegister(queueCollector{q: q, now: clk.Now})
 
 	empty := gather(t, reg)
 	for _, name := range []string{`relayq_queue_messages{state="queued"}`, `relayq_queue_messages{state="dead"}`, "relayq_queue_oldest_message_age_seconds"} {
@@ -30,11 +40,11 @@ func TestCollector(t *testing.T) {
 	clk.Advance(time.Minute)
 	put(t, q, "x\r\n", "b@x.org") // stays queued
 	l := leaseOne(t, q)
-	if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Deferred, Reply: &Reply{Code: 451}, NextAttempt: clk.Now().Add(time.Hour)}}); err != nil {
+	if _, err := q.Record(l, []queue.Outcome{{Address: "a@x.org", Result: queue.Deferred, Reply: &queue.Reply{Code: 451}, NextAttempt: clk.Now().Add(time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	l = leaseOne(t, q)
-	if _, err := q.Record(l, []Outcome{{Address: "gone@x.org", Result: Failed, Reply: &Reply{Code: 550}}}); err != nil {
+	if _, err := q.Record(l, []queue.Outcome{{Address: "gone@x.org", Result: queue.Failed, Reply: &queue.Reply{Code: 550}}}); err != nil {
 		t.Fatal(err)
 	}
 	active := leaseOne(t, q) // the third: active while leased
@@ -63,13 +73,13 @@ func TestCollector(t *testing.T) {
 		}
 	}
 
-	closed, err := Open(path+".closed", Options{})
+	closed, err := queue.Open(path+".closed", queue.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed.Close()
 	reg = prometheus.NewPedanticRegistry()
-	reg.MustRegister(closed.Collector(nil))
+	reg.MustRegister(queueCollector{q: closed, now: time.Now})
 	if _, err := reg.Gather(); err == nil || !strings.Contains(err.Error(), "not open") {
 		t.Errorf("scrape of a closed queue: %v, want an error saying it is not open", err)
 	}
@@ -93,4 +103,38 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// clock is a settable clock for the queue and the collector.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func put(t *testing.T, q *queue.Queue, body string, rcpts ...string) {
+	t.Helper()
+	env := queue.Envelope{From: "cron@example.org", Recipients: rcpts, Submitter: queue.Submitter{UID: 1000, Via: "socket"}}
+	if _, err := q.Put(context.Background(), env, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func leaseOne(t *testing.T, q *queue.Queue) *queue.Lease {
+	t.Helper()
+	ls, err := q.Lease(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 {
+		t.Fatalf("leased %d messages, want 1", len(ls))
+	}
+	return ls[0]
 }

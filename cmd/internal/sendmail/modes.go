@@ -1,4 +1,4 @@
-package main
+package sendmail
 
 import (
 	"fmt"
@@ -53,18 +53,18 @@ func (a *sendmailArgs) queueRun(val string) error {
 }
 
 // runMode runs -bp, -q, -bs or -bi with the configuration of -c.
-func (a *sendmailArgs) runMode(env cmdEnv) int {
+func (a *sendmailArgs) runMode(env Env, modes Modes) int {
 	var args []string
 	if a.config != "" {
 		args = []string{"-c", a.config}
 	}
 	switch a.mode {
 	case modeList:
-		return runMailq(args, env)
+		return modes.List(args, env)
 	case modeSMTP:
-		return a.runSMTP(env) // sendmail_bs.go
+		return a.runSMTP(env) // bs.go
 	case modeAliases:
-		return runNewaliases(args, env)
+		return modes.Aliases(args, env)
 	}
-	return runChange(flushAll)(args, env)
+	return modes.Flush(args, env)
 }

@@ -1,4 +1,4 @@
-package main
+package sendmail
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"relayq/cmd/internal/sysexits"
 	"relayq/spool"
 )
 
@@ -23,9 +24,9 @@ const smtpDialTimeout = 10 * time.Second
 // When the daemon's socket does not answer, relayq answers the session
 // itself and writes each message to the maildrop, as sendmail without -bs
 // does (spool.ServeStandalone): 250 once the file is on disk.
-func (a *sendmailArgs) runSMTP(env cmdEnv) int {
-	cfg, code := loadPublicConfig("sendmail", a.config, env) // config.go
-	if code != exitOK {
+func (a *sendmailArgs) runSMTP(env Env) int {
+	cfg, code := LoadPublicConfig("sendmail", a.config, env) // config.go
+	if code != sysexits.OK {
 		return code
 	}
 	nc, err := net.DialTimeout("unix", cfg.Submission.Socket, smtpDialTimeout)
@@ -39,9 +40,9 @@ func (a *sendmailArgs) runSMTP(env cmdEnv) int {
 		})
 		if err != nil {
 			fmt.Fprintf(env.Stderr, "sendmail: SMTP session (relayq is not running): %v\n", err)
-			return exitIOErr
+			return sysexits.IOErr
 		}
-		return exitOK
+		return sysexits.OK
 	}
 	defer nc.Close()
 	return carrySMTP(nc.(*net.UnixConn), env)
@@ -51,14 +52,14 @@ func (a *sendmailArgs) runSMTP(env cmdEnv) int {
 // standard output until the daemon closes the session (after QUIT, or when
 // standard input has ended: its end is passed on as the end of the
 // connection's input).
-func carrySMTP(nc *net.UnixConn, env cmdEnv) int {
+func carrySMTP(nc *net.UnixConn, env Env) int {
 	go func() {
 		io.Copy(nc, env.Stdin)
 		nc.CloseWrite()
 	}()
 	if _, err := io.Copy(env.Stdout, nc); err != nil {
 		fmt.Fprintf(env.Stderr, "sendmail: SMTP session with relayq: %v\n", err)
-		return exitIOErr
+		return sysexits.IOErr
 	}
-	return exitOK
+	return sysexits.OK
 }

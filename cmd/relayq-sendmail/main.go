@@ -1,0 +1,30 @@
+// Command relayq-sendmail is relayq's sendmail, and nothing else: installed
+// as /usr/sbin/sendmail (and mailq, newaliases), it submits one message to
+// the relayq daemon exactly as `relayq sendmail` does (package
+// cmd/internal/sendmail: same flags, output and exit codes), but links
+// only what a submission needs. Not the daemon, and not its Prometheus
+// metrics, whose package init alone costs over a millisecond: sendmail
+// runs once per message, so its start is paid per message (issue 15).
+//
+// What is another command (mailq, newaliases; sendmail -bp, -bi, -q) it
+// hands to relayq, which replaces this process (relayq.go).
+package main
+
+import (
+	"os"
+	"path/filepath"
+
+	"relayq/cmd/internal/sendmail"
+)
+
+func main() {
+	env := sendmail.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	modes := sendmail.Modes{List: execRelayq("mailq"), Aliases: execRelayq("newaliases"), Flush: execRelayq("flush")}
+	switch filepath.Base(os.Args[0]) {
+	case "mailq":
+		os.Exit(modes.List(os.Args[1:], env))
+	case "newaliases":
+		os.Exit(modes.Aliases(os.Args[1:], env))
+	}
+	os.Exit(sendmail.Run(os.Args[1:], env, modes))
+}
