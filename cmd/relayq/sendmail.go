@@ -159,7 +159,7 @@ func submit(cfg *config.Config, envelope queue.Envelope, body []byte, verbose bo
 		return exitTempFail
 	}
 	if verbose {
-		fmt.Fprintf(env.Stdout, "queued in the maildrop as %s (relayq is not running; it takes the message when it starts)\n", name)
+		fmt.Fprintf(env.Stdout, "queued in the maildrop as %s (relayq is not running, or still starting; it takes the message once it runs)\n", name)
 	}
 	return exitOK
 }

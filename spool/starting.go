@@ -1,0 +1,65 @@
+package spool
+
+import (
+	"errors"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/queue"
+)
+
+// While the daemon starts, intake listens before the queue is open: a
+// large queue file takes seconds to open and check, and a client refused
+// at connect (ECONNREFUSED on the loopback port, ENOENT on the socket)
+// sees relayq as down. A Server made without Options.Queue answers every
+// session until Ready with:
+//
+//	220 <hostname> ESMTP Service Ready
+//	EHLO/HELO, NOOP, RSET, VRFY, QUIT as usual
+//	MAIL FROM → 451 4.3.0 relayq is starting; try again shortly
+//
+// Why 451 at MAIL rather than a 421 greeting and close: a 4xx to MAIL is
+// the one temporary failure every client handles per message, with the
+// reason shown to whoever sent it. Postfix's smtp client defers that
+// message only (a 421 greeting counts as the host refusing to talk, which
+// marks the whole destination down for a while); msmtp and swaks report
+// the reply and exit with a temporary failure; PHP and Python mail
+// libraries raise "MAIL FROM failed: 451 4.3.0 relayq is starting" where
+// a bad greeting reads like "could not connect". A client that holds its
+// connection may try MAIL again on it once relayq is ready, and the
+// session is not dropped. `relayq sendmail` (Submit) takes this reply for
+// an unreachable daemon and writes the message into the maildrop, which
+// the daemon imports once it is ready.
+//
+// Nothing is accepted before Ready: the gate is at MAIL, so no message
+// gets as far as DATA, and every 250 still follows a commit.
+
+// replyStarting is the answer to MAIL while the queue is not open yet.
+var replyStarting = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: startingText}
+
+// startingText is the text of replyStarting, which Submit recognises.
+const startingText = "relayq is starting; try again shortly"
+
+// queue is the queue messages go into; nil until Ready.
+func (s *Server) queue() *queue.Queue { return s.q.Load() }
+
+// Ready hands the server the open queue: from now on MAIL is accepted.
+// It is called once, after Start, by a server made without
+// Options.Queue; the queue must stay open until Shutdown has returned.
+func (s *Server) Ready(q *queue.Queue) {
+	s.limitsMu.Lock()
+	defer s.limitsMu.Unlock()
+	s.limits.Store(newLimiter(s.limitsSet, q, s.log).carryFrom(s.limits.Load()))
+	s.q.Store(q)
+	s.log.Info("taking mail: the queue is open")
+}
+
+// starting reports whether Ready is still to come.
+func (s *Server) starting() bool { return s.q.Load() == nil }
+
+// isStarting reports whether err is a running relayq's replyStarting.
+func isStarting(err error) bool {
+	var e *smtp.SMTPError
+	return errors.As(err, &e) && e.Code == replyStarting.Code && e.EnhancedCode == replyStarting.EnhancedCode &&
+		e.Message == startingText
+}
