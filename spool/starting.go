@@ -1,7 +1,9 @@
 package spool
 
 import (
+	"context"
 	"errors"
+	"net"
 
 	"github.com/emersion/go-smtp"
 
@@ -62,4 +64,27 @@ func isStarting(err error) bool {
 	var e *smtp.SMTPError
 	return errors.As(err, &e) && e.Code == replyStarting.Code && e.EnhancedCode == replyStarting.EnhancedCode &&
 		e.Message == startingText
+}
+
+// Starting reports whether the relayq on the submission socket is
+// starting: it greets, and answers MAIL with the starting reply (no
+// message is sent). `relayq status` asks it when the control socket,
+// which comes once the queue is open, does not answer.
+func Starting(ctx context.Context, socket string) bool {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return false
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	c := smtp.NewClient(nc)
+	defer c.Close()
+	c.CommandTimeout = submitCommandTimeout
+	if err := c.Hello("localhost"); err != nil {
+		return false
+	}
+	err = c.Mail("", nil)
+	_ = c.Quit()
+	return isStarting(err)
 }

@@ -83,8 +83,17 @@ func TestSubmitWhileStarting(t *testing.T) {
 	if _, _, err := s.Submit(context.Background(), sub); !errors.Is(err, ErrStarting) {
 		t.Fatalf("API Submit while starting: %v, want ErrStarting", err)
 	}
+	if !Starting(context.Background(), s.opts.Socket) {
+		t.Error("Starting: false while starting")
+	}
 	q := openQueue(t, queue.Options{})
 	s.Ready(q)
+	if Starting(context.Background(), s.opts.Socket) {
+		t.Error("Starting: true once ready")
+	}
+	if Starting(context.Background(), filepath.Join(socketDir(t), "none.sock")) {
+		t.Error("Starting: true with nothing listening")
+	}
 	if _, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n")); err != nil {
 		t.Fatalf("Submit after Ready: %v", err)
 	}

@@ -27,7 +27,8 @@ import (
 // The listener answers within a short time of exec, long before the
 // queue is open: the greeting is 220 and MAIL gets 451 4.3.0 "relayq is
 // starting", never a refused connection. swaks sees that 451; sendmail
-// exits 0 with its message in the maildrop. Once ready, the session that
+// exits 0 with its message in the maildrop; `relayq status` says
+// "starting" and exits 1. Once ready, the session that
 // got the 451 is taken at MAIL on the same connection, swaks gets 250,
 // and the relay gets each of the three messages once.
 func TestAnswersWhileStarting(t *testing.T) {
@@ -62,7 +63,8 @@ func TestAnswersWhileStarting(t *testing.T) {
 
 	// While the queue opens: sendmail and swaks, at once.
 	var wg sync.WaitGroup
-	var viaSendmail, viaSwaks cmdResult
+	var viaSendmail, viaSwaks, status cmdResult
+	wg.Go(func() { status = d.relayq("status") })
 	wg.Go(func() {
 		viaSendmail = d.sendmail([]byte("Subject: during start\r\n\r\nsent while relayq starts\r\n"), "-v", "-f", "cron@example.org", "during@example.net")
 	})
@@ -75,6 +77,9 @@ func TestAnswersWhileStarting(t *testing.T) {
 	}
 	if viaSwaks.code == 0 || !strings.Contains(viaSwaks.stdout+viaSwaks.stderr, "451 4.3.0 relayq is starting") {
 		t.Errorf("swaks while starting: %v; want it refused with 451 4.3.0 relayq is starting", viaSwaks)
+	}
+	if status.code != 1 || !strings.Contains(status.stdout, "relayq is starting") {
+		t.Errorf("relayq status while starting: %v; want exit 1 saying relayq is starting", status)
 	}
 	if d.ready() {
 		t.Fatalf("relayq was ready %v after exec, before the checks while starting ended: the queue opened too fast for this test", time.Since(start))
