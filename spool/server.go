@@ -131,6 +131,7 @@ type Server struct {
 	perKey    map[string]int // open connections per cap key (caps.go)
 	refusals  logEvery       // connections refused over a cap, for the log
 	closing   bool
+	held      []net.Listener // inherited listeners not served until Ready (starting.go)
 	serving   sync.WaitGroup // Serve goroutines
 	receiving sync.WaitGroup // sessions inside Data (Add only while !closing)
 	stopped   chan struct{}  // closed when the first Shutdown returns
@@ -204,6 +205,7 @@ func (s *Server) Start() error {
 		return errors.New("spool: start: no socket and no listen address")
 	}
 	var ls []net.Listener
+	inherited := map[net.Listener]bool{} // of ls, those systemd passed
 	fail := func(err error) error {
 		for _, l := range ls {
 			l.Close()
@@ -219,6 +221,7 @@ func (s *Server) Start() error {
 			}
 		}
 		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaSocket})
+		inherited[ls[len(ls)-1]] = ok
 	}
 	for _, addr := range s.opts.Listen {
 		l, ok := s.opts.Inherited[addr]
@@ -229,6 +232,7 @@ func (s *Server) Start() error {
 			}
 		}
 		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaTCP})
+		inherited[ls[len(ls)-1]] = ok
 	}
 
 	s.mu.Lock()
@@ -238,11 +242,20 @@ func (s *Server) Start() error {
 	}
 	s.listeners = append(s.listeners, ls...)
 	for _, l := range ls {
-		s.serving.Add(1)
-		go s.serve(l)
-		s.log.Info("accepting mail", "listen", l.Addr().String())
+		if inherited[l] && s.starting() {
+			s.held = append(s.held, l) // starting.go: served at Ready
+			continue
+		}
+		s.serveLocked(l)
 	}
 	return nil
+}
+
+// serveLocked serves l in a goroutine of its own; s.mu is held.
+func (s *Server) serveLocked(l net.Listener) {
+	s.serving.Add(1)
+	go s.serve(l)
+	s.log.Info("accepting mail", "listen", l.Addr().String())
 }
 
 func (s *Server) serve(l net.Listener) {

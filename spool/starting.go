@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -35,6 +36,12 @@ import (
 //
 // Nothing is accepted before Ready: the gate is at MAIL, so no message
 // gets as far as DATA, and every 250 still follows a commit.
+//
+// Listeners that systemd passed (socket activation, Options.Inherited) are
+// not served until Ready: there a connection made while relayq starts
+// waits in the socket's backlog and then gets its 250, as it did before
+// and as it does while relayq restarts. A socket systemd holds was never
+// refused, so there is nothing to gain by answering 451 on it.
 
 // replyStarting is the answer to MAIL while the queue is not open yet.
 var replyStarting = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: startingText}
@@ -54,6 +61,14 @@ func (s *Server) Ready(q *queue.Queue) {
 	s.limits.Store(newLimiter(s.limitsSet, q, s.log).carryFrom(s.limits.Load()))
 	s.q.Store(q)
 	s.log.Info("taking mail: the queue is open")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closing {
+		for _, l := range s.held {
+			s.serveLocked(l)
+		}
+	}
+	s.held = nil
 }
 
 // starting reports whether Ready is still to come.
@@ -71,6 +86,10 @@ func isStarting(err error) bool {
 // message is sent). `relayq status` asks it when the control socket,
 // which comes once the queue is open, does not answer.
 func Starting(ctx context.Context, socket string) bool {
+	// A socket systemd holds is served only once relayq is ready: there a
+	// connection waits in the backlog instead.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {

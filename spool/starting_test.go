@@ -3,6 +3,8 @@ package spool
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -117,4 +119,42 @@ func TestOtherRepliesStayRefusals(t *testing.T) {
 	if !isStarting(replyStarting) {
 		t.Error("the starting reply is not recognised")
 	}
+}
+
+// TestInheritedWaitUntilReady: a listener systemd passed is not served
+// while the server starts: a connection waits in its backlog, unanswered
+// (as while relayq restarts), and gets its greeting and its 250 once the
+// server is Ready; the server's own listener answers "starting" meanwhile.
+func TestInheritedWaitUntilReady(t *testing.T) {
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := tl.Addr().String()
+	s := NewServer(Options{Socket: filepath.Join(socketDir(t), "submit.sock"), Listen: []string{addr},
+		Inherited: map[string]net.Listener{addr: tl}, SocketGID: -1, Hostname: "relayq.test", Logger: testLogger(t)})
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	waiting := dial(t, s, "tcp")
+	waiting.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := waiting.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("inherited listener answered while starting: %d bytes, %v", n, err)
+	}
+	own := newClient(t, dial(t, s, "unix"))
+	own.run([]step{{expect: "220 "}, {send: "EHLO client.test", expect: "250 "},
+		{send: "MAIL FROM:<cron@example.org>", expect: "451 4.3.0 relayq is starting"}})
+
+	q := openQueue(t, queue.Options{})
+	s.Ready(q)
+	waiting.SetDeadline(time.Now().Add(10 * time.Second))
+	c := newClient(t, waiting)
+	c.run([]step{{expect: "220 "}, {send: "EHLO client.test", expect: "250 "},
+		{send: "MAIL FROM:<cron@example.org>", expect: "250 "}, {send: "RCPT TO:<a@example.com>", expect: "250 "},
+		{send: "DATA", expect: "354 "}, {raw: "Subject: x\r\n\r\nwaited\r\n.\r\n", expect: "250 2.0.0 Ok: queued as "}})
 }
