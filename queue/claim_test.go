@@ -84,3 +84,38 @@ func TestClaimOfANewFile(t *testing.T) {
 		}
 	}
 }
+
+// TestOfflineOperationsRespectTheClaim: while a starting relayq holds the
+// claim (its queue not open yet), the offline check, listing and
+// compaction fail with ErrLocked at once instead of taking bbolt's lock
+// under the daemon's feet; after the release they work.
+func TestOfflineOperationsRespectTheClaim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, q, "hello\r\n", "a@example.org")
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ClaimFile(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckFile(path, time.Second); !errors.Is(err, ErrLocked) {
+		t.Errorf("CheckFile while claimed: %v, want ErrLocked", err)
+	}
+	if _, err := ListFile(path, time.Second); !errors.Is(err, ErrLocked) {
+		t.Errorf("ListFile while claimed: %v, want ErrLocked", err)
+	}
+	if _, err := CompactFile(path, time.Second); !errors.Is(err, ErrLocked) {
+		t.Errorf("CompactFile while claimed: %v, want ErrLocked", err)
+	}
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err := ListFile(path, time.Second); err != nil || len(msgs) != 1 {
+		t.Errorf("ListFile after release: %d messages, %v", len(msgs), err)
+	}
+}
