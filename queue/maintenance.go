@@ -229,6 +229,9 @@ func openReadOnly(op, path string, lockTimeout time.Duration) (*bolt.DB, error) 
 	if fi.IsDir() {
 		return nil, fmt.Errorf("queue: %s %s: %w", op, path, errIsDir)
 	}
+	if claimed(path) { // claim.go: a relayq serve is opening it
+		return nil, fmt.Errorf("queue: %s %s: %w", op, path, ErrLocked)
+	}
 	if fi.Mode().IsRegular() && fi.Size() == 0 {
 		// bbolt would try to write a new database into it, and fail
 		// with a baffling "bad file descriptor" on the read-only file.
@@ -298,6 +301,9 @@ func CompactFile(path string, lockTimeout time.Duration) (res CompactResult, err
 	res.SizeBefore = fi.Size()
 	if fi.IsDir() {
 		return res, errIsDir
+	}
+	if claimed(path) { // claim.go: a relayq serve is opening it
+		return res, ErrLocked
 	}
 	if fi.Size() == 0 {
 		return res, ErrEmpty

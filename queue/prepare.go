@@ -81,6 +81,9 @@ func setAsideEmpty(path string, now time.Time, log *slog.Logger) error {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return nil // in use: bbolt's own lock decides
 	}
+	if claimedElsewhere(f) { // claim_linux.go: a starting relayq made it
+		return nil
+	}
 	if fi, err := f.Stat(); err != nil || fi.Size() != 0 {
 		return err // written to meanwhile: not ours to set aside
 	}

@@ -75,6 +75,10 @@ type Options struct {
 	// IdempotencyWindow is how long PutOnce remembers a key (keys.go).
 	// Zero means DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration
+	// Claim is the claim ClaimFile took on this file, or nil. Open then
+	// leaves the preparing of the file to the claim; the caller keeps the
+	// claim, and releases it after Close (claim.go).
+	Claim *Claim
 
 	// syncFreelist has bbolt write its freelist at every commit instead
 	// of rebuilding it at Open, and openBolt skip its walk: only
@@ -143,11 +147,18 @@ func Open(path string, opts Options) (*Queue, error) {
 		opts.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("queue: open %s: %w", path, err)
-	}
-	if err := prepareFile(path, opts.Now(), opts.Logger); err != nil { // prepare.go
-		return nil, fmt.Errorf("queue: open %s: %w", path, err)
+	if opts.Claim != nil {
+		// ClaimFile made the directory and prepared the file.
+		if err := opts.Claim.check(path); err != nil { // claim.go
+			return nil, fmt.Errorf("queue: open %s: %w", path, err)
+		}
+	} else {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("queue: open %s: %w", path, err)
+		}
+		if err := prepareFile(path, opts.Now(), opts.Logger); err != nil { // prepare.go
+			return nil, fmt.Errorf("queue: open %s: %w", path, err)
+		}
 	}
 	_, statErr := os.Stat(path)
 	creating := errors.Is(statErr, os.ErrNotExist)

@@ -22,8 +22,9 @@ const submitCommandTimeout = time.Minute
 // none: the message is queued all the same).
 //
 // Errors:
-//   - errors.Is(err, ErrUnreachable): the socket could not be connected to, or
-//     the connection failed before the end of the message was sent. Nothing
+//   - errors.Is(err, ErrUnreachable): the socket could not be connected to,
+//     the daemon is starting (451 4.3.0 at MAIL, starting.go), or the
+//     connection failed before the end of the message was sent. Nothing
 //     was accepted; fall back to the maildrop.
 //   - a *smtp.SMTPError (errors.As): the daemon refused, with that reply.
 //   - anything else: the connection failed after the message was sent, so
@@ -120,6 +121,9 @@ func sendEnvelope(c *smtp.Client, env queue.Envelope, size int) error {
 // ErrBadAddress; anything else (connection closed, timeout) means nothing was
 // accepted, so it is ErrUnreachable. ErrBadDSN stays too.
 func unreachableUnlessReply(socket string, err error) error {
+	if isStarting(err) { // starting.go: the queue is not open yet
+		return fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)
+	}
 	var smtpErr *smtp.SMTPError
 	if errors.As(err, &smtpErr) || errors.Is(err, ErrBadAddress) || errors.Is(err, ErrBadDSN) {
 		return fmt.Errorf("spool: submit to %s: %w", socket, err)

@@ -5,10 +5,14 @@ import "errors"
 // Errors a caller can test for with errors.Is.
 var (
 	// ErrUnreachable is returned by Submit when the daemon's socket cannot be
-	// connected to (missing, refused, no permission), or the connection
-	// failed before the end of the message was sent. Nothing was accepted;
-	// `relayq sendmail` then falls back to the maildrop.
+	// connected to (missing, refused, no permission), the daemon is still
+	// starting, or the connection failed before the end of the message was
+	// sent. Nothing was accepted; `relayq sendmail` then falls back to the
+	// maildrop.
 	ErrUnreachable = errors.New("spool: daemon unreachable")
+	// ErrStarting is carried by the SubmitError that Server.Submit (the
+	// JSON API) returns while the queue is not open yet (starting.go).
+	ErrStarting = errors.New("spool: relayq is starting")
 	// ErrBadMessage is returned by Prepare for a message relayq will not
 	// take: over the size limit, or containing NUL octets (EX_DATAERR).
 	ErrBadMessage = errors.New("spool: bad message")

@@ -31,9 +31,11 @@ const (
 	defaultMaxLineLength = 1 << 20
 )
 
-// Options configures a Server. Only Queue is required.
+// Options configures a Server.
 type Options struct {
-	// Queue receives every accepted message.
+	// Queue receives every accepted message. Nil starts the server before
+	// the queue is open: it answers MAIL with 451 4.3.0 "relayq is
+	// starting" until Ready hands it the queue (starting.go).
 	Queue *queue.Queue
 	// Socket is the path of the submission Unix socket; "" for none.
 	Socket string
@@ -110,10 +112,13 @@ type Server struct {
 	opts      Options
 	log       *slog.Logger
 	srv       *smtp.Server
-	limits    atomic.Pointer[limiter]   // nil: no limits; SetLimits replaces it
-	rewriting atomic.Pointer[Rewriting] // never nil; SetRewriting replaces it
-	mem       *memBudget                // nil: no budget (memory.go)
-	memLog    logEvery                  // refusals for lack of memory, for the log
+	q         atomic.Pointer[queue.Queue] // nil until Ready (starting.go)
+	limits    atomic.Pointer[limiter]     // nil: no limits; SetLimits replaces it
+	limitsMu  sync.Mutex                  // SetLimits and Ready
+	limitsSet Limits                      // the last Limits set; guarded by limitsMu
+	rewriting atomic.Pointer[Rewriting]   // never nil; SetRewriting replaces it
+	mem       *memBudget                  // nil: no budget (memory.go)
+	memLog    logEvery                    // refusals for lack of memory, for the log
 
 	// putCtx is handed to queue.Put; it is cancelled only when Shutdown
 	// gives up waiting.
@@ -126,6 +131,7 @@ type Server struct {
 	perKey    map[string]int // open connections per cap key (caps.go)
 	refusals  logEvery       // connections refused over a cap, for the log
 	closing   bool
+	held      []net.Listener // inherited listeners not served until Ready (starting.go)
 	serving   sync.WaitGroup // Serve goroutines
 	receiving sync.WaitGroup // sessions inside Data (Add only while !closing)
 	stopped   chan struct{}  // closed when the first Shutdown returns
@@ -169,7 +175,11 @@ func NewServer(opts Options) *Server {
 		stopped:  make(chan struct{}),
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
+	s.limitsSet = opts.Limits
 	s.limits.Store(newLimiter(opts.Limits, opts.Queue, opts.Logger))
+	if opts.Queue != nil {
+		s.q.Store(opts.Queue)
+	}
 	s.rewriting.Store(&opts.Rewriting)
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
@@ -191,13 +201,11 @@ func NewServer(opts Options) *Server {
 // that a live daemon answers on is an error, and so is a file there that is
 // not a socket. If any listener fails, none is left open.
 func (s *Server) Start() error {
-	if s.opts.Queue == nil {
-		return errors.New("spool: start: no queue")
-	}
 	if s.opts.Socket == "" && len(s.opts.Listen) == 0 {
 		return errors.New("spool: start: no socket and no listen address")
 	}
 	var ls []net.Listener
+	inherited := map[net.Listener]bool{} // of ls, those systemd passed
 	fail := func(err error) error {
 		for _, l := range ls {
 			l.Close()
@@ -213,6 +221,7 @@ func (s *Server) Start() error {
 			}
 		}
 		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaSocket})
+		inherited[ls[len(ls)-1]] = ok
 	}
 	for _, addr := range s.opts.Listen {
 		l, ok := s.opts.Inherited[addr]
@@ -223,6 +232,7 @@ func (s *Server) Start() error {
 			}
 		}
 		ls = append(ls, &listener{Listener: acceptretry.Wrap(l, s.log), srv: s, via: viaTCP})
+		inherited[ls[len(ls)-1]] = ok
 	}
 
 	s.mu.Lock()
@@ -232,11 +242,20 @@ func (s *Server) Start() error {
 	}
 	s.listeners = append(s.listeners, ls...)
 	for _, l := range ls {
-		s.serving.Add(1)
-		go s.serve(l)
-		s.log.Info("accepting mail", "listen", l.Addr().String())
+		if inherited[l] && s.starting() {
+			s.held = append(s.held, l) // starting.go: served at Ready
+			continue
+		}
+		s.serveLocked(l)
 	}
 	return nil
+}
+
+// serveLocked serves l in a goroutine of its own; s.mu is held.
+func (s *Server) serveLocked(l net.Listener) {
+	s.serving.Add(1)
+	go s.serve(l)
+	s.log.Info("accepting mail", "listen", l.Addr().String())
 }
 
 func (s *Server) serve(l net.Listener) {
@@ -265,7 +284,10 @@ func (s *Server) MemoryInFlight() (used, budget int64) { return s.mem.inFlight()
 // that a reload does not reset anyone's count; sessions past MAIL FROM
 // finish under the limits they started with.
 func (s *Server) SetLimits(l Limits) {
-	s.limits.Store(newLimiter(l, s.opts.Queue, s.log).carryFrom(s.limits.Load()))
+	s.limitsMu.Lock()
+	defer s.limitsMu.Unlock()
+	s.limitsSet = l
+	s.limits.Store(newLimiter(l, s.queue(), s.log).carryFrom(s.limits.Load()))
 }
 
 // SetRewriting replaces Options.Rewriting (a configuration reload): each

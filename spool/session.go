@@ -100,6 +100,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.fromSet {
 		return replyNested
 	}
+	if s.srv.starting() { // starting.go
+		return replyStarting
+	}
 	if from != "" {
 		if err := checkAddress(from); err != nil {
 			s.log.Info("refused sender", "from", fmt.Sprintf("%q", from), "err", err)
@@ -115,7 +118,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		size = opts.Size
 	}
-	if err := s.srv.opts.Queue.Room(); err != nil {
+	if err := s.srv.queue().Room(); err != nil {
 		// queue.Put would refuse it (min_free): say so before the body.
 		s.log.Warn("queue full, message refused", "from", from, "size", size, "err", err)
 		return s.reject(reasonQueueFull, replyFull)
@@ -198,7 +201,7 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Info("refused message with NUL octets", "from", s.from, "size", len(body))
 		return s.reject(reasonNUL, replyNUL)
 	}
-	id := s.srv.opts.Queue.NewID()
+	id := s.srv.queue().NewID()
 	body = stampMessage(body, stamp{
 		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
@@ -224,7 +227,7 @@ func (s *session) Data(r io.Reader) error {
 	if refused != nil {
 		return s.reject(reasonLimits, refused)
 	}
-	id, err = s.srv.opts.Queue.Put(s.srv.putCtx, env, body)
+	id, err = s.srv.queue().Put(s.srv.putCtx, env, body)
 	counted(err == nil)
 	switch {
 	case errors.Is(err, queue.ErrFull):

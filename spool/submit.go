@@ -98,6 +98,9 @@ func (s *Server) Submit(ctx context.Context, sub Submission) (id string, replaye
 		return "", false, &SubmitError{Reply: replyShutdown}
 	}
 	defer s.receiving.Done()
+	if s.starting() { // starting.go
+		return "", false, &SubmitError{Reply: replyStarting, Err: ErrStarting}
+	}
 	env, err := s.submitEnvelope(sub)
 	if err != nil {
 		return "", false, err
@@ -106,7 +109,7 @@ func (s *Server) Submit(ctx context.Context, sub Submission) (id string, replaye
 	if err != nil {
 		return "", false, err
 	}
-	env.ID = s.opts.Queue.NewID()
+	env.ID = s.queue().NewID()
 	body = stampMessage(body, stamp{id: env.ID, hostname: s.opts.Hostname, with: sub.With, submitter: sub.Submitter, now: time.Now()})
 	if f := s.rewriting.Load().Message; f != nil {
 		env.From, body = f(env.From, body)
@@ -118,9 +121,9 @@ func (s *Server) Submit(ctx context.Context, sub Submission) (id string, replaye
 		return "", false, &SubmitError{Reply: refused}
 	}
 	if sub.Key != "" {
-		id, replayed, err = s.opts.Queue.PutOnce(ctx, env, body, sub.Key, sub.Record)
+		id, replayed, err = s.queue().PutOnce(ctx, env, body, sub.Key, sub.Record)
 	} else {
-		id, err = s.opts.Queue.Put(ctx, env, body)
+		id, err = s.queue().Put(ctx, env, body)
 	}
 	counted(err == nil && !replayed)
 	log := s.log.With("via", sub.Submitter.Via, "uid", sub.Submitter.UID)
@@ -160,7 +163,7 @@ func (s *Server) submitEnvelope(sub Submission) (queue.Envelope, error) {
 			return env, &SubmitError{Reply: replyBadSender, Field: "from", Err: err}
 		}
 	}
-	if err := s.opts.Queue.Room(); err != nil {
+	if err := s.queue().Room(); err != nil {
 		return env, &SubmitError{Reply: replyFull, Err: err}
 	}
 	if s.mem.neverFits(int64(len(sub.Body))) {

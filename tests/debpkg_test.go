@@ -218,8 +218,10 @@ func startChrootDaemon(c *debChroot) *relayqDaemon {
 	}
 	d := &relayqDaemon{cmd: cmd}
 	c.t.Cleanup(d.stop)
+	// The control socket comes once the queue is open: the submission
+	// socket is there earlier, answering "starting".
 	waitFor(c.t, 20*time.Second, "relayq serve in the chroot to listen", func() bool {
-		_, err := os.Stat(c.path("var/lib/relayq/submit.sock"))
+		_, err := os.Stat(c.path("var/lib/relayq/control.sock"))
 		return err == nil
 	})
 	return d

@@ -7,7 +7,12 @@
 //	open          queue.Open of the filled file, in this process (with
 //	              -rebuild: of the file without its counters, which that
 //	              open builds, once)
+//	first answer  exec of relayq serve to the first 220 greeting on its
+//	              submission socket (dialled every millisecond from exec);
+//	              until ready, MAIL gets 451 4.3.0 "relayq is starting"
 //	ready         exec of relayq serve to its "relayq ready" log line
+//	              (with -cold: both after the queue file's pages were
+//	              dropped from the page cache, posix_fadvise DONTNEED)
 //	status        `relayq status --json`, whole call
 //	queue list    `relayq queue list` (first page: 1000), whole call
 //	mailq         `relayq mailq` (first page), whole call
@@ -41,6 +46,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"relayq/queue"
 )
@@ -53,6 +59,7 @@ func main() {
 	dir := flag.String("dir", "", "directory for the queue and the daemon's state (default: a new temporary one)")
 	keep := flag.Bool("keep", false, "keep the directory (and reuse a filled queue file in -dir)")
 	settle := flag.Duration("settle", 2*time.Second, "wait after ready before the calls (the damage audit after start reads every record once)")
+	cold := flag.Bool("cold", false, "drop the queue file's pages from the page cache before starting relayq serve")
 	rebuild := flag.Bool("rebuild", false, "drop the counters from the file first, so that the open measured builds them,\nas the first open of a file written by a relayq before them does")
 	flag.Parse()
 
@@ -98,8 +105,14 @@ func main() {
 
 	relay := blackhole()
 	cfg := writeConfig(*dir, relay)
-	d := startDaemon(*bin, cfg)
+	if *cold {
+		if err := dropCache(path); err != nil {
+			log.Fatal(err)
+		}
+	}
+	d := startDaemon(*bin, cfg, filepath.Join(*dir, "submit.sock"))
 	defer d.stop()
+	fmt.Printf("first answer     %v (%s)\n", d.firstAnswer.Round(time.Millisecond), d.firstReply)
 	fmt.Printf("ready            %v\n", d.ready.Round(time.Millisecond))
 	time.Sleep(*settle)
 	before := memory(d.cmd.Process.Pid)
@@ -239,12 +252,15 @@ level = "info"
 }
 
 type daemon struct {
-	cmd   *exec.Cmd
-	ready time.Duration
+	cmd         *exec.Cmd
+	ready       time.Duration
+	firstAnswer time.Duration // exec to the first greeting on the socket
+	firstReply  string        // what that session's MAIL got
 }
 
-// startDaemon runs relayq serve and waits for "relayq ready" on its log.
-func startDaemon(bin, cfg string) *daemon {
+// startDaemon runs relayq serve and waits for "relayq ready" on its log,
+// timing the first answer on the submission socket too.
+func startDaemon(bin, cfg, socket string) *daemon {
 	cmd := exec.Command(bin, "serve", "-c", cfg)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -254,6 +270,18 @@ func startDaemon(bin, cfg string) *daemon {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
+	answered := make(chan struct{})
+	d := &daemon{cmd: cmd}
+	go func() {
+		defer close(answered)
+		for time.Since(start) < 5*time.Minute {
+			if reply, ok := probe(socket); ok {
+				d.firstAnswer, d.firstReply = time.Since(start), reply
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -270,7 +298,49 @@ func startDaemon(bin, cfg string) *daemon {
 		cmd.Process.Kill()
 		log.Fatal("relayq serve not ready after 5 minutes")
 	}
-	return &daemon{cmd: cmd, ready: time.Since(start)}
+	d.ready = time.Since(start)
+	<-answered
+	return d
+}
+
+// probe connects to socket and, if it greets, says EHLO and MAIL and
+// returns MAIL's reply.
+func probe(socket string) (string, bool) {
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		return "", false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	last := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil || len(line) < 4 || line[3] != '-' {
+				return strings.TrimSpace(line)
+			}
+		}
+	}
+	if !strings.HasPrefix(last(), "220") {
+		return "", false
+	}
+	fmt.Fprintf(c, "EHLO probe\r\n")
+	last()
+	fmt.Fprintf(c, "MAIL FROM:<probe@example.org>\r\n")
+	reply := last()
+	fmt.Fprintf(c, "QUIT\r\n")
+	return "MAIL: " + reply, true
+}
+
+// dropCache drops the file's pages from the page cache (only this file's,
+// unlike /proc/sys/vm/drop_caches), as queue/storage_bench_test.go does.
+func dropCache(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 func (d *daemon) stop() {

@@ -27,6 +27,7 @@ type daemon struct {
 	log       *slog.Logger
 	cfg       *config.Config // as at start; reload.go applies changes to the parts it can
 	q         *queue.Queue
+	claim     *queue.Claim   // taken before the sockets are bound (claimQueue)
 	relaySet  delivery.Relay // as at start (routing.go); the deliverer's is the current one
 	intake    *spool.Server
 	apiSrv    *api.Server // nil without [api] socket or listen (api.go)
@@ -62,12 +63,18 @@ func (e *startErr) Unwrap() error { return e.err }
 // says why (startErr gives the exit code), and what the steps before it
 // started is undone in reverse order: the queue file's lock released, the
 // sockets closed and removed.
+//
+// The queue file is claimed first, so that a second relayq serve stops
+// there; then intake listens, answering "starting" (spool/starting.go);
+// then the queue opens, which takes seconds for a large queue, and intake
+// takes mail from then on. The control socket, the API and the metrics
+// come after, as before.
 func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader, inherited map[string]net.Listener) (*daemon, error) {
 	d := &daemon{log: log, cfg: cfg, done: make(chan struct{}), rl: rl, inherited: inherited}
 	if cfg.Metrics.Listen != "" {
 		d.metrics = newMetrics() // metrics.go
 	}
-	steps := []func() (undo func(), err error){d.openQueue, d.newTransport, d.startIntake, d.startAPI, d.startControl, d.startMetrics}
+	steps := []func() (undo func(), err error){d.claimQueue, d.newTransport, d.startIntake, d.openQueue, d.startAPI, d.startControl, d.startMetrics}
 	var undo []func()
 	for _, step := range steps {
 		u, err := step()
@@ -86,16 +93,42 @@ func startDaemon(cfg *config.Config, log *slog.Logger, rl reloader, inherited ma
 	return d, nil
 }
 
-// openQueue makes the directories for the queue, the sockets and the
-// maildrop, then opens the queue file (taking its lock).
-func (d *daemon) openQueue() (func(), error) {
+// claimQueue makes the directories for the queue, the sockets and the
+// maildrop, then claims the queue file (queue/claim.go): from here on a
+// second relayq serve on it fails, before it binds anything.
+func (d *daemon) claimQueue() (func(), error) {
 	cfg := d.cfg
 	// Directories for the sockets and the maildrop must be reachable by
 	// local users (statedir.go); the queue file itself is 0600.
 	if err := makeStateDirs(cfg.Queue.Path, cfg.Submission.Socket, cfg.Control.Socket, cfg.Submission.Maildrop, cfg.API.Socket); err != nil {
 		return nil, &startErr{exitCantCreate, err}
 	}
-	q, err := queue.Open(cfg.Queue.Path, queue.Options{
+	c, err := queue.ClaimFile(cfg.Queue.Path, d.queueOptions())
+	if err != nil {
+		return nil, queueStartErr(err)
+	}
+	d.claim = c
+	return func() { _ = c.Release() }, nil
+}
+
+// openQueue opens the claimed queue file (taking bbolt's lock; seconds
+// for a large queue), then lets intake take mail.
+func (d *daemon) openQueue() (func(), error) {
+	opts := d.queueOptions()
+	opts.Claim = d.claim
+	q, err := queue.Open(d.cfg.Queue.Path, opts)
+	if err != nil {
+		return nil, queueStartErr(err)
+	}
+	d.q = q
+	d.intake.Ready(q) // spool/starting.go: MAIL is taken from now on
+	return func() { q.Close() }, nil
+}
+
+// queueOptions are the queue's settings from the config.
+func (d *daemon) queueOptions() queue.Options {
+	cfg := d.cfg
+	return queue.Options{
 		LeaseTimeout: cfg.Delivery.LeaseTimeout.Duration,
 		MaxSize:      int64(cfg.Queue.MaxSize),
 		MinFree:      int64(cfg.Queue.MinFree),
@@ -104,17 +137,18 @@ func (d *daemon) openQueue() (func(), error) {
 		HistoryRetention:  cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
 		HistoryMaxSize:    int64(cfg.Queue.HistoryMaxSize),
 		IdempotencyWindow: cfg.API.IdempotencyWindow.Duration,
-	})
+	}
+}
+
+// queueStartErr gives a failure to claim or open the queue its exit code.
+func queueStartErr(err error) error {
 	switch {
 	case errors.Is(err, queue.ErrLocked):
-		return nil, &startErr{exitTempFail, err}
+		return &startErr{exitTempFail, err}
 	case errors.Is(err, queue.ErrDamaged):
-		return nil, &startErr{exitDataErr, err}
-	case err != nil:
-		return nil, &startErr{exitCantCreate, err}
+		return &startErr{exitDataErr, err}
 	}
-	d.q = q
-	return func() { q.Close() }, nil
+	return &startErr{exitCantCreate, err}
 }
 
 // newTransport builds the relays' transports and the routes (routing.go).
@@ -132,7 +166,8 @@ func (d *daemon) newTransport() (func(), error) {
 }
 
 // startIntake makes sure of the maildrop and listens on the submission
-// socket and the loopback addresses.
+// socket and the loopback addresses. It runs before the queue is open:
+// until openQueue calls Ready, sessions are answered "starting".
 func (d *daemon) startIntake() (func(), error) {
 	cfg := d.cfg
 	gid, err := cfg.Submission.SocketGID()
@@ -147,7 +182,6 @@ func (d *daemon) startIntake() (func(), error) {
 		return nil, &startErr{exitConfig, err}
 	}
 	intake := spool.NewServer(spool.Options{
-		Queue:          d.q,
 		Socket:         cfg.Submission.Socket,
 		SocketMode:     os.FileMode(cfg.Submission.SocketMode),
 		SocketGID:      gid,
@@ -248,5 +282,6 @@ func (d *daemon) stop() error {
 	}
 	d.metrics.close() // metrics.go
 	errs = append(errs, d.q.Close())
+	errs = append(errs, d.claim.Release())
 	return errors.Join(errs...)
 }

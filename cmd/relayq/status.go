@@ -1,21 +1,26 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"relayq/config"
 	"relayq/control"
+	"relayq/spool"
 )
 
 // runStatus is `relayq status [--json]`: the queue at a glance, and a
 // monitoring check. It exits 1 when a [health] limit is exceeded, 69 when
-// the daemon is not running (see exit.go).
+// the daemon is not running (see exit.go); while it starts, it says so and
+// exits 1.
 func runStatus(args []string, env cmdEnv) int {
 	fs := newFlags("status", "relayq status [-c FILE] [--json]\n"+
 		"Exits 0 when healthy, 1 when the oldest deferred message is older than [health] max_queue_age\n"+
-		"or more than [health] max_dead messages died in the last 24h, 69 when the daemon is not running.", env)
+		"or more than [health] max_dead messages died in the last 24h (or while relayq is starting),\n"+
+		"69 when the daemon is not running.", env)
 	cfgPath := fs.String("c", "", "configuration `file`")
 	asJSON := fs.Bool("json", false, "print a JSON object instead of text")
 	rest, code, done := parseArgs(fs, args, env)
@@ -30,9 +35,14 @@ func runStatus(args []string, env cmdEnv) int {
 	if code != exitOK {
 		return code
 	}
-	resp, code := askSocket("status", cfg.Control.Socket, control.Request{Op: control.OpStatus}, env)
-	if code != exitOK {
-		return code
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := control.Call(ctx, cfg.Control.Socket, control.Request{Op: control.OpStatus})
+	if errors.Is(err, control.ErrNotRunning) && spool.Starting(ctx, cfg.Submission.Socket) {
+		return printStarting(env, *asJSON)
+	}
+	if err != nil {
+		return askFailed("status", resp, err, env) // ops.go
 	}
 	st := resp.Status
 	if st == nil {
@@ -274,4 +284,18 @@ func spaceText(sp control.SpaceStatus) string {
 		return text + ", reserve used up"
 	}
 	return text + ", reserve " + byteSize(sp.Reserve)
+}
+
+// printStarting says that relayq is starting: the control socket does not
+// answer yet, and intake answers 451 4.3.0 "relayq is starting" while the
+// queue opens (spool/starting.go). Not healthy yet: exit 1.
+func printStarting(env cmdEnv, asJSON bool) int {
+	if asJSON {
+		if e := printJSON(env, map[string]bool{"starting": true}); e != exitOK {
+			return e
+		}
+	} else {
+		fmt.Fprintln(env.Stdout, "relayq is starting: the queue is opening; intake answers 451 4.3.0 (try again shortly) until it is open")
+	}
+	return exitUnhealthy
 }

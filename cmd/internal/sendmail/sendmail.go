@@ -179,7 +179,7 @@ func submit(cfg *config.Config, envelope queue.Envelope, body []byte, verbose bo
 		return sysexits.TempFail
 	}
 	if verbose {
-		fmt.Fprintf(env.Stdout, "queued in the maildrop as %s (relayq is not running; it takes the message when it starts)\n", name)
+		fmt.Fprintf(env.Stdout, "queued in the maildrop as %s (relayq is not running, or still starting; it takes the message once it runs)\n", name)
 	}
 	return sysexits.OK
 }

@@ -1,0 +1,235 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"relayq/queue"
+	"relayq/transport/smtptest"
+)
+
+// TestAnswersWhileStarting: swaks and a raw SMTP session (loopback TCP)
+// and `relayq sendmail` (Unix socket, then the maildrop) → relayq serve
+// while its queue file opens (40k held messages of 16 KB, ~700 MiB,
+// its pages dropped from the page cache: the open takes about a second) →
+// smtptest relay.
+//
+// The listener answers within a short time of exec, long before the
+// queue is open: the greeting is 220 and MAIL gets 451 4.3.0 "relayq is
+// starting", never a refused connection. swaks sees that 451; sendmail
+// exits 0 with its message in the maildrop; `relayq status` says
+// "starting" and exits 1. Once ready, the session that
+// got the 451 is taken at MAIL on the same connection, swaks gets 250,
+// and the relay gets each of the three messages once.
+func TestAnswersWhileStarting(t *testing.T) {
+	swaks := needTool(t, "swaks", "swaks")
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := newDaemon(t, relay, func(s settings) { s.set("submission", "listen", fmt.Sprintf("[%q]", listen)) })
+	built := time.Now()
+	buildHeldBacklog(t, d, 40000)
+	t.Logf("queued and held 40k messages in %v", time.Since(built).Round(time.Millisecond))
+	dropFromCache(t, filepath.Join(d.dir, "queue.db"))
+
+	start := time.Now()
+	d.mu.Lock()
+	d.proc = d.spawn()
+	d.mu.Unlock()
+
+	// The first answer: dial from exec on, every 2 ms.
+	var s *smtpSession
+	waitFor(t, 10*time.Second, "the loopback listener to answer", func() bool {
+		s = dialSession(listen)
+		return s != nil
+	})
+	first := time.Since(start)
+	defer s.close()
+	s.expect(t, "EHLO tests.localhost", "250 ")
+	s.expect(t, "MAIL FROM:<early@example.org>", "451 4.3.0 relayq is starting; try again shortly")
+	t.Logf("first answer %v after exec (the greeting, then 451 at MAIL)", first.Round(time.Millisecond))
+	if first > 5*time.Second {
+		t.Errorf("first answer %v after exec, want it within seconds", first)
+	}
+
+	// While the queue opens: sendmail and swaks, at once.
+	var wg sync.WaitGroup
+	var viaSendmail, viaSwaks, status cmdResult
+	wg.Go(func() { status = d.relayq("status") })
+	wg.Go(func() {
+		viaSendmail = d.sendmail([]byte("Subject: during start\r\n\r\nsent while relayq starts\r\n"), "-v", "-f", "cron@example.org", "during@example.net")
+	})
+	wg.Go(func() {
+		viaSwaks = runCmd(swaks, nil, "--server", listen, "--from", "swaks@example.org", "--to", "swaks@example.net", "--header", "Subject: swaks", "--body", "swaks body")
+	})
+	wg.Wait()
+	if viaSendmail.code != 0 || !strings.Contains(viaSendmail.stdout, "queued in the maildrop") {
+		t.Errorf("relayq sendmail while starting: %v; want exit 0, queued in the maildrop", viaSendmail)
+	}
+	if viaSwaks.code == 0 || !strings.Contains(viaSwaks.stdout+viaSwaks.stderr, "451 4.3.0 relayq is starting") {
+		t.Errorf("swaks while starting: %v; want it refused with 451 4.3.0 relayq is starting", viaSwaks)
+	}
+	if status.code != 1 || !strings.Contains(status.stdout, "relayq is starting") {
+		t.Errorf("relayq status while starting: %v; want exit 1 saying relayq is starting", status)
+	}
+	if d.ready() {
+		t.Fatalf("relayq was ready %v after exec, before the checks while starting ended: the queue opened too fast for this test", time.Since(start))
+	}
+
+	waitFor(t, 60*time.Second, "relayq to be ready", d.ready)
+	t.Logf("ready %v after exec", time.Since(start).Round(time.Millisecond))
+	s.expect(t, "MAIL FROM:<early@example.org>", "250 ")
+	s.expect(t, "RCPT TO:<early@example.net>", "250 ")
+	s.expect(t, "DATA", "354 ")
+	s.expect(t, "Subject: early\r\n\r\nsame session\r\n.", "250 2.0.0 Ok: queued as ")
+	viaSwaks = runCmd(swaks, nil, "--server", listen, "--from", "swaks@example.org", "--to", "swaks@example.net", "--header", "Subject: swaks", "--body", "swaks body")
+	if viaSwaks.code != 0 || !strings.Contains(viaSwaks.stdout, "250 2.0.0 Ok: queued as") {
+		t.Errorf("swaks once ready: %v; want 250", viaSwaks)
+	}
+
+	got := relay.WaitMessages(t, 3, 30*time.Second)
+	time.Sleep(time.Second) // a duplicate would come right after
+	got = relay.Messages()
+	count := map[string]int{}
+	for _, m := range got {
+		count[strings.Join(m.To, ",")]++
+	}
+	for _, rcpt := range []string{"during@example.net", "early@example.net", "swaks@example.net"} {
+		if count[rcpt] != 1 {
+			t.Errorf("relay got %d messages for %s, want 1 (all: %v)", count[rcpt], rcpt, count)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("relay got %d messages, want 3: the held backlog stays", len(got))
+	}
+}
+
+// buildHeldBacklog fills d's queue with n messages on hold (so the relay
+// gets none of them): a large file to open. d must not be running.
+func buildHeldBacklog(tb testing.TB, d *daemon, n int) {
+	tb.Helper()
+	q, err := queue.Open(filepath.Join(d.dir, "queue.db"), queue.Options{MaxBatch: 2000})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer q.Close()
+	// 16 KB: the queue keeps it as 17 values of under 1 KB, each a key
+	// Open's walks go through.
+	body := []byte(strings.Repeat(strings.Repeat("x", 78)+"\r\n", 200))
+	ids := make(chan string, n)
+	work := make(chan int, 1000)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 500 {
+		wg.Go(func() {
+			for seq := range work {
+				env := queue.Envelope{From: "backlog@example.org", Recipients: []string{fmt.Sprintf("held%d@example.net", seq)}}
+				id, err := q.Put(context.Background(), env, body)
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+					continue
+				}
+				ids <- id
+			}
+		})
+	}
+	for seq := range n {
+		work <- seq
+	}
+	close(work)
+	wg.Wait()
+	close(ids)
+	select {
+	case err := <-errs:
+		tb.Fatal(err)
+	default:
+	}
+	batch := make([]string, 0, 10000)
+	hold := func() {
+		if _, err := q.Hold(batch); err != nil {
+			tb.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	for id := range ids {
+		if batch = append(batch, id); len(batch) == cap(batch) {
+			hold()
+		}
+	}
+	hold()
+}
+
+// dropFromCache drops the pages of the file at path from the page cache,
+// as a reboot would (only this file's: others test on this machine).
+func dropFromCache(tb testing.TB, path string) {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// smtpSession is a raw SMTP session, command by command.
+type smtpSession struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// dialSession connects to addr and reads a 220 greeting; nil if either
+// fails.
+func dialSession(addr string) *smtpSession {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil
+	}
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	s := &smtpSession{c: c, r: bufio.NewReader(c)}
+	if line, err := s.reply(); err != nil || !strings.HasPrefix(line, "220 ") {
+		c.Close()
+		return nil
+	}
+	return s
+}
+
+// reply reads one reply and returns its last line.
+func (s *smtpSession) reply() (string, error) {
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			return line, err
+		}
+		if line = strings.TrimRight(line, "\r\n"); len(line) < 4 || line[3] != '-' {
+			return line, nil
+		}
+	}
+}
+
+// expect sends cmd and checks that the reply starts with want.
+func (s *smtpSession) expect(t *testing.T, cmd, want string) {
+	t.Helper()
+	if _, err := fmt.Fprintf(s.c, "%s\r\n", cmd); err != nil {
+		t.Fatalf("%q: %v", cmd, err)
+	}
+	got, err := s.reply()
+	if err != nil || !strings.HasPrefix(got, want) {
+		t.Fatalf("%q: reply %q (%v), want %q…", cmd, got, err, want)
+	}
+}
+
+func (s *smtpSession) close() { s.c.Close() }
