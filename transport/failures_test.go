@@ -124,20 +124,25 @@ func TestConnectionFaults(t *testing.T) {
 	// Dropping mid-body is only seen as such while the client is still
 	// writing; a body shorter than the socket buffers is all written
 	// before the drop, and that is indistinguishable from a drop after
-	// the dot.
-	big := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n"), 1<<14) // 1 MiB
+	// the dot. Loopback's buffers grow to about 10 MiB (tcp_wmem and
+	// tcp_rmem autotuning; 1 MiB went in whole once the body was written
+	// in 32 KiB writes), so that case sends 32 MiB.
+	line := []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n")
+	big := bytes.Repeat(line, 1<<14)  // 1 MiB
+	huge := bytes.Repeat(line, 1<<19) // 32 MiB
 	tests := []struct {
 		name     string
 		script   smtptest.Script
 		stage    Stage
 		afterDot bool
+		body     []byte // nil: big
 	}{
-		{"no greeting", smtptest.Script{Greeting: []smtptest.Step{{Fault: smtptest.Hang}}}, StageGreeting, false},
-		{"dropped at greeting", smtptest.Script{Greeting: []smtptest.Step{{Fault: smtptest.Drop}}}, StageGreeting, false},
-		{"dropped at RCPT", smtptest.Script{Rcpt: map[string][]smtptest.Step{"*": {{Fault: smtptest.Drop}}}}, StageRcpt, false},
-		{"dropped mid-body", smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Drop, AfterBytes: 20}}}, StageData, false},
-		{"dropped after the dot", smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Drop}}}, StageDot, true},
-		{"no reply after the dot", smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Hang}}}, StageDot, true},
+		{"no greeting", smtptest.Script{Greeting: []smtptest.Step{{Fault: smtptest.Hang}}}, StageGreeting, false, nil},
+		{"dropped at greeting", smtptest.Script{Greeting: []smtptest.Step{{Fault: smtptest.Drop}}}, StageGreeting, false, nil},
+		{"dropped at RCPT", smtptest.Script{Rcpt: map[string][]smtptest.Step{"*": {{Fault: smtptest.Drop}}}}, StageRcpt, false, nil},
+		{"dropped mid-body", smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Drop, AfterBytes: 20}}}, StageData, false, huge},
+		{"dropped after the dot", smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Drop}}}, StageDot, true, nil},
+		{"no reply after the dot", smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Hang}}}, StageDot, true, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,7 +151,11 @@ func TestConnectionFaults(t *testing.T) {
 				o.GreetingTimeout, o.DataTimeout = 100*time.Millisecond, 100*time.Millisecond
 			})
 			m := message("s@example.org", "r@example.net")
-			m.Body, m.Size = bytes.NewReader(big), int64(len(big))
+			body := big
+			if tc.body != nil {
+				body = tc.body
+			}
+			m.Body, m.Size = bytes.NewReader(body), int64(len(body))
 			_, err := send(t, tr, m)
 			te := wantError(t, err, tc.stage, true)
 			if te.AfterDot != tc.afterDot {
