@@ -117,6 +117,37 @@ var onlyImporter = map[string]struct {
 
 // TestOnlyImporter checks every package of the module, tests included.
 func TestOnlyImporter(t *testing.T) {
+	forEachImport(t, func(path, p string) {
+		if only, ok := onlyImporter[p]; ok && !slices.Contains(only.dirs, filepath.Dir(path)) {
+			t.Errorf("%s imports %s: %s", path, p, only.why)
+		}
+	})
+}
+
+// TestPrometheusOnlyInMetrics: package metrics is the one place that
+// imports github.com/prometheus/... Every other package keeps plain
+// figures: `relayq sendmail` links spool (and through it queue), and
+// client_golang's package init (its default registry, procfs's
+// package-level regexps, protobuf's detrand reading /proc/self/exe) costs
+// over a millisecond of every call. The end-to-end tests in tests/ may
+// parse a scrape with Prometheus' own parser; they are never linked into
+// relayq.
+func TestPrometheusOnlyInMetrics(t *testing.T) {
+	forEachImport(t, func(path, p string) {
+		dir := filepath.Dir(path)
+		if dir == "metrics" || (dir == "tests" && strings.HasSuffix(path, "_test.go")) {
+			return
+		}
+		if strings.HasPrefix(p, "github.com/prometheus/") {
+			t.Errorf("%s imports %s: only package metrics imports Prometheus (the packages that count keep plain figures)", path, p)
+		}
+	})
+}
+
+// forEachImport calls f with every Go file of the module (tests included,
+// testdata and hidden directories left out) and each path it imports.
+func forEachImport(t *testing.T, f func(file, imp string)) {
+	t.Helper()
 	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -133,48 +164,7 @@ func TestOnlyImporter(t *testing.T) {
 		}
 		for _, imp := range parsed.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
-			if only, ok := onlyImporter[p]; ok && !slices.Contains(only.dirs, filepath.Dir(path)) {
-				t.Errorf("%s imports %s: %s", path, p, only.why)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestPrometheusOnlyInMetrics: package metrics is the one place that
-// imports github.com/prometheus/... Every other package keeps plain
-// figures: `relayq sendmail` links spool (and through it queue), and
-// client_golang's package init (its default registry, procfs's
-// package-level regexps, protobuf's detrand reading /proc/self/exe) costs
-// over a millisecond of every call. The end-to-end tests in tests/ may
-// parse a scrape with Prometheus' own parser; they are never linked into
-// relayq.
-func TestPrometheusOnlyInMetrics(t *testing.T) {
-	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && path != "." && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") {
-			return nil
-		}
-		dir := filepath.Dir(path)
-		if dir == "metrics" || (dir == "tests" && strings.HasSuffix(path, "_test.go")) {
-			return nil
-		}
-		parsed, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
-		if err != nil {
-			return err
-		}
-		for _, imp := range parsed.Imports {
-			if p, _ := strconv.Unquote(imp.Path.Value); strings.HasPrefix(p, "github.com/prometheus/") {
-				t.Errorf("%s imports %s: only package metrics imports Prometheus (the packages that count keep plain figures)", path, p)
-			}
+			f(path, p)
 		}
 		return nil
 	})

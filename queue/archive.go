@@ -339,10 +339,18 @@ func (q *Queue) pruneLoop(stop <-chan struct{}) {
 
 // pruneAged prunes the records past the retention, in batches.
 func (q *Queue) pruneAged(stop <-chan struct{}) {
-	for q.opts.HistoryRetention >= 0 {
-		n, err := q.PruneHistory(pruneBatch)
+	if q.opts.HistoryRetention >= 0 {
+		pruneInBatches(stop, q.PruneHistory, func(err error) { q.log.Warn("cannot prune the delivery history", "err", err) })
+	}
+}
+
+// pruneInBatches calls prune with pruneBatch until it prunes less than a
+// batch, fails (told to warn) or stop is closed.
+func pruneInBatches(stop <-chan struct{}, prune func(int) (int, error), warn func(error)) {
+	for {
+		n, err := prune(pruneBatch)
 		if err != nil {
-			q.log.Warn("cannot prune the delivery history", "err", err)
+			warn(err)
 		}
 		if err != nil || n < pruneBatch {
 			return

@@ -136,18 +136,5 @@ func (q *Queue) expiredKeys(tx *bolt.Tx, max int) [][]byte {
 
 // pruneKeysLoop prunes expired keys in batches until none is left.
 func (q *Queue) pruneKeysLoop(stop <-chan struct{}) {
-	for {
-		n, err := q.PruneKeys(pruneBatch)
-		if err != nil {
-			q.log.Warn("cannot prune idempotency keys", "err", err)
-		}
-		if err != nil || n < pruneBatch {
-			return
-		}
-		select {
-		case <-stop:
-			return
-		default:
-		}
-	}
+	pruneInBatches(stop, q.PruneKeys, func(err error) { q.log.Warn("cannot prune idempotency keys", "err", err) })
 }
