@@ -344,7 +344,7 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 	for i := range env.RecipientDSN {
 		m.Recipients[i].DSN = env.RecipientDSN[i]
 	}
-	record, err := json.Marshal(m)
+	record, err := encodeMessage(m) // message_record.go
 	if err != nil {
 		return "", false, fmt.Errorf("queue: put: %w", err)
 	}
@@ -625,17 +625,6 @@ func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
 	return sched.Put(scheduleKey(m.dueAt(), m.ID), nil)
 }
 
-// decodeMessage reads a stored record. Records carry no lease (lease.go);
-// one a file from before kept is ignored here.
-func decodeMessage(v []byte) (*Message, error) {
-	m := &Message{}
-	if err := json.Unmarshal(v, m); err != nil {
-		return nil, err
-	}
-	m.LeasedUntil = time.Time{}
-	return m, nil
-}
-
 func getMessage(tx *bolt.Tx, id string) (*Message, error) {
 	v := tx.Bucket(bucketMessages).Get([]byte(id))
 	if v == nil {
@@ -656,16 +645,14 @@ func damaged(tx *bolt.Tx, id []byte, err error) *Message {
 }
 
 func putMessage(tx *bolt.Tx, m *Message) error {
-	s := *m
-	s.LeasedUntil = time.Time{} // leases live in memory (lease.go)
-	v, err := json.Marshal(&s)
+	v, err := encodeMessage(m) // message_record.go; leases live in memory (lease.go)
 	if err != nil {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
 		return err
 	}
-	return countMessage(tx, &s) // counters.go
+	return countMessage(tx, m) // counters.go
 }
 
 func syncDir(dir string) error {
