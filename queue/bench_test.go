@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -257,5 +258,38 @@ func BenchmarkRoom(b *testing.B) {
 		if err := q.Room(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkBodyRead is delivery's read of a stored body, through Body with
+// the 32 KiB buffer transport reads into, for a typical body (packed
+// chunks) and a large one (a bucket of 256 KiB chunks).
+func BenchmarkBodyRead(b *testing.B) {
+	for _, size := range []int{len(benchBody), 1 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			q, _ := openTest(b, Options{})
+			id, err := q.Put(context.Background(), benchEnv, bytes.Repeat([]byte("x"), size))
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 32<<10)
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				r, n := q.Body(id), 0
+				for {
+					m, err := r.Read(buf)
+					n += m
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				if n != size {
+					b.Fatalf("read %d bytes, want %d", n, size)
+				}
+			}
+		})
 	}
 }
