@@ -311,7 +311,10 @@ func (q *Queue) Path() string { return q.db.Path() }
 // Put stores a new message and returns its ID once the transaction holding it
 // has committed. The body must already be normalised (CRLF line endings).
 // The ID is env.ID when set (from NewID; one in use is an error), else a
-// new one.
+// new one. Put neither keeps nor reads body or env once it has returned,
+// whatever it returns: the caller may reuse their memory at once (bbolt
+// copies the body into its pages at the commit, and a change function
+// never runs after its commit has answered).
 func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, error) {
 	id, _, err := q.put(ctx, env, body, nil)
 	return id, err
