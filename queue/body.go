@@ -216,18 +216,20 @@ func deleteBody(tx *bolt.Tx, id string) error {
 	if bodies.Bucket([]byte(id)) != nil {
 		return bodies.DeleteBucket([]byte(id))
 	}
-	// Count the chunks first: a bbolt cursor that deletes skips the key
-	// after the one it deleted.
-	n := uint32(0)
-	for range chunks(tx, id) {
-		n++
-	}
-	for i := range n {
-		if err := bodies.Delete(chunkKey(id, i)); err != nil {
+	// One cursor for every chunk, seeking each anew: a bbolt cursor that
+	// deletes stands on the key after the deleted one, so Next would skip
+	// it. A cursor's seek reuses its stack; Bucket.Delete makes a new
+	// cursor per key.
+	c, k := bodies.Cursor(), chunkKey(id, 0)
+	for n := uint32(1); ; n++ {
+		if got, v := c.Seek(k); v == nil || !bytes.Equal(got, k) {
+			return nil
+		}
+		if err := c.Delete(); err != nil {
 			return err
 		}
+		binary.BigEndian.PutUint32(k[len(id)+1:], n)
 	}
-	return nil
 }
 
 // Body returns a reader over the stored body of message (or dead letter) id.
