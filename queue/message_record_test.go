@@ -399,3 +399,38 @@ func BenchmarkMessageRecord(b *testing.B) {
 		})
 	}
 }
+
+// TestFormatVersionKeepsOlderRelayqsOut: a new file and a file of the
+// JSON-only format are marked version 2 at Open (an older relayq refuses
+// to open it rather than take every compact record for damage); a
+// version this relayq does not know is refused.
+func TestFormatVersionKeepsOlderRelayqsOut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	reopen := func(stored string) (string, error) {
+		t.Helper()
+		q, err := Open(path, Options{})
+		if err != nil {
+			return "", err
+		}
+		defer q.Close()
+		var v string
+		err = q.db.Update(func(tx *boltTx) error {
+			meta := tx.Bucket(bucketMeta)
+			v = string(meta.Get(keyVersion))
+			if stored == "" {
+				return nil
+			}
+			return meta.Put(keyVersion, []byte(stored))
+		})
+		return v, err
+	}
+	if v, err := reopen("1"); err != nil || v != "2" {
+		t.Errorf("a new file is version %q (%v), want 2", v, err)
+	}
+	if v, err := reopen("3"); err != nil || v != "2" {
+		t.Errorf("a file of version 1 is version %q after Open (%v), want 2", v, err)
+	}
+	if _, err := reopen(""); err == nil || !strings.Contains(err.Error(), `unknown queue format version "3"`) {
+		t.Errorf("a file of version 3 opened: %v", err)
+	}
+}

@@ -23,8 +23,15 @@ var (
 	bucketDead     = []byte("dead")
 	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices, bucketKeys}
 
-	keyVersion    = []byte("version")
-	formatVersion = []byte("1")
+	keyVersion = []byte("version")
+	// formatVersion is the file's format: "2" since message records are
+	// compact (message_record.go). A file of version "1" holds JSON
+	// records, which are read as they are; Open marks it "2", so that an
+	// older relayq, which would take every compact record for damage and
+	// never lease it, refuses the file ("unknown queue format version")
+	// instead of sitting on its messages.
+	formatVersion   = []byte("2")
+	jsonOnlyVersion = []byte("1")
 	// keyLeases marks a file whose records hold no leases. Files written
 	// before leases moved to memory get their leases cleared once at Open.
 	keyLeases      = []byte("leases")
@@ -232,7 +239,7 @@ func (q *Queue) init() error {
 		}
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get(keyVersion); {
-		case v == nil:
+		case v == nil || string(v) == string(jsonOnlyVersion):
 			if err := meta.Put(keyVersion, formatVersion); err != nil {
 				return err
 			}
