@@ -282,7 +282,7 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 	})
 	switch {
 	case err != nil:
-		return 0, err
+		return n, err // the bytes copied before it are p's and accounted for in next, off
 	case n == 0 && r.done:
 		return 0, io.EOF
 	}
