@@ -112,13 +112,20 @@ func (q *Queue) archive(tx *bolt.Tx, m *Message, now time.Time) error {
 		ID: m.ID, From: m.From, Submitter: m.Submitter, Created: m.Created, Size: m.Size,
 		Attempts: m.Attempts, Left: now, Fate: fateOf(m),
 	}
-	for _, r := range m.Recipients {
+	implied := make([]string, len(m.Recipients)) // what the record need not store (encodeArchivedKnowing)
+	for i, r := range m.Recipients {
 		ar := ArchivedRecipient{
 			Address: r.Address, Status: r.Status, Attempts: r.Attempts, Time: r.LastAttempt,
 			Relay: lastRelay(m.History, r.Address), Reply: clipReply(r.LastReply),
 		}
 		if r.Status == StatusDelivered {
 			ar.RelayID = RelayQueueID(r.LastReply)
+			// The ID read from the stored (clipped) reply is the same
+			// unless clipping changed the reply: no second regexp.
+			implied[i] = ar.RelayID
+			if !sameReply(ar.Reply, r.LastReply) {
+				implied[i] = impliedRelayID(ar.Status, ar.Reply)
+			}
 		}
 		a.Recipients = append(a.Recipients, ar)
 	}
@@ -127,7 +134,7 @@ func (q *Queue) archive(tx *bolt.Tx, m *Message, now time.Time) error {
 	}
 	archive, index := tx.Bucket(bucketArchive), tx.Bucket(bucketArchiveTime)
 	archive.FillPercent, index.FillPercent = appendFill, appendFill
-	if err := archive.Put([]byte(m.ID), encodeArchived(&a)); err != nil {
+	if err := archive.Put([]byte(m.ID), encodeArchivedKnowing(&a, implied)); err != nil {
 		return err
 	}
 	q.history.written.Add(1)

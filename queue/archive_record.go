@@ -55,7 +55,13 @@ const (
 )
 
 // encodeArchived is the stored form of a.
-func encodeArchived(a *Archived) []byte {
+func encodeArchived(a *Archived) []byte { return encodeArchivedKnowing(a, nil) }
+
+// encodeArchivedKnowing is encodeArchived for a caller that knows the
+// relay ID each recipient's stored reply implies (implied[i] is
+// impliedRelayID of recipient i), which then is not read again from the
+// reply with RelayQueueID's regexps; nil when it does not.
+func encodeArchivedKnowing(a *Archived, implied []string) []byte {
 	v := []byte{archiveFormat}
 	for _, s := range []string{a.From, a.Submitter.Via, a.Submitter.Addr, a.Submitter.User, a.Submitter.Unit} {
 		v = appendString(v, s)
@@ -67,7 +73,7 @@ func encodeArchived(a *Archived) []byte {
 	v = binary.AppendVarint(v, a.Left.UnixNano()-a.Created.UnixNano())
 	v = append(v, codeOf(archiveFates, a.Fate))
 	v = binary.AppendUvarint(v, uint64(len(a.Recipients)))
-	for _, r := range a.Recipients {
+	for i, r := range a.Recipients {
 		v = appendString(v, r.Address)
 		v = appendString(v, r.Relay)
 		v = append(v, codeOf(archiveStatuses, r.Status))
@@ -79,7 +85,13 @@ func encodeArchived(a *Archived) []byte {
 		if r.Reply != nil {
 			flags |= archiveHasReply
 		}
-		if r.RelayID != impliedRelayID(r.Status, r.Reply) {
+		var id string
+		if implied != nil {
+			id = implied[i]
+		} else {
+			id = impliedRelayID(r.Status, r.Reply)
+		}
+		if r.RelayID != id {
 			flags |= archiveHasRelayID
 		}
 		v = append(v, flags)

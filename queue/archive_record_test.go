@@ -150,3 +150,38 @@ func TestHistoryBoundedBySize(t *testing.T) {
 		t.Errorf("second look: pruned %d, %v", n, err)
 	}
 }
+
+// TestArchivedRelayIDFromTheFullReply: the relay ID an archive record
+// keeps is read from the relay's whole reply, also when the history's
+// limits cut the line that names it from the stored reply (then it is
+// stored apart), and when they do not (then it is read back from the
+// reply).
+func TestArchivedRelayIDFromTheFullReply(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	long := make([]string, maxHistoryLines+2)
+	for i := range long {
+		long[i] = "250-fine"
+	}
+	long[len(long)-1] = "Ok: queued as LATE42"
+	for _, c := range []struct {
+		lines []string
+		want  string
+	}{
+		{[]string{"2.0.0 Ok: queued as 4dQxYz1kLmz9"}, "4dQxYz1kLmz9"},
+		{long, "LATE42"},
+		{[]string{"Ok"}, ""},
+	} {
+		id := put(t, q, "x\r\n", "a@x.org")
+		l := leaseOne(t, q)
+		if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Delivered, Reply: &Reply{Code: 250, Lines: c.lines}}}); err != nil {
+			t.Fatal(err)
+		}
+		lk, err := q.Lookup(id)
+		if err != nil || lk.Archived == nil {
+			t.Fatalf("Lookup(%s) = %+v, %v", id, lk, err)
+		}
+		if got := lk.Archived.Recipients[0].RelayID; got != c.want {
+			t.Errorf("relay ID %q, want %q (reply %q)", got, c.want, c.lines)
+		}
+	}
+}

@@ -1,7 +1,11 @@
 package queue
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -86,5 +90,52 @@ func TestBodyLayouts(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBodyReadSizes: whatever the caller's buffer, Body gives back the
+// body byte for byte, in each of its layouts (empty, one packed chunk,
+// several, a bucket of its own at the smallest and over three chunks),
+// across chunk ends, and the io.EOF only after the last byte.
+func TestBodyReadSizes(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var bodies [][]byte
+	var ids []string
+	for _, size := range []int{0, 7, 3000, packedBody(4096), packedBody(4096) + 1, 3*chunkSize + 5} {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(rnd.Uint32())
+		}
+		id, err := q.Put(context.Background(), Envelope{From: "a@x.org", Recipients: []string{"b@x.org"}}, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies, ids = append(bodies, body), append(ids, id)
+	}
+	for i, id := range ids {
+		for _, size := range []int{1, 7, 979, 4096, 32 << 10, 1 << 20} {
+			r, buf := q.Body(id), make([]byte, size)
+			var got []byte
+			for {
+				n, err := r.Read(buf)
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("body %d (%d bytes), reads of %d: %v", i, len(bodies[i]), size, err)
+				}
+				if n == 0 {
+					t.Fatalf("body %d, reads of %d: a read of nothing before the end", i, size)
+				}
+			}
+			if !bytes.Equal(got, bodies[i]) {
+				t.Errorf("body %d (%d bytes), reads of %d: %d bytes back, not the same", i, len(bodies[i]), size, len(got))
+			}
+		}
+	}
+	if _, err := io.ReadAll(q.Body("1HVQKJCE0B24SXNCNDTY")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("body of an unknown ID: %v, want ErrNotFound", err)
 	}
 }

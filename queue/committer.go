@@ -131,6 +131,7 @@ func (c *committer) loop() {
 		}
 		batch = c.fill(batch)
 		c.run(batch)
+		clear(batch) // keep no caller's closure (a Put's body) alive until the next batch
 	}
 }
 

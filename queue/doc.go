@@ -59,7 +59,7 @@
 //     schedule or the history index, one that is no queue ID elsewhere)
 //     is skipped and logged once, and Check names it in hex.
 //
-// Buckets: "messages" (id → JSON Message), "bodies" (id/chunk → bytes for
+// Buckets: "messages" (id → compact Message, message_record.go; JSON before), "bodies" (id/chunk → bytes for
 // a body of a few KiB, id → a bucket of chunks for a larger one: body.go),
 // "schedule" (due time ‖ id → nothing), "dead" (id → JSON DeadLetter),
 // "archive" (id → compact Archived, archive_record.go; JSON before), "archive-by-time" (time left ‖ id →

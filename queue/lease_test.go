@@ -111,7 +111,7 @@ func TestStoredLeasesOfAnOlderFileAreCleared(t *testing.T) {
 	until := time.Now().Add(time.Hour)
 	err = q.db.Update(func(tx *bolt.Tx) error {
 		rec := map[string]any{}
-		v := tx.Bucket(bucketMessages).Get([]byte(id))
+		v := jsonRecord(t, tx.Bucket(bucketMessages).Get([]byte(id))) // the layout of the time
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return err
 		}

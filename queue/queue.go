@@ -23,8 +23,15 @@ var (
 	bucketDead     = []byte("dead")
 	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices, bucketKeys}
 
-	keyVersion    = []byte("version")
-	formatVersion = []byte("1")
+	keyVersion = []byte("version")
+	// formatVersion is the file's format: "2" since message records are
+	// compact (message_record.go). A file of version "1" holds JSON
+	// records, which are read as they are; Open marks it "2", so that an
+	// older relayq, which would take every compact record for damage and
+	// never lease it, refuses the file ("unknown queue format version")
+	// instead of sitting on its messages.
+	formatVersion   = []byte("2")
+	jsonOnlyVersion = []byte("1")
 	// keyLeases marks a file whose records hold no leases. Files written
 	// before leases moved to memory get their leases cleared once at Open.
 	keyLeases      = []byte("leases")
@@ -232,7 +239,7 @@ func (q *Queue) init() error {
 		}
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get(keyVersion); {
-		case v == nil:
+		case v == nil || string(v) == string(jsonOnlyVersion):
 			if err := meta.Put(keyVersion, formatVersion); err != nil {
 				return err
 			}
@@ -311,7 +318,10 @@ func (q *Queue) Path() string { return q.db.Path() }
 // Put stores a new message and returns its ID once the transaction holding it
 // has committed. The body must already be normalised (CRLF line endings).
 // The ID is env.ID when set (from NewID; one in use is an error), else a
-// new one.
+// new one. Put neither keeps nor reads body or env once it has returned,
+// whatever it returns: the caller may reuse their memory at once (bbolt
+// copies the body into its pages at the commit, and a change function
+// never runs after its commit has answered).
 func (q *Queue) Put(ctx context.Context, env Envelope, body []byte) (string, error) {
 	id, _, err := q.put(ctx, env, body, nil)
 	return id, err
@@ -344,7 +354,7 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 	for i := range env.RecipientDSN {
 		m.Recipients[i].DSN = env.RecipientDSN[i]
 	}
-	record, err := json.Marshal(m)
+	record, err := encodeMessage(m) // message_record.go
 	if err != nil {
 		return "", false, fmt.Errorf("queue: put: %w", err)
 	}
@@ -625,17 +635,6 @@ func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
 	return sched.Put(scheduleKey(m.dueAt(), m.ID), nil)
 }
 
-// decodeMessage reads a stored record. Records carry no lease (lease.go);
-// one a file from before kept is ignored here.
-func decodeMessage(v []byte) (*Message, error) {
-	m := &Message{}
-	if err := json.Unmarshal(v, m); err != nil {
-		return nil, err
-	}
-	m.LeasedUntil = time.Time{}
-	return m, nil
-}
-
 func getMessage(tx *bolt.Tx, id string) (*Message, error) {
 	v := tx.Bucket(bucketMessages).Get([]byte(id))
 	if v == nil {
@@ -656,16 +655,14 @@ func damaged(tx *bolt.Tx, id []byte, err error) *Message {
 }
 
 func putMessage(tx *bolt.Tx, m *Message) error {
-	s := *m
-	s.LeasedUntil = time.Time{} // leases live in memory (lease.go)
-	v, err := json.Marshal(&s)
+	v, err := encodeMessage(m) // message_record.go; leases live in memory (lease.go)
 	if err != nil {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
 		return err
 	}
-	return countMessage(tx, &s) // counters.go
+	return countMessage(tx, m) // counters.go
 }
 
 func syncDir(dir string) error {

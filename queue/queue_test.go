@@ -424,3 +424,31 @@ func TestPutRacingCloseCommitsOrRefuses(t *testing.T) {
 	}
 	t.Logf("%d puts acknowledged before close, all present", len(acked))
 }
+
+// TestPutKeepsNoBody: once Put has returned, intake may reuse the buffer
+// it passed (its pooled normaliser buffer): what is stored and delivered
+// is what the buffer held at the call, for bodies of each layout, also
+// when other Puts commit with it.
+func TestPutKeepsNoBody(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	var wg sync.WaitGroup
+	for i, size := range []int{10, 3000, 100 << 10} {
+		wg.Go(func() {
+			buf := bytes.Repeat([]byte{'a' + byte(i)}, size)
+			id, err := q.Put(context.Background(), Envelope{From: "a@x.org", Recipients: []string{"b@x.org"}}, buf)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			want := bytes.Clone(buf)
+			for j := range buf {
+				buf[j] = 'z' // reused for the next message
+			}
+			got, err := io.ReadAll(q.Body(id))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("body of %d bytes read back as %d bytes (%.10q…), %v", size, len(got), got, err)
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -20,8 +20,7 @@ type Footprint struct {
 	Dead bool
 }
 
-// footprint decodes only the fields of a Footprint from a message record
-// or a dead letter.
+// footprint decodes only the fields of a Footprint from a dead letter.
 type footprint struct {
 	ID        string    `json:"id"`
 	Submitter Submitter `json:"submitter"`
@@ -39,11 +38,11 @@ func (q *Queue) Footprints(fn func(Footprint)) error {
 			dead bool
 		}{{bucketMessages, false}, {bucketDead, true}} {
 			err := tx.Bucket(b.name).ForEach(func(k, v []byte) error {
-				var f footprint
-				if err := json.Unmarshal(v, &f); err != nil {
+				f, err := decodeFootprint(v, b.dead)
+				if err != nil {
 					return nil // damaged: nobody to count it for (queue check names it)
 				}
-				fn(Footprint{ID: f.ID, Submitter: f.Submitter, Size: f.Size, Created: f.Created, Dead: b.dead})
+				fn(f)
 				return nil
 			})
 			if err != nil {
@@ -56,4 +55,22 @@ func (q *Queue) Footprints(fn func(Footprint)) error {
 		return fmt.Errorf("queue: footprints: %w", err)
 	}
 	return nil
+}
+
+// decodeFootprint reads the footprint of a message record (compact or
+// JSON: decodeMessage) or of a dead letter (JSON, whose other fields it
+// leaves undecoded).
+func decodeFootprint(v []byte, dead bool) (Footprint, error) {
+	if !dead {
+		m, err := decodeMessage(v)
+		if err != nil {
+			return Footprint{}, err
+		}
+		return Footprint{ID: m.ID, Submitter: m.Submitter, Size: m.Size, Created: m.Created}, nil
+	}
+	var f footprint
+	if err := json.Unmarshal(v, &f); err != nil {
+		return Footprint{}, err
+	}
+	return Footprint{ID: f.ID, Submitter: f.Submitter, Size: f.Size, Created: f.Created, Dead: true}, nil
 }
