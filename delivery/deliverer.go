@@ -107,21 +107,8 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	for range d.opts.Workers {
 		slots <- struct{}{}
 	}
-	// The workers live as long as Run: a goroutine per attempt would
-	// start each on a small stack and grow it (copy it) on the way into
-	// transport, every message (2% of the daemon's CPU under load).
-	work := make(chan *queue.Lease, d.opts.Workers)
 	var wg sync.WaitGroup
-	for range d.opts.Workers {
-		wg.Go(func() {
-			for l := range work {
-				d.attempt(ctx, sendCtx, l)
-				slots <- struct{}{}
-			}
-		})
-	}
 	defer func() {
-		close(work)
 		timer := time.AfterFunc(d.opts.ShutdownTimeout, cancelSends)
 		wg.Wait()
 		timer.Stop()
@@ -153,7 +140,12 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			d.opts.Logger.Error("cannot lease messages", "err", err)
 		}
 		for _, l := range leases {
-			work <- l // never waits: a slot was taken for it
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.attempt(ctx, sendCtx, l)
+				slots <- struct{}{}
+			}()
 		}
 		for range free - len(leases) {
 			slots <- struct{}{}
