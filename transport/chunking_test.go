@@ -195,3 +195,37 @@ func TestChunkAfterIdleGoesWithData(t *testing.T) {
 		t.Errorf("messages %+v: want both on one connection", msgs)
 	}
 }
+
+// FuzzChunkBody: any body is sent with BDAT as the bytes a relay stores
+// when the DATA path sends it (the dotWriter's stream, read by RFC 5321
+// §4.5.2: lines end at CRLF, a leading dot is removed, "." ends the data).
+func FuzzChunkBody(f *testing.F) {
+	for _, s := range []string{"", ".", ".\r\n", "a\r\r\n.\r\n", "a\n.\n", "x\r", "\r\n\r", "a\rb"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if got, want := chunkBody(nil, body), storedFromData(t, dotWriterBytes(t, body)); !bytes.Equal(got, want) {
+			t.Errorf("body %q\nchunk  %q\nstored %q", body, got, want)
+		}
+	})
+}
+
+// storedFromData is what a relay stores of a DATA section sent as wire.
+func storedFromData(t *testing.T, wire []byte) []byte {
+	var out []byte
+	for {
+		i := bytes.Index(wire, []byte("\r\n"))
+		if i < 0 {
+			t.Fatalf("no end of data in %q", wire)
+		}
+		line := wire[:i+2]
+		wire = wire[i+2:]
+		if string(line) == ".\r\n" {
+			if len(wire) > 0 {
+				t.Fatalf("%q after the end of data", wire)
+			}
+			return out
+		}
+		out = append(out, bytes.TrimPrefix(line, []byte("."))...)
+	}
+}
