@@ -112,6 +112,7 @@ func (t *Transport) transactChunk(c *conn, tx *transaction, batch, raw, body []b
 		// The relay cannot have the whole chunk.
 		return notTaken(&Error{Stage: StageMail, Err: err})
 	}
+	c.cc.SetDeadline(time.Now().Add(timeout)) // for the replies, the last after the relay's commit
 	var se *smtp.SMTPError
 	mailErr := readReply(r, 250)
 	switch {

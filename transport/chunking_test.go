@@ -229,3 +229,21 @@ func storedFromData(t *testing.T, wire []byte) []byte {
 		out = append(out, bytes.TrimPrefix(line, []byte("."))...)
 	}
 }
+
+// TestDebugChunkedBody: with Debug on, a message sent with BDAT is logged
+// as its BDAT line and its size, none of its text, and no final dot.
+func TestDebugChunkedBody(t *testing.T) {
+	log, captured := debugLogger()
+	srv := smtptest.NewServer(t, smtptest.Options{Chunking: true})
+	tr := newTransport(t, srv, func(o *Options) { o.Debug, o.Logger = true, log })
+	mustSend(t, tr, message("a@example.org", "b@example.net"))
+	n := len(srv.Messages()[0].Body)
+	conv := captured.conversation(t)
+	i := slices.Index(conv, fmt.Sprintf("C: BDAT %d LAST", n))
+	if i < 0 || i+1 >= len(conv) || conv[i+1] != fmt.Sprintf("C: <message body: %d bytes>", n) {
+		t.Errorf("logged conversation without the BDAT line and the body's size:\n%s", strings.Join(conv, "\n"))
+	}
+	if slices.Contains(conv, "C: .") || strings.Contains(captured.String(), "leading dot") {
+		t.Errorf("the body or a final dot was logged:\n%s", captured.String())
+	}
+}
