@@ -39,7 +39,9 @@
 #
 # Sizes can be overridden: RUNS, SMTP_N, SENDMAIL_N, FSYNC_N, HALF_SECS.
 # relayq runs with its defaults unless RELAYQ_WORKERS ([delivery] workers)
-# or RELAYQ_CONNECTIONS ([relay] max_connections) are set.
+# or RELAYQ_CONNECTIONS ([relay] max_connections) are set. SMTP_PIPELINE=1
+# has the load pipeline MAIL, RCPT and DATA (RFC 2920) as Postfix's smtp
+# client does (bench/load -pipeline); by default it awaits each reply.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -336,7 +338,7 @@ smtp_run() {
 	watch "$daemon_pid" mem
 	watch "$sink_pid" sinkmem
 	local load sink
-	load=$("$bin/load" -smtp "127.0.0.1:$smtp_port" -run "$id" -c 10 -per 100 "$@")
+	load=$("$bin/load" -smtp "127.0.0.1:$smtp_port" -run "$id" -c 10 -per 100 ${SMTP_PIPELINE:+-pipeline} "$@")
 	sink=$(sinkwait "$id" "$(jget acked "$load")")
 	local mem sinkmem
 	unwatch mem
@@ -399,7 +401,7 @@ bench_ceiling() {
 	for ((r = 1; r <= RUNS; r++)); do
 		id="ceiling-smtp-$r"
 		watch "$sink_pid" sinkmem
-		load=$("$bin/load" -smtp "$sink_addr" -run "$id" -c 10 -per 100 -n "$SMTP_N")
+		load=$("$bin/load" -smtp "$sink_addr" -run "$id" -c 10 -per 100 ${SMTP_PIPELINE:+-pipeline} -n "$SMTP_N")
 		sink=$(sinkwait "$id" "$(jget acked "$load")")
 		unwatch sinkmem
 		record ceiling smtp "$r" load "$load" sink "$sink" sinkmem "$watched"

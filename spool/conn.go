@@ -52,6 +52,9 @@ func (l *listener) Accept() (net.Conn, error) {
 //     cannot hold the caps for the length of ReadTimeout.
 //   - go-smtp misreads some DATA and misnames us after EHLO; wire puts
 //     both right (wire.go).
+//   - go-smtp writes every reply line by itself; conn holds those a
+//     pipelining client's next commands will follow, and writes them
+//     together (replies.go).
 type conn struct {
 	net.Conn
 	srv *Server
@@ -65,6 +68,7 @@ type conn struct {
 	inTxn   atomic.Bool // MAIL FROM accepted, transaction not yet over
 	inData  bool        // guarded by srv.mu
 	wire    wire
+	replies heldReplies // replies.go
 }
 
 // SetReadDeadline is how go-smtp times out each command: outside a
@@ -82,15 +86,17 @@ func (c *conn) Read(b []byte) (int, error) { return c.wire.read(b, c.readNet) }
 
 func (c *conn) Write(b []byte) (int, error) {
 	out := c.wire.reply(b)
-	n, err := c.Conn.Write(out)
-	if err != nil {
-		return min(n, len(b)), err
+	if err := c.replies.write(c.Conn, out, c.mayHold(out)); err != nil {
+		return 0, err
 	}
 	return len(b), nil
 }
 
-// readNet reads from the network.
+// readNet reads from the network, once the replies held are out.
 func (c *conn) readNet(b []byte) (int, error) {
+	if err := c.replies.flush(c.Conn); err != nil {
+		return 0, err
+	}
 	if c.dead.Load() {
 		return 0, io.EOF
 	}
@@ -102,6 +108,7 @@ func (c *conn) readNet(b []byte) (int, error) {
 }
 
 func (c *conn) Close() error {
+	c.replies.flush(c.Conn) // the last replies (221 to QUIT, 421) go out first
 	c.srv.untrack(c)
 	return c.Conn.Close()
 }

@@ -181,6 +181,9 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject(reasonShutdown, replyShutdown)
 	}
 	defer s.srv.endData(s.conn)
+	// The client has every reply before Data may wait (replies.go).
+	s.conn.replies.beginTaking(s.conn.Conn)
+	defer s.conn.replies.endTaking()
 
 	mem := s.srv.mem.hold(s.conn.key) // memory.go
 	defer mem.release()

@@ -14,7 +14,8 @@ import (
 // BenchmarkSend measures one 5 KB message through Send on a warm pooled
 // connection (MAIL, RCPT, DATA, no dial, no EHLO), against a new connection
 // per message (NoPool) for comparison, with 1 and 4 senders sharing the
-// pool as delivery workers do. The smtptest server runs in the same process
+// pool as delivery workers do, and to a relay that offers CHUNKING (MAIL,
+// RCPT, BDAT and the message in one write: chunking.go). The smtptest server runs in the same process
 // and keeps what it receives, so B/op and allocs/op include its share; the
 // difference between the rows is the client's. Run with:
 //
@@ -22,16 +23,18 @@ import (
 func BenchmarkSend(b *testing.B) {
 	body := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678\r\n"), 5120/74)
 	for _, bc := range []struct {
-		name    string
-		noPool  bool
-		senders int
+		name     string
+		noPool   bool
+		senders  int
+		chunking bool
 	}{
-		{"pool/senders=1", false, 1},
-		{"pool/senders=4", false, 4},
-		{"nopool/senders=1", true, 1},
+		{"pool/senders=1", false, 1, false},
+		{"pool/senders=4", false, 4, false},
+		{"nopool/senders=1", true, 1, false},
+		{"pool/senders=1/chunking", false, 1, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			srv := smtptest.NewServer(b, smtptest.Options{})
+			srv := smtptest.NewServer(b, smtptest.Options{Chunking: bc.chunking})
 			tr := New(Options{
 				Address:     srv.Addr(),
 				LocalName:   localName,

@@ -49,15 +49,19 @@ const (
 	stuffData                        // within a line
 )
 
-// stuffer dot-stuffs a body as textproto's dotWriter does.
-type stuffer struct{ state stuffState }
+// stuffer dot-stuffs a body as textproto's dotWriter does; with plain set,
+// it does all the dotWriter does but the stuffing (chunking.go).
+type stuffer struct {
+	state stuffState
+	plain bool
+}
 
 // stuff appends p, stuffed, to out.
 func (s *stuffer) stuff(out, p []byte) []byte {
 	for len(p) > 0 {
 		switch s.state {
 		case stuffBegin, stuffLineStart:
-			if p[0] == '.' {
+			if p[0] == '.' && !s.plain {
 				out = append(out, '.')
 			}
 			s.state = stuffData

@@ -36,6 +36,7 @@ const redactedLine = "<redacted>"
 func (t *Transport) watch(ctx context.Context, c *conn, nc net.Conn) net.Conn {
 	rec := recorderFrom(ctx)
 	w := &wire{Conn: nc, rec: rec, tr: &c.tr, secrets: t.secrets}
+	w.out.stop = func() bool { return w.chunkLeft > 0 }
 	if t.opts.Debug {
 		w.log = t.log.With("conn", c.id, "relay", t.opts.Address)
 	}
@@ -98,6 +99,10 @@ type wire struct {
 	lines, answered, dataAt int
 	inBody                  bool        // the body is being sent
 	body                    bodyCounter // follows it while inBody
+	// chunkLeft is what is left of the BDAT chunk being sent (chunking.go),
+	// lastChunk whether it is the message's last.
+	chunkLeft int64
+	lastChunk bool
 }
 
 func (w *wire) Read(b []byte) (int, error) {
@@ -123,20 +128,55 @@ func (w *wire) Write(b []byte) (int, error) {
 // body is being sent; w.mu is held.
 func (w *wire) sent(b []byte) {
 	for len(b) > 0 {
-		if !w.inBody {
-			w.out.feed(b, w.clientLine)
-			return
-		}
-		n, done := w.body.feed(b)
-		b = b[n:]
-		if done {
-			w.tr.addBody(w.body.size)
-			if w.log != nil {
-				w.logLine(dirClient, "<message body: "+strconv.FormatInt(w.body.size, 10)+" bytes>")
-				w.logLine(dirClient, ".")
+		switch {
+		case w.chunkLeft > 0:
+			n := min(w.chunkLeft, int64(len(b)))
+			w.body.size += n
+			w.chunkLeft -= n
+			b = b[n:]
+			if w.chunkLeft == 0 && w.lastChunk {
+				w.bodySent(false)
 			}
-			w.inBody = false
+		case w.inBody:
+			n, done := w.body.feed(b)
+			b = b[n:]
+			if done {
+				w.bodySent(true)
+			}
+		default:
+			// Up to the end of a BDAT line, whose chunk follows.
+			b = b[w.out.feed(b, w.clientLine):]
 		}
+	}
+}
+
+// bodySent records the message body, all sent: after DATA, the final dot
+// with it; w.mu is held.
+func (w *wire) bodySent(dot bool) {
+	w.tr.addBody(w.body.size, dot)
+	if w.log != nil {
+		w.logLine(dirClient, "<message body: "+strconv.FormatInt(w.body.size, 10)+" bytes>")
+		if dot {
+			w.logLine(dirClient, ".")
+		}
+	}
+	w.inBody, w.body = false, bodyCounter{}
+}
+
+// chunk notes a BDAT command line (RFC 3030): the chunk of the body that
+// follows it is counted, not split into lines. w.mu is held.
+func (w *wire) chunk(line []byte) {
+	f := bytes.Fields(line)
+	if len(f) < 2 || len(f) > 3 {
+		return
+	}
+	n, err := strconv.ParseInt(string(f[1]), 10, 64)
+	if err != nil || n < 0 {
+		return
+	}
+	w.chunkLeft, w.lastChunk = n, len(f) == 3 && bytes.EqualFold(f[2], []byte("LAST"))
+	if n == 0 && w.lastChunk {
+		w.bodySent(false)
 	}
 }
 
@@ -158,6 +198,9 @@ func (w *wire) clientLine(line []byte) {
 	w.lines++
 	if !auth && bytes.EqualFold(verb, []byte("DATA")) {
 		w.dataAt = w.lines
+	}
+	if !auth && bytes.EqualFold(verb, []byte("BDAT")) {
+		w.chunk(line)
 	}
 	if w.rec != nil {
 		name := "AUTH"
@@ -240,11 +283,15 @@ func (w *wire) logEvent(msg string, args ...any) {
 type lineBuffer struct {
 	buf       []byte
 	truncated bool
+	stop      func() bool // after a line: whether to stop taking lines
 }
 
 // feed adds b and calls emit with each line completed, without its line
-// ending; the line passed to emit is only valid during the call.
-func (l *lineBuffer) feed(b []byte, emit func([]byte)) {
+// ending; the line passed to emit is only valid during the call. It
+// returns how much of b it took: all of it, or up to the end of a line
+// after which the wire follows a BDAT chunk.
+func (l *lineBuffer) feed(b []byte, emit func([]byte)) int {
+	all := len(b)
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		chunk := b
@@ -256,7 +303,7 @@ func (l *lineBuffer) feed(b []byte, emit func([]byte)) {
 		}
 		l.buf = append(l.buf, chunk...)
 		if i < 0 {
-			return
+			return all
 		}
 		line := bytes.TrimSuffix(l.buf, []byte("\r"))
 		if l.truncated {
@@ -265,7 +312,11 @@ func (l *lineBuffer) feed(b []byte, emit func([]byte)) {
 		emit(line)
 		l.buf, l.truncated = l.buf[:0], false
 		b = b[i+1:]
+		if l.stop != nil && l.stop() {
+			break
+		}
 	}
+	return all - len(b)
 }
 
 // bodyCounter follows the message body as go-smtp sends it (dot-stuffed,

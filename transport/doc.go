@@ -53,10 +53,17 @@
 //     RCPT and DATA go in one write, and the body with its final dot in
 //     another, with the command lines go-smtp writes (pipeline.go); the
 //     body goes dot-stuffed in large writes whatever the relay (body.go).
+//     When the relay also offers CHUNKING (RFC 3030), a message under 32
+//     KiB goes in a single write instead: MAIL, every RCPT, "BDAT <size>
+//     LAST" and the message, which the relay stores byte for byte as it
+//     would have from DATA (chunking.go); a failure after that write is a
+//     possible duplicate (AfterDot) unless a reply says the relay did not
+//     take the message.
 //   - At most MaxConnections connections are open; a Send waits for one.
 //     A connection is reused after a successful transaction, after RSET
 //     following a refusal before the body, and never after an I/O error, a
-//     421, or any failure once the body started. Idle connections are
+//     421, any failure once the body started, or a refused BDAT
+//     transaction. Idle connections are
 //     checked with NOOP after IdleCheck and closed after IdleTimeout, and
 //     each carries at most MaxMessages transactions; with NoPool, one.
 //     A pooled connection the relay closed is replaced within the Send.

@@ -64,6 +64,17 @@ func (t *Transport) transactPipelined(c *conn, tx *transaction) (bool, error) {
 		}
 		batch = append(batch, line...)
 	}
+	if t.chunks(c, m) { // chunking.go
+		buf := bodyBuffers.Get().(*bodyBuffer)
+		defer bodyBuffers.Put(buf)
+		raw, body, ok, err := readChunk(m, buf)
+		if err != nil {
+			return false, &Error{Stage: StageData, Err: err}
+		}
+		if ok {
+			return t.transactChunk(c, tx, batch, raw, body)
+		}
+	}
 	batch = append(batch, "DATA\r\n"...)
 	c.batch = batch
 

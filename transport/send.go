@@ -12,9 +12,10 @@ import (
 // Send delivers m in one transaction. It returns a non-nil error (an
 // *Error) when the transaction failed as a whole; then no recipient was
 // delivered. Otherwise the Result holds each recipient's outcome; if every
-// recipient was refused at RCPT, no message was sent (no DATA; or, to a
+// recipient was refused at RCPT, no message was taken (no DATA; or, to a
 // relay that offers PIPELINING, a pipelined DATA that the relay refuses:
-// pipeline.go).
+// pipeline.go; or, with CHUNKING as well, a BDAT chunk that the relay
+// refuses and drops: chunking.go).
 //
 // A connection taken from the pool that turns out to be dead before the
 // transaction started (EOF or 421 at MAIL) is replaced at once, within the

@@ -65,14 +65,17 @@ func addLine[T string | []byte](tr *transcript, dir string, line T) {
 	tr.buf = append(tr.buf, '\n')
 }
 
-// addBody records the message body as its size, and the final dot.
-func (tr *transcript) addBody(size int64) {
+// addBody records the message body as its size, and the final dot after
+// DATA (dot; a BDAT chunk has none).
+func (tr *transcript) addBody(size int64, dot bool) {
 	var b [64]byte
 	line := append(b[:0], "<message body: "...)
 	line = strconv.AppendInt(line, size, 10)
 	line = append(line, " bytes>"...)
 	tr.add(dirClient, line)
-	tr.addString(dirClient, ".")
+	if dot {
+		tr.addString(dirClient, ".")
+	}
 }
 
 // makeRoom drops the oldest lines after the head until need more bytes fit.

@@ -9,7 +9,10 @@
 //	    C concurrent SMTP sessions, each sending up to -per messages before
 //	    it quits and reconnects; latency is MAIL FROM to the 250 after the
 //	    final dot. -rate paces the submissions (messages per second, all
-//	    sessions together) to measure latency below the peak.
+//	    sessions together) to measure latency below the peak. Each reply
+//	    is awaited before the next command (go-smtp's client); -pipeline
+//	    sends MAIL, RCPT and DATA in one write (RFC 2920), as Postfix's
+//	    smtp client does.
 //	load -n 500 -c 8 -run ID -- /usr/sbin/sendmail -C DIR rcpt@bench.test
 //	    the command run N times, C at a time, the message on its standard
 //	    input; latency is the command's wall time, and exit 0 is the
@@ -20,15 +23,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -154,10 +161,19 @@ func (p *pacer) take() (int, bool) {
 	return int(i), true
 }
 
+// session is one SMTP session of the load: go-smtp's client, which waits
+// for each reply before the next command (as by default), or with
+// -pipeline a client that pipelines as Postfix's smtp client does.
+type session interface {
+	send(msg []byte) error
+	Quit() error
+	Close() error
+}
+
 // smtpWorker runs sessions until the pacer runs out, each of up to per
 // messages.
-func smtpWorker(addr, run string, size, per int, p *pacer, c *collector) {
-	var cl *smtp.Client
+func smtpWorker(addr, run string, size, per int, pipeline bool, p *pacer, c *collector) {
+	var cl session
 	sent := 0
 	defer func() {
 		if cl != nil {
@@ -177,14 +193,14 @@ func smtpWorker(addr, run string, size, per int, p *pacer, c *collector) {
 		t0 := time.Now()
 		if cl == nil {
 			var err error
-			if cl, err = dial(addr); err != nil {
+			if cl, err = dial(addr, pipeline); err != nil {
 				c.fail(err)
 				continue
 			}
 			sent = 0
 			t0 = time.Now() // connection setup is not message latency
 		}
-		if err := cl.SendMail(sender, []string{recipient}, bytes.NewReader(msg)); err != nil {
+		if err := cl.send(msg); err != nil {
 			c.fail(fmt.Errorf("message %d: %w", seq, err))
 			cl.Close()
 			cl = nil
@@ -196,10 +212,13 @@ func smtpWorker(addr, run string, size, per int, p *pacer, c *collector) {
 	}
 }
 
-func dial(addr string) (*smtp.Client, error) {
+func dial(addr string, pipeline bool) (session, error) {
 	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, err
+	}
+	if pipeline {
+		return newPipeliner(nc)
 	}
 	cl := smtp.NewClient(nc)
 	cl.CommandTimeout = time.Minute
@@ -208,7 +227,88 @@ func dial(addr string) (*smtp.Client, error) {
 		cl.Close()
 		return nil, fmt.Errorf("EHLO: %w", err)
 	}
-	return cl, nil
+	return goSMTP{cl}, nil
+}
+
+// goSMTP is go-smtp's client: MAIL, RCPT, DATA, the message, each reply
+// awaited before the next.
+type goSMTP struct{ *smtp.Client }
+
+func (g goSMTP) send(msg []byte) error {
+	return g.SendMail(sender, []string{recipient}, bytes.NewReader(msg))
+}
+
+// pipeliner sends MAIL, RCPT and DATA in one write, then the message and
+// its final dot in another (RFC 2920), as Postfix's smtp client does to a
+// server that offers PIPELINING.
+type pipeliner struct {
+	net.Conn
+	r   *bufio.Reader
+	buf []byte
+}
+
+func newPipeliner(nc net.Conn) (*pipeliner, error) {
+	p := &pipeliner{Conn: nc, r: bufio.NewReader(nc)}
+	nc.SetDeadline(time.Now().Add(time.Minute))
+	if err := p.expect("220"); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := p.command("EHLO load.bench.test\r\n", "250"); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("EHLO: %w", err)
+	}
+	return p, nil
+}
+
+func (p *pipeliner) send(msg []byte) error {
+	if bytes.HasPrefix(msg, []byte(".")) || bytes.Contains(msg, []byte("\n.")) || !bytes.HasSuffix(msg, []byte("\r\n")) {
+		return errors.New("the message needs dot-stuffing or a final CRLF, which -pipeline does not do")
+	}
+	p.SetDeadline(time.Now().Add(time.Minute))
+	if err := p.command("MAIL FROM:<"+sender+">\r\nRCPT TO:<"+recipient+">\r\nDATA\r\n", "250", "250", "354"); err != nil {
+		return err
+	}
+	p.buf = append(append(p.buf[:0], msg...), ".\r\n"...)
+	if _, err := p.Write(p.buf); err != nil {
+		return err
+	}
+	return p.expect("250")
+}
+
+func (p *pipeliner) Quit() error {
+	defer p.Close()
+	return p.command("QUIT\r\n", "221")
+}
+
+// command writes cmds and reads one reply per code, each expected to begin
+// with its code.
+func (p *pipeliner) command(cmds string, codes ...string) error {
+	if _, err := io.WriteString(p, cmds); err != nil {
+		return err
+	}
+	for _, code := range codes {
+		if err := p.expect(code); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expect reads one reply, every line of it beginning with code.
+func (p *pipeliner) expect(code string) error {
+	for {
+		line, err := p.r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(line, code) {
+			return fmt.Errorf("reply %q, want %s", strings.TrimSpace(line), code)
+		}
+		if len(line) < 4 || line[3] != '-' {
+			return nil
+		}
+	}
 }
 
 // execWorker runs the command once per message.
@@ -238,6 +338,7 @@ func main() {
 	per := flag.Int("per", 100, "messages per SMTP session (0: no limit)")
 	size := flag.Int("size", 5120, "message size in bytes")
 	rate := flag.Float64("rate", 0, "messages per second, all sessions together (0: as fast as possible)")
+	pipeline := flag.Bool("pipeline", false, "SMTP: pipeline MAIL, RCPT and DATA (RFC 2920) as Postfix's smtp client does, instead of awaiting each reply")
 	run := flag.String("run", "r", "run id, in every message's X-Bench-Id header")
 	flag.Parse()
 	log.SetPrefix("load: ")
@@ -254,7 +355,7 @@ func main() {
 	for range *conc {
 		wg.Go(func() {
 			if *addr != "" {
-				smtpWorker(*addr, *run, *size, *per, p, c)
+				smtpWorker(*addr, *run, *size, *per, *pipeline, p, c)
 			} else {
 				execWorker(flag.Args(), *run, *size, p, c)
 			}

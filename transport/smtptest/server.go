@@ -49,6 +49,11 @@ type Options struct {
 	// {"status":"invalid_token",…}), then, after the client's answer, 535.
 	Tokens map[string]string
 
+	// Chunking advertises CHUNKING (RFC 3030) and takes BDAT: every chunk
+	// is read, even one refused; a message's Body step applies after its
+	// LAST chunk as after DATA's final dot (no AfterBytes).
+	Chunking bool
+
 	MaxSize  int64    // advertised as SIZE; larger messages get 552 5.3.4
 	SMTPUTF8 bool     // advertise SMTPUTF8 (otherwise MAIL … SMTPUTF8 gets 555)
 	Without  []string // extensions to leave out of the EHLO reply, e.g. "8BITMIME"
@@ -276,7 +281,8 @@ func (s *Server) MaxConcurrent() int {
 	return s.maxOpen
 }
 
-// DataAttempts is how many DATA commands were received (accepted or not).
+// DataAttempts is how many DATA commands were received (accepted or not),
+// and BDAT transactions (counted at their first chunk taken).
 func (s *Server) DataAttempts() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

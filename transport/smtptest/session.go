@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -32,6 +33,7 @@ type session struct {
 	params     []string
 	rcpts      []string
 	rcptParams map[string][]string
+	chunks     []byte // the message so far, from BDAT
 }
 
 func (ss *session) run() {
@@ -71,6 +73,8 @@ func (ss *session) handle(verb, arg string) bool {
 		return ss.rcpt(arg)
 	case "DATA":
 		return ss.data()
+	case "BDAT":
+		return ss.bdat(arg)
 	case "RSET":
 		ss.reset()
 		_, ok := ss.answer(ss.srv.next("rset", func(sc *Script) []Step { return sc.Rset }), 250, "2.0.0 Ok")
@@ -135,6 +139,9 @@ func (ss *session) extensions() []string {
 	}
 	if o.DSN {
 		ext = append(ext, "DSN")
+	}
+	if o.Chunking {
+		ext = append(ext, "CHUNKING")
 	}
 	var out []string
 	for _, e := range ext {
@@ -372,6 +379,49 @@ func (ss *session) data() bool {
 	return ss.smtpReply(body, msg)
 }
 
+// bdat takes one BDAT chunk (RFC 3030): it is read whatever the reply.
+// After the LAST one, the message is handled as after DATA's final dot.
+func (ss *session) bdat(arg string) bool {
+	f := strings.Fields(arg)
+	if len(f) == 0 || len(f) > 2 {
+		return ss.reply(501, "5.5.4 Syntax: BDAT size [LAST]") == nil
+	}
+	size, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || size < 0 {
+		return ss.reply(501, "5.5.4 Bad chunk size") == nil
+	}
+	last := len(f) == 2 && strings.EqualFold(f[1], "LAST")
+	chunk := make([]byte, size)
+	if _, err := io.ReadFull(ss.r, chunk); err != nil {
+		return false
+	}
+	switch {
+	case !ss.srv.opts.Chunking || ss.srv.without("CHUNKING"):
+		return ss.reply(502, "5.5.1 BDAT not available") == nil
+	case !ss.inMail || len(ss.rcpts) == 0:
+		ss.chunks = nil
+		return ss.reply(503, "5.5.1 No valid recipients") == nil
+	}
+	if ss.chunks == nil {
+		ss.srv.note(func() { ss.srv.datas++ })
+	}
+	ss.chunks = append(ss.chunks, chunk...)
+	if !last {
+		return ss.reply(250, fmt.Sprintf("2.0.0 %d octets received", size)) == nil
+	}
+	msg := ss.chunks
+	defer ss.reset()
+	ss.srv.onData(DataRead, msg)
+	body := ss.srv.next("body", func(sc *Script) []Step { return sc.Body })
+	if !ss.prelude(body) {
+		return false
+	}
+	if ss.srv.opts.LMTP {
+		return ss.lmtpReplies(body, msg)
+	}
+	return ss.smtpReply(body, msg)
+}
+
 // readBody reads the message up to the final dot, undoing dot-stuffing and
 // keeping every other byte. A Body step with AfterBytes faults part-way.
 func (ss *session) readBody(st Step) ([]byte, bool) {
@@ -567,6 +617,7 @@ func (ss *session) prelude(st Step) bool {
 
 func (ss *session) reset() {
 	ss.inMail, ss.from, ss.params, ss.rcpts, ss.rcptParams = false, "", nil, nil, nil
+	ss.chunks = nil
 }
 
 // dsn reports whether DSN is offered.
