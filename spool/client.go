@@ -65,7 +65,13 @@ func Submit(ctx context.Context, socket string, env queue.Envelope, body []byte)
 		}
 		return "", fmt.Errorf("spool: submit to %s: no reply after the message was sent, it may or may not be queued: %w", socket, err)
 	}
-	_ = c.Quit()
+	// The 250 to the dot came after the daemon's commit (session.go): the
+	// message is queued, whatever happens from here on. QUIT's reply
+	// carries nothing more, so it is not waited for: sendmail runs once
+	// per message and would be a round trip later; the daemon ends the
+	// session at QUIT, or at the close if QUIT never arrives.
+	nc.SetWriteDeadline(time.Now().Add(submitCommandTimeout))
+	_, _ = nc.Write([]byte("QUIT\r\n"))
 	return queuedID(resp.StatusText), nil
 }
 
