@@ -16,9 +16,11 @@
 #                              (fsync) and 250, exit
 #   sendmail --help, sendmail -f … rcpt
 #                              the same two with relayq-sendmail, by the name
-#                              the package installs (a symlink sendmail):
-#                              the same command, linking only what a
-#                              submission needs (no daemon, no Prometheus)
+#                              the package installs (a symlink sendmail),
+#                              built as the package builds it (without cgo:
+#                              cmd/relayq-sendmail/userdb.go): the same
+#                              command, linking only what a submission needs
+#                              (no daemon, no Prometheus)
 #   Postfix's sendmail -C DIR  when Postfix is installed and this runs as
 #                              root (or with password-less sudo): a private
 #                              null-client instance relaying to the same
@@ -54,7 +56,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== building" >&2
-go build -o "$work/" ./cmd/relayq ./cmd/relayq-sendmail
+go build -o "$work/" ./cmd/relayq
+CGO_ENABLED=0 go build -o "$work/" ./cmd/relayq-sendmail
 ln -s relayq-sendmail "$work/sendmail"
 CGO_ENABLED=0 go build -o "$work/relayq-static" ./cmd/relayq
 go build -o "$work/" ./bench/sink ./bench/load ./bench/nop

@@ -7,7 +7,9 @@
 // runs once per message, so its start is paid per message (issue 15).
 //
 // What is another command (mailq, newaliases; sendmail -bp, -bi, -q) it
-// hands to relayq, which replaces this process (relayq.go).
+// hands to relayq, which replaces this process (relayq.go). Built without
+// cgo, it hands relayq the whole call when only the C library's user
+// database could answer for it (userdb.go).
 package main
 
 import (
@@ -25,6 +27,13 @@ func main() {
 		os.Exit(modes.List(os.Args[1:], env))
 	case "newaliases":
 		os.Exit(modes.Aliases(os.Args[1:], env))
+	}
+	if !withCgo {
+		relayq := execRelayq("sendmail")
+		if !systemUserFiles.answerFor(os.Getuid()) { // userdb.go
+			os.Exit(relayq(os.Args[1:], env))
+		}
+		modes.Sendmail = relayq
 	}
 	os.Exit(sendmail.Run(os.Args[1:], env, modes))
 }

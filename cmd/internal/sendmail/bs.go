@@ -24,9 +24,9 @@ const smtpDialTimeout = 10 * time.Second
 // When the daemon's socket does not answer, relayq answers the session
 // itself and writes each message to the maildrop, as sendmail without -bs
 // does (spool.ServeStandalone): 250 once the file is on disk.
-func (a *sendmailArgs) runSMTP(env Env) int {
-	cfg, code := LoadPublicConfig("sendmail", a.config, env) // config.go
-	if code != sysexits.OK {
+func (a *sendmailArgs) runSMTP(words []string, env Env, modes Modes) int {
+	cfg, code := a.publicConfig(words, env, modes) // sendmail.go
+	if cfg == nil {
 		return code
 	}
 	nc, err := net.DialTimeout("unix", cfg.Submission.Socket, smtpDialTimeout)
