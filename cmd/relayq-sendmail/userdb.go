@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -45,7 +46,7 @@ var systemUserFiles = userFiles{
 // os/user finds that same entry. Any doubt is a no: handing over costs an
 // exec, a wrong sender is a wrong message.
 func (f userFiles) answerFor(uid int) bool {
-	if !f.filesFirst("passwd") || !f.filesFirst("group") {
+	if !f.filesFirst("passwd", "group") {
 		return false
 	}
 	for _, s := range f.nscdSockets {
@@ -61,32 +62,33 @@ func (f userFiles) answerFor(uid int) bool {
 	return err == nil && u.Username == name && u.HomeDir == home
 }
 
-// filesFirst reports whether nsswitch.conf's line for database begins
-// with the source "files", not followed by an action on SUCCESS
+// filesFirst reports whether nsswitch.conf's line for each database
+// begins with the source "files", not followed by an action on SUCCESS
 // ([SUCCESS=continue] or merge would add a later source's answer).
-func (f userFiles) filesFirst(database string) bool {
+func (f userFiles) filesFirst(databases ...string) bool {
 	data, err := os.ReadFile(f.nsswitch)
 	if err != nil {
 		return false // the C library's built-in default is not "files" alone
 	}
-	found := false
+	found := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		line, _, _ := strings.Cut(sc.Text(), "#")
 		db, sources, ok := strings.Cut(line, ":")
-		if !ok || strings.TrimSpace(db) != database {
+		db = strings.TrimSpace(db)
+		if !ok || !slices.Contains(databases, db) {
 			continue
 		}
-		if found {
-			return false // named twice: which one the C library takes is not ours to guess
+		if found[db] {
+			return false // named twice: which line the C library takes is not ours to guess
 		}
-		found = true
+		found[db] = true
 		w := strings.Fields(sources)
 		if len(w) == 0 || w[0] != "files" || len(w) > 1 && strings.HasPrefix(w[1], "[") && strings.Contains(strings.ToUpper(w[1]), "SUCCESS") {
 			return false
 		}
 	}
-	return found && sc.Err() == nil
+	return len(found) == len(databases) && sc.Err() == nil
 }
 
 // passwdEntry is the first line of /etc/passwd for uid, read as the C
