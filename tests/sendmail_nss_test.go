@@ -64,8 +64,11 @@ func TestSendmailUserFromNSS(t *testing.T) {
 // end of the test. It fails the test when getent does not then find it.
 func addUserRecord(t *testing.T, name string, uid int) {
 	t.Helper()
-	if err := os.MkdirAll("/run/userdb", 0o755); err != nil {
-		t.Fatal(err)
+	if _, err := os.Stat("/run/userdb"); os.IsNotExist(err) {
+		if err := os.Mkdir("/run/userdb", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove("/run/userdb") })
 	}
 	record := filepath.Join("/run/userdb", name+".user")
 	link := filepath.Join("/run/userdb", strconv.Itoa(uid)+".user")

@@ -37,6 +37,14 @@ type Env struct {
 type Modes struct {
 	List, Aliases, Flush func(args []string, env Env) int
 
+	// Standalone answers an SMTP session on standard input (-bs) when
+	// the daemon's socket does not, and must be set: ServeStandalone.
+	// relayq-sendmail hands such a call to relayq instead (Session.Words;
+	// nothing has been read from standard input), so that it does not
+	// link an SMTP server, a quarter of its size, for a rare case: the
+	// smaller binary starts faster, at every message.
+	Standalone func(s Session, env Env) int
+
 	// Sendmail, when not nil, is the whole sendmail command run by a
 	// program that reads the user and group databases through the C
 	// library (NSS). relayq-sendmail, built without cgo, sets it to relayq
