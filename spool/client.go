@@ -21,6 +21,11 @@ const submitCommandTimeout = time.Minute
 // the queue ID from the daemon's "250 … queued as ID" ("" if the reply names
 // none: the message is queued all the same).
 //
+// The daemon offers PIPELINING (RFC 2920), so MAIL, every RCPT and DATA go
+// out in one write, and the body and the final dot in one more
+// (pipelined.go); QUIT is sent but its reply is not waited for. sendmail
+// runs once per message, and each round trip is paid per message.
+//
 // Errors:
 //   - errors.Is(err, ErrUnreachable): the socket could not be connected to,
 //     the daemon is starting (451 4.3.0 at MAIL, starting.go), or the
@@ -47,26 +52,58 @@ func Submit(ctx context.Context, socket string, env queue.Envelope, body []byte)
 	c.CommandTimeout = submitCommandTimeout
 	c.SubmissionTimeout = submitCommandTimeout
 
-	if err := sendEnvelope(c, env, len(body)); err != nil {
+	if err := sayHello(c, env); err != nil {
 		return "", unreachableUnlessReply(socket, err)
+	}
+	send := sendInTurn
+	if ok, _ := c.Extension("PIPELINING"); ok {
+		send = sendPipelined // pipelined.go
+	}
+	reply, sent, err := send(c, nc, env, body)
+	var smtpErr *smtp.SMTPError
+	switch {
+	case err != nil && !sent:
+		return "", unreachableUnlessReply(socket, err)
+	case errors.As(err, &smtpErr):
+		return "", fmt.Errorf("spool: submit to %s: %w", socket, err)
+	case err != nil:
+		return "", fmt.Errorf("spool: submit to %s: no reply after the message was sent, it may or may not be queued: %w", socket, err)
+	}
+	// The 250 to the dot came after the daemon's commit (session.go): the
+	// message is queued, whatever happens from here on. QUIT's reply
+	// carries nothing more, so it is not waited for: sendmail runs once
+	// per message and would be a round trip later; the daemon ends the
+	// session at QUIT, or at the close if QUIT never arrives.
+	nc.SetWriteDeadline(time.Now().Add(submitCommandTimeout))
+	_, _ = nc.Write([]byte("QUIT\r\n"))
+	return queuedID(reply), nil
+}
+
+// sendInTurn is the transaction one command at a time, each reply awaited
+// before the next command, for a daemon that does not offer PIPELINING.
+// sent says whether the whole message went out, the final dot included:
+// before that, nothing can have been queued.
+func sendInTurn(c *smtp.Client, _ net.Conn, env queue.Envelope, body []byte) (reply string, sent bool, err error) {
+	if err := c.Mail(env.From, clientMailOptions(env, len(body))); err != nil {
+		return "", false, err
+	}
+	for i, r := range env.Recipients {
+		if err := c.Rcpt(r, clientRcptOptions(env, i)); err != nil {
+			return "", false, err
+		}
 	}
 	w, err := c.Data()
 	if err != nil {
-		return "", unreachableUnlessReply(socket, err)
+		return "", false, err
 	}
 	if _, err := w.Write(body); err != nil {
-		return "", unreachableUnlessReply(socket, err)
+		return "", false, err
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		var smtpErr *smtp.SMTPError
-		if errors.As(err, &smtpErr) {
-			return "", fmt.Errorf("spool: submit to %s: %w", socket, err)
-		}
-		return "", fmt.Errorf("spool: submit to %s: no reply after the message was sent, it may or may not be queued: %w", socket, err)
+		return "", true, err
 	}
-	_ = c.Quit()
-	return queuedID(resp.StatusText), nil
+	return resp.StatusText, true, nil
 }
 
 // queuedID is the ID in the daemon's "Ok: queued as ID" ("" if none). A
@@ -80,10 +117,10 @@ func queuedID(reply string) string {
 	return ""
 }
 
-// sendEnvelope says EHLO, MAIL and RCPT. go-smtp's client only checks
+// sayHello checks the envelope and says EHLO. go-smtp's client only checks
 // addresses for CR and LF; they are checked here in full, so nothing can be
 // smuggled into a command as an ESMTP parameter.
-func sendEnvelope(c *smtp.Client, env queue.Envelope, size int) error {
+func sayHello(c *smtp.Client, env queue.Envelope) error {
 	if env.From != "" {
 		if err := checkAddress(env.From); err != nil {
 			return fmt.Errorf("%w: sender %q: %v", ErrBadAddress, env.From, err)
@@ -103,14 +140,6 @@ func sendEnvelope(c *smtp.Client, env queue.Envelope, size int) error {
 	for _, d := range env.RecipientDSN {
 		if err := checkRecipientDSN(d); err != nil {
 			return fmt.Errorf("%w: %v", ErrBadDSN, err)
-		}
-	}
-	if err := c.Mail(env.From, clientMailOptions(env, size)); err != nil {
-		return err
-	}
-	for i, r := range env.Recipients {
-		if err := c.Rcpt(r, clientRcptOptions(env, i)); err != nil {
-			return err
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -164,5 +165,113 @@ func TestSubmitContext(t *testing.T) {
 	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
 	if _, err := Submit(ctx, path, env, []byte("x\r\n")); !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("Submit: %v, want ErrUnreachable once ctx ends before the message was sent", err)
+	}
+}
+
+// scriptedDaemon listens on a Unix socket and runs script on the first
+// connection, after the greeting; the script's error (nil when the
+// dialogue went as it wanted) comes back from the returned function, which
+// waits for the script to end.
+func scriptedDaemon(t *testing.T, script func(c net.Conn) error) (socket string, result func() error) {
+	t.Helper()
+	socket = filepath.Join(socketDir(t), "scripted.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	errc := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("220 scripted ESMTP\r\n")); err != nil {
+			errc <- err
+			return
+		}
+		errc <- script(c)
+	}()
+	return socket, func() error { return <-errc }
+}
+
+// expectRead reads once from c (a single write of the client's arrives in
+// one read) and checks that it got exactly want: more means the client
+// did not wait for a reply, less that it wrote in pieces.
+func expectRead(c net.Conn, want string) error {
+	buf := make([]byte, 64<<10)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if got := string(buf[:n]); got != want {
+		return errors.New("read " + quote(got) + ", want " + quote(want))
+	}
+	return nil
+}
+
+func quote(s string) string { return "\"" + s + "\"" }
+
+func reply(c net.Conn, lines string) error {
+	if lines == "" {
+		return nil
+	}
+	_, err := c.Write([]byte(lines))
+	return err
+}
+
+// A daemon that does not offer PIPELINING gets one command at a time, each
+// after the reply to the one before; then QUIT, whose reply Submit does
+// not wait for (this daemon never sends it: Submit returns all the same,
+// else the test hangs).
+func TestSubmitInTurnWithoutPipelining(t *testing.T) {
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org", "c@example.org"}}
+	socket, result := scriptedDaemon(t, func(c net.Conn) error {
+		steps := []struct{ read, reply string }{
+			{"EHLO localhost\r\n", "250-scripted\r\n250 8BITMIME\r\n"},
+			{"MAIL FROM:<a@example.org> BODY=8BITMIME\r\n", "250 ok\r\n"},
+			{"RCPT TO:<b@example.org>\r\n", "250 ok\r\n"},
+			{"RCPT TO:<c@example.org>\r\n", "250 ok\r\n"},
+			{"DATA\r\n", "354 go ahead\r\n"},
+		}
+		for _, s := range steps {
+			if err := expectRead(c, s.read); err != nil {
+				return err
+			}
+			if err := reply(c, s.reply); err != nil {
+				return err
+			}
+		}
+		var got bytes.Buffer
+		buf := make([]byte, 4096)
+		for !bytes.HasSuffix(got.Bytes(), []byte("\r\n.\r\n")) {
+			n, err := c.Read(buf)
+			if err != nil {
+				return err
+			}
+			got.Write(buf[:n])
+		}
+		if got.String() != "x\r\n.\r\n" {
+			return errors.New("body " + quote(got.String()))
+		}
+		if err := reply(c, "250 ok queued as Q2\r\n"); err != nil {
+			return err
+		}
+		if err := expectRead(c, "QUIT\r\n"); err != nil {
+			return err
+		}
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			return errors.New("Submit did not close the connection after QUIT")
+		}
+		return nil
+	})
+	id, err := Submit(context.Background(), socket, env, []byte("x\r\n"))
+	if err != nil || id != "Q2" {
+		t.Errorf("Submit: %q, %v; want Q2", id, err)
+	}
+	if err := result(); err != nil {
+		t.Error(err)
 	}
 }

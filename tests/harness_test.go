@@ -44,11 +44,16 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	relayqBin = filepath.Join(dir, "relayq")
 	sendmailBin = filepath.Join(dir, "relayq-sendmail")
-	build := exec.Command("go", "build", "-o", dir+"/", "relayq/cmd/relayq", "relayq/cmd/relayq-sendmail")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "tests: go build relayq/cmd/relayq relayq/cmd/relayq-sendmail: %v\n", err)
-		return 1
+	// relayq-sendmail without cgo, as packaging/build-deb.sh builds it
+	// (cmd/relayq-sendmail/userdb.go).
+	for _, b := range []struct{ pkg, cgo string }{{"relayq/cmd/relayq", ""}, {"relayq/cmd/relayq-sendmail", "CGO_ENABLED=0"}} {
+		build := exec.Command("go", "build", "-o", dir+"/", b.pkg)
+		build.Env = append(os.Environ(), b.cgo)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "tests: %s go build %s: %v\n", b.cgo, b.pkg, err)
+			return 1
+		}
 	}
 	sendmailLink = filepath.Join(dir, "sendmail")
 	if err := os.Symlink(sendmailBin, sendmailLink); err != nil {

@@ -114,32 +114,42 @@ func TestSwaksOverTCP(t *testing.T) {
 	}
 }
 
-// TestSendmailBsSwaks: swaks --pipe 'relayq sendmail -bs', an SMTP session
-// on the command's standard input and output as Alpine and others use it,
-// → relayq → smtptest relay; once with the daemon running, once with it
-// stopped (the session is answered by sendmail itself and the message left
-// in the maildrop until the daemon starts). The message arrives with its
-// dot-stuffed line restored and relayq's Received naming this user's uid.
+// TestSendmailBsSwaks: swaks --pipe 'relayq sendmail -bs', and the same
+// with sendmail (relayq-sendmail), an SMTP session on the command's
+// standard input and output as Alpine and others use it, → relayq →
+// smtptest relay; once with the daemon running, once with it stopped (the
+// session is answered by sendmail itself, relayq-sendmail handing it to
+// relayq, and the message left in the maildrop until the daemon starts).
+// The message arrives with its dot-stuffed line restored and relayq's
+// Received naming this user's uid.
 func TestSendmailBsSwaks(t *testing.T) {
 	swaks := needTool(t, "swaks", "swaks")
-	for i, down := range []bool{false, true} {
+	cases := []struct {
+		command string
+		down    bool
+	}{
+		{"'" + relayqBin + "' sendmail", false}, {"'" + relayqBin + "' sendmail", true},
+		{"'" + sendmailLink + "'", false}, {"'" + sendmailLink + "'", true},
+	}
+	for i, c := range cases {
+		down := c.down
 		relay := smtptest.NewServer(t, smtptest.Options{})
 		d := startDaemon(t, relay)
 		if down && d.stop() != 0 {
 			t.Fatal("relayq serve did not stop cleanly")
 		}
-		res := runCmd(swaks, nil, "--pipe", fmt.Sprintf("'%s' sendmail -bs -c '%s'", relayqBin, d.config),
+		res := runCmd(swaks, nil, "--pipe", fmt.Sprintf("%s -bs -c '%s'", c.command, d.config),
 			"--from", "bs@example.org", "--to", "rcpt@example.net",
 			"--header", fmt.Sprintf("X-Seq: %d", 12+i), "--body", "sent by swaks -bs\n.a line starting with a dot")
 		if res.code != 0 {
-			t.Fatalf("swaks --pipe (daemon down: %v): %v", down, res)
+			t.Fatalf("swaks --pipe %s (daemon down: %v): %v", c.command, down, res)
 		}
 		want := "<-  250 2.0.0 Ok: queued as "
 		if down {
 			want = "<-  250 2.0.0 Ok: queued in the maildrop as "
 		}
 		if !strings.Contains(res.stdout, want) {
-			t.Errorf("daemon down: %v: swaks transcript shows no %q:\n%s", down, want, res.stdout)
+			t.Errorf("%s, daemon down: %v: swaks transcript shows no %q:\n%s", c.command, down, want, res.stdout)
 		}
 		if down {
 			d.start()
@@ -151,7 +161,7 @@ func TestSendmailBsSwaks(t *testing.T) {
 		uid := fmt.Sprintf("(relayq, from userid %d)", os.Getuid())
 		if received, _, _ := relayqReceived(got.Body); seqOf(got.Body) != 12+i || !bytes.Contains(got.Body, []byte("sent by swaks -bs\r\n.a line starting with a dot\r\n")) ||
 			!bytes.Contains(received, []byte(uid)) {
-			t.Errorf("daemon down: %v: body %q: want swaks's header and text and a Received with %s", down, got.Body, uid)
+			t.Errorf("%s, daemon down: %v: body %q: want swaks's header and text and a Received with %s", c.command, down, got.Body, uid)
 		}
 	}
 }

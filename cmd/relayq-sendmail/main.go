@@ -7,7 +7,10 @@
 // runs once per message, so its start is paid per message (issue 15).
 //
 // What is another command (mailq, newaliases; sendmail -bp, -bi, -q) it
-// hands to relayq, which replaces this process (relayq.go).
+// hands to relayq, which replaces this process (relayq.go), and so it does
+// with an SMTP session (-bs) while the daemon is down. Built without
+// cgo, it hands relayq the whole call when only the C library's user
+// database could answer for it (userdb.go).
 package main
 
 import (
@@ -19,12 +22,23 @@ import (
 
 func main() {
 	env := sendmail.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
-	modes := sendmail.Modes{List: execRelayq("mailq"), Aliases: execRelayq("newaliases"), Flush: execRelayq("flush")}
+	relayq := execRelayq("sendmail")
+	modes := sendmail.Modes{
+		List: execRelayq("mailq"), Aliases: execRelayq("newaliases"), Flush: execRelayq("flush"),
+		// -bs with the daemon down: relayq answers the session.
+		Standalone: func(s sendmail.Session, env sendmail.Env) int { return relayq(s.Words, env) },
+	}
 	switch filepath.Base(os.Args[0]) {
 	case "mailq":
 		os.Exit(modes.List(os.Args[1:], env))
 	case "newaliases":
 		os.Exit(modes.Aliases(os.Args[1:], env))
+	}
+	if !withCgo {
+		if !systemUserFiles.answerFor(os.Getuid()) { // userdb.go
+			os.Exit(relayq(os.Args[1:], env))
+		}
+		modes.Sendmail = relayq
 	}
 	os.Exit(sendmail.Run(os.Args[1:], env, modes))
 }

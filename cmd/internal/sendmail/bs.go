@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"relayq/cmd/internal/sysexits"
+	"relayq/config"
 	"relayq/spool"
 )
 
@@ -24,25 +25,14 @@ const smtpDialTimeout = 10 * time.Second
 // When the daemon's socket does not answer, relayq answers the session
 // itself and writes each message to the maildrop, as sendmail without -bs
 // does (spool.ServeStandalone): 250 once the file is on disk.
-func (a *sendmailArgs) runSMTP(env Env) int {
-	cfg, code := LoadPublicConfig("sendmail", a.config, env) // config.go
-	if code != sysexits.OK {
+func (a *sendmailArgs) runSMTP(words []string, env Env, modes Modes) int {
+	cfg, code := a.publicConfig(words, env, modes) // sendmail.go
+	if cfg == nil {
 		return code
 	}
 	nc, err := net.DialTimeout("unix", cfg.Submission.Socket, smtpDialTimeout)
 	if err != nil {
-		sub := cfg.Submission
-		err := spool.ServeStandalone(env.Stdin, env.Stdout, spool.StandaloneOptions{
-			Maildrop: sub.Maildrop, Hostname: sub.Hostname,
-			QueuePath: cfg.Queue.Path, MinFree: int64(cfg.Queue.MinFree),
-			MaxMessageSize: int64(sub.MaxMessageSize), MaxRecipients: sub.MaxRecipients,
-			Log: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		})
-		if err != nil {
-			fmt.Fprintf(env.Stderr, "sendmail: SMTP session (relayq is not running): %v\n", err)
-			return sysexits.IOErr
-		}
-		return sysexits.OK
+		return modes.Standalone(Session{Words: words, cfg: cfg}, env)
 	}
 	defer nc.Close()
 	return carrySMTP(nc.(*net.UnixConn), env)
@@ -59,6 +49,32 @@ func carrySMTP(nc *net.UnixConn, env Env) int {
 	}()
 	if _, err := io.Copy(env.Stdout, nc); err != nil {
 		fmt.Fprintf(env.Stderr, "sendmail: SMTP session with relayq: %v\n", err)
+		return sysexits.IOErr
+	}
+	return sysexits.OK
+}
+
+// Session is an SMTP session on standard input (-bs) that the daemon's
+// socket did not take, for Modes.Standalone.
+type Session struct {
+	Words []string // the whole command line
+	cfg   *config.Config
+}
+
+// ServeStandalone is Modes.Standalone for relayq: the session on standard
+// input answered here, each message written to the maildrop with a 250
+// once the file is on disk (spool.ServeStandalone).
+func ServeStandalone(s Session, env Env) int {
+	cfg := s.cfg
+	sub := cfg.Submission
+	err := spool.ServeStandalone(env.Stdin, env.Stdout, spool.StandaloneOptions{
+		Maildrop: sub.Maildrop, Hostname: sub.Hostname,
+		QueuePath: cfg.Queue.Path, MinFree: int64(cfg.Queue.MinFree),
+		MaxMessageSize: int64(sub.MaxMessageSize), MaxRecipients: sub.MaxRecipients,
+		Log: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "sendmail: SMTP session (relayq is not running): %v\n", err)
 		return sysexits.IOErr
 	}
 	return sysexits.OK

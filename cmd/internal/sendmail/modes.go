@@ -52,8 +52,9 @@ func (a *sendmailArgs) queueRun(val string) error {
 	return fmt.Errorf("-q%s is not supported: relayq runs the whole queue (-q, or relayq flush; relayq queue retry ID for one message)", val)
 }
 
-// runMode runs -bp, -q, -bs or -bi with the configuration of -c.
-func (a *sendmailArgs) runMode(env Env, modes Modes) int {
+// runMode runs -bp, -q, -bs or -bi with the configuration of -c; words
+// are the whole command line (Modes.Sendmail).
+func (a *sendmailArgs) runMode(words []string, env Env, modes Modes) int {
 	var args []string
 	if a.config != "" {
 		args = []string{"-c", a.config}
@@ -62,7 +63,7 @@ func (a *sendmailArgs) runMode(env Env, modes Modes) int {
 	case modeList:
 		return modes.List(args, env)
 	case modeSMTP:
-		return a.runSMTP(env) // bs.go
+		return a.runSMTP(words, env, modes) // bs.go
 	case modeAliases:
 		return modes.Aliases(args, env)
 	}

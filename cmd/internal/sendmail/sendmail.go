@@ -1,6 +1,7 @@
 package sendmail
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,24 @@ type Env struct {
 // that command ("-c FILE" when sendmail had one) and returns its exit code.
 type Modes struct {
 	List, Aliases, Flush func(args []string, env Env) int
+
+	// Standalone answers an SMTP session on standard input (-bs) when
+	// the daemon's socket does not, and must be set: ServeStandalone.
+	// relayq-sendmail hands such a call to relayq instead (Session.Words;
+	// nothing has been read from standard input), so that it does not
+	// link an SMTP server, a quarter of its size, for a rare case: the
+	// smaller binary starts faster, at every message.
+	Standalone func(s Session, env Env) int
+
+	// Sendmail, when not nil, is the whole sendmail command run by a
+	// program that reads the user and group databases through the C
+	// library (NSS). relayq-sendmail, built without cgo, sets it to relayq
+	// sendmail, and hands it every call whose config does not load here:
+	// a socket_group or admin_group that is not in /etc/group may still be
+	// one NSS knows, and then only relayq can tell (its own error, if it
+	// is one, with its exit code). Nothing has been read from standard
+	// input when it is called.
+	Sendmail func(args []string, env Env) int
 }
 
 // sendmailTimeout bounds the whole submission to the daemon.
@@ -107,12 +126,10 @@ func Run(args []string, env Env, modes Modes) int {
 		return sysexits.OK
 	}
 	if a.mode != modeSubmit {
-		return a.runMode(env, modes) // modes.go
+		return a.runMode(args, env, modes) // modes.go
 	}
-	// The client flavour: an ordinary user may not read the relay's
-	// secrets, nor perhaps the file (config.go).
-	cfg, code := LoadPublicConfig("sendmail", a.config, env)
-	if code != sysexits.OK {
+	cfg, code := a.publicConfig(args, env, modes)
+	if cfg == nil {
 		return code
 	}
 	o := a.opts
@@ -128,6 +145,25 @@ func Run(args []string, env Env, modes Modes) int {
 		return code
 	}
 	return submit(cfg, a.envelope(p), p.Body, a.verbose, env)
+}
+
+// publicConfig loads the client flavour of the config (an ordinary user
+// may not read the relay's secrets, nor perhaps the file: config.go). When
+// it does not load and modes.Sendmail is set, the call goes to that
+// instead, and cfg is nil with its exit code; nothing of the failed load
+// is printed then, as the other program says what it finds.
+func (a *sendmailArgs) publicConfig(args []string, env Env, modes Modes) (cfg *config.Config, code int) {
+	if modes.Sendmail == nil {
+		return LoadPublicConfig("sendmail", a.config, env)
+	}
+	var stderr bytes.Buffer // a warning when it loads: printed below
+	quiet := env
+	quiet.Stderr = &stderr
+	if cfg, code = LoadPublicConfig("sendmail", a.config, quiet); cfg == nil {
+		return nil, modes.Sendmail(args, env)
+	}
+	stderr.WriteTo(env.Stderr)
+	return cfg, code
 }
 
 // PrepareExit maps spool.Prepare's errors to exit codes.

@@ -1,0 +1,189 @@
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"relayq/queue"
+)
+
+// bodyWriteSize is the largest write of the body to the daemon's socket.
+const bodyWriteSize = 32 << 10
+
+// sendPipelined is the transaction for a daemon that offers PIPELINING
+// (RFC 2920): MAIL, every RCPT and DATA in one write; then, once DATA has
+// its 354, the body and the final dot; then the reply to the dot, which
+// comes after the commit. go-smtp's client does not pipeline, so the
+// commands are written here, on the connection below it, and the replies
+// read with a reader of their own; the command lines are go-smtp's, byte
+// for byte (commandLines).
+//
+// Nothing of the body is sent before DATA's 354, as the RFC wants: after a
+// refused MAIL or RCPT the daemon may still answer DATA with 354 (some
+// recipients were taken), and then the connection is closed without the
+// dot, which leaves nothing queued (the daemon commits only at the dot).
+// sent says whether the whole message went out, the dot included.
+func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte) (reply string, sent bool, err error) {
+	batch, err := commandLines(c, env, len(body))
+	if err != nil {
+		return "", false, err
+	}
+	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
+	if _, err := nc.Write(batch); err != nil {
+		return "", false, err
+	}
+	r := newReplyReader(nc)
+	if _, err := readReply(r, 250); err != nil { // MAIL
+		return "", false, err
+	}
+	for range env.Recipients {
+		if _, err := readReply(r, 25); err != nil { // 250 or 251
+			return "", false, err
+		}
+	}
+	if _, err := readReply(r, 354); err != nil {
+		return "", false, err
+	}
+	dw := textproto.NewWriter(bufio.NewWriterSize(nc, min(len(body)+5, bodyWriteSize))).DotWriter()
+	if _, err := dw.Write(body); err != nil {
+		return "", false, err
+	}
+	if err := dw.Close(); err != nil { // writes the dot, and may have written part of it
+		return "", true, err
+	}
+	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
+	reply, err = readReply(r, 250)
+	return reply, true, err
+}
+
+// commandLines returns the MAIL, RCPT and DATA lines of env's transaction
+// as go-smtp's client writes them to the server c has greeted: a second
+// go-smtp client, which talks to a commandRecorder that knows the same
+// extensions, formats them (with the same checks and errors: an error here
+// is go-smtp's own, from before anything was written).
+func commandLines(c *smtp.Client, env queue.Envelope, size int) ([]byte, error) {
+	rec := &commandRecorder{ehlo: ehloReply(c)}
+	f := smtp.NewClient(rec)
+	if err := f.Hello("localhost"); err != nil {
+		return nil, err
+	}
+	rec.lines = rec.lines[:0] // the EHLO
+	if err := f.Mail(env.From, clientMailOptions(env, size)); err != nil {
+		return nil, err
+	}
+	for i, r := range env.Recipients {
+		if err := f.Rcpt(r, clientRcptOptions(env, i)); err != nil {
+			return nil, err
+		}
+	}
+	return append(rec.lines, "DATA\r\n"...), nil
+}
+
+// formatExtensions are the extensions go-smtp's client looks at when it
+// writes MAIL and RCPT.
+var formatExtensions = []string{"8BITMIME", "SIZE", "SMTPUTF8", "DSN", "REQUIRETLS", "AUTH", "RRVS", "DELIVERBY", "MT-PRIORITY"}
+
+// ehloReply is an EHLO reply, as wire bytes, that lists the extensions in
+// formatExtensions the server c has greeted offers, with their parameters.
+func ehloReply(c *smtp.Client) []byte {
+	b := []byte("250-recorder\r\n")
+	for _, ext := range formatExtensions {
+		if ok, param := c.Extension(ext); ok {
+			b = append(b, "250-"+strings.TrimSpace(ext+" "+param)+"\r\n"...)
+		}
+	}
+	return append(b, "250 HELP\r\n"...)
+}
+
+// commandRecorder is the connection of a go-smtp client that talks to no
+// server: it greets, answers EHLO with ehlo and every other command with
+// 250, and keeps the lines written.
+type commandRecorder struct {
+	net.Conn // nil: the client only reads, writes, sets deadlines and closes
+	ehlo     []byte
+	replies  []byte // not yet read
+	lines    []byte // written
+	greeted  bool
+}
+
+func (r *commandRecorder) Write(b []byte) (int, error) {
+	r.lines = append(r.lines, b...)
+	if bytes.HasPrefix(b, []byte("EHLO ")) {
+		r.replies = append(r.replies, r.ehlo...)
+	} else {
+		r.replies = append(r.replies, "250 ok\r\n"...)
+	}
+	return len(b), nil
+}
+
+func (r *commandRecorder) Read(b []byte) (int, error) {
+	if !r.greeted {
+		r.greeted = true
+		r.replies = append(r.replies, "220 recorder\r\n"...)
+	}
+	if len(r.replies) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, r.replies)
+	r.replies = r.replies[n:]
+	return n, nil
+}
+
+func (r *commandRecorder) SetDeadline(time.Time) error      { return nil }
+func (r *commandRecorder) SetReadDeadline(time.Time) error  { return nil }
+func (r *commandRecorder) SetWriteDeadline(time.Time) error { return nil }
+func (r *commandRecorder) Close() error                     { return nil }
+
+// readReply reads one reply as go-smtp's client does: a code other than
+// expect (a single digit matches a class, as textproto reads it) is an
+// *smtp.SMTPError, its enhanced code parsed.
+func readReply(r *textproto.Reader, expect int) (string, error) {
+	_, msg, err := r.ReadResponse(expect)
+	var pe *textproto.Error
+	if errors.As(err, &pe) {
+		return msg, replyError(pe)
+	}
+	return msg, err
+}
+
+// newReplyReader reads the daemon's replies from nc, as go-smtp's client
+// would (its reader has nothing buffered between a reply and the next
+// command: the daemon sends nothing unasked).
+func newReplyReader(nc net.Conn) *textproto.Reader {
+	return textproto.NewReader(bufio.NewReader(nc))
+}
+
+// replyError is the *smtp.SMTPError go-smtp's client makes of a reply it
+// did not expect: the enhanced code, when the text begins with one, taken
+// out of the text (of every line, RFC 2034).
+func replyError(pe *textproto.Error) *smtp.SMTPError {
+	se := &smtp.SMTPError{Code: pe.Code, Message: pe.Msg}
+	first, rest, ok := strings.Cut(pe.Msg, " ")
+	if !ok {
+		return se
+	}
+	parts := strings.Split(first, ".")
+	if len(parts) != 3 {
+		return se
+	}
+	var ec smtp.EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return se
+		}
+		ec[i] = n
+	}
+	se.EnhancedCode = ec
+	se.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
+	return se
+}
