@@ -333,6 +333,8 @@ func checkInstalled(t *testing.T, c *debChroot, aptOut, version string) {
 		}
 	}
 	c.sh("apt-get check")
+	// relayq is built with cgo (the C library's NSS names submitters and
+	// checks groups), relayq-sendmail without (build-deb.sh).
 	checks := `set -e
 test "$(readlink -f /usr/sbin/sendmail)" = /usr/sbin/relayq-sendmail
 for l in /usr/bin/mailq /usr/bin/newaliases; do test "$(readlink -f $l)" = /usr/sbin/relayq; done
@@ -345,6 +347,9 @@ zcat /usr/share/man/man8/relayq.8.gz | grep -c '^.SS '
 zcat /usr/share/man/man1/relayq-sendmail.1.gz /usr/share/man/man5/relayq.toml.5.gz | grep -q ` + version + `
 grep -q import-postfix /usr/share/bash-completion/completions/relayq
 test -d /var/spool/postfix/deferred
+ldd /usr/sbin/relayq | grep -q 'libc.so.6 =>'
+if ldd /usr/sbin/relayq-sendmail >/dev/null 2>&1; then echo relayq-sendmail is dynamically linked; exit 1; fi
+dpkg-query -W -f='${Depends}\n' relayq | grep -q '^libc6'
 relayq --version`
 	out := c.sh(checks)
 	for _, want := range []string{"644 root", "711 relayq", "relayq " + version + " ("} {
