@@ -172,6 +172,11 @@ func (q *Queue) isLeased(id string) bool {
 // for Options.LeaseTimeout. It returns none when nothing is due. Taking a
 // lease writes nothing to the file.
 func (q *Queue) Lease(max int) ([]*Lease, error) {
+	// After an Open that did not walk the file, nothing is leased before
+	// the walk has read every page (pagewalk.go).
+	if err := q.pages.wait(); err != nil {
+		return nil, fmt.Errorf("queue: lease: %w", err)
+	}
 	now := q.opts.Now()
 	until := now.Add(q.opts.LeaseTimeout)
 	var leases []*Lease

@@ -157,13 +157,24 @@ func corruptLeaf(t *testing.T, path string, bucket []byte) {
 }
 
 // TestDamagedFile: a damaged file makes Open fail with ErrDamaged (no
-// crash), CheckFile report the damage, and CompactFile refuse.
+// crash), or, when Close saved the freelist and Open did not walk the file
+// first, the walk after Open find it (openedDamaged); CheckFile reports the
+// damage, and CompactFile refuses.
 func TestDamagedFile(t *testing.T) {
+	for _, stop := range []string{"crash", "close"} {
+		t.Run("after a "+stop, func(t *testing.T) { testDamagedFile(t, stop == "crash") })
+	}
+}
+
+func testDamagedFile(t *testing.T, crashed bool) {
 	for _, tc := range []struct {
 		name    string
 		corrupt func(t *testing.T, path string)
+		// a file with its freelist saved opens, and the walk after
+		// Open finds the damage
+		walkFinds bool
 	}{
-		{"messages page", func(t *testing.T, path string) { corruptLeaf(t, path, bucketMessages) }},
+		{"messages page", func(t *testing.T, path string) { corruptLeaf(t, path, bucketMessages) }, true},
 		{"both meta pages", func(t *testing.T, path string) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
@@ -175,12 +186,22 @@ func TestDamagedFile(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, _ := fill(t, 30)
+			if crashed {
+				forgetFreelist(t, path)
+			}
 			tc.corrupt(t, path)
-			if q, err := Open(path, Options{LockTimeout: 100 * time.Millisecond}); !errors.Is(err, ErrDamaged) {
+			q, err := Open(path, Options{LockTimeout: 100 * time.Millisecond})
+			switch {
+			case !crashed && tc.walkFinds:
+				if err != nil {
+					t.Fatalf("Open of a file with its freelist saved: %v; want it opened and walked after", err)
+				}
+				openedDamaged(t, q, path)
+			case !errors.Is(err, ErrDamaged):
 				if q != nil {
 					q.Close()
 				}

@@ -113,6 +113,9 @@ type Queue struct {
 	damage  *damageSet  // counters.go: records found damaged since Open
 	auditor *background // counters.go: looks for them once after Open
 
+	pages  *pageWalk   // pagewalk.go: the walk of every page after Open
+	walker *background // runs it, when Open did not walk the file first
+
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
 	spacer  *background // allocates a released reserve again (space.go)
@@ -163,7 +166,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	_, statErr := os.Stat(path)
 	creating := errors.Is(statErr, os.ErrNotExist)
 
-	db, err := openBolt(path, boltOptions(opts))
+	db, unwalked, err := openBolt(path, boltOptions(opts))
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("queue: open %s: %w (is another relayq serve running?)", path, ErrLocked)
 	}
@@ -178,7 +181,10 @@ func Open(path string, opts Options) (*Queue, error) {
 		}
 	}
 	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep},
-		damage: newDamageSet()}
+		damage: newDamageSet(), pages: walkedAlready()}
+	if unwalked {
+		q.pages = &pageWalk{done: make(chan struct{}), found: make(chan error, 1)} // pagewalk.go
+	}
 	if err := q.safeInit(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
@@ -193,10 +199,12 @@ func Open(path string, opts Options) (*Queue, error) {
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}
-	q.startPruner()
 	q.trimmer = runBackground(q.trimLoop)
-	q.giver = runBackground(q.giveBackLoop)
-	q.auditor = runBackground(q.auditLoop) // counters.go
+	if unwalked {
+		q.walker = runBackground(func(stop <-chan struct{}) { q.walkPages(stop, q.startReaders) })
+	} else {
+		q.startReaders()
+	}
 	if q.space.reserveSize > 0 {
 		if _, err := q.space.restore(); err != nil {
 			q.log.Warn("cannot allocate the queue's reserve; intake is refused until it can be", "err", err)
@@ -204,6 +212,16 @@ func Open(path string, opts Options) (*Queue, error) {
 		q.spacer = runBackground(q.spaceLoop)
 	}
 	return q, nil
+}
+
+// startReaders starts what reads the whole file in the background: the
+// history pruner, the give-back of free pages' blocks and the audit of the
+// records. After an Open that did not walk the file first, the walk after
+// Open starts them once it has read every page (pagewalk.go).
+func (q *Queue) startReaders() {
+	q.startPruner()
+	q.giver = runBackground(q.giveBackLoop)
+	q.auditor = runBackground(q.auditLoop) // counters.go
 }
 
 // boltOptions are the settings relayq's durability rests on; see
@@ -293,6 +311,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 
 // Close waits for pending commits and closes the database.
 func (q *Queue) Close() error {
+	q.walker.halt() // first: it starts the others
 	q.pruner.halt()
 	q.trimmer.halt()
 	q.giver.halt()
@@ -302,6 +321,7 @@ func (q *Queue) Close() error {
 	if err := q.inflight.close(); err != nil {
 		q.log.Warn("cannot close the in-flight journal", "err", err)
 	}
+	q.saveFreelist() // freelist.go: the next Open need not walk the file
 	return q.db.Close()
 }
 

@@ -13,6 +13,9 @@
 //	ready         exec of relayq serve to its "relayq ready" log line
 //	              (with -cold: both after the queue file's pages were
 //	              dropped from the page cache, posix_fadvise DONTNEED)
+//	delivery      exec to the end of the walk of the file's pages after
+//	              an Open that read the freelist saved at Close
+//	              (queue/pagewalk.go): delivery starts then
 //	status        `relayq status --json`, whole call
 //	queue list    `relayq queue list` (first page: 1000), whole call
 //	mailq         `relayq mailq` (first page), whole call
@@ -114,6 +117,9 @@ func main() {
 	defer d.stop()
 	fmt.Printf("first answer     %v (%s)\n", d.firstAnswer.Round(time.Millisecond), d.firstReply)
 	fmt.Printf("ready            %v\n", d.ready.Round(time.Millisecond))
+	if w := d.waitWalked(30 * time.Second); w > 0 {
+		fmt.Printf("delivery starts  %v (the file's pages read through after start)\n", w.Round(time.Millisecond))
+	}
 	time.Sleep(*settle)
 	before := memory(d.cmd.Process.Pid)
 	for _, c := range []struct {
@@ -253,6 +259,8 @@ level = "info"
 
 type daemon struct {
 	cmd         *exec.Cmd
+	start       time.Time
+	walked      chan time.Duration // exec to the end of the walk after start, if there is one
 	ready       time.Duration
 	firstAnswer time.Duration // exec to the first greeting on the socket
 	firstReply  string        // what that session's MAIL got
@@ -271,7 +279,7 @@ func startDaemon(bin, cfg, socket string) *daemon {
 		log.Fatal(err)
 	}
 	answered := make(chan struct{})
-	d := &daemon{cmd: cmd}
+	d := &daemon{cmd: cmd, start: start, walked: make(chan time.Duration, 1)}
 	go func() {
 		defer close(answered)
 		for time.Since(start) < 5*time.Minute {
@@ -289,6 +297,12 @@ func startDaemon(bin, cfg, socket string) *daemon {
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), `msg="relayq ready"`) {
 				once()
+			}
+			if os.Getenv("BL_DEBUG") != "" {
+				fmt.Fprintln(os.Stderr, "LOG", sc.Text()[:min(len(sc.Text()), 150)])
+			}
+			if strings.Contains(sc.Text(), `msg="queue file read through after start`) {
+				d.walked <- time.Since(start)
 			}
 		}
 	}()
@@ -341,6 +355,18 @@ func dropCache(path string) error {
 	}
 	defer f.Close()
 	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
+
+// waitWalked returns when the walk after start ended (exec to its log
+// line), 0 when there was none within limit (an Open that walked the file
+// first, or a relayq from before the walk after start).
+func (d *daemon) waitWalked(limit time.Duration) time.Duration {
+	select {
+	case w := <-d.walked:
+		return w
+	case <-time.After(limit):
+		return 0
+	}
 }
 
 func (d *daemon) stop() {
