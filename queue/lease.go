@@ -251,6 +251,9 @@ func (q *Queue) dropStaleSchedule(keys [][]byte) {
 			if err := uncountMessage(tx, string(k[8:])); err != nil {
 				return err
 			}
+			if err := unflush(tx, string(k[8:])); err != nil { // flush.go
+				return err
+			}
 		}
 		return nil
 	})
@@ -591,6 +594,9 @@ func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Delete([]byte(m.ID)); err != nil {
+		return err
+	}
+	if err := unflush(tx, m.ID); err != nil { // flush.go
 		return err
 	}
 	if err := uncountMessage(tx, m.ID); err != nil { // counters.go

@@ -56,6 +56,8 @@ func (q *Queue) MessagePage(o PageOptions, keep func(*Message) bool) (Page[*Mess
 		if err != nil {
 			m = damaged(tx, k, err)
 			q.damage.note(false, m.ID)
+		} else {
+			withFlush(tx, m) // flush.go
 		}
 		q.leasedUntil(m)
 		return m, keep == nil || keep(m)

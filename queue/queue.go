@@ -462,6 +462,8 @@ func messagesIn(tx *bolt.Tx) ([]*Message, error) {
 		m, err := decodeMessage(v)
 		if err != nil {
 			m = damaged(tx, k, err) // listed, so that an operator sees it
+		} else {
+			withFlush(tx, m) // flush.go
 		}
 		out = append(out, m)
 		return nil
@@ -665,7 +667,7 @@ func getMessage(tx *bolt.Tx, id string) (*Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: message %s: %w: %w", id, ErrRecordDamaged, err)
 	}
-	return m, nil
+	return withFlush(tx, m), nil // flush.go
 }
 
 // damaged is the stand-in listings show for the record of id that does
@@ -683,6 +685,9 @@ func putMessage(tx *bolt.Tx, m *Message) error {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
+		return err
+	}
+	if err := unflush(tx, m.ID); err != nil { // flush.go: the record says it now
 		return err
 	}
 	return countMessage(tx, &s) // counters.go

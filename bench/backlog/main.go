@@ -22,6 +22,9 @@
 //	dead list     `relayq dead list` (first page), whole call
 //	queue list --json --limit 1000, and --rcpt on a recipient near the end
 //	RSS           the daemon's VmRSS / RssAnon before and after the calls
+//	flush         `relayq flush` (with -flush), once, after the others: it
+//	              makes every message due, so a kept file has nothing
+//	              left to move at the next run; then the RSS again
 //
 // Each call is run -runs times; the median is printed. Run it by hand:
 //
@@ -62,6 +65,8 @@ func main() {
 	dir := flag.String("dir", "", "directory for the queue and the daemon's state (default: a new temporary one)")
 	keep := flag.Bool("keep", false, "keep the directory (and reuse a filled queue file in -dir)")
 	settle := flag.Duration("settle", 2*time.Second, "wait after ready before the calls (the damage audit after start reads every record once)")
+	deferred := flag.Bool("deferred", false, "when filling, defer every message by an hour (one attempt each), as after an outage:\nwhat relayq flush has to move")
+	flush := flag.Bool("flush", false, "end with one `relayq flush` (it makes every message of the file due)")
 	cold := flag.Bool("cold", false, "drop the queue file's pages from the page cache before starting relayq serve")
 	rebuild := flag.Bool("rebuild", false, "drop the counters from the file first, so that the open measured builds them,\nas the first open of a file written by a relayq before them does")
 	flag.Parse()
@@ -85,7 +90,7 @@ func main() {
 	path := filepath.Join(*dir, "queue.db")
 	if _, err := os.Stat(path); err != nil {
 		start := time.Now()
-		if err := fill(path, *n, *dead); err != nil {
+		if err := fill(path, *n, *dead, *deferred); err != nil {
 			log.Fatal(err)
 		}
 		fmt.Printf("filled %d messages (%d dead letters) in %v\n", *n, *dead, time.Since(start).Round(time.Second))
@@ -150,10 +155,23 @@ func main() {
 	after := memory(d.cmd.Process.Pid)
 	fmt.Printf("daemon RSS       %d MiB before the calls (anonymous %d MiB), %d MiB after (anonymous %d MiB)\n",
 		before["VmRSS"]>>10, before["RssAnon"]>>10, after["VmRSS"]>>10, after["RssAnon"]>>10)
+	if *flush {
+		start := time.Now()
+		out, err := exec.Command(*bin, "flush", "-c", cfg).CombinedOutput()
+		took := time.Since(start)
+		if err != nil {
+			fmt.Printf("flush            failed: %v\n%s", err, out)
+			return
+		}
+		m := memory(d.cmd.Process.Pid)
+		fmt.Printf("flush            %v (%s); daemon RSS after %d MiB (anonymous %d MiB, peak %d MiB)\n",
+			took.Round(time.Millisecond), strings.TrimSpace(string(out)), m["VmRSS"]>>10, m["RssAnon"]>>10, m["VmHWM"]>>10)
+	}
 }
 
-// fill queues n messages of 2 KB and dead-letters dead of them.
-func fill(path string, n, dead int) error {
+// fill queues n messages of 2 KB and dead-letters dead of them; with
+// deferred, the others have had an attempt and are due in an hour.
+func fill(path string, n, dead int, deferred bool) error {
 	q, err := queue.Open(path, queue.Options{MaxBatch: 2000})
 	if err != nil {
 		return err
@@ -200,7 +218,37 @@ func fill(path string, n, dead int) error {
 		}
 		left -= len(ls)
 	}
+	if deferred {
+		return deferAll(q)
+	}
 	return nil
+}
+
+// deferAll records a deferral, due in an hour, for every message due.
+func deferAll(q *queue.Queue) error {
+	next := time.Now().Add(time.Hour)
+	for {
+		ls, err := q.Lease(2000)
+		if err != nil || len(ls) == 0 {
+			return err
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, len(ls))
+		for _, l := range ls {
+			wg.Go(func() {
+				o := queue.Outcome{Address: l.Recipients[0].Address, Result: queue.Deferred, NextAttempt: next,
+					Reply: &queue.Reply{Code: 421, Enhanced: "4.3.0", Lines: []string{"try later"}}}
+				if _, err := q.Record(l, []queue.Outcome{o}); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
 }
 
 // dropCounters makes path look like a file from before the counters
@@ -297,9 +345,6 @@ func startDaemon(bin, cfg, socket string) *daemon {
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), `msg="relayq ready"`) {
 				once()
-			}
-			if os.Getenv("BL_DEBUG") != "" {
-				fmt.Fprintln(os.Stderr, "LOG", sc.Text()[:min(len(sc.Text()), 150)])
 			}
 			if strings.Contains(sc.Text(), `msg="queue file read through after start`) {
 				d.walked <- time.Since(start)
