@@ -260,31 +260,6 @@ func openReadOnly(op, path string, lockTimeout time.Duration) (*bolt.DB, error) 
 	return db, nil
 }
 
-// ListFile lists the messages in the database file at path, oldest first,
-// while relayq serve is not running (`mailq` with the daemon down): the
-// file is opened read-only under a shared lock, waited for at most
-// lockTimeout (ErrLocked while the daemon holds it). No message is being
-// delivered, so none is shown as leased, whatever an old file stored.
-func ListFile(path string, lockTimeout time.Duration) ([]*Message, error) {
-	db, err := openReadOnly("list", path, lockTimeout)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	var out []*Message
-	err = db.View(func(tx *bolt.Tx) (err error) {
-		out, err = messagesIn(tx)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("queue: list %s: %w", path, err)
-	}
-	for _, m := range out {
-		m.LeasedUntil = time.Time{}
-	}
-	return out, nil
-}
-
 // CompactResult says what CompactFile did.
 type CompactResult struct {
 	SizeBefore, SizeAfter int64

@@ -219,9 +219,10 @@ func testDamagedFile(t *testing.T, crashed bool) {
 	}
 }
 
-// TestListFile: the messages of a stopped store, read-only, as List gave
-// them while it ran (held included); ErrLocked while a store has it open.
-func TestListFile(t *testing.T) {
+// TestFileReader: the messages of a stopped store, read-only, page by
+// page, as List gave them while it ran (held included), with the totals
+// of its counters; ErrLocked while a store has it open.
+func TestFileReader(t *testing.T) {
 	path, _ := fill(t, 6)
 	q, err := Open(path, Options{})
 	if err != nil {
@@ -231,25 +232,43 @@ func TestListFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ListFile(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
-		t.Errorf("ListFile while the store is open: %v, want ErrLocked", err)
+	if _, err := OpenFileReader(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Errorf("OpenFileReader while the store is open: %v, want ErrLocked", err)
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ListFile(path, time.Second)
+	r, err := OpenFileReader(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != len(want) || len(got) != 4 {
-		t.Fatalf("ListFile: %d messages, List: %d, want 4 (6 put, 1 delivered, 1 dead)", len(got), len(want))
+	defer r.Close()
+	var got []*Message
+	for o := (PageOptions{Limit: 3}); ; {
+		p, err := r.MessagePage(o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p.Items...)
+		if p.Next == "" {
+			break
+		}
+		o.After = p.Next
 	}
+	if len(got) != len(want) || len(got) != 4 {
+		t.Fatalf("pages of the file: %d messages, List: %d, want 4 (6 put, 1 delivered, 1 dead)", len(got), len(want))
+	}
+	var bytes int64
 	for i := range got {
+		bytes += got[i].Size
 		if got[i].ID != want[i].ID || got[i].State() != want[i].State() || len(got[i].Recipients) != len(want[i].Recipients) {
-			t.Errorf("message %d: ListFile %s %s, List %s %s", i, got[i].ID, got[i].State(), want[i].ID, want[i].State())
+			t.Errorf("message %d: file %s %s, List %s %s", i, got[i].ID, got[i].State(), want[i].ID, want[i].State())
 		}
 	}
-	if _, err := ListFile(filepath.Join(t.TempDir(), "none.db"), time.Second); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("ListFile of no file: %v, want ErrNotExist", err)
+	if tot, err := r.Totals(); err != nil || tot.Messages != 4 || tot.Dead != 1 || tot.Bytes != bytes {
+		t.Errorf("Totals of the file: %+v, %v; want 4 messages of %d bytes, 1 dead letter", tot, err, bytes)
+	}
+	if _, err := OpenFileReader(filepath.Join(t.TempDir(), "none.db"), time.Second); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OpenFileReader of no file: %v, want ErrNotExist", err)
 	}
 }

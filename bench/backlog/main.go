@@ -165,7 +165,7 @@ func main() {
 		}
 		m := memory(d.cmd.Process.Pid)
 		fmt.Printf("flush            %v (%s); daemon RSS after %d MiB (anonymous %d MiB, peak %d MiB)\n",
-			took.Round(time.Millisecond), strings.TrimSpace(string(out)), m["VmRSS"]>>10, m["RssAnon"]>>10, m["VmHWM"]>>10)
+			took.Round(time.Millisecond), lastLine(out), m["VmRSS"]>>10, m["RssAnon"]>>10, m["VmHWM"]>>10)
 	}
 }
 
@@ -222,6 +222,13 @@ func fill(path string, n, dead int, deferred bool) error {
 		return deferAll(q)
 	}
 	return nil
+}
+
+// lastLine is the last line of out (an older relayq's flush printed every
+// ID before its count).
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
 }
 
 // deferAll records a deferral, due in an hour, for every message due.
