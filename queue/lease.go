@@ -170,7 +170,9 @@ func (q *Queue) isLeased(id string) bool {
 // Lease takes up to max due messages (next attempt at or before now, not
 // held by another worker, or held by a lease that ran out) and holds them
 // for Options.LeaseTimeout. It returns none when nothing is due. Taking a
-// lease writes nothing to the file.
+// lease writes nothing to the file. After an Open that did not walk the
+// file first it waits for the walk after Open (pagewalk.go), and fails
+// with ErrDamaged if that found damage.
 func (q *Queue) Lease(max int) ([]*Lease, error) {
 	// After an Open that did not walk the file, nothing is leased before
 	// the walk has read every page (pagewalk.go).
