@@ -85,6 +85,10 @@ type Response struct {
 	Body       []byte            `json:"body,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
 	Purged     int               `json:"purged,omitempty"`
+	// Due answers `queue retry --all` (relayq flush): how many messages
+	// are due now. It names none: at a million queued, a list of every ID
+	// was the larger part of the call.
+	Due int `json:"due,omitempty"`
 	// Lookup answers queue status.
 	Lookup *queue.Lookup `json:"lookup,omitempty"`
 	// Next, in the answer to a listing, is the After of the next page;

@@ -123,7 +123,20 @@ func (s *Server) deadList(req Request) Response {
 	return Response{Dead: p.Items, Next: p.Next, Total: t.Dead}
 }
 
-func (s *Server) mailq(req Request) Response {
+func (s *Server) mailq(req Request) Response { return mailqPage(s.q, req) }
+
+// MailqFile answers a mailq request (a page of it) from the queue file of
+// a relayq that is not running, as the daemon answers it.
+func MailqFile(r *queue.FileReader, req Request) Response { return mailqPage(r, req) }
+
+// messagePages is where a mailq page is read from: the running queue, or
+// the file of a stopped one.
+type messagePages interface {
+	MessagePage(queue.PageOptions, func(*queue.Message) bool) (queue.Page[*queue.Message], error)
+	Totals() (queue.Totals, error)
+}
+
+func mailqPage(src messagePages, req Request) Response {
 	if req.State != "" {
 		return badRequest("mailq takes no state")
 	}
@@ -131,14 +144,14 @@ func (s *Server) mailq(req Request) Response {
 	if bad != nil {
 		return *bad
 	}
-	p, err := s.q.MessagePage(o, func(m *queue.Message) bool { return rcpt == nil || rcpt(m.Recipients, true) })
+	p, err := src.MessagePage(o, func(m *queue.Message) bool { return rcpt == nil || rcpt(m.Recipients, true) })
 	if err != nil {
 		return failed(err)
 	}
 	for i, m := range p.Items {
 		p.Items[i] = MailqView(m)
 	}
-	t, err := s.q.Totals()
+	t, err := src.Totals()
 	if err != nil {
 		return failed(err)
 	}

@@ -240,6 +240,9 @@ func (s *Server) change(req Request, uid int) Response {
 	if req.Op == OpDeadPurge && len(req.IDs) == 0 {
 		args = append(args, "older_than", req.OlderThan, "purged", resp.Purged)
 	}
+	if req.Op == OpQueueRetry && req.All {
+		args = append(args, "due", resp.Due)
+	}
 	if resp.Error != "" {
 		args = append(args, "err", resp.Error)
 	}
@@ -271,11 +274,11 @@ func (s *Server) run(req Request) Response {
 		if s.flush != nil {
 			s.flush() // first: a message made due must not meet a pause
 		}
-		var ids []string
-		ids, err = s.q.RetryAll()
-		for _, id := range ids {
-			res = append(res, queue.IDResult{ID: id})
+		n, err := s.q.RetryAll()
+		if err != nil {
+			return failed(err)
 		}
+		return Response{Due: n}
 	case req.Op == OpDeadRequeue && req.All:
 		res, err = s.q.RequeueAll(class)
 	case req.Op == OpDeadPurge && len(req.IDs) == 0:

@@ -225,6 +225,8 @@ func (q *Queue) Lookup(id string) (*Lookup, error) {
 			m, err := decodeMessage(v)
 			if err != nil {
 				m = damaged(tx, []byte(id), err)
+			} else {
+				withFlush(tx, m) // flush.go
 			}
 			l.Message = q.leasedUntil(m)
 		}

@@ -34,6 +34,7 @@ func checkIndex(tx *bolt.Tx) []error {
 			problems = append(problems, fmt.Errorf("message %s: record does not decode: %w", k, err))
 			return nil
 		}
+		withFlush(tx, m) // flush.go
 		switch scheduled := sched.Get(scheduleKey(m.dueAt(), m.ID)) != nil; {
 		case m.Held && scheduled:
 			problems = append(problems, fmt.Errorf("message %s: held but scheduled (it would be delivered)", k))
@@ -75,7 +76,7 @@ func checkIndex(tx *bolt.Tx) []error {
 			problems = append(problems, fmt.Errorf("schedule entry for %s: no such message", id))
 			return nil
 		}
-		if m, err := decodeMessage(v); err == nil && !bytes.Equal(scheduleKey(m.dueAt(), m.ID), k) {
+		if m, err := decodeMessage(v); err == nil && !bytes.Equal(scheduleKey(withFlush(tx, m).dueAt(), m.ID), k) {
 			problems = append(problems, fmt.Errorf("schedule entry for %s: stale (message is due at %s)", id, m.dueAt()))
 		}
 		return nil
@@ -94,5 +95,5 @@ func checkIndex(tx *bolt.Tx) []error {
 		}
 		return nil
 	})
-	return problems
+	return append(problems, checkFlushed(tx)...) // flush.go
 }

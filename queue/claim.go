@@ -84,7 +84,7 @@ func (c *Claim) check(path string) error {
 
 // claimed reports whether a process holds a claim on the file at path:
 // a relayq serve that is starting holds it before bbolt's lock, while its
-// queue opens. The offline operations (CheckFile, ListFile, CompactFile)
+// queue opens. The offline operations (CheckFile, OpenFileReader, CompactFile)
 // then fail with ErrLocked at once, rather than take bbolt's shared lock
 // and make the starting daemon's open wait for it (and time out).
 func claimed(path string) bool {

@@ -106,8 +106,8 @@ func TestOfflineOperationsRespectTheClaim(t *testing.T) {
 	if _, err := CheckFile(path, time.Second); !errors.Is(err, ErrLocked) {
 		t.Errorf("CheckFile while claimed: %v, want ErrLocked", err)
 	}
-	if _, err := ListFile(path, time.Second); !errors.Is(err, ErrLocked) {
-		t.Errorf("ListFile while claimed: %v, want ErrLocked", err)
+	if _, err := OpenFileReader(path, time.Second); !errors.Is(err, ErrLocked) {
+		t.Errorf("OpenFileReader while claimed: %v, want ErrLocked", err)
 	}
 	if _, err := CompactFile(path, time.Second); !errors.Is(err, ErrLocked) {
 		t.Errorf("CompactFile while claimed: %v, want ErrLocked", err)
@@ -115,7 +115,12 @@ func TestOfflineOperationsRespectTheClaim(t *testing.T) {
 	if err := c.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if msgs, err := ListFile(path, time.Second); err != nil || len(msgs) != 1 {
-		t.Errorf("ListFile after release: %d messages, %v", len(msgs), err)
+	r, err := OpenFileReader(path, time.Second)
+	if err != nil {
+		t.Fatalf("OpenFileReader after release: %v", err)
+	}
+	defer r.Close()
+	if p, err := r.MessagePage(PageOptions{Limit: 10}, nil); err != nil || len(p.Items) != 1 {
+		t.Errorf("a page of the file after release: %d messages, %v", len(p.Items), err)
 	}
 }

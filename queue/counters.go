@@ -577,19 +577,25 @@ type Totals struct {
 // Totals reads the counters.
 func (q *Queue) Totals() (Totals, error) {
 	var t Totals
-	err := q.db.View(func(tx *bolt.Tx) error {
-		c, err := readCounts(tx)
-		if err != nil {
-			return err
-		}
-		for _, n := range c.states {
-			t.Messages += int(n)
-		}
-		t.Dead, t.Bytes = int(c.dead), c.bytes
-		return nil
+	err := q.db.View(func(tx *bolt.Tx) (err error) {
+		t, err = totalsOf(tx)
+		return err
 	})
 	if err != nil {
 		return Totals{}, fmt.Errorf("queue: totals: %w", err)
 	}
+	return t, nil
+}
+
+func totalsOf(tx *bolt.Tx) (Totals, error) {
+	var t Totals
+	c, err := readCounts(tx)
+	if err != nil {
+		return t, err
+	}
+	for _, n := range c.states {
+		t.Messages += int(n)
+	}
+	t.Dead, t.Bytes = int(c.dead), c.bytes
 	return t, nil
 }

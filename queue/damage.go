@@ -33,6 +33,9 @@ func (q *Queue) removeDamaged(tx *bolt.Tx, id string, dead bool, now time.Time) 
 	if err := tx.Bucket(bucketMessages).Delete([]byte(id)); err != nil {
 		return err
 	}
+	if err := unflush(tx, id); err != nil { // flush.go
+		return err
+	}
 	if err := uncountMessage(tx, id); err != nil { // counters.go
 		return err
 	}

@@ -101,39 +101,75 @@ func (q *Queue) Requeue(ids []string, class ReplyClass) ([]IDResult, error) {
 // (every dead letter when class is zero), damaged ones aside. It reports
 // only the dead letters it found; one whose message is being delivered
 // right now is reported with ErrLeased.
+//
+// It goes through the dead letters retryAllBatch at a time, a commit each
+// (as RetryAll does), so that many thousands of dead letters brought back
+// after an outage are not one huge transaction; the batches committed
+// stay requeued if a later one fails.
 func (q *Queue) RequeueAll(class ReplyClass) ([]IDResult, error) {
+	return q.requeueAll(class, retryAllBatch)
+}
+
+// requeueAll is RequeueAll reading batch dead letters a commit.
+func (q *Queue) requeueAll(class ReplyClass, batch int) ([]IDResult, error) {
 	now := q.opts.Now()
 	var results []IDResult
-	err := q.commit.commit(func(tx *bolt.Tx) error {
-		results = nil
-		var ids []string
-		err := tx.Bucket(bucketDead).ForEach(func(k, v []byte) error {
-			d, err := decodeDead(v)
-			if err != nil {
-				return nil // damaged: it names no recipient to bring back
-			}
-			if len(class.recipients(d.Recipients)) > 0 {
-				ids = append(ids, d.ID)
+	var after []byte
+	for {
+		var done []IDResult
+		var last []byte
+		err := q.commit.commit(func(tx *bolt.Tx) error {
+			done, last = nil, nil // afresh each run: the committer may run this twice
+			var ids []string
+			ids, last = deadInClass(tx, class, after, batch)
+			for _, id := range ids {
+				err := q.requeue(tx, id, class, now)
+				if err != nil && !perMessage(err) {
+					return fmt.Errorf("%s: %w", id, err)
+				}
+				done = append(done, IDResult{ID: id, Err: err})
 			}
 			return nil
 		})
 		if err != nil {
-			return err
+			return results, fmt.Errorf("queue: requeue: %w", err)
 		}
-		for _, id := range ids {
-			err := q.requeue(tx, id, class, now)
-			if err != nil && !perMessage(err) {
-				return fmt.Errorf("%s: %w", id, err)
-			}
-			results = append(results, IDResult{ID: id, Err: err})
+		results = append(results, done...)
+		q.notify()
+		if last == nil {
+			return results, nil
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("queue: requeue: %w", err)
+		after = last
 	}
-	q.notify()
-	return results, nil
+}
+
+// deadInClass returns the IDs of the dead letters with a recipient in
+// class among at most max after the key after (nil: from the first),
+// damaged ones aside, and the last key read when more follow (nil at the
+// end).
+func deadInClass(tx *bolt.Tx, class ReplyClass, after []byte, max int) (ids []string, last []byte) {
+	c := tx.Bucket(bucketDead).Cursor()
+	k, v := c.First()
+	if after != nil {
+		if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	}
+	for n := 0; k != nil; k, v = c.Next() {
+		if n == max {
+			return ids, bytes.Clone(last)
+		}
+		n++
+		last = k
+		d, err := decodeDead(v)
+		if err != nil {
+			continue // damaged: it names no recipient to bring back
+		}
+		if len(class.recipients(d.Recipients)) > 0 {
+			ids = append(ids, d.ID)
+		}
+	}
+	return ids, nil
 }
 
 func (q *Queue) requeue(tx *bolt.Tx, id string, class ReplyClass, now time.Time) error {
@@ -198,7 +234,7 @@ func requeueBase(tx *bolt.Tx, d *DeadLetter) (m *Message, live bool, err error) 
 		if err != nil {
 			return nil, false, fmt.Errorf("message %s: %w: %w", d.ID, ErrRecordDamaged, err)
 		}
-		return m, true, nil
+		return withFlush(tx, m), true, nil // flush.go: where its schedule entry is
 	}
 	if d.Record != nil {
 		return snapshot(d.Record), false, nil

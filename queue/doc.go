@@ -44,7 +44,11 @@
 //     a record or a delete that fails for lack of room.
 //   - A damaged file is reported as ErrDamaged, never a crash; CheckFile and
 //     CompactFile work on the file offline, under bbolt's lock
-//     (maintenance.go).
+//     (maintenance.go). Open reports it when it walks the file first (a
+//     file left by a crash); a file closed cleanly keeps bbolt's freelist
+//     (freelist.go), opens at once and is walked after Open
+//     (pagewalk.go): nothing is leased before that walk ends, and damage
+//     it finds comes on Damaged and makes Lease fail with ErrDamaged.
 //   - The file is trusted only as far as it is checked (damage.go,
 //     prepare.go). A record that does not decode stops nothing else: it is
 //     listed and counted as damaged, never leased, and Delete or Expire

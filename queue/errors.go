@@ -51,7 +51,7 @@ var (
 	// ErrCorrupt is returned by VerifyBody when a stored body does not
 	// match the checksum taken when it was queued: it must not be sent.
 	ErrCorrupt = errors.New("queue: message body is corrupt")
-	// ErrEmpty is returned by CheckFile (as its one problem), ListFile
+	// ErrEmpty is returned by CheckFile (as its one problem), OpenFileReader
 	// and CompactFile for a queue file of 0 bytes, which is no database:
 	// Open sets such a file aside (prepare.go) instead of using it.
 	ErrEmpty = errors.New("queue: the queue file is empty (0 bytes)")

@@ -170,8 +170,15 @@ func (q *Queue) isLeased(id string) bool {
 // Lease takes up to max due messages (next attempt at or before now, not
 // held by another worker, or held by a lease that ran out) and holds them
 // for Options.LeaseTimeout. It returns none when nothing is due. Taking a
-// lease writes nothing to the file.
+// lease writes nothing to the file. After an Open that did not walk the
+// file first it waits for the walk after Open (pagewalk.go), and fails
+// with ErrDamaged if that found damage.
 func (q *Queue) Lease(max int) ([]*Lease, error) {
+	// After an Open that did not walk the file, nothing is leased before
+	// the walk has read every page (pagewalk.go).
+	if err := q.pages.wait(); err != nil {
+		return nil, fmt.Errorf("queue: lease: %w", err)
+	}
 	now := q.opts.Now()
 	until := now.Add(q.opts.LeaseTimeout)
 	var leases []*Lease
@@ -244,6 +251,9 @@ func (q *Queue) dropStaleSchedule(keys [][]byte) {
 			// The lost message's tally goes too: the counts are
 			// exact again (counters.go).
 			if err := uncountMessage(tx, string(k[8:])); err != nil {
+				return err
+			}
+			if err := unflush(tx, string(k[8:])); err != nil { // flush.go
 				return err
 			}
 		}
@@ -586,6 +596,9 @@ func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Delete([]byte(m.ID)); err != nil {
+		return err
+	}
+	if err := unflush(tx, m.ID); err != nil { // flush.go
 		return err
 	}
 	if err := uncountMessage(tx, m.ID); err != nil { // counters.go

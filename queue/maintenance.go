@@ -30,17 +30,16 @@ import (
 // If the file was replaced (a compaction renamed a new file over it) while
 // Open waited for the lock, the lock is on a file nobody will read again:
 // openBolt then opens the path anew.
-func openBolt(path string, o *bolt.Options) (*bolt.DB, error) {
+//
+// A file whose freelist Close saved (freelist.go) is opened at once: bbolt
+// reads the freelist instead of walking the file, and unwalked is true: the
+// caller walks it in the background (pagewalk.go).
+func openBolt(path string, o *bolt.Options) (db *bolt.DB, unwalked bool, err error) {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 && o.NoFreelistSync {
-		prefetch(path)
-		ro, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: o.Timeout})
-		if err != nil {
-			return nil, err
-		}
-		err = walk(ro)
-		ro.Close()
-		if err != nil {
-			return nil, err
+		if unwalked = freelistSaved(path); !unwalked {
+			if err := walkFirst(path, o.Timeout); err != nil {
+				return nil, false, err
+			}
 		}
 	}
 	for range 3 {
@@ -53,19 +52,31 @@ func openBolt(path string, o *bolt.Options) (*bolt.DB, error) {
 		}
 		db, err := openRecover(path, &opts)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		same, err := isFileAt(file, path)
 		if err != nil {
 			db.Close()
-			return nil, err
+			return nil, false, err
 		}
 		if same {
-			return db, nil
+			return db, unwalked, nil
 		}
 		db.Close()
 	}
-	return nil, errors.New("the file keeps being replaced while relayq waits for its lock")
+	return nil, false, errors.New("the file keeps being replaced while relayq waits for its lock")
+}
+
+// walkFirst reads the file at path through, read-only, before bbolt opens
+// it for writing and rebuilds its freelist (see openBolt).
+func walkFirst(path string, timeout time.Duration) error {
+	prefetch(path)
+	ro, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return err
+	}
+	defer ro.Close()
+	return walk(ro)
 }
 
 // openRecover is bolt.Open that reports damage as ErrDamaged.
@@ -247,31 +258,6 @@ func openReadOnly(op, path string, lockTimeout time.Duration) (*bolt.DB, error) 
 		return nil, fmt.Errorf("queue: %s %s: %w", op, path, err)
 	}
 	return db, nil
-}
-
-// ListFile lists the messages in the database file at path, oldest first,
-// while relayq serve is not running (`mailq` with the daemon down): the
-// file is opened read-only under a shared lock, waited for at most
-// lockTimeout (ErrLocked while the daemon holds it). No message is being
-// delivered, so none is shown as leased, whatever an old file stored.
-func ListFile(path string, lockTimeout time.Duration) ([]*Message, error) {
-	db, err := openReadOnly("list", path, lockTimeout)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	var out []*Message
-	err = db.View(func(tx *bolt.Tx) (err error) {
-		out, err = messagesIn(tx)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("queue: list %s: %w", path, err)
-	}
-	for _, m := range out {
-		m.LeasedUntil = time.Time{}
-	}
-	return out, nil
 }
 
 // CompactResult says what CompactFile did.

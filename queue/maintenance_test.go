@@ -157,13 +157,24 @@ func corruptLeaf(t *testing.T, path string, bucket []byte) {
 }
 
 // TestDamagedFile: a damaged file makes Open fail with ErrDamaged (no
-// crash), CheckFile report the damage, and CompactFile refuse.
+// crash), or, when Close saved the freelist and Open did not walk the file
+// first, the walk after Open find it (openedDamaged); CheckFile reports the
+// damage, and CompactFile refuses.
 func TestDamagedFile(t *testing.T) {
+	for _, stop := range []string{"crash", "close"} {
+		t.Run("after a "+stop, func(t *testing.T) { testDamagedFile(t, stop == "crash") })
+	}
+}
+
+func testDamagedFile(t *testing.T, crashed bool) {
 	for _, tc := range []struct {
 		name    string
 		corrupt func(t *testing.T, path string)
+		// a file with its freelist saved opens, and the walk after
+		// Open finds the damage
+		walkFinds bool
 	}{
-		{"messages page", func(t *testing.T, path string) { corruptLeaf(t, path, bucketMessages) }},
+		{"messages page", func(t *testing.T, path string) { corruptLeaf(t, path, bucketMessages) }, true},
 		{"both meta pages", func(t *testing.T, path string) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			if err != nil {
@@ -175,12 +186,22 @@ func TestDamagedFile(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, _ := fill(t, 30)
+			if crashed {
+				forgetFreelist(t, path)
+			}
 			tc.corrupt(t, path)
-			if q, err := Open(path, Options{LockTimeout: 100 * time.Millisecond}); !errors.Is(err, ErrDamaged) {
+			q, err := Open(path, Options{LockTimeout: 100 * time.Millisecond})
+			switch {
+			case !crashed && tc.walkFinds:
+				if err != nil {
+					t.Fatalf("Open of a file with its freelist saved: %v; want it opened and walked after", err)
+				}
+				openedDamaged(t, q, path)
+			case !errors.Is(err, ErrDamaged):
 				if q != nil {
 					q.Close()
 				}
@@ -198,9 +219,10 @@ func TestDamagedFile(t *testing.T) {
 	}
 }
 
-// TestListFile: the messages of a stopped store, read-only, as List gave
-// them while it ran (held included); ErrLocked while a store has it open.
-func TestListFile(t *testing.T) {
+// TestFileReader: the messages of a stopped store, read-only, page by
+// page, as List gave them while it ran (held included), with the totals
+// of its counters; ErrLocked while a store has it open.
+func TestFileReader(t *testing.T) {
 	path, _ := fill(t, 6)
 	q, err := Open(path, Options{})
 	if err != nil {
@@ -210,25 +232,43 @@ func TestListFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ListFile(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
-		t.Errorf("ListFile while the store is open: %v, want ErrLocked", err)
+	if _, err := OpenFileReader(path, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Errorf("OpenFileReader while the store is open: %v, want ErrLocked", err)
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ListFile(path, time.Second)
+	r, err := OpenFileReader(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != len(want) || len(got) != 4 {
-		t.Fatalf("ListFile: %d messages, List: %d, want 4 (6 put, 1 delivered, 1 dead)", len(got), len(want))
+	defer r.Close()
+	var got []*Message
+	for o := (PageOptions{Limit: 3}); ; {
+		p, err := r.MessagePage(o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p.Items...)
+		if p.Next == "" {
+			break
+		}
+		o.After = p.Next
 	}
+	if len(got) != len(want) || len(got) != 4 {
+		t.Fatalf("pages of the file: %d messages, List: %d, want 4 (6 put, 1 delivered, 1 dead)", len(got), len(want))
+	}
+	var bytes int64
 	for i := range got {
+		bytes += got[i].Size
 		if got[i].ID != want[i].ID || got[i].State() != want[i].State() || len(got[i].Recipients) != len(want[i].Recipients) {
-			t.Errorf("message %d: ListFile %s %s, List %s %s", i, got[i].ID, got[i].State(), want[i].ID, want[i].State())
+			t.Errorf("message %d: file %s %s, List %s %s", i, got[i].ID, got[i].State(), want[i].ID, want[i].State())
 		}
 	}
-	if _, err := ListFile(filepath.Join(t.TempDir(), "none.db"), time.Second); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("ListFile of no file: %v, want ErrNotExist", err)
+	if tot, err := r.Totals(); err != nil || tot.Messages != 4 || tot.Dead != 1 || tot.Bytes != bytes {
+		t.Errorf("Totals of the file: %+v, %v; want 4 messages of %d bytes, 1 dead letter", tot, err, bytes)
+	}
+	if _, err := OpenFileReader(filepath.Join(t.TempDir(), "none.db"), time.Second); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OpenFileReader of no file: %v, want ErrNotExist", err)
 	}
 }

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -121,56 +120,8 @@ func (q *Queue) retry(tx *bolt.Tx, id string, now time.Time) error {
 	if m.Held {
 		return fmt.Errorf("queue: %s: %w", id, ErrHeld)
 	}
-	return q.reschedule(tx, m, func() {
-		for i := range m.Recipients {
-			if r := &m.Recipients[i]; r.Status.Pending() && !r.NextAttempt.IsZero() {
-				r.NextAttempt = now
-			}
-		}
-		m.NextAttempt = now
-	})
+	return q.reschedule(tx, m, func() { retryAt(m, now) }) // flush.go
 }
-
-// RetryAll is Retry for every message that is neither held nor being
-// delivered (`postqueue -f`). It returns the IDs it made due. It goes
-// through the queue retryAllBatch records a commit, oldest first, so that
-// a queue of a million messages is never one huge transaction (it was:
-// 23 s and 1.6 GB of heap); delivery starts on the first batch while the
-// others follow.
-func (q *Queue) RetryAll() ([]string, error) {
-	var done []string
-	var after []byte
-	for {
-		now := q.opts.Now()
-		var batch []string
-		var last []byte
-		err := q.commit.commit(func(tx *bolt.Tx) error {
-			ids, next, err := messageIDs(tx, after, retryAllBatch, func(m *Message) bool { return !m.Held && !q.isLeased(m.ID) })
-			if err != nil {
-				return err
-			}
-			for _, id := range ids {
-				if err := q.retry(tx, id, now); err != nil {
-					return err
-				}
-			}
-			batch, last = ids, next // afresh each run: the committer may run this twice
-			return nil
-		})
-		if err != nil {
-			return done, fmt.Errorf("queue: retry all: %w", err)
-		}
-		done = append(done, batch...)
-		q.notify()
-		if last == nil {
-			return done, nil
-		}
-		after = last
-	}
-}
-
-// retryAllBatch is how many message records one commit of RetryAll reads.
-const retryAllBatch = 5000
 
 // killPending marks every pending recipient of m dead, with the reply
 // that reply gives it (from the recipient as it was), and returns them.
@@ -185,37 +136,6 @@ func killPending(m *Message, reply func(Recipient) *Reply) []Recipient {
 		died = append(died, *r)
 	}
 	return died
-}
-
-// messageIDs returns the IDs of the messages keep accepts, damaged records
-// aside, among at most max records after the key after (nil: from the
-// first), and the last key it read when records follow (nil at the end).
-// It collects them first: a bucket must not change while a cursor walks
-// it.
-func messageIDs(tx *bolt.Tx, after []byte, max int, keep func(*Message) bool) (ids []string, last []byte, err error) {
-	c := tx.Bucket(bucketMessages).Cursor()
-	k, v := c.First()
-	if after != nil {
-		if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
-			k, v = c.Next()
-		}
-	}
-	var read []byte // valid while tx is open: copied when returned
-	for n := 0; k != nil; k, v = c.Next() {
-		if n == max {
-			return ids, bytes.Clone(read), nil
-		}
-		n++
-		read = k
-		m, err := decodeMessage(v)
-		if err != nil {
-			continue // damaged: none of these operations applies to it
-		}
-		if keep(m) {
-			ids = append(ids, m.ID)
-		}
-	}
-	return ids, nil, nil
 }
 
 // Delete removes messages from the queue for good: record, schedule entry

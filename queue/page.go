@@ -56,6 +56,8 @@ func (q *Queue) MessagePage(o PageOptions, keep func(*Message) bool) (Page[*Mess
 		if err != nil {
 			m = damaged(tx, k, err)
 			q.damage.note(false, m.ID)
+		} else {
+			withFlush(tx, m) // flush.go
 		}
 		q.leasedUntil(m)
 		return m, keep == nil || keep(m)
@@ -117,4 +119,69 @@ func walkPage[T any](db *bolt.DB, bucket []byte, o PageOptions, visit func(tx *b
 		return nil
 	})
 	return p, err
+}
+
+// FileReader reads the queue file of a relayq that is not running a page
+// at a time (mailq with the daemon down), read-only, under bbolt's shared
+// lock: a listing of a million messages reads one page of records, not
+// the whole file as it once did.
+type FileReader struct {
+	db *bolt.DB
+}
+
+// OpenFileReader opens the file at path read-only, waiting at most
+// lockTimeout for its lock: ErrLocked while relayq serve holds it,
+// ErrDamaged for a file bbolt cannot read, ErrEmpty for a file of 0 bytes.
+func OpenFileReader(path string, lockTimeout time.Duration) (*FileReader, error) {
+	db, err := openReadOnly("list", path, lockTimeout) // maintenance.go
+	if err != nil {
+		return nil, err
+	}
+	return &FileReader{db: db}, nil
+}
+
+// Close releases the file.
+func (r *FileReader) Close() error { return r.db.Close() }
+
+// MessagePage is Queue.MessagePage on the file: nothing is leased, the
+// relayq that wrote it having stopped.
+func (r *FileReader) MessagePage(o PageOptions, keep func(*Message) bool) (Page[*Message], error) {
+	p, err := walkPage(r.db, bucketMessages, o, func(tx *bolt.Tx, k, v []byte) (*Message, bool) {
+		m, err := decodeMessage(v)
+		if err != nil {
+			m = damaged(tx, k, err)
+		} else {
+			withFlush(tx, m) // flush.go
+		}
+		return m, keep == nil || keep(m)
+	})
+	if err != nil {
+		return p, fmt.Errorf("queue: list %s: %w", r.db.Path(), err)
+	}
+	return p, nil
+}
+
+// Totals is Queue.Totals on the file; a file from a relayq before the
+// counters (counters.go) is read through for them.
+func (r *FileReader) Totals() (Totals, error) {
+	var t Totals
+	err := r.db.View(func(tx *bolt.Tx) error {
+		var err error
+		if t, err = totalsOf(tx); err == nil {
+			return nil
+		}
+		t = Totals{}
+		if b := tx.Bucket(bucketDead); b != nil {
+			t.Dead = b.Stats().KeyN
+		}
+		ms, err := messagesIn(tx)
+		for _, m := range ms {
+			t.Messages, t.Bytes = t.Messages+1, t.Bytes+m.Size
+		}
+		return err
+	})
+	if err != nil {
+		return Totals{}, fmt.Errorf("queue: totals %s: %w", r.db.Path(), err)
+	}
+	return t, nil
 }

@@ -5,8 +5,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // pageAll walks a listing page by page and returns the IDs in order and
@@ -64,47 +62,5 @@ func TestPagesCoverTheQueueOnce(t *testing.T) {
 	}
 	if _, err := q.MessagePage(PageOptions{}, nil); err == nil {
 		t.Error("a page without a limit: no error")
-	}
-}
-
-// TestRetryAllBatchesCoverTheQueue: messageIDs, which RetryAll walks
-// the queue with a batch at a time, gives every message keep accepts
-// once, batch after batch, and says when the queue is over.
-func TestRetryAllBatchesCoverTheQueue(t *testing.T) {
-	q, _ := openTest(t, Options{})
-	var all []string
-	for i := range 7 {
-		all = append(all, put(t, q, "x\r\n", fmt.Sprintf("r%d@x.org", i)))
-	}
-	if err := one(t, q.Hold, all[3]); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	var after []byte
-	batches := 0
-	for {
-		var ids []string
-		var last []byte
-		err := q.db.View(func(tx *bolt.Tx) (err error) {
-			ids, last, err = messageIDs(tx, after, 2, func(m *Message) bool { return !m.Held })
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		batches++
-		got = append(got, ids...)
-		if last == nil {
-			break
-		}
-		after = last
-	}
-	want := slices.Delete(slices.Clone(all), 3, 4)
-	if !slices.Equal(got, want) || batches != 4 {
-		t.Errorf("batches gave %v in %d; want %v in 4", got, batches, want)
-	}
-	done, err := q.RetryAll()
-	if err != nil || !slices.Equal(done, want) {
-		t.Errorf("RetryAll = %v, %v; want %v", done, err, want)
 	}
 }

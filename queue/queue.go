@@ -120,6 +120,9 @@ type Queue struct {
 	damage  *damageSet  // counters.go: records found damaged since Open
 	auditor *background // counters.go: looks for them once after Open
 
+	pages  *pageWalk   // pagewalk.go: the walk of every page after Open
+	walker *background // runs it, when Open did not walk the file first
+
 	pruner  *background // deletes archive records past their retention
 	trimmer *background // releases mapped pages (mapped.go)
 	spacer  *background // allocates a released reserve again (space.go)
@@ -170,7 +173,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	_, statErr := os.Stat(path)
 	creating := errors.Is(statErr, os.ErrNotExist)
 
-	db, err := openBolt(path, boltOptions(opts))
+	db, unwalked, err := openBolt(path, boltOptions(opts))
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("queue: open %s: %w (is another relayq serve running?)", path, ErrLocked)
 	}
@@ -185,7 +188,10 @@ func Open(path string, opts Options) (*Queue, error) {
 		}
 	}
 	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep},
-		damage: newDamageSet()}
+		damage: newDamageSet(), pages: walkedAlready()}
+	if unwalked {
+		q.pages = &pageWalk{done: make(chan struct{}), found: make(chan error, 1)} // pagewalk.go
+	}
 	if err := q.safeInit(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
@@ -200,10 +206,12 @@ func Open(path string, opts Options) (*Queue, error) {
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}
-	q.startPruner()
 	q.trimmer = runBackground(q.trimLoop)
-	q.giver = runBackground(q.giveBackLoop)
-	q.auditor = runBackground(q.auditLoop) // counters.go
+	if unwalked {
+		q.walker = runBackground(func(stop <-chan struct{}) { q.walkPages(stop, q.startReaders) })
+	} else {
+		q.startReaders()
+	}
 	if q.space.reserveSize > 0 {
 		if _, err := q.space.restore(); err != nil {
 			q.log.Warn("cannot allocate the queue's reserve; intake is refused until it can be", "err", err)
@@ -211,6 +219,16 @@ func Open(path string, opts Options) (*Queue, error) {
 		q.spacer = runBackground(q.spaceLoop)
 	}
 	return q, nil
+}
+
+// startReaders starts what reads the whole file in the background: the
+// history pruner, the give-back of free pages' blocks and the audit of the
+// records. After an Open that did not walk the file first, the walk after
+// Open starts them once it has read every page (pagewalk.go).
+func (q *Queue) startReaders() {
+	q.startPruner()
+	q.giver = runBackground(q.giveBackLoop)
+	q.auditor = runBackground(q.auditLoop) // counters.go
 }
 
 // boltOptions are the settings relayq's durability rests on; see
@@ -300,6 +318,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 
 // Close waits for pending commits and closes the database.
 func (q *Queue) Close() error {
+	q.walker.halt() // first: it starts the others
 	q.pruner.halt()
 	q.trimmer.halt()
 	q.giver.halt()
@@ -309,6 +328,7 @@ func (q *Queue) Close() error {
 	if err := q.inflight.close(); err != nil {
 		q.log.Warn("cannot close the in-flight journal", "err", err)
 	}
+	q.saveFreelist() // freelist.go: the next Open need not walk the file
 	return q.db.Close()
 }
 
@@ -452,6 +472,8 @@ func messagesIn(tx *bolt.Tx) ([]*Message, error) {
 		m, err := decodeMessage(v)
 		if err != nil {
 			m = damaged(tx, k, err) // listed, so that an operator sees it
+		} else {
+			withFlush(tx, m) // flush.go
 		}
 		out = append(out, m)
 		return nil
@@ -644,7 +666,7 @@ func getMessage(tx *bolt.Tx, id string) (*Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: message %s: %w: %w", id, ErrRecordDamaged, err)
 	}
-	return m, nil
+	return withFlush(tx, m), nil // flush.go
 }
 
 // damaged is the stand-in listings show for the record of id that does
@@ -660,6 +682,9 @@ func putMessage(tx *bolt.Tx, m *Message) error {
 		return err
 	}
 	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
+		return err
+	}
+	if err := unflush(tx, m.ID); err != nil { // flush.go: the record says it now
 		return err
 	}
 	return countMessage(tx, m) // counters.go

@@ -31,6 +31,13 @@ import (
 // "starting" and exits 1. Once ready, the session that
 // got the 451 is taken at MAIL on the same connection, swaks gets 250,
 // and the relay gets each of the three messages once.
+//
+// The slow open is the one after a crash: the backlog's relayq is killed
+// (kill -9) before the test, so that no freelist was saved
+// (queue/freelist.go). At the end relayq is stopped cleanly and started
+// again on the same file, cold: it is ready before it has read the file
+// through (the walk after start, queue/pagewalk.go, ends after "relayq
+// ready"), and a message sent then reaches the relay.
 func TestAnswersWhileStarting(t *testing.T) {
 	swaks := needTool(t, "swaks", "swaks")
 	relay := smtptest.NewServer(t, smtptest.Options{})
@@ -39,6 +46,8 @@ func TestAnswersWhileStarting(t *testing.T) {
 	built := time.Now()
 	buildHeldBacklog(t, d, 40000)
 	t.Logf("queued and held 40k messages in %v", time.Since(built).Round(time.Millisecond))
+	d.start()
+	d.kill() // as after a crash: the next start reads the file through first
 	dropFromCache(t, filepath.Join(d.dir, "queue.db"))
 
 	start := time.Now()
@@ -110,6 +119,25 @@ func TestAnswersWhileStarting(t *testing.T) {
 	}
 	if len(got) != 3 {
 		t.Errorf("relay got %d messages, want 3: the held backlog stays", len(got))
+	}
+
+	// Stopped cleanly, relayq saved the freelist: started again cold, it
+	// takes mail before it has read the file through.
+	if code := d.stop(); code != 0 {
+		t.Fatalf("relayq serve exited %d after SIGTERM, want 0", code)
+	}
+	dropFromCache(t, filepath.Join(d.dir, "queue.db"))
+	d.start()
+	viaSwaks = runCmd(swaks, nil, "--server", listen, "--from", "swaks@example.org", "--to", "again@example.net", "--header", "Subject: swaks", "--body", "swaks body")
+	if viaSwaks.code != 0 || !strings.Contains(viaSwaks.stdout, "250 2.0.0 Ok: queued as") {
+		t.Errorf("swaks after a clean restart: %v; want 250", viaSwaks)
+	}
+	relay.WaitMessages(t, 4, 30*time.Second)
+	log := d.log.String()
+	log = log[strings.LastIndex(log, "----- relayq serve, run"):] // this run's
+	ready, walked := strings.Index(log, `msg="relayq ready"`), strings.Index(log, `msg="queue file read through after start`)
+	if ready < 0 || walked < ready {
+		t.Errorf("after a clean stop, relayq was not ready before it had read the queue file through (ready at %d, read through at %d in the log):\n%s", ready, walked, log)
 	}
 }
 

@@ -190,8 +190,14 @@ func TestMailq(t *testing.T) {
 		t.Errorf("sendmail -bp: %v, want the same listing as mailq", bp)
 	}
 
+	firstPage := runCmd(mailq, nil, "-c", d.config, "--limit", "1")
+	if firstPage.code != 0 || !strings.Contains(firstPage.stdout, "next page: mailq --after ") {
+		t.Fatalf("mailq --limit 1: %v", firstPage)
+	}
+
 	// The daemon down: mailq reads the queue file, as Postfix's does, says
-	// so, and counts what waits in the maildrop.
+	// so, and counts what waits in the maildrop; a page at a time, as the
+	// daemon answers (--limit).
 	d.stop()
 	down := d.sendmail(newMessage(3, from, to, 5), "-oi", "-f", from, to[0])
 	if down.code != 0 {
@@ -203,6 +209,9 @@ func TestMailq(t *testing.T) {
 	}
 	if !strings.Contains(res.stderr, "relayq is not running") || !strings.Contains(res.stderr, "1 message(s) in the maildrop") {
 		t.Errorf("mailq with the daemon down: stderr %q, want it to say so and count the maildrop", res.stderr)
+	}
+	if res := runCmd(mailq, nil, "-c", d.config, "--limit", "1"); res.code != 0 || res.stdout != firstPage.stdout {
+		t.Errorf("mailq --limit 1 with the daemon down: %v\nwant the daemon's first page:\n%s", res, firstPage.stdout)
 	}
 	d.start()
 

@@ -13,12 +13,18 @@
 //	ready         exec of relayq serve to its "relayq ready" log line
 //	              (with -cold: both after the queue file's pages were
 //	              dropped from the page cache, posix_fadvise DONTNEED)
+//	delivery      exec to the end of the walk of the file's pages after
+//	              an Open that read the freelist saved at Close
+//	              (queue/pagewalk.go): delivery starts then
 //	status        `relayq status --json`, whole call
 //	queue list    `relayq queue list` (first page: 1000), whole call
 //	mailq         `relayq mailq` (first page), whole call
 //	dead list     `relayq dead list` (first page), whole call
 //	queue list --json --limit 1000, and --rcpt on a recipient near the end
 //	RSS           the daemon's VmRSS / RssAnon before and after the calls
+//	flush         `relayq flush` (with -flush), once, after the others: it
+//	              makes every message due, so a kept file has nothing
+//	              left to move at the next run; then the RSS again
 //
 // Each call is run -runs times; the median is printed. Run it by hand:
 //
@@ -59,6 +65,8 @@ func main() {
 	dir := flag.String("dir", "", "directory for the queue and the daemon's state (default: a new temporary one)")
 	keep := flag.Bool("keep", false, "keep the directory (and reuse a filled queue file in -dir)")
 	settle := flag.Duration("settle", 2*time.Second, "wait after ready before the calls (the damage audit after start reads every record once)")
+	deferred := flag.Bool("deferred", false, "when filling, defer every message by an hour (one attempt each), as after an outage:\nwhat relayq flush has to move")
+	flush := flag.Bool("flush", false, "end with one `relayq flush` (it makes every message of the file due)")
 	cold := flag.Bool("cold", false, "drop the queue file's pages from the page cache before starting relayq serve")
 	rebuild := flag.Bool("rebuild", false, "drop the counters from the file first, so that the open measured builds them,\nas the first open of a file written by a relayq before them does")
 	flag.Parse()
@@ -82,7 +90,7 @@ func main() {
 	path := filepath.Join(*dir, "queue.db")
 	if _, err := os.Stat(path); err != nil {
 		start := time.Now()
-		if err := fill(path, *n, *dead); err != nil {
+		if err := fill(path, *n, *dead, *deferred); err != nil {
 			log.Fatal(err)
 		}
 		fmt.Printf("filled %d messages (%d dead letters) in %v\n", *n, *dead, time.Since(start).Round(time.Second))
@@ -114,6 +122,9 @@ func main() {
 	defer d.stop()
 	fmt.Printf("first answer     %v (%s)\n", d.firstAnswer.Round(time.Millisecond), d.firstReply)
 	fmt.Printf("ready            %v\n", d.ready.Round(time.Millisecond))
+	if w := d.waitWalked(30 * time.Second); w > 0 {
+		fmt.Printf("delivery starts  %v (the file's pages read through after start)\n", w.Round(time.Millisecond))
+	}
 	time.Sleep(*settle)
 	before := memory(d.cmd.Process.Pid)
 	for _, c := range []struct {
@@ -144,10 +155,23 @@ func main() {
 	after := memory(d.cmd.Process.Pid)
 	fmt.Printf("daemon RSS       %d MiB before the calls (anonymous %d MiB), %d MiB after (anonymous %d MiB)\n",
 		before["VmRSS"]>>10, before["RssAnon"]>>10, after["VmRSS"]>>10, after["RssAnon"]>>10)
+	if *flush {
+		start := time.Now()
+		out, err := exec.Command(*bin, "flush", "-c", cfg).CombinedOutput()
+		took := time.Since(start)
+		if err != nil {
+			fmt.Printf("flush            failed: %v\n%s", err, out)
+			return
+		}
+		m := memory(d.cmd.Process.Pid)
+		fmt.Printf("flush            %v (%s); daemon RSS after %d MiB (anonymous %d MiB, peak %d MiB)\n",
+			took.Round(time.Millisecond), lastLine(out), m["VmRSS"]>>10, m["RssAnon"]>>10, m["VmHWM"]>>10)
+	}
 }
 
-// fill queues n messages of 2 KB and dead-letters dead of them.
-func fill(path string, n, dead int) error {
+// fill queues n messages of 2 KB and dead-letters dead of them; with
+// deferred, the others have had an attempt and are due in an hour.
+func fill(path string, n, dead int, deferred bool) error {
 	q, err := queue.Open(path, queue.Options{MaxBatch: 2000})
 	if err != nil {
 		return err
@@ -194,7 +218,44 @@ func fill(path string, n, dead int) error {
 		}
 		left -= len(ls)
 	}
+	if deferred {
+		return deferAll(q)
+	}
 	return nil
+}
+
+// lastLine is the last line of out (an older relayq's flush printed every
+// ID before its count).
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+// deferAll records a deferral, due in an hour, for every message due.
+func deferAll(q *queue.Queue) error {
+	next := time.Now().Add(time.Hour)
+	for {
+		ls, err := q.Lease(2000)
+		if err != nil || len(ls) == 0 {
+			return err
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, len(ls))
+		for _, l := range ls {
+			wg.Go(func() {
+				o := queue.Outcome{Address: l.Recipients[0].Address, Result: queue.Deferred, NextAttempt: next,
+					Reply: &queue.Reply{Code: 421, Enhanced: "4.3.0", Lines: []string{"try later"}}}
+				if _, err := q.Record(l, []queue.Outcome{o}); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
 }
 
 // dropCounters makes path look like a file from before the counters
@@ -253,6 +314,8 @@ level = "info"
 
 type daemon struct {
 	cmd         *exec.Cmd
+	start       time.Time
+	walked      chan time.Duration // exec to the end of the walk after start, if there is one
 	ready       time.Duration
 	firstAnswer time.Duration // exec to the first greeting on the socket
 	firstReply  string        // what that session's MAIL got
@@ -271,7 +334,7 @@ func startDaemon(bin, cfg, socket string) *daemon {
 		log.Fatal(err)
 	}
 	answered := make(chan struct{})
-	d := &daemon{cmd: cmd}
+	d := &daemon{cmd: cmd, start: start, walked: make(chan time.Duration, 1)}
 	go func() {
 		defer close(answered)
 		for time.Since(start) < 5*time.Minute {
@@ -289,6 +352,9 @@ func startDaemon(bin, cfg, socket string) *daemon {
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), `msg="relayq ready"`) {
 				once()
+			}
+			if strings.Contains(sc.Text(), `msg="queue file read through after start`) {
+				d.walked <- time.Since(start)
 			}
 		}
 	}()
@@ -341,6 +407,18 @@ func dropCache(path string) error {
 	}
 	defer f.Close()
 	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}
+
+// waitWalked returns when the walk after start ended (exec to its log
+// line), 0 when there was none within limit (an Open that walked the file
+// first, or a relayq from before the walk after start).
+func (d *daemon) waitWalked(limit time.Duration) time.Duration {
+	select {
+	case w := <-d.walked:
+		return w
+	case <-time.After(limit):
+		return 0
+	}
 }
 
 func (d *daemon) stop() {

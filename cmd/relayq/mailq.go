@@ -114,7 +114,23 @@ func mailq(cfgPath string, asJSON bool, req control.Request, limit int, env cmdE
 	}
 	l, code := pages(req, limit, call, each)
 	if notRunning {
-		return mailqFromFile(cfg, asJSON, env)
+		// Read from the file as the daemon would answer, a page at a time.
+		r, rc := mailqOffline(cfg, env)
+		if rc != exitOK {
+			return rc
+		}
+		l, code = listed{}, exitOK
+		if r != nil {
+			defer r.Close()
+			l, code = pages(req, limit, func(req control.Request) (*control.Response, int) {
+				resp := control.MailqFile(r, req)
+				if resp.Error != "" {
+					fmt.Fprintf(env.Stderr, "mailq: %s\n", resp.Error)
+					return nil, exitIOErr
+				}
+				return &resp, exitOK
+			}, each)
+		}
 	}
 	if asJSON && (code == exitOK || arr.n > 0) {
 		if err := arr.end(); err != nil && code == exitOK {
@@ -139,37 +155,19 @@ func mailq(cfgPath string, asJSON bool, req control.Request, limit int, env cmdE
 	return exitOK
 }
 
-// mailqFromFile is mailq when the daemon is not running: the whole
-// queue, read from the file.
-func mailqFromFile(cfg *config.Config, asJSON bool, env cmdEnv) int {
-	msgs, code := mailqOffline(cfg, env)
-	if code != exitOK {
-		return code
-	}
-	for i, m := range msgs {
-		msgs[i] = control.MailqView(m)
-	}
-	if asJSON {
-		return printJSON(env, mailqItems(msgs))
-	}
-	if err := writeMailq(env.Stdout, msgs, time.Local); err != nil {
-		return exitIOErr
-	}
-	return exitOK
-}
-
-// mailqOffline reads the queue file of a daemon that is not running, and
-// says on stderr that it did and what waits in the maildrop.
-func mailqOffline(cfg *config.Config, env cmdEnv) ([]*queue.Message, int) {
+// mailqOffline opens the queue file of a daemon that is not running, and
+// says on stderr that it did and what waits in the maildrop. The reader is
+// nil when there is nothing queued (no file yet, an empty one).
+func mailqOffline(cfg *config.Config, env cmdEnv) (*queue.FileReader, int) {
 	path := cfg.Queue.Path
 	fmt.Fprintf(env.Stderr, "mailq: relayq is not running; reading %s directly\n", path)
-	msgs, err := queue.ListFile(path, maintenanceLockTimeout)
+	r, err := queue.OpenFileReader(path, maintenanceLockTimeout)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		msgs = nil // no queue yet: nothing queued
+		r = nil // no queue yet: nothing queued
 	case errors.Is(err, queue.ErrEmpty):
 		fmt.Fprintf(env.Stderr, "mailq: %v: it holds no messages; relayq serve sets it aside when it starts (relayq queue check says more)\n", err)
-		msgs = nil
+		r = nil
 	case errors.Is(err, queue.ErrLocked):
 		fmt.Fprintf(env.Stderr, "mailq: %v: relayq is starting or stopping; try again\n", err)
 		return nil, exitTempFail
@@ -183,17 +181,7 @@ func mailqOffline(cfg *config.Config, env cmdEnv) ([]*queue.Message, int) {
 	if n, err := spool.PendingMaildrop(cfg.Submission.Maildrop); err == nil && n > 0 {
 		fmt.Fprintf(env.Stderr, "mailq: %d message(s) in the maildrop %s, queued when relayq starts\n", n, cfg.Submission.Maildrop)
 	}
-	return msgs, exitOK
-}
-
-// writeMailq writes msgs (oldest first, as the daemon lists them) in
-// Postfix's format, with arrival times in loc.
-func writeMailq(w io.Writer, msgs []*queue.Message, loc *time.Location) error {
-	out := &mailqWriter{w: w, loc: loc}
-	for _, m := range msgs {
-		out.add(m)
-	}
-	return out.end()
+	return r, exitOK
 }
 
 // mailqWriter writes the listing a message at a time, as the pages come.
@@ -306,14 +294,6 @@ type mailqRcpt struct {
 	Address   string       `json:"address"`
 	Status    string       `json:"status"`
 	LastReply *queue.Reply `json:"last_reply,omitempty"`
-}
-
-func mailqItems(msgs []*queue.Message) []mailqItem {
-	out := make([]mailqItem, 0, len(msgs))
-	for _, m := range msgs {
-		out = append(out, mailqItemOf(m))
-	}
-	return out
 }
 
 func mailqItemOf(m *queue.Message) mailqItem {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -79,4 +80,14 @@ func TestMailqFormat(t *testing.T) {
 	if err := writeMailq(&empty, nil, time.UTC); err != nil || empty.String() != "Mail queue is empty\n" {
 		t.Errorf("empty queue: %q, %v", empty.String(), err)
 	}
+}
+
+// writeMailq writes msgs (oldest first, as the daemon lists them) in
+// Postfix's format, with arrival times in loc, as mailq does page by page.
+func writeMailq(w io.Writer, msgs []*queue.Message, loc *time.Location) error {
+	out := &mailqWriter{w: w, loc: loc}
+	for _, m := range msgs {
+		out.add(m)
+	}
+	return out.end()
 }

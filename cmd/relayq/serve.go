@@ -13,6 +13,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"relayq/config"
+	"relayq/queue"
 )
 
 func runServe(args []string, env cmdEnv) int {
@@ -76,14 +77,43 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	log.Info("relayq ready", "queue", cfg.Queue.Path, "socket", cfg.Submission.Socket, "listen", cfg.Submission.Listen, "relay", d.relay, "socket_activated", len(inherited) > 0)
 	notify(log, sd.SdNotifyReady) // systemd.go
-	d.reloadOn(ctx, hup)          // reload.go
+	ctx, damaged := stopOnDamage(ctx, d.q)
+	d.reloadOn(ctx, hup) // reload.go
 	log.Info("relayq stopping: no new mail accepted; letting deliveries in flight finish", "grace", cfg.Delivery.ShutdownTimeout.Duration)
 	if err := d.stop(); err != nil {
 		log.Error("shutdown", "err", err)
 		return exitSoftware
 	}
+	if err := damaged(); err != nil {
+		fmt.Fprintf(env.Stderr, "relayq serve: %v\nrelayq serve: %s\n", err, startupHint(err))
+		return exitDataErr
+	}
 	log.Info("relayq stopped")
 	return exitOK
+}
+
+// stopOnDamage returns a context that also ends when the walk of the queue
+// file's pages after Open (queue/pagewalk.go) finds damage, and a function
+// that says, once it has ended, whether that is why. relayq then stops as
+// it does on SIGTERM and exits 65, as when the damage is found at Open.
+func stopOnDamage(ctx context.Context, q *queue.Queue) (context.Context, func() error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	var found error
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case err := <-q.Damaged():
+			found = err
+			cancel(err)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() error {
+		cancel(nil)
+		<-watched
+		return found
+	}
 }
 
 // startupExitCode picks the sysexits code for a failure to start: the
