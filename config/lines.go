@@ -1,7 +1,5 @@
 package config
 
-import "strings"
-
 // Matchers for the shapes of line that arrayBlocks and block.keyLine look
 // for, written out rather than as regexps: every client command (sendmail
 // runs once per message) splits its config into [[relays]] and [[routes]]
@@ -10,9 +8,12 @@ import "strings"
 // what the regexp in its comment does (lines_test.go compares them), \s
 // being RE2's [\t\n\f\r ].
 
-// skipBlanks returns s after its leading \s characters (a loop rather than
-// strings.TrimLeft, which builds a set from its cutset at every call).
-func skipBlanks(s string) string {
+// text is a line, held as either: the file as read is []byte, its lines
+// once split are strings, and a conversion would copy the whole file.
+type text interface{ ~string | ~[]byte }
+
+// skipBlanks returns s after its leading \s characters.
+func skipBlanks[T text](s T) T {
 	for len(s) > 0 {
 		switch s[0] {
 		case '\t', '\n', '\f', '\r', ' ':
@@ -26,36 +27,43 @@ func skipBlanks(s string) string {
 
 // cutWord returns s after word and the blanks that follow it, if s begins
 // with word.
-func cutWord(s, word string) (rest string, ok bool) {
-	rest, ok = strings.CutPrefix(s, word)
-	return skipBlanks(rest), ok
+func cutWord[T text](s T, word string) (rest T, ok bool) {
+	if len(s) < len(word) || string(s[:len(word)]) != word {
+		return s, false
+	}
+	return skipBlanks(s[len(word):]), true
+}
+
+// startsWith reports whether s begins with prefix.
+func startsWith[T text](s T, prefix string) bool {
+	return len(s) >= len(prefix) && string(s[:len(prefix)]) == prefix
 }
 
 // isTableHeader: ^\s*\[
-func isTableHeader(line string) bool {
-	return strings.HasPrefix(skipBlanks(line), "[")
+func isTableHeader[T text](line T) bool {
+	return startsWith(skipBlanks(line), "[")
 }
 
 // isArrayHeader: ^\s*\[\[\s*NAME\s*\]\]
-func isArrayHeader(line, name string) bool {
+func isArrayHeader[T text](line T, name string) bool {
 	rest, ok := cutWord(skipBlanks(line), "[[")
 	if ok {
 		rest, ok = cutWord(rest, name)
 	}
-	return ok && strings.HasPrefix(rest, "]]")
+	return ok && startsWith(rest, "]]")
 }
 
 // isSubTable: ^\s*\[\s*NAME\s*\.
-func isSubTable(line, name string) bool {
+func isSubTable[T text](line T, name string) bool {
 	rest, ok := cutWord(skipBlanks(line), "[")
 	if ok {
 		rest, ok = cutWord(rest, name)
 	}
-	return ok && strings.HasPrefix(rest, ".")
+	return ok && startsWith(rest, ".")
 }
 
 // setsKey: ^\s*KEY\s*=
-func setsKey(line, key string) bool {
+func setsKey[T text](line T, key string) bool {
 	rest, ok := cutWord(skipBlanks(line), key)
-	return ok && strings.HasPrefix(rest, "=")
+	return ok && startsWith(rest, "=")
 }

@@ -30,13 +30,13 @@ func TestLineMatchersAreTheirRegexps(t *testing.T) {
 	keys := []string{"id", "name", "relays", "sender", "recipient_domain", "url", "a.b"}
 	header := regexp.MustCompile(`^\s*\[`)
 	for _, line := range lines {
-		if got, want := isTableHeader(line), header.MatchString(line); got != want {
+		if got, want := isTableHeader(line), header.MatchString(line); got != want || isTableHeader([]byte(line)) != want {
 			t.Errorf("isTableHeader(%q) = %v, regexp %v", line, got, want)
 		}
 		for _, name := range names {
 			head := regexp.MustCompile(`^\s*\[\[\s*` + regexp.QuoteMeta(name) + `\s*\]\]`)
 			sub := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(name) + `\s*\.`)
-			if got, want := isArrayHeader(line, name), head.MatchString(line); got != want {
+			if got, want := isArrayHeader(line, name), head.MatchString(line); got != want || isArrayHeader([]byte(line), name) != want {
 				t.Errorf("isArrayHeader(%q, %q) = %v, regexp %v", line, name, got, want)
 			}
 			if got, want := isSubTable(line, name), sub.MatchString(line); got != want {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"path"
 	"regexp"
@@ -266,7 +267,7 @@ type block struct {
 
 // arrayBlocks finds each [[name]] entry of data in order.
 func arrayBlocks(data []byte, name string) []block {
-	if !hasArrayHeader(string(data), name) {
+	if !hasArrayHeader(data, name) {
 		return nil // most configs: no line slice for blocks that are not there
 	}
 	lines := strings.Split(string(data), "\n")
@@ -293,10 +294,10 @@ func arrayBlocks(data []byte, name string) []block {
 }
 
 // hasArrayHeader says whether a line of data is a [[name]] header.
-func hasArrayHeader(data, name string) bool {
-	for data != "" {
-		var line string
-		line, data, _ = strings.Cut(data, "\n")
+func hasArrayHeader(data []byte, name string) bool {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
 		if isArrayHeader(line, name) {
 			return true
 		}
