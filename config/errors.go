@@ -86,10 +86,30 @@ func (c *checker) checkKeys() {
 		c.errs = append(c.errs, &Error{File: c.name, Line: c.line(k), Key: k.String(), Msg: "unknown key"})
 	}
 	for _, k := range c.md.Keys() {
+		if bareLowerKey(k) {
+			continue // most keys: no string built for them
+		}
 		if s := k.String(); s != strings.ToLower(s) && !freeCaseKey(k) {
 			c.errs = append(c.errs, &Error{File: c.name, Line: c.line(k), Key: s, Msg: "unknown key (keys are lower case)"})
 		}
 	}
+}
+
+// bareLowerKey reports whether every part of k is a bare key (letters,
+// digits, '_', '-') without an upper-case letter: then k.String() is the
+// parts joined by dots, unquoted, and it is its own lower case.
+func bareLowerKey(k toml.Key) bool {
+	for _, part := range k {
+		if part == "" {
+			return false
+		}
+		for i := 0; i < len(part); i++ {
+			if c := part[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // freeCaseKey reports whether k is a name the user chooses rather than a

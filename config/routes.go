@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"path"
 	"regexp"
@@ -266,21 +267,22 @@ type block struct {
 
 // arrayBlocks finds each [[name]] entry of data in order.
 func arrayBlocks(data []byte, name string) []block {
+	if !hasArrayHeader(data, name) {
+		return nil // most configs: no line slice for blocks that are not there
+	}
 	lines := strings.Split(string(data), "\n")
-	head := regexp.MustCompile(`^\s*\[\[\s*` + regexp.QuoteMeta(name) + `\s*\]\]`)
-	sub := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(name) + `\s*\.`)
 	var out []block
 	in := -1
 	for i, line := range lines {
 		switch {
-		case head.MatchString(line):
+		case isArrayHeader(line, name): // lines.go
 			if in >= 0 {
 				out[in].end = i
 			}
 			out = append(out, block{name: name, header: i + 1, lines: lines})
 			in = len(out) - 1
-		case in >= 0 && sub.MatchString(line):
-		case in >= 0 && tableHeader().MatchString(line):
+		case in >= 0 && isSubTable(line, name):
+		case in >= 0 && isTableHeader(line):
 			out[in].end = i
 			in = -1
 		}
@@ -291,15 +293,26 @@ func arrayBlocks(data []byte, name string) []block {
 	return out
 }
 
+// hasArrayHeader says whether a line of data is a [[name]] header.
+func hasArrayHeader(data []byte, name string) bool {
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
+		if isArrayHeader(line, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // keyLine is the line in b that sets key (in b's own table, before any
 // sub-table), or def.
 func (b block) keyLine(key string, def int) int {
-	re := regexp.MustCompile(`^\s*` + regexp.QuoteMeta(key) + `\s*=`)
 	for n := b.header + 1; n <= b.end; n++ {
-		if tableHeader().MatchString(b.lines[n-1]) {
+		if isTableHeader(b.lines[n-1]) {
 			break
 		}
-		if re.MatchString(b.lines[n-1]) {
+		if setsKey(b.lines[n-1], key) {
 			return n
 		}
 	}

@@ -1,12 +1,9 @@
 package spool
 
 import (
-	"bufio"
 	"bytes"
-	"os"
 	"os/user"
 	"strconv"
-	"strings"
 )
 
 // Who submitted a message, beyond the uid SO_PEERCRED gives: the user's
@@ -16,11 +13,19 @@ import (
 // [limits] can hold one unit to its own allowance.
 
 // userName returns the name of uid in the user database (which may be NSS:
-// LDAP, sssd), or "" when the uid is unknown or has no entry.
+// LDAP, sssd), or "" when the uid is unknown or has no entry. Answers come
+// from userNames (usernames.go): a lookup through the C library costs a
+// connection ~15 system calls, and a burst of cron jobs or a script's
+// loop submits as the same uid again and again.
 func userName(uid int) string {
 	if uid < 0 {
 		return ""
 	}
+	return userNames.name(uid)
+}
+
+// lookupUserName asks the user database itself, uncached.
+func lookupUserName(uid int) string {
 	u, err := user.LookupId(strconv.Itoa(uid))
 	if err != nil {
 		return ""
@@ -36,7 +41,8 @@ func unitOf(pid int) string {
 	if pid <= 0 {
 		return ""
 	}
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	var buf [4096]byte
+	data, err := readProcFile("/proc/"+strconv.Itoa(pid)+"/cgroup", buf[:0])
 	if err != nil {
 		return ""
 	}
@@ -52,35 +58,43 @@ var unitSuffixes = []string{".service", ".scope", ".socket", ".mount", ".swap"}
 // ("1:name=systemd:/system.slice/cron.service"). A user's own service
 // ("…/user@1000.service/app.slice/backup.service") gives that service.
 func unitFromCgroup(data []byte) string {
-	var v1, v2 string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		id, rest, ok := strings.Cut(sc.Text(), ":")
+	var v1, v2 []byte
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte("\n"))
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		id, rest, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
 			continue
 		}
-		controllers, path, ok := strings.Cut(rest, ":")
+		controllers, path, ok := bytes.Cut(rest, []byte(":"))
 		switch {
 		case !ok:
-		case id == "0" && controllers == "":
+		case string(id) == "0" && len(controllers) == 0:
 			v2 = path
-		case controllers == "name=systemd":
+		case string(controllers) == "name=systemd":
 			v1 = path
 		}
 	}
-	path := v2
-	if unitIn(path) == "" {
-		path = v1
+	if unit := unitIn(v2); unit != "" {
+		return unit
 	}
-	return unitIn(path)
+	return unitIn(v1)
 }
 
-func unitIn(path string) string {
-	parts := strings.Split(path, "/")
-	for i := len(parts) - 1; i >= 0; i-- {
+// unitIn returns the innermost component of a cgroup path that names a
+// unit, or "".
+func unitIn(path []byte) string {
+	for len(path) > 0 {
+		var p []byte
+		if i := bytes.LastIndexByte(path, '/'); i >= 0 {
+			path, p = path[:i], path[i+1:]
+		} else {
+			path, p = nil, path
+		}
 		for _, suffix := range unitSuffixes {
-			if p := parts[i]; len(p) > len(suffix) && strings.HasSuffix(p, suffix) {
-				return p
+			if len(p) > len(suffix) && bytes.HasSuffix(p, []byte(suffix)) {
+				return string(p)
 			}
 		}
 	}

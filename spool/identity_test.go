@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"os"
 	"os/user"
 	"testing"
 )
@@ -52,5 +53,23 @@ func TestUnitOfGonePid(t *testing.T) {
 	}
 	if got := unitOf(1 << 30); got != "" {
 		t.Errorf("unitOf(no such process) = %q", got)
+	}
+}
+
+// unitOf reads the file whole, as os.ReadFile would, however long it is.
+func TestUnitOfReadsTheWholeFile(t *testing.T) {
+	path := "/proc/self/cgroup"
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	for _, size := range []int{0, 1, 7, 4096} {
+		got, err := readProcFile(path, make([]byte, 0, size))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("readProcFile(%s, cap %d) = %q, %v; want %q", path, size, got, err, want)
+		}
+	}
+	if got, want := unitOf(os.Getpid()), unitFromCgroup(want); got != want {
+		t.Errorf("unitOf(self) = %q, want %q", got, want)
 	}
 }
