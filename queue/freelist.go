@@ -243,7 +243,8 @@ func (e *freelistDamage) Is(target error) bool {
 // names, without bbolt, and checks what needs no walk of the file: the
 // page's flag and count, its pages within the file and below the meta's
 // high-water mark, and every ID at least 2, below the high-water mark and
-// greater than the one before; the file reaching the high-water mark. It
+// greater than the one before; and that the file reaches the high-water
+// mark (else it is cut short: ErrDamaged, not the freelist's fault). It
 // returns nil, nil for a file whose meta names no freelist or does not
 // validate (bbolt reports the latter); an error matching ErrDamaged for a
 // freelist that fails.
@@ -264,11 +265,11 @@ func checkFreelist(path string) (*savedFreelist, error) {
 	bad := func(format string, args ...any) (*savedFreelist, error) {
 		return nil, &freelistDamage{page: m.freelist, why: fmt.Sprintf(format, args...)}
 	}
-	filePages := uint64(fi.Size()) / uint64(pageSize)
-	switch {
-	case m.high > filePages:
-		return bad("the meta's high-water mark, page %d, lies past the end of the file (%d pages)", m.high, filePages)
-	case m.freelist < 2 || m.freelist >= m.high:
+	if filePages := uint64(fi.Size()) / uint64(pageSize); m.high > filePages {
+		// Not the freelist's fault, and compact cannot mend it.
+		return nil, fmt.Errorf("%w: the file is cut short: it ends at page %d, its meta counts %d pages", ErrDamaged, filePages, m.high)
+	}
+	if m.freelist < 2 || m.freelist >= m.high {
 		return bad("the page lies outside the file's pages [2, %d)", m.high)
 	}
 	head := make([]byte, pageHeaderSize+8)

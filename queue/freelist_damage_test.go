@@ -254,3 +254,31 @@ func copyQueue(t *testing.T, path string) string {
 	}
 	return dst
 }
+
+// TestSavedFreelistFileCutShort: a file closed with a saved freelist and
+// then cut short (its last pages gone) is refused with ErrDamaged before
+// bbolt reads anything, as a cut file, not as a damaged freelist (compact
+// cannot mend it).
+func TestSavedFreelistFileCutShort(t *testing.T) {
+	path, _ := freelistFile(t)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, pageSize, ok := readMeta(f)
+	f.Close()
+	if !ok {
+		t.Fatal("no valid meta")
+	}
+	if err := os.Truncate(path, int64(m.high/2)*pageSize); err != nil {
+		t.Fatal(err)
+	}
+	q, err := Open(path, Options{})
+	if err == nil {
+		q.Close()
+		t.Fatal("Open accepted a file cut short")
+	}
+	if !errors.Is(err, ErrDamaged) || errors.Is(err, ErrFreelistDamaged) || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("Open: %v; want ErrDamaged saying the file is cut short", err)
+	}
+}

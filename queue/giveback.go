@@ -64,8 +64,8 @@ const (
 	// giveBackInterval is how often the background loop looks.
 	giveBackInterval = time.Minute
 	// giveBackChunk is how many pages one transaction of a pass looks
-	// at: 64 MiB of 4 KiB pages, a few milliseconds of the write lock.
-	giveBackChunk = 16384
+	// at: 16 MiB of 4 KiB pages.
+	giveBackChunk = 4096
 	// giveBackWaits is how many times a pass that meets a read
 	// transaction waits giveBackWait for it to end before it stops.
 	giveBackWaits = 50
@@ -180,7 +180,8 @@ func (q *Queue) GiveBack() (int64, error) {
 					given += r.pages
 				}
 			}
-			_ = dontNeed(q.db.Info().Data, tx.Size()) // mapped.go: the headers read leave the resident set
+			// mapped.go: the headers read leave the resident set.
+			_ = dontNeed(q.db.Info().Data+uintptr(first*pageSize), (pass.upTo-first)*pageSize)
 			return errNoChange
 		})
 		if errors.Is(err, errReaderOpen) {
