@@ -48,7 +48,12 @@
 //     file left by a crash); a file closed cleanly keeps bbolt's freelist
 //     (freelist.go), opens at once and is walked after Open
 //     (pagewalk.go): nothing is leased before that walk ends, and damage
-//     it finds comes on Damaged and makes Lease fail with ErrDamaged.
+//     it finds comes on Damaged and makes Lease fail with ErrDamaged. The
+//     saved freelist is checked before bbolt reads it (its structure, and
+//     a checksum Close keeps in queue.db.freelist; without a match the
+//     file is walked first and the freelist checked against the pages in
+//     use): a damaged one fails Open with ErrFreelistDamaged, and
+//     CompactFile writes a sound file without it.
 //   - The file is trusted only as far as it is checked (damage.go,
 //     prepare.go). A record that does not decode stops nothing else: it is
 //     listed and counted as damaged, never leased, and Delete or Expire

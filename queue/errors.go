@@ -43,6 +43,10 @@ var (
 	// database file is damaged (bbolt cannot read its pages, or a record
 	// does not decode). `relayq queue check` says what is wrong.
 	ErrDamaged = errors.New("queue: database file is damaged")
+	// ErrFreelistDamaged is reported, along with ErrDamaged, when the
+	// freelist Close saved in the file is damaged: the records are fine,
+	// and `relayq compact` (CompactFile) writes a sound file without it.
+	ErrFreelistDamaged = errors.New("queue: saved freelist is damaged")
 	// ErrRecordDamaged is reported for a message whose record in the
 	// file does not decode. Listings show it in StateDamaged; Delete and
 	// Expire work on it; the other operator operations report it per ID

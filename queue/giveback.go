@@ -40,100 +40,215 @@ import (
 // refuses a little early on a nearly full disk) between passes, as bbolt
 // reuses them.
 
+// A pass is cheap when there is nothing new to give back, and never holds
+// the write lock long:
+//
+//   - The loop runs a pass only when pages may have been freed since the
+//     last one that were not given back (giveBackDue): bbolt counts its
+//     free pages and the pages it allocated, so the pages freed since the
+//     last pass are at most the growth of the free count plus the pages
+//     allocated. An idle queue, drained or not, reads no page.
+//   - A pass looks at giveBackChunk pages per read-write transaction, not
+//     at the whole file in one: a commit waits for one chunk at most, and
+//     the pages read are dropped from the resident set after each chunk
+//     (mapped.go). What was free is decided page by page under the lock,
+//     so splitting the pass changes nothing for a page: it is given back
+//     when it was free at the previous look at it too.
+
 const (
 	// giveBackKeep is how much room in free pages keeps its disk blocks.
 	giveBackKeep = 64 << 20
-	// giveBackMin is the least room a pass must have to give back for
-	// the background loop to run it: a pass holds the write lock while it
-	// reads a page header for every page of the file.
+	// giveBackMin is the least room that may have become free without
+	// being given back for the background loop to run a pass.
 	giveBackMin = 64 << 20
 	// giveBackInterval is how often the background loop looks.
 	giveBackInterval = time.Minute
+	// giveBackChunk is how many pages one transaction of a pass looks
+	// at: 16 MiB of 4 KiB pages.
+	giveBackChunk = 4096
+	// giveBackWaits is how many times a pass that meets a read
+	// transaction waits giveBackWait for it to end before it stops.
+	giveBackWaits = 50
+	giveBackWait  = 20 * time.Millisecond
 )
 
 // errNoChange rolls back the transaction GiveBack looks in: it changes
 // nothing, and a commit would cost an fsync.
 var errNoChange = errors.New("nothing to commit")
 
+// errReaderOpen ends a pass that found a read transaction open.
+var errReaderOpen = errors.New("a read transaction is open")
+
 // givenBack is what the store knows of the pages it gave back.
 type givenBack struct {
-	keep int64 // bytes of free pages that keep their blocks: giveBackKeep; tests set less
+	keep  int64 // bytes of free pages that keep their blocks: giveBackKeep; tests set less
+	min   int64 // giveBackMin; tests set less
+	chunk int64 // pages per transaction of a pass: giveBackChunk when 0; tests set less
 
 	mu    sync.Mutex
 	pages int64 // free pages given back at the last pass (some reused since)
 	// wasFree has a bit set for each page that was free at the last
 	// pass; only GiveBack, under bbolt's write lock, uses it.
 	wasFree []uint64
+	// What the last pass that looked at every page left: whether there
+	// was one, bbolt's count of free pages and of pages allocated then,
+	// and how many free pages it neither kept nor gave back (free since
+	// the pass before: the next pass gives them back).
+	passed          bool
+	freeAt, allocAt int64
+	pending         int64
+	// pagesRead counts the pages passes looked at, for tests.
+	pagesRead int64
+}
+
+// freeCounts returns bbolt's count of free pages (pending ones included)
+// and of the pages it has allocated since Open.
+func (q *Queue) freeCounts() (free, allocated int64) {
+	st := q.db.Stats()
+	return int64(st.FreePageN + st.PendingPageN), st.TxStats.GetPageCount()
+}
+
+// giveBackDue reports whether a pass may find at least giveBackMin of
+// free pages to give back, beyond the giveBackKeep kept, that the last
+// pass did not: the pages it left for the next one, and those freed since,
+// which are at most the growth of the free count plus the pages bbolt
+// allocated (each reused free page was allocated). (Not fileFree: it
+// counts the pages given back as still without blocks after bbolt reused
+// them, until the next pass.)
+func (q *Queue) giveBackDue() bool {
+	pageSize := int64(q.db.Info().PageSize)
+	free, allocated := q.freeCounts()
+	g := &q.given
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	room := free - g.keep/pageSize // what a pass could give back at most
+	if g.passed {
+		freed := max(0, free-g.freeAt+allocated-g.allocAt)
+		room = min(room, g.pending+freed)
+	}
+	return room*pageSize >= g.min
 }
 
 // GiveBack returns the disk blocks of the file's free pages, but the
 // first giveBackKeep bytes of them, to the file system, and reports how
-// many bytes of free pages are now without blocks. It does nothing (0,
-// nil) while a read transaction is open; the background loop tries again
-// later.
+// many bytes of free pages are now without blocks. Where it meets an
+// open read transaction it waits for it a while (giveBackWaits), then
+// stops there: (0, nil) when it had not begun; the background loop tries
+// again later.
 func (q *Queue) GiveBack() (int64, error) {
-	var looked bool
-	var given int64 // pages
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		if q.db.Stats().OpenTxN != 0 {
-			return errNoChange
-		}
-		looked = true
-		pageSize := int64(q.db.Info().PageSize)
-		keep, punch, err := freeRuns(tx, q.given.keep/pageSize, &q.given.wasFree)
-		if err != nil {
-			return err
-		}
-		// Its own descriptor: bbolt's lock is flock(2), which closing
-		// another descriptor of the file does not release.
-		f, err := os.OpenFile(q.db.Path(), os.O_WRONLY, 0)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		for _, r := range punch {
-			if err := punchHole(f, r.first*pageSize, r.pages*pageSize); err != nil {
-				return err
-			}
-			given += r.pages
-		}
-		// Pages given back by an earlier pass may be among those kept
-		// now: they get blocks again, or are counted as given.
-		for _, r := range keep {
-			if allocateRange(f, r.first*pageSize, r.pages*pageSize) != nil {
-				given += r.pages
-			}
-		}
-		return errNoChange
-	})
-	if err != nil && !errors.Is(err, errNoChange) {
+	pageSize := int64(q.db.Info().PageSize)
+	// Its own descriptor: bbolt's lock is flock(2), which closing
+	// another descriptor of the file does not release.
+	f, err := os.OpenFile(q.db.Path(), os.O_WRONLY, 0)
+	if err != nil {
 		return 0, fmt.Errorf("queue: give back free pages: %w", err)
 	}
-	if !looked {
-		return 0, nil
+	defer f.Close()
+	free0, alloc0 := q.freeCounts()
+	pass := passState{keep: q.given.keep / pageSize}
+	var given int64 // pages
+	chunk := q.given.chunk
+	if chunk <= 0 {
+		chunk = giveBackChunk
 	}
+	pass.upTo = 2 // pages 0 and 1 are bbolt's meta pages
+	waits := 0
+	for {
+		var end bool
+		first := pass.upTo
+		err := q.db.Update(func(tx *bolt.Tx) error {
+			if q.db.Stats().OpenTxN != 0 {
+				return errReaderOpen
+			}
+			high := tx.Size() / pageSize
+			last := min(first+chunk, high)
+			keep, punch, err := pass.freeRuns(tx, first, last, &q.given.wasFree)
+			end = pass.complete()
+			if err != nil {
+				return err
+			}
+			for _, r := range punch {
+				if err := punchHole(f, r.first*pageSize, r.pages*pageSize); err != nil {
+					return err
+				}
+				given += r.pages
+			}
+			// Pages given back by an earlier pass may be among those kept
+			// now: they get blocks again, or are counted as given.
+			for _, r := range keep {
+				if allocateRange(f, r.first*pageSize, r.pages*pageSize) != nil {
+					given += r.pages
+				}
+			}
+			// mapped.go: the headers read leave the resident set.
+			_ = dontNeed(q.db.Info().Data+uintptr(first*pageSize), (pass.upTo-first)*pageSize)
+			return errNoChange
+		})
+		if errors.Is(err, errReaderOpen) {
+			if waits < giveBackWaits {
+				waits++ // relayq's readers are short: look again in a moment
+				time.Sleep(giveBackWait)
+				continue
+			}
+			if first == 2 {
+				return 0, nil
+			}
+			break // what was done stays done; the next pass looks again
+		}
+		if err != nil && !errors.Is(err, errNoChange) {
+			return 0, fmt.Errorf("queue: give back free pages: %w", err)
+		}
+		if end {
+			break
+		}
+	}
+	free1, alloc1 := q.freeCounts()
 	q.given.mu.Lock()
+	q.given.pagesRead += pass.read
+	if !pass.complete() {
+		// The pages given back before, in the part not looked at, are
+		// still without blocks unless reused: an estimate.
+		given = max(given, q.given.pages)
+	}
 	q.given.pages = given
+	if pass.complete() {
+		// The counts from before the pass: what was freed during it is
+		// counted as new at the next.
+		q.given.passed, q.given.freeAt, q.given.allocAt = true, min(free0, free1), min(alloc0, alloc1)
+		q.given.pending = pass.fresh
+	}
 	q.given.mu.Unlock()
-	return given * int64(q.db.Info().PageSize), nil
+	return given * pageSize, nil
 }
+
+// passState is what a pass of GiveBack carries from one chunk to the next.
+type passState struct {
+	keep  int64 // free pages still to keep their blocks
+	fresh int64 // free pages neither kept nor given back: not free at the last pass
+	read  int64 // pages looked at
+	upTo  int64 // the pages below it have been looked at
+	high  int64 // the file's pages at the last chunk
+}
+
+// complete reports whether the pass looked at every page of the file.
+func (p *passState) complete() bool { return p.high > 0 && p.upTo >= p.high }
 
 // pageRun is a run of pages of the file.
 type pageRun struct{ first, pages int64 }
 
-// freeRuns returns the runs of free pages of tx's file in page order, the
-// first keep pages of them in kept and the rest that were free at the last
-// pass too (wasFree) in punch; wasFree is then set to the pages free now.
-func freeRuns(tx *bolt.Tx, keep int64, wasFree *[]uint64) (kept, punch []pageRun, err error) {
+// freeRuns returns the runs of free pages among the pages [first, last)
+// of tx's file in page order: those while p.keep lasts in kept, the rest
+// that were free at the last pass too (wasFree) in punch; wasFree then
+// has the pages free now. A page in use is skipped with its overflow
+// pages (not pages of their own: their "headers" are data), which may
+// reach past last: p.upTo is where the next chunk starts.
+func (p *passState) freeRuns(tx *bolt.Tx, first, last int64, wasFree *[]uint64) (kept, punch []pageRun, err error) {
 	pageSize := int64(tx.DB().Info().PageSize)
-	high := tx.Size() / pageSize
-	before := *wasFree
-	now := make([]uint64, (high+63)/64)
-	defer func() {
-		if err == nil {
-			*wasFree = now
-		}
-	}()
+	p.high = tx.Size() / pageSize
+	if words := int((p.high + 63) / 64); len(*wasFree) < words {
+		*wasFree = append(*wasFree, make([]uint64, words-len(*wasFree))...)
+	}
+	bits := *wasFree
 	add := func(runs []pageRun, id int64) []pageRun {
 		if n := len(runs); n > 0 && runs[n-1].first+runs[n-1].pages == id {
 			runs[n-1].pages++
@@ -141,23 +256,38 @@ func freeRuns(tx *bolt.Tx, keep int64, wasFree *[]uint64) (kept, punch []pageRun
 		}
 		return append(runs, pageRun{id, 1})
 	}
-	for id := int64(2); id < high; id++ { // pages 0 and 1 are bbolt's meta pages
+	id := first
+	for ; id < last; id++ {
 		info, err := tx.Page(int(id))
 		if err != nil {
 			return nil, nil, err
 		}
+		p.read++
+		word, bit := id/64, uint64(1)<<(id%64)
+		was := bits[word]&bit != 0
+		bits[word] &^= bit
 		if info == nil || info.Type != "free" {
+			if info != nil && info.OverflowCount > 0 {
+				end := min(id+int64(info.OverflowCount), p.high-1)
+				for o := id + 1; o <= end; o++ {
+					bits[o/64] &^= 1 << (o % 64)
+				}
+				id = end
+			}
 			continue
 		}
-		now[id/64] |= 1 << (id % 64)
+		bits[word] |= bit
 		switch {
-		case keep > 0:
-			keep--
+		case p.keep > 0:
+			p.keep--
 			kept = add(kept, id)
-		case id/64 < int64(len(before)) && before[id/64]&(1<<(id%64)) != 0:
+		case was:
 			punch = add(punch, id)
+		default:
+			p.fresh++
 		}
 	}
+	p.upTo = max(last, id)
 	return kept, punch, nil
 }
 
@@ -170,8 +300,7 @@ func (q *Queue) fileFree() int64 {
 	return max(0, int64(q.db.Stats().FreeAlloc)-given*int64(q.db.Info().PageSize))
 }
 
-// giveBackLoop runs GiveBack every giveBackInterval when there is at
-// least giveBackMin to give back.
+// giveBackLoop runs GiveBack every giveBackInterval when giveBackDue.
 func (q *Queue) giveBackLoop(stop <-chan struct{}) {
 	ticker := time.NewTicker(giveBackInterval)
 	defer ticker.Stop()
@@ -181,17 +310,26 @@ func (q *Queue) giveBackLoop(stop <-chan struct{}) {
 		case <-stop:
 			return
 		}
-		if q.fileFree() < q.given.keep+giveBackMin {
-			continue
-		}
-		n, err := q.GiveBack()
-		switch {
-		case errors.Is(err, errPunchUnsupported):
+		if !q.giveBackOnce() {
 			return
-		case err != nil:
-			q.log.Warn("cannot give the queue file's free pages back to the file system", "err", err)
-		case n > 0:
-			q.log.Info("gave the queue file's free pages back to the file system", "bytes", n)
 		}
 	}
+}
+
+// giveBackOnce runs a pass of GiveBack when giveBackDue, and reports
+// whether the loop should go on (false: the file system cannot punch holes).
+func (q *Queue) giveBackOnce() bool {
+	if !q.giveBackDue() {
+		return true
+	}
+	n, err := q.GiveBack()
+	switch {
+	case errors.Is(err, errPunchUnsupported):
+		return false
+	case err != nil:
+		q.log.Warn("cannot give the queue file's free pages back to the file system", "err", err)
+	case n > 0:
+		q.log.Info("gave the queue file's free pages back to the file system", "bytes", n)
+	}
+	return true
 }

@@ -36,8 +36,12 @@ import (
 // caller walks it in the background (pagewalk.go).
 func openBolt(path string, o *bolt.Options) (db *bolt.DB, unwalked bool, err error) {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 && o.NoFreelistSync {
-		if unwalked = freelistSaved(path); !unwalked {
-			if err := walkFirst(path, o.Timeout); err != nil {
+		fl, err := checkFreelist(path) // freelist.go
+		if err != nil {
+			return nil, false, err
+		}
+		if unwalked = fl != nil && sidecarMatches(path, fl); !unwalked {
+			if err := walkFirst(path, o.Timeout, fl); err != nil {
 				return nil, false, err
 			}
 		}
@@ -68,15 +72,24 @@ func openBolt(path string, o *bolt.Options) (db *bolt.DB, unwalked bool, err err
 }
 
 // walkFirst reads the file at path through, read-only, before bbolt opens
-// it for writing and rebuilds its freelist (see openBolt).
-func walkFirst(path string, timeout time.Duration) error {
+// it for writing and rebuilds its freelist (see openBolt). When the file
+// holds a saved freelist, fl, that Open could not trust without a walk
+// (freelist.go), bbolt will read it instead of rebuilding it: it is
+// checked against the pages in use first.
+func walkFirst(path string, timeout time.Duration, fl *savedFreelist) error {
 	prefetch(path)
 	ro, err := openRecover(path, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	if err != nil {
 		return err
 	}
 	defer ro.Close()
-	return walk(ro)
+	if err := walk(ro); err != nil {
+		return err
+	}
+	if fl != nil {
+		return checkFreelistAgainstPages(ro, fl)
+	}
+	return nil
 }
 
 // openRecover is bolt.Open that reports damage as ErrDamaged.
@@ -216,6 +229,10 @@ func CheckFile(path string, lockTimeout time.Duration) (problems []error, err er
 		return nil, err
 	}
 	defer db.Close()
+	if _, err := checkFreelist(path); err != nil {
+		// bbolt's check reads the saved freelist as it is (freelist.go).
+		return []error{err}, nil
+	}
 	prefetch(path)
 	if err := walk(db); err != nil {
 		// bbolt's own check would crash on it (see openBolt).

@@ -187,7 +187,7 @@ func Open(path string, opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("queue: open %s: %w", path, err)
 		}
 	}
-	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep},
+	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep, min: giveBackMin},
 		damage: newDamageSet(), pages: walkedAlready()}
 	if unwalked {
 		q.pages = &pageWalk{done: make(chan struct{}), found: make(chan error, 1)} // pagewalk.go

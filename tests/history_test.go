@@ -335,3 +335,76 @@ func scrambleLeafPages(t *testing.T, path string, marker []byte) int {
 	}
 	return n
 }
+
+// TestDamagedSavedFreelist: relayq was stopped cleanly (it saved bbolt's
+// freelist in the file) and the freelist page is then zeroed. relayq serve
+// does not let bbolt read it (bbolt would hand out pages in use and
+// overwrite queued mail): it exits 65 with one line pointing at `relayq
+// compact`, no crash. `relayq queue check` says the same; after `relayq
+// compact` relayq starts and delivers every message.
+func TestDamagedSavedFreelist(t *testing.T) {
+	d := startDaemon(t, nil)
+	from, to := "freelist@example.org", []string{"rcpt@example.net"}
+	for i := range 20 {
+		d.submit(t, from, to, newMessage(i, from, to, 50))
+	}
+	d.stop()
+	path := filepath.Join(d.dir, "queue.db")
+	zeroFreelistPage(t, path)
+
+	p := d.spawn()
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		t.Fatal("relayq serve started on a queue file with a damaged freelist")
+	}
+	log := d.log.String()
+	if code := p.exitCode(); code != 65 || !strings.Contains(log, "run `relayq compact`") ||
+		strings.Contains(log, "goroutine ") || strings.Contains(log, "panic") {
+		t.Errorf("relayq serve with a damaged freelist exited %d, want 65 pointing at relayq compact (and no crash):\n%s", code, log)
+	}
+	if res := d.relayq("queue", "check"); res.code != 65 || !strings.Contains(res.stdout, "freelist") || !strings.Contains(res.stdout, "relayq compact") {
+		t.Errorf("queue check of a damaged freelist: %v", res)
+	}
+	if res := d.relayq("compact"); res.code != 0 || !strings.Contains(res.stdout, "kept 20 message(s)") {
+		t.Fatalf("compact: %v", res)
+	}
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d.settings.set("relay", "url", tomlString(relayURL(relay, false)))
+	d.writeConfig()
+	d.start()
+	waitFor(t, 30*time.Second, "every message delivered", func() bool { return len(relay.Messages()) >= 20 })
+	if n := len(relay.Messages()); n != 20 {
+		t.Errorf("relay got %d messages, want 20", n)
+	}
+}
+
+// zeroFreelistPage zeroes the freelist page that the newer bbolt meta
+// page of the file at path names.
+func zeroFreelistPage(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pageHeader = 16
+	pageSize := int(binary.LittleEndian.Uint32(data[pageHeader+8:]))
+	meta := func(i int) (txid, freelist uint64) {
+		m := data[i*pageSize+pageHeader:]
+		return binary.LittleEndian.Uint64(m[48:]), binary.LittleEndian.Uint64(m[32:])
+	}
+	tx0, fl0 := meta(0)
+	tx1, fl1 := meta(1)
+	fl := fl0
+	if tx1 > tx0 {
+		fl = fl1
+	}
+	if fl == ^uint64(0) {
+		t.Fatal("no freelist saved at the clean stop")
+	}
+	clear(data[int(fl)*pageSize : int(fl+1)*pageSize])
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -58,16 +58,19 @@ func runQueueCheck(args []string, env cmdEnv) int {
 		return exitOK
 	}
 	fmt.Fprintf(env.Stdout, "%s: %d problem(s):\n", path, len(problems))
-	damaged, empty := false, false
+	damaged, empty, freelist := false, false, true
 	for _, p := range problems {
 		fmt.Fprintf(env.Stdout, "  %v\n", p)
 		damaged = damaged || !errors.Is(p, queue.ErrInconsistent)
 		empty = empty || errors.Is(p, queue.ErrEmpty)
+		freelist = freelist && errors.Is(p, queue.ErrFreelistDamaged)
 	}
 	fmt.Fprintln(env.Stdout)
 	switch {
 	case empty:
 		printEmptyAdvice(env.Stdout, path)
+	case freelist:
+		printFreelistAdvice(env.Stdout, path)
 	case damaged:
 		printDamageAdvice(env.Stdout, path)
 	default:
@@ -81,6 +84,14 @@ func printEmptyAdvice(w io.Writer, path string) {
 killed while creating it). relayq serve sets it aside as %[1]s.empty.<time>, logs an
 ERROR and starts a new, empty queue. If messages were queued, the file was truncated or badly
 restored: restore %[1]s from a backup before starting relayq.
+`, path)
+}
+
+func printFreelistAdvice(w io.Writer, path string) {
+	fmt.Fprintf(w, `Only the freelist saved at the last clean stop is damaged (bbolt would hand out pages in use);
+the messages are not. relayq serve refuses to start on it. To recover, with relayq stopped:
+  cp -p %[1]s %[1]s.damaged && relayq compact
+compact rewrites the file without the freelist; then start relayq again.
 `, path)
 }
 
@@ -168,6 +179,9 @@ func noArgs(name string, fs *flag.FlagSet, args []string, env cmdEnv) int {
 // startupHint is what relayq serve adds to a start-up failure the
 // operator can act on.
 func startupHint(err error) string {
+	if errors.Is(err, queue.ErrFreelistDamaged) {
+		return "the queue file's saved freelist is damaged (its messages are not): with relayq stopped, run `relayq compact`, which rewrites the file without it, then start relayq again"
+	}
 	if errors.Is(err, queue.ErrDamaged) {
 		return "the queue file is damaged and relayq will not start on it; with relayq stopped, run `relayq queue check` to see what is wrong and how to recover"
 	}
