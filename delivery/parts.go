@@ -61,7 +61,7 @@ type sentPart struct {
 // recipients wait (no attempt counted) until one may be probed.
 // interrupted reports that shutdown cut the part short.
 func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayInUse, g group, body attemptBody) (p sentPart, interrupted bool) {
-	p = sentPart{route: g.route.Name, verdicts: make(map[string]verdict, len(g.rcpts))}
+	p = sentPart{route: g.route.Name}
 	var last *sentPart
 	for i, id := range g.route.Relays {
 		ep, ok := relay.endpoint(id)
@@ -108,6 +108,7 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 	for _, id := range g.route.Relays {
 		d.wait(id, l.ID)
 	}
+	p.verdicts = make(map[string]verdict, len(g.rcpts))
 	for _, addr := range g.rcpts {
 		p.verdicts[addr] = verdict{result: queue.Waiting}
 	}
