@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -188,12 +187,14 @@ func (d *Deliverer) waitForWork(ctx context.Context, changed <-chan struct{}, sl
 func (d *Deliverer) attempt(runCtx, ctx context.Context, l *queue.Lease) {
 	relay := d.use() // reload.go
 	defer d.done(relay)
-	if !d.bodyIntact(l, relay.Endpoints[0].Name) {
+	body, ok := d.intactBody(l, relay.Endpoints[0].Name) // body.go
+	if !ok {
 		return
 	}
+	defer body.release()
 	var parts []sentPart
 	for _, g := range groups(l.Message, relay.Routes) {
-		p, interrupted := d.sendPart(ctx, l, relay, g)
+		p, interrupted := d.sendPart(ctx, l, relay, g, body)
 		if interrupted {
 			d.interrupted(runCtx, l, relay, parts, p.relay)
 			return
@@ -249,36 +250,6 @@ func (d *Deliverer) record(runCtx context.Context, l *queue.Lease, relay *relayI
 	if tried {
 		d.opts.Notifier.After(rec) // notice.go
 	}
-}
-
-// bodyIntact checks the leased message's body against its checksum before
-// anything is sent: the whole body is verified up front (it is read from
-// the mapped file; a second read costs little next to the network), so a
-// corrupt body never reaches the relay, not even in part. A corrupt one
-// goes to the dead letters with reason corrupt, and its sender gets a
-// failure notice; bodyIntact then reports false.
-func (d *Deliverer) bodyIntact(l *queue.Lease, relay string) bool {
-	err := d.opts.Queue.VerifyBody(l.Message)
-	if err == nil {
-		return true
-	}
-	// On a store failure the lease is kept, not released: the message
-	// is tried again when the lease runs out, instead of at once and in
-	// a loop while the store keeps failing (a full disk).
-	if !errors.Is(err, queue.ErrCorrupt) {
-		d.opts.Logger.Error("cannot verify the body; will retry when the lease runs out", "id", l.ID, "err", err)
-		return false
-	}
-	rec, rerr := d.opts.Queue.DeadCorrupt(l, err)
-	if rerr != nil {
-		d.opts.Logger.Error("cannot dead-letter a corrupt message; it stays queued, unsent, until the lease runs out", "id", l.ID, "err", rerr)
-		return false
-	}
-	d.log.corrupt(l.Message, relay, err)
-	d.opts.Notifier.After(rec) // notice.go
-
-	d.opts.Metrics.corrupt(l.Message, d.relayID(relay)) // metrics.go
-	return false
 }
 
 // outcomes turns verdicts into what the queue records: deferrals get their

@@ -60,8 +60,8 @@ type sentPart struct {
 // the next is tried in the same attempt. When no relay could be tried, the
 // recipients wait (no attempt counted) until one may be probed.
 // interrupted reports that shutdown cut the part short.
-func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayInUse, g group) (p sentPart, interrupted bool) {
-	p = sentPart{route: g.route.Name, verdicts: make(map[string]verdict, len(g.rcpts))}
+func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayInUse, g group, body attemptBody) (p sentPart, interrupted bool) {
+	p = sentPart{route: g.route.Name}
 	var last *sentPart
 	for i, id := range g.route.Relays {
 		ep, ok := relay.endpoint(id)
@@ -80,7 +80,7 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 			}
 			continue
 		}
-		res, start, err := d.send(ctx, l, ep, g, relay.Senders)
+		res, start, err := d.send(ctx, l, ep, g, relay.Senders, body)
 		if probe {
 			pause.endProbe()
 		}
@@ -108,6 +108,7 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 	for _, id := range g.route.Relays {
 		d.wait(id, l.ID)
 	}
+	p.verdicts = make(map[string]verdict, len(g.rcpts))
 	for _, addr := range g.rcpts {
 		p.verdicts[addr] = verdict{result: queue.Waiting}
 	}
@@ -116,8 +117,8 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 
 // send is one transaction of g's recipients to ep, with the sender policy
 // of g's route applied on the way out (outgoing.go).
-func (d *Deliverer) send(ctx context.Context, l *queue.Lease, ep Endpoint, g group, senders map[string]SenderPolicy) (*transport.Result, time.Time, error) {
-	from, body, size, err := outgoing(senders[g.route.Name], l.From, d.opts.Queue.Body(l.ID), l.Size)
+func (d *Deliverer) send(ctx context.Context, l *queue.Lease, ep Endpoint, g group, senders map[string]SenderPolicy, stored attemptBody) (*transport.Result, time.Time, error) {
+	from, body, size, err := outgoing(senders[g.route.Name], l.From, stored.reader(), l.Size)
 	if err != nil {
 		return nil, d.opts.Now(), err
 	}

@@ -139,3 +139,71 @@ func TestBodyReadSizes(t *testing.T) {
 		t.Errorf("body of an unknown ID: %v, want ErrNotFound", err)
 	}
 }
+
+// TestAppendVerifiedBody: the body appended is the stored one byte for
+// byte in every layout, after what dst held; a body whose bytes changed
+// (in any chunk) or that is missing is ErrCorrupt and leaves dst as it
+// was, so a caller has nothing of it to send; a record without a checksum
+// gets its body unchecked, or ErrNotFound when there is none.
+func TestAppendVerifiedBody(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	bodies := map[string]string{
+		"empty":  "",
+		"small":  "short\r\n",
+		"packed": strings.Repeat("0123456789abcdef\r\n", 3000/18),
+		"bucket": strings.Repeat("0123456789abcdef\r\n", 3*chunkSize/18),
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			id := put(t, q, body, "a@x.org")
+			m, err := q.Get(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := []byte("before|")
+			got, err := q.AppendVerifiedBody(dst, m)
+			if err != nil || string(got) != "before|"+body {
+				t.Fatalf("AppendVerifiedBody = %d bytes, %v; want the prefix and the %d bytes put", len(got), err, len(body))
+			}
+			if len(body) == 0 {
+				return
+			}
+			last := uint32(0)
+			for chunkExists(t, q, id, last+1) {
+				last++
+			}
+			scribbleBody(t, q, id, last, flip(0))
+			got, err = q.AppendVerifiedBody(dst, m)
+			if !errors.Is(err, ErrCorrupt) || string(got) != "before|" {
+				t.Fatalf("corrupt chunk %d: AppendVerifiedBody = %q, %v; want dst as it was and ErrCorrupt", last, got, err)
+			}
+			unchecked := *m
+			unchecked.BodyCRC32C = nil
+			if got, err := q.AppendVerifiedBody(nil, &unchecked); err != nil || len(got) != len(body) {
+				t.Errorf("without a checksum: %d bytes, %v; want the %d stored, unchecked", len(got), err, len(body))
+			}
+			if err := q.commit.commit(func(tx *bolt.Tx) error { return deleteBody(tx, id) }); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := q.AppendVerifiedBody(dst, m); !errors.Is(err, ErrCorrupt) || string(got) != "before|" {
+				t.Errorf("missing body: %q, %v; want ErrCorrupt", got, err)
+			}
+			if _, err := q.AppendVerifiedBody(nil, &unchecked); !errors.Is(err, ErrNotFound) {
+				t.Errorf("missing body without a checksum: %v; want ErrNotFound", err)
+			}
+			if _, err := q.Delete([]string{id}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// chunkExists reports whether id's body has a chunk n.
+func chunkExists(t *testing.T, q *Queue, id string, n uint32) bool {
+	t.Helper()
+	var ok bool
+	if err := q.db.View(func(tx *bolt.Tx) error { ok = chunk(tx, id, n) != nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}

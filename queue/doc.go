@@ -58,8 +58,9 @@
 //     prepare.go). A record that does not decode stops nothing else: it is
 //     listed and counted as damaged, never leased, and Delete or Expire
 //     (DeleteDead for a dead letter) remove it. Each body's CRC-32C is kept
-//     in its record; VerifyBody, which delivery calls before it sends a
-//     byte, and Check compare it, and a body that fails is never sent but
+//     in its record; VerifyBody (or AppendVerifiedBody, which checks the
+//     bytes it returns), which delivery calls before it sends a byte, and
+//     Check compare it, and a body that fails is never sent but
 //     dead-lettered with reason corrupt. Records from before the checksum
 //     have none and are delivered unchecked. An existing 0-byte file is
 //     set aside, never silently made a new queue; a mode other than 0600

@@ -26,6 +26,15 @@ import (
 // usual case: a qualified From and the defaults present), msg itself is
 // returned, not a copy.
 func (r *Rules) Message(from string, msg []byte) (string, []byte) {
+	if r.keepsHeader(msg) { // unchanged.go: most messages, without parsing them
+		return r.Sender(from), msg
+	}
+	return r.Sender(from), r.rewriteHeader(msg)
+}
+
+// rewriteHeader is Message's header rewrite, field by field (msg itself
+// when nothing changes).
+func (r *Rules) rewriteHeader(msg []byte) []byte {
 	h, body := splitHeader(msg)
 	ownReplyTo := h.index("Reply-To") >= 0
 	changed := false
@@ -36,7 +45,7 @@ func (r *Rules) Message(from string, msg []byte) (string, []byte) {
 		}
 	}
 	if !r.rewriteFrom(&h, ownReplyTo) && !changed {
-		return r.Sender(from), msg
+		return msg
 	}
 	var out bytes.Buffer
 	out.Grow(len(msg) + 128)
@@ -44,7 +53,7 @@ func (r *Rules) Message(from string, msg []byte) (string, []byte) {
 		out.Write(f.raw)
 	}
 	out.Write(body)
-	return r.Sender(from), out.Bytes()
+	return out.Bytes()
 }
 
 // rewriteFrom applies steps 2 and 3 of Message to the From field and
@@ -64,11 +73,9 @@ func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) bool {
 	var original []*mail.Address
 	for _, a := range addrs {
 		was := a.Address
-		if r.opts.FromHeader != "" && r.applies(r.opts.FromHeaderWhen, was) {
+		var replaced bool
+		if a.Address, replaced = r.fromAddress(was); replaced {
 			original = append(original, &mail.Address{Address: r.masquerade(r.qualify(was))})
-			a.Address = r.opts.FromHeader
-		} else {
-			a.Address = r.masquerade(r.qualify(was))
 		}
 		changed = changed || a.Address != was
 	}
@@ -84,6 +91,16 @@ func (r *Rules) rewriteFrom(h *header, ownReplyTo bool) bool {
 		}
 	}
 	return true
+}
+
+// fromAddress is what rewriteFrom makes of an address of the From field:
+// FromHeader when its rule applies (replaced), else the address qualified
+// and masqueraded.
+func (r *Rules) fromAddress(was string) (addr string, replaced bool) {
+	if r.opts.FromHeader != "" && r.applies(r.opts.FromHeaderWhen, was) {
+		return r.opts.FromHeader, true
+	}
+	return r.masquerade(r.qualify(was)), false
 }
 
 // bareFrom is a From without a domain, as cron and other local programs
@@ -170,27 +187,41 @@ func (h *header) add(name, value string) { h.fields = append(h.fields, newField(
 
 // splitHeader cuts msg after its header: fields up to the empty line, the
 // rest (that empty line included) is the body. A message whose first line
-// is not a field has an empty header; its whole text is the body.
+// is not a field has an empty header; its whole text is the body. The
+// fields' bytes are msg's own.
 func splitHeader(msg []byte) (header, []byte) {
 	var h header
 	rest := msg
 	for len(rest) > 0 {
-		end := lineEnd(rest)
-		line := rest[:end]
-		switch {
-		case (line[0] == ' ' || line[0] == '\t') && len(h.fields) > 0:
-			last := &h.fields[len(h.fields)-1]
-			last.raw = append(last.raw, line...)
-		default:
-			colon := bytes.IndexByte(line, ':')
-			if colon <= 0 || bytes.ContainsAny(line[:colon], " \t\r\n") {
-				return h, rest
-			}
-			h.fields = append(h.fields, field{name: string(line[:colon]), raw: bytes.Clone(line)})
+		name, raw, ok := nextField(rest)
+		if !ok {
+			break
 		}
-		rest = rest[end:]
+		h.fields = append(h.fields, field{name: string(name), raw: raw})
+		rest = rest[len(raw):]
 	}
 	return h, rest
+}
+
+// nextField cuts the first field off the header lines in rest: its name
+// and its bytes, continuation lines (folding) and line endings included.
+// ok is false when the first line is not a field: the header ends there.
+func nextField(rest []byte) (name, raw []byte, ok bool) {
+	end := lineEnd(rest)
+	line := rest[:end]
+	colon := 0
+	for ; colon < len(line) && line[colon] != ':'; colon++ {
+		if c := line[colon]; c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+			return nil, nil, false // no field name has white space
+		}
+	}
+	if colon == 0 || colon == len(line) {
+		return nil, nil, false
+	}
+	for end < len(rest) && (rest[end] == ' ' || rest[end] == '\t') {
+		end += lineEnd(rest[end:])
+	}
+	return line[:colon], rest[:end:end], true
 }
 
 // lineEnd is the length of the first line of b with its LF.

@@ -104,7 +104,7 @@ if [ "$fuzztime" != 0 ]; then
 	for target in \
 		./spool:FuzzNormalizer ./spool:FuzzReadInput ./spool:FuzzPrepare ./spool:FuzzAddress \
 		./spool:FuzzIntakeData ./cmd/internal/sendmail:FuzzParseSendmailArgs ./config:FuzzParse \
-		./transport:FuzzStuffer ./transport:FuzzChunkBody ./queue:FuzzDecodeMessage; do
+		./transport:FuzzStuffer ./transport:FuzzChunkBody ./queue:FuzzDecodeMessage ./rewrite:FuzzKeepsHeader; do
 		pkg=${target%%:*} name=${target#*:}
 		echo "== fuzz $name ($pkg, $fuzztime)"
 		result=0

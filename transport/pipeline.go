@@ -21,7 +21,8 @@ import (
 // and reads the replies with its own reader. The command lines are go-smtp's
 // own, byte for byte: a second go-smtp client, which talks to a script
 // (commandWriter) that has the relay's EHLO reply, formats them, with the
-// same checks and the same errors. Each reply is judged as the
+// same checks and the same errors (the lines of a plain transaction are
+// written directly, as go-smtp writes them: commandline.go). Each reply is judged as the
 // unpipelined transaction judges it, and a refused MAIL or DATA is
 // followed by RSET on a session kept for the next message, as before.
 // LMTP stays unpipelined: go-smtp's reading of its replies after the dot
@@ -226,9 +227,8 @@ func (l *replyLimit) Read(b []byte) (int, error) {
 // made at c's first pipelined transaction.
 func (c *conn) commands(localName string) (*commandWriter, error) {
 	if c.cmds == nil {
-		w := &commandWriter{ehlo: c.cc.hellos["EHLO"], in: []byte("220 formatter\r\n")}
-		w.client = smtp.NewClient(w)
-		if err := w.client.Hello(localName); err != nil {
+		w, err := newCommandWriter(c.cc.hellos["EHLO"], localName)
+		if err != nil {
 			return nil, err
 		}
 		c.cmds = w
@@ -246,6 +246,23 @@ type commandWriter struct {
 	ehlo     []byte // the relay's reply to EHLO, as wire bytes
 	in       []byte // replies not yet read
 	line     []byte // the last command written
+	ext      offered
+	// rcpts: go-smtp's client keeps the recipients of its RCPTs until its
+	// next MAIL; after one, the next MAIL is go-smtp's, so they are not
+	// kept for the connection's life.
+	rcpts bool
+}
+
+// newCommandWriter is the formatter for a relay that answered EHLO with
+// ehlo (wire bytes) to localName.
+func newCommandWriter(ehlo []byte, localName string) (*commandWriter, error) {
+	w := &commandWriter{ehlo: ehlo, in: []byte("220 formatter\r\n")}
+	w.client = smtp.NewClient(w)
+	if err := w.client.Hello(localName); err != nil {
+		return nil, err
+	}
+	w.ext = offeredBy(w.client)
+	return w, nil
 }
 
 func (w *commandWriter) Write(b []byte) (int, error) {
@@ -276,10 +293,15 @@ func (w *commandWriter) Close() error                     { return nil }
 // the error it returns before writing one. The line is valid until the
 // next call.
 func (w *commandWriter) mail(from string, opts *smtp.MailOptions) ([]byte, error) {
+	if line, ok := w.ext.appendMail(w.line[:0], from, opts); ok && !w.rcpts { // commandline.go
+		w.line = line
+		return line, nil
+	}
 	w.line = w.line[:0]
 	if err := w.client.Mail(from, opts); err != nil {
 		return nil, err
 	}
+	w.rcpts = false
 	return w.line, nil
 }
 
@@ -287,7 +309,11 @@ func (w *commandWriter) mail(from string, opts *smtp.MailOptions) ([]byte, error
 // the error it returns before writing one. The line is valid until the
 // next call.
 func (w *commandWriter) rcpt(to string, opts *smtp.RcptOptions) ([]byte, error) {
-	w.line = w.line[:0]
+	if line, ok := w.ext.appendRcpt(w.line[:0], to, opts); ok { // commandline.go
+		w.line = line
+		return line, nil
+	}
+	w.line, w.rcpts = w.line[:0], true
 	if err := w.client.Rcpt(to, opts); err != nil {
 		return nil, err
 	}

@@ -88,7 +88,7 @@ type transaction struct {
 	msg   *Message
 	res   *Result
 	rcpts []int          // indexes of the recipients to send, unique addresses
-	first map[string]int // address → index of its first occurrence
+	first map[string]int // address → index of its first occurrence; nil with one recipient
 	room  *reservation   // room in the rate window, used at MAIL; nil without a limit
 }
 
@@ -101,14 +101,19 @@ func newTransaction(m *Message) (*transaction, error) {
 	if err := checkDSN(m); err != nil {
 		return nil, &Error{Stage: StageMail, Err: err}
 	}
-	tx := &transaction{msg: m, res: &Result{Recipients: make([]RecipientResult, len(m.Recipients))}, first: map[string]int{}}
+	tx := &transaction{msg: m, res: &Result{Recipients: make([]RecipientResult, len(m.Recipients))}}
+	if len(m.Recipients) > 1 { // one (most mail) has no duplicate to find
+		tx.first = make(map[string]int, len(m.Recipients))
+	}
 	for i, addr := range m.Recipients {
 		tx.res.Recipients[i].Address = addr
 		if err := checkAddress(addr, false); err != nil {
 			tx.res.Recipients[i].Err = invalidRecipient(err)
 			continue
 		}
-		if _, dup := tx.first[addr]; !dup {
+		if tx.first == nil {
+			tx.rcpts = append(tx.rcpts, i)
+		} else if _, dup := tx.first[addr]; !dup {
 			tx.first[addr] = i
 			tx.rcpts = append(tx.rcpts, i)
 		}
