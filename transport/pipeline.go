@@ -21,8 +21,7 @@ import (
 // and reads the replies with its own reader. The command lines are go-smtp's
 // own, byte for byte: a second go-smtp client, which talks to a script
 // (commandWriter) that has the relay's EHLO reply, formats them, with the
-// same checks and the same errors (the lines of a plain transaction are
-// written directly, as go-smtp writes them: commandline.go). Each reply is judged as the
+// same checks and the same errors. Each reply is judged as the
 // unpipelined transaction judges it, and a refused MAIL or DATA is
 // followed by RSET on a session kept for the next message, as before.
 // LMTP stays unpipelined: go-smtp's reading of its replies after the dot
