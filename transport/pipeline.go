@@ -226,8 +226,9 @@ func (l *replyLimit) Read(b []byte) (int, error) {
 // made at c's first pipelined transaction.
 func (c *conn) commands(localName string) (*commandWriter, error) {
 	if c.cmds == nil {
-		w, err := newCommandWriter(c.cc.hellos["EHLO"], localName)
-		if err != nil {
+		w := &commandWriter{ehlo: c.cc.hellos["EHLO"], in: []byte("220 formatter\r\n")}
+		w.client = smtp.NewClient(w)
+		if err := w.client.Hello(localName); err != nil {
 			return nil, err
 		}
 		c.cmds = w
@@ -245,23 +246,6 @@ type commandWriter struct {
 	ehlo     []byte // the relay's reply to EHLO, as wire bytes
 	in       []byte // replies not yet read
 	line     []byte // the last command written
-	ext      offered
-	// rcpts: go-smtp's client keeps the recipients of its RCPTs until its
-	// next MAIL; after one, the next MAIL is go-smtp's, so they are not
-	// kept for the connection's life.
-	rcpts bool
-}
-
-// newCommandWriter is the formatter for a relay that answered EHLO with
-// ehlo (wire bytes) to localName.
-func newCommandWriter(ehlo []byte, localName string) (*commandWriter, error) {
-	w := &commandWriter{ehlo: ehlo, in: []byte("220 formatter\r\n")}
-	w.client = smtp.NewClient(w)
-	if err := w.client.Hello(localName); err != nil {
-		return nil, err
-	}
-	w.ext = offeredBy(w.client)
-	return w, nil
 }
 
 func (w *commandWriter) Write(b []byte) (int, error) {
@@ -292,15 +276,10 @@ func (w *commandWriter) Close() error                     { return nil }
 // the error it returns before writing one. The line is valid until the
 // next call.
 func (w *commandWriter) mail(from string, opts *smtp.MailOptions) ([]byte, error) {
-	if line, ok := w.ext.appendMail(w.line[:0], from, opts); ok && !w.rcpts { // commandline.go
-		w.line = line
-		return line, nil
-	}
 	w.line = w.line[:0]
 	if err := w.client.Mail(from, opts); err != nil {
 		return nil, err
 	}
-	w.rcpts = false
 	return w.line, nil
 }
 
@@ -308,11 +287,7 @@ func (w *commandWriter) mail(from string, opts *smtp.MailOptions) ([]byte, error
 // the error it returns before writing one. The line is valid until the
 // next call.
 func (w *commandWriter) rcpt(to string, opts *smtp.RcptOptions) ([]byte, error) {
-	if line, ok := w.ext.appendRcpt(w.line[:0], to, opts); ok { // commandline.go
-		w.line = line
-		return line, nil
-	}
-	w.line, w.rcpts = w.line[:0], true
+	w.line = w.line[:0]
 	if err := w.client.Rcpt(to, opts); err != nil {
 		return nil, err
 	}
