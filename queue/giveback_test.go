@@ -52,6 +52,18 @@ func TestGiveBackFreePages(t *testing.T) {
 	if given < 20<<20 || before-after < given*9/10 {
 		t.Fatalf("gave back %d bytes; the file went from %d to %d bytes on disk", given, before, after)
 	}
+	// Two passes ran with no commit between them: a third has nothing
+	// more to give back and does not read the file's pages again.
+	if allocs := testing.AllocsPerRun(1, func() {
+		if n, err := q.GiveBack(); n != 0 || err != nil {
+			t.Errorf("pass with no commit since the last two: %d, %v; want nothing", n, err)
+		}
+	}); allocs > 100 {
+		t.Errorf("pass with no commit since the last two: %.0f allocations, want the pages left alone", allocs)
+	}
+	if got := q.Space().FileFree; got != free-given {
+		t.Errorf("after a skipped pass, room counted in free pages: %d, want %d", got, free-given)
+	}
 	if fileSize(t, path) != size {
 		t.Errorf("the file's length changed")
 	}
