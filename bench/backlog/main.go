@@ -25,6 +25,11 @@
 //	flush         `relayq flush` (with -flush), once, after the others: it
 //	              makes every message due, so a kept file has nothing
 //	              left to move at the next run; then the RSS again
+//	drain         with -drain IDLE: relayq serve restarted with a relay that
+//	              accepts everything, until the queue is empty (rate,
+//	              RssAnon at start, peak, when empty), then IDLE of quiet
+//	              (RssAnon after it): memory back to baseline after a
+//	              drain. A kept file is empty afterwards.
 //
 // Each call is run -runs times; the median is printed. Run it by hand:
 //
@@ -69,6 +74,7 @@ func main() {
 	flush := flag.Bool("flush", false, "end with one `relayq flush` (it makes every message of the file due)")
 	cold := flag.Bool("cold", false, "drop the queue file's pages from the page cache before starting relayq serve")
 	rebuild := flag.Bool("rebuild", false, "drop the counters from the file first, so that the open measured builds them,\nas the first open of a file written by a relayq before them does")
+	drainIdle := flag.Duration("drain", 0, "end by delivering the whole queue to a relay that accepts everything (the file is empty\nafterwards), then watching the idle daemon this long; prints RssAnon at start, peak, empty, after")
 	flag.Parse()
 
 	if *dir == "" {
@@ -166,6 +172,10 @@ func main() {
 		m := memory(d.cmd.Process.Pid)
 		fmt.Printf("flush            %v (%s); daemon RSS after %d MiB (anonymous %d MiB, peak %d MiB)\n",
 			took.Round(time.Millisecond), lastLine(out), m["VmRSS"]>>10, m["RssAnon"]>>10, m["VmHWM"]>>10)
+	}
+	if *drainIdle > 0 {
+		d.stop()
+		drain(*bin, *dir, *drainIdle) // drain.go
 	}
 }
 

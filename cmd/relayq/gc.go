@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"time"
 )
 
 // The daemon's garbage collector setting. relayq's live heap is small (a
@@ -83,4 +84,102 @@ func (t *gcTuner) afterCollection() {
 		t.current = p
 	}
 	t.arm()
+}
+
+// Memory back to the system once the daemon is quiet. After a burst (a
+// backlog drained, a flood of submissions) the heap the collector freed
+// stays resident: the scavenger keeps about the last collection's goal
+// (live heap + gcHeadroom), and a quiet daemon allocates too little to
+// start another cycle soon. Draining 200,000 queued messages left RssAnon
+// at 29 MiB for a live heap of 6 MiB, for as long as the daemon stayed
+// quiet.
+//
+// releaseWhenIdle looks every idleCheck: when the heap grew by less than
+// idleAllocs since the last look (under one collection's worth, so a
+// forced collection costs no more than the daemon's own would) and more
+// than idleSurplus of the heap is resident beyond the live heap, it hands
+// that back with one debug.FreeOSMemory: a collection of the live heap
+// (milliseconds) and a release of every free span. A quiet daemon still
+// allocates a little (the minute's give-back pass, the audit), so the
+// surplus comes back slowly; it is released again when it passes
+// idleSurplus, at most once per idleCheck.
+
+const (
+	idleCheck   = 30 * time.Second
+	idleAllocs  = gcHeadroom
+	idleSurplus = 8 << 20
+)
+
+// releaseWhenIdle returns idle memory to the system, every idleCheck, until
+// ctx ends. It runs whether or not the operator set GOGC.
+func releaseWhenIdle(ctx context.Context) {
+	r := newIdleReleaser()
+	go func() {
+		tick := time.NewTicker(idleCheck)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				r.check()
+			}
+		}
+	}()
+}
+
+// idleReleaser remembers the heap's allocations at its last look.
+type idleReleaser struct {
+	allocated uint64
+	sample    []metrics.Sample
+}
+
+// The runtime's metrics idleReleaser reads, in this order.
+var idleMetrics = []string{
+	"/gc/heap/allocs:bytes",              // allocated since start
+	"/gc/heap/live:bytes",                // live after the last collection
+	"/memory/classes/heap/objects:bytes", // resident: objects, dead ones not yet swept included
+	"/memory/classes/heap/unused:bytes",  // resident: unused room in spans
+	"/memory/classes/heap/free:bytes",    // resident: free spans not yet returned
+}
+
+func newIdleReleaser() *idleReleaser {
+	r := &idleReleaser{}
+	for _, name := range idleMetrics {
+		r.sample = append(r.sample, metrics.Sample{Name: name})
+	}
+	r.read()
+	return r
+}
+
+// read refreshes the sample; it reports false when the runtime lacks one
+// of the metrics.
+func (r *idleReleaser) read() bool {
+	metrics.Read(r.sample)
+	for _, s := range r.sample {
+		if s.Value.Kind() != metrics.KindUint64 {
+			return false
+		}
+	}
+	return true
+}
+
+// check returns the heap's surplus to the system if the daemon has been
+// idle since the last check, and reports whether it did.
+func (r *idleReleaser) check() bool {
+	if !r.read() {
+		return false
+	}
+	v := func(i int) uint64 { return r.sample[i].Value.Uint64() }
+	allocated, live := v(0), v(1)
+	resident := v(2) + v(3) + v(4)
+	idle := allocated-r.allocated < idleAllocs
+	r.allocated = allocated
+	if !idle || resident < live+idleSurplus {
+		return false
+	}
+	debug.FreeOSMemory()
+	r.read()
+	r.allocated = v(0) // the collection's own allocations are not activity
+	return true
 }

@@ -90,3 +90,46 @@ func TestGCPercent(t *testing.T) {
 		}
 	}
 }
+
+// heapSurplus is the resident heap beyond the live heap, as idleReleaser
+// sees it.
+func heapSurplus(t *testing.T) uint64 {
+	t.Helper()
+	r := newIdleReleaser()
+	if !r.read() {
+		t.Fatal("the runtime lacks a metric idleReleaser reads")
+	}
+	v := func(i int) uint64 { return r.sample[i].Value.Uint64() }
+	resident, live := v(2)+v(3)+v(4), v(1)
+	if resident < live {
+		return 0
+	}
+	return resident - live
+}
+
+// After a burst, an idle daemon hands the heap it no longer uses back to
+// the system at the next check, and only once: a busy one keeps it.
+func TestIdleReleaserReturnsHeapAfterBurst(t *testing.T) {
+	before := debug.SetGCPercent(-1) // no collection between the burst and the checks
+	defer debug.SetGCPercent(before)
+	r := newIdleReleaser()
+	for range 64 { // the burst: 64 MiB of garbage
+		gcTestHeap = append(gcTestHeap, make([]byte, 1<<20))
+	}
+	gcTestHeap = nil
+	if r.check() {
+		t.Fatal("released while allocating")
+	}
+	if s := heapSurplus(t); s < 48<<20 {
+		t.Fatalf("surplus after the burst is %d MiB, want the burst's 64 MiB resident", s>>20)
+	}
+	if !r.check() {
+		t.Fatal("idle with 64 MiB of garbage resident, but nothing released")
+	}
+	if s := heapSurplus(t); s >= idleSurplus {
+		t.Fatalf("surplus after the release is %d MiB, want under %d MiB", s>>20, idleSurplus>>20)
+	}
+	if r.check() {
+		t.Fatal("released again with nothing to give back")
+	}
+}

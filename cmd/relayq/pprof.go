@@ -16,7 +16,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 )
 
@@ -42,11 +45,20 @@ func init() {
 				}
 				cpu = f
 				writeProfile(dir, "allocs", "allocs-start.pprof")
+				writeMemory(dir, "memory-start.txt")
 			case s == syscall.SIGUSR2 && cpu != nil:
 				pprof.StopCPUProfile()
 				cpu.Close()
 				cpu = nil
 				writeProfile(dir, "allocs", "allocs-end.pprof")
+				writeMemory(dir, "memory-end.txt")
+			case s == syscall.SIGUSR2:
+				// Without a CPU profile running: a snapshot of the heap
+				// (inuse_space after a collection) and of where the
+				// process's memory is, at any time, e.g. after a drain.
+				runtime.GC()
+				writeProfile(dir, "heap", "heap.pprof")
+				writeMemory(dir, "memory.txt")
 			}
 		}
 	}()
@@ -62,6 +74,29 @@ func writeProfile(dir, name, file string) {
 		}
 	}
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "relayq: pprof: writing %s: %v\n", file, err)
+	}
+}
+
+// writeMemory writes the runtime's memory classes (live heap, heap freed
+// but not yet returned to the OS, released heap, stacks, runtime
+// metadata) to dir/file, one "name bytes" line each: what separates a
+// heap that is still live from one the runtime has not given back yet.
+func writeMemory(dir, file string) {
+	var samples []metrics.Sample
+	for _, d := range metrics.All() {
+		if strings.HasPrefix(d.Name, "/memory/classes/") || strings.HasPrefix(d.Name, "/gc/heap/") && d.Kind == metrics.KindUint64 {
+			samples = append(samples, metrics.Sample{Name: d.Name})
+		}
+	}
+	metrics.Read(samples)
+	var b strings.Builder
+	for _, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			fmt.Fprintf(&b, "%-50s %12d\n", s.Name, s.Value.Uint64())
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(b.String()), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "relayq: pprof: writing %s: %v\n", file, err)
 	}
 }

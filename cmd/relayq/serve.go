@@ -53,7 +53,8 @@ func runServe(args []string, env cmdEnv) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	tuneGC(ctx) // gc.go
+	tuneGC(ctx)          // gc.go
+	releaseWhenIdle(ctx) // gc.go
 	rl := reloader{level: level, load: func() (*config.Config, string, error) {
 		cfg, source, err := config.Find(*cfgPath, env.Getenv)
 		if err == nil {
