@@ -59,6 +59,14 @@ var forbiddenImports = map[string]map[string]string{
 		"relayq/delivery":  "the rules run at intake, never at delivery",
 		"relayq/transport": "the rules know nothing of the relay",
 	},
+	"smtpcmd": {
+		"relayq/queue":     "it formats command lines from go-smtp's options; callers map their records",
+		"relayq/delivery":  "it knows nothing of delivery",
+		"relayq/control":   "it knows nothing of the control socket",
+		"relayq/spool":     "spool's sendmail client imports it, not the other way",
+		"relayq/transport": "the transport imports it, not the other way",
+		"relayq/config":    "it takes plain arguments; only cmd reads the config",
+	},
 	"route": {
 		"relayq/config":    "the table is built from plain Options; only cmd reads the config",
 		"relayq/queue":     "it decides from addresses alone",

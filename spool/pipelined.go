@@ -2,9 +2,7 @@ package spool
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
-	"io"
 	"net"
 	"net/textproto"
 	"strconv"
@@ -14,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"relayq/queue"
+	"relayq/smtpcmd"
 )
 
 // bodyWriteSize is the largest write of the body to the daemon's socket.
@@ -66,82 +65,28 @@ func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte)
 }
 
 // commandLines returns the MAIL, RCPT and DATA lines of env's transaction
-// as go-smtp's client writes them to the server c has greeted: a second
-// go-smtp client, which talks to a commandRecorder that knows the same
-// extensions, formats them (with the same checks and errors: an error here
-// is go-smtp's own, from before anything was written).
+// as go-smtp's client writes them to the server c has greeted (smtpcmd:
+// with the same checks and errors; an error here is go-smtp's own, from
+// before anything was written).
 func commandLines(c *smtp.Client, env queue.Envelope, size int) ([]byte, error) {
-	rec := &commandRecorder{ehlo: ehloReply(c)}
-	f := smtp.NewClient(rec)
-	if err := f.Hello("localhost"); err != nil {
+	f, err := smtpcmd.New("localhost", smtpcmd.EHLOReply(c))
+	if err != nil {
 		return nil, err
 	}
-	rec.lines = rec.lines[:0] // the EHLO
-	if err := f.Mail(env.From, clientMailOptions(env, size)); err != nil {
+	line, err := f.Mail(env.From, clientMailOptions(env, size))
+	if err != nil {
 		return nil, err
 	}
+	batch := append([]byte(nil), line...)
 	for i, r := range env.Recipients {
-		if err := f.Rcpt(r, clientRcptOptions(env, i)); err != nil {
+		line, err := f.Rcpt(r, clientRcptOptions(env, i))
+		if err != nil {
 			return nil, err
 		}
+		batch = append(batch, line...)
 	}
-	return append(rec.lines, "DATA\r\n"...), nil
+	return append(batch, "DATA\r\n"...), nil
 }
-
-// formatExtensions are the extensions go-smtp's client looks at when it
-// writes MAIL and RCPT.
-var formatExtensions = []string{"8BITMIME", "SIZE", "SMTPUTF8", "DSN", "REQUIRETLS", "AUTH", "RRVS", "DELIVERBY", "MT-PRIORITY"}
-
-// ehloReply is an EHLO reply, as wire bytes, that lists the extensions in
-// formatExtensions the server c has greeted offers, with their parameters.
-func ehloReply(c *smtp.Client) []byte {
-	b := []byte("250-recorder\r\n")
-	for _, ext := range formatExtensions {
-		if ok, param := c.Extension(ext); ok {
-			b = append(b, "250-"+strings.TrimSpace(ext+" "+param)+"\r\n"...)
-		}
-	}
-	return append(b, "250 HELP\r\n"...)
-}
-
-// commandRecorder is the connection of a go-smtp client that talks to no
-// server: it greets, answers EHLO with ehlo and every other command with
-// 250, and keeps the lines written.
-type commandRecorder struct {
-	net.Conn // nil: the client only reads, writes, sets deadlines and closes
-	ehlo     []byte
-	replies  []byte // not yet read
-	lines    []byte // written
-	greeted  bool
-}
-
-func (r *commandRecorder) Write(b []byte) (int, error) {
-	r.lines = append(r.lines, b...)
-	if bytes.HasPrefix(b, []byte("EHLO ")) {
-		r.replies = append(r.replies, r.ehlo...)
-	} else {
-		r.replies = append(r.replies, "250 ok\r\n"...)
-	}
-	return len(b), nil
-}
-
-func (r *commandRecorder) Read(b []byte) (int, error) {
-	if !r.greeted {
-		r.greeted = true
-		r.replies = append(r.replies, "220 recorder\r\n"...)
-	}
-	if len(r.replies) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(b, r.replies)
-	r.replies = r.replies[n:]
-	return n, nil
-}
-
-func (r *commandRecorder) SetDeadline(time.Time) error      { return nil }
-func (r *commandRecorder) SetReadDeadline(time.Time) error  { return nil }
-func (r *commandRecorder) SetWriteDeadline(time.Time) error { return nil }
-func (r *commandRecorder) Close() error                     { return nil }
 
 // readReply reads one reply as go-smtp's client does: a code other than
 // expect (a single digit matches a class, as textproto reads it) is an

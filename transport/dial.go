@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"relayq/smtpcmd"
 )
 
 // maxPreamble bounds what transport reads itself before go-smtp takes over
@@ -39,7 +41,7 @@ type conn struct {
 	// Pipelined transactions (pipeline.go): the formatter of their
 	// commands, the buffer they are written from and the reader of their
 	// replies, made at the first.
-	cmds    *commandWriter
+	cmds    *smtpcmd.Formatter
 	batch   []byte
 	replies *textproto.Reader
 }

@@ -5,11 +5,12 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"net/textproto"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"relayq/smtpcmd"
 )
 
 // When the relay offers PIPELINING (RFC 2920) and speaks SMTP, a
@@ -20,8 +21,8 @@ import (
 // transcript, the conversation log and the deadlines see them as before),
 // and reads the replies with its own reader. The command lines are go-smtp's
 // own, byte for byte: a second go-smtp client, which talks to a script
-// (commandWriter) that has the relay's EHLO reply, formats them, with the
-// same checks and the same errors. Each reply is judged as the
+// that has the relay's EHLO reply (smtpcmd), formats them, with the same
+// checks and the same errors. Each reply is judged as the
 // unpipelined transaction judges it, and a refused MAIL or DATA is
 // followed by RSET on a session kept for the next message, as before.
 // LMTP stays unpipelined: go-smtp's reading of its replies after the dot
@@ -48,7 +49,7 @@ func (t *Transport) transactPipelined(c *conn, tx *transaction) (bool, error) {
 	if err != nil {
 		return false, &Error{Stage: StageMail, Err: err}
 	}
-	line, err := cmds.mail(m.From, mailOptions(m))
+	line, err := cmds.Mail(m.From, mailOptions(m))
 	if err != nil {
 		return false, &Error{Stage: StageMail, Err: err}
 	}
@@ -58,7 +59,7 @@ func (t *Transport) transactPipelined(c *conn, tx *transaction) (bool, error) {
 		batch = append(batch[:i], batch[i+len(body8BitMIME):]...)
 	}
 	for _, i := range tx.rcpts {
-		line, err := cmds.rcpt(m.Recipients[i], rcptOptions(m, i))
+		line, err := cmds.Rcpt(m.Recipients[i], rcptOptions(m, i))
 		if err != nil {
 			return false, &Error{Stage: StageRcpt, Err: err}
 		}
@@ -222,74 +223,15 @@ func (l *replyLimit) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// commands is the go-smtp client that formats c's MAIL and RCPT lines,
-// made at c's first pipelined transaction.
-func (c *conn) commands(localName string) (*commandWriter, error) {
+// commands formats c's MAIL and RCPT lines as go-smtp writes them to this
+// relay (smtpcmd), made at c's first pipelined transaction.
+func (c *conn) commands(localName string) (*smtpcmd.Formatter, error) {
 	if c.cmds == nil {
-		w := &commandWriter{ehlo: c.cc.hellos["EHLO"], in: []byte("220 formatter\r\n")}
-		w.client = smtp.NewClient(w)
-		if err := w.client.Hello(localName); err != nil {
+		f, err := smtpcmd.New(localName, c.cc.hellos["EHLO"])
+		if err != nil {
 			return nil, err
 		}
-		c.cmds = w
+		c.cmds = f
 	}
 	return c.cmds, nil
-}
-
-// commandWriter is the connection of a go-smtp client that talks to no
-// relay: it answers EHLO with the relay's reply (so the client knows the
-// relay's extensions, as the real one does) and every other command with
-// 250, and keeps the last command line written.
-type commandWriter struct {
-	net.Conn // nil: the client only reads, writes and sets deadlines
-	client   *smtp.Client
-	ehlo     []byte // the relay's reply to EHLO, as wire bytes
-	in       []byte // replies not yet read
-	line     []byte // the last command written
-}
-
-func (w *commandWriter) Write(b []byte) (int, error) {
-	w.line = append(w.line[:0], b...)
-	if commandVerb(b) == "EHLO" {
-		w.in = append(w.in, w.ehlo...)
-	} else {
-		w.in = append(w.in, "250 ok\r\n"...)
-	}
-	return len(b), nil
-}
-
-func (w *commandWriter) Read(b []byte) (int, error) {
-	if len(w.in) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(b, w.in)
-	w.in = w.in[n:]
-	return n, nil
-}
-
-func (w *commandWriter) SetDeadline(time.Time) error      { return nil }
-func (w *commandWriter) SetReadDeadline(time.Time) error  { return nil }
-func (w *commandWriter) SetWriteDeadline(time.Time) error { return nil }
-func (w *commandWriter) Close() error                     { return nil }
-
-// mail returns the MAIL command line go-smtp writes for from and opts, or
-// the error it returns before writing one. The line is valid until the
-// next call.
-func (w *commandWriter) mail(from string, opts *smtp.MailOptions) ([]byte, error) {
-	w.line = w.line[:0]
-	if err := w.client.Mail(from, opts); err != nil {
-		return nil, err
-	}
-	return w.line, nil
-}
-
-// rcpt returns the RCPT command line go-smtp writes for to and opts, or
-// the error it returns before writing one. The line is valid until the
-// next call.
-func (w *commandWriter) rcpt(to string, opts *smtp.RcptOptions) ([]byte, error) {
-	w.line = w.line[:0]
-	if err := w.client.Rcpt(to, opts); err != nil {
-		return nil, err
-	}
-	return w.line, nil
 }

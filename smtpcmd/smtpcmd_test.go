@@ -1,0 +1,108 @@
+package smtpcmd
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+// lineServer answers a real go-smtp client over a pipe with ehlo and 250s
+// and returns each command line it read, as the wire had it.
+func lineServer(t *testing.T, ehlo string) (*smtp.Client, <-chan string) {
+	t.Helper()
+	client, server := net.Pipe()
+	t.Cleanup(func() { client.Close(); server.Close() })
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		r := bufio.NewReader(server)
+		server.Write([]byte("220 test\r\n"))
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "EHLO ") {
+				server.Write([]byte(ehlo))
+				continue
+			}
+			lines <- line
+			server.Write([]byte("250 ok\r\n"))
+		}
+	}()
+	c := smtp.NewClient(client)
+	if err := c.Hello("client.example"); err != nil {
+		t.Fatal(err)
+	}
+	return c, lines
+}
+
+// The lines a Formatter gives are the bytes go-smtp's own client writes to
+// a server with the same extensions, for the options that change them.
+func TestLinesAreGoSMTPs(t *testing.T) {
+	const ehlo = "250-test\r\n250-8BITMIME\r\n250-SIZE 1000000\r\n250-SMTPUTF8\r\n250-DSN\r\n250 PIPELINING\r\n"
+	real, wire := lineServer(t, ehlo)
+	for _, fromEHLO := range []struct {
+		name  string
+		reply []byte
+	}{{"the server's reply", []byte(ehlo)}, {"EHLOReply", EHLOReply(real)}} {
+		f, err := New("client.example", fromEHLO.reply)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			from string
+			mail *smtp.MailOptions
+			to   string
+			rcpt *smtp.RcptOptions
+		}{
+			{"a@example.org", nil, "b@example.org", nil},
+			{"", &smtp.MailOptions{Size: 5000, Body: smtp.Body8BitMIME}, "b@example.org", &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}}},
+			{"ü@bücher.example", &smtp.MailOptions{UTF8: true, Return: smtp.DSNReturnHeaders, EnvelopeID: "x+2By"}, "ö@bücher.example", &smtp.RcptOptions{OriginalRecipientType: smtp.DSNAddressTypeRFC822, OriginalRecipient: "o@example.org"}},
+		}
+		for _, c := range cases {
+			got, err := f.Mail(c.from, c.mail)
+			if err != nil {
+				t.Fatalf("%s: Mail(%q): %v", fromEHLO.name, c.from, err)
+			}
+			if err := real.Mail(c.from, c.mail); err != nil {
+				t.Fatal(err)
+			}
+			if want := <-wire; string(got) != want {
+				t.Errorf("%s: MAIL line %q, go-smtp wrote %q", fromEHLO.name, got, want)
+			}
+			got, err = f.Rcpt(c.to, c.rcpt)
+			if err != nil {
+				t.Fatalf("%s: Rcpt(%q): %v", fromEHLO.name, c.to, err)
+			}
+			if err := real.Rcpt(c.to, c.rcpt); err != nil {
+				t.Fatal(err)
+			}
+			if want := <-wire; string(got) != want {
+				t.Errorf("%s: RCPT line %q, go-smtp wrote %q", fromEHLO.name, got, want)
+			}
+			if err := real.Reset(); err != nil {
+				t.Fatal(err)
+			}
+			<-wire // RSET
+		}
+	}
+}
+
+// go-smtp's own checks hold: an option the server did not offer is an
+// error, not a line.
+func TestRefusesWhatTheServerLacks(t *testing.T) {
+	f, err := New("client.example", []byte("250-test\r\n250 PIPELINING\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, err := f.Mail("ü@bücher.example", &smtp.MailOptions{UTF8: true}); err == nil {
+		t.Errorf("SMTPUTF8 without the extension gave %q", line)
+	}
+	if line, err := f.Mail("a@example.org", &smtp.MailOptions{RequireTLS: true}); err == nil {
+		t.Errorf("REQUIRETLS without the extension gave %q", line)
+	}
+}
