@@ -3,6 +3,7 @@
 # the real binary, all under the race detector. It installs the real peers
 # the end-to-end tests use when they are missing: swaks, msmtp and mail(1)
 # (bsd-mailx) as clients, systemd-analyze (package systemd) for the units,
+# nss-systemd (package libnss-systemd) for a user only NSS knows,
 # and Postfix (also its smtp-sink) and Dovecot (LMTP), which the tests run
 # as private instances in temporary directories (never the system's
 # /etc/postfix or /etc/dovecot). Installing them starts no system mail
@@ -25,6 +26,11 @@ done
 # systemd-analyze (verify and security of the units in systemd/):
 # tests/systemd_test.go. Installing the package starts nothing here.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# A user only NSS knows (TestSendmailUserFromNSS: relayq-sendmail must give
+# such a user the name relayq, which asks NSS, gives): nss-systemd reads
+# user records from /run/userdb; its package adds "systemd" to the passwd
+# and group lines of /etc/nsswitch.conf.
+installed libnss-systemd || need+=(libnss-systemd)
 if ((${#need[@]})); then
 	echo "== installing test peers: ${need[*]}"
 	log=$(mktemp)
@@ -61,6 +67,12 @@ if ((${#need[@]})); then
 			fi
 		done
 	fi
+fi
+# libnss-systemd's postinst adds "systemd" to nsswitch.conf's passwd line;
+# where that file was edited so that it did not, do what it would have done.
+if ! grep -qE '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf; then
+	echo "== /etc/nsswitch.conf: adding systemd to passwd and group (nss-systemd, as libnss-systemd does)"
+	$sudo sed -i -E 's/^(passwd|group):([^#]*)$/\1:\2 systemd/' /etc/nsswitch.conf
 fi
 # Under this command a missing peer fails the peer tests; a plain
 # `go test ./...` without the packages skips them.
