@@ -44,6 +44,7 @@
 # client does (bench/load -pipeline); by default it awaits each reply.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/postfix.sh
 root=$PWD
 
 quick=0 profile=0 gopprof=0
@@ -223,57 +224,9 @@ start_postfix() {
 	local name=$1 dir=$work/$1
 	shift
 	pf_etc=$dir/etc
-	local spool=$dir/spool data=$dir/data
-	mkdir -p "$pf_etc" "$spool" "$data"
-	$sudo chown postfix "$data"
 	pf_port=$(freeport)
-	pf_pidfile=$spool/pid/master.pid
-	cat >"$pf_etc/main.cf" <<EOF
-# relayq benchmark: a Postfix null client, private instance
-compatibility_level = 3.6
-queue_directory = $spool
-data_directory = $data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $dir/postfix.log
-maillog_file_prefixes = $dir
-myhostname = nullclient.bench.test
-myorigin = \$myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:$sink_port
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-smtp_tls_security_level = none
-EOF
-	# master.cf: smtpd on the loopback port, pickup for sendmail, and the
-	# services a relay needs, none chrooted.
-	cat >"$pf_etc/master.cf" <<EOF
-127.0.0.1:$pf_port inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+	pf_pidfile=$dir/spool/pid/master.pid
+	write_postfix_null_client "$dir" "[127.0.0.1]:$sink_port" "$pf_port" # bench/postfix.sh
 	postfix_etcs+=("$pf_etc")
 	if (($#)); then
 		$sudo "$@" /usr/sbin/postfix -c "$pf_etc" start-fg >"$out/logs/postfix-$name.out" 2>&1 &

@@ -41,6 +41,7 @@
 # Sizes: N (default 300), RUNS (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/postfix.sh
 : "${N:=300}" "${RUNS:=3}"
 
 sudo=""
@@ -109,48 +110,7 @@ nop=1 relayq_help=2 relayq=4 small_help=6 small=7 # the rows compared below the 
 postfix=""
 if [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/sendmail ] && $sudo true 2>/dev/null; then
 	pf_etc=$work/postfix/etc
-	mkdir -p "$pf_etc" "$work/postfix/spool" "$work/postfix/data"
-	$sudo chown postfix "$work/postfix/data"
-	cat >"$pf_etc/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $work/postfix/spool
-data_directory = $work/postfix/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $work/postfix/postfix.log
-maillog_file_prefixes = $work
-myhostname = nullclient.bench.test
-myorigin = \$myhostname
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-relayhost = [${sink_addr%:*}]:${sink_addr##*:}
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-smtp_tls_security_level = none
-EOF
-	cat >"$pf_etc/master.cf" <<EOF
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+	write_postfix_null_client "$work/postfix" "[${sink_addr%:*}]:${sink_addr##*:}" # bench/postfix.sh
 	if $sudo /usr/sbin/postfix -c "$pf_etc" start >"$work/postfix/start.out" 2>&1; then
 		postfix=${#cmds[@]}
 		names+=("Postfix sendmail")
