@@ -25,6 +25,17 @@
 //	flush         `relayq flush` (with -flush), once, after the others: it
 //	              makes every message due, so a kept file has nothing
 //	              left to move at the next run; then the RSS again
+//	crash         with -crash: relayq serve (ready, as above) is killed
+//	              with SIGKILL and started again on the same file (with
+//	              -cold, after dropping its pages again): a file left by
+//	              a crash has no saved freelist, so Open reads the file
+//	              through first. Prints the first answer, when a local
+//	              program's `relayq sendmail` first exits 0 (while the
+//	              queue is not open the daemon answers 451 4.3.0 and
+//	              sendmail leaves the message in the maildrop, as with
+//	              the daemon down), when a message over the socket first
+//	              gets its 250, ready, and when the sendmail message was
+//	              imported into the queue.
 //	drain         with -drain IDLE: relayq serve restarted with a relay that
 //	              accepts everything, until the queue is empty (rate,
 //	              RssAnon at start, peak, when empty), then IDLE of quiet
@@ -74,6 +85,7 @@ func main() {
 	flush := flag.Bool("flush", false, "end with one `relayq flush` (it makes every message of the file due)")
 	cold := flag.Bool("cold", false, "drop the queue file's pages from the page cache before starting relayq serve")
 	rebuild := flag.Bool("rebuild", false, "drop the counters from the file first, so that the open measured builds them,\nas the first open of a file written by a relayq before them does")
+	crash := flag.Bool("crash", false, "kill -9 relayq serve once ready and time its start again on the same file\n(what a local program and an SMTP client see while it recovers)")
 	drainIdle := flag.Duration("drain", 0, "end by delivering the whole queue to a relay that accepts everything (the file is empty\nafterwards), then watching the idle daemon this long; prints RssAnon at start, peak, empty, after")
 	flag.Parse()
 
@@ -130,6 +142,10 @@ func main() {
 	fmt.Printf("ready            %v\n", d.ready.Round(time.Millisecond))
 	if w := d.waitWalked(30 * time.Second); w > 0 {
 		fmt.Printf("delivery starts  %v (the file's pages read through after start)\n", w.Round(time.Millisecond))
+	}
+	if *crash {
+		d = restartAfterKill(d, *bin, cfg, path, filepath.Join(*dir, "submit.sock"), filepath.Join(*dir, "maildrop"), *cold) // crash.go
+		defer d.stop()
 	}
 	time.Sleep(*settle)
 	before := memory(d.cmd.Process.Pid)

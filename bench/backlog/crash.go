@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"log"
+	"net"
+	"os/exec"
+	"strings"
+	"time"
+
+	"relayq/spool"
+)
+
+// restartAfterKill kills d with SIGKILL, as a crash would, and starts relayq
+// serve again on the same file, printing what a local program and an SMTP
+// client see while it recovers: the first greeting, a `relayq sendmail`
+// call made once the daemon answers (it exits 0 with the message left in
+// the maildrop while the queue is not open), the first 250 to a message
+// over the socket, ready, and when the sendmail message reached the queue.
+func restartAfterKill(d *daemon, bin, cfg, path, socket, maildrop string, cold bool) *daemon {
+	if err := d.cmd.Process.Kill(); err != nil {
+		log.Fatal(err)
+	}
+	_ = d.cmd.Wait()
+	if cold {
+		if err := dropCache(path); err != nil {
+			log.Fatal(err)
+		}
+	}
+	start := time.Now()
+	accepted := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(start) < 5*time.Minute {
+			if submitOnce(socket) {
+				accepted <- time.Since(start)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	type call struct {
+		at, took time.Duration
+		err      error
+	}
+	sent := make(chan call, 1)
+	go func() {
+		for time.Since(start) < 5*time.Minute {
+			if c, err := net.Dial("unix", socket); err == nil {
+				c.Close()
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		at := time.Now()
+		cmd := exec.Command(bin, "sendmail", "-c", cfg, "-f", "crash@example.org", "crashprobe@example.net")
+		cmd.Stdin = strings.NewReader("Subject: sent while relayq recovers\r\n\r\nbody\r\n")
+		err := cmd.Run()
+		sent <- call{at.Sub(start), time.Since(at), err}
+	}()
+	nd := startDaemon(bin, cfg, socket)
+	fmt.Printf("after kill -9:\n")
+	fmt.Printf("  first answer   %v (%s)\n", nd.firstAnswer.Round(time.Millisecond), nd.firstReply)
+	c := <-sent
+	status := "exit 0"
+	if c.err != nil {
+		status = c.err.Error()
+	}
+	fmt.Printf("  sendmail       called at %v, %s in %v\n", c.at.Round(time.Millisecond), status, c.took.Round(time.Millisecond))
+	fmt.Printf("  ready          %v\n", nd.ready.Round(time.Millisecond))
+	fmt.Printf("  first 250      %v (a message over the submission socket)\n", (<-accepted).Round(time.Millisecond))
+	// The maildrop file is removed once its message is committed to the
+	// queue (spool.Maildrop.Import).
+	for time.Since(start) < 5*time.Minute {
+		if n, err := spool.PendingMaildrop(maildrop); err == nil && n == 0 {
+			fmt.Printf("  imported       %v (the sendmail message, from the maildrop into the queue)\n", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nd
+}
+
+// submitOnce sends one message over the submission socket and reports
+// whether its end got a 250.
+func submitOnce(socket string) bool {
+	c, err := net.Dial("unix", socket)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	reply := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil || len(line) < 4 || line[3] != '-' {
+				return line
+			}
+		}
+	}
+	for _, step := range []struct{ send, want string }{
+		{"", "220"},
+		{"EHLO probe\r\n", "250"},
+		{"MAIL FROM:<crash@example.org>\r\n", "250"},
+		{"RCPT TO:<crashsocket@example.net>\r\n", "250"},
+		{"DATA\r\n", "354"},
+		{"Subject: over the socket while relayq recovers\r\n\r\nbody\r\n.\r\n", "250"},
+	} {
+		if step.send != "" {
+			fmt.Fprint(c, step.send)
+		}
+		if !strings.HasPrefix(reply(), step.want) {
+			return false
+		}
+	}
+	fmt.Fprint(c, "QUIT\r\n")
+	return true
+}
