@@ -119,7 +119,7 @@ var onlyImporter = map[string]struct {
 	why  string
 }{
 	"relayq/config":  {[]string{"cmd/relayq", "cmd/internal/sendmail"}, "only the commands read the config; every other package takes plain Options"},
-	"relayq":         {[]string{"config"}, "the root package only embeds config.toml.example for config (go:embed cannot reach \"..\")"},
+	"relayq":         {[]string{"config"}, "the root package only embeds config.toml.example and packaging/config.toml for config (go:embed cannot reach \"..\")"},
 	"relayq/metrics": {[]string{"cmd/relayq"}, "only the daemon serves metrics; a client binary must not link client_golang"},
 }
 

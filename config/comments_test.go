@@ -34,10 +34,10 @@ func TestWithoutCommentLines(t *testing.T) {
 // Config with its comment lines as without.
 func TestExampleSameWithoutComments(t *testing.T) {
 	with, without := defaults(), defaults()
-	if _, err := toml.Decode(string(embeddedConfig), with); err != nil {
+	if _, err := toml.Decode(string(exampleConfig), with); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := toml.Decode(string(withoutCommentLines(embeddedConfig)), without); err != nil {
+	if _, err := toml.Decode(string(withoutCommentLines(exampleConfig)), without); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(with, without) {

@@ -25,13 +25,20 @@ const systemStateDir = "/var/lib/relayq"
 // embeddedName is the source Find reports for the built-in config.
 const embeddedName = "embedded default"
 
-// embeddedConfig is config.toml.example, which the root package embeds
-// (go:embed cannot reach "..").
-var embeddedConfig = relayq.ExampleConfig
+// exampleConfig is config.toml.example, every key with its default and
+// what it does; the root package embeds it (go:embed cannot reach "..").
+var exampleConfig = relayq.ExampleConfig
+
+// embeddedConfig is the config used when there is no file:
+// packaging/config.toml, the package's /etc/relayq/config.toml, which sets
+// only the relay's url. It loads to the same Config as config.toml.example
+// (TestPackagedConfigIsTheExample), and a client (sendmail, at every
+// message) decodes one key instead of 72.
+var embeddedConfig = relayq.PackagedConfig
 
 // Example returns config.toml.example, every key with its comment, as
 // `relayq help --man 5` renders it into relayq.toml(5).
-func Example() []byte { return append([]byte(nil), embeddedConfig...) }
+func Example() []byte { return append([]byte(nil), exampleConfig...) }
 
 // Config is relayq's whole configuration. Every TOML key is the field's toml
 // tag; config.toml.example documents each one with its default.
@@ -325,12 +332,12 @@ func Parse(data []byte, name string) (*Config, error) {
 	return newLoader(os.Getenv).parse(data, name)
 }
 
-// Default returns the embedded config.toml.example, loaded. It panics only if
+// Default returns the embedded default config, loaded. It panics only if
 // the embedded file is broken, which config_test.go prevents.
 func Default() *Config {
 	cfg, err := Parse(embeddedConfig, embeddedName)
 	if err != nil {
-		panic(fmt.Sprintf("relayq: embedded config.toml.example: %v", err))
+		panic(fmt.Sprintf("relayq: embedded packaging/config.toml: %v", err))
 	}
 	return cfg
 }

@@ -89,7 +89,7 @@ func TestBadConfigs(t *testing.T) {
 
 func TestDefaultIsTheExample(t *testing.T) {
 	l := testLoader(t)
-	example := mustParse(t, l, string(embeddedConfig))
+	example := mustParse(t, l, string(exampleConfig))
 	empty := mustParse(t, l, "")
 	// The example sets every key to its default, except that it points the
 	// relay at a local mail server.
@@ -114,7 +114,7 @@ func TestDefaultIsTheExample(t *testing.T) {
 }
 
 func TestExampleDecodesCompletely(t *testing.T) {
-	md, err := toml.Decode(string(embeddedConfig), defaults())
+	md, err := toml.Decode(string(exampleConfig), defaults())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ var commentedKey = regexp.MustCompile(`(?m)^# ?(\[[a-z_.]+\]|[a-z_]+ = .*)$`)
 // example and checks that the result names every field of Config, and
 // nothing else.
 func TestExampleDocumentsEveryKey(t *testing.T) {
-	uncommented := commentedKey.ReplaceAllString(string(embeddedConfig), "$1")
+	uncommented := commentedKey.ReplaceAllString(string(exampleConfig), "$1")
 	md, err := toml.Decode(uncommented, defaults())
 	if err != nil {
 		t.Fatalf("example with every key uncommented: %v\n%s", err, uncommented)

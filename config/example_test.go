@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -39,8 +40,8 @@ var exampleValues = map[string]bool{
 func TestExampleCommentedDefaults(t *testing.T) {
 	l := testLoader(t)
 	l.skipSecrets = true // the example's files do not exist here
-	base := mustParse(t, l, string(embeddedConfig))
-	lines := strings.Split(string(embeddedConfig), "\n")
+	base := mustParse(t, l, string(exampleConfig))
+	lines := strings.Split(string(exampleConfig), "\n")
 	section, seen := "", 0
 	for i, line := range lines {
 		if strings.HasPrefix(line, "[") {
@@ -91,7 +92,7 @@ func TestExampleSizesAreStrings(t *testing.T) {
 		t.Fatalf("found %d size keys in Config", len(sizes))
 	}
 	section, seen := "", 0
-	for i, line := range strings.Split(string(embeddedConfig), "\n") {
+	for i, line := range strings.Split(string(exampleConfig), "\n") {
 		if strings.HasPrefix(line, "[") {
 			section = strings.Trim(line, "[]") + "."
 		}
@@ -110,7 +111,8 @@ func TestExampleSizesAreStrings(t *testing.T) {
 }
 
 // TestSocketUnitMatchesDefaults: systemd/relayq.socket listens where the
-// daemon of a default config (the package's /etc/relayq/config.toml, run
+// daemon of a default config (the package's /etc/relayq/config.toml, or
+// config.toml.example copied there, run
 // as root or as the relayq user of the unit) and every sendmail look for
 // the submission socket. A mismatch made the activated daemon refuse to
 // start (a socket it was given that is not its own).
@@ -136,12 +138,50 @@ func TestSocketUnitMatchesDefaults(t *testing.T) {
 		{getenv: envMap{}.get, euid: 998, stateDir: system, hostname: host, homeDir: func() string { return system }, writable: func(string) bool { return true }},
 		{getenv: envMap{"HOME": t.TempDir()}.get, euid: 1000, stateDir: system, hostname: host, homeDir: func() string { return "" }, writable: func(string) bool { return false }, client: true, skipSecrets: true},
 	} {
-		cfg, err := l.parse(embeddedConfig, "config.toml")
-		if err != nil {
-			t.Fatal(err)
+		for name, data := range map[string][]byte{"packaging/config.toml": embeddedConfig, "config.toml.example": exampleConfig} {
+			cfg, err := l.parse(data, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := filepath.Join(system, filepath.Base(listen)); cfg.Submission.Socket != want {
+				t.Errorf("%s, uid %d (client %v): [submission] socket %s, want %s as relayq.socket's %s", name, l.euid, l.client, cfg.Submission.Socket, want, listen)
+			}
 		}
-		if want := filepath.Join(system, filepath.Base(listen)); cfg.Submission.Socket != want {
-			t.Errorf("uid %d (client %v): [submission] socket %s, want %s as relayq.socket's %s", l.euid, l.client, cfg.Submission.Socket, want, listen)
+	}
+}
+
+// TestPackagedConfigIsTheExample: packaging/config.toml, the package's
+// /etc/relayq/config.toml and the config used when there is no file, loads
+// to the same Config as config.toml.example (for the daemon and for a
+// client), and each key it sets is one that differs from the defaults:
+// without it the config changes. (It used to be config.toml.example itself,
+// whose 72 keys sendmail decoded at every message.)
+func TestPackagedConfigIsTheExample(t *testing.T) {
+	daemon := testLoader(t)
+	client := testLoader(t)
+	client.client, client.skipSecrets = true, true
+	for _, l := range []loader{daemon, client} {
+		example := mustParse(t, l, string(exampleConfig))
+		packaged := mustParse(t, l, string(embeddedConfig))
+		if !reflect.DeepEqual(packaged, example) {
+			t.Errorf("client %v: packaging/config.toml loads differently from config.toml.example:\npackaged: %+v\nexample:  %+v", l.client, packaged, example)
 		}
+	}
+	lines := strings.Split(string(embeddedConfig), "\n")
+	base := mustParse(t, daemon, string(embeddedConfig))
+	keys := 0
+	for i, line := range lines {
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		keys++
+		without := slices.Delete(slices.Clone(lines), i, i+1)
+		cfg, err := daemon.parse([]byte(strings.Join(without, "\n")), "packaging/config.toml")
+		if err == nil && reflect.DeepEqual(cfg, base) {
+			t.Errorf("packaging/config.toml line %d %q sets a default: leave it to config.toml.example", i+1, line)
+		}
+	}
+	if keys == 0 {
+		t.Error("packaging/config.toml sets no key; is the pattern out of date?")
 	}
 }

@@ -18,6 +18,7 @@ import (
 // It runs the same loader.parse as Parse, with a loader that sees nothing
 // of the machine (testLoader), so that results do not depend on who runs it.
 func FuzzParse(f *testing.F) {
+	f.Add(exampleConfig)
 	f.Add(embeddedConfig)
 	files, _ := filepath.Glob("../tests/testdata/badconfig/*.toml")
 	for _, file := range files {

@@ -97,7 +97,7 @@ func TestSingleRelayIsDefault(t *testing.T) {
 // TestWorkedExample: the two-provider example of config.toml.example,
 // uncommented, loads (the pass files aside) and routes as it says.
 func TestWorkedExample(t *testing.T) {
-	text := string(embeddedConfig)
+	text := string(exampleConfig)
 	start := strings.Index(text, "#   [[relays]]")
 	end := strings.Index(text, "\n\n[queue]")
 	if start < 0 || end < start {

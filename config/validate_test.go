@@ -156,7 +156,7 @@ func TestAccepted(t *testing.T) {
 	pass := writeFile(t, dir, "pass", "p\n")
 	tests := []struct{ name, text string }{
 		{"nothing", ""},
-		{"the example", string(embeddedConfig)},
+		{"the example", string(exampleConfig)},
 		{"loopback listeners", "[submission]\nlisten = [\"127.0.0.1:25\", \"[::1]:25\", \"localhost:2525\", \"127.0.0.1:0\"]\n"},
 		{"modes", "[submission]\nsocket_mode = \"660\"\n"},
 		{"0o mode", "[submission]\nsocket_mode = \"0o600\"\n"},
