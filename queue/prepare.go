@@ -18,7 +18,14 @@ const fileMode = 0o600
 // errIsDir is reported for a queue path that is a directory. bbolt would
 // open it and call it an invalid database (ErrDamaged), sending the
 // operator to look for damage in a file that is not there.
-var errIsDir = fmt.Errorf("%w, not a queue file", syscall.EISDIR)
+var errIsDir error = isDirError{}
+
+// isDirError is errIsDir's type: a plain value, so that importing queue
+// (sendmail's client does, for the envelope) costs no fmt work at start.
+type isDirError struct{}
+
+func (isDirError) Error() string { return syscall.EISDIR.Error() + ", not a queue file" }
+func (isDirError) Unwrap() error { return syscall.EISDIR }
 
 // prepareFile looks at the queue file at path before Open hands it to
 // bbolt, and says out loud what it finds wrong:
