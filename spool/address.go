@@ -75,7 +75,7 @@ func checkDomain(domain string) error {
 	case domain[0] == '[':
 		return checkAddressLiteral(domain)
 	}
-	for _, label := range strings.Split(domain, ".") {
+	for label := range strings.SplitSeq(domain, ".") {
 		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
 			return fmt.Errorf("bad domain %q", domain)
 		}

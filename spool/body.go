@@ -136,9 +136,10 @@ func indexLineEnd(p []byte) int {
 
 // Body buffers are reused: a normalizer's buffer is garbage once
 // stampMessage has copied it (with the Received header in front), so the
-// session gives it back (release). Buffers that grew past
-// maxPooledBody are left to the collector, so that one large message does
-// not stay in memory.
+// session gives it back (release), and the stamped copy, also taken from
+// here, is garbage once queue.Put has returned (giveBodyBuffer). Buffers
+// that grew past maxPooledBody are left to the collector, so that one
+// large message does not stay in memory.
 const (
 	pooledBody    = 16 << 10
 	maxPooledBody = 256 << 10
@@ -148,13 +149,19 @@ var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, pooledBody); 
 
 func takeBodyBuffer() []byte { return (*bodyBuffers.Get().(*[]byte))[:0] }
 
+// giveBodyBuffer gives b back for another body, unless it grew past
+// maxPooledBody; b is not to be used after it.
+func giveBodyBuffer(b []byte) {
+	if b != nil && cap(b) <= maxPooledBody {
+		b = b[:0]
+		bodyBuffers.Put(&b)
+	}
+}
+
 // release gives the normalizer's buffer back for another body; the bytes
 // body returned are not to be used after it.
 func (n *normalizer) release() {
-	if n.buf != nil && cap(n.buf) <= maxPooledBody {
-		b := n.buf[:0]
-		bodyBuffers.Put(&b)
-	}
+	giveBodyBuffer(n.buf)
 	n.buf = nil
 }
 

@@ -205,11 +205,15 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject(reasonNUL, replyNUL)
 	}
 	id := s.srv.queue().NewID()
-	body = stampMessage(body, stamp{
+	stamped := stampMessage(takeBodyBuffer(), body, stamp{
 		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
 	})
 	n.release() // stampMessage copied the body
+	// Put keeps nothing of the body once it returns, nor does Message: the
+	// stamped buffer goes back to the pool for the next message.
+	defer giveBodyBuffer(stamped)
+	body = stamped
 	from := s.from
 	if f := s.srv.rewriting.Load().Message; f != nil {
 		from, body = f(from, body)
