@@ -158,5 +158,8 @@ func addressKey(a string) string {
 	if at < 0 {
 		return a
 	}
+	if !strings.ContainsFunc(a[at+1:], func(r rune) bool { return r >= utf8.RuneSelf || 'A' <= r && r <= 'Z' }) {
+		return a // a lower-case ASCII domain, most addresses: no copy
+	}
 	return a[:at+1] + strings.ToLower(a[at+1:])
 }
