@@ -61,6 +61,28 @@ func (n *normalizer) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// crlfWriter writes to a normalizer bytes that are normalised already
+// (wire.readData's: every CR and LF in a CRLF pair, none split between two
+// writes), for which Write's cutting at every line ending (a call and two
+// scans a line, most of reading a body) changes nothing: the bytes are
+// checked and copied in one piece.
+type crlfWriter struct{ n *normalizer }
+
+func (w crlfWriter) Write(p []byte) (int, error) {
+	n := w.n
+	if n.cr { // cannot happen: an earlier write ended in the middle of a CRLF
+		return n.Write(p)
+	}
+	if err := n.reserve(len(p)); err != nil {
+		return 0, err
+	}
+	n.text(p)
+	if n.max > 0 && int64(len(n.buf)) > n.max {
+		return 0, errTooLarge
+	}
+	return len(p), nil
+}
+
 // reserve makes sure the memory budget covers the buffer once p bytes of
 // input are added (each may become two). It takes the budget's lock only
 // when the buffer outgrows its reservation, a chunk (64 KiB) at a time;
@@ -80,7 +102,8 @@ func (n *normalizer) reserve(p int) error {
 	return n.mem.grow(want)
 }
 
-// text appends bytes that hold no CR or LF.
+// text appends bytes that hold no CR or LF (or only in CRLF pairs, from
+// crlfWriter).
 func (n *normalizer) text(p []byte) {
 	if !n.nul && bytes.IndexByte(p, 0) >= 0 {
 		n.nul = true
@@ -193,7 +216,7 @@ func readNormalized(r io.Reader, max int64) (*normalizer, []byte, error) {
 // memory budget through mem, as readReserved does.
 func readData(c *conn, max int64, maxLine int, mem *memHold) (*normalizer, []byte, error) {
 	n := &normalizer{max: max, mem: mem}
-	if err := c.wire.readData(n, maxLine, c.readNet); err != nil {
+	if err := c.wire.readData(crlfWriter{n}, maxLine, c.readNet); err != nil {
 		return n, nil, err
 	}
 	body, err := n.body()
