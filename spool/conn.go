@@ -39,7 +39,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// conn is a connection as go-smtp sees it. It exists for four reasons:
+// conn is a connection as go-smtp sees it. It exists for these reasons:
 //
 //   - Once a read has timed out, every later read returns io.EOF, so the
 //     server closes the connection. go-smtp does not (emersion/go-smtp#196):
@@ -55,6 +55,8 @@ func (l *listener) Accept() (net.Conn, error) {
 //   - go-smtp writes every reply line by itself; conn holds those a
 //     pipelining client's next commands will follow, and writes them
 //     together (replies.go).
+//   - go-smtp sets a deadline before every command and every reply; conn
+//     passes on only those that move (deadline).
 type conn struct {
 	net.Conn
 	srv *Server
