@@ -14,6 +14,7 @@ package smtpcmd
 import (
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,20 @@ import (
 type Formatter struct {
 	client *smtp.Client
 	conn   *script
+	last   lastRcpt
+}
+
+// lastRcpt is the last RCPT line go-smtp wrote, with what it was written
+// for. A Formatter lives as long as a connection (a hundred transactions
+// to a relay by default), and a null client's mail mostly goes to the same
+// few recipients: the same recipient with the same options gets the same
+// line again without a round through go-smtp's client (a 2 KiB builder,
+// fmt, a scripted reply read through textproto: about half the cost of a
+// pipelined transaction's command lines).
+type lastRcpt struct {
+	line []byte // nil: none yet
+	to   string
+	opts smtp.RcptOptions // Notify cloned; only options sameRcptOptions compares
 }
 
 // New returns a Formatter whose client said EHLO as localName and got
@@ -53,11 +68,42 @@ func (f *Formatter) Mail(from string, opts *smtp.MailOptions) ([]byte, error) {
 // the error it returns before writing one. The line is valid until the
 // next call.
 func (f *Formatter) Rcpt(to string, opts *smtp.RcptOptions) ([]byte, error) {
+	if f.last.line != nil && to == f.last.to && sameRcptOptions(opts, &f.last.opts) {
+		return f.last.line, nil
+	}
 	f.conn.line = f.conn.line[:0]
 	if err := f.client.Rcpt(to, opts); err != nil {
 		return nil, err
 	}
+	f.last.line = nil
+	if memoizable(opts) {
+		f.last.to, f.last.opts = to, smtp.RcptOptions{}
+		if opts != nil {
+			f.last.opts = smtp.RcptOptions{Notify: slices.Clone(opts.Notify),
+				OriginalRecipientType: opts.OriginalRecipientType, OriginalRecipient: opts.OriginalRecipient}
+		}
+		f.last.line = append(f.last.line, f.conn.line...)
+	}
 	return f.conn.line, nil
+}
+
+// memoizable reports whether the RCPT line for opts may be given again:
+// only options that are values (the DSN ones relayq sets) are compared,
+// so a line with a deadline, a priority or RRVS is always formatted anew.
+func memoizable(opts *smtp.RcptOptions) bool {
+	return opts == nil || opts.RequireRecipientValidSince.IsZero() && opts.DeliverBy == nil && opts.MTPriority == nil
+}
+
+// sameRcptOptions reports whether opts gives go-smtp's client the same
+// RCPT line as last, a memoizable one. Every field of smtp.RcptOptions is
+// either compared here or excluded by memoizable
+// (TestRcptOptionsAllCompared fails when go-smtp adds one).
+func sameRcptOptions(opts, last *smtp.RcptOptions) bool {
+	if opts == nil {
+		return len(last.Notify) == 0 && last.OriginalRecipientType == "" && last.OriginalRecipient == ""
+	}
+	return memoizable(opts) && slices.Equal(opts.Notify, last.Notify) &&
+		opts.OriginalRecipientType == last.OriginalRecipientType && opts.OriginalRecipient == last.OriginalRecipient
 }
 
 // formatExtensions are the extensions go-smtp's client looks at when it

@@ -75,7 +75,7 @@ func checkDomain(domain string) error {
 	case domain[0] == '[':
 		return checkAddressLiteral(domain)
 	}
-	for _, label := range strings.Split(domain, ".") {
+	for label := range strings.SplitSeq(domain, ".") {
 		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
 			return fmt.Errorf("bad domain %q", domain)
 		}
@@ -157,6 +157,9 @@ func addressKey(a string) string {
 	at := strings.LastIndexByte(a, '@')
 	if at < 0 {
 		return a
+	}
+	if !strings.ContainsFunc(a[at+1:], func(r rune) bool { return r >= utf8.RuneSelf || 'A' <= r && r <= 'Z' }) {
+		return a // a lower-case ASCII domain, most addresses: no copy
 	}
 	return a[:at+1] + strings.ToLower(a[at+1:])
 }

@@ -61,6 +61,28 @@ func (n *normalizer) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// crlfWriter writes to a normalizer bytes that are normalised already
+// (wire.readData's: every CR and LF in a CRLF pair, none split between two
+// writes), for which Write's cutting at every line ending (a call and two
+// scans a line, most of reading a body) changes nothing: the bytes are
+// checked and copied in one piece.
+type crlfWriter struct{ n *normalizer }
+
+func (w crlfWriter) Write(p []byte) (int, error) {
+	n := w.n
+	if n.cr { // cannot happen: an earlier write ended in the middle of a CRLF
+		return n.Write(p)
+	}
+	if err := n.reserve(len(p)); err != nil {
+		return 0, err
+	}
+	n.text(p)
+	if n.max > 0 && int64(len(n.buf)) > n.max {
+		return 0, errTooLarge
+	}
+	return len(p), nil
+}
+
 // reserve makes sure the memory budget covers the buffer once p bytes of
 // input are added (each may become two). It takes the budget's lock only
 // when the buffer outgrows its reservation, a chunk (64 KiB) at a time;
@@ -80,7 +102,8 @@ func (n *normalizer) reserve(p int) error {
 	return n.mem.grow(want)
 }
 
-// text appends bytes that hold no CR or LF.
+// text appends bytes that hold no CR or LF (or only in CRLF pairs, from
+// crlfWriter).
 func (n *normalizer) text(p []byte) {
 	if !n.nul && bytes.IndexByte(p, 0) >= 0 {
 		n.nul = true
@@ -136,9 +159,10 @@ func indexLineEnd(p []byte) int {
 
 // Body buffers are reused: a normalizer's buffer is garbage once
 // stampMessage has copied it (with the Received header in front), so the
-// session gives it back (release). Buffers that grew past
-// maxPooledBody are left to the collector, so that one large message does
-// not stay in memory.
+// session gives it back (release), and the stamped copy, also taken from
+// here, is garbage once queue.Put has returned (giveBodyBuffer). Buffers
+// that grew past maxPooledBody are left to the collector, so that one
+// large message does not stay in memory.
 const (
 	pooledBody    = 16 << 10
 	maxPooledBody = 256 << 10
@@ -148,13 +172,19 @@ var bodyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, pooledBody); 
 
 func takeBodyBuffer() []byte { return (*bodyBuffers.Get().(*[]byte))[:0] }
 
+// giveBodyBuffer gives b back for another body, unless it grew past
+// maxPooledBody; b is not to be used after it.
+func giveBodyBuffer(b []byte) {
+	if b != nil && cap(b) <= maxPooledBody {
+		b = b[:0]
+		bodyBuffers.Put(&b)
+	}
+}
+
 // release gives the normalizer's buffer back for another body; the bytes
 // body returned are not to be used after it.
 func (n *normalizer) release() {
-	if n.buf != nil && cap(n.buf) <= maxPooledBody {
-		b := n.buf[:0]
-		bodyBuffers.Put(&b)
-	}
+	giveBodyBuffer(n.buf)
 	n.buf = nil
 }
 
@@ -186,7 +216,7 @@ func readNormalized(r io.Reader, max int64) (*normalizer, []byte, error) {
 // memory budget through mem, as readReserved does.
 func readData(c *conn, max int64, maxLine int, mem *memHold) (*normalizer, []byte, error) {
 	n := &normalizer{max: max, mem: mem}
-	if err := c.wire.readData(n, maxLine, c.readNet); err != nil {
+	if err := c.wire.readData(crlfWriter{n}, maxLine, c.readNet); err != nil {
 		return n, nil, err
 	}
 	body, err := n.body()

@@ -49,7 +49,7 @@ func stampedSize(via string) int64 {
 	sub := queue.Submitter{Via: via, UID: os.Getuid(), Addr: "127.0.0.1:1"}
 	msg := []byte(strings.TrimSuffix(limitBody, ".\r\n"))
 	st := stamp{id: strings.Repeat("0", 20), hostname: "relayq.test", helo: "client.test", with: "ESMTP", submitter: sub, now: time.Now()}
-	return int64(len(stampMessage(msg, st)))
+	return int64(len(stampMessage(nil, msg, st)))
 }
 
 // TestLimitMessagesPerHour: a uid may send two messages an hour; the third

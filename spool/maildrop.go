@@ -428,7 +428,7 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 		return false, nil
 	}
 	env.ID = q.NewID()
-	body = stampMessage(body, stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()})
+	body = stampMessage(nil, body, stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()})
 	rw := m.Rewriting
 	if m.Intake != nil {
 		rw = *m.Intake.rewriting.Load()

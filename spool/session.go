@@ -88,10 +88,18 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 func (s *session) Reset() {
 	s.conn.inTxn.Store(false)
 	s.fromSet, s.from, s.utf8, s.dsn = false, "", false, queue.DSN{}
-	s.rcpts, s.rcptDSN, s.seen = nil, nil, nil
+	s.rcpts, s.rcptDSN = nil, nil
+	if len(s.seen) > maxKeptSeen {
+		s.seen = nil // not kept at the size of a large transaction
+	}
+	clear(s.seen) // kept for the session's next transaction
 }
 
 func (s *session) Logout() error { return nil }
+
+// maxKeptSeen is the most recipients whose map a session keeps (emptied)
+// for its next transaction, instead of making a new one.
+const maxKeptSeen = 64
 
 // Mail takes the reverse path; "" is the null sender <>. go-smtp has checked
 // the syntax of the path already; this checks what it lets through (control
@@ -205,11 +213,15 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject(reasonNUL, replyNUL)
 	}
 	id := s.srv.queue().NewID()
-	body = stampMessage(body, stamp{
+	stamped := stampMessage(takeBodyBuffer(), body, stamp{
 		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
 	})
 	n.release() // stampMessage copied the body
+	// Put keeps nothing of the body once it returns, nor does Message: the
+	// stamped buffer goes back to the pool for the next message.
+	defer giveBodyBuffer(stamped)
+	body = stamped
 	from := s.from
 	if f := s.srv.rewriting.Load().Message; f != nil {
 		from, body = f(from, body)
@@ -241,9 +253,22 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject(reasonStorage, replyStorage)
 	}
 	s.srv.opts.Metrics.accept(s.submitter.Via) // metrics.go
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "accepted", slog.String("id", id), slog.String("from", s.from),
-		slog.Int("rcpts", len(s.rcpts)), slog.Int("size", len(body)))
+	s.logAccepted(id, len(body))
 	return replyQueued(id)
+}
+
+// logAccepted logs a queued message, as s.log.LogAttrs would, but with no
+// source position: slog's Logger takes one from runtime.Callers for every
+// record (a stack walk, a sixth of the line's cost under bench/run.sh), and
+// relayq's handlers never print it.
+func (s *session) logAccepted(id string, size int) {
+	ctx, h := context.Background(), s.log.Handler()
+	if !h.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "accepted", 0)
+	r.AddAttrs(slog.String("id", id), slog.String("from", s.from), slog.Int("rcpts", len(s.rcpts)), slog.Int("size", size))
+	h.Handle(ctx, r)
 }
 
 // readFailed maps a failure to read the DATA section to a reply.

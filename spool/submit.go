@@ -110,7 +110,7 @@ func (s *Server) Submit(ctx context.Context, sub Submission) (id string, replaye
 		return "", false, err
 	}
 	env.ID = s.queue().NewID()
-	body = stampMessage(body, stamp{id: env.ID, hostname: s.opts.Hostname, with: sub.With, submitter: sub.Submitter, now: time.Now()})
+	body = stampMessage(nil, body, stamp{id: env.ID, hostname: s.opts.Hostname, with: sub.With, submitter: sub.Submitter, now: time.Now()})
 	if f := s.rewriting.Load().Message; f != nil {
 		env.From, body = f(env.From, body)
 	}

@@ -39,14 +39,19 @@ const maxHeloInHeader = 255
 //
 // The bytes of msg follow unchanged. The added Date is the time in
 // Received, so a reader can tell an added Date from the submitter's. The
-// result is always a new slice, never msg: the session reuses msg's buffer
-// for the next message.
-func stampMessage(msg []byte, s stamp) []byte {
-	b := make([]byte, 0, len(msg)+512)
+// stamped message is appended to dst, which must not overlap msg (the
+// session reuses msg's buffer for the next message); the SMTP session
+// passes a pooled buffer (takeBodyBuffer), so that stamping allocates
+// nothing for most messages, and nil elsewhere.
+func stampMessage(dst, msg []byte, s stamp) []byte {
+	b := dst
+	if b == nil {
+		b = make([]byte, 0, len(msg)+512)
+	}
 	b = append(b, "Received: "...)
 	if s.submitter.Via == viaTCP {
 		b = append(append(append(b, "from "...), headerSafe(s.helo)...), " ("...)
-		b = append(append(append(b, bracketAddr(s.submitter.Addr)...), ")\r\n\tby "...), s.hostname...)
+		b = append(append(appendBracketAddr(b, s.submitter.Addr), ")\r\n\tby "...), s.hostname...)
 		b = append(b, " (relayq)"...)
 	} else if s.submitter.UID >= 0 {
 		b = append(append(append(b, "by "...), s.hostname...), " (relayq, from userid "...)
@@ -128,15 +133,16 @@ func headerSafe(s string) string {
 	return string(b)
 }
 
-// bracketAddr is a client's address as Received writes it, from
-// RemoteAddr's "ip:port": "[127.0.0.1]", "[IPv6:::1]".
-func bracketAddr(hostport string) string {
+// appendBracketAddr appends a client's address as Received writes it,
+// from RemoteAddr's "ip:port": "[127.0.0.1]", "[IPv6:::1]".
+func appendBracketAddr(b []byte, hostport string) []byte {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
 		host = hostport
 	}
+	b = append(b, '[')
 	if strings.Contains(host, ":") {
-		host = "IPv6:" + host
+		b = append(b, "IPv6:"...)
 	}
-	return "[" + host + "]"
+	return append(append(b, host...), ']')
 }

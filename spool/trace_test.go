@@ -96,8 +96,8 @@ func TestAddedHeadersHeloSafe(t *testing.T) {
 		}
 	}
 	for addr, want := range map[string]string{"127.0.0.1:25": "[127.0.0.1]", "[::1]:2525": "[IPv6:::1]"} {
-		if got := bracketAddr(addr); got != want {
-			t.Errorf("bracketAddr(%q) = %q, want %q", addr, got, want)
+		if got := string(appendBracketAddr(nil, addr)); got != want {
+			t.Errorf("appendBracketAddr(%q) = %q, want %q", addr, got, want)
 		}
 	}
 }
@@ -131,7 +131,7 @@ func refStampMessage(msg []byte, s stamp) []byte {
 	var b bytes.Buffer
 	b.WriteString("Received: ")
 	if s.submitter.Via == viaTCP {
-		fmt.Fprintf(&b, "from %s (%s)\r\n\tby %s (relayq)", headerSafe(s.helo), bracketAddr(s.submitter.Addr), s.hostname)
+		fmt.Fprintf(&b, "from %s (%s)\r\n\tby %s (relayq)", headerSafe(s.helo), appendBracketAddr(nil, s.submitter.Addr), s.hostname)
 	} else if s.submitter.UID >= 0 {
 		fmt.Fprintf(&b, "by %s (relayq, from userid %d)", s.hostname, s.submitter.UID)
 	} else {
@@ -178,9 +178,33 @@ func TestStampMessageAsBefore(t *testing.T) {
 	}
 	for _, st := range stamps {
 		for _, m := range msgs {
-			if got, want := stampMessage([]byte(m), st), refStampMessage([]byte(m), st); !bytes.Equal(got, want) {
+			want := refStampMessage([]byte(m), st)
+			if got := stampMessage(nil, []byte(m), st); !bytes.Equal(got, want) {
 				t.Errorf("stamp %+v, message %q:\ngot  %q\nwant %q", st, m, got, want)
 			}
+			// Into a pooled buffer, as the session stamps, holding the
+			// bytes of an earlier message.
+			buf := append(takeBodyBuffer(), "an earlier message"...)
+			if got := stampMessage(buf[:0], []byte(m), st); !bytes.Equal(got, want) {
+				t.Errorf("stamp %+v, message %q into a used buffer:\ngot  %q\nwant %q", st, m, got, want)
+			}
+			giveBodyBuffer(buf)
 		}
+	}
+}
+
+// The session stamps a message into a pooled buffer: for a message that
+// fits, stamping allocates nothing (it allocated a copy of every message
+// before, the largest allocation of the intake).
+func TestStampMessageIntoBufferAllocatesNothing(t *testing.T) {
+	msg := []byte("From: a@example.org\r\nSubject: x\r\n\r\n" + strings.Repeat("body line\r\n", 500))
+	st := stamp{id: "ID1", hostname: "mx.test", helo: "client.example", with: "ESMTP", now: time.Now(),
+		submitter: queue.Submitter{Via: viaTCP, Addr: "127.0.0.1:5000", UID: -1}}
+	buf := make([]byte, 0, len(msg)+512)
+	if n := testing.AllocsPerRun(100, func() { buf = stampMessage(buf[:0], msg, st) }); n != 0 {
+		t.Errorf("stamping into a buffer with room: %v allocations, want 0", n)
+	}
+	if want := refStampMessage(msg, st); !bytes.Equal(buf, want) {
+		t.Errorf("stamped %q, want %q", buf, want)
 	}
 }

@@ -294,3 +294,34 @@ func goSMTPDataEnd(s string) int {
 	}
 	return -1
 }
+
+// What readData writes is normalised already: a normalizer given it
+// through crlfWriter (in one piece a write) ends with the body and the
+// NUL and 8-bit marks that its Write (a line at a time) gives.
+func TestCRLFWriterAsNormalizer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 2000 {
+		b := make([]byte, rng.IntN(400))
+		for i := range b {
+			b[i] = ".\r\nx\x00\xe9"[rng.IntN(6)]
+		}
+		in := string(b) + "\r\n.\r\nNOOP\r\n"
+		read := func(dst func(*normalizer) io.Writer) *normalizer {
+			w := wire{}
+			w.reply([]byte("354 go ahead\r\n"))
+			n := &normalizer{}
+			if err := w.readData(dst(n), 0, chunks(in, 1+rng.IntN(len(in)))); err != nil {
+				t.Fatalf("input %q: %v", in, err)
+			}
+			return n
+		}
+		whole := read(func(n *normalizer) io.Writer { return crlfWriter{n} })
+		lines := read(func(n *normalizer) io.Writer { return n })
+		got, _ := whole.body()
+		want, _ := lines.body()
+		if !bytes.Equal(got, want) || whole.nul != lines.nul || whole.eightBit != lines.eightBit {
+			t.Fatalf("input %q: crlfWriter gives %q (NUL %v, 8-bit %v), Write %q (NUL %v, 8-bit %v)",
+				in, got, whole.nul, whole.eightBit, want, lines.nul, lines.eightBit)
+		}
+	}
+}

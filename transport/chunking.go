@@ -104,15 +104,14 @@ func (t *Transport) transactChunk(c *conn, tx *transaction, batch, raw, body []b
 
 	r := c.replyReader()
 	timeout := max(t.opts.CommandTimeout, t.opts.DataTimeout)
-	c.io.setWriteTimeout(timeout)
+	c.io.setWriteTimeout(timeout) // the write's deadline (ioConn.Write sets it)
 	defer c.io.setWriteTimeout(t.opts.CommandTimeout)
-	c.cc.SetDeadline(time.Now().Add(timeout))
 	defer c.cc.SetDeadline(time.Time{})
 	if _, err := c.cc.Conn.Write(batch); err != nil {
 		// The relay cannot have the whole chunk.
 		return notTaken(&Error{Stage: StageMail, Err: err})
 	}
-	c.cc.SetDeadline(time.Now().Add(timeout)) // for the replies, the last after the relay's commit
+	c.cc.SetReadDeadline(time.Now().Add(timeout)) // for the replies, the last after the relay's commit
 	var se *smtp.SMTPError
 	mailErr := readReply(r, 250)
 	switch {

@@ -57,7 +57,11 @@ func (c *replyConn) Read(b []byte) (int, error) {
 	}
 	if len(c.out) > 0 {
 		n := copy(b, c.out)
-		c.out = c.out[n:]
+		if n == len(c.out) {
+			c.out = c.out[:0] // drained: the next appends reuse the array
+		} else {
+			c.out = c.out[n:]
+		}
 		return n, nil
 	}
 	if c.err != nil {

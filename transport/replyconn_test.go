@@ -229,3 +229,22 @@ func TestDataAfterSTARTTLSReply(t *testing.T) {
 		})
 	}
 }
+
+// repeatConn answers every Read with the same reply.
+type repeatConn struct {
+	net.Conn
+	reply string
+}
+
+func (c repeatConn) Read(b []byte) (int, error) { return copy(b, c.reply), nil }
+
+// A reply reader keeps its buffers: once warm, reading a reply (as on a
+// pooled connection, three or four a message) allocates nothing.
+func TestReplyConnReusesItsBuffer(t *testing.T) {
+	rc := newReplyConn(repeatConn{reply: "250 2.0.0 Ok: queued as 1HVQWNNX01HVAQJD8N0V\r\n"})
+	buf := make([]byte, 4096)
+	rc.Read(buf)
+	if n := testing.AllocsPerRun(100, func() { rc.Read(buf) }); n != 0 {
+		t.Errorf("a reply read: %v allocations, want 0", n)
+	}
+}
