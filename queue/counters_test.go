@@ -277,3 +277,90 @@ func BenchmarkSummarize10k(b *testing.B) {
 		}
 	}
 }
+
+// messageTallies counts the per-message tallies a file of format 2 kept.
+func messageTallies(t *testing.T, db *bolt.DB) (n int, version string) {
+	t.Helper()
+	err := db.View(func(tx *bolt.Tx) error {
+		version = string(tx.Bucket(bucketMeta).Get(keyVersion))
+		c := tx.Bucket(bucketTally).Cursor()
+		for k, _ := c.Seek([]byte{'m'}); k != nil && k[0] == 'm'; k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, version
+}
+
+// TestTallyLayoutFileStillDelivered opens a queue file written by relayq
+// before format 3, with a tally per message (main at 92862f6;
+// testdata/tally-layout.db.gz, made with a fixed clock of 2026-12-07
+// 09:00 UTC): seven messages, one deferred, one uncertain, one held, one
+// with a recipient dead (its dead letter), one delivered and one still
+// to try, one with a 300 KB body, three queued. Open drops the tallies
+// and marks the file version 3; the counts read as the older relayq left
+// them, Check passes, and every message is delivered, after which the
+// counts are empty.
+func TestTallyLayoutFileStillDelivered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	gunzip(t, "testdata/tally-layout.db.gz", path)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, v := messageTallies(t, db); n != 7 || v != "2" {
+		t.Fatalf("the old file has %d message tallies and version %q; want 7, 2", n, v)
+	}
+	db.Close()
+
+	q := openAt(t, path, Options{})
+	if n, v := messageTallies(t, q.db); n != 0 || v != "3" {
+		t.Errorf("after Open: %d message tallies, version %q; want 0, 3", n, v)
+	}
+	if p := q.Check(); len(p) != 0 {
+		t.Errorf("Check = %v", p)
+	}
+	s, err := q.Summarize(time.Time{})
+	if err != nil || s.Queued != 4 || s.Deferred != 1 || s.Uncertain != 1 || s.Held != 1 || s.Pending != 8 || s.Bytes != 309720 || s.Dead != 1 {
+		t.Errorf("Summarize = %+v, %v; want what the older relayq counted", s, err)
+	}
+	var held string
+	msgs, _ := q.List()
+	for _, m := range msgs {
+		if m.Held {
+			held = m.ID
+		}
+	}
+	if err := one(t, q.Unhold, held); err != nil {
+		t.Fatal(err)
+	}
+	if err := one(t, q.Retry, held); err != nil { // the deferred ones are due in an hour
+		t.Fatal(err)
+	}
+	if _, err := q.RetryAll(); err != nil {
+		t.Fatal(err)
+	}
+	leases, err := q.Lease(10)
+	if err != nil || len(leases) != 7 {
+		t.Fatalf("Lease = %d, %v; want 7", len(leases), err)
+	}
+	for _, l := range leases {
+		if err := q.VerifyBody(l.Message); err != nil {
+			t.Error(err)
+		}
+		var outcomes []Outcome
+		for _, r := range l.Pending() {
+			outcomes = append(outcomes, Outcome{Address: r.Address, Result: Delivered})
+		}
+		if _, err := q.Record(l, outcomes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = q.Summarize(time.Time{})
+	if err != nil || s.Queued+s.Deferred+s.Uncertain+s.Held+s.Active != 0 || s.Pending != 0 || s.Bytes != 0 || s.Dead != 1 {
+		t.Errorf("after delivering every message: Summarize = %+v, %v", s, err)
+	}
+}

@@ -30,13 +30,14 @@ func (q *Queue) removeDamaged(tx *bolt.Tx, id string, dead bool, now time.Time) 
 	if err := deleteTimeKeyed(tx.Bucket(bucketSchedule), id); err != nil {
 		return err
 	}
+	before := storedTallyOf(tx, id) // counters.go
 	if err := tx.Bucket(bucketMessages).Delete([]byte(id)); err != nil {
 		return err
 	}
 	if err := unflush(tx, id); err != nil { // flush.go
 		return err
 	}
-	if err := uncountMessage(tx, id); err != nil { // counters.go
+	if err := uncountMessage(tx, id, before); err != nil { // counters.go
 		return err
 	}
 	if dead {

@@ -241,6 +241,7 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 // (staleTable).
 func (q *Queue) dropStaleSchedule(keys [][]byte) {
 	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
+		var lost []string
 		for _, k := range keys {
 			if tx.Bucket(bucketMessages).Get(k[8:]) != nil {
 				continue
@@ -248,16 +249,14 @@ func (q *Queue) dropStaleSchedule(keys [][]byte) {
 			if err := tx.Bucket(bucketSchedule).Delete(k); err != nil {
 				return err
 			}
-			// The lost message's tally goes too: the counts are
-			// exact again (counters.go).
-			if err := uncountMessage(tx, string(k[8:])); err != nil {
-				return err
-			}
 			if err := unflush(tx, string(k[8:])); err != nil { // flush.go
 				return err
 			}
+			lost = append(lost, string(k[8:]))
 		}
-		return nil
+		// The lost messages leave the counts too: they are exact
+		// again (counters.go).
+		return forgetLost(tx, lost)
 	})
 	switch {
 	case errors.Is(err, ErrClosed):
@@ -595,13 +594,14 @@ func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
 	if err := tx.Bucket(bucketSchedule).Delete(scheduleKey(m.dueAt(), m.ID)); err != nil {
 		return err
 	}
+	before := storedTallyOf(tx, m.ID) // counters.go
 	if err := tx.Bucket(bucketMessages).Delete([]byte(m.ID)); err != nil {
 		return err
 	}
 	if err := unflush(tx, m.ID); err != nil { // flush.go
 		return err
 	}
-	if err := uncountMessage(tx, m.ID); err != nil { // counters.go
+	if err := uncountMessage(tx, m.ID, before); err != nil { // counters.go
 		return err
 	}
 	if tx.Bucket(bucketDead).Get([]byte(m.ID)) != nil {

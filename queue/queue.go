@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,14 +25,18 @@ var (
 	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices, bucketKeys}
 
 	keyVersion = []byte("version")
-	// formatVersion is the file's format: "2" since message records are
+	// formatVersion is the file's format: "3" since the counters keep no
+	// tally per message (counters.go), "2" since message records are
 	// compact (message_record.go). A file of version "1" holds JSON
-	// records, which are read as they are; Open marks it "2", so that an
-	// older relayq, which would take every compact record for damage and
-	// never lease it, refuses the file ("unknown queue format version")
-	// instead of sitting on its messages.
-	formatVersion   = []byte("2")
-	jsonOnlyVersion = []byte("1")
+	// records, which are read as they are; one of "2" holds a tally per
+	// message, which Open deletes. Open marks either "3", so that an
+	// older relayq refuses the file ("unknown queue format version")
+	// instead of sitting on its messages (a relayq of "1" would take every
+	// compact record for damage and never lease it) or getting its
+	// counts wrong (one of "2" would find no tally to take away when a
+	// message leaves).
+	formatVersion = []byte("3")
+	olderVersions = []string{"1", "2"}
 	// keyLeases marks a file whose records hold no leases. Files written
 	// before leases moved to memory get their leases cleared once at Open.
 	keyLeases      = []byte("leases")
@@ -200,6 +205,10 @@ func Open(path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
 	}
+	if err := dropMessageTallies(db); err != nil { // counters.go: those of a file of format 2
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
+	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
@@ -257,7 +266,7 @@ func (q *Queue) init() error {
 		}
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get(keyVersion); {
-		case v == nil || string(v) == string(jsonOnlyVersion):
+		case v == nil || slices.Contains(olderVersions, string(v)):
 			if err := meta.Put(keyVersion, formatVersion); err != nil {
 				return err
 			}
@@ -399,7 +408,7 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 		if err := messages.Put([]byte(m.ID), record); err != nil {
 			return err
 		}
-		if err := countMessage(tx, m); err != nil { // counters.go
+		if err := countMessage(tx, m, newMessageTally); err != nil { // counters.go
 			return err
 		}
 		return sched.Put(scheduleKey(m.NextAttempt, m.ID), nil)
@@ -681,13 +690,14 @@ func putMessage(tx *bolt.Tx, m *Message) error {
 	if err != nil {
 		return err
 	}
+	before := storedTallyOf(tx, m.ID) // counters.go
 	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
 		return err
 	}
 	if err := unflush(tx, m.ID); err != nil { // flush.go: the record says it now
 		return err
 	}
-	return countMessage(tx, m) // counters.go
+	return countMessage(tx, m, before) // counters.go
 }
 
 func syncDir(dir string) error {
