@@ -159,6 +159,13 @@ func tallyOfRecord(v []byte) storedTally {
 	return storedTally{t: tallyOf(m), had: true, known: true}
 }
 
+// readTally is the storedTally of m as just decoded from its record,
+// before any change to it: a change function that has read the record
+// need not decode it again.
+func readTally(m *Message) storedTally {
+	return storedTally{t: tallyOf(m), had: true, known: true}
+}
+
 // storedTallyOf is the tally of id's record as tx holds it now.
 func storedTallyOf(tx *bolt.Tx, id string) storedTally {
 	return tallyOfRecord(tx.Bucket(bucketMessages).Get([]byte(id)))

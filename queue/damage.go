@@ -141,6 +141,7 @@ func (q *Queue) DeadCorrupt(l *Lease, cause error) (*Message, error) {
 		if err != nil {
 			return err
 		}
+		before := readTally(m) // counters.go
 		died := killPending(m, func(Recipient) *Reply {
 			// Code 0: relayq's own failure, not a relay's reply;
 			// 5.3.0 (mail system status) for the failure notice.
@@ -158,7 +159,7 @@ func (q *Queue) DeadCorrupt(l *Lease, cause error) (*Message, error) {
 			return err
 		}
 		result = m
-		return q.remove(tx, m)
+		return q.remove(tx, m, before)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: dead-letter corrupt %s: %w", l.ID, err)

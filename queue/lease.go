@@ -451,6 +451,7 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 		if err != nil {
 			return err
 		}
+		before := readTally(m) // counters.go: what the counts hold of it, before it changes
 		var all []Outcome
 		tried := false
 		for _, p := range parts {
@@ -471,9 +472,9 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 		}
 		result = m
 		if len(m.Pending()) == 0 {
-			return q.remove(tx, m)
+			return q.remove(tx, m, before)
 		}
-		return q.reschedule(tx, m, func() { m.NextAttempt = earliestAttempt(m) })
+		return q.rescheduleOver(tx, m, before, func() { m.NextAttempt = earliestAttempt(m) })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: record %s: %w", l.ID, err)
@@ -586,15 +587,15 @@ func addDead(tx *bolt.Tx, m *Message, died []Recipient, now time.Time) error {
 
 // remove takes a finished message out of the queue, and its body too unless
 // a dead letter still needs it. A record of what became of it stays in the
-// archive (archive.go).
-func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
+// archive (archive.go). before is what the counts hold of its stored
+// record (counters.go).
+func (q *Queue) remove(tx *bolt.Tx, m *Message, before storedTally) error {
 	if err := q.archive(tx, m, q.opts.Now()); err != nil {
 		return err
 	}
 	if err := tx.Bucket(bucketSchedule).Delete(scheduleKey(m.dueAt(), m.ID)); err != nil {
 		return err
 	}
-	before := storedTallyOf(tx, m.ID) // counters.go
 	if err := tx.Bucket(bucketMessages).Delete([]byte(m.ID)); err != nil {
 		return err
 	}

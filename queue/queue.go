@@ -652,12 +652,18 @@ func (m *Message) dueAt() time.Time {
 // reschedule applies change to m and moves its schedule entry to match; a
 // message that is (or becomes) held ends up with none.
 func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
+	return q.rescheduleOver(tx, m, storedTallyOf(tx, m.ID), change) // counters.go
+}
+
+// rescheduleOver is reschedule for a caller that knows what the counts
+// hold of m's stored record (before; counters.go).
+func (q *Queue) rescheduleOver(tx *bolt.Tx, m *Message, before storedTally, change func()) error {
 	sched := tx.Bucket(bucketSchedule)
 	if err := sched.Delete(scheduleKey(m.dueAt(), m.ID)); err != nil {
 		return err
 	}
 	change()
-	if err := putMessage(tx, m); err != nil {
+	if err := putMessageOver(tx, m, before); err != nil {
 		return err
 	}
 	if m.Held {
@@ -686,11 +692,16 @@ func damaged(tx *bolt.Tx, id []byte, err error) *Message {
 }
 
 func putMessage(tx *bolt.Tx, m *Message) error {
+	return putMessageOver(tx, m, storedTallyOf(tx, m.ID)) // counters.go
+}
+
+// putMessageOver writes m's record over the stored one, whose tally the
+// counts hold as before (counters.go).
+func putMessageOver(tx *bolt.Tx, m *Message, before storedTally) error {
 	v, err := encodeMessage(m) // message_record.go; leases live in memory (lease.go)
 	if err != nil {
 		return err
 	}
-	before := storedTallyOf(tx, m.ID) // counters.go
 	if err := tx.Bucket(bucketMessages).Put([]byte(m.ID), v); err != nil {
 		return err
 	}
