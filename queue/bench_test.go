@@ -187,6 +187,13 @@ func BenchmarkLifecycle(b *testing.B) {
 			after := q.Stats()
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 			b.ReportMetric(2*float64(after.Commits-before.Commits)/float64(b.N), "fsyncs/msg")
+			// Per commit: what one transaction writes, most of it a
+			// leaf and a branch per bucket it touches, whatever its
+			// number of changes.
+			if commits := after.Commits - before.Commits; commits > 0 {
+				b.ReportMetric(float64(after.Changes-before.Changes)/float64(commits), "changes/commit")
+				b.ReportMetric(float64(pagesWritten(q)-pagesBefore)/float64(commits), "pages/commit")
+			}
 			reportPages(b, q, pagesBefore, b.N)
 		})
 	}
