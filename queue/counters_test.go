@@ -278,11 +278,13 @@ func BenchmarkSummarize10k(b *testing.B) {
 	}
 }
 
-// messageTallies counts the per-message tallies a file of format 2 kept.
-func messageTallies(t *testing.T, db *bolt.DB) (n int, version string) {
+// messageTallies counts the per-message tallies a file of format 2 kept;
+// index says whether it has the archive's time index of format 2.
+func messageTallies(t *testing.T, db *bolt.DB) (n int, version string, index bool) {
 	t.Helper()
 	err := db.View(func(tx *bolt.Tx) error {
 		version = string(tx.Bucket(bucketMeta).Get(keyVersion))
+		index = tx.Bucket(bucketArchiveTime) != nil
 		c := tx.Bucket(bucketTally).Cursor()
 		for k, _ := c.Seek([]byte{'m'}); k != nil && k[0] == 'm'; k, _ = c.Next() {
 			n++
@@ -292,7 +294,7 @@ func messageTallies(t *testing.T, db *bolt.DB) (n int, version string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n, version
+	return n, version, index
 }
 
 // TestTallyLayoutFileStillDelivered opens a queue file written by relayq
@@ -301,7 +303,7 @@ func messageTallies(t *testing.T, db *bolt.DB) (n int, version string) {
 // 09:00 UTC): seven messages, one deferred, one uncertain, one held, one
 // with a recipient dead (its dead letter), one delivered and one still
 // to try, one with a 300 KB body, three queued. Open drops the tallies
-// and marks the file version 3; the counts read as the older relayq left
+// and the archive's time index and marks the file version 3; the counts read as the older relayq left
 // them, Check passes, and every message is delivered, after which the
 // counts are empty.
 func TestTallyLayoutFileStillDelivered(t *testing.T) {
@@ -311,14 +313,14 @@ func TestTallyLayoutFileStillDelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, v := messageTallies(t, db); n != 7 || v != "2" {
-		t.Fatalf("the old file has %d message tallies and version %q; want 7, 2", n, v)
+	if n, v, index := messageTallies(t, db); n != 7 || v != "2" || !index {
+		t.Fatalf("the old file has %d message tallies, version %q, time index %v; want 7, 2, true", n, v, index)
 	}
 	db.Close()
 
 	q := openAt(t, path, Options{})
-	if n, v := messageTallies(t, q.db); n != 0 || v != "3" {
-		t.Errorf("after Open: %d message tallies, version %q; want 0, 3", n, v)
+	if n, v, index := messageTallies(t, q.db); n != 0 || v != "3" || index {
+		t.Errorf("after Open: %d message tallies, version %q, time index %v; want 0, 3, false", n, v, index)
 	}
 	if p := q.Check(); len(p) != 0 {
 		t.Errorf("Check = %v", p)

@@ -120,7 +120,7 @@ func damagedKey(bucket, k []byte) error {
 
 // timeKeyed reports whether bucket is keyed by time ‖ id.
 func timeKeyed(bucket []byte) bool {
-	return bytes.Equal(bucket, bucketSchedule) || bytes.Equal(bucket, bucketArchiveTime)
+	return bytes.Equal(bucket, bucketSchedule)
 }
 
 // CorruptLine is the first line of the reply every pending recipient of

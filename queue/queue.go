@@ -22,14 +22,15 @@ var (
 	bucketBodies   = []byte("bodies")
 	bucketSchedule = []byte("schedule")
 	bucketDead     = []byte("dead")
-	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices, bucketKeys}
+	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketNotices, bucketKeys}
 
 	keyVersion = []byte("version")
 	// formatVersion is the file's format: "3" since the counters keep no
-	// tally per message (counters.go), "2" since message records are
-	// compact (message_record.go). A file of version "1" holds JSON
-	// records, which are read as they are; one of "2" holds a tally per
-	// message, which Open deletes. Open marks either "3", so that an
+	// tally per message (counters.go) and the archive no time index
+	// (archive.go), "2" since message records are compact
+	// (message_record.go). A file of version "1" holds JSON records, which
+	// are read as they are; one of "2" holds a tally per message and the
+	// time index, which Open deletes. Open marks either "3", so that an
 	// older relayq refuses the file ("unknown queue format version")
 	// instead of sitting on its messages (a relayq of "1" would take every
 	// compact record for damage and never lease it) or getting its
@@ -208,6 +209,10 @@ func Open(path string, opts Options) (*Queue, error) {
 	if err := dropMessageTallies(db); err != nil { // counters.go: those of a file of format 2
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
+	}
+	if err := dropArchiveTimeIndex(db); err != nil { // archive.go: that of a file of format 2
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: history: %w", path, err)
 	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
