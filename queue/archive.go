@@ -280,17 +280,29 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 // pruneHistoryBefore deletes up to max archive records that left the
 // queue before cutoff, oldest first, in one commit, and returns how many.
 func (q *Queue) pruneHistoryBefore(cutoff time.Time, max int) (int, error) {
+	n, _, err := q.pruneHistoryAfter(cutoff, nil, max)
+	return n, err
+}
+
+// pruneHistoryAfter is pruneHistoryBefore reading from the first key after
+// after (nil: from the first). It also returns the key to go on after in
+// the next batch, nil when there is nothing more to read: a pass does not
+// read the records it keeps (long stays) again for every batch.
+func (q *Queue) pruneHistoryAfter(cutoff time.Time, after []byte, max int) (int, []byte, error) {
 	var due bool
 	_ = q.db.View(func(tx *bolt.Tx) error {
-		due = len(q.expiredHistory(tx, cutoff, 1)) > 0
+		keys, _ := q.expiredHistory(tx, cutoff, after, 1)
+		due = len(keys) > 0
 		return nil
 	})
 	if !due {
-		return 0, nil // no commit (and no fsync) for nothing
+		return 0, nil, nil // no commit (and no fsync) for nothing
 	}
 	var n int
+	var next []byte
 	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
-		keys := q.expiredHistory(tx, cutoff, max)
+		var keys [][]byte
+		keys, next = q.expiredHistory(tx, cutoff, after, max)
 		for _, k := range keys {
 			if err := tx.Bucket(bucketArchive).Delete(k); err != nil {
 				return err
@@ -299,18 +311,29 @@ func (q *Queue) pruneHistoryBefore(cutoff time.Time, max int) (int, error) {
 		n = len(keys)
 		return nil
 	})
-	return n, err
+	return n, next, err
 }
 
 // expiredHistory returns the keys of up to max archive records of
-// messages that left the queue before cutoff, oldest created first. Only
-// the records of messages created before cutoff are read; a record that
-// does not decode no longer says when it left and goes when its message's
-// creation is past the cutoff. Keys that are no queue ID are skipped.
-func (q *Queue) expiredHistory(tx *bolt.Tx, cutoff time.Time, max int) [][]byte {
-	var keys [][]byte
+// messages that left the queue before cutoff, oldest created first,
+// reading from the first key after after (nil: from the first), and the
+// last key it returned when it stopped at max (nil when it read all
+// there was to read). Only the records of messages created before cutoff
+// are read; a record that does not decode no longer says when it left
+// and goes when its message's creation is past the cutoff. Keys that are
+// no queue ID are skipped.
+func (q *Queue) expiredHistory(tx *bolt.Tx, cutoff time.Time, after []byte, max int) (keys [][]byte, next []byte) {
 	c := tx.Bucket(bucketArchive).Cursor()
-	for k, v := c.First(); k != nil && len(keys) < max; k, v = c.Next() {
+	k, v := c.First()
+	if after != nil {
+		if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	}
+	for ; k != nil; k, v = c.Next() {
+		if len(keys) == max {
+			return keys, keys[len(keys)-1]
+		}
 		if !ValidID(string(k)) {
 			q.skipDamagedKey(bucketArchive, k)
 			continue
@@ -323,7 +346,7 @@ func (q *Queue) expiredHistory(tx *bolt.Tx, cutoff time.Time, max int) [][]byte 
 		}
 		keys = append(keys, bytes.Clone(k))
 	}
-	return keys
+	return keys, nil
 }
 
 // startPruner runs PruneHistory in the background until the store closes.
@@ -356,10 +379,32 @@ func (q *Queue) pruneLoop(stop <-chan struct{}) {
 	}
 }
 
-// pruneAged prunes the records past the retention, in batches.
-func (q *Queue) pruneAged(stop <-chan struct{}) {
-	if q.opts.HistoryRetention >= 0 {
-		pruneInBatches(stop, q.PruneHistory, func(err error) { q.log.Warn("cannot prune the delivery history", "err", err) })
+// pruneAged prunes the records past the retention, in batches of
+// pruneBatch.
+func (q *Queue) pruneAged(stop <-chan struct{}) { q.pruneAgedBy(stop, pruneBatch) }
+
+// pruneAgedBy prunes the records past the retention, in batches of batch
+// records, each going on after the last.
+func (q *Queue) pruneAgedBy(stop <-chan struct{}, batch int) {
+	if q.opts.HistoryRetention < 0 {
+		return
+	}
+	cutoff := q.opts.Now().Add(-q.opts.HistoryRetention)
+	var after []byte
+	for {
+		_, next, err := q.pruneHistoryAfter(cutoff, after, batch)
+		if err != nil {
+			q.log.Warn("cannot prune the delivery history", "err", err)
+		}
+		if err != nil || next == nil {
+			return
+		}
+		after = next
+		select {
+		case <-stop:
+			return
+		default:
+		}
 	}
 }
 
