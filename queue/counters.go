@@ -506,7 +506,7 @@ func dropMessageTallies(db *bolt.DB) error {
 // checkCounters recomputes what the counters hold and names every
 // difference: a deferred index entry too many or missing, a dead letter
 // without its tally, a tally without its dead letter, a per-message tally
-// left from before format 3, and sums that are off. A file without counts
+// left in a file of format 3, and sums that are off. A file without counts
 // yet (Open builds them) has none to check. While a message record does
 // not decode (Check names it), what the counts hold of it is unknown: the
 // sums and the number of deferred index entries are not compared then.
@@ -559,21 +559,35 @@ func checkCounters(tx *bolt.Tx) []error {
 		}
 		return nil
 	})
+	var nDeadTallies, nMessageTallies int
+	_ = tallies.ForEach(func(k, _ []byte) error {
+		if len(k) > 0 && k[0] == 'm' {
+			nMessageTallies++
+		} else {
+			nDeadTallies++
+		}
+		return nil
+	})
+	if nMessageTallies > 0 && string(tx.Bucket(bucketMeta).Get(keyVersion)) == string(formatVersion) {
+		// A file of format 2 (checked before a relayq of format 3 opened
+		// it) still has them: Open deletes them.
+		problems = append(problems, fmt.Errorf("counters: %d per-message tallies left from format 2", nMessageTallies))
+	}
 	indexes := []struct {
-		name   string
-		bucket *bolt.Bucket
-		want   int
-	}{{"tallies", tallies, nTallies}, {"deaths index entries", deaths, nDeaths}}
+		name string
+		n    int
+		want int
+	}{{"dead letter tallies", nDeadTallies, nTallies}, {"deaths index entries", deaths.Stats().KeyN, nDeaths}}
 	if nDamaged == 0 {
 		indexes = append(indexes, struct {
-			name   string
-			bucket *bolt.Bucket
-			want   int
-		}{"deferred index entries", deferred, nDeferred})
+			name string
+			n    int
+			want int
+		}{"deferred index entries", deferred.Stats().KeyN, nDeferred})
 	}
 	for _, b := range indexes {
-		if n := b.bucket.Stats().KeyN; n != b.want {
-			problems = append(problems, fmt.Errorf("counters: %d %s for %d", n, b.name, b.want))
+		if b.n != b.want {
+			problems = append(problems, fmt.Errorf("counters: %d %s for %d", b.n, b.name, b.want))
 		}
 	}
 	switch got, err := decodeCounts(stored); {

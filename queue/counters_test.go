@@ -317,6 +317,10 @@ func TestTallyLayoutFileStillDelivered(t *testing.T) {
 		t.Fatalf("the old file has %d message tallies, version %q, time index %v; want 7, 2, true", n, v, index)
 	}
 	db.Close()
+	// Checked before a relayq of format 3 opened it, the file is sound.
+	if problems, err := CheckFile(path, time.Second); err != nil || len(problems) != 0 {
+		t.Errorf("CheckFile of the old file = %v, %v", problems, err)
+	}
 
 	q := openAt(t, path, Options{})
 	if n, v, index := messageTallies(t, q.db); n != 0 || v != "3" || index {
@@ -324,6 +328,23 @@ func TestTallyLayoutFileStillDelivered(t *testing.T) {
 	}
 	if p := q.Check(); len(p) != 0 {
 		t.Errorf("Check = %v", p)
+	}
+	stray := func(put bool) error {
+		return q.db.Update(func(tx *bolt.Tx) error {
+			if put {
+				return tx.Bucket(bucketTally).Put(tallyKey('m', "1HVQD3AGP78000MP8070"), make([]byte, 25))
+			}
+			return tx.Bucket(bucketTally).Delete(tallyKey('m', "1HVQD3AGP78000MP8070"))
+		})
+	}
+	if err := stray(true); err != nil {
+		t.Fatal(err)
+	}
+	if p := q.Check(); len(p) != 1 || !strings.Contains(p[0].Error(), "1 per-message tallies left") {
+		t.Errorf("Check with a per-message tally in a file of format 3 = %v", p)
+	}
+	if err := stray(false); err != nil {
+		t.Fatal(err)
 	}
 	s, err := q.Summarize(time.Time{})
 	if err != nil || s.Queued != 4 || s.Deferred != 1 || s.Uncertain != 1 || s.Held != 1 || s.Pending != 8 || s.Bytes != 309720 || s.Dead != 1 {
