@@ -20,13 +20,23 @@ import (
 // envelope, and each recipient's final state with the reply that settled
 // it.
 //
-// A second bucket, "archive-by-time" (time left ‖ id → nothing), orders the
-// records by when they were written, so that pruning reads only what it
-// deletes. Pruning runs in the background (see pruneLoop), in commits of at
-// most pruneBatch records, so it never holds a long write transaction.
+// Pruning reads the records in the order of their keys, queue IDs, which
+// begin with when the message was created (idTime): every record of a
+// message created before the cutoff is read, and those that left before it
+// are deleted. One that left after it (a message that stayed queued long)
+// is read again by the next pass, until it too is past the cutoff; the
+// first record of a message created after the cutoff ends the pass.
+// Pruning runs in the background (see pruneLoop), in commits of at most
+// pruneBatch records, so it never holds a long write transaction.
+//
+// Until format 3 a second bucket, "archive-by-time" (time left ‖ id →
+// nothing), ordered the records by when they left; every delivery wrote
+// it, a leaf and a branch more each commit. Open deletes it
+// (dropArchiveTimeIndex).
 
 var (
-	bucketArchive     = []byte("archive")
+	bucketArchive = []byte("archive")
+	// bucketArchiveTime is the time index of format 2, deleted at Open.
 	bucketArchiveTime = []byte("archive-by-time")
 )
 
@@ -132,37 +142,35 @@ func (q *Queue) archive(tx *bolt.Tx, m *Message, now time.Time) error {
 	if err := unarchive(tx, m.ID); err != nil {
 		return err
 	}
-	archive, index := tx.Bucket(bucketArchive), tx.Bucket(bucketArchiveTime)
-	archive.FillPercent, index.FillPercent = appendFill, appendFill
+	archive := tx.Bucket(bucketArchive)
+	archive.FillPercent = appendFill
 	if err := archive.Put([]byte(m.ID), encodeArchivedKnowing(&a, implied)); err != nil {
 		return err
 	}
 	q.history.written.Add(1)
-	return index.Put(scheduleKey(now, m.ID), nil)
+	return nil
 }
 
-// unarchive deletes the record of id and its time index entry, if any.
+// unarchive deletes the record of id, if any (damaged or not: failing here
+// would fail the Record of a message the relay has already taken, which
+// would then be sent again and again).
 func unarchive(tx *bolt.Tx, id string) error {
-	b := tx.Bucket(bucketArchive)
-	v := b.Get([]byte(id))
-	if v == nil {
+	return tx.Bucket(bucketArchive).Delete([]byte(id))
+}
+
+// dropArchiveTimeIndex deletes the time index a file of format 2 kept
+// beside the archive, in one commit (DeleteBucket frees its pages without
+// reading its keys). A file without it costs a read transaction.
+func dropArchiveTimeIndex(db *bolt.DB) error {
+	var some bool
+	_ = db.View(func(tx *bolt.Tx) error {
+		some = tx.Bucket(bucketArchiveTime) != nil
+		return nil
+	})
+	if !some {
 		return nil
 	}
-	old, err := decodeArchived([]byte(id), v)
-	if err != nil {
-		// Damaged: it no longer says when it was written, so its
-		// index entry is found by ID. Failing here would fail the
-		// Record of a message the relay has already taken, which
-		// would then be sent again and again.
-		if err := deleteTimeKeyed(tx.Bucket(bucketArchiveTime), id); err != nil {
-			return err
-		}
-		return b.Delete([]byte(id))
-	}
-	if err := tx.Bucket(bucketArchiveTime).Delete(scheduleKey(old.Left, id)); err != nil {
-		return err
-	}
-	return b.Delete([]byte(id))
+	return db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketArchiveTime) })
 }
 
 // lastRelay is the relay of the latest attempt in h that tried addr.
@@ -272,48 +280,73 @@ func (q *Queue) PruneHistory(max int) (int, error) {
 // pruneHistoryBefore deletes up to max archive records that left the
 // queue before cutoff, oldest first, in one commit, and returns how many.
 func (q *Queue) pruneHistoryBefore(cutoff time.Time, max int) (int, error) {
+	n, _, err := q.pruneHistoryAfter(cutoff, nil, max)
+	return n, err
+}
+
+// pruneHistoryAfter is pruneHistoryBefore reading from the first key after
+// after (nil: from the first). It also returns the key to go on after in
+// the next batch, nil when there is nothing more to read: a pass does not
+// read the records it keeps (long stays) again for every batch.
+func (q *Queue) pruneHistoryAfter(cutoff time.Time, after []byte, max int) (int, []byte, error) {
 	var due bool
 	_ = q.db.View(func(tx *bolt.Tx) error {
-		due = len(q.expiredHistory(tx, cutoff, 1)) > 0
+		keys, _ := q.expiredHistory(tx, cutoff, after, 1)
+		due = len(keys) > 0
 		return nil
 	})
 	if !due {
-		return 0, nil // no commit (and no fsync) for nothing
+		return 0, nil, nil // no commit (and no fsync) for nothing
 	}
 	var n int
+	var next []byte
 	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
-		keys := q.expiredHistory(tx, cutoff, max)
+		var keys [][]byte
+		keys, next = q.expiredHistory(tx, cutoff, after, max)
 		for _, k := range keys {
-			if err := tx.Bucket(bucketArchiveTime).Delete(k); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketArchive).Delete(k[8:]); err != nil {
+			if err := tx.Bucket(bucketArchive).Delete(k); err != nil {
 				return err
 			}
 		}
 		n = len(keys)
 		return nil
 	})
-	return n, err
+	return n, next, err
 }
 
-// expiredHistory returns the keys of up to max entries of the archive's
-// time index written before cutoff, oldest first; damaged keys are skipped.
-func (q *Queue) expiredHistory(tx *bolt.Tx, cutoff time.Time, max int) [][]byte {
-	var keys [][]byte
-	c := tx.Bucket(bucketArchiveTime).Cursor()
-	for k, _ := c.First(); k != nil && len(keys) < max; k, _ = c.Next() {
-		left, _, ok := splitTimeKey(k)
-		if !ok {
-			q.skipDamagedKey(bucketArchiveTime, k)
+// expiredHistory returns the keys of up to max archive records of
+// messages that left the queue before cutoff, oldest created first,
+// reading from the first key after after (nil: from the first), and the
+// last key it returned when it stopped at max (nil when it read all
+// there was to read). Only the records of messages created before cutoff
+// are read; a record that does not decode no longer says when it left
+// and goes when its message's creation is past the cutoff. Keys that are
+// no queue ID are skipped.
+func (q *Queue) expiredHistory(tx *bolt.Tx, cutoff time.Time, after []byte, max int) (keys [][]byte, next []byte) {
+	c := tx.Bucket(bucketArchive).Cursor()
+	k, v := c.First()
+	if after != nil {
+		if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+			k, v = c.Next()
+		}
+	}
+	for ; k != nil; k, v = c.Next() {
+		if len(keys) == max {
+			return keys, keys[len(keys)-1]
+		}
+		if !ValidID(string(k)) {
+			q.skipDamagedKey(bucketArchive, k)
 			continue
 		}
-		if !left.Before(cutoff) {
+		if !idTime(string(k)).Before(cutoff) {
 			break
+		}
+		if a, err := decodeArchived(k, v); err == nil && !a.Left.Before(cutoff) {
+			continue // stayed queued long: pruned by a later pass
 		}
 		keys = append(keys, bytes.Clone(k))
 	}
-	return keys
+	return keys, nil
 }
 
 // startPruner runs PruneHistory in the background until the store closes.
@@ -346,10 +379,32 @@ func (q *Queue) pruneLoop(stop <-chan struct{}) {
 	}
 }
 
-// pruneAged prunes the records past the retention, in batches.
-func (q *Queue) pruneAged(stop <-chan struct{}) {
-	if q.opts.HistoryRetention >= 0 {
-		pruneInBatches(stop, q.PruneHistory, func(err error) { q.log.Warn("cannot prune the delivery history", "err", err) })
+// pruneAged prunes the records past the retention, in batches of
+// pruneBatch.
+func (q *Queue) pruneAged(stop <-chan struct{}) { q.pruneAgedBy(stop, pruneBatch) }
+
+// pruneAgedBy prunes the records past the retention, in batches of batch
+// records, each going on after the last.
+func (q *Queue) pruneAgedBy(stop <-chan struct{}, batch int) {
+	if q.opts.HistoryRetention < 0 {
+		return
+	}
+	cutoff := q.opts.Now().Add(-q.opts.HistoryRetention)
+	var after []byte
+	for {
+		_, next, err := q.pruneHistoryAfter(cutoff, after, batch)
+		if err != nil {
+			q.log.Warn("cannot prune the delivery history", "err", err)
+		}
+		if err != nil || next == nil {
+			return
+		}
+		after = next
+		select {
+		case <-stop:
+			return
+		default:
+		}
 	}
 }
 
@@ -372,29 +427,12 @@ func pruneInBatches(stop <-chan struct{}, prune func(int) (int, error), warn fun
 	}
 }
 
-// checkArchive verifies that every archive record has its time index
-// entry and every index entry its record.
+// checkArchive verifies that every archive record decodes.
 func checkArchive(tx *bolt.Tx) []error {
 	var problems []error
-	archive, index := tx.Bucket(bucketArchive), tx.Bucket(bucketArchiveTime)
-	_ = archive.ForEach(func(k, v []byte) error {
-		a, err := decodeArchived(k, v)
-		if err != nil {
+	_ = tx.Bucket(bucketArchive).ForEach(func(k, v []byte) error {
+		if _, err := decodeArchived(k, v); err != nil {
 			problems = append(problems, fmt.Errorf("archive record %s: does not decode: %w", k, err))
-			return nil
-		}
-		if index.Get(scheduleKey(a.Left, string(k))) == nil {
-			problems = append(problems, fmt.Errorf("archive record %s: no time index entry (it would never be pruned)", k))
-		}
-		return nil
-	})
-	_ = index.ForEach(func(k, _ []byte) error {
-		_, id, ok := splitTimeKey(k)
-		switch {
-		case !ok:
-			problems = append(problems, damagedKey(bucketArchiveTime, k))
-		case archive.Get(id) == nil:
-			problems = append(problems, fmt.Errorf("archive index entry %q: no such record", k))
 		}
 		return nil
 	})

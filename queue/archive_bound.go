@@ -46,16 +46,12 @@ func (h *historySize) perRecord() int64 {
 	return max(1, h.bytes/h.records)
 }
 
-// HistorySize is the bytes of the pages the history takes (records and
-// time index) and how many records it holds. It reads every page of the
-// history.
+// HistorySize is the bytes of the pages the history takes and how many
+// records it holds. It reads every page of the history.
 func (q *Queue) HistorySize() (bytes, records int64, err error) {
 	err = q.db.View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketArchive, bucketArchiveTime} {
-			s := tx.Bucket(name).Stats()
-			bytes += int64(s.BranchAlloc + s.LeafAlloc)
-		}
-		records = int64(tx.Bucket(bucketArchive).Stats().KeyN)
+		s := tx.Bucket(bucketArchive).Stats()
+		bytes, records = int64(s.BranchAlloc+s.LeafAlloc), int64(s.KeyN)
 		return nil
 	})
 	return bytes, records, err

@@ -101,6 +101,75 @@ func TestPruneHistoryInBatches(t *testing.T) {
 	}
 }
 
+// TestHistoryOfALongStayPrunedByWhenItLeft: pruning reads the records in
+// the order the messages were created, but deletes a record only once the
+// message left the queue longer ago than the retention: one that stayed
+// queued for hours keeps its record after a younger message's is gone.
+func TestHistoryOfALongStayPrunedByWhenItLeft(t *testing.T) {
+	clk := newClock()
+	q, _ := openTest(t, Options{Now: clk.Now, HistoryRetention: time.Hour})
+	long := put(t, q, "x\r\n", "a@x.org")
+	l := leaseOne(t, q)
+	if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Deferred, Reply: reply451, NextAttempt: clk.Now().Add(3 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Second)
+	short := put(t, q, "y\r\n", "b@x.org")
+	deliver(t, q, "", "b@x.org") // leaves at 0h00m01
+	clk.Advance(3 * time.Hour)
+	deliver(t, q, "", "a@x.org") // leaves at 3h00m01, created before the other
+	clk.Advance(30 * time.Minute)
+	if n, err := q.PruneHistory(100); err != nil || n != 1 {
+		t.Fatalf("prune at 3h30: %d, %v; want the short stay's record only", n, err)
+	}
+	if _, err := q.Lookup(short); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the short stay: %v, want ErrNotFound", err)
+	}
+	if l := lookup(t, q, long); l.Archived == nil {
+		t.Error("the long stay's record, 30 minutes after it left, was pruned")
+	}
+	clk.Advance(time.Hour)
+	if n, err := q.PruneHistory(100); err != nil || n != 1 {
+		t.Fatalf("prune at 4h30: %d, %v; want the long stay's record", n, err)
+	}
+}
+
+// TestPrunerGoesOnPastLongStays: the background pass prunes in batches,
+// each going on after the last, past the records it keeps.
+func TestPrunerGoesOnPastLongStays(t *testing.T) {
+	clk := newClock()
+	q, _ := openTest(t, Options{Now: clk.Now, HistoryRetention: time.Hour})
+	long := put(t, q, "x\r\n", "a@x.org")
+	l := leaseOne(t, q)
+	if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Deferred, Reply: reply451, NextAttempt: clk.Now().Add(3 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	var short []string
+	for range 5 {
+		clk.Advance(time.Second)
+		short = append(short, put(t, q, "y\r\n", "b@x.org"))
+		deliver(t, q, "", "b@x.org")
+	}
+	clk.Advance(3 * time.Hour)
+	deliver(t, q, "", "a@x.org")
+	clk.Advance(30 * time.Minute)
+	q.pruneAgedBy(make(chan struct{}), 2)
+	for _, id := range short {
+		if _, err := q.Lookup(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: %v after the pass, want ErrNotFound", id, err)
+		}
+	}
+	if _, _, err := q.pruneHistoryAfter(clk.Now().Add(-time.Hour), nil, 10); err != nil {
+		t.Fatal(err)
+	}
+	if l := lookup(t, q, long); l.Archived == nil {
+		t.Error("the long stay's record was pruned")
+	}
+	if _, records, _ := q.HistorySize(); records != 1 {
+		t.Errorf("%d records left, want the long stay's", records)
+	}
+}
+
 // TestArchiveFates: what the record says for each way of leaving the
 // queue; a dead letter requeued and then delivered leaves one record, the
 // latest (the cleanup's Check finds no stale index entry).

@@ -16,12 +16,15 @@ import (
 // reads a few keys instead of every record (Summarize took 10.9 s with a
 // million messages queued) and a crash (kill -9) never leaves them wrong.
 //
-//   - bucketTally holds, per message ("m" ‖ ID), what the counts hold of
-//     it: its stored state, pending recipients, size and, for a message
-//     tried and not held, the start of its lifetime; per dead letter
-//     ("d" ‖ ID) when it died. A change subtracts the old tally and adds
-//     the new one, without decoding the old record.
-//   - meta/counts holds the sums (counts).
+//   - meta/counts holds the sums (counts) of what each message record
+//     says (its tally: stored state, pending recipients, size and, for a
+//     message tried and not held, the start of its lifetime) and the
+//     number of dead letters. A change subtracts the tally of the record
+//     it replaces, decoded from the stored record (a compact record
+//     decodes in about a microsecond), and adds the new one. Since format
+//     3 no per-message tally is stored: one bucket fewer for every change
+//     to write (two pages a commit).
+//   - bucketTally holds, per dead letter ("d" ‖ ID), when it died.
 //   - bucketDeferred indexes the tried, not held messages by the start of
 //     their lifetime (time ‖ ID): its first key is the oldest deferred.
 //   - bucketDeaths indexes the dead letters by when they died (time ‖ ID):
@@ -31,6 +34,13 @@ import (
 // countMessage, uncountMessage, countDead and uncountDead. A file written
 // before counters is tallied once, at Open (buildCounters). Check
 // recomputes them all and names any difference.
+//
+// A record that does not decode is counted as a queued message of no
+// recipients and no size (what buildCounters and Check take it for). When
+// a change meets one, what the counts hold of it is unknown (it may have
+// been damaged after it was counted), so the sums are recomputed from
+// every record in the same transaction (recount): slow with a large
+// queue, but only ever after damage.
 //
 // What the tallies cannot know, damage to a record after it was written
 // (a page scribbled over), is found by an audit in the background after
@@ -101,8 +111,6 @@ type tally struct {
 	since   int64 // UnixNano of LifetimeStart when tried and not held; 0 otherwise
 }
 
-const tallyLen = 1 + 3*8
-
 func tallyOf(m *Message) tally {
 	t := tally{state: tallyQueued, size: m.Size}
 	for _, r := range m.Recipients {
@@ -124,22 +132,6 @@ func tallyOf(m *Message) tally {
 	return t
 }
 
-func (t tally) encode() []byte {
-	b := append(make([]byte, 0, tallyLen), t.state)
-	for _, n := range []int64{t.pending, t.size, t.since} {
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	return b
-}
-
-func decodeTally(v []byte) (tally, bool) {
-	if len(v) != tallyLen || v[0] >= nTallyStates {
-		return tally{}, false
-	}
-	n := func(i int) int64 { return int64(binary.BigEndian.Uint64(v[1+8*i:])) }
-	return tally{state: v[0], pending: n(0), size: n(1), since: n(2)}, true
-}
-
 func (c *counts) add(t tally, sign int64) {
 	c.states[t.state] += sign
 	c.pending += sign * t.pending
@@ -148,41 +140,84 @@ func (c *counts) add(t tally, sign int64) {
 
 func tallyKey(kind byte, id string) []byte { return append([]byte{kind}, id...) }
 
-// countMessage is the hook after m's record was written (a new message or
-// a change): the counts and the deferred index follow it.
-func countMessage(tx *bolt.Tx, m *Message) error {
+// storedTally is what the counts hold of the stored record v (nil: no
+// record): known is false for a record that does not decode.
+type storedTally struct {
+	t     tally
+	had   bool
+	known bool
+}
+
+func tallyOfRecord(v []byte) storedTally {
+	if v == nil {
+		return storedTally{known: true}
+	}
+	m, err := decodeMessage(v)
+	if err != nil {
+		return storedTally{had: true}
+	}
+	return storedTally{t: tallyOf(m), had: true, known: true}
+}
+
+// readTally is the storedTally of m as just decoded from its record,
+// before any change to it: a change function that has read the record
+// need not decode it again.
+func readTally(m *Message) storedTally {
+	return storedTally{t: tallyOf(m), had: true, known: true}
+}
+
+// storedTallyOf is the tally of id's record as tx holds it now.
+func storedTallyOf(tx *bolt.Tx, id string) storedTally {
+	return tallyOfRecord(tx.Bucket(bucketMessages).Get([]byte(id)))
+}
+
+// countMessage is the hook after m's record was written over the record
+// whose tally was before (storedTallyOf, read before the write; the zero
+// storedTally for a new message, with known set): the counts and the
+// deferred index follow it.
+func countMessage(tx *bolt.Tx, m *Message, before storedTally) error {
+	now := tallyOf(m)
+	return retally(tx, m.ID, before, &now)
+}
+
+// uncountMessage is the hook after the record of id, whose tally was
+// before (storedTallyOf, read before the delete), was deleted.
+func uncountMessage(tx *bolt.Tx, id string, before storedTally) error {
+	return retally(tx, id, before, nil)
+}
+
+// newMessageTally is the storedTally of no record.
+var newMessageTally = storedTally{known: true}
+
+// retally replaces, in the counts, the tally before of id by now (nil:
+// none).
+func retally(tx *bolt.Tx, id string, before storedTally, now *tally) error {
 	if !counted(tx) {
 		return nil // buildCounters will
 	}
-	key, now := tallyKey('m', m.ID), tallyOf(m)
-	old, had := decodeTally(tx.Bucket(bucketTally).Get(key))
-	if had && old == now {
+	if before.known && before.had && now != nil && before.t == *now {
 		return nil
 	}
-	return retally(tx, m.ID, key, old, had, &now)
-}
-
-// uncountMessage is the hook after the record of id was deleted.
-func uncountMessage(tx *bolt.Tx, id string) error {
-	if !counted(tx) {
-		return nil // buildCounters will
+	deferred := tx.Bucket(bucketDeferred)
+	if !before.known {
+		// Damaged: its entry in the deferred index is found by ID, and
+		// the sums are recomputed once the change is made.
+		if err := deleteTimeKeyed(deferred, id); err != nil {
+			return err
+		}
+		if now != nil && now.since != 0 {
+			if err := deferred.Put(timeKey(now.since, id), nil); err != nil {
+				return err
+			}
+		}
+		return recount(tx)
 	}
-	key := tallyKey('m', id)
-	old, had := decodeTally(tx.Bucket(bucketTally).Get(key))
-	if !had {
-		return nil // never counted (damaged when the counts were built)
-	}
-	return retally(tx, id, key, old, true, nil)
-}
-
-// retally replaces the tally old (when had) of id by now (nil: none).
-func retally(tx *bolt.Tx, id string, key []byte, old tally, had bool, now *tally) error {
 	c, err := readCounts(tx)
 	if err != nil {
 		return err
 	}
-	deferred := tx.Bucket(bucketDeferred)
-	if had {
+	old := before.t
+	if before.had {
 		c.add(old, -1)
 		if old.since != 0 && (now == nil || now.since != old.since) {
 			if err := deferred.Delete(timeKey(old.since, id)); err != nil {
@@ -190,22 +225,77 @@ func retally(tx *bolt.Tx, id string, key []byte, old tally, had bool, now *tally
 			}
 		}
 	}
-	if now == nil {
-		if err := tx.Bucket(bucketTally).Delete(key); err != nil {
-			return err
-		}
-	} else {
+	if now != nil {
 		c.add(*now, 1)
-		if now.since != 0 && (!had || old.since != now.since) {
+		if now.since != 0 && (!before.had || old.since != now.since) {
 			if err := deferred.Put(timeKey(now.since, id), nil); err != nil {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketTally).Put(key, now.encode()); err != nil {
+	}
+	return writeCounts(tx, c)
+}
+
+// forgetLost takes the messages lost, whose schedule entries were left
+// without a record, out of the deferred index and the sums, which may
+// still hold them (recount).
+func forgetLost(tx *bolt.Tx, lost []string) error {
+	if len(lost) == 0 || !counted(tx) {
+		return nil
+	}
+	gone := make(map[string]bool, len(lost))
+	for _, id := range lost {
+		gone[id] = true
+	}
+	var keys [][]byte
+	deferred := tx.Bucket(bucketDeferred)
+	_ = deferred.ForEach(func(k, _ []byte) error {
+		if len(k) > 8 && gone[string(k[8:])] {
+			keys = append(keys, bytes.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range keys {
+		if err := deferred.Delete(k); err != nil {
 			return err
 		}
 	}
+	return recount(tx)
+}
+
+// recount recomputes the sums of the message records from every record
+// (the dead letters' count stays): after a change met a record that does
+// not decode, or a message whose record is gone, whose share of the sums
+// nothing can tell.
+func recount(tx *bolt.Tx) error {
+	c, err := readCounts(tx)
+	if err != nil {
+		return err
+	}
+	sums := messageSums(tx)
+	c.states, c.pending, c.bytes = sums.states, sums.pending, sums.bytes
 	return writeCounts(tx, c)
+}
+
+// messageSums adds up the tallies of every message record; one that does
+// not decode counts as a queued message of no recipients and no size.
+func messageSums(tx *bolt.Tx) counts {
+	var c counts
+	_ = tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+		c.add(recordTallyOrStandIn(k, v), 1)
+		return nil
+	})
+	return c
+}
+
+// recordTallyOrStandIn is the tally of the record v of id k, or, when it
+// does not decode, of a queued message of no recipients and no size.
+func recordTallyOrStandIn(k, v []byte) tally {
+	m, err := decodeMessage(v)
+	if err != nil {
+		m = &Message{ID: string(k)}
+	}
+	return tallyOf(m)
 }
 
 // countDead is the hook after dead letter d was written.
@@ -319,18 +409,12 @@ func buildCounters(db *bolt.DB) error {
 		tally func(tx *bolt.Tx, k, v []byte) error
 	}{
 		{bucketMessages, func(tx *bolt.Tx, k, v []byte) error {
-			m, err := decodeMessage(v)
-			if err != nil {
-				m = &Message{ID: string(k)}
-			}
-			t := tallyOf(m)
+			t := recordTallyOrStandIn(k, v)
 			c.add(t, 1)
-			if t.since != 0 {
-				if err := tx.Bucket(bucketDeferred).Put(timeKey(t.since, m.ID), nil); err != nil {
-					return err
-				}
+			if t.since == 0 {
+				return nil
 			}
-			return tx.Bucket(bucketTally).Put(tallyKey('m', m.ID), t.encode())
+			return tx.Bucket(bucketDeferred).Put(timeKey(t.since, string(k)), nil)
 		}},
 		{bucketDead, func(tx *bolt.Tx, k, v []byte) error {
 			c.dead++
@@ -376,11 +460,56 @@ func buildCounters(db *bolt.DB) error {
 	return db.Update(func(tx *bolt.Tx) error { return writeCounts(tx, c) })
 }
 
+// dropMessageTallies deletes the per-message tallies ("m" ‖ ID) a file
+// of format 2 kept in bucketTally, in one commit: the bucket is replaced
+// by one holding only the dead letters' tallies, which frees the old one's
+// pages without deleting its keys one by one (a million tallies: well
+// under a second). A file without any costs one seek in a read
+// transaction.
+func dropMessageTallies(db *bolt.DB) error {
+	var some bool
+	_ = db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketTally).Cursor().Seek([]byte{'m'})
+		some = k != nil && k[0] == 'm'
+		return nil
+	})
+	if !some {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		var keep [][2][]byte
+		c := tx.Bucket(bucketTally).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if k[0] == 'm' {
+				if k, v = c.Seek([]byte{'m' + 1}); k == nil {
+					break
+				}
+			}
+			keep = append(keep, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
+		}
+		if err := tx.DeleteBucket(bucketTally); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketTally)
+		if err != nil {
+			return err
+		}
+		for _, kv := range keep {
+			if err := b.Put(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // checkCounters recomputes what the counters hold and names every
-// difference: a tally that is not the record's, a record without one, a
-// tally without a record, an index entry too many or missing, and sums
-// that are off. A file without counts yet (Open builds them) has none to
-// check.
+// difference: a deferred index entry too many or missing, a dead letter
+// without its tally, a tally without its dead letter, a per-message tally
+// left in a file of format 3, and sums that are off. A file without counts
+// yet (Open builds them) has none to check. While a message record does
+// not decode (Check names it), what the counts hold of it is unknown: the
+// sums and the number of deferred index entries are not compared then.
 func checkCounters(tx *bolt.Tx) []error {
 	stored := tx.Bucket(bucketMeta).Get(keyCounts)
 	if stored == nil {
@@ -394,27 +523,20 @@ func checkCounters(tx *bolt.Tx) []error {
 	var problems []error
 	var want counts
 	tallies, deferred, deaths := tx.Bucket(bucketTally), tx.Bucket(bucketDeferred), tx.Bucket(bucketDeaths)
-	var nTallies, nDeferred, nDeaths int
+	var nTallies, nDeferred, nDeaths, nDamaged int
 	_ = tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
-		nTallies++
-		got, ok := decodeTally(tallies.Get(tallyKey('m', string(k))))
-		if !ok {
-			problems = append(problems, fmt.Errorf("counters: message %s is not counted", k))
-			return nil
-		}
-		want.add(got, 1)
-		if got.since != 0 {
-			nDeferred++
-			if deferred.Get(timeKey(got.since, string(k))) == nil {
-				problems = append(problems, fmt.Errorf("counters: message %s: missing from the deferred index", k))
-			}
-		}
 		m, err := decodeMessage(v)
 		if err != nil {
-			return nil // damaged: its tally is all there is
+			nDamaged++ // damaged: Check names it
+			return nil
 		}
-		if t := tallyOf(m); t != got {
-			problems = append(problems, fmt.Errorf("counters: message %s is counted as %+v, but is %+v", k, got, t))
+		t := tallyOf(m)
+		want.add(t, 1)
+		if t.since != 0 {
+			nDeferred++
+			if deferred.Get(timeKey(t.since, string(k))) == nil {
+				problems = append(problems, fmt.Errorf("counters: message %s: missing from the deferred index", k))
+			}
 		}
 		return nil
 	})
@@ -437,17 +559,42 @@ func checkCounters(tx *bolt.Tx) []error {
 		}
 		return nil
 	})
-	for _, b := range []struct {
-		name   string
-		bucket *bolt.Bucket
-		want   int
-	}{{"tallies", tallies, nTallies}, {"deferred index entries", deferred, nDeferred}, {"deaths index entries", deaths, nDeaths}} {
-		if n := b.bucket.Stats().KeyN; n != b.want {
-			problems = append(problems, fmt.Errorf("counters: %d %s for %d", n, b.name, b.want))
+	var nDeadTallies, nMessageTallies int
+	_ = tallies.ForEach(func(k, _ []byte) error {
+		if len(k) > 0 && k[0] == 'm' {
+			nMessageTallies++
+		} else {
+			nDeadTallies++
+		}
+		return nil
+	})
+	if nMessageTallies > 0 && string(tx.Bucket(bucketMeta).Get(keyVersion)) == string(formatVersion) {
+		// A file of format 2 (checked before a relayq of format 3 opened
+		// it) still has them: Open deletes them.
+		problems = append(problems, fmt.Errorf("counters: %d per-message tallies left from format 2", nMessageTallies))
+	}
+	indexes := []struct {
+		name string
+		n    int
+		want int
+	}{{"dead letter tallies", nDeadTallies, nTallies}, {"deaths index entries", deaths.Stats().KeyN, nDeaths}}
+	if nDamaged == 0 {
+		indexes = append(indexes, struct {
+			name string
+			n    int
+			want int
+		}{"deferred index entries", deferred.Stats().KeyN, nDeferred})
+	}
+	for _, b := range indexes {
+		if b.n != b.want {
+			problems = append(problems, fmt.Errorf("counters: %d %s for %d", b.n, b.name, b.want))
 		}
 	}
-	if got, err := decodeCounts(stored); err != nil || got != want {
+	switch got, err := decodeCounts(stored); {
+	case err != nil || nDamaged == 0 && got != want:
 		problems = append(problems, fmt.Errorf("counters: the sums are %+v, the records add up to %+v", got, want))
+	case got.dead != want.dead:
+		problems = append(problems, fmt.Errorf("counters: %d dead letters counted, %d stored", got.dead, want.dead))
 	}
 	return problems
 }

@@ -277,3 +277,113 @@ func BenchmarkSummarize10k(b *testing.B) {
 		}
 	}
 }
+
+// messageTallies counts the per-message tallies a file of format 2 kept;
+// index says whether it has the archive's time index of format 2.
+func messageTallies(t *testing.T, db *bolt.DB) (n int, version string, index bool) {
+	t.Helper()
+	err := db.View(func(tx *bolt.Tx) error {
+		version = string(tx.Bucket(bucketMeta).Get(keyVersion))
+		index = tx.Bucket(bucketArchiveTime) != nil
+		c := tx.Bucket(bucketTally).Cursor()
+		for k, _ := c.Seek([]byte{'m'}); k != nil && k[0] == 'm'; k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, version, index
+}
+
+// TestTallyLayoutFileStillDelivered opens a queue file written by relayq
+// before format 3, with a tally per message (main at 92862f6;
+// testdata/tally-layout.db.gz, made with a fixed clock of 2026-12-07
+// 09:00 UTC): seven messages, one deferred, one uncertain, one held, one
+// with a recipient dead (its dead letter), one delivered and one still
+// to try, one with a 300 KB body, three queued. Open drops the tallies
+// and the archive's time index and marks the file version 3; the counts read as the older relayq left
+// them, Check passes, and every message is delivered, after which the
+// counts are empty.
+func TestTallyLayoutFileStillDelivered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	gunzip(t, "testdata/tally-layout.db.gz", path)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, v, index := messageTallies(t, db); n != 7 || v != "2" || !index {
+		t.Fatalf("the old file has %d message tallies, version %q, time index %v; want 7, 2, true", n, v, index)
+	}
+	db.Close()
+	// Checked before a relayq of format 3 opened it, the file is sound.
+	if problems, err := CheckFile(path, time.Second); err != nil || len(problems) != 0 {
+		t.Errorf("CheckFile of the old file = %v, %v", problems, err)
+	}
+
+	q := openAt(t, path, Options{})
+	if n, v, index := messageTallies(t, q.db); n != 0 || v != "3" || index {
+		t.Errorf("after Open: %d message tallies, version %q, time index %v; want 0, 3, false", n, v, index)
+	}
+	if p := q.Check(); len(p) != 0 {
+		t.Errorf("Check = %v", p)
+	}
+	stray := func(put bool) error {
+		return q.db.Update(func(tx *bolt.Tx) error {
+			if put {
+				return tx.Bucket(bucketTally).Put(tallyKey('m', "1HVQD3AGP78000MP8070"), make([]byte, 25))
+			}
+			return tx.Bucket(bucketTally).Delete(tallyKey('m', "1HVQD3AGP78000MP8070"))
+		})
+	}
+	if err := stray(true); err != nil {
+		t.Fatal(err)
+	}
+	if p := q.Check(); len(p) != 1 || !strings.Contains(p[0].Error(), "1 per-message tallies left") {
+		t.Errorf("Check with a per-message tally in a file of format 3 = %v", p)
+	}
+	if err := stray(false); err != nil {
+		t.Fatal(err)
+	}
+	s, err := q.Summarize(time.Time{})
+	if err != nil || s.Queued != 4 || s.Deferred != 1 || s.Uncertain != 1 || s.Held != 1 || s.Pending != 8 || s.Bytes != 309720 || s.Dead != 1 {
+		t.Errorf("Summarize = %+v, %v; want what the older relayq counted", s, err)
+	}
+	var held string
+	msgs, _ := q.List()
+	for _, m := range msgs {
+		if m.Held {
+			held = m.ID
+		}
+	}
+	if err := one(t, q.Unhold, held); err != nil {
+		t.Fatal(err)
+	}
+	if err := one(t, q.Retry, held); err != nil { // the deferred ones are due in an hour
+		t.Fatal(err)
+	}
+	if _, err := q.RetryAll(); err != nil {
+		t.Fatal(err)
+	}
+	leases, err := q.Lease(10)
+	if err != nil || len(leases) != 7 {
+		t.Fatalf("Lease = %d, %v; want 7", len(leases), err)
+	}
+	for _, l := range leases {
+		if err := q.VerifyBody(l.Message); err != nil {
+			t.Error(err)
+		}
+		var outcomes []Outcome
+		for _, r := range l.Pending() {
+			outcomes = append(outcomes, Outcome{Address: r.Address, Result: Delivered})
+		}
+		if _, err := q.Record(l, outcomes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = q.Summarize(time.Time{})
+	if err != nil || s.Queued+s.Deferred+s.Uncertain+s.Held+s.Active != 0 || s.Pending != 0 || s.Bytes != 0 || s.Dead != 1 {
+		t.Errorf("after delivering every message: Summarize = %+v, %v", s, err)
+	}
+}

@@ -30,13 +30,14 @@ func (q *Queue) removeDamaged(tx *bolt.Tx, id string, dead bool, now time.Time) 
 	if err := deleteTimeKeyed(tx.Bucket(bucketSchedule), id); err != nil {
 		return err
 	}
+	before := storedTallyOf(tx, id) // counters.go
 	if err := tx.Bucket(bucketMessages).Delete([]byte(id)); err != nil {
 		return err
 	}
 	if err := unflush(tx, id); err != nil { // flush.go
 		return err
 	}
-	if err := uncountMessage(tx, id); err != nil { // counters.go
+	if err := uncountMessage(tx, id, before); err != nil { // counters.go
 		return err
 	}
 	if dead {
@@ -119,7 +120,7 @@ func damagedKey(bucket, k []byte) error {
 
 // timeKeyed reports whether bucket is keyed by time ‖ id.
 func timeKeyed(bucket []byte) bool {
-	return bytes.Equal(bucket, bucketSchedule) || bytes.Equal(bucket, bucketArchiveTime)
+	return bytes.Equal(bucket, bucketSchedule)
 }
 
 // CorruptLine is the first line of the reply every pending recipient of
@@ -140,6 +141,7 @@ func (q *Queue) DeadCorrupt(l *Lease, cause error) (*Message, error) {
 		if err != nil {
 			return err
 		}
+		before := readTally(m) // counters.go
 		died := killPending(m, func(Recipient) *Reply {
 			// Code 0: relayq's own failure, not a relay's reply;
 			// 5.3.0 (mail system status) for the failure notice.
@@ -157,7 +159,7 @@ func (q *Queue) DeadCorrupt(l *Lease, cause error) (*Message, error) {
 			return err
 		}
 		result = m
-		return q.remove(tx, m)
+		return q.remove(tx, m, before)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: dead-letter corrupt %s: %w", l.ID, err)

@@ -62,7 +62,7 @@ func TestDamagedKeysAreSkippedAndNamed(t *testing.T) {
 
 	timeKeys := [][]byte{{0}, []byte("8 bytes!"), []byte("short"), {0xff, 0xff}}
 	damaged := map[string][][]byte{
-		string(bucketSchedule): timeKeys, string(bucketArchiveTime): timeKeys,
+		string(bucketSchedule): timeKeys,
 		string(bucketMessages): {[]byte("ab")}, string(bucketDead): {[]byte("ab")},
 		string(bucketNotices): {[]byte("ab")}, string(bucketArchive): {[]byte("ab")},
 	}
@@ -70,7 +70,7 @@ func TestDamagedKeysAreSkippedAndNamed(t *testing.T) {
 		for b, keys := range damaged {
 			for _, k := range keys {
 				var v []byte
-				if b != string(bucketSchedule) && b != string(bucketArchiveTime) {
+				if b != string(bucketSchedule) {
 					v = []byte("{}")
 				}
 				if err := tx.Bucket([]byte(b)).Put(k, v); err != nil {
@@ -131,7 +131,7 @@ func TestDamagedKeysAreSkippedAndNamed(t *testing.T) {
 	}
 	named("CheckFile", problems)
 
-	for _, b := range []string{string(bucketSchedule), string(bucketArchiveTime)} {
+	for _, b := range []string{string(bucketSchedule)} {
 		for _, k := range timeKeys {
 			line := fmt.Sprintf("bucket=%s key=%x\n", b, k)
 			if n := strings.Count(log.String(), line); n != 1 {

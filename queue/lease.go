@@ -241,6 +241,7 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 // (staleTable).
 func (q *Queue) dropStaleSchedule(keys [][]byte) {
 	err := q.commit.commitSpare(func(tx *bolt.Tx) error {
+		var lost []string
 		for _, k := range keys {
 			if tx.Bucket(bucketMessages).Get(k[8:]) != nil {
 				continue
@@ -248,16 +249,14 @@ func (q *Queue) dropStaleSchedule(keys [][]byte) {
 			if err := tx.Bucket(bucketSchedule).Delete(k); err != nil {
 				return err
 			}
-			// The lost message's tally goes too: the counts are
-			// exact again (counters.go).
-			if err := uncountMessage(tx, string(k[8:])); err != nil {
-				return err
-			}
 			if err := unflush(tx, string(k[8:])); err != nil { // flush.go
 				return err
 			}
+			lost = append(lost, string(k[8:]))
 		}
-		return nil
+		// The lost messages leave the counts too: they are exact
+		// again (counters.go).
+		return forgetLost(tx, lost)
 	})
 	switch {
 	case errors.Is(err, ErrClosed):
@@ -452,6 +451,7 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 		if err != nil {
 			return err
 		}
+		before := readTally(m) // counters.go: what the counts hold of it, before it changes
 		var all []Outcome
 		tried := false
 		for _, p := range parts {
@@ -472,9 +472,9 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 		}
 		result = m
 		if len(m.Pending()) == 0 {
-			return q.remove(tx, m)
+			return q.remove(tx, m, before)
 		}
-		return q.reschedule(tx, m, func() { m.NextAttempt = earliestAttempt(m) })
+		return q.rescheduleOver(tx, m, before, func() { m.NextAttempt = earliestAttempt(m) })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: record %s: %w", l.ID, err)
@@ -587,8 +587,9 @@ func addDead(tx *bolt.Tx, m *Message, died []Recipient, now time.Time) error {
 
 // remove takes a finished message out of the queue, and its body too unless
 // a dead letter still needs it. A record of what became of it stays in the
-// archive (archive.go).
-func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
+// archive (archive.go). before is what the counts hold of its stored
+// record (counters.go).
+func (q *Queue) remove(tx *bolt.Tx, m *Message, before storedTally) error {
 	if err := q.archive(tx, m, q.opts.Now()); err != nil {
 		return err
 	}
@@ -601,7 +602,7 @@ func (q *Queue) remove(tx *bolt.Tx, m *Message) error {
 	if err := unflush(tx, m.ID); err != nil { // flush.go
 		return err
 	}
-	if err := uncountMessage(tx, m.ID); err != nil { // counters.go
+	if err := uncountMessage(tx, m.ID, before); err != nil { // counters.go
 		return err
 	}
 	if tx.Bucket(bucketDead).Get([]byte(m.ID)) != nil {

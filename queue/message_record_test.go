@@ -400,10 +400,11 @@ func BenchmarkMessageRecord(b *testing.B) {
 	}
 }
 
-// TestFormatVersionKeepsOlderRelayqsOut: a new file and a file of the
-// JSON-only format are marked version 2 at Open (an older relayq refuses
-// to open it rather than take every compact record for damage); a
-// version this relayq does not know is refused.
+// TestFormatVersionKeepsOlderRelayqsOut: a new file and a file of an
+// older format (1: JSON only; 2: a tally per message) are marked version 3
+// at Open (an older relayq refuses to open it rather than take every
+// compact record for damage or get its counts wrong); a version this
+// relayq does not know is refused.
 func TestFormatVersionKeepsOlderRelayqsOut(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "queue.db")
 	reopen := func(stored string) (string, error) {
@@ -424,13 +425,16 @@ func TestFormatVersionKeepsOlderRelayqsOut(t *testing.T) {
 		})
 		return v, err
 	}
-	if v, err := reopen("1"); err != nil || v != "2" {
-		t.Errorf("a new file is version %q (%v), want 2", v, err)
+	if v, err := reopen("1"); err != nil || v != "3" {
+		t.Errorf("a new file is version %q (%v), want 3", v, err)
 	}
-	if v, err := reopen("3"); err != nil || v != "2" {
-		t.Errorf("a file of version 1 is version %q after Open (%v), want 2", v, err)
+	if v, err := reopen("2"); err != nil || v != "3" {
+		t.Errorf("a file of version 1 is version %q after Open (%v), want 3", v, err)
 	}
-	if _, err := reopen(""); err == nil || !strings.Contains(err.Error(), `unknown queue format version "3"`) {
-		t.Errorf("a file of version 3 opened: %v", err)
+	if v, err := reopen("4"); err != nil || v != "3" {
+		t.Errorf("a file of version 2 is version %q after Open (%v), want 3", v, err)
+	}
+	if _, err := reopen(""); err == nil || !strings.Contains(err.Error(), `unknown queue format version "4"`) {
+		t.Errorf("a file of version 4 opened: %v", err)
 	}
 }

@@ -151,7 +151,7 @@ func (q *Queue) Delete(ids []string) ([]IDResult, error) {
 		if err != nil {
 			return err
 		}
-		return q.remove(tx, m)
+		return q.remove(tx, m, storedTallyOf(tx, m.ID)) // counters.go
 	}))
 }
 
@@ -196,6 +196,6 @@ func (q *Queue) Expire(ids []string) ([]IDResult, error) {
 				return err
 			}
 		}
-		return q.remove(tx, m)
+		return q.remove(tx, m, storedTallyOf(tx, m.ID)) // counters.go
 	}))
 }

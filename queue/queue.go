@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,17 +22,22 @@ var (
 	bucketBodies   = []byte("bodies")
 	bucketSchedule = []byte("schedule")
 	bucketDead     = []byte("dead")
-	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketArchiveTime, bucketNotices, bucketKeys}
+	allBuckets     = [][]byte{bucketMeta, bucketMessages, bucketBodies, bucketSchedule, bucketDead, bucketArchive, bucketNotices, bucketKeys}
 
 	keyVersion = []byte("version")
-	// formatVersion is the file's format: "2" since message records are
-	// compact (message_record.go). A file of version "1" holds JSON
-	// records, which are read as they are; Open marks it "2", so that an
-	// older relayq, which would take every compact record for damage and
-	// never lease it, refuses the file ("unknown queue format version")
-	// instead of sitting on its messages.
-	formatVersion   = []byte("2")
-	jsonOnlyVersion = []byte("1")
+	// formatVersion is the file's format: "3" since the counters keep no
+	// tally per message (counters.go) and the archive no time index
+	// (archive.go), "2" since message records are compact
+	// (message_record.go). A file of version "1" holds JSON records, which
+	// are read as they are; one of "2" holds a tally per message and the
+	// time index, which Open deletes. Open marks either "3", so that an
+	// older relayq refuses the file ("unknown queue format version")
+	// instead of sitting on its messages (a relayq of "1" would take every
+	// compact record for damage and never lease it) or getting its
+	// counts wrong (one of "2" would find no tally to take away when a
+	// message leaves).
+	formatVersion = []byte("3")
+	olderVersions = []string{"1", "2"}
 	// keyLeases marks a file whose records hold no leases. Files written
 	// before leases moved to memory get their leases cleared once at Open.
 	keyLeases      = []byte("leases")
@@ -200,6 +206,14 @@ func Open(path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
 	}
+	if err := dropMessageTallies(db); err != nil { // counters.go: those of a file of format 2
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
+	}
+	if err := dropArchiveTimeIndex(db); err != nil { // archive.go: that of a file of format 2
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: history: %w", path, err)
+	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
@@ -257,7 +271,7 @@ func (q *Queue) init() error {
 		}
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get(keyVersion); {
-		case v == nil || string(v) == string(jsonOnlyVersion):
+		case v == nil || slices.Contains(olderVersions, string(v)):
 			if err := meta.Put(keyVersion, formatVersion); err != nil {
 				return err
 			}
@@ -399,7 +413,7 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 		if err := messages.Put([]byte(m.ID), record); err != nil {
 			return err
 		}
-		if err := countMessage(tx, m); err != nil { // counters.go
+		if err := countMessage(tx, m, newMessageTally); err != nil { // counters.go
 			return err
 		}
 		return sched.Put(scheduleKey(m.NextAttempt, m.ID), nil)
@@ -643,12 +657,18 @@ func (m *Message) dueAt() time.Time {
 // reschedule applies change to m and moves its schedule entry to match; a
 // message that is (or becomes) held ends up with none.
 func (q *Queue) reschedule(tx *bolt.Tx, m *Message, change func()) error {
+	return q.rescheduleOver(tx, m, storedTallyOf(tx, m.ID), change) // counters.go
+}
+
+// rescheduleOver is reschedule for a caller that knows what the counts
+// hold of m's stored record (before; counters.go).
+func (q *Queue) rescheduleOver(tx *bolt.Tx, m *Message, before storedTally, change func()) error {
 	sched := tx.Bucket(bucketSchedule)
 	if err := sched.Delete(scheduleKey(m.dueAt(), m.ID)); err != nil {
 		return err
 	}
 	change()
-	if err := putMessage(tx, m); err != nil {
+	if err := putMessageOver(tx, m, before); err != nil {
 		return err
 	}
 	if m.Held {
@@ -677,6 +697,12 @@ func damaged(tx *bolt.Tx, id []byte, err error) *Message {
 }
 
 func putMessage(tx *bolt.Tx, m *Message) error {
+	return putMessageOver(tx, m, storedTallyOf(tx, m.ID)) // counters.go
+}
+
+// putMessageOver writes m's record over the stored one, whose tally the
+// counts hold as before (counters.go).
+func putMessageOver(tx *bolt.Tx, m *Message, before storedTally) error {
 	v, err := encodeMessage(m) // message_record.go; leases live in memory (lease.go)
 	if err != nil {
 		return err
@@ -687,7 +713,7 @@ func putMessage(tx *bolt.Tx, m *Message) error {
 	if err := unflush(tx, m.ID); err != nil { // flush.go: the record says it now
 		return err
 	}
-	return countMessage(tx, m) // counters.go
+	return countMessage(tx, m, before) // counters.go
 }
 
 func syncDir(dir string) error {

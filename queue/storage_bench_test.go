@@ -136,7 +136,7 @@ func BenchmarkStorage(b *testing.B) {
 	}
 	report("drained-disk-MiB", float64(diskBytes(b, path))/(1<<20))
 	_ = q.db.View(func(tx *bolt.Tx) error {
-		report("history-B/msg", float64(bucketBytes(tx, bucketArchive)+bucketBytes(tx, bucketArchiveTime))/float64(n))
+		report("history-B/msg", float64(bucketBytes(tx, bucketArchive))/float64(n))
 		return nil
 	})
 	if err := q.Close(); err != nil {

@@ -176,10 +176,10 @@ func (q *Queue) Summarize(deadSince time.Time) (Summary, error) {
 // every record was read. An ID noted damaged whose record is gone or
 // reads again is dropped from the set.
 func (q *Queue) applyLeasesAndDamage(tx *bolt.Tx, c *counts, s *Summary, since int64) {
-	tallies := tx.Bucket(bucketTally)
-	uncount := func(id string) {
-		if t, ok := decodeTally(tallies.Get(tallyKey('m', id))); ok {
-			c.states[t.state]--
+	tallies, records := tx.Bucket(bucketTally), tx.Bucket(bucketMessages)
+	uncount := func(id string) { // counters.go: what the counts take the record for
+		if v := records.Get([]byte(id)); v != nil {
+			c.states[recordTallyOrStandIn([]byte(id), v).state]--
 		}
 	}
 	messages, dead := q.damage.snapshot()
