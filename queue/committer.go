@@ -23,15 +23,23 @@ import (
 // to the transaction and to variables it sets afresh on each run; results
 // may be used only after commit returns nil.
 //
-// A read (Queue.Lease) is also run by the loop, once, in a read-only
-// transaction after the batch it arrived with has committed: it sees every
-// change committed before it and none can commit while it runs, without
-// costing a commit of its own.
+// A read is also run by the loop, once, in a read-only transaction between
+// commits: it sees every change committed before it and none can commit
+// while it runs, without costing a commit of its own. A read (Queue.Ping)
+// runs after the batch it arrived with has committed, so it sees every
+// change queued before it too. A lease (Queue.Lease) runs ahead of that
+// batch instead, on what is committed already: a message committed by one
+// commit is then leased, and sent, while the next one waits for the disk,
+// rather than after it. Every commit wakes delivery (the wake hook) as
+// soon as it is on disk, before its callers are answered.
 
 type change struct {
 	fn   func(*bolt.Tx) error
 	done chan error
 	read bool // run once in a read-only transaction, after the batch's commit
+	// ahead makes a read run before the writes of its batch rather than
+	// after their commit.
+	ahead bool
 	// spare marks a change that records an outcome or frees space: when it
 	// fails for lack of room, the reserve (space.go) is given up for it.
 	spare bool
@@ -56,9 +64,12 @@ type committer struct {
 	// release frees the reserve (space.go) and reports whether it did; a
 	// spare change that failed with ErrFull is then run once more.
 	release func() bool
+	// wake is called after every transaction that committed, before its
+	// callers are answered: something may have become due (Queue.notify).
+	wake func()
 }
 
-func newCommitter(db *bolt.DB, maxBatch int, release func() bool) *committer {
+func newCommitter(db *bolt.DB, maxBatch int, release func() bool, wake func()) *committer {
 	c := &committer{
 		db:       db,
 		queue:    make(chan change, maxBatch),
@@ -66,6 +77,7 @@ func newCommitter(db *bolt.DB, maxBatch int, release func() bool) *committer {
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 		release:  release,
+		wake:     wake,
 	}
 	go c.loop()
 	return c
@@ -90,6 +102,14 @@ func (c *committer) commitSpare(fn func(*bolt.Tx) error) error {
 // change function runs at the same time.
 func (c *committer) read(fn func(*bolt.Tx) error) error {
 	return c.enqueue(change{fn: fn, done: make(chan error, 1), read: true})
+}
+
+// readAhead is read, except that fn runs before the changes queued with
+// it are written rather than after their commit: it sees what was
+// committed before, without waiting for a commit in progress to end and
+// the next one too.
+func (c *committer) readAhead(fn func(*bolt.Tx) error) error {
+	return c.enqueue(change{fn: fn, done: make(chan error, 1), read: true, ahead: true})
 }
 
 func (c *committer) enqueue(ch change) error {
@@ -178,16 +198,23 @@ func (c *committer) drain(batch []change) {
 	}
 }
 
-// run commits the batch's changes in one transaction, then runs its reads.
+// run runs the batch's reads ahead, commits its changes in one
+// transaction, then runs its other reads.
 func (c *committer) run(batch []change) {
-	var reads []change
+	var ahead, reads []change
 	writes := batch[:0]
 	for _, ch := range batch {
-		if ch.read {
+		switch {
+		case ch.read && ch.ahead:
+			ahead = append(ahead, ch)
+		case ch.read:
 			reads = append(reads, ch)
-		} else {
+		default:
 			writes = append(writes, ch)
 		}
+	}
+	if len(ahead) > 0 {
+		c.readAll(ahead)
 	}
 	if len(writes) > 0 {
 		c.write(writes)
@@ -230,6 +257,7 @@ func (c *committer) write(batch []change) {
 	if err == nil {
 		c.commits.Add(1)
 		c.changes.Add(int64(len(batch)))
+		c.woken()
 		for _, ch := range batch {
 			ch.done <- nil
 		}
@@ -250,8 +278,16 @@ func (c *committer) writeOne(ch change) error {
 	if err == nil {
 		c.commits.Add(1)
 		c.changes.Add(1)
+		c.woken()
 	}
 	return fullErr(err)
+}
+
+// woken calls the wake hook, if any, after a commit.
+func (c *committer) woken() {
+	if c.wake != nil {
+		c.wake()
+	}
 }
 
 // retrySpare runs a spare change once more after releasing the reserve,
