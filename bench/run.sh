@@ -228,6 +228,12 @@ EOF
 	rq_wrap_pid=$!
 	pids+=($rq_wrap_pid)
 	waitgreet "$rq_port"
+	# relayq greets while its queue opens and answers MAIL with 451 until
+	# then; `relayq status` exits 0 once it takes mail.
+	for ((i = 0; i < 200; i++)); do
+		"$rq_bin" status -c "$rq_conf" >/dev/null 2>&1 && break
+		sleep 0.05
+	done
 	rq_pid=$rq_wrap_pid
 	if (($#)); then # the daemon is the wrapper's child
 		rq_pid=$(cat "/proc/$rq_wrap_pid/task/$rq_wrap_pid/children" | awk '{print $1}')

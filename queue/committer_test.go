@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -125,5 +126,80 @@ func TestEveryCommitWakesDelivery(t *testing.T) {
 	case <-changed:
 		t.Fatal("a read woke delivery: it changes nothing")
 	default:
+	}
+}
+
+// lingerTest is a committer whose loop does not run, for calling linger
+// by hand: it lingers for an hour, so only what is queued ends it.
+func lingerTest() *committer {
+	return &committer{queue: make(chan change, 8), maxBatch: 8, stop: make(chan struct{}), lingerMax: time.Hour}
+}
+
+func kinds(batch []change) []string {
+	var out []string
+	for _, ch := range batch {
+		switch {
+		case ch.read:
+			out = append(out, "read")
+		case ch.outcome:
+			out = append(out, "outcome")
+		default:
+			out = append(out, "put")
+		}
+	}
+	return out
+}
+
+// While intake is busy, a batch of attempts' outcomes alone waits for a
+// change somebody waits for and shares its commit; when intake is quiet,
+// or the batch has such a change already, it goes at once.
+func TestLingerOutcomesForIntake(t *testing.T) {
+	outcome := change{outcome: true}
+	put := change{}
+
+	c := lingerTest()
+	c.lastWaited = time.Now()
+	c.queue <- outcome
+	c.queue <- put
+	got := kinds(c.linger([]change{outcome}))
+	if want := []string{"outcome", "outcome", "put"}; !slices.Equal(got, want) {
+		t.Errorf("busy intake: batch %v, want %v", got, want)
+	}
+
+	c = lingerTest() // lastWaited zero: no Put for ever
+	c.queue <- put
+	if got := kinds(c.linger([]change{outcome})); !slices.Equal(got, []string{"outcome"}) || len(c.queue) != 1 {
+		t.Errorf("quiet intake: batch %v (%d left queued), want the outcome alone at once", got, len(c.queue))
+	}
+
+	c = lingerTest()
+	c.queue <- outcome
+	before := time.Now()
+	if got := kinds(c.linger([]change{put, outcome})); !slices.Equal(got, []string{"put", "outcome"}) || len(c.queue) != 1 {
+		t.Errorf("batch with a put: %v (%d left queued), want it as it was, at once", got, len(c.queue))
+	}
+	if c.lastWaited.Before(before) {
+		t.Error("a batch with a put did not count as busy intake")
+	}
+}
+
+// A read queued while outcomes linger ends the wait; reads queued with
+// them ran first.
+func TestLingerEndsForARead(t *testing.T) {
+	q, _ := openTest(t, Options{})
+	ahead := change{fn: func(*bolt.Tx) error { return nil }, done: make(chan error, 1), read: true, ahead: true}
+	c2 := &committer{db: q.db, queue: make(chan change, 8), maxBatch: 8, stop: make(chan struct{}), lingerMax: time.Hour, lastWaited: time.Now()}
+	c2.queue <- change{read: true}
+	got := kinds(c2.linger([]change{{outcome: true}, ahead}))
+	if want := []string{"outcome", "read"}; !slices.Equal(got, want) {
+		t.Errorf("batch %v, want %v", got, want)
+	}
+	select {
+	case err := <-ahead.done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("the read queued with the outcome did not run before the wait")
 	}
 }

@@ -441,13 +441,10 @@ func MustRecord(parts []Part) bool {
 func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 	now := q.opts.Now()
 	var result *Message
-	commit := q.commit.commit
-	if MustRecord(parts) {
-		// The reserve is kept for outcomes that must not be lost: a
-		// deferral that took it would leave none for the deliveries.
-		commit = q.commit.commitSpare
-	}
-	err := commit(func(tx *bolt.Tx) error {
+	// The reserve is kept for outcomes that must not be lost: a deferral
+	// that took it would leave none for the deliveries.
+	spare := MustRecord(parts)
+	err := q.commit.commitOutcome(func(tx *bolt.Tx) error {
 		m, err := q.leased(tx, l)
 		if err != nil {
 			return err
@@ -475,7 +472,7 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 			return q.remove(tx, m)
 		}
 		return q.reschedule(tx, m, func() { m.NextAttempt = earliestAttempt(m) })
-	})
+	}, spare)
 	if err != nil {
 		return nil, fmt.Errorf("queue: record %s: %w", l.ID, err)
 	}
