@@ -205,7 +205,7 @@ record() {
 # rq_bin is the relayq binary start_relayq runs (e2e_compare switches it).
 rq_bin=$bin/relayq
 start_relayq() {
-	local name=$1 dir=$work/$1
+	local name=$1 dir=$work/$1 i
 	shift
 	mkdir -p "$dir"
 	rq_port=$(freeport)

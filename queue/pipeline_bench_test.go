@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -16,8 +17,9 @@ import (
 // does (woken by Changed), and a worker per lease spends pipelineSend on
 // the relay and records the delivery. It reports the fsyncs per message
 // (the commits both halves shared: the number that timing on a busy
-// machine blurs least), the submitters' wait for their Put and the time
-// from a Put's return to its message's lease.
+// machine blurs least), the process's CPU time (user + system) per
+// message, the submitters' wait for their Put and the time from a Put's
+// return to its message's lease.
 //
 //	go test -run '^$' -bench Pipeline -benchtime 5000x ./queue
 func BenchmarkPipeline(b *testing.B) {
@@ -44,7 +46,11 @@ func BenchmarkPipeline(b *testing.B) {
 			now := time.Now()
 			for _, l := range leases {
 				mu.Lock()
-				leaseLag = append(leaseLag, now.Sub(putAt[l.ID]))
+				lag := time.Duration(0) // leased before its Put had returned
+				if at, ok := putAt[l.ID]; ok {
+					lag = now.Sub(at)
+				}
+				leaseLag = append(leaseLag, lag)
 				mu.Unlock()
 				workers.Go(func() {
 					time.Sleep(pipelineSend)
@@ -62,7 +68,7 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 	}()
-	before := q.Stats()
+	before, cpuBefore := q.Stats(), cpuTime()
 	var next atomic.Int64
 	var submitters sync.WaitGroup
 	b.ResetTimer()
@@ -93,6 +99,7 @@ func BenchmarkPipeline(b *testing.B) {
 	<-dispatched
 	workers.Wait()
 	after := q.Stats()
+	b.ReportMetric(float64((cpuTime()-cpuBefore).Microseconds())/float64(b.N), "cpu-µs/msg")
 	b.ReportMetric(2*float64(after.Commits-before.Commits)/float64(b.N), "fsyncs/msg")
 	b.ReportMetric(float64(median(putWait).Microseconds()), "put-µs")
 	b.ReportMetric(float64(median(leaseLag).Microseconds()), "lease-lag-µs")
@@ -112,4 +119,13 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// cpuTime is the CPU time (user + system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
