@@ -16,7 +16,26 @@
 #                                the sink's CPU µs per message and the top
 #                                functions in bench/out/pprof.txt, the
 #                                profiles in bench/out/pprof/ (go tool pprof
-#                                -http : bench/out/pprof/cpu.pprof for more)
+#                                -http : bench/out/pprof/cpu.pprof for more).
+#                                With RELAYQ_PPROF_TRACE=2s, also a Go
+#                                execution trace of 2 s from 2 s into the
+#                                run (bench/out/pprof/trace.out; go tool
+#                                trace for the timeline), and from it the
+#                                daemon's off-CPU time in pprof.txt: where
+#                                goroutines waited to run (sched), blocked
+#                                on channels and locks (sync), and in
+#                                system calls (syscall)
+#   bash bench/run.sh --e2e      relayq's end to end rate against the
+#                                ceiling measured in turn (RUNS rounds, 5 by
+#                                default, of SMTP_N messages: ceiling, then
+#                                relayq, then each of RELAYQ_OTHER): the
+#                                ratio each round and the medians, in
+#                                bench/out/e2e.txt. RELAYQ_OTHER lists other
+#                                relayq binaries (paths, space-separated;
+#                                e.g. main's build), each run the same way
+#                                in the same round, so that builds are
+#                                compared at the same moment of a shared
+#                                machine.
 #
 # Needs root (Postfix's master refuses to run otherwise) or password-less
 # sudo. Installs postfix and strace when missing, without starting the
@@ -47,15 +66,17 @@ cd "$(dirname "$0")/.."
 source bench/postfix.sh
 root=$PWD
 
-quick=0 profile=0 gopprof=0
+quick=0 profile=0 gopprof=0 e2e=0
 case "${1:-}" in
 --quick) quick=1 ;;
+--e2e) e2e=1 ;;
 --profile) profile=1 ;;
 --pprof) profile=1 gopprof=1 ;;
 "") ;;
-*) echo "usage: bash bench/run.sh [--quick | --profile | --pprof]" >&2; exit 64 ;;
+*) echo "usage: bash bench/run.sh [--quick | --profile | --pprof | --e2e]" >&2; exit 64 ;;
 esac
 ((!gopprof)) || : "${SMTP_N:=20000}"
+((!e2e)) || : "${RUNS:=5}"
 if ((quick || profile)); then
 	: "${RUNS:=1}" "${SMTP_N:=3000}" "${SENDMAIL_N:=100}" "${FSYNC_N:=1000}" "${HALF_SECS:=4}"
 else
@@ -68,7 +89,7 @@ sudo=""
 # --- packages: postfix (smtp-sink-free: our sink counts), strace -----------
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()
-for pkg in postfix strace; do installed "$pkg" || need+=("$pkg"); done
+((e2e)) || for pkg in postfix strace; do installed "$pkg" || need+=("$pkg"); done
 ((!profile || gopprof)) || command -v perf >/dev/null 2>&1 || need+=(linux-perf)
 if ((${#need[@]})); then
 	echo "== installing ${need[*]}" >&2
@@ -181,8 +202,10 @@ record() {
 # start_relayq NAME [WRAP…]: a fresh relayq (state dir in $work/NAME) with a
 # loopback listener, relaying to the sink; WRAP (e.g. strace …) runs it.
 # Sets rq_port, rq_conf, rq_pid (the daemon) and rq_wrap_pid.
+# rq_bin is the relayq binary start_relayq runs (e2e_compare switches it).
+rq_bin=$bin/relayq
 start_relayq() {
-	local name=$1 dir=$work/$1
+	local name=$1 dir=$work/$1 i
 	shift
 	mkdir -p "$dir"
 	rq_port=$(freeport)
@@ -201,10 +224,16 @@ ignore_tls = true
 [delivery]
 ${RELAYQ_WORKERS:+workers = $RELAYQ_WORKERS}
 EOF
-	"$@" "$bin/relayq" serve -c "$rq_conf" 2>"$out/logs/relayq-$name.log" &
+	"$@" "$rq_bin" serve -c "$rq_conf" 2>"$out/logs/relayq-$name.log" &
 	rq_wrap_pid=$!
 	pids+=($rq_wrap_pid)
 	waitgreet "$rq_port"
+	# relayq greets while its queue opens and answers MAIL with 451 until
+	# then; `relayq status` exits 0 once it takes mail.
+	for ((i = 0; i < 200; i++)); do
+		"$rq_bin" status -c "$rq_conf" >/dev/null 2>&1 && break
+		sleep 0.05
+	done
 	rq_pid=$rq_wrap_pid
 	if (($#)); then # the daemon is the wrapper's child
 		rq_pid=$(cat "/proc/$rq_wrap_pid/task/$rq_wrap_pid/children" | awk '{print $1}')
@@ -405,7 +434,7 @@ pprof_relayq() {
 	mkdir -p "$dir"
 	chmod 777 "$dir"
 	use relayq
-	RELAYQ_PPROF_DIR=$dir start relayq-pprof
+	RELAYQ_PPROF_DIR=$dir start relayq-pprof # and RELAYQ_PPROF_TRACE, if set
 	kill -USR1 "$daemon_pid"
 	for ((i = 0; i < 100; i++)); do [ -s "$dir/allocs-start.pprof" ] && break; sleep 0.05; done
 	say "relayq: SMTP, $SMTP_N messages, profiled"
@@ -435,11 +464,78 @@ pprof_relayq() {
 		go tool pprof -top -cum -nodecount=40 -sample_index=alloc_space -diff_base "$dir/allocs-start.pprof" "$dir/relayq" "$dir/allocs-end.pprof" 2>/dev/null
 		echo "## allocations during the run (count), self"
 		go tool pprof -top -nodecount=40 -sample_index=alloc_objects -diff_base "$dir/allocs-start.pprof" "$dir/relayq" "$dir/allocs-end.pprof" 2>/dev/null
+		local kind
+		for kind in sched sync syscall; do
+			[ -s "$dir/trace.out" ] || break
+			go tool trace -pprof="$kind" "$dir/trace.out" >"$dir/$kind.pprof" 2>/dev/null || continue
+			echo "## off-CPU from the execution trace: $kind, including callees"
+			go tool pprof -top -cum -nodecount=30 "$dir/relayq" "$dir/$kind.pprof" 2>/dev/null
+		done
 	} >"$out/pprof.txt"
 	say "profile in $out/pprof.txt; profiles and binary in $dir"
 }
 
+# e2e_compare: RUNS rounds of the ceiling run, then relayq's SMTP run
+# (then RELAYQ_OTHER's); each round's end to end rates and ratios, and the
+# medians, to e2e.txt. The ratio of two runs a few seconds apart moves less
+# with the rest of the machine's load than either rate does.
+e2e_compare() {
+	local builds=("$bin/relayq") names=(this) r i load sink id rate b
+	for b in ${RELAYQ_OTHER:-}; do
+		builds+=("$b") names+=("$(basename "$b")")
+	done
+	use relayq
+	local report=$out/e2e.txt
+	{
+		echo "# end to end msg/s, $SMTP_N messages of 5 KB, 10 sessions; ceiling = load → sink in the same round"
+		printf "%-6s %9s" round ceiling
+		for i in "${!builds[@]}"; do printf " %9s %7s %12s" "${names[i]}" ratio "µs/msg+l+s"; done
+		echo
+	} >"$report"
+	for ((r = 1; r <= RUNS; r++)); do
+		id="ceiling-e2e-$r"
+		load=$("$bin/load" -smtp "$sink_addr" -run "$id" -c 10 -per 100 ${SMTP_PIPELINE:+-pipeline} -n "$SMTP_N")
+		sink=$(sinkwait "$id" "$(jget acked "$load")")
+		local ceiling
+		ceiling=$(e2e_rate "$load" "$sink")
+		record ceiling e2e "$r" load "$load" sink "$sink"
+		local line
+		line=$(printf "%-6s %9.0f" "$r" "$ceiling")
+		for i in "${!builds[@]}"; do
+			rq_bin=${builds[i]}
+			start "relayq-e2e-${names[i]}-$r"
+			load=$(smtp_run relayq "e2e-${names[i]}" "$r" -n "$SMTP_N")
+			stop
+			sink=$(tail -1 "$raw")
+			rate=$(e2e_rate "$load" "$sink")
+			line+=$(awk -v r="$rate" -v c="$ceiling" -v l="$(tail -1 "$raw")" -v n="$(jget acked "$load")" 'BEGIN {
+				while (match(l, /"cpu_ms":[0-9]+/)) { v[++k] = substr(l, RSTART + 9, RLENGTH - 9); l = substr(l, RSTART + RLENGTH) }
+				printf " %9.0f %6.1f%% %5.0f+%-6.0f", r, 100 * r / c, v[2] * 1000 / n, (v[1] + v[3]) * 1000 / n
+			}')
+		done
+		echo "$line" | tee -a "$report" >&2
+	done
+	rq_bin=$bin/relayq
+	# Medians per column (the round number's is meaningless).
+	awk 'NR > 2 { for (i = 2; i <= NF; i++) { gsub(/%/, "", $i); split($i, p, "+"); v[i, NR] = p[1] + 0; if (p[2] != "") w[i, NR] = p[2] + 0 } n = NR; f = NF }
+		function med(i, a,   k, m, x, t) { m = 0; for (k = 3; k <= n; k++) x[++m] = a[i, k]
+			for (k = 1; k <= m; k++) for (t = k + 1; t <= m; t++) if (x[t] < x[k]) { y = x[k]; x[k] = x[t]; x[t] = y }
+			return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2 }
+		END { printf "%-6s", "median"; for (i = 2; i <= f; i++) { if ((i - 2) % 3 == 0 && i > 2) printf " %5.0f+%-6.0f", med(i, v), med(i, w); else printf " %9.1f", med(i, v) } print "" }' "$report" | tee -a "$report" >&2
+	say "table in $report"
+}
+
+# e2e_rate LOAD SINK: acknowledged messages per second from the load's
+# first MAIL until the sink had the last of them.
+e2e_rate() {
+	awk -v n="$(jget acked "$1")" -v a="$(jget start_ns "$1")" -v b="$(jget last_ns "$2")" 'BEGIN {printf "%.0f", n / ((b - a) / 1e9)}'
+}
+
 say "work dir $work; sink on $sink_addr; RUNS=$RUNS SMTP_N=$SMTP_N SENDMAIL_N=$SENDMAIL_N"
+if ((e2e)); then
+	e2e_compare
+	exit 0
+fi
 if ((gopprof)); then
 	pprof_relayq
 	exit 0

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -23,18 +24,31 @@ import (
 // to the transaction and to variables it sets afresh on each run; results
 // may be used only after commit returns nil.
 //
-// A read (Queue.Lease) is also run by the loop, once, in a read-only
-// transaction after the batch it arrived with has committed: it sees every
-// change committed before it and none can commit while it runs, without
-// costing a commit of its own.
+// A read is also run by the loop, once, in a read-only transaction between
+// commits: it sees every change committed before it and none can commit
+// while it runs, without costing a commit of its own. A read (Queue.Ping)
+// runs after the batch it arrived with has committed, so it sees every
+// change queued before it too. A lease (Queue.Lease) runs ahead of that
+// batch instead, on what is committed already: a message committed by one
+// commit is then leased, and sent, while the next one waits for the disk,
+// rather than after it. Every commit wakes delivery (the wake hook) as
+// soon as it is on disk, before its callers are answered.
 
 type change struct {
 	fn   func(*bolt.Tx) error
 	done chan error
 	read bool // run once in a read-only transaction, after the batch's commit
+	// ahead makes a read run before the writes of its batch rather than
+	// after their commit.
+	ahead bool
 	// spare marks a change that records an outcome or frees space: when it
 	// fails for lack of room, the reserve (space.go) is given up for it.
 	spare bool
+	// outcome marks a change that nobody outside relayq waits for (an
+	// attempt's outcome: the relay has answered already). A batch of
+	// nothing else may wait a little for a change somebody does wait for,
+	// to share its commit (linger).
+	outcome bool
 }
 
 type committer struct {
@@ -56,16 +70,27 @@ type committer struct {
 	// release frees the reserve (space.go) and reports whether it did; a
 	// spare change that failed with ErrFull is then run once more.
 	release func() bool
+	// wake is called after every transaction that committed, before its
+	// callers are answered: something may have become due (Queue.notify).
+	wake func()
+
+	// lastWaited is when the loop last took a change that somebody waits
+	// for (not an outcome; see linger). Only the loop uses it.
+	lastWaited time.Time
+	// lingerMax is how long linger holds back a batch of outcomes at most.
+	lingerMax time.Duration
 }
 
-func newCommitter(db *bolt.DB, maxBatch int, release func() bool) *committer {
+func newCommitter(db *bolt.DB, maxBatch int, release func() bool, wake func()) *committer {
 	c := &committer{
-		db:       db,
-		queue:    make(chan change, maxBatch),
-		maxBatch: maxBatch,
-		stop:     make(chan struct{}),
-		stopped:  make(chan struct{}),
-		release:  release,
+		db:        db,
+		queue:     make(chan change, maxBatch),
+		maxBatch:  maxBatch,
+		stop:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+		release:   release,
+		wake:      wake,
+		lingerMax: lingerMax,
 	}
 	go c.loop()
 	return c
@@ -85,11 +110,26 @@ func (c *committer) commitSpare(fn func(*bolt.Tx) error) error {
 	return c.enqueue(change{fn: fn, done: make(chan error, 1), spare: true})
 }
 
+// commitOutcome is commit (commitSpare when spare) for an attempt's
+// outcome: it may wait up to lingerMax for a change somebody waits for, to
+// share its commit (linger).
+func (c *committer) commitOutcome(fn func(*bolt.Tx) error, spare bool) error {
+	return c.enqueue(change{fn: fn, done: make(chan error, 1), spare: spare, outcome: true})
+}
+
 // read runs fn in a read-only transaction in the loop, between commits, and
 // returns its error. fn may change memory the change functions read: no
 // change function runs at the same time.
 func (c *committer) read(fn func(*bolt.Tx) error) error {
 	return c.enqueue(change{fn: fn, done: make(chan error, 1), read: true})
+}
+
+// readAhead is read, except that fn runs before the changes queued with
+// it are written rather than after their commit: it sees what was
+// committed before, without waiting for a commit in progress to end and
+// the next one too.
+func (c *committer) readAhead(fn func(*bolt.Tx) error) error {
+	return c.enqueue(change{fn: fn, done: make(chan error, 1), read: true, ahead: true})
 }
 
 func (c *committer) enqueue(ch change) error {
@@ -129,10 +169,82 @@ func (c *committer) loop() {
 			c.drain(batch[:0])
 			return
 		}
-		batch = c.fill(batch)
+		batch = c.linger(c.fill(batch))
 		c.run(batch)
 		clear(batch) // keep no caller's closure (a Put's body) alive until the next batch
 	}
+}
+
+// linger holds back a batch of outcomes alone while intake is busy, for
+// up to lingerMax, until a change somebody waits for (a Put) comes to
+// share the commit, or a read. Under load a quarter of the commits carried
+// outcomes only: each cost two fdatasyncs of its own, and a Put queued
+// while it ran waited for it to end and for its own commit after it. The
+// outcomes wait instead: nobody outside relayq does (their relay has
+// answered), and the worker holds the lease meanwhile. When intake is
+// quiet (no such change in lingerIdle) nothing lingers: a drain of the
+// queue commits as before. Reads queued with the batch run first.
+func (c *committer) linger(batch []change) []change {
+	outcomes := 0
+	for _, ch := range batch {
+		switch {
+		case ch.outcome:
+			outcomes++
+		case !ch.read:
+			c.lastWaited = time.Now()
+			return batch
+		}
+	}
+	if outcomes == 0 || time.Since(c.lastWaited) > lingerIdle {
+		return batch
+	}
+	batch = c.runAhead(batch)
+	timer := time.NewTimer(c.lingerMax)
+	defer timer.Stop()
+	for len(batch) < c.maxBatch {
+		select {
+		case ch := <-c.queue:
+			batch = append(batch, ch)
+			if ch.outcome {
+				continue
+			}
+			if !ch.read {
+				c.lastWaited = time.Now()
+			}
+			return c.fill(batch)
+		case <-timer.C:
+			return batch
+		case <-c.stop:
+			return batch
+		}
+	}
+	return batch
+}
+
+// How long a batch of outcomes alone waits at most for a change somebody
+// waits for (linger; committer.lingerMax), and how recently such a change
+// must have come for it to wait at all.
+const (
+	lingerMax  = time.Millisecond
+	lingerIdle = 20 * time.Millisecond
+)
+
+// runAhead runs the batch's reads ahead (see run) and returns the rest.
+func (c *committer) runAhead(batch []change) []change {
+	var ahead []change
+	rest := batch[:0]
+	for _, ch := range batch {
+		if ch.read && ch.ahead {
+			ahead = append(ahead, ch)
+		} else {
+			rest = append(rest, ch)
+		}
+	}
+	clear(batch[len(rest):])
+	if len(ahead) > 0 {
+		c.readAll(ahead)
+	}
+	return rest
 }
 
 // fill adds to batch what is queued. Callers whose last commit has just
@@ -178,16 +290,23 @@ func (c *committer) drain(batch []change) {
 	}
 }
 
-// run commits the batch's changes in one transaction, then runs its reads.
+// run runs the batch's reads ahead, commits its changes in one
+// transaction, then runs its other reads.
 func (c *committer) run(batch []change) {
-	var reads []change
+	var ahead, reads []change
 	writes := batch[:0]
 	for _, ch := range batch {
-		if ch.read {
+		switch {
+		case ch.read && ch.ahead:
+			ahead = append(ahead, ch)
+		case ch.read:
 			reads = append(reads, ch)
-		} else {
+		default:
 			writes = append(writes, ch)
 		}
+	}
+	if len(ahead) > 0 {
+		c.readAll(ahead)
 	}
 	if len(writes) > 0 {
 		c.write(writes)
@@ -230,6 +349,7 @@ func (c *committer) write(batch []change) {
 	if err == nil {
 		c.commits.Add(1)
 		c.changes.Add(int64(len(batch)))
+		c.woken()
 		for _, ch := range batch {
 			ch.done <- nil
 		}
@@ -250,8 +370,16 @@ func (c *committer) writeOne(ch change) error {
 	if err == nil {
 		c.commits.Add(1)
 		c.changes.Add(1)
+		c.woken()
 	}
 	return fullErr(err)
+}
+
+// woken calls the wake hook, if any, after a commit.
+func (c *committer) woken() {
+	if c.wake != nil {
+		c.wake()
+	}
 }
 
 // retrySpare runs a spare change once more after releasing the reserve,

@@ -32,7 +32,7 @@ type Lease struct {
 // would be after a reclaim. Keeping them out of the file saves a commit
 // (two fdatasyncs) per attempt and a scan of every record at start.
 //
-// Every lease is taken inside the committer's loop (committer.read), between
+// Every lease is taken inside the committer's loop (committer.readAhead), between
 // commits, so a lease is always taken on the latest committed state and an
 // operator's change (Hold, Delete…), which checks for a lease inside its
 // commit, can never race one.
@@ -183,7 +183,7 @@ func (q *Queue) Lease(max int) ([]*Lease, error) {
 	until := now.Add(q.opts.LeaseTimeout)
 	var leases []*Lease
 	var stale [][]byte
-	err := q.commit.read(func(tx *bolt.Tx) error {
+	err := q.commit.readAhead(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSchedule).Cursor()
 		for k, _ := c.First(); k != nil && len(leases) < max; k, _ = c.Next() {
 			due, idb, ok := splitTimeKey(k)
@@ -440,13 +440,10 @@ func MustRecord(parts []Part) bool {
 func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 	now := q.opts.Now()
 	var result *Message
-	commit := q.commit.commit
-	if MustRecord(parts) {
-		// The reserve is kept for outcomes that must not be lost: a
-		// deferral that took it would leave none for the deliveries.
-		commit = q.commit.commitSpare
-	}
-	err := commit(func(tx *bolt.Tx) error {
+	// The reserve is kept for outcomes that must not be lost: a deferral
+	// that took it would leave none for the deliveries.
+	spare := MustRecord(parts)
+	err := q.commit.commitOutcome(func(tx *bolt.Tx) error {
 		m, err := q.leased(tx, l)
 		if err != nil {
 			return err
@@ -475,7 +472,7 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 			return q.remove(tx, m, before)
 		}
 		return q.rescheduleOver(tx, m, before, func() { m.NextAttempt = earliestAttempt(m) })
-	})
+	}, spare)
 	if err != nil {
 		return nil, fmt.Errorf("queue: record %s: %w", l.ID, err)
 	}
@@ -483,8 +480,11 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 	q.inflight.end(l.ID)
 	if len(result.Pending()) == 0 {
 		q.left(l.ID) // gone: no later attempt to mark
+	} else {
+		// The commit woke delivery (committer.wake) while the message
+		// was still leased: it may be due now that it is not.
+		q.notify()
 	}
-	q.notify()
 	return result, nil
 }
 

@@ -216,7 +216,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
-	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve)
+	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve, q.notify)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}
@@ -430,8 +430,7 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 	// What the file may have grown by: the pages written, twice over
 	// for bbolt's copies on write and page rounding.
 	q.space.used(2*int64(len(body)+len(record)) + 16<<10)
-	q.notify()
-	return m.ID, false, nil
+	return m.ID, false, nil // the commit woke delivery (committer.wake)
 }
 
 // Get returns the message record for id. For a record that does not

@@ -115,14 +115,23 @@ func TestUncertainAfterTheDot(t *testing.T) {
 				if res := d.relayq("queue", "list", "--state", "deferred"); res.code != 0 || strings.Contains(res.stdout, id) {
 					t.Errorf("queue list --state deferred: %v, want %s not listed", res, id)
 				}
+				// The worker logs the attempt once its record has
+				// committed, a moment after the listing shows it.
+				waitFor(t, 10*time.Second, "the attempt logged", func() bool { return len(d.deliveryLog(id)) > 0 })
 				if lines := d.deliveryLog(id); len(lines) != 1 || lines[0]["possible_duplicate"] != "true" {
 					t.Errorf("delivery log %v, want one line with possible_duplicate=true", lines)
 				}
 				d.mustRelayq(t, "queue", "retry", id)
 			} else {
-				if len(d.logRecords("message held: the connection was lost after the final dot, so the relay may have it; "+
-					"check the relay's log, then `relayq queue release` (send again) or `relayq queue delete`")) != 1 {
-					t.Error("the hold was not logged")
+				held := func() int {
+					return len(d.logRecords("message held: the connection was lost after the final dot, so the relay may have it; " +
+						"check the relay's log, then `relayq queue release` (send again) or `relayq queue delete`"))
+				}
+				// Logged once the hold has committed, a moment after
+				// the listing shows it.
+				waitFor(t, 10*time.Second, "the hold logged", func() bool { return held() > 0 })
+				if n := held(); n != 1 {
+					t.Errorf("the hold was logged %d times, want once", n)
 				}
 				if st := d.messageStatus(t, id); st.State != "held" || st.Recipients[0].Status != "uncertain" {
 					t.Errorf("queue status %+v, want held with the recipient uncertain", st)

@@ -7,7 +7,9 @@
 // profile and takes the second allocation profile. Both go to that
 // directory as cpu.pprof, allocs-start.pprof and allocs-end.pprof, so that
 // `go tool pprof -diff_base allocs-start.pprof allocs-end.pprof` shows what
-// was allocated between the signals alone.
+// was allocated between the signals alone. With RELAYQ_PPROF_TRACE set to
+// a duration, SIGUSR1 also takes an execution trace of that long, from
+// traceDelay on, as trace.out (off-CPU time: go tool trace -pprof=sched).
 
 package main
 
@@ -19,8 +21,10 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func init() {
@@ -44,6 +48,7 @@ func init() {
 					continue
 				}
 				cpu = f
+				startTrace(dir)
 				writeProfile(dir, "allocs", "allocs-start.pprof")
 				writeMemory(dir, "memory-start.txt")
 			case s == syscall.SIGUSR2 && cpu != nil:
@@ -99,4 +104,35 @@ func writeMemory(dir, file string) {
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(b.String()), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "relayq: pprof: writing %s: %v\n", file, err)
 	}
+}
+
+// startTrace, with RELAYQ_PPROF_TRACE set to a duration (e.g. 2s), writes
+// an execution trace of that long to dir/trace.out, from traceDelay on:
+// the load is running by then.
+func startTrace(dir string) {
+	d, err := time.ParseDuration(os.Getenv("RELAYQ_PPROF_TRACE"))
+	if err != nil || d <= 0 {
+		return
+	}
+	time.AfterFunc(traceDelay, func() { traceFor(dir, d) })
+}
+
+// traceDelay is how long after SIGUSR1 the trace starts: bench/run.sh
+// signals before the load starts.
+const traceDelay = 2 * time.Second
+
+// traceFor writes an execution trace of d to dir/trace.out.
+func traceFor(dir string, d time.Duration) {
+	f, err := os.Create(filepath.Join(dir, "trace.out"))
+	if err == nil {
+		err = trace.Start(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "relayq: pprof: starting the trace: %v\n", err)
+		return
+	}
+	time.AfterFunc(d, func() {
+		trace.Stop()
+		f.Close()
+	})
 }
