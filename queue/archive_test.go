@@ -101,6 +101,18 @@ func TestPruneHistoryInBatches(t *testing.T) {
 	}
 }
 
+// putDeferred queues a message to rcpt and records a 451 for it: it is due
+// again after wait.
+func putDeferred(t *testing.T, q *Queue, clk *clock, wait time.Duration, rcpt string) string {
+	t.Helper()
+	id := put(t, q, "x\r\n", rcpt)
+	l := leaseOne(t, q)
+	if _, err := q.Record(l, []Outcome{{Address: rcpt, Result: Deferred, Reply: reply451, NextAttempt: clk.Now().Add(wait)}}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // TestHistoryOfALongStayPrunedByWhenItLeft: pruning reads the records in
 // the order the messages were created, but deletes a record only once the
 // message left the queue longer ago than the retention: one that stayed
@@ -108,11 +120,7 @@ func TestPruneHistoryInBatches(t *testing.T) {
 func TestHistoryOfALongStayPrunedByWhenItLeft(t *testing.T) {
 	clk := newClock()
 	q, _ := openTest(t, Options{Now: clk.Now, HistoryRetention: time.Hour})
-	long := put(t, q, "x\r\n", "a@x.org")
-	l := leaseOne(t, q)
-	if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Deferred, Reply: reply451, NextAttempt: clk.Now().Add(3 * time.Hour)}}); err != nil {
-		t.Fatal(err)
-	}
+	long := putDeferred(t, q, clk, 3*time.Hour, "a@x.org")
 	clk.Advance(time.Second)
 	short := put(t, q, "y\r\n", "b@x.org")
 	deliver(t, q, "", "b@x.org") // leaves at 0h00m01
@@ -139,11 +147,7 @@ func TestHistoryOfALongStayPrunedByWhenItLeft(t *testing.T) {
 func TestPrunerGoesOnPastLongStays(t *testing.T) {
 	clk := newClock()
 	q, _ := openTest(t, Options{Now: clk.Now, HistoryRetention: time.Hour})
-	long := put(t, q, "x\r\n", "a@x.org")
-	l := leaseOne(t, q)
-	if _, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Deferred, Reply: reply451, NextAttempt: clk.Now().Add(3 * time.Hour)}}); err != nil {
-		t.Fatal(err)
-	}
+	long := putDeferred(t, q, clk, 3*time.Hour, "a@x.org")
 	var short []string
 	for range 5 {
 		clk.Advance(time.Second)

@@ -91,14 +91,6 @@ func submitOnce(socket string) bool {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	r := bufio.NewReader(c)
-	reply := func() string {
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil || len(line) < 4 || line[3] != '-' {
-				return line
-			}
-		}
-	}
 	for _, step := range []struct{ send, want string }{
 		{"", "220"},
 		{"EHLO probe\r\n", "250"},
@@ -110,7 +102,7 @@ func submitOnce(socket string) bool {
 		if step.send != "" {
 			fmt.Fprint(c, step.send)
 		}
-		if !strings.HasPrefix(reply(), step.want) {
+		if !strings.HasPrefix(lastReplyLine(r), step.want) {
 			return false
 		}
 	}

@@ -405,14 +405,7 @@ func probe(socket string) (string, bool) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReader(c)
-	last := func() string {
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil || len(line) < 4 || line[3] != '-' {
-				return strings.TrimSpace(line)
-			}
-		}
-	}
+	last := func() string { return lastReplyLine(r) }
 	if !strings.HasPrefix(last(), "220") {
 		return "", false
 	}
@@ -422,6 +415,17 @@ func probe(socket string) (string, bool) {
 	reply := last()
 	fmt.Fprintf(c, "QUIT\r\n")
 	return "MAIL: " + reply, true
+}
+
+// lastReplyLine reads an SMTP reply and returns its last line (its code and
+// text), "" when the connection failed first.
+func lastReplyLine(r *bufio.Reader) string {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil || len(line) < 4 || line[3] != '-' {
+			return strings.TrimSpace(line)
+		}
+	}
 }
 
 // dropCache drops the file's pages from the page cache (only this file's,
