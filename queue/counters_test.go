@@ -2,10 +2,13 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -385,5 +388,49 @@ func TestTallyLayoutFileStillDelivered(t *testing.T) {
 	s, err = q.Summarize(time.Time{})
 	if err != nil || s.Queued+s.Deferred+s.Uncertain+s.Held+s.Active != 0 || s.Pending != 0 || s.Bytes != 0 || s.Dead != 1 {
 		t.Errorf("after delivering every message: Summarize = %+v, %v", s, err)
+	}
+}
+
+// TestFormatTwoLeftoversWaitForRoom: a file of format 2 opened on a disk
+// too full to commit the deletion of its per-message tallies still opens
+// and delivers (nothing reads them), and the next Open with room deletes
+// them; a deletion failing for another reason still fails Open.
+func TestFormatTwoLeftoversWaitForRoom(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	gunzip(t, "testdata/tally-layout.db.gz", path)
+	saved := formatTwoLeftovers
+	defer func() { formatTwoLeftovers = saved }()
+	failing := func(i int, err error) {
+		formatTwoLeftovers = slices.Clone(saved)
+		formatTwoLeftovers[i].fn = func(*bolt.DB) error { return err }
+	}
+
+	failing(0, fmt.Errorf("commit: %w", syscall.ENOSPC))
+	q, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open without room for the deletion: %v", err)
+	}
+	if n, v, _ := messageTallies(t, q.db); n != 7 || v != "3" {
+		t.Errorf("after an Open without room: %d message tallies, version %q; want 7 left, 3", n, v)
+	}
+	if delivered := deliverAll(t, q); delivered == 0 {
+		t.Error("nothing delivered from the file whose leftovers stayed")
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	failing(1, errors.New("some other failure"))
+	if q, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "some other failure") {
+		t.Errorf("Open with a deletion failing for another reason = %v, want that error", err)
+		if q != nil {
+			q.Close()
+		}
+	}
+
+	formatTwoLeftovers = saved
+	q = openAt(t, path, Options{}) // checks the file when the test ends
+	if n, _, _ := messageTallies(t, q.db); n != 0 {
+		t.Errorf("after an Open with room: %d message tallies left, want 0", n)
 	}
 }

@@ -206,13 +206,13 @@ func Open(path string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
 	}
-	if err := dropMessageTallies(db); err != nil { // counters.go: those of a file of format 2
-		db.Close()
-		return nil, fmt.Errorf("queue: open %s: counters: %w", path, err)
-	}
-	if err := dropArchiveTimeIndex(db); err != nil { // archive.go: that of a file of format 2
-		db.Close()
-		return nil, fmt.Errorf("queue: open %s: history: %w", path, err)
+	for _, drop := range formatTwoLeftovers {
+		if err := fullErr(drop.fn(db)); errors.Is(err, ErrFull) {
+			opts.Logger.Warn("no room to delete what an older relayq kept in the queue file; the next start tries again", "part", drop.what, "err", err)
+		} else if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("queue: open %s: %s: %w", path, drop.what, err)
+		}
 	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
@@ -258,6 +258,18 @@ func boltOptions(opts Options) *bolt.Options {
 		InitialMmapSize: 64 << 20, // fewer remaps, which wait for every reader
 		MaxSize:         int(opts.MaxSize),
 	}
+}
+
+// formatTwoLeftovers delete what a file of format 2 kept and format 3
+// reads no more, at Open. Nothing reads it, so a disk too full to commit a
+// deletion leaves it for the next Open rather than keep relayq from
+// starting.
+var formatTwoLeftovers = []struct {
+	what string
+	fn   func(*bolt.DB) error
+}{
+	{"counters", dropMessageTallies},  // counters.go
+	{"history", dropArchiveTimeIndex}, // archive.go
 }
 
 // init creates the buckets, checks the format version and releases leases a
