@@ -35,9 +35,11 @@ import (
 // open, as it queues sendmail's, with the submitter, Received header and
 // rewriting a session with the queue open would have given the message,
 // then removes it. A crash before the import loses nothing: the next
-// start imports the file. The import's one documented window applies: a
-// crash after Put and before the file's removal is on disk imports it
-// again (a duplicate, never a loss).
+// start imports the file; so does a queue that cannot be opened (a
+// damaged file: exit 65) — the files wait in the maildrop, as sendmail's
+// do, for the start that opens it. The import's one documented window
+// applies: a crash after Put and before the file's removal is on disk
+// imports it again (a duplicate, never a loss).
 //
 // What intake checks before the 250 is what it always checks that does
 // not need the queue: the sender and recipients' syntax, the DSN
