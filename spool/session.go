@@ -190,7 +190,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 // Data reads the message, normalising its line endings, adds Received and
 // any missing Date and Message-ID (stampMessage), and answers 250 only once
-// queue.Put has returned (the bbolt commit is on disk).
+// queue.Put has returned (the bbolt commit is on disk). While the queue is
+// not open, the message goes into the maildrop instead, and the 250 comes
+// once that file is on disk (keepForLater, starting.go).
 func (s *session) Data(r io.Reader) error {
 	if !s.srv.beginData(s.conn) {
 		return s.reject(reasonShutdown, replyShutdown)

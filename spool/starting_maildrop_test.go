@@ -97,6 +97,9 @@ func TestStartingKeepsMessageInMaildrop(t *testing.T) {
 
 			q := openQueue(t, queue.Options{})
 			s.Ready(q)
+			if Starting(context.Background(), s.opts.Socket) {
+				t.Error("Starting: true once ready")
+			}
 			md := &Maildrop{Dir: s.opts.Maildrop, Queue: q, Intake: s, Hostname: "relayq.test", Log: testLogger(t)}
 			if n, err := md.Import(context.Background()); n != 1 || err != nil {
 				t.Fatalf("Import = %d, %v; want 1, nil", n, err)
@@ -299,4 +302,34 @@ func TestInheritedServedWhileStarting(t *testing.T) {
 	c := newClient(t, nc)
 	c.run([]step{{expect: "220 "}, {send: "EHLO client.test", expect: "250 "}})
 	keptName(t, sendOne(t, c, "cron@example.org", []string{"a@example.com"}, "early"))
+}
+
+// TestIntakeLineRoundTrip: what intake records of a session comes back
+// as it was, whatever bytes a HELO name or unit holds (a space, "=",
+// "+", a CR would otherwise end or split the line); a line that names
+// another way in, or a bad uid or field, is refused.
+func TestIntakeLineRoundTrip(t *testing.T) {
+	for _, o := range []intakeOrigin{
+		{sub: queue.Submitter{UID: 1000, Via: viaSocket, User: "alice", Unit: "cron.service"}, helo: "host", with: "ESMTP"},
+		{sub: queue.Submitter{UID: -1, Via: viaTCP, Addr: "[::1]:2525"}, helo: "a b=c+d\r\x00é", with: "SMTP"},
+		{sub: queue.Submitter{UID: 0, Via: viaSocket}},
+	} {
+		line := o.line()
+		rest, ok := strings.CutPrefix(line, maildropIntakeKey+" ")
+		if !ok || strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") {
+			t.Fatalf("line %q is not one intake line", line)
+		}
+		got, err := parseIntakeLine(strings.TrimSuffix(rest, "\n"))
+		if err != nil || *got != o {
+			t.Errorf("%+v: line %q reads back as %+v, %v", o, line, got, err)
+		}
+	}
+	for _, bad := range []string{
+		"via=maildrop uid=0", "via=api uid=0", "uid=0", "via=socket uid=x", "via=socket uid=-2",
+		"via=socket uid=0 uid=1", "via=socket uid=0 owner=1", "via=socket uid=0 with=LMTP", "via=socket uid=0 helo",
+	} {
+		if o, err := parseIntakeLine(bad); err == nil {
+			t.Errorf("intake line %q taken: %+v", bad, o)
+		}
+	}
 }
