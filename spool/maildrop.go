@@ -71,9 +71,15 @@ func WriteMaildrop(dir string, env queue.Envelope, body []byte) (name string, er
 	if err != nil {
 		return "", err
 	}
+	return placeMaildropFile(dir, header, body, 0o644)
+}
+
+// placeMaildropFile is WriteMaildrop once the header is made, and intake's
+// own files too (maildrop_intake.go), with the file's mode perm.
+func placeMaildropFile(dir, header string, body []byte, perm os.FileMode) (name string, err error) {
 	name = fmt.Sprintf("%016x-%s", time.Now().UnixNano(), randomHex(16))
 	tmp := filepath.Join(dir, maildropTemp+name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return "", fmt.Errorf("spool: maildrop: %w", err)
 	}
@@ -83,7 +89,7 @@ func WriteMaildrop(dir string, env queue.Envelope, body []byte) (name string, er
 			os.Remove(tmp)
 		}
 	}()
-	if err := writeMaildropFile(f, header, body); err != nil {
+	if err := writeMaildropFile(f, header, body, perm); err != nil {
 		return "", fmt.Errorf("spool: maildrop: write %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
@@ -120,9 +126,9 @@ func MaildropRoom(queuePath, dir string, minFree int64) error {
 	return nil
 }
 
-func writeMaildropFile(f *os.File, header string, body []byte) error {
+func writeMaildropFile(f *os.File, header string, body []byte, perm os.FileMode) error {
 	// The umask may have taken the read bits away; the daemon needs them.
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(perm); err != nil {
 		return err
 	}
 	if _, err := io.WriteString(f, header); err != nil {

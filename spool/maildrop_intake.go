@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"relayq/queue"
 )
@@ -122,7 +120,7 @@ func trustIntake(o *intakeOrigin, owner int) (*intakeOrigin, error) {
 // open: env and body as the client gave them, o as who and how. As
 // WriteMaildrop does, it writes a temporary file (mode 0600: only the
 // daemon reads it), fsyncs it, renames it into place and fsyncs the
-// directory before it returns the name; on failure nothing is left.
+// directory before it returns the name.
 func writeIntakeFile(dir string, env queue.Envelope, body []byte, o intakeOrigin) (name string, err error) {
 	header, err := maildropHeader(env)
 	if err != nil {
@@ -130,33 +128,5 @@ func writeIntakeFile(dir string, env queue.Envelope, body []byte, o intakeOrigin
 	}
 	// The intake line goes last, before the empty line that ends the header.
 	header = strings.TrimSuffix(header, "\n") + o.line() + "\n"
-	name = fmt.Sprintf("%016x-%s", time.Now().UnixNano(), randomHex(16))
-	tmp := filepath.Join(dir, maildropTemp+name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("spool: maildrop: %w", err)
-	}
-	defer func() {
-		f.Close()
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.WriteString(header); err != nil {
-		return "", fmt.Errorf("spool: maildrop: write %s: %w", tmp, err)
-	}
-	if _, err := f.Write(body); err != nil {
-		return "", fmt.Errorf("spool: maildrop: write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("spool: maildrop: sync %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return "", fmt.Errorf("spool: maildrop: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		os.Remove(filepath.Join(dir, name)) // not acknowledged: no 250 for it
-		return "", fmt.Errorf("spool: maildrop: sync %s: %w", dir, err)
-	}
-	return name, nil
+	return placeMaildropFile(dir, header, body, 0o600)
 }

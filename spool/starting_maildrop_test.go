@@ -17,28 +17,19 @@ import (
 )
 
 // startTaking runs a Server without a queue but with a maildrop, as the
-// daemon does while its queue opens, on a temp socket and 127.0.0.1:0.
+// daemon does while its queue opens, on a temp socket and 127.0.0.1:0 (or
+// opts.Listen).
 func startTaking(t *testing.T, opts Options) *Server {
 	t.Helper()
 	opts.Socket = filepath.Join(socketDir(t), "submit.sock")
-	opts.Listen = []string{"127.0.0.1:0"}
-	opts.SocketGID, opts.Hostname = -1, "relayq.test"
-	if opts.Maildrop == "" {
-		opts.Maildrop = maildropDir(t)
+	if opts.Listen == nil {
+		opts.Listen = []string{"127.0.0.1:0"}
 	}
+	opts.SocketGID, opts.Hostname, opts.Maildrop = -1, "relayq.test", maildropDir(t)
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
-	s := NewServer(opts)
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return s
+	return runServer(t, opts)
 }
 
 // sendOne plays a whole transaction and returns the reply to the final dot.
@@ -287,16 +278,7 @@ func TestInheritedServedWhileStarting(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := tl.Addr().String()
-	s := NewServer(Options{Socket: filepath.Join(socketDir(t), "submit.sock"), Listen: []string{addr}, Maildrop: maildropDir(t),
-		Inherited: map[string]net.Listener{addr: tl}, SocketGID: -1, Hostname: "relayq.test", Logger: testLogger(t)})
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
+	s := startTaking(t, Options{Listen: []string{addr}, Inherited: map[string]net.Listener{addr: tl}})
 	nc := dial(t, s, "tcp")
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	c := newClient(t, nc)
