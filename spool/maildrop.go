@@ -445,6 +445,9 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 	st := stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()}
 	if origin != nil {
 		st.helo, st.with = origin.helo, origin.with
+		if !origin.at.IsZero() {
+			st.now = origin.at // when intake took it (maildrop_intake.go)
+		}
 	}
 	body = stampMessage(nil, body, st)
 	rw := m.Rewriting

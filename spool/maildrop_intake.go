@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"relayq/queue"
 )
@@ -16,11 +17,14 @@ import (
 // sendmail's, with one more header line that says who submitted it and
 // how, since the file's owner is the daemon and not the submitter:
 //
-//	intake via=socket uid=1000 user=alice unit=cron.service helo=host with=ESMTP
-//	intake via=tcp uid=-1 addr=127.0.0.1:40312 helo=client.example with=ESMTP
+//	intake via=socket uid=1000 user=alice unit=cron.service helo=host with=ESMTP at=1796644800123456789
+//	intake via=tcp uid=-1 addr=127.0.0.1:40312 helo=client.example with=ESMTP at=1796644800123456789
 //
 // Each value is xtext (dsn.go), so it holds no space or line end; user,
-// unit, addr and helo are left out when empty. The import honours the line
+// unit, addr and helo are left out when empty. at is when the session took
+// the message (Unix nanoseconds): the time of its Received header, and of
+// the Date and Message-ID added when it has none, however long the file
+// waits. The import honours the line
 // only in a file owned by the daemon's own uid, which no local user can
 // create in the maildrop: in a file owned by anyone else it is a forgery
 // (a user claiming another's identity), and the file is set aside (*.bad)
@@ -40,7 +44,8 @@ const maildropIntakeKey = "intake"
 type intakeOrigin struct {
 	sub  queue.Submitter // Via viaSocket or viaTCP
 	helo string
-	with string // "SMTP" or "ESMTP"
+	with string    // "SMTP" or "ESMTP"
+	at   time.Time // when the session took it; zero: unknown
 }
 
 // line renders o as the intake header line, with its LF.
@@ -51,6 +56,9 @@ func (o intakeOrigin) line() string {
 		if kv[1] != "" {
 			b.WriteString(" " + kv[0] + "=" + xtextEncode(kv[1]))
 		}
+	}
+	if !o.at.IsZero() {
+		fmt.Fprintf(&b, " at=%d", o.at.UnixNano())
 	}
 	b.WriteString("\n")
 	return b.String()
@@ -87,6 +95,12 @@ func parseIntakeLine(s string) (*intakeOrigin, error) {
 			o.helo = v
 		case "with":
 			o.with = v
+		case "at":
+			ns, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || ns <= 0 {
+				return nil, fmt.Errorf("intake line: bad time %.30q", v)
+			}
+			o.at = time.Unix(0, ns)
 		default:
 			return nil, fmt.Errorf("intake line: unknown field %.20q", k)
 		}

@@ -180,7 +180,7 @@ func (s *session) keepForLater(body []byte) error {
 	if slices.ContainsFunc(s.rcptDSN, func(d queue.RecipientDSN) bool { return !d.IsZero() }) {
 		env.RecipientDSN = s.rcptDSN
 	}
-	o := intakeOrigin{sub: s.submitter, helo: s.smtp.Hostname(), with: s.conn.wire.protocol()}
+	o := intakeOrigin{sub: s.submitter, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(), at: time.Now()}
 	name, err := writeIntakeFile(s.srv.opts.Maildrop, env, body, o)
 	if err != nil {
 		s.log.Error("cannot keep message in the maildrop", "from", s.from, "size", len(body), "err", err)

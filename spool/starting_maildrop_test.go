@@ -229,7 +229,8 @@ func TestStartingLimitsAtImport(t *testing.T) {
 // into a maildrop file of their own, claiming another uid (root's, here)
 // on the socket, impersonates nobody: the file is set aside (*.bad), the
 // forgery logged, nothing queued. The same line in a file the daemon's
-// uid owns is honoured, and a malformed one is refused.
+// uid owns is honoured (its time is the Received header's), and a
+// malformed one is refused.
 func TestForgedIntakeLineIsSetAside(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root, to give a maildrop file to another uid (the suite runs as root)")
@@ -251,7 +252,7 @@ func TestForgedIntakeLineIsSetAside(t *testing.T) {
 	}
 	write("1-forged", "intake via=socket uid=0 user=root unit=cron.service\n", hostile)
 	write("2-malformed", "intake via=maildrop uid=0\n", os.Geteuid())
-	write("3-daemon", "intake via=socket uid=1234 user=alice\n", os.Geteuid())
+	write("3-daemon", "intake via=socket uid=1234 user=alice at=1577880000000000000\n", os.Geteuid())
 
 	md := &Maildrop{Dir: dir, Queue: q, Intake: srv, Log: log}
 	if n, err := md.Import(context.Background()); n != 1 || err != nil {
@@ -263,6 +264,9 @@ func TestForgedIntakeLineIsSetAside(t *testing.T) {
 	msgs, _ := queued(t, q)
 	if len(msgs) != 1 || msgs[0].Submitter != (queue.Submitter{UID: 1234, Via: viaSocket, User: "alice"}) {
 		t.Fatalf("queued %+v, want only the daemon's file, as uid 1234", msgs)
+	}
+	if body := readBody(t, q, msgs[0].ID); !strings.Contains(body, "; Wed, 01 Jan 2020 ") {
+		t.Errorf("the stamp does not carry the time intake took the message (2020-01-01, noon UTC):\n%s", body)
 	}
 	if out := logged(); !strings.Contains(out, "owner uid 65534 claims socket uid 0") {
 		t.Errorf("the forgery is not logged:\n%s", out)
@@ -292,7 +296,7 @@ func TestInheritedServedWhileStarting(t *testing.T) {
 // another way in, or a bad uid or field, is refused.
 func TestIntakeLineRoundTrip(t *testing.T) {
 	for _, o := range []intakeOrigin{
-		{sub: queue.Submitter{UID: 1000, Via: viaSocket, User: "alice", Unit: "cron.service"}, helo: "host", with: "ESMTP"},
+		{sub: queue.Submitter{UID: 1000, Via: viaSocket, User: "alice", Unit: "cron.service"}, helo: "host", with: "ESMTP", at: time.Unix(0, 1796644800123456789)},
 		{sub: queue.Submitter{UID: -1, Via: viaTCP, Addr: "[::1]:2525"}, helo: "a b=c+d\r\x00é", with: "SMTP"},
 		{sub: queue.Submitter{UID: 0, Via: viaSocket}},
 	} {
@@ -302,13 +306,13 @@ func TestIntakeLineRoundTrip(t *testing.T) {
 			t.Fatalf("line %q is not one intake line", line)
 		}
 		got, err := parseIntakeLine(strings.TrimSuffix(rest, "\n"))
-		if err != nil || *got != o {
+		if err != nil || !reflect.DeepEqual(*got, o) {
 			t.Errorf("%+v: line %q reads back as %+v, %v", o, line, got, err)
 		}
 	}
 	for _, bad := range []string{
 		"via=maildrop uid=0", "via=api uid=0", "uid=0", "via=socket uid=x", "via=socket uid=-2",
-		"via=socket uid=0 uid=1", "via=socket uid=0 owner=1", "via=socket uid=0 with=LMTP", "via=socket uid=0 helo",
+		"via=socket uid=0 uid=1", "via=socket uid=0 owner=1", "via=socket uid=0 with=LMTP", "via=socket uid=0 helo", "via=socket uid=0 at=0", "via=socket uid=0 at=x",
 	} {
 		if o, err := parseIntakeLine(bad); err == nil {
 			t.Errorf("intake line %q taken: %+v", bad, o)
