@@ -24,14 +24,14 @@ import (
 //	220 <hostname> ESMTP Service Ready
 //	EHLO/HELO, NOOP, RSET, VRFY, QUIT as usual
 //	MAIL, RCPT     checked as always, except [limits] (below)
-//	DATA … .       → 250 2.0.0 Ok: queued as <maildrop name> (relayq is starting; …)
+//	DATA … .       → 250 2.0.0 Ok: queued as <maildrop name> (relayq is starting: …)
 //
 // At the end of DATA the message is written into the maildrop as
 // sendmail's fallback writes it (temporary file, fsync, rename, fsync of
 // the directory), with an intake line that records the submitter the
-// socket saw (SO_PEERCRED) or the TCP address, the HELO name and the
-// protocol (maildrop_intake.go); the 250 comes only once all of that is on
-// disk. The daemon's Maildrop import queues the file once the queue is
+// socket saw (SO_PEERCRED) or the TCP address, the HELO name, the
+// protocol and the time (maildrop_intake.go); the 250 comes only once all
+// of that is on disk. The daemon's Maildrop import queues the file once the queue is
 // open, as it queues sendmail's, with the submitter, Received header and
 // rewriting a session with the queue open would have given the message,
 // then removes it. A crash before the import loses nothing: the next
