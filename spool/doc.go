@@ -13,7 +13,11 @@
 //     daemon (caps.go): over a cap a connection gets 421 4.7.0. The
 //     bodies being received share Options.MaxMemory, one submitter at most
 //     half (memory.go): a message that finds no room gets 452 4.3.1 after
-//     its final dot.
+//     its final dot. Before the queue is open (a Server made without
+//     Options.Queue, until Ready) a message is written into the maildrop
+//     instead, with the submitter the session saw, and answered 250 once
+//     the file is on disk; the import queues it once the queue is open
+//     (starting.go, maildrop_intake.go).
 //   - Server.Submit takes a message from another way in (the HTTP API,
 //     package api) under the socket's policy, step for step: min_free, the
 //     memory budget (HoldMemory lets the caller reserve for what it holds
@@ -42,9 +46,10 @@
 // Promises:
 //
 //   - Nothing is acknowledged (250, or a maildrop name returned) before it is
-//     on stable storage. What can go wrong after that is a duplicate, never a
-//     loss: a crash between queue.Put and the removal of a maildrop file
-//     imports that file again.
+//     on stable storage: the queue's commit, or while the queue is not open
+//     the maildrop file and its directory entry. What can go wrong after
+//     that is a duplicate, never a loss: a crash between queue.Put and the
+//     removal of a maildrop file imports that file again.
 //   - DATA is read by RFC 5321 (a line starts after CRLF, whatever CRs come
 //     before it), not by go-smtp's reader, which loses the line start after
 //     CR CR LF (wire.go).

@@ -80,6 +80,13 @@ func startServer(t testing.TB, opts Options) *Server {
 	if opts.Hostname == "" {
 		opts.Hostname = "relayq.test"
 	}
+	return runServer(t, opts)
+}
+
+// runServer starts a Server with opts as they are and shuts it down when
+// the test ends.
+func runServer(t testing.TB, opts Options) *Server {
+	t.Helper()
 	s := NewServer(opts)
 	if err := s.Start(); err != nil {
 		t.Fatal(err)

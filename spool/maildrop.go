@@ -71,9 +71,15 @@ func WriteMaildrop(dir string, env queue.Envelope, body []byte) (name string, er
 	if err != nil {
 		return "", err
 	}
+	return placeMaildropFile(dir, header, body, 0o644)
+}
+
+// placeMaildropFile is WriteMaildrop once the header is made, and intake's
+// own files too (maildrop_intake.go), with the file's mode perm.
+func placeMaildropFile(dir, header string, body []byte, perm os.FileMode) (name string, err error) {
 	name = fmt.Sprintf("%016x-%s", time.Now().UnixNano(), randomHex(16))
 	tmp := filepath.Join(dir, maildropTemp+name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return "", fmt.Errorf("spool: maildrop: %w", err)
 	}
@@ -83,7 +89,7 @@ func WriteMaildrop(dir string, env queue.Envelope, body []byte) (name string, er
 			os.Remove(tmp)
 		}
 	}()
-	if err := writeMaildropFile(f, header, body); err != nil {
+	if err := writeMaildropFile(f, header, body, perm); err != nil {
 		return "", fmt.Errorf("spool: maildrop: write %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
@@ -120,9 +126,9 @@ func MaildropRoom(queuePath, dir string, minFree int64) error {
 	return nil
 }
 
-func writeMaildropFile(f *os.File, header string, body []byte) error {
+func writeMaildropFile(f *os.File, header string, body []byte, perm os.FileMode) error {
 	// The umask may have taken the read bits away; the daemon needs them.
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(perm); err != nil {
 		return err
 	}
 	if _, err := io.WriteString(f, header); err != nil {
@@ -174,22 +180,22 @@ func maildropHeader(env queue.Envelope) (string, error) {
 	return b.String(), nil
 }
 
-// parseMaildrop reads a maildrop file back. The body is normalised again
-// (the file may not have come from WriteMaildrop) and refused if it holds
-// NUL octets.
-func parseMaildrop(data []byte) (queue.Envelope, []byte, error) {
-	var env queue.Envelope
+// parseMaildrop reads a maildrop file back, and the intake line of one
+// intake wrote (maildrop_intake.go; nil if none). The body is normalised
+// again (the file may not have come from WriteMaildrop) and refused if it
+// holds NUL octets.
+func parseMaildrop(data []byte) (env queue.Envelope, body []byte, origin *intakeOrigin, err error) {
 	s := string(data)
 	first := true
 	for {
 		line, rest, ok := strings.Cut(s, "\n")
 		if !ok {
-			return env, nil, errors.New("no end of header")
+			return env, nil, nil, errors.New("no end of header")
 		}
 		s = rest
 		if first {
 			if line != maildropMagic {
-				return env, nil, fmt.Errorf("first line is %.40q, not %q", line, maildropMagic)
+				return env, nil, nil, fmt.Errorf("first line is %.40q, not %q", line, maildropMagic)
 			}
 			first = false
 			continue
@@ -197,26 +203,32 @@ func parseMaildrop(data []byte) (queue.Envelope, []byte, error) {
 		if line == "" {
 			break
 		}
+		if rest, ok := strings.CutPrefix(line, maildropIntakeKey+" "); ok && origin == nil {
+			if origin, err = parseIntakeLine(rest); err != nil {
+				return env, nil, nil, err
+			}
+			continue
+		}
 		if err := parseMaildropLine(&env, line); err != nil {
-			return env, nil, err
+			return env, nil, nil, err
 		}
 	}
 	if len(env.Recipients) == 0 {
-		return env, nil, errors.New("no recipients")
+		return env, nil, nil, errors.New("no recipients")
 	}
 	n, body, err := readNormalized(strings.NewReader(s), 0)
 	if err != nil {
-		return env, nil, err
+		return env, nil, nil, err
 	}
 	if n.nul {
-		return env, nil, errors.New("body contains NUL octets")
+		return env, nil, nil, errors.New("body contains NUL octets")
 	}
 	env.EightBit = n.eightBit
 	env.UTF8 = env.UTF8 || needsUTF8(env.From, env.Recipients)
 	if !slices.ContainsFunc(env.RecipientDSN, func(d queue.RecipientDSN) bool { return !d.IsZero() }) {
 		env.RecipientDSN = nil
 	}
-	return env, body, checkDSN(env.DSN)
+	return env, body, origin, checkDSN(env.DSN)
 }
 
 func parseMaildropLine(env *queue.Envelope, line string) error {
@@ -340,7 +352,9 @@ func (m *Maildrop) logger() *slog.Logger {
 // removed, or while the queue refuses new mail for lack of room
 // (queue.Room): then nothing is claimed or imported.
 //
-// The submitter recorded is the file owner's uid, Via "maildrop".
+// The submitter recorded is the file owner's uid, Via "maildrop", or for
+// a file intake wrote while the queue was not open, the submitter its
+// intake line names (maildrop_intake.go).
 func (m *Maildrop) Import(ctx context.Context) (imported int, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -423,17 +437,30 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 			return false, nil
 		}
 	}
-	env, body, counted, ok := m.admitFile(base, work) // maildrop_policy.go
+	env, body, origin, counted, ok := m.admitFile(base, work) // maildrop_policy.go
 	if !ok {
 		return false, nil
 	}
 	env.ID = q.NewID()
-	body = stampMessage(nil, body, stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()})
+	st := stamp{id: env.ID, hostname: m.hostname(), submitter: env.Submitter, now: time.Now()}
+	if origin != nil {
+		st.helo, st.with = origin.helo, origin.with
+		if !origin.at.IsZero() {
+			st.now = origin.at // when intake took it (maildrop_intake.go)
+		}
+	}
+	body = stampMessage(nil, body, st)
 	rw := m.Rewriting
 	if m.Intake != nil {
 		rw = *m.Intake.rewriting.Load()
 	}
-	env, body, err = rw.Apply(env, body)
+	switch {
+	case origin == nil:
+		env, body, err = rw.Apply(env, body)
+	case rw.Message != nil:
+		// Intake's file: its recipients are those RCPT mapped already.
+		env.From, body = rw.Message(env.From, body)
+	}
 	if err != nil {
 		counted(false)
 		m.setAside(base, work, err)
@@ -449,8 +476,12 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 		return false, nil
 	}
 	delete(m.waiting, base)
+	via := viaMaildrop
+	if origin != nil {
+		via = origin.sub.Via // counted as the session that took it
+	}
 	if m.Intake != nil {
-		m.Intake.opts.Metrics.accept(viaMaildrop) // metrics.go
+		m.Intake.opts.Metrics.accept(via) // metrics.go
 	}
 	// From here until the directory is synced, a crash imports the file
 	// again: a duplicate, not a loss.
@@ -458,7 +489,7 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 		log.Error("maildrop: queued but cannot remove file; it will be imported again", "id", id, "file", base, "err", err)
 		return false, fmt.Errorf("spool: maildrop: %w", err)
 	}
-	log.Info("accepted", "id", id, "via", viaMaildrop, "uid", env.Submitter.UID, "file", base,
+	log.Info("accepted", "id", id, "via", via, "uid", env.Submitter.UID, "file", base,
 		"from", env.From, "rcpts", len(env.Recipients), "size", len(body))
 	return true, nil
 }
@@ -469,28 +500,30 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 // larger than MaxSize (plus room for the envelope lines) is refused before
 // it is read, so a full maildrop cannot exhaust the daemon's memory; and
 // since its owner can still append to it, the read itself stops one byte
-// past that bound, whatever the size was a moment before.
-func (m *Maildrop) readFile(path string) (queue.Envelope, []byte, error) {
+// past that bound, whatever the size was a moment before. The submitter
+// is the file's owner, Via "maildrop", unless intake wrote the file: then
+// it is the one its intake line names (maildrop_intake.go), returned too.
+func (m *Maildrop) readFile(path string) (queue.Envelope, []byte, *intakeOrigin, error) {
 	maxSize := m.MaxSize
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return queue.Envelope{}, nil, err
+		return queue.Envelope{}, nil, nil, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return queue.Envelope{}, nil, err
+		return queue.Envelope{}, nil, nil, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	switch {
 	case !fi.Mode().IsRegular():
-		return queue.Envelope{}, nil, errors.New("not a regular file")
+		return queue.Envelope{}, nil, nil, errors.New("not a regular file")
 	case !ok:
-		return queue.Envelope{}, nil, errors.New("no owner")
+		return queue.Envelope{}, nil, nil, errors.New("no owner")
 	case st.Nlink != 1:
-		return queue.Envelope{}, nil, fmt.Errorf("file has %d links", st.Nlink)
+		return queue.Envelope{}, nil, nil, fmt.Errorf("file has %d links", st.Nlink)
 	case maxSize > 0 && fi.Size() > maxSize+maildropEnvelopeRoom:
-		return queue.Envelope{}, nil, fmt.Errorf("file of %d bytes exceeds max_message_size %d", fi.Size(), maxSize)
+		return queue.Envelope{}, nil, nil, fmt.Errorf("file of %d bytes exceeds max_message_size %d", fi.Size(), maxSize)
 	}
 	if m.afterStat != nil {
 		m.afterStat(f)
@@ -501,17 +534,23 @@ func (m *Maildrop) readFile(path string) (queue.Envelope, []byte, error) {
 	}
 	data, err := io.ReadAll(r)
 	if err != nil {
-		return queue.Envelope{}, nil, err
+		return queue.Envelope{}, nil, nil, err
 	}
 	if maxSize > 0 && int64(len(data)) > maxSize+maildropEnvelopeRoom {
-		return queue.Envelope{}, nil, fmt.Errorf("file grew past max_message_size %d while being read", maxSize)
+		return queue.Envelope{}, nil, nil, fmt.Errorf("file grew past max_message_size %d while being read", maxSize)
 	}
-	env, body, err := parseMaildrop(data)
+	env, body, origin, err := parseMaildrop(data)
+	if err == nil {
+		origin, err = trustIntake(origin, int(st.Uid)) // maildrop_intake.go
+	}
 	if err != nil {
-		return env, nil, err
+		return env, nil, nil, err
 	}
 	env.Submitter = queue.Submitter{UID: int(st.Uid), Via: viaMaildrop, User: userName(int(st.Uid))}
-	return env, body, nil
+	if origin != nil {
+		env.Submitter = origin.sub
+	}
+	return env, body, origin, nil
 }
 
 // setAside renames a file that will not be imported to <name>.bad.

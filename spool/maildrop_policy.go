@@ -30,6 +30,12 @@ import (
 //     unable to take one file does not retry it forever;
 //   - in every case the other files go on being imported.
 //
+// A file intake wrote while the queue was not open (maildrop_intake.go)
+// gets the same, under the submitter its intake line names: over
+// messages_per_hour or queued_bytes it waits, larger than that
+// submitter's whole queued_bytes it is set aside. That is where [limits]
+// apply to a message taken while relayq starts (starting.go).
+//
 // The retry state is kept in memory: a restart tries every file at once.
 
 const (
@@ -96,30 +102,30 @@ func (m *Maildrop) retryLater(base, work string, why error, failure bool) {
 // admitFile reads the claimed file base (at work) and applies the intake
 // policy to it. If ok, the file may be queued and done must be called with
 // the outcome of Put; if not, it has been set aside or will be tried again.
-func (m *Maildrop) admitFile(base, work string) (env queue.Envelope, body []byte, done func(queued bool), ok bool) {
+func (m *Maildrop) admitFile(base, work string) (env queue.Envelope, body []byte, origin *intakeOrigin, done func(queued bool), ok bool) {
 	if over := m.overLimit(work); over != nil {
 		// Known from the owner alone: no need to read the file.
 		m.retryLater(base, work, errors.New(over.Message), false)
-		return env, nil, nil, false
+		return env, nil, nil, nil, false
 	}
-	env, body, err := m.readFile(work)
+	env, body, origin, err := m.readFile(work)
 	if err == nil {
 		err = m.refused(env, body)
 	}
 	if err != nil {
 		m.setAside(base, work, err)
-		return env, nil, nil, false
+		return env, nil, nil, nil, false
 	}
 	done, over := m.admit(env, int64(len(body)))
 	switch {
 	case over != nil && over.Code >= 500: // larger than its owner's whole allowance
 		m.setAside(base, work, errors.New(over.Message))
-		return env, nil, nil, false
+		return env, nil, nil, nil, false
 	case over != nil:
 		m.retryLater(base, work, errors.New(over.Message), false)
-		return env, nil, nil, false
+		return env, nil, nil, nil, false
 	}
-	return env, body, done, true
+	return env, body, origin, done, true
 }
 
 // forgetGone drops the retry state of files no longer in the listing
@@ -171,6 +177,11 @@ func (m *Maildrop) overLimit(work string) *smtp.SMTPError {
 		return nil
 	}
 	uid := int(st.Uid)
+	if uid == os.Geteuid() {
+		// Perhaps intake's own file, whose submitter is inside: admit
+		// checks it once the file is read.
+		return nil
+	}
 	return m.Intake.limits.Load().check(queue.Submitter{UID: uid, Via: viaMaildrop, User: userName(uid)}, 0)
 }
 

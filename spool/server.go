@@ -37,6 +37,18 @@ type Options struct {
 	// the queue is open: it answers MAIL with 451 4.3.0 "relayq is
 	// starting" until Ready hands it the queue (starting.go).
 	Queue *queue.Queue
+	// Maildrop is the maildrop directory (maildrop.go). While the queue is
+	// not open (no Queue, before Ready), a session that reaches the end of
+	// DATA has its message written there and gets its 250 once the file is
+	// on disk; the daemon's Maildrop import queues it once the queue is
+	// open (starting.go). "" answers MAIL with 451 4.3.0 until Ready.
+	Maildrop string
+	// QueuePath and MinFree are the queue file and [queue] min_free: while
+	// the queue is not open, a message is refused with 452 4.3.1 when the
+	// queue's file system has less than MinFree bytes free (MaildropRoom),
+	// as sendmail's fallback refuses it. 0 checks nothing.
+	QueuePath string
+	MinFree   int64
 	// Socket is the path of the submission Unix socket; "" for none.
 	Socket string
 	// SocketMode is the socket's permission bits; 0 means 0666 (every local
@@ -242,7 +254,7 @@ func (s *Server) Start() error {
 	}
 	s.listeners = append(s.listeners, ls...)
 	for _, l := range ls {
-		if inherited[l] && s.starting() {
+		if inherited[l] && s.starting() && s.opts.Maildrop == "" {
 			s.held = append(s.held, l) // starting.go: served at Ready
 			continue
 		}

@@ -48,6 +48,7 @@ type session struct {
 	smtp      *smtp.Conn // for the client's HELO name
 	submitter queue.Submitter
 	log       *slog.Logger
+	probe     bool // Starting's session: answered "starting" until Ready (starting.go)
 
 	fromSet bool
 	from    string
@@ -82,7 +83,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		sub.Addr = sc.RemoteAddr().String()
 		log = log.With("addr", sub.Addr)
 	}
-	return &session{srv: s, conn: sc, smtp: c, submitter: sub, log: log.With("helo", c.Hostname())}, nil
+	return &session{srv: s, conn: sc, smtp: c, submitter: sub, log: log.With("helo", c.Hostname()), probe: c.Hostname() == startingProbeName}, nil
 }
 
 func (s *session) Reset() {
@@ -108,7 +109,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.fromSet {
 		return replyNested
 	}
-	if s.srv.starting() { // starting.go
+	starting := s.srv.starting() // starting.go: the message goes to the maildrop
+	if starting && (s.srv.opts.Maildrop == "" || s.probe) {
 		return replyStarting
 	}
 	if from != "" {
@@ -126,8 +128,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		size = opts.Size
 	}
-	if err := s.srv.queue().Room(); err != nil {
-		// queue.Put would refuse it (min_free): say so before the body.
+	if err := s.srv.room(starting); err != nil {
+		// queue.Put (or, while starting, the maildrop) would refuse it
+		// (min_free): say so before the body.
 		s.log.Warn("queue full, message refused", "from", from, "size", size, "err", err)
 		return s.reject(reasonQueueFull, replyFull)
 	}
@@ -135,8 +138,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.log.Info("refused message larger than the memory budget allows", "from", from, "size", size)
 		return s.reject(reasonMemory, smtp.ErrDataTooLarge)
 	}
-	if r := s.srv.limits.Load().check(s.submitter, size); r != nil {
-		return s.reject(reasonLimits, r)
+	// [limits] count what the queue holds: while starting they are
+	// applied at the maildrop's import (starting.go).
+	if !starting {
+		if r := s.srv.limits.Load().check(s.submitter, size); r != nil {
+			return s.reject(reasonLimits, r)
+		}
 	}
 	s.fromSet, s.from, s.dsn = true, from, dsn
 	s.utf8 = opts != nil && opts.UTF8
@@ -183,7 +190,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 // Data reads the message, normalising its line endings, adds Received and
 // any missing Date and Message-ID (stampMessage), and answers 250 only once
-// queue.Put has returned (the bbolt commit is on disk).
+// queue.Put has returned (the bbolt commit is on disk). While the queue is
+// not open, the message goes into the maildrop instead, and the 250 comes
+// once that file is on disk (keepForLater, starting.go).
 func (s *session) Data(r io.Reader) error {
 	if !s.srv.beginData(s.conn) {
 		return s.reject(reasonShutdown, replyShutdown)
@@ -212,7 +221,12 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Info("refused message with NUL octets", "from", s.from, "size", len(body))
 		return s.reject(reasonNUL, replyNUL)
 	}
-	id := s.srv.queue().NewID()
+	q := s.srv.queue()
+	if q == nil { // starting.go
+		defer n.release()
+		return s.keepForLater(body)
+	}
+	id := q.NewID()
 	stamped := stampMessage(takeBodyBuffer(), body, stamp{
 		id: id, hostname: s.srv.opts.Hostname, helo: s.smtp.Hostname(), with: s.conn.wire.protocol(),
 		submitter: s.submitter, now: time.Now(),
@@ -242,7 +256,7 @@ func (s *session) Data(r io.Reader) error {
 	if refused != nil {
 		return s.reject(reasonLimits, refused)
 	}
-	id, err = s.srv.queue().Put(s.srv.putCtx, env, body)
+	id, err = q.Put(s.srv.putCtx, env, body)
 	counted(err == nil)
 	switch {
 	case errors.Is(err, queue.ErrFull):

@@ -18,18 +18,9 @@ import (
 // its queue opens, on a temp socket and 127.0.0.1:0.
 func startStarting(t *testing.T) *Server {
 	t.Helper()
-	s := NewServer(Options{Socket: filepath.Join(socketDir(t), "submit.sock"), Listen: []string{"127.0.0.1:0"},
+	return runServer(t, Options{Socket: filepath.Join(socketDir(t), "submit.sock"), Listen: []string{"127.0.0.1:0"},
 		SocketGID: -1, Hostname: "relayq.test", Logger: testLogger(t),
 		Limits: Limits{Default: Limit{MessagesPerHour: 100, QueuedBytes: 1 << 20}}})
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return s
 }
 
 // TestStartingAnswers451AtMail: before Ready, a session is greeted and
@@ -131,16 +122,8 @@ func TestInheritedWaitUntilReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := tl.Addr().String()
-	s := NewServer(Options{Socket: filepath.Join(socketDir(t), "submit.sock"), Listen: []string{addr},
+	s := runServer(t, Options{Socket: filepath.Join(socketDir(t), "submit.sock"), Listen: []string{addr},
 		Inherited: map[string]net.Listener{addr: tl}, SocketGID: -1, Hostname: "relayq.test", Logger: testLogger(t)})
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
 	waiting := dial(t, s, "tcp")
 	waiting.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, err := waiting.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {

@@ -15,9 +15,10 @@ import (
 // restartAfterKill kills d with SIGKILL, as a crash would, and starts relayq
 // serve again on the same file, printing what a local program and an SMTP
 // client see while it recovers: the first greeting, a `relayq sendmail`
-// call made once the daemon answers (it exits 0 with the message left in
-// the maildrop while the queue is not open), the first 250 to a message
-// over the socket, ready, and when the sendmail message reached the queue.
+// call made once the daemon answers, the first 250 to a message over the
+// socket (while the queue is not open, intake writes both into the
+// maildrop before its 250: spool/starting.go), ready, and when the
+// maildrop was empty again (both imported into the queue).
 func restartAfterKill(d *daemon, bin, cfg, path, socket, maildrop string, cold bool) *daemon {
 	if err := d.cmd.Process.Kill(); err != nil {
 		log.Fatal(err)
@@ -29,11 +30,15 @@ func restartAfterKill(d *daemon, bin, cfg, path, socket, maildrop string, cold b
 		}
 	}
 	start := time.Now()
-	accepted := make(chan time.Duration, 1)
+	type reply struct {
+		at   time.Duration
+		text string
+	}
+	accepted := make(chan reply, 1)
 	go func() {
 		for time.Since(start) < 5*time.Minute {
-			if submitOnce(socket) {
-				accepted <- time.Since(start)
+			if text, ok := submitOnce(socket); ok {
+				accepted <- reply{time.Since(start), text}
 				return
 			}
 			time.Sleep(time.Millisecond)
@@ -68,12 +73,13 @@ func restartAfterKill(d *daemon, bin, cfg, path, socket, maildrop string, cold b
 	}
 	fmt.Printf("  sendmail       called at %v, %s in %v\n", c.at.Round(time.Millisecond), status, c.took.Round(time.Millisecond))
 	fmt.Printf("  ready          %v\n", nd.ready.Round(time.Millisecond))
-	fmt.Printf("  first 250      %v (a message over the submission socket)\n", (<-accepted).Round(time.Millisecond))
+	a := <-accepted
+	fmt.Printf("  first 250      %v (a message over the submission socket: %s)\n", a.at.Round(time.Millisecond), a.text)
 	// The maildrop file is removed once its message is committed to the
 	// queue (spool.Maildrop.Import).
 	for time.Since(start) < 5*time.Minute {
 		if n, err := spool.PendingMaildrop(maildrop); err == nil && n == 0 {
-			fmt.Printf("  imported       %v (the sendmail message, from the maildrop into the queue)\n", time.Since(start).Round(time.Millisecond))
+			fmt.Printf("  imported       %v (the maildrop empty: what it took while starting is in the queue)\n", time.Since(start).Round(time.Millisecond))
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -82,15 +88,16 @@ func restartAfterKill(d *daemon, bin, cfg, path, socket, maildrop string, cold b
 }
 
 // submitOnce sends one message over the submission socket and reports
-// whether its end got a 250.
-func submitOnce(socket string) bool {
+// whether its end got a 250, and that reply.
+func submitOnce(socket string) (string, bool) {
 	c, err := net.Dial("unix", socket)
 	if err != nil {
-		return false
+		return "", false
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	r := bufio.NewReader(c)
+	var last string
 	for _, step := range []struct{ send, want string }{
 		{"", "220"},
 		{"EHLO probe\r\n", "250"},
@@ -102,10 +109,10 @@ func submitOnce(socket string) bool {
 		if step.send != "" {
 			fmt.Fprint(c, step.send)
 		}
-		if !strings.HasPrefix(lastReplyLine(r), step.want) {
-			return false
+		if last = lastReplyLine(r); !strings.HasPrefix(last, step.want) {
+			return "", false
 		}
 	}
 	fmt.Fprint(c, "QUIT\r\n")
-	return true
+	return last, true
 }

@@ -8,8 +8,9 @@
 //	              -rebuild: of the file without its counters, which that
 //	              open builds, once)
 //	first answer  exec of relayq serve to the first 220 greeting on its
-//	              submission socket (dialled every millisecond from exec);
-//	              until ready, MAIL gets 451 4.3.0 "relayq is starting"
+//	              submission socket (dialled every millisecond from exec),
+//	              and its reply to MAIL (250: until ready, intake takes
+//	              mail into the maildrop, spool/starting.go)
 //	ready         exec of relayq serve to its "relayq ready" log line
 //	              (with -cold: both after the queue file's pages were
 //	              dropped from the page cache, posix_fadvise DONTNEED)
@@ -30,12 +31,11 @@
 //	              -cold, after dropping its pages again): a file left by
 //	              a crash has no saved freelist, so Open reads the file
 //	              through first. Prints the first answer, when a local
-//	              program's `relayq sendmail` first exits 0 (while the
-//	              queue is not open the daemon answers 451 4.3.0 and
-//	              sendmail leaves the message in the maildrop, as with
-//	              the daemon down), when a message over the socket first
-//	              gets its 250, ready, and when the sendmail message was
-//	              imported into the queue.
+//	              program's `relayq sendmail` first exits 0, when a
+//	              message over the socket first gets its 250 (while the
+//	              queue is not open intake writes both into the maildrop
+//	              before the 250 or exit 0), ready, and when the
+//	              maildrop was empty again (both imported into the queue).
 //	drain         with -drain IDLE: relayq serve restarted with a relay that
 //	              accepts everything, until the queue is empty (rate,
 //	              RssAnon at start, peak, when empty), then IDLE of quiet

@@ -167,7 +167,8 @@ func (d *daemon) newTransport() (func(), error) {
 
 // startIntake makes sure of the maildrop and listens on the submission
 // socket and the loopback addresses. It runs before the queue is open:
-// until openQueue calls Ready, sessions are answered "starting".
+// until openQueue calls Ready, intake writes what it takes into the
+// maildrop, which the import queues once the queue is open.
 func (d *daemon) startIntake() (func(), error) {
 	cfg := d.cfg
 	gid, err := cfg.Submission.SocketGID()
@@ -182,6 +183,11 @@ func (d *daemon) startIntake() (func(), error) {
 		return nil, &startErr{exitConfig, err}
 	}
 	intake := spool.NewServer(spool.Options{
+		// Until openQueue calls Ready, a message is written into the
+		// maildrop and imported once the queue is open (spool/starting.go).
+		Maildrop:       cfg.Submission.Maildrop,
+		QueuePath:      cfg.Queue.Path,
+		MinFree:        int64(cfg.Queue.MinFree),
 		Socket:         cfg.Submission.Socket,
 		SocketMode:     os.FileMode(cfg.Submission.SocketMode),
 		SocketGID:      gid,

@@ -287,7 +287,7 @@ func spaceText(sp control.SpaceStatus) string {
 }
 
 // printStarting says that relayq is starting: the control socket does not
-// answer yet, and intake answers 451 4.3.0 "relayq is starting" while the
+// answer yet, and intake keeps what it takes in the maildrop while the
 // queue opens (spool/starting.go). Not healthy yet: exit 1.
 func printStarting(env cmdEnv, asJSON bool) int {
 	if asJSON {
@@ -295,7 +295,7 @@ func printStarting(env cmdEnv, asJSON bool) int {
 			return e
 		}
 	} else {
-		fmt.Fprintln(env.Stdout, "relayq is starting: the queue is opening; intake answers 451 4.3.0 (try again shortly) until it is open")
+		fmt.Fprintln(env.Stdout, "relayq is starting: the queue is opening; mail submitted meanwhile is kept in the maildrop and queued once it is open")
 	}
 	return exitUnhealthy
 }
