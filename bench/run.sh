@@ -153,11 +153,16 @@ raw=$out/raw.jsonl
 : >"$raw"
 say() { echo "== $*" >&2; }
 
-# freeport prints a loopback TCP port nobody listens on.
+# freeport prints a loopback TCP port nobody listens on, below the
+# kernel's range of ephemeral ports: a port there may be the local end of
+# some connection (the load's, another program's), which nothing listens
+# on but which a listener cannot bind (one --e2e round stopped so).
+ephemeral_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((ephemeral_low > 11000)) || ephemeral_low=32768 # no room below it: take the chance
 freeport() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + RANDOM % (ephemeral_low - 10000)))
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
 	done
 }

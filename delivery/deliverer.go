@@ -106,9 +106,22 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	for range d.opts.Workers {
 		slots <- struct{}{}
 	}
+	// The workers live as long as Run: a goroutine per lease would start
+	// each attempt on a fresh stack and grow it again (a copy at every
+	// doubling) on the way into the transport.
+	leased := make(chan *queue.Lease)
 	var wg sync.WaitGroup
+	for range d.opts.Workers {
+		wg.Go(func() {
+			for l := range leased {
+				d.attempt(ctx, sendCtx, l)
+				slots <- struct{}{}
+			}
+		})
+	}
 	defer func() {
 		timer := time.AfterFunc(d.opts.ShutdownTimeout, cancelSends)
+		close(leased)
 		wg.Wait()
 		timer.Stop()
 	}()
@@ -139,12 +152,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			d.opts.Logger.Error("cannot lease messages", "err", err)
 		}
 		for _, l := range leases {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d.attempt(ctx, sendCtx, l)
-				slots <- struct{}{}
-			}()
+			leased <- l // a worker is idle for each: their slots were taken
 		}
 		for range free - len(leases) {
 			slots <- struct{}{}

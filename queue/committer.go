@@ -49,6 +49,10 @@ type change struct {
 	// nothing else may wait a little for a change somebody does wait for,
 	// to share its commit (linger).
 	outcome bool
+	// ends is the message whose lease the change ends (an outcome's):
+	// once it has committed, the ended hook notes it, with the batch's
+	// others.
+	ends string
 }
 
 type committer struct {
@@ -73,6 +77,11 @@ type committer struct {
 	// wake is called after every transaction that committed, before its
 	// callers are answered: something may have become due (Queue.notify).
 	wake func()
+	// ended is called after a transaction that committed changes with
+	// ends set, with those messages, before their callers are answered:
+	// the in-flight journal (inflight.go) takes the lines of a batch's
+	// outcomes in one write rather than a write per worker.
+	ended func(ids []string)
 
 	// lastWaited is when the loop last took a change that somebody waits
 	// for (not an outcome; see linger). Only the loop uses it.
@@ -81,7 +90,7 @@ type committer struct {
 	lingerMax time.Duration
 }
 
-func newCommitter(db *bolt.DB, maxBatch int, release func() bool, wake func()) *committer {
+func newCommitter(db *bolt.DB, maxBatch int, release func() bool, wake func(), ended func([]string)) *committer {
 	c := &committer{
 		db:        db,
 		queue:     make(chan change, maxBatch),
@@ -90,6 +99,7 @@ func newCommitter(db *bolt.DB, maxBatch int, release func() bool, wake func()) *
 		stopped:   make(chan struct{}),
 		release:   release,
 		wake:      wake,
+		ended:     ended,
 		lingerMax: lingerMax,
 	}
 	go c.loop()
@@ -111,10 +121,10 @@ func (c *committer) commitSpare(fn func(*bolt.Tx) error) error {
 }
 
 // commitOutcome is commit (commitSpare when spare) for an attempt's
-// outcome: it may wait up to lingerMax for a change somebody waits for, to
-// share its commit (linger).
-func (c *committer) commitOutcome(fn func(*bolt.Tx) error, spare bool) error {
-	return c.enqueue(change{fn: fn, done: make(chan error, 1), spare: spare, outcome: true})
+// outcome, which ends the lease of message id: it may wait up to lingerMax
+// for a change somebody waits for, to share its commit (linger).
+func (c *committer) commitOutcome(fn func(*bolt.Tx) error, spare bool, id string) error {
+	return c.enqueue(change{fn: fn, done: make(chan error, 1), spare: spare, outcome: true, ends: id})
 }
 
 // read runs fn in a read-only transaction in the loop, between commits, and
@@ -350,6 +360,7 @@ func (c *committer) write(batch []change) {
 		c.commits.Add(1)
 		c.changes.Add(int64(len(batch)))
 		c.woken()
+		c.endLeases(batch)
 		for _, ch := range batch {
 			ch.done <- nil
 		}
@@ -371,8 +382,26 @@ func (c *committer) writeOne(ch change) error {
 		c.commits.Add(1)
 		c.changes.Add(1)
 		c.woken()
+		c.endLeases([]change{ch})
 	}
 	return fullErr(err)
+}
+
+// endLeases calls the ended hook, if any, with the leases that committed
+// changes end.
+func (c *committer) endLeases(committed []change) {
+	if c.ended == nil {
+		return
+	}
+	var ids []string
+	for _, ch := range committed {
+		if ch.ends != "" {
+			ids = append(ids, ch.ends)
+		}
+	}
+	if len(ids) > 0 {
+		c.ended(ids)
+	}
 }
 
 // woken calls the wake hook, if any, after a commit.

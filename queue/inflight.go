@@ -14,7 +14,9 @@ import (
 // Which messages were out for delivery when relayq last stopped without
 // ending their leases (kill -9, a crash). Leases live in memory (lease.go),
 // so the database cannot say; this journal next to it (<file>.inflight)
-// can: a line "+ID" when a message is leased, "-ID" when its lease ends.
+// can: a line "+ID" when a message is leased, "-ID" when its lease ends
+// (for the outcomes one commit records, one write of all their lines, as
+// soon as that commit is on disk: committer.ended).
 // At Open the IDs still open were interrupted: their next attempt may send
 // again what the relay already took, and is marked so (Lease.Interrupted,
 // logged as possible_duplicate).
@@ -45,6 +47,9 @@ type inflight struct {
 	open map[string]bool
 	size int64
 	off  func(error) // reports why the journal stopped, once
+	// writes counts the write(2) calls made, for the tests and
+	// benchmarks that guard how many a delivery costs.
+	writes int
 }
 
 // openInflight reads what the journal at path says was interrupted, then
@@ -128,16 +133,31 @@ func (j *inflight) begin(ids []string) {
 
 // end notes that id's lease ended.
 func (j *inflight) end(id string) {
+	j.endAll([]string{id})
+}
+
+// endAll notes that the leases of ids ended, in one write: the outcomes
+// one commit recorded (committer.ended).
+func (j *inflight) endAll(ids []string) {
 	if j == nil {
 		return
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if !j.open[id] {
+	var b strings.Builder
+	for _, id := range ids {
+		if !j.open[id] {
+			continue
+		}
+		delete(j.open, id)
+		b.WriteByte('-')
+		b.WriteString(id)
+		b.WriteByte('\n')
+	}
+	if b.Len() == 0 {
 		return
 	}
-	delete(j.open, id)
-	j.write("-" + id + "\n")
+	j.write(b.String())
 	if j.size > inflightCompactAt {
 		j.compact()
 	}
@@ -150,6 +170,7 @@ func (j *inflight) write(s string) {
 	}
 	n, err := j.f.WriteString(s)
 	j.size += int64(n)
+	j.writes++
 	if err != nil {
 		j.stop(err)
 	}

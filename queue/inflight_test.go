@@ -139,3 +139,49 @@ func TestInflightJournalModeIsFixed(t *testing.T) {
 		t.Error("the journal is off after its mode was fixed")
 	}
 }
+
+// TestOutcomesOfACommitEndTheirLeasesInOneWrite: the outcomes one commit
+// records end their leases in the journal with one write, once that
+// commit is on disk (a write per worker was a write(2) per message), and
+// the journal then holds none of them open.
+func TestOutcomesOfACommitEndTheirLeasesInOneWrite(t *testing.T) {
+	q, path := openTest(t, Options{})
+	for range 3 {
+		put(t, q, "x\r\n", "a@x.org")
+	}
+	leases, err := q.Lease(3)
+	if err != nil || len(leases) != 3 {
+		t.Fatalf("lease: %d, %v", len(leases), err)
+	}
+	release := holdCommitter(t, q)
+	recorded := make(chan error, len(leases))
+	for _, l := range leases {
+		go func() {
+			_, err := q.Record(l, []Outcome{{Address: "a@x.org", Result: Delivered, Reply: reply250}})
+			recorded <- err
+		}()
+	}
+	waitQueued(t, q, len(leases))
+	q.inflight.mu.Lock()
+	before := q.inflight.writes
+	q.inflight.mu.Unlock()
+	release()
+	for range leases {
+		if err := <-recorded; err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.inflight.mu.Lock()
+	writes := q.inflight.writes - before
+	q.inflight.mu.Unlock()
+	if writes != 1 {
+		t.Errorf("three outcomes of one commit made %d journal writes, want 1", writes)
+	}
+	open, err := readInflight(path + inflightSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 0 {
+		t.Errorf("the journal holds %v open after every outcome was recorded", open)
+	}
+}

@@ -472,12 +472,11 @@ func (q *Queue) RecordParts(l *Lease, parts []Part) (*Message, error) {
 			return q.remove(tx, m, before)
 		}
 		return q.rescheduleOver(tx, m, before, func() { m.NextAttempt = earliestAttempt(m) })
-	}, spare)
+	}, spare, l.ID) // the journal's line for the lease's end is written as it commits
 	if err != nil {
 		return nil, fmt.Errorf("queue: record %s: %w", l.ID, err)
 	}
 	q.leases.drop(l.ID, l.token)
-	q.inflight.end(l.ID)
 	if len(result.Pending()) == 0 {
 		q.left(l.ID) // gone: no later attempt to mark
 	} else {

@@ -19,7 +19,8 @@ import (
 // (the commits both halves shared: the number that timing on a busy
 // machine blurs least), the process's CPU time (user + system) per
 // message, the submitters' wait for their Put and the time from a Put's
-// return to its message's lease.
+// return to its message's lease, and the in-flight journal's writes per
+// message (inflight.go).
 //
 //	go test -run '^$' -bench Pipeline -benchtime 5000x ./queue
 func BenchmarkPipeline(b *testing.B) {
@@ -68,7 +69,7 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 	}()
-	before, cpuBefore := q.Stats(), cpuTime()
+	before, cpuBefore, journalBefore := q.Stats(), cpuTime(), q.inflightWrites()
 	var next atomic.Int64
 	var submitters sync.WaitGroup
 	b.ResetTimer()
@@ -101,6 +102,7 @@ func BenchmarkPipeline(b *testing.B) {
 	after := q.Stats()
 	b.ReportMetric(float64((cpuTime()-cpuBefore).Microseconds())/float64(b.N), "cpu-µs/msg")
 	b.ReportMetric(2*float64(after.Commits-before.Commits)/float64(b.N), "fsyncs/msg")
+	b.ReportMetric(float64(q.inflightWrites()-journalBefore)/float64(b.N), "journal-writes/msg")
 	b.ReportMetric(float64(median(putWait).Microseconds()), "put-µs")
 	b.ReportMetric(float64(median(leaseLag).Microseconds()), "lease-lag-µs")
 }
@@ -128,4 +130,11 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// inflightWrites is how many writes the in-flight journal has made.
+func (q *Queue) inflightWrites() int {
+	q.inflight.mu.Lock()
+	defer q.inflight.mu.Unlock()
+	return q.inflight.writes
 }

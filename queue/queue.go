@@ -216,7 +216,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
-	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve, q.notify)
+	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve, q.notify, q.inflight.endAll)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}

@@ -59,7 +59,8 @@
 //     would have from DATA (chunking.go); a failure after that write is a
 //     possible duplicate (AfterDot) unless a reply says the relay did not
 //     take the message.
-//   - At most MaxConnections connections are open; a Send waits for one.
+//   - At most MaxConnections connections are open; a Send waits for one,
+//     and the one that has waited longest gets the next that frees up.
 //     A connection is reused after a successful transaction, after RSET
 //     following a refusal before the body, and never after an I/O error, a
 //     421, any failure once the body started, or a refused BDAT

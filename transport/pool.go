@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -41,14 +42,29 @@ func (t *Transport) acquire(ctx context.Context) (*conn, error) {
 			}
 			return c, nil
 		}
-		wake := t.wake
+		wake := make(chan struct{}, 1)
+		t.waiting = append(t.waiting, wake)
 		t.mu.Unlock()
 		select {
 		case <-wake:
+			t.woken.Add(1)
 		case <-ctx.Done():
+			t.giveUp(wake)
 			return nil, &Error{Stage: StageDial, Err: ctx.Err()}
 		}
 	}
+}
+
+// giveUp takes a Send that stops waiting out of the line; if it had been
+// woken already, the next one is woken in its place.
+func (t *Transport) giveUp(wake chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i := slices.Index(t.waiting, wake); i >= 0 {
+		t.waiting = slices.Delete(t.waiting, i, i+1)
+		return
+	}
+	t.signal()
 }
 
 // usable reports whether an idle connection can carry another message.
@@ -115,10 +131,23 @@ func (t *Transport) freeSlot() {
 	t.mu.Unlock()
 }
 
-// signal wakes the Sends waiting for a connection; t.mu is held.
+// signal wakes the Send that has waited longest for a connection, if
+// any: one connection or slot has freed up, so waking every waiter would
+// only send all but one back to wait (with 32 workers on 5 connections,
+// most of them). t.mu is held.
 func (t *Transport) signal() {
-	close(t.wake)
-	t.wake = make(chan struct{})
+	if len(t.waiting) == 0 {
+		return
+	}
+	t.waiting[0] <- struct{}{} // room for one: never blocks
+	t.waiting = slices.Delete(t.waiting, 0, 1)
+}
+
+// signalAll wakes every waiting Send (Close); t.mu is held.
+func (t *Transport) signalAll() {
+	for range t.waiting {
+		t.signal()
+	}
 }
 
 // reap closes the connections idle for IdleTimeout and re-arms itself for
@@ -164,7 +193,7 @@ func (t *Transport) Close() error {
 		t.reaper.Stop()
 		t.reaper = nil
 	}
-	t.signal()
+	t.signalAll()
 	t.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, c := range idle {

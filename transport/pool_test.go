@@ -266,3 +266,86 @@ func countCommands(srv *smtptest.Server, verb string) int {
 	}
 	return n
 }
+
+// TestPoolWakesOneWaiterPerFreedConnection: Sends piled up on a pool of
+// one connection are woken one at a time as it frees up, not all of them
+// for each message (which sent all but one back to wait: with delivery's
+// 32 workers on 5 connections, 11 wake-ups a message).
+func TestPoolWakesOneWaiterPerFreedConnection(t *testing.T) {
+	const n = 10
+	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Body: smtptest.Times(n, smtptest.Step{Delay: 10 * time.Millisecond}),
+	}})
+	tr := newTransport(t, srv, func(o *Options) { o.MaxConnections = 1 })
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := send(t, tr, message("s@example.org", "r@example.net")); err != nil {
+				t.Errorf("Send: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	srv.WaitMessages(t, n, time.Second)
+	// One wake-up per release at most: n-1 waiters, one connection.
+	if w := tr.woken.Load(); w > n {
+		t.Errorf("%d wake-ups for %d Sends on one connection, want at most %d", w, n, n)
+	}
+}
+
+// TestPoolWaiterGivingUpPassesItsWakeOn: a waiting Send whose context ends
+// just as a connection frees up for it hands that wake-up to the next
+// waiter, which would otherwise wait for a connection that sits idle; one
+// that gives up before its turn wakes nobody.
+func TestPoolWaiterGivingUpPassesItsWakeOn(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{})
+	tr := newTransport(t, srv)
+	first, second, third := make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{}, 1)
+	tr.mu.Lock()
+	tr.waiting = append(tr.waiting, first, second, third)
+	tr.signal() // a connection frees up: first's turn
+	tr.mu.Unlock()
+	tr.giveUp(first) // first's context ended meanwhile
+	select {
+	case <-second:
+	default:
+		t.Fatal("the wake-up first gave up did not pass to second")
+	}
+	tr.giveUp(third) // not woken: leaves the line quietly
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.waiting) != 0 || len(third) != 0 {
+		t.Errorf("after both gave up: %d still waiting, third woken %v", len(tr.waiting), len(third) != 0)
+	}
+}
+
+// TestCloseWakesEveryWaiter: Close ends every Send waiting for a
+// connection with ErrClosed, not only the first in line.
+func TestCloseWakesEveryWaiter(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{Body: []smtptest.Step{{Fault: smtptest.Hang}}}})
+	tr := newTransport(t, srv, func(o *Options) { o.MaxConnections = 1 })
+	hungCtx, stopHung := context.WithCancel(context.Background())
+	defer stopHung()
+	go tr.Send(hungCtx, message("s@example.org", "r@example.net"))
+	waitFor(t, func() bool { return srv.DataAttempts() == 1 })
+	const waiters = 3
+	errs := make(chan error, waiters)
+	for range waiters {
+		go func() {
+			_, err := tr.Send(context.Background(), message("s@example.org", "r@example.net"))
+			errs <- err
+		}()
+	}
+	waitFor(t, func() bool { tr.mu.Lock(); defer tr.mu.Unlock(); return len(tr.waiting) == waiters })
+	tr.Close()
+	for i := range waiters {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("a Send waiting at Close: %v, want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d Sends waiting at Close still wait", waiters-i, waiters)
+		}
+	}
+}

@@ -141,21 +141,24 @@ type Transport struct {
 	localName string
 	log       *slog.Logger
 	nextID    atomic.Uint64
+	woken     atomic.Int64 // times a Send waiting for a connection was woken (BenchmarkSend counts them)
 	rate      *rateLimiter // nil without Options.RateLimit
 	secrets   *secrets     // scrubbed out of what transport reports (secrets.go)
 
-	mu     sync.Mutex
-	idle   []*conn       // most recently used last
-	open   int           // connections open or being dialled
-	wake   chan struct{} // closed and replaced when a connection or a slot frees up
-	reaper *time.Timer   // closes connections idle for IdleTimeout
-	closed bool
+	mu   sync.Mutex
+	idle []*conn // most recently used last
+	open int     // connections open or being dialled
+	// waiting are the Sends waiting for a connection, longest first; a
+	// connection or a slot that frees up wakes one (signal).
+	waiting []chan struct{}
+	reaper  *time.Timer // closes connections idle for IdleTimeout
+	closed  bool
 }
 
 // New returns a Transport; it connects lazily, on the first Send.
 func New(opts Options) *Transport {
 	setDefaults(&opts)
-	t := &Transport{opts: opts, log: opts.Logger, wake: make(chan struct{})}
+	t := &Transport{opts: opts, log: opts.Logger}
 	t.rate = newRateLimiter(opts.RateLimit, opts.RateDelta)
 	t.secrets = newSecrets(&opts)
 	t.localName = opts.LocalName
