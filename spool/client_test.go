@@ -275,3 +275,25 @@ func TestSubmitInTurnWithoutPipelining(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Submit does not wait for the reply to its QUIT, so the daemon's 221
+// finds the connection closed: that is the end of an ordinary session,
+// not something to warn about in the daemon's log at every message.
+func TestSubmitLeavesNoWarningInTheLog(t *testing.T) {
+	log, logged := captureLog(t)
+	s := startServer(t, Options{Logger: log})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	for range 5 {
+		if _, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the sessions to end", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 0
+	})
+	if l := logged(); strings.Contains(l, "level=WARN") || strings.Count(l, "msg=accepted") != 5 {
+		t.Errorf("log:\n%s\nwant 5 lines \"accepted\" and no warning", l)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -133,9 +134,17 @@ func (c *conn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// readNet reads from the network, once the replies held are out.
+// readNet reads from the network, once the replies held are out. A reply
+// that found the client gone (EPIPE, ECONNRESET) ends the session as the
+// client's end of input does: relayq's sendmail closes once it has the 250
+// to its message and sent QUIT, without waiting for the 221, which then
+// has nobody to go to; go-smtp would log the write's error as a failure
+// of the session, a warning for every message.
 func (c *conn) readNet(b []byte) (int, error) {
 	if err := c.replies.flush(c.Conn); err != nil {
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			return 0, io.EOF
+		}
 		return 0, err
 	}
 	if c.dead.Load() {
