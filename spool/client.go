@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"relayq/queue"
+	"relayq/smtpcmd"
 )
 
 // submitCommandTimeout bounds each reply from the daemon; the reply to the
@@ -21,10 +23,11 @@ const submitCommandTimeout = time.Minute
 // the queue ID from the daemon's "250 … queued as ID" ("" if the reply names
 // none: the message is queued all the same).
 //
-// The daemon offers PIPELINING (RFC 2920), so MAIL, every RCPT and DATA go
-// out in one write, and the body and the final dot in one more
-// (pipelined.go); QUIT is sent but its reply is not waited for. sendmail
-// runs once per message, and each round trip is paid per message.
+// EHLO goes out with the connection, before the greeting has come
+// (helloAhead). The daemon offers PIPELINING (RFC 2920), so MAIL, every
+// RCPT and DATA go out in one write, and the body and the final dot in one
+// more (pipelined.go); QUIT is sent but its reply is not waited for.
+// sendmail runs once per message, and each round trip is paid per message.
 //
 // Errors:
 //   - errors.Is(err, ErrUnreachable): the socket could not be connected to,
@@ -47,7 +50,7 @@ func Submit(ctx context.Context, socket string, env queue.Envelope, body []byte)
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 
-	c := smtp.NewClient(nc)
+	c := smtp.NewClient(helloAhead(nc))
 	defer c.Close()
 	c.CommandTimeout = submitCommandTimeout
 	c.SubmissionTimeout = submitCommandTimeout
@@ -117,6 +120,54 @@ func queuedID(reply string) string {
 	return ""
 }
 
+// helloName is the name Submit's client gives in EHLO.
+const helloName = "localhost"
+
+// helloAhead writes the EHLO line Submit's go-smtp client is going to
+// write first, as soon as the connection is there, and returns the
+// connection that client is to use, on which its own write of that line
+// counts as done. The daemon's greeting and its reply to EHLO then come in
+// one round trip, not two: the client does not wait for the greeting
+// before it speaks. The daemon is relayq's go-smtp server, which writes
+// its greeting before it reads anything, and does not hold early input
+// against the client; one that turns the connection away (421 over a
+// connection cap, caps.go) writes its reply and closes, and the reply is
+// read as before, the EHLO left unread: on a Unix socket what the daemon
+// wrote stays readable after its close. go-smtp's client still reads the
+// greeting first and checks it (220), then the reply to EHLO, and falls
+// back to HELO as it would; the line is go-smtp's own (smtpcmd).
+func helloAhead(nc net.Conn) net.Conn {
+	line, err := smtpcmd.HelloLine(helloName)
+	if err != nil {
+		return nc // not for "localhost": the client says EHLO itself then
+	}
+	_, err = nc.Write(line)
+	return &aheadConn{Conn: nc, ahead: line, err: err}
+}
+
+// aheadConn is a connection on which the line ahead was written already
+// (helloAhead): the next write of exactly that line counts as done, with
+// the result the early write had.
+type aheadConn struct {
+	net.Conn
+	ahead []byte // nil once the client has written it
+	err   error
+}
+
+func (a *aheadConn) Write(b []byte) (int, error) {
+	if a.ahead == nil {
+		return a.Conn.Write(b)
+	}
+	if !bytes.Equal(b, a.ahead) {
+		return 0, fmt.Errorf("spool: the client wrote %q where %q was written ahead", b, a.ahead)
+	}
+	a.ahead = nil
+	if a.err != nil {
+		return 0, a.err
+	}
+	return len(b), nil
+}
+
 // sayHello checks the envelope and says EHLO. go-smtp's client only checks
 // addresses for CR and LF; they are checked here in full, so nothing can be
 // smuggled into a command as an ESMTP parameter.
@@ -131,7 +182,7 @@ func sayHello(c *smtp.Client, env queue.Envelope) error {
 			return fmt.Errorf("%w: recipient %q: %v", ErrBadAddress, r, err)
 		}
 	}
-	if err := c.Hello("localhost"); err != nil {
+	if err := c.Hello(helloName); err != nil {
 		return err
 	}
 	if err := checkDSN(env.DSN); err != nil {

@@ -297,3 +297,75 @@ func TestSubmitLeavesNoWarningInTheLog(t *testing.T) {
 		t.Errorf("log:\n%s\nwant 5 lines \"accepted\" and no warning", l)
 	}
 }
+
+// Submit says EHLO as soon as it is connected, without waiting for the
+// greeting: the greeting and the reply to EHLO come in one round trip.
+// This daemon reads the EHLO before it greets; a client that waited for
+// the greeting would wait for ever (until the test's deadline).
+func TestSubmitSaysHelloAhead(t *testing.T) {
+	socket := filepath.Join(socketDir(t), "ahead.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	errc := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		errc <- func() error {
+			steps := []struct{ read, reply string }{
+				{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
+				{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
+				{"x\r\n.\r\n", "250 ok queued as Q3\r\n"},
+				{"QUIT\r\n", ""},
+			}
+			for _, s := range steps {
+				if err := expectRead(c, s.read); err != nil {
+					return err
+				}
+				if err := reply(c, s.reply); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+	}()
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	id, err := Submit(context.Background(), socket, env, []byte("x\r\n"))
+	if err != nil || id != "Q3" {
+		t.Errorf("Submit: %q, %v; want Q3", id, err)
+	}
+	if err := <-errc; err != nil {
+		t.Error(err)
+	}
+}
+
+// A daemon that turns a connection away (over a connection cap, caps.go)
+// answers 421 and closes without reading: the EHLO written ahead is never
+// read, and Submit still returns the daemon's reply, a temporary refusal,
+// not "unreachable" (which would send the message to the maildrop).
+func TestSubmitHelloAheadOfARefusal(t *testing.T) {
+	q := openQueue(t, queue.Options{})
+	s := startServer(t, Options{Queue: q, MaxConnections: 1})
+	hold := dial(t, s, "unix") // the one connection the cap allows
+	defer hold.Close()
+	waitFor(t, "the first connection to count", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 1
+	})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	for range 20 {
+		_, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n"))
+		var reply *smtp.SMTPError
+		if !errors.As(err, &reply) || reply.Code != 421 || errors.Is(err, ErrUnreachable) {
+			t.Fatalf("Submit over the cap: %v, want the daemon's 421", err)
+		}
+	}
+}
