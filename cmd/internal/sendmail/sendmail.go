@@ -54,6 +54,16 @@ type Modes struct {
 	// is one, with its exit code). Nothing has been read from standard
 	// input when it is called.
 	Sendmail func(args []string, env Env) int
+
+	// UserDB, when not nil, is asked before the call first relies on an
+	// answer from the user or group database: this user's name for the
+	// default sender, or a config whose loading looked one up
+	// (config.Config.UserDB). False sends the whole call to Sendmail,
+	// with nothing read from standard input yet. relayq-sendmail reads
+	// the databases without the C library and sets it to whether its
+	// answer is the C library's (userdb.go); most calls (-f SENDER, a
+	// config naming no group by name, $HOME set) never ask.
+	UserDB func() bool
 }
 
 // sendmailTimeout bounds the whole submission to the daemon.
@@ -134,6 +144,9 @@ func Run(args []string, env Env, modes Modes) int {
 	}
 	o := a.opts
 	if NeedsUser(o.From) {
+		if !modes.userDB() {
+			return modes.Sendmail(args, env)
+		}
 		o.User = LoginName(env)
 	}
 	o.Hostname = cfg.Submission.Hostname
@@ -149,9 +162,10 @@ func Run(args []string, env Env, modes Modes) int {
 
 // publicConfig loads the client flavour of the config (an ordinary user
 // may not read the relay's secrets, nor perhaps the file: config.go). When
-// it does not load and modes.Sendmail is set, the call goes to that
-// instead, and cfg is nil with its exit code; nothing of the failed load
-// is printed then, as the other program says what it finds.
+// it does not load and modes.Sendmail is set, or loading it looked up the
+// user or group database and modes.UserDB says no, the call goes to
+// Sendmail instead, and cfg is nil with its exit code; nothing of the
+// failed load is printed then, as the other program says what it finds.
 func (a *sendmailArgs) publicConfig(args []string, env Env, modes Modes) (cfg *config.Config, code int) {
 	if modes.Sendmail == nil {
 		return LoadPublicConfig("sendmail", a.config, env)
@@ -159,11 +173,17 @@ func (a *sendmailArgs) publicConfig(args []string, env Env, modes Modes) (cfg *c
 	var stderr bytes.Buffer // a warning when it loads: printed below
 	quiet := env
 	quiet.Stderr = &stderr
-	if cfg, code = LoadPublicConfig("sendmail", a.config, quiet); cfg == nil {
+	if cfg, code = LoadPublicConfig("sendmail", a.config, quiet); cfg == nil || cfg.UserDB && !modes.userDB() {
 		return nil, modes.Sendmail(args, env)
 	}
 	stderr.WriteTo(env.Stderr)
 	return cfg, code
+}
+
+// userDB reports whether this program's answers from the user and group
+// databases may be relied on (Modes.UserDB; yes when it is not set).
+func (m Modes) userDB() bool {
+	return m.UserDB == nil || m.UserDB()
 }
 
 // PrepareExit maps spool.Prepare's errors to exit codes.
