@@ -21,7 +21,8 @@ const submitCommandTimeout = time.Minute
 
 // Submit hands one message to the daemon over its Unix socket and returns
 // the queue ID from the daemon's "250 … queued as ID" ("" if the reply names
-// none: the message is queued all the same).
+// none: the message is queued all the same). It dials when called;
+// Connection.Submit takes a connection dialed ahead (Dial).
 //
 // EHLO goes out with the connection, before the greeting has come
 // (helloAhead). The daemon offers PIPELINING (RFC 2920), so MAIL, every
@@ -42,15 +43,65 @@ const submitCommandTimeout = time.Minute
 // The body must have CRLF line endings (see Prepare). ctx bounds the whole
 // exchange.
 func Submit(ctx context.Context, socket string, env queue.Envelope, body []byte) (id string, err error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", socket)
-	if err != nil {
-		return "", fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)
+	return (&Connection{socket: socket}).Submit(ctx, env, body)
+}
+
+// Connection is a connection to the daemon's socket dialed ahead of its
+// message, its EHLO written (Dial): the daemon accepts it, greets and
+// answers EHLO while sendmail reads and prepares the message, instead of
+// after. It holds one of the daemon's connections (max_connections_per_user)
+// only for as long as it is fresh; an older one is not used.
+type Connection struct {
+	socket string
+	fresh  time.Duration
+	at     time.Time
+	nc     net.Conn // nil when not dialed, or the dial failed
+	hello  net.Conn // nc, EHLO written ahead (helloAhead)
+}
+
+// Dial connects to the daemon's socket for a message to come, and says EHLO
+// (helloAhead). It waits for nothing and fails silently: Submit dials
+// again when this dial failed, or when the connection is older than fresh
+// (the daemon closes one that waits for its idle_timeout), as it would
+// have without it.
+func Dial(socket string, fresh time.Duration) *Connection {
+	c := &Connection{socket: socket, fresh: fresh}
+	if nc, err := net.Dial("unix", socket); err == nil {
+		c.nc, c.hello, c.at = nc, helloAhead(nc), time.Now()
 	}
+	return c
+}
+
+// Close closes the connection, for a message that is not to be submitted.
+func (a *Connection) Close() error {
+	if a.nc == nil {
+		return nil
+	}
+	return a.nc.Close()
+}
+
+// Submit hands one message to the daemon on the connection, or on a new
+// one (see Dial); as the package's Submit, with the same errors. The
+// connection is closed when it returns.
+func (a *Connection) Submit(ctx context.Context, env queue.Envelope, body []byte) (id string, err error) {
+	socket := a.socket
+	if a.nc != nil && time.Since(a.at) > a.fresh {
+		a.nc.Close()
+		a.nc = nil
+	}
+	if a.nc == nil {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "unix", socket)
+		if err != nil {
+			return "", fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)
+		}
+		a.nc, a.hello = nc, helloAhead(nc)
+	}
+	nc := a.nc
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 
-	c := smtp.NewClient(helloAhead(nc))
+	c := smtp.NewClient(a.hello)
 	defer c.Close()
 	c.CommandTimeout = submitCommandTimeout
 	c.SubmissionTimeout = submitCommandTimeout

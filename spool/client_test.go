@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,7 +279,9 @@ func TestSubmitInTurnWithoutPipelining(t *testing.T) {
 
 // Submit does not wait for the reply to its QUIT, so the daemon's 221
 // finds the connection closed: that is the end of an ordinary session,
-// not something to warn about in the daemon's log at every message.
+// not something to warn about in the daemon's log at every message. Nor is
+// a connection dialed ahead and closed unused (sendmail's message was bad),
+// its greeting unread: its daemon reads a reset.
 func TestSubmitLeavesNoWarningInTheLog(t *testing.T) {
 	log, logged := captureLog(t)
 	s := startServer(t, Options{Logger: log})
@@ -287,6 +290,17 @@ func TestSubmitLeavesNoWarningInTheLog(t *testing.T) {
 		if _, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n")); err != nil {
 			t.Fatal(err)
 		}
+		a := Dial(s.opts.Socket, time.Minute)
+		// Once the greeting is there (peeked at, left unread), close.
+		rc, err := a.nc.(*net.UnixConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Read(func(fd uintptr) bool {
+			_, _, err := syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK)
+			return err != syscall.EAGAIN
+		})
+		a.Close()
 	}
 	waitFor(t, "the sessions to end", func() bool {
 		s.mu.Lock()
@@ -368,4 +382,90 @@ func TestSubmitHelloAheadOfARefusal(t *testing.T) {
 			t.Fatalf("Submit over the cap: %v, want the daemon's 421", err)
 		}
 	}
+}
+
+// Dial connects and says EHLO at once, before the message is there; the
+// message then goes on that connection while it is fresh, and on a new
+// one when it is not (the old one closed, nothing sent on it), or when the
+// dial ahead failed (the daemon was not there yet).
+func TestDialAhead(t *testing.T) {
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	t.Run("fresh", func(t *testing.T) {
+		socket := filepath.Join(socketDir(t), "ahead.sock")
+		l, err := net.Listen("unix", socket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		hello := make(chan error, 1)
+		done := make(chan error, 1)
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				hello <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			hello <- expectRead(c, "EHLO localhost\r\n")
+			done <- func() error {
+				steps := []struct{ read, reply string }{
+					{"", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
+					{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
+					{"x\r\n.\r\n", "250 ok queued as Q4\r\n"},
+				}
+				for _, s := range steps {
+					if s.read != "" {
+						if err := expectRead(c, s.read); err != nil {
+							return err
+						}
+					}
+					if err := reply(c, s.reply); err != nil {
+						return err
+					}
+				}
+				return nil
+			}()
+		}()
+		a := Dial(socket, time.Minute)
+		if err := <-hello; err != nil {
+			t.Fatalf("the daemon, before the message: %v; want EHLO", err)
+		}
+		id, err := a.Submit(context.Background(), env, []byte("x\r\n"))
+		if err != nil || id != "Q4" {
+			t.Errorf("Submit: %q, %v; want Q4", id, err)
+		}
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("stale", func(t *testing.T) {
+		s := startServer(t, Options{})
+		a := Dial(s.opts.Socket, time.Nanosecond)
+		first := a.nc
+		time.Sleep(time.Millisecond)
+		id, err := a.Submit(context.Background(), env, []byte("x\r\n"))
+		if err != nil || id == "" {
+			t.Fatalf("Submit: %q, %v", id, err)
+		}
+		if first == nil || a.nc == first {
+			t.Error("the stale connection carried the message")
+		}
+		if _, err := first.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("the stale connection: %v, want it closed", err)
+		}
+	})
+	t.Run("not there yet", func(t *testing.T) {
+		socket := filepath.Join(socketDir(t), "later.sock")
+		a := Dial(socket, time.Minute)
+		q := openQueue(t, queue.Options{})
+		startServer(t, Options{Queue: q, Socket: socket})
+		id, err := a.Submit(context.Background(), env, []byte("x\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Get(id); err != nil {
+			t.Errorf("%s not queued: %v", id, err)
+		}
+	})
 }

@@ -152,13 +152,26 @@ func Run(args []string, env Env, modes Modes) int {
 	o.Hostname = cfg.Submission.Hostname
 	o.Now = time.Now()
 	o.MaxSize = int64(cfg.Submission.MaxMessageSize)
+	// The daemon accepts, greets and answers EHLO while the message is
+	// read, for a message read within aheadFresh.
+	conn := spool.Dial(cfg.Submission.Socket, min(aheadFresh, cfg.Submission.IdleTimeout.Duration/2))
 	p, err := spool.Prepare(env.Stdin, o)
 	if code := PrepareExit(err); code != sysexits.OK {
+		conn.Close()
 		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
 		return code
 	}
-	return submit(cfg, a.envelope(p), p.Body, a.verbose, env)
+	return submit(cfg, conn, a.envelope(p), p.Body, a.verbose, env)
 }
+
+// aheadFresh is how long a connection dialed before the message was read
+// is used for it (spool.Dial): a program that writes its message at once
+// (the common case) has it in well under a millisecond, and a slow one
+// (a pipe from a long job, a user typing) gets a connection of its own
+// once its message has come, as before, rather than hold one of the
+// daemon's connections (max_connections_per_user) while it writes, or
+// find it closed (idle_timeout).
+const aheadFresh = 200 * time.Millisecond
 
 // publicConfig loads the client flavour of the config (an ordinary user
 // may not read the relay's secrets, nor perhaps the file: config.go). When
@@ -202,13 +215,13 @@ func PrepareExit(err error) int {
 	}
 }
 
-// submit hands the message to the daemon, or to the maildrop when the
-// daemon's socket does not answer.
-func submit(cfg *config.Config, envelope queue.Envelope, body []byte, verbose bool, env Env) int {
+// submit hands the message to the daemon on conn (or a new connection: see
+// spool.Dial), or to the maildrop when the daemon's socket does not answer.
+func submit(cfg *config.Config, conn *spool.Connection, envelope queue.Envelope, body []byte, verbose bool, env Env) int {
 	sub := cfg.Submission
 	ctx, cancel := context.WithTimeout(context.Background(), sendmailTimeout)
 	defer cancel()
-	id, err := spool.Submit(ctx, sub.Socket, envelope, body)
+	id, err := conn.Submit(ctx, envelope, body)
 	if err == nil {
 		if verbose {
 			fmt.Fprintf(env.Stdout, "queued as %s\n", id)
