@@ -174,8 +174,20 @@ func TestSubmitContext(t *testing.T) {
 // dialogue went as it wanted) comes back from the returned function, which
 // waits for the script to end.
 func scriptedDaemon(t *testing.T, script func(c net.Conn) error) (socket string, result func() error) {
+	return serveOnce(t, "scripted.sock", func(c net.Conn) error {
+		if _, err := c.Write([]byte("220 scripted ESMTP\r\n")); err != nil {
+			return err
+		}
+		return script(c)
+	})
+}
+
+// serveOnce listens on a Unix socket named name and runs serve on the
+// first connection, which it then closes; serve's error comes back from
+// result, which waits for it.
+func serveOnce(t *testing.T, name string, serve func(c net.Conn) error) (socket string, result func() error) {
 	t.Helper()
-	socket = filepath.Join(socketDir(t), "scripted.sock")
+	socket = filepath.Join(socketDir(t), name)
 	l, err := net.Listen("unix", socket)
 	if err != nil {
 		t.Fatal(err)
@@ -189,11 +201,7 @@ func scriptedDaemon(t *testing.T, script func(c net.Conn) error) (socket string,
 			return
 		}
 		defer c.Close()
-		if _, err := c.Write([]byte("220 scripted ESMTP\r\n")); err != nil {
-			errc <- err
-			return
-		}
-		errc <- script(c)
+		errc <- serve(c)
 	}()
 	return socket, func() error { return <-errc }
 }
@@ -317,47 +325,58 @@ func TestSubmitLeavesNoWarningInTheLog(t *testing.T) {
 // This daemon reads the EHLO before it greets; a client that waited for
 // the greeting would wait for ever (until the test's deadline).
 func TestSubmitSaysHelloAhead(t *testing.T) {
-	socket := filepath.Join(socketDir(t), "ahead.sock")
-	l, err := net.Listen("unix", socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	errc := make(chan error, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		errc <- func() error {
-			steps := []struct{ read, reply string }{
-				{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
-				{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
-				{"x\r\n.\r\n", "250 ok queued as Q3\r\n"},
-				{"QUIT\r\n", ""},
-			}
-			for _, s := range steps {
-				if err := expectRead(c, s.read); err != nil {
-					return err
-				}
-				if err := reply(c, s.reply); err != nil {
-					return err
-				}
-			}
-			return nil
-		}()
-	}()
+	socket, result := aheadDaemon(t, nil, []exchange{
+		{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
+		{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
+		{"x\r\n.\r\n", "250 ok queued as Q3\r\n"},
+		{"QUIT\r\n", ""},
+	})
 	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
 	id, err := Submit(context.Background(), socket, env, []byte("x\r\n"))
 	if err != nil || id != "Q3" {
 		t.Errorf("Submit: %q, %v; want Q3", id, err)
 	}
-	if err := <-errc; err != nil {
+	if err := result(); err != nil {
 		t.Error(err)
 	}
+}
+
+// exchange is one step of a scripted daemon: what it reads (in one read:
+// see expectRead), then what it answers.
+type exchange struct{ read, reply string }
+
+// converse runs steps on c.
+func converse(c net.Conn, steps []exchange) error {
+	for _, s := range steps {
+		if err := expectRead(c, s.read); err != nil {
+			return err
+		}
+		if err := reply(c, s.reply); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// aheadDaemon listens on a Unix socket and runs steps on the first
+// connection without greeting first: the client is to speak before the
+// greeting (its first step answers with it). The first read's result goes
+// to hello too, when it is not nil. result waits for the steps' end.
+func aheadDaemon(t *testing.T, hello chan<- error, steps []exchange) (socket string, result func() error) {
+	return serveOnce(t, "ahead.sock", func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		err := expectRead(c, steps[0].read)
+		if hello != nil {
+			hello <- err
+		}
+		if err != nil {
+			return err
+		}
+		if err := reply(c, steps[0].reply); err != nil {
+			return err
+		}
+		return converse(c, steps[1:])
+	})
 }
 
 // A daemon that turns a connection away (over a connection cap, caps.go)
@@ -391,42 +410,12 @@ func TestSubmitHelloAheadOfARefusal(t *testing.T) {
 func TestDialAhead(t *testing.T) {
 	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
 	t.Run("fresh", func(t *testing.T) {
-		socket := filepath.Join(socketDir(t), "ahead.sock")
-		l, err := net.Listen("unix", socket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
 		hello := make(chan error, 1)
-		done := make(chan error, 1)
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				hello <- err
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			hello <- expectRead(c, "EHLO localhost\r\n")
-			done <- func() error {
-				steps := []struct{ read, reply string }{
-					{"", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
-					{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
-					{"x\r\n.\r\n", "250 ok queued as Q4\r\n"},
-				}
-				for _, s := range steps {
-					if s.read != "" {
-						if err := expectRead(c, s.read); err != nil {
-							return err
-						}
-					}
-					if err := reply(c, s.reply); err != nil {
-						return err
-					}
-				}
-				return nil
-			}()
-		}()
+		socket, result := aheadDaemon(t, hello, []exchange{
+			{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
+			{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
+			{"x\r\n.\r\n", "250 ok queued as Q4\r\n"},
+		})
 		a := Dial(socket, time.Minute)
 		if err := <-hello; err != nil {
 			t.Fatalf("the daemon, before the message: %v; want EHLO", err)
@@ -435,7 +424,7 @@ func TestDialAhead(t *testing.T) {
 		if err != nil || id != "Q4" {
 			t.Errorf("Submit: %q, %v; want Q4", id, err)
 		}
-		if err := <-done; err != nil {
+		if err := result(); err != nil {
 			t.Error(err)
 		}
 	})
