@@ -50,24 +50,26 @@ func Submit(ctx context.Context, socket string, env queue.Envelope, body []byte)
 // message, its EHLO written (Dial): the daemon accepts it, greets and
 // answers EHLO while sendmail reads and prepares the message, instead of
 // after. It holds one of the daemon's connections (max_connections_per_user)
-// only for as long as it is fresh; an older one is not used.
+// only for as long as it is fresh: then it is closed, and the message, when
+// it comes, goes on a new one.
 type Connection struct {
 	socket string
-	fresh  time.Duration
-	at     time.Time
-	nc     net.Conn // nil when not dialed, or the dial failed
-	hello  net.Conn // nc, EHLO written ahead (helloAhead)
+	nc     net.Conn    // nil when not dialed, or the dial failed
+	hello  net.Conn    // nc, EHLO written ahead (helloAhead)
+	stale  *time.Timer // closes nc once it is no longer fresh
 }
 
 // Dial connects to the daemon's socket for a message to come, and says EHLO
-// (helloAhead). It waits for nothing and fails silently: Submit dials
-// again when this dial failed, or when the connection is older than fresh
-// (the daemon closes one that waits for its idle_timeout), as it would
-// have without it.
+// (helloAhead). It waits for nothing and fails silently. The connection is
+// closed once fresh has passed (a program that writes its message slowly,
+// a pipe from a long job, holds none of the daemon's connections while it
+// writes, nor meets the daemon's idle_timeout); Submit dials again then, or
+// when this dial failed, as it would have without it.
 func Dial(socket string, fresh time.Duration) *Connection {
-	c := &Connection{socket: socket, fresh: fresh}
+	c := &Connection{socket: socket}
 	if nc, err := net.Dial("unix", socket); err == nil {
-		c.nc, c.hello, c.at = nc, helloAhead(nc), time.Now()
+		c.nc, c.hello = nc, helloAhead(nc)
+		c.stale = time.AfterFunc(fresh, func() { nc.Close() })
 	}
 	return c
 }
@@ -77,6 +79,7 @@ func (a *Connection) Close() error {
 	if a.nc == nil {
 		return nil
 	}
+	a.stale.Stop()
 	return a.nc.Close()
 }
 
@@ -85,9 +88,8 @@ func (a *Connection) Close() error {
 // connection is closed when it returns.
 func (a *Connection) Submit(ctx context.Context, env queue.Envelope, body []byte) (id string, err error) {
 	socket := a.socket
-	if a.nc != nil && time.Since(a.at) > a.fresh {
-		a.nc.Close()
-		a.nc = nil
+	if a.nc != nil && !a.stale.Stop() {
+		a.nc = nil // closed, or being closed, as no longer fresh
 	}
 	if a.nc == nil {
 		var d net.Dialer
