@@ -58,6 +58,13 @@ type Config struct {
 	// RelayTable is set after loading when [relay] is one of the relays:
 	// the file has it, or has no [[relays]].
 	RelayTable bool `toml:"-"`
+	// UserDB is set after loading when loading looked something up in the
+	// system's user or group database: this user's home directory (for
+	// the state directory, with $HOME unset), or socket_group or
+	// admin_group given by name. relayq-sendmail, which reads those
+	// databases without the C library, must then check that its answer
+	// is the C library's (cmd/relayq-sendmail/userdb.go).
+	UserDB bool `toml:"-"`
 	// Routes are the [[routes]] tables, in order (routes.go); each has
 	// its Name filled in after loading.
 	Routes   []RouteConfig  `toml:"routes"`

@@ -403,3 +403,33 @@ func TestExample(t *testing.T) {
 		t.Error("changing Example()'s result changed the embedded example")
 	}
 }
+
+// Config.UserDB says whether loading looked anything up in the user or
+// group database: relayq-sendmail (no cgo) checks its answer against the C
+// library's only then.
+func TestUserDBSetWhenLookedUp(t *testing.T) {
+	tests := []struct {
+		name string
+		env  envMap
+		text string
+		want bool
+	}{
+		{"state_dir set", envMap{}, `state_dir = "/srv/relayq"`, false},
+		{"the home from $HOME", envMap{"HOME": "/home/u"}, ``, false},
+		{"the home from the user database", envMap{}, ``, true},
+		{"socket_group by gid", envMap{"HOME": "/home/u"}, "[submission]\nsocket_group = \"0\"", false},
+		{"socket_group by name", envMap{"HOME": "/home/u"}, "[submission]\nsocket_group = \"root\"", true},
+		{"admin_group by gid", envMap{"HOME": "/home/u"}, "[control]\nadmin_group = \"0\"", false},
+		{"admin_group by name", envMap{"HOME": "/home/u"}, "[control]\nadmin_group = \"root\"", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := testLoader(t)
+			l.getenv = tt.env.get
+			l.homeDir = func() string { return "/db/home" }
+			if cfg := mustParse(t, l, tt.text); cfg.UserDB != tt.want {
+				t.Errorf("UserDB = %v, want %v", cfg.UserDB, tt.want)
+			}
+		})
+	}
+}

@@ -49,6 +49,7 @@ func validateNotify(c *checker, cfg *Config) {
 		c.add("notify.delay_warning_after", "%s is not shorter than retry.max_lifetime (%s): the warning would never be sent", n.DelayWarningAfter, cfg.Retry.MaxLifetime)
 	}
 	if cfg.Control.AdminGroup != "" {
+		cfg.UserDB = cfg.UserDB || groupName(cfg.Control.AdminGroup)
 		if _, err := cfg.Control.AdminGID(); err != nil {
 			c.add("control.admin_group", "%v", err)
 		}
@@ -71,6 +72,13 @@ func plainAddress(s string) bool {
 // a name up in the group database; -1 when admin_group is empty.
 func (c ControlConfig) AdminGID() (int, error) {
 	return lookupGroup(c.AdminGroup)
+}
+
+// groupName reports whether group, a socket_group or admin_group, is a
+// name that lookupGroup and SocketGID look up, not a gid.
+func groupName(group string) bool {
+	_, err := strconv.Atoi(group)
+	return group != "" && err != nil
 }
 
 // lookupGroup turns a group name or a numeric gid into a gid; -1 for "".

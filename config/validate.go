@@ -19,6 +19,8 @@ const maxSocketPath = 107
 // resolve fills in what depends on the machine and on other keys: the state
 // directory, paths under it, host names, and the relay.
 func (l loader) resolve(cfg *Config, c *checker) {
+	homeDir := l.homeDir
+	l.homeDir = func() string { cfg.UserDB = true; return homeDir() }
 	cfg.StateDir = l.stateDirFor(cfg.StateDir)
 	for _, p := range []struct {
 		key  string
@@ -132,6 +134,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 	checkSocketPath(c, "control.socket", cfg.Control.Socket)
 	checkSocketPath(c, "control.mailq_socket", cfg.Control.MailqSocket)
 	if s.SocketGroup != "" {
+		cfg.UserDB = cfg.UserDB || groupName(s.SocketGroup)
 		if _, err := s.SocketGID(); err != nil {
 			c.add("submission.socket_group", "%v", err)
 		}

@@ -1,5 +1,5 @@
-// Package smtpcmd gives the MAIL and RCPT command lines go-smtp's client
-// writes, without a server to write them to. go-smtp's client does not
+// Package smtpcmd gives the EHLO, MAIL and RCPT command lines go-smtp's
+// client writes, without a server to write them to. go-smtp's client does not
 // pipeline (RFC 2920): relayq's transport (to relays) and its sendmail
 // client (to the daemon) write a transaction's commands in one write
 // themselves, and take the lines from here so that they stay go-smtp's own,
@@ -51,6 +51,17 @@ func New(localName string, ehlo []byte) (*Formatter, error) {
 		return nil, err
 	}
 	return &Formatter{client: c, conn: s}, nil
+}
+
+// HelloLine returns the EHLO line go-smtp's client writes first when it
+// greets a server as localName, or the error it returns before writing
+// one: for a client that sends it before it has read the greeting.
+func HelloLine(localName string) ([]byte, error) {
+	s := &script{ehlo: []byte("250 formatter\r\n"), in: []byte("220 formatter\r\n")}
+	if err := smtp.NewClient(s).Hello(localName); err != nil {
+		return nil, err
+	}
+	return s.line, nil
 }
 
 // Mail returns the MAIL command line go-smtp writes for from and opts, or

@@ -211,3 +211,31 @@ func TestRcptOptionsAllCompared(t *testing.T) {
 		}
 	}
 }
+
+// HelloLine is the line go-smtp's own client writes first, and go-smtp's
+// refusal of a name it would not write.
+func TestHelloLineIsGoSMTPs(t *testing.T) {
+	for _, name := range []string{"localhost", "client.example", "[127.0.0.1]"} {
+		client, server := net.Pipe()
+		wire := make(chan string, 1)
+		go func() {
+			r := bufio.NewReader(server)
+			server.Write([]byte("220 test\r\n"))
+			line, _ := r.ReadString('\n')
+			wire <- line
+			server.Write([]byte("250 test\r\n"))
+		}()
+		if err := smtp.NewClient(client).Hello(name); err != nil {
+			t.Fatal(err)
+		}
+		got, err := HelloLine(name)
+		if want := <-wire; err != nil || string(got) != want {
+			t.Errorf("HelloLine(%q) = %q, %v; go-smtp wrote %q", name, got, err, want)
+		}
+		client.Close()
+		server.Close()
+	}
+	if line, err := HelloLine("evil\r\nMAIL FROM:<x>"); err == nil {
+		t.Errorf("HelloLine of a name with CRLF: %q, want go-smtp's error", line)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,8 +174,20 @@ func TestSubmitContext(t *testing.T) {
 // dialogue went as it wanted) comes back from the returned function, which
 // waits for the script to end.
 func scriptedDaemon(t *testing.T, script func(c net.Conn) error) (socket string, result func() error) {
+	return serveOnce(t, "scripted.sock", func(c net.Conn) error {
+		if _, err := c.Write([]byte("220 scripted ESMTP\r\n")); err != nil {
+			return err
+		}
+		return script(c)
+	})
+}
+
+// serveOnce listens on a Unix socket named name and runs serve on the
+// first connection, which it then closes; serve's error comes back from
+// result, which waits for it.
+func serveOnce(t *testing.T, name string, serve func(c net.Conn) error) (socket string, result func() error) {
 	t.Helper()
-	socket = filepath.Join(socketDir(t), "scripted.sock")
+	socket = filepath.Join(socketDir(t), name)
 	l, err := net.Listen("unix", socket)
 	if err != nil {
 		t.Fatal(err)
@@ -188,11 +201,7 @@ func scriptedDaemon(t *testing.T, script func(c net.Conn) error) (socket string,
 			return
 		}
 		defer c.Close()
-		if _, err := c.Write([]byte("220 scripted ESMTP\r\n")); err != nil {
-			errc <- err
-			return
-		}
-		errc <- script(c)
+		errc <- serve(c)
 	}()
 	return socket, func() error { return <-errc }
 }
@@ -274,4 +283,183 @@ func TestSubmitInTurnWithoutPipelining(t *testing.T) {
 	if err := result(); err != nil {
 		t.Error(err)
 	}
+}
+
+// Submit does not wait for the reply to its QUIT, so the daemon's 221
+// finds the connection closed: that is the end of an ordinary session,
+// not something to warn about in the daemon's log at every message. Nor is
+// a connection dialed ahead and closed unused (sendmail's message was bad),
+// its greeting unread: its daemon reads a reset.
+func TestSubmitLeavesNoWarningInTheLog(t *testing.T) {
+	log, logged := captureLog(t)
+	s := startServer(t, Options{Logger: log})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	for range 5 {
+		if _, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		a := Dial(s.opts.Socket, time.Minute)
+		// Once the greeting is there (peeked at, left unread), close.
+		rc, err := a.nc.(*net.UnixConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Read(func(fd uintptr) bool {
+			_, _, err := syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK)
+			return err != syscall.EAGAIN
+		})
+		a.Close()
+	}
+	waitFor(t, "the sessions to end", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 0
+	})
+	if l := logged(); strings.Contains(l, "level=WARN") || strings.Count(l, "msg=accepted") != 5 {
+		t.Errorf("log:\n%s\nwant 5 lines \"accepted\" and no warning", l)
+	}
+}
+
+// Submit says EHLO as soon as it is connected, without waiting for the
+// greeting: the greeting and the reply to EHLO come in one round trip.
+// This daemon reads the EHLO before it greets; a client that waited for
+// the greeting would wait for ever (until the test's deadline).
+func TestSubmitSaysHelloAhead(t *testing.T) {
+	socket, result := aheadDaemon(t, nil, []exchange{
+		{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
+		{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
+		{"x\r\n.\r\n", "250 ok queued as Q3\r\n"},
+		{"QUIT\r\n", ""},
+	})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	id, err := Submit(context.Background(), socket, env, []byte("x\r\n"))
+	if err != nil || id != "Q3" {
+		t.Errorf("Submit: %q, %v; want Q3", id, err)
+	}
+	if err := result(); err != nil {
+		t.Error(err)
+	}
+}
+
+// exchange is one step of a scripted daemon: what it reads (in one read:
+// see expectRead), then what it answers.
+type exchange struct{ read, reply string }
+
+// converse runs steps on c.
+func converse(c net.Conn, steps []exchange) error {
+	for _, s := range steps {
+		if err := expectRead(c, s.read); err != nil {
+			return err
+		}
+		if err := reply(c, s.reply); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// aheadDaemon listens on a Unix socket and runs steps on the first
+// connection without greeting first: the client is to speak before the
+// greeting (its first step answers with it). The first read's result goes
+// to hello too, when it is not nil. result waits for the steps' end.
+func aheadDaemon(t *testing.T, hello chan<- error, steps []exchange) (socket string, result func() error) {
+	return serveOnce(t, "ahead.sock", func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		err := expectRead(c, steps[0].read)
+		if hello != nil {
+			hello <- err
+		}
+		if err != nil {
+			return err
+		}
+		if err := reply(c, steps[0].reply); err != nil {
+			return err
+		}
+		return converse(c, steps[1:])
+	})
+}
+
+// A daemon that turns a connection away (over a connection cap, caps.go)
+// answers 421 and closes without reading: the EHLO written ahead is never
+// read, and Submit still returns the daemon's reply, a temporary refusal,
+// not "unreachable" (which would send the message to the maildrop).
+func TestSubmitHelloAheadOfARefusal(t *testing.T) {
+	q := openQueue(t, queue.Options{})
+	s := startServer(t, Options{Queue: q, MaxConnections: 1})
+	hold := dial(t, s, "unix") // the one connection the cap allows
+	defer hold.Close()
+	waitFor(t, "the first connection to count", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 1
+	})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	for range 20 {
+		_, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n"))
+		var reply *smtp.SMTPError
+		if !errors.As(err, &reply) || reply.Code != 421 || errors.Is(err, ErrUnreachable) {
+			t.Fatalf("Submit over the cap: %v, want the daemon's 421", err)
+		}
+	}
+}
+
+// Dial connects and says EHLO at once, before the message is there; the
+// message then goes on that connection while it is fresh, and on a new
+// one when it is not (the old one closed, nothing sent on it), or when the
+// dial ahead failed (the daemon was not there yet).
+func TestDialAhead(t *testing.T) {
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	t.Run("fresh", func(t *testing.T) {
+		hello := make(chan error, 1)
+		socket, result := aheadDaemon(t, hello, []exchange{
+			{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
+			{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
+			{"x\r\n.\r\n", "250 ok queued as Q4\r\n"},
+		})
+		a := Dial(socket, time.Minute)
+		if err := <-hello; err != nil {
+			t.Fatalf("the daemon, before the message: %v; want EHLO", err)
+		}
+		id, err := a.Submit(context.Background(), env, []byte("x\r\n"))
+		if err != nil || id != "Q4" {
+			t.Errorf("Submit: %q, %v; want Q4", id, err)
+		}
+		if err := result(); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("stale", func(t *testing.T) {
+		s := startServer(t, Options{})
+		conns := func() int {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return len(s.conns)
+		}
+		a := Dial(s.opts.Socket, time.Second)
+		waitFor(t, "the daemon to take the connection dialed ahead", func() bool { return conns() == 1 })
+		// The message has not come yet: the daemon sees the connection
+		// end once it is no longer fresh, and has none of this client's.
+		waitFor(t, "the connection dialed ahead to end", func() bool { return conns() == 0 })
+		first := a.nc
+		id, err := a.Submit(context.Background(), env, []byte("x\r\n"))
+		if err != nil || id == "" {
+			t.Fatalf("Submit: %q, %v", id, err)
+		}
+		if first == nil || a.nc == first {
+			t.Error("the stale connection carried the message")
+		}
+	})
+	t.Run("not there yet", func(t *testing.T) {
+		socket := filepath.Join(socketDir(t), "later.sock")
+		a := Dial(socket, time.Minute)
+		q := openQueue(t, queue.Options{})
+		startServer(t, Options{Queue: q, Socket: socket})
+		id, err := a.Submit(context.Background(), env, []byte("x\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Get(id); err != nil {
+			t.Errorf("%s not queued: %v", id, err)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -133,10 +134,17 @@ func (c *conn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// readNet reads from the network, once the replies held are out.
+// readNet reads from the network, once the replies held are out. A client
+// that has gone (EPIPE, ECONNRESET) ends the session as the client's end
+// of input does, which go-smtp takes quietly; its error would be logged
+// as a failure of the session, a warning for what relayq's sendmail does
+// at every message: it closes once it has the 250 to its message and sent
+// QUIT, without waiting for the 221, which then has nobody to go to; and
+// it closes a connection it dialed ahead and did not use (spool.Dial)
+// with the greeting unread, which a Unix socket's peer reads as a reset.
 func (c *conn) readNet(b []byte) (int, error) {
 	if err := c.replies.flush(c.Conn); err != nil {
-		return 0, err
+		return 0, endOfInput(err)
 	}
 	if c.dead.Load() {
 		return 0, io.EOF
@@ -145,7 +153,16 @@ func (c *conn) readNet(b []byte) (int, error) {
 	if isTimeout(err) {
 		c.dead.Store(true)
 	}
-	return n, err
+	return n, endOfInput(err)
+}
+
+// endOfInput is err, or io.EOF for an error that says the client has
+// closed its end (see readNet).
+func endOfInput(err error) error {
+	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+		return io.EOF
+	}
+	return err
 }
 
 func (c *conn) Close() error {

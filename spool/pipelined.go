@@ -69,7 +69,7 @@ func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte)
 // with the same checks and errors; an error here is go-smtp's own, from
 // before anything was written).
 func commandLines(c *smtp.Client, env queue.Envelope, size int) ([]byte, error) {
-	f, err := smtpcmd.New("localhost", smtpcmd.EHLOReply(c))
+	f, err := smtpcmd.New(helloName, smtpcmd.EHLOReply(c))
 	if err != nil {
 		return nil, err
 	}

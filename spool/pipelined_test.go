@@ -27,7 +27,7 @@ func TestSubmitPipelines(t *testing.T) {
 	}
 	body := "Subject: x\r\n\r\n.dot\r\n"
 	socket, result := scriptedDaemon(t, func(c net.Conn) error {
-		steps := []struct{ read, reply string }{
+		steps := []exchange{
 			{"EHLO localhost\r\n", "250-scripted\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 1000\r\n250-DSN\r\n250 SMTPUTF8\r\n"},
 			{"MAIL FROM:<a@example.org> BODY=8BITMIME SIZE=20 RET=HDRS ENVID=env+201\r\n" +
 				"RCPT TO:<b@example.org> NOTIFY=FAILURE,DELAY\r\n" +
@@ -37,13 +37,8 @@ func TestSubmitPipelines(t *testing.T) {
 			{"Subject: x\r\n\r\n..dot\r\n.\r\n", "250 2.0.0 Ok: queued as Q1\r\n"},
 			{"QUIT\r\n", ""},
 		}
-		for _, s := range steps {
-			if err := expectRead(c, s.read); err != nil {
-				return err
-			}
-			if err := reply(c, s.reply); err != nil {
-				return err
-			}
+		if err := converse(c, steps); err != nil {
+			return err
 		}
 		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 			return errors.New("Submit did not close the connection after QUIT")

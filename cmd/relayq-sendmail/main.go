@@ -9,13 +9,14 @@
 // What is another command (mailq, newaliases; sendmail -bp, -bi, -q) it
 // hands to relayq, which replaces this process (relayq.go), and so it does
 // with an SMTP session (-bs) while the daemon is down. Built without
-// cgo, it hands relayq the whole call when only the C library's user
-// database could answer for it (userdb.go).
+// cgo, it hands relayq the whole call when the call needs the user or
+// group database and only the C library could answer for it (userdb.go).
 package main
 
 import (
 	"os"
 	"path/filepath"
+	"sync"
 
 	"relayq/cmd/internal/sendmail"
 )
@@ -35,10 +36,10 @@ func main() {
 		os.Exit(modes.Aliases(os.Args[1:], env))
 	}
 	if !withCgo {
-		if !systemUserFiles.answerFor(os.Getuid()) { // userdb.go
-			os.Exit(relayq(os.Args[1:], env))
-		}
 		modes.Sendmail = relayq
+		// Asked only when the call needs the user or group database
+		// (userdb.go): most do not (-f, $HOME set, no group by name).
+		modes.UserDB = sync.OnceValue(func() bool { return systemUserFiles.answerFor(os.Getuid()) })
 	}
 	os.Exit(sendmail.Run(os.Args[1:], env, modes))
 }

@@ -18,10 +18,13 @@ import (
 // its own user, for the default sender (cmd/internal/sendmail.LoginName)
 // and, with $HOME unset, for the config's state directory; the config
 // looks up socket_group and admin_group. So that every user gets exactly
-// what `relayq sendmail`, which has cgo, gives, relayq-sendmail answers
-// only when the files are what NSS reads for this user (answerFor),
-// and hands the call to relayq otherwise (main.go), as it does when the
-// config fails to load (a group only NSS knows).
+// what `relayq sendmail`, which has cgo, gives, relayq-sendmail relies on
+// those lookups only when the files are what NSS reads for this user
+// (answerFor), and hands the call to relayq otherwise (main.go), as it
+// does when the config fails to load (a group only NSS knows). It asks
+// only when the call needs an answer (sendmail.Modes.UserDB): with -f and
+// $HOME set, and no group named in the config, nothing is looked up, and
+// reading the three files would be a cost at every message for nothing.
 
 // userFiles are the files the C library reads for the user database, and
 // Go's os/user lookup to check against them.

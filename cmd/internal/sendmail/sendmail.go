@@ -54,6 +54,16 @@ type Modes struct {
 	// is one, with its exit code). Nothing has been read from standard
 	// input when it is called.
 	Sendmail func(args []string, env Env) int
+
+	// UserDB, when not nil, is asked before the call first relies on an
+	// answer from the user or group database: this user's name for the
+	// default sender, or a config whose loading looked one up
+	// (config.Config.UserDB). False sends the whole call to Sendmail,
+	// with nothing read from standard input yet. relayq-sendmail reads
+	// the databases without the C library and sets it to whether its
+	// answer is the C library's (userdb.go); most calls (-f SENDER, a
+	// config naming no group by name, $HOME set) never ask.
+	UserDB func() bool
 }
 
 // sendmailTimeout bounds the whole submission to the daemon.
@@ -134,24 +144,41 @@ func Run(args []string, env Env, modes Modes) int {
 	}
 	o := a.opts
 	if NeedsUser(o.From) {
+		if !modes.userDB() {
+			return modes.Sendmail(args, env)
+		}
 		o.User = LoginName(env)
 	}
 	o.Hostname = cfg.Submission.Hostname
 	o.Now = time.Now()
 	o.MaxSize = int64(cfg.Submission.MaxMessageSize)
+	// The daemon accepts, greets and answers EHLO while the message is
+	// read, for a message read within aheadFresh.
+	conn := spool.Dial(cfg.Submission.Socket, min(aheadFresh, cfg.Submission.IdleTimeout.Duration/2))
 	p, err := spool.Prepare(env.Stdin, o)
 	if code := PrepareExit(err); code != sysexits.OK {
+		conn.Close()
 		fmt.Fprintf(env.Stderr, "sendmail: %v\n", err)
 		return code
 	}
-	return submit(cfg, a.envelope(p), p.Body, a.verbose, env)
+	return submit(cfg, conn, a.envelope(p), p.Body, a.verbose, env)
 }
+
+// aheadFresh is how long a connection dialed before the message was read
+// is used for it (spool.Dial): a program that writes its message at once
+// (the common case) has it in well under a millisecond, and a slow one
+// (a pipe from a long job, a user typing) gets a connection of its own
+// once its message has come, as before, rather than hold one of the
+// daemon's connections (max_connections_per_user) while it writes, or
+// find it closed (idle_timeout).
+const aheadFresh = 200 * time.Millisecond
 
 // publicConfig loads the client flavour of the config (an ordinary user
 // may not read the relay's secrets, nor perhaps the file: config.go). When
-// it does not load and modes.Sendmail is set, the call goes to that
-// instead, and cfg is nil with its exit code; nothing of the failed load
-// is printed then, as the other program says what it finds.
+// it does not load and modes.Sendmail is set, or loading it looked up the
+// user or group database and modes.UserDB says no, the call goes to
+// Sendmail instead, and cfg is nil with its exit code; nothing of the
+// failed load is printed then, as the other program says what it finds.
 func (a *sendmailArgs) publicConfig(args []string, env Env, modes Modes) (cfg *config.Config, code int) {
 	if modes.Sendmail == nil {
 		return LoadPublicConfig("sendmail", a.config, env)
@@ -159,11 +186,17 @@ func (a *sendmailArgs) publicConfig(args []string, env Env, modes Modes) (cfg *c
 	var stderr bytes.Buffer // a warning when it loads: printed below
 	quiet := env
 	quiet.Stderr = &stderr
-	if cfg, code = LoadPublicConfig("sendmail", a.config, quiet); cfg == nil {
+	if cfg, code = LoadPublicConfig("sendmail", a.config, quiet); cfg == nil || cfg.UserDB && !modes.userDB() {
 		return nil, modes.Sendmail(args, env)
 	}
 	stderr.WriteTo(env.Stderr)
 	return cfg, code
+}
+
+// userDB reports whether this program's answers from the user and group
+// databases may be relied on (Modes.UserDB; yes when it is not set).
+func (m Modes) userDB() bool {
+	return m.UserDB == nil || m.UserDB()
 }
 
 // PrepareExit maps spool.Prepare's errors to exit codes.
@@ -182,13 +215,13 @@ func PrepareExit(err error) int {
 	}
 }
 
-// submit hands the message to the daemon, or to the maildrop when the
-// daemon's socket does not answer.
-func submit(cfg *config.Config, envelope queue.Envelope, body []byte, verbose bool, env Env) int {
+// submit hands the message to the daemon on conn (or a new connection: see
+// spool.Dial), or to the maildrop when the daemon's socket does not answer.
+func submit(cfg *config.Config, conn *spool.Connection, envelope queue.Envelope, body []byte, verbose bool, env Env) int {
 	sub := cfg.Submission
 	ctx, cancel := context.WithTimeout(context.Background(), sendmailTimeout)
 	defer cancel()
-	id, err := spool.Submit(ctx, sub.Socket, envelope, body)
+	id, err := conn.Submit(ctx, envelope, body)
 	if err == nil {
 		if verbose {
 			fmt.Fprintf(env.Stdout, "queued as %s\n", id)
