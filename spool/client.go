@@ -32,7 +32,8 @@ const submitCommandTimeout = time.Minute
 //
 // Errors:
 //   - errors.Is(err, ErrUnreachable): the socket could not be connected to,
-//     the daemon is starting (451 4.3.0 at MAIL, starting.go), or the
+//     the daemon is starting (451 4.3.0 at MAIL, starting.go), it closed
+//     the connection with a 421 (a connection cap, shutting down), or the
 //     connection failed before the end of the message was sent. Nothing
 //     was accepted; fall back to the maildrop.
 //   - a *smtp.SMTPError (errors.As): the daemon refused, with that reply.
@@ -253,12 +254,21 @@ func sayHello(c *smtp.Client, env queue.Envelope) error {
 // was sent: the daemon's reply is returned as it is; a bad address stays
 // ErrBadAddress; anything else (connection closed, timeout) means nothing was
 // accepted, so it is ErrUnreachable. ErrBadDSN stays too.
+//
+// A 421 is ErrUnreachable as well: the daemon closes the connection with
+// it, having accepted nothing, when it turns a connection away (a
+// connection cap, the descriptors it keeps in reserve: caps.go) or shuts
+// down. It says nothing about the message, which the maildrop then keeps
+// for the daemon to import (with the submitter's [limits] applied there),
+// instead of sendmail failing with exit 75 and a cron job's mail being
+// dropped while another user floods the socket.
 func unreachableUnlessReply(socket string, err error) error {
-	if isStarting(err) { // starting.go: the queue is not open yet
+	var smtpErr *smtp.SMTPError
+	isReply := errors.As(err, &smtpErr)
+	if isStarting(err) || isReply && smtpErr.Code == 421 { // starting.go; caps.go
 		return fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)
 	}
-	var smtpErr *smtp.SMTPError
-	if errors.As(err, &smtpErr) || errors.Is(err, ErrBadAddress) || errors.Is(err, ErrBadDSN) {
+	if isReply || errors.Is(err, ErrBadAddress) || errors.Is(err, ErrBadDSN) {
 		return fmt.Errorf("spool: submit to %s: %w", socket, err)
 	}
 	return fmt.Errorf("spool: submit to %s: %w: %w", socket, ErrUnreachable, err)

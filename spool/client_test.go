@@ -381,8 +381,8 @@ func aheadDaemon(t *testing.T, hello chan<- error, steps []exchange) (socket str
 
 // A daemon that turns a connection away (over a connection cap, caps.go)
 // answers 421 and closes without reading: the EHLO written ahead is never
-// read, and Submit still returns the daemon's reply, a temporary refusal,
-// not "unreachable" (which would send the message to the maildrop).
+// read, and Submit returns the daemon's reply as ErrUnreachable: nothing
+// was accepted, and sendmail leaves the message in the maildrop.
 func TestSubmitHelloAheadOfARefusal(t *testing.T) {
 	q := openQueue(t, queue.Options{})
 	s := startServer(t, Options{Queue: q, MaxConnections: 1})
@@ -397,8 +397,8 @@ func TestSubmitHelloAheadOfARefusal(t *testing.T) {
 	for range 20 {
 		_, err := Submit(context.Background(), s.opts.Socket, env, []byte("x\r\n"))
 		var reply *smtp.SMTPError
-		if !errors.As(err, &reply) || reply.Code != 421 || errors.Is(err, ErrUnreachable) {
-			t.Fatalf("Submit over the cap: %v, want the daemon's 421", err)
+		if !errors.As(err, &reply) || reply.Code != 421 || !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("Submit over the cap: %v, want the daemon's 421 as ErrUnreachable", err)
 		}
 	}
 }

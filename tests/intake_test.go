@@ -147,6 +147,22 @@ func TestIntakeConnectionsPerUser(t *testing.T) {
 	if refused := d.logRecords("connection refused: too many connections"); len(refused) != 1 || refused[0]["limit"] != "max_connections_per_user" {
 		t.Errorf("refusals logged %v, want one line (repeats held back) naming max_connections_per_user", refused)
 	}
+
+	// root, over its own cap, is turned away with 421: its sendmail
+	// leaves the message in the maildrop instead of failing (exit 75, a
+	// cron job's mail dropped), and the daemon imports it as root's.
+	if r := d.sendmail(newMessage(2, "root@example.org", []string{to}, 3), "-v", "-f", "root@example.org", to); r.code != 0 || !strings.Contains(r.stdout, "queued in the maildrop") {
+		t.Fatalf("sendmail as root over its connection cap: %v, want exit 0 and the message in the maildrop", r)
+	}
+	relay.WaitMessages(t, 2, 30*time.Second)
+	var imported []map[string]string
+	waitFor(t, 10*time.Second, "the import's log line", func() bool {
+		imported = d.logRecords("accepted")
+		return len(imported) == 2
+	})
+	if imported[1]["via"] != "maildrop" || imported[1]["uid"] != "0" {
+		t.Errorf("accepted: %v, want the second from uid 0 via the maildrop", imported)
+	}
 }
 
 // TestIntakeDescriptorReserve: the test's uid opens 1,000 idle connections
