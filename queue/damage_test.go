@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -252,8 +251,8 @@ func TestEmptyFileIsSetAside(t *testing.T) {
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
-	q, err := Open(path, Options{Now: c.Now, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	var log logBuffer
+	q, err := Open(path, Options{Now: c.Now, Logger: log.logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,8 +307,8 @@ func TestFileModeIsFixed(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
-	q, err = Open(path, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	var log logBuffer
+	q, err = Open(path, Options{Logger: log.logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -127,8 +126,8 @@ func TestInflightJournalModeIsFixed(t *testing.T) {
 	if err := os.Chmod(journal, 0o644); err != nil { // whatever the umask
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
-	q := openAt(t, path, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	var log logBuffer
+	q := openAt(t, path, Options{Logger: log.logger()})
 	if fi, err := os.Stat(journal); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("journal mode after open: %v, %v; want 0600", fi.Mode(), err)
 	}
