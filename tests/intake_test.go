@@ -165,6 +165,43 @@ func TestIntakeConnectionsPerUser(t *testing.T) {
 	}
 }
 
+// TestSendmailBurstOverTheCap: 60 `sendmail` calls at once from one uid
+// against max_connections_per_user = 4 (cron starting many jobs' mail in
+// the same second). Every call exits 0 — those the daemon turns away with
+// 421 leave their message in the maildrop — and the relay gets each of the
+// 60 exactly once.
+func TestSendmailBurstOverTheCap(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "max_connections_per_user", "4")
+	})
+	const n = 60
+	from, to := "burst@example.org", "rcpt@example.net"
+	results := make(chan cmdResult, n)
+	for i := range n {
+		go func() { results <- d.sendmail(newMessage(i, from, []string{to}, 3), "-f", from, to) }()
+	}
+	for range n {
+		if r := <-results; r.code != 0 {
+			t.Errorf("sendmail in the burst: %v, want exit 0", r)
+		}
+	}
+	relay.WaitMessages(t, n, 60*time.Second)
+	time.Sleep(time.Second) // a duplicate would come in this time
+	count := map[int]int{}
+	for _, r := range relay.Messages() {
+		count[seqOf(r.Body)]++
+	}
+	for i := range n {
+		if count[i] != 1 {
+			t.Errorf("message %d reached the relay %d times, want once", i, count[i])
+		}
+	}
+	if len(count) != n {
+		t.Errorf("the relay got %d distinct messages, want %d: %v", len(count), n, count)
+	}
+}
+
 // TestIntakeDescriptorReserve: the test's uid opens 1,000 idle connections
 // to the submission socket of a relayq whose caps would allow them all but
 // whose RLIMIT_NOFILE (lowered with prlimit on the running daemon) is 256.
