@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,4 +145,44 @@ func TestSendmailAcrossRestart(t *testing.T) {
 		}
 	}
 	t.Logf("%d calls across %d restarts", len(sent), restarts)
+}
+
+// TestRelayBackAfterAShortOutage: 16 messages left in the maildrop by
+// `relayq sendmail` while the daemon was down → relayq, 8 workers and 8
+// relay connections → an smtptest relay that greets the first 8
+// connections with 421 after half a second (an outage as short as a
+// relay's restart) and then works. The 8 attempts that fail together
+// (each worker's, dialled before the first failure) are one outage: the relay is
+// paused for the base pause (1 s) and then probed, and every message
+// arrives within seconds. Before, each of those failures doubled the
+// pause, to its maximum (retry.initial_interval, here 2 minutes) at once.
+func TestRelayBackAfterAShortOutage(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Greeting: smtptest.Times(8, smtptest.Step{Code: 421, Text: "4.3.2 Restarting", Delay: 500 * time.Millisecond}),
+	}})
+	d := newDaemon(t, relay, func(s settings) {
+		s.set("delivery", "workers", "8")
+		s.set("relay", "max_connections", "8")
+		s.set("retry", "initial_interval", `"2m"`)
+		s.set("retry", "max_interval", `"10m"`)
+	})
+	d.start() // makes the maildrop
+	if code := d.stop(); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	from, to := "outage@example.org", "rcpt@example.net"
+	want := map[int][]byte{}
+	for i := range 16 {
+		want[i] = newMessage(i, from, []string{to}, 3)
+		if res := d.sendmail(want[i], "-f", from, to); res.code != 0 {
+			t.Fatalf("sendmail with the daemon down: %v", res)
+		}
+	}
+	d.start()
+	relay.WaitMessages(t, len(want), 20*time.Second)
+	time.Sleep(500 * time.Millisecond) // a duplicate would come right after
+	checkDeliveredOnce(t, relay, want)
+	if n := len(grepLines(d.log.String(), "relay unavailable; holding its deliveries")); n > 2 {
+		t.Errorf("relayq logged the relay's pause %d times for one outage:\n%s", n, strings.Join(grepLines(d.log.String(), "holding its deliveries"), "\n"))
+	}
 }
