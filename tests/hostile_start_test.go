@@ -226,3 +226,47 @@ func TestDiskFullWhileStarting(t *testing.T) {
 		})
 	}
 }
+
+// TestAliasListWhileStarting: SMTP on the Unix socket → relayq serve in
+// its starting window → maildrop → smtptest relay. A message to a local
+// alias that names more addresses than max_recipients (one RCPT, as with
+// the queue open: max_recipients counts RCPT commands) and carries large
+// addresses is acknowledged while relayq starts; the import queues it to
+// every address, as a session with the queue open does. Before, the
+// import applied max_recipients to the expanded list and set the
+// acknowledged message aside (.bad), never delivered.
+func TestAliasListWhileStarting(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	var list []string
+	for i := range 30 {
+		list = append(list, fmt.Sprintf("%q", fmt.Sprintf("member%02d.%s@example.net", i, strings.Repeat("x", 40))))
+	}
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "max_recipients", "10")
+		s.set("aliases", "team", "["+strings.Join(list, ", ")+"]")
+	})
+	if code := d.stop(); code != 0 {
+		t.Fatalf("first stop: exit %d", code)
+	}
+	release := holdQueueFile(t, filepath.Join(d.dir, "queue.db"))
+	p := d.spawn()
+	d.mu.Lock()
+	d.proc = p
+	d.mu.Unlock()
+	submitWhileStarting(t, d, "team@localhost")
+	release()
+	waitFor(t, 10*time.Second, "relayq to be ready", d.ready)
+	relay.WaitMessages(t, 1, 20*time.Second)
+	got := map[string]bool{}
+	for _, m := range relay.Messages() {
+		for _, to := range m.To {
+			got[to] = true
+		}
+	}
+	if len(got) != len(list) {
+		t.Errorf("the relay got the message for %d addresses, want the alias's %d: %v", len(got), len(list), got)
+	}
+	if files := maildropFiles(t, d); len(files) != 0 {
+		t.Errorf("maildrop holds %q once the message is queued", files)
+	}
+}
