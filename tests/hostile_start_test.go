@@ -270,3 +270,49 @@ func TestAliasListWhileStarting(t *testing.T) {
 		t.Errorf("maildrop holds %q once the message is queued", files)
 	}
 }
+
+// TestLongAliasListWhileStarting: as TestAliasListWhileStarting, with an
+// alias (aliases_file) of 15,000 addresses, over a megabyte of envelope,
+// on a message near max_message_size: intake's own maildrop file is then
+// larger than max_message_size plus the megabyte a maildrop file's
+// envelope may add, which the import refuses before reading a file a
+// local user wrote. Intake's own file (owned by the daemon, which no user
+// can write) is read whole and queued.
+func TestLongAliasListWhileStarting(t *testing.T) {
+	d := newDaemon(t, nil, func(s settings) {
+		s.set("submission", "max_message_size", `"64KiB"`)
+	})
+	var b strings.Builder
+	b.WriteString("crowd: ")
+	for i := range 15000 {
+		if i > 0 {
+			b.WriteString(",\n  ") // continuation lines, as /etc/aliases has them
+		}
+		fmt.Fprintf(&b, "member%05d.%s@example.net", i, strings.Repeat("x", 50))
+	}
+	b.WriteString("\n")
+	aliases := filepath.Join(d.dir, "aliases")
+	writeFile(t, aliases, b.String())
+	d.settings.set("aliases", "aliases_file", tomlString(aliases))
+	d.writeConfig()
+	d.start()
+	if code := d.stop(); code != 0 {
+		t.Fatalf("first stop: exit %d", code)
+	}
+	release := holdQueueFile(t, filepath.Join(d.dir, "queue.db"))
+	p := d.spawn()
+	d.mu.Lock()
+	d.proc = p
+	d.mu.Unlock()
+	waitFor(t, 5*time.Second, "the submission socket to greet", func() bool { return greets("unix", d.submitSocket()) })
+	body := newMessage(1, "early@example.org", []string{"crowd@localhost"}, 700) // ~60 KB
+	if _, err := submitSMTP("unix", d.submitSocket(), "early@example.org", []string{"crowd@localhost"}, body); err != nil {
+		t.Fatalf("message for the alias while starting: %v", err)
+	}
+	release()
+	waitFor(t, 10*time.Second, "relayq to be ready", d.ready)
+	waitFor(t, 10*time.Second, "the message to be queued", func() bool { return len(d.queueList(t)) == 1 })
+	if files := maildropFiles(t, d); len(files) != 0 {
+		t.Errorf("maildrop holds %q once the message is queued", files)
+	}
+}
