@@ -28,11 +28,12 @@ func holdQueueFile(t *testing.T, path string) (release func()) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	released := false
+	released, held := false, time.Now()
 	release = func() {
 		if !released {
 			released = true
 			f.Close()
+			t.Logf("held the queue file for %v (relayq waits %v for it)", time.Since(held).Round(time.Millisecond), time.Second)
 		}
 	}
 	t.Cleanup(release)
@@ -96,7 +97,7 @@ func TestSigtermWhileStarting(t *testing.T) {
 	d.mu.Unlock()
 	submitWhileStarting(t, d, "term1@example.net", "term2@example.net")
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the signal is handled before the queue opens
 	release()
 	select {
 	case <-p.done:
