@@ -56,8 +56,14 @@ func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte)
 	if _, err := dw.Write(body); err != nil {
 		return "", false, err
 	}
-	if err := dw.Close(); err != nil { // writes the dot, and may have written part of it
-		return "", true, err
+	if err := dw.Close(); err != nil {
+		// Close writes what is left of the body and then the dot, last: a
+		// write that fails did not pass its last bytes to the socket, so the
+		// daemon never saw the end of the data and queued nothing (it closed
+		// its end: shutting down, or the connection timed out). Like a
+		// failure before the dot, that is an unreachable daemon, and the
+		// maildrop keeps the message.
+		return "", false, err
 	}
 	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
 	reply, err = readReply(r, 250)
