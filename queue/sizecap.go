@@ -1,0 +1,138 @@
+package queue
+
+import (
+	"fmt"
+	"math/bits"
+	"os"
+	"sync"
+	"time"
+)
+
+// Options.MaxSize caps the database file: bbolt refuses a commit that
+// would grow the file past it (ErrMaxSizeReached; ErrFull to the caller).
+// Such a commit is costly to refuse. bbolt undoes a commit that failed by
+// rebuilding its list of free pages, and with NoFreelistSync (boltOptions)
+// it rebuilds it by reading every page the file uses (bbolt v1.5.0
+// tx.rollback → DB.freepages), holding the write lock: seconds for a
+// million queued messages, during which nothing commits, not even the
+// deliveries that would make room; and the committer runs each change of a
+// failed batch again alone, each failing again. (A change function that
+// returns an error costs nothing of the kind: Update rolls that back
+// without the rebuild.) A queue at its cap, with clients that keep
+// retrying, read the whole file for every message it refused.
+//
+// So Put refuses at once, without a commit, what cannot fit (sizeCap):
+//
+//   - a message larger than the room left under the cap (capRoom: bbolt's
+//     free pages and what the file may still grow by, as bbolt computes
+//     it), with capSlack for the pages a commit rewrites;
+//   - after a commit failed for lack of room, for fullHold, any message
+//     unless the room has grown by as much since (deliveries freed pages):
+//     the room is an estimate, and a commit needs runs of free pages that
+//     a fragmented file may not have, so one may still fail at the cap;
+//     the hold keeps the next ones from doing the same. After fullHold one
+//     may try again.
+//
+// Room (intake's check at MAIL) says the same for a message of no size.
+
+// capSlack is what a Put needs beyond its body under the cap: its record,
+// and the pages of the buckets' trees that its commit writes anew.
+const capSlack = 16 << 10
+
+// sizeCap keeps Put from commits that would fail at Options.MaxSize.
+type sizeCap struct {
+	limit int64        // Options.MaxSize; 0: no cap
+	room  func() int64 // capRoom
+
+	mu       sync.Mutex
+	failed   time.Time // when a commit last failed for lack of room (noteFailed)
+	roomThen int64     // the room then
+}
+
+// admit returns ErrFull when a message of size bytes cannot fit under the
+// cap, or when one did not fit a moment ago and the room has not grown by
+// as much since.
+func (c *sizeCap) admit(size int64) error {
+	if c.limit <= 0 {
+		return nil
+	}
+	need := size + capSlack
+	room := c.room()
+	if room < need {
+		return fmt.Errorf("%w: the queue file is at max_size (%d bytes): %d bytes left in it, the message needs about %d", ErrFull, c.limit, room, need)
+	}
+	c.mu.Lock()
+	failed, then := c.failed, c.roomThen
+	c.mu.Unlock()
+	if time.Since(failed) < fullHold && room < then+need {
+		return fmt.Errorf("%w: the queue file is near max_size (%d bytes): the last message did not fit, with %d bytes left in it", ErrFull, c.limit, then)
+	}
+	return nil
+}
+
+// noteFailed records that a commit failed for lack of room.
+func (c *sizeCap) noteFailed() {
+	if c.limit <= 0 {
+		return
+	}
+	room := c.room()
+	c.mu.Lock()
+	c.failed, c.roomThen = time.Now(), room
+	c.mu.Unlock()
+}
+
+// capRoom is the room a commit may still take under Options.MaxSize:
+// bbolt's free pages (not those a reader may still see: bbolt hands them
+// out only later) and the pages the file may still grow by.
+func (q *Queue) capRoom() int64 {
+	pageSize := int64(q.db.Info().PageSize)
+	free := int64(q.db.Stats().FreePageN) * pageSize
+	return free + growRoom(q.opts.MaxSize, q.highWater(), pageSize, int64(q.db.AllocSize))
+}
+
+// highWater is the end of the pages of the file in use or free, in bytes
+// (bbolt's high-water mark): from the meta page of the last commit, read
+// from the file (no transaction: it would wait for none, but bbolt counts
+// it). Any doubt answers the file's size, which is never less.
+func (q *Queue) highWater() int64 {
+	f, err := os.Open(q.db.Path())
+	if err != nil {
+		return q.fileSize()
+	}
+	defer f.Close()
+	m, pageSize, ok := readMeta(f) // freelist.go
+	if !ok {
+		return q.fileSize()
+	}
+	return int64(m.high) * pageSize
+}
+
+// fileSize is the database file's length.
+func (q *Queue) fileSize() int64 {
+	fi, err := os.Stat(q.db.Path())
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// growRoom is how many bytes of new pages bbolt allocates past the
+// high-water mark high before the file would pass limit, as bbolt v1.5.0's
+// DB.allocate decides (not on Windows): a run of pages reaching minsz
+// bytes (one page more than its end) fails when the file would need to
+// grow past limit for it, the file growing to the mmap size (a power of two
+// from 32 KiB) while that is at most allocSize, else to minsz plus
+// allocSize.
+func growRoom(limit, high, pageSize, allocSize int64) int64 {
+	if limit <= 0 {
+		return 0
+	}
+	var end int64 // the largest minsz bbolt allows
+	if p := int64(1) << (bits.Len64(uint64(limit)) - 1); p >= 32<<10 {
+		end = min(p, allocSize) // the largest power of two up to limit
+	}
+	if limit-allocSize > allocSize {
+		end = limit - allocSize
+	}
+	return max(0, pageSize*((end-high-pageSize)/pageSize))
+}
