@@ -217,7 +217,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
-	q.cap = sizeCap{limit: opts.MaxSize, room: q.capRoom}
+	q.cap = sizeCap{limit: opts.MaxSize, room: q.capRoom, now: opts.Now}
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve, q.notify, q.inflight.endAll)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
@@ -437,7 +437,7 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 	})
 	if errors.Is(err, ErrFull) {
 		q.space.noteFull()
-		q.cap.noteFailed()
+		q.cap.noteFailed(err, int64(len(body)))
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("queue: put: %w", err)

@@ -1,11 +1,14 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"os"
 	"sync"
 	"time"
+
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Options.MaxSize caps the database file: bbolt refuses a commit that
@@ -25,15 +28,17 @@ import (
 //
 //   - a message larger than the room left under the cap (capRoom: bbolt's
 //     free pages and what the file may still grow by, as bbolt computes
-//     it), with capSlack for the pages a commit rewrites;
-//   - after a commit failed for lack of room, for fullHold, any message
-//     unless the room has grown by as much since (deliveries freed pages):
-//     the room is an estimate, and a commit needs runs of free pages that
-//     a fragmented file may not have, so one may still fail at the cap;
-//     the hold keeps the next ones from doing the same. After fullHold one
-//     may try again.
+//     it), with an eighth more for bbolt's page rounding and capSlack for
+//     the pages a commit rewrites;
+//   - after a commit failed at the cap: any message for fullHold, and a
+//     message as large as the one that failed for as long as it takes,
+//     unless the room has grown by the message since (deliveries freed
+//     pages). The room is an estimate: a large body needs runs of free
+//     pages, which a fragmented file may not have, so a commit may still
+//     fail at the cap; the hold keeps the next ones from doing the same.
 //
-// Room (intake's check at MAIL) says the same for a message of no size.
+// Room (intake's check at MAIL) says the same for a message of no size:
+// 452 at MAIL during the hold.
 
 // capSlack is what a Put needs beyond its body under the cap: its record,
 // and the pages of the buckets' trees that its commit writes anew.
@@ -41,43 +46,48 @@ const capSlack = 16 << 10
 
 // sizeCap keeps Put from commits that would fail at Options.MaxSize.
 type sizeCap struct {
-	limit int64        // Options.MaxSize; 0: no cap
-	room  func() int64 // capRoom
+	limit int64            // Options.MaxSize; 0: no cap
+	room  func() int64     // capRoom
+	now   func() time.Time // Options.Now
 
-	mu       sync.Mutex
-	failed   time.Time // when a commit last failed for lack of room (noteFailed)
-	roomThen int64     // the room then
+	mu sync.Mutex
+	// When a commit last failed at the cap (noteFailed), the room then
+	// and the size of the message that did not fit.
+	failed             time.Time
+	roomThen, sizeThen int64
 }
 
 // admit returns ErrFull when a message of size bytes cannot fit under the
-// cap, or when one did not fit a moment ago and the room has not grown by
-// as much since.
+// cap, or when one did not fit a moment ago, or one as large did not fit,
+// and the room has not grown by as much since.
 func (c *sizeCap) admit(size int64) error {
 	if c.limit <= 0 {
 		return nil
 	}
-	need := size + capSlack
+	need := size + size/8 + capSlack
 	room := c.room()
 	if room < need {
 		return fmt.Errorf("%w: the queue file is at max_size (%d bytes): %d bytes left in it, the message needs about %d", ErrFull, c.limit, room, need)
 	}
 	c.mu.Lock()
-	failed, then := c.failed, c.roomThen
+	failed, then, sizeThen := c.failed, c.roomThen, c.sizeThen
 	c.mu.Unlock()
-	if time.Since(failed) < fullHold && room < then+need {
-		return fmt.Errorf("%w: the queue file is near max_size (%d bytes): the last message did not fit, with %d bytes left in it", ErrFull, c.limit, then)
+	held := c.now().Sub(failed) < fullHold || size >= sizeThen
+	if !failed.IsZero() && held && room < then+need {
+		return fmt.Errorf("%w: the queue file is at max_size (%d bytes): a message of %d bytes did not fit, with %d bytes left in it", ErrFull, c.limit, sizeThen, then)
 	}
 	return nil
 }
 
-// noteFailed records that a commit failed for lack of room.
-func (c *sizeCap) noteFailed() {
-	if c.limit <= 0 {
+// noteFailed records that a message of size bytes did not fit, if err
+// says that its commit failed at the cap.
+func (c *sizeCap) noteFailed(err error, size int64) {
+	if c.limit <= 0 || !errors.Is(err, berrors.ErrMaxSizeReached) {
 		return
 	}
 	room := c.room()
 	c.mu.Lock()
-	c.failed, c.roomThen = time.Now(), room
+	c.failed, c.roomThen, c.sizeThen = c.now(), room, size
 	c.mu.Unlock()
 }
 

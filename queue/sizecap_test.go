@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 )
 
 // fileWalks counts the walks of the whole file bbolt has made since
@@ -118,5 +119,69 @@ func TestRefusedChangeReadsNoFile(t *testing.T) {
 	}
 	if got := fileWalks(q) - walks; got != 0 {
 		t.Fatalf("a refused record read the whole file %d times", got)
+	}
+}
+
+// TestAtMaxSizeALargeBodyThatDidNotFitIsNotTriedAgain: in a file at its
+// cap whose free pages are scattered (every other message delivered), a
+// large body passes the estimate of the room but not the commit (its
+// chunks need runs of free pages). That commit reads the file once; a
+// body as large is then refused without a commit until deliveries make
+// room, while a small message, once the hold has passed, still goes in.
+func TestAtMaxSizeALargeBodyThatDidNotFitIsNotTriedAgain(t *testing.T) {
+	clk := newClock()
+	q, _ := openTest(t, Options{MaxSize: 8 << 20, Now: clk.Now})
+	quietStore(q)
+	small := bytes.Repeat([]byte("x"), 2000)
+	large := bytes.Repeat([]byte("y"), 256<<10)
+	putBody := func(body []byte) error {
+		_, err := q.Put(context.Background(), Envelope{From: "a@x.org", Recipients: []string{"b@x.org"}}, body)
+		return err
+	}
+	for {
+		err := putBody(small)
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; ; i++ {
+		ls, err := q.Lease(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) == 0 {
+			break
+		}
+		if i%2 == 1 {
+			continue // stays queued, leased
+		}
+		if _, err := q.Record(ls[0], delivered(ls[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if room := q.capRoom(); room < 2*int64(len(large)) {
+		t.Fatalf("only %d bytes of free pages after delivering half the queue", room)
+	}
+	walks := fileWalks(q)
+	if err := putBody(large); !errors.Is(err, ErrFull) {
+		t.Fatalf("large body into scattered free pages: %v, want ErrFull", err)
+	}
+	if got := fileWalks(q) - walks; got != 1 {
+		t.Fatalf("the large body's commit read the file %d times; want once (a commit that failed)", got)
+	}
+	clk.Advance(time.Minute)
+	for i := range 5 {
+		if err := putBody(large); !errors.Is(err, ErrFull) {
+			t.Fatalf("large body %d again: %v, want ErrFull", i, err)
+		}
+	}
+	if got := fileWalks(q) - walks; got != 1 {
+		t.Fatalf("5 more large bodies read the file %d more times; want none", got-1)
+	}
+	if err := putBody(small); err != nil {
+		t.Fatalf("small message after the hold: %v", err)
 	}
 }
