@@ -102,7 +102,8 @@ func TestGrowRoom(t *testing.T) {
 // transaction (here, recording an attempt of a lease that has ended) rolls
 // back without bbolt reading the file: bbolt v1.5.0's Update undoes a
 // function's error without rebuilding its free-page list, unlike a commit
-// that fails (above), and unlike bbolt before 1.3.7.
+// that fails (above), and unlike bbolt before 1.3.7. So does each chunk
+// of a give-back pass (giveback.go), which rolls back on purpose.
 func TestRefusedChangeReadsNoFile(t *testing.T) {
 	q, _ := openTest(t, Options{})
 	quietStore(q)
@@ -119,6 +120,17 @@ func TestRefusedChangeReadsNoFile(t *testing.T) {
 	}
 	if got := fileWalks(q) - walks; got != 0 {
 		t.Fatalf("a refused record read the whole file %d times", got)
+	}
+	deliverAll(t, q) // its leases read
+	walks = fileWalks(q)
+	q.given.keep, q.given.min, q.given.chunk = 0, 0, 8
+	for range 2 {
+		if _, err := q.GiveBack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fileWalks(q) - walks; got != 0 || q.given.pagesRead == 0 {
+		t.Fatalf("two give-back passes (%d pages looked at, %d a transaction) read the whole file %d times", q.given.pagesRead, q.given.chunk, got)
 	}
 }
 
