@@ -16,8 +16,9 @@ import (
 // Such a commit is costly to refuse. bbolt undoes a commit that failed by
 // rebuilding its list of free pages, and with NoFreelistSync (boltOptions)
 // it rebuilds it by reading every page the file uses (bbolt v1.5.0
-// tx.rollback → DB.freepages), holding the write lock: seconds for a
-// million queued messages, during which nothing commits, not even the
+// tx.rollback → DB.freepages), holding the write lock: about a second
+// for a million queued messages with the file in the page cache, more
+// from the disk, during which nothing commits, not even the
 // deliveries that would make room; and the committer runs each change of a
 // failed batch again alone, each failing again. (A change function that
 // returns an error costs nothing of the kind: Update rolls that back
