@@ -47,11 +47,7 @@ func (s *Server) admitConn(nc net.Conn, via string) *conn {
 		c.uid, c.pid, c.credErr = peerCred(nc)
 		c.key = "uid " + strconv.Itoa(c.uid)
 	default:
-		host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
-		if err != nil {
-			host = nc.RemoteAddr().String()
-		}
-		c.key = "addr " + host
+		c.key = addrKey(nc.RemoteAddr())
 	}
 	why := ""
 	if descriptorsLow(nc, s.opts.ReserveDescriptors) {
@@ -69,6 +65,23 @@ func (s *Server) admitConn(nc net.Conn, via string) *conn {
 	s.mu.Unlock()
 	s.refuseConn(nc, c.key, why)
 	return nil
+}
+
+// addrKey is what a TCP client's connections count under: its address,
+// except that every loopback address is one key. A TCP listener is on
+// loopback (the config allows nothing else), and a local user can connect
+// from any of 127.0.0.0/8: counted per address, one user could open
+// max_connections_per_user connections from each of millions of addresses
+// and take the whole of max_connections.
+func addrKey(remote net.Addr) string {
+	host, _, err := net.SplitHostPort(remote.String())
+	if err != nil {
+		host = remote.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return "addr loopback"
+	}
+	return "addr " + host
 }
 
 // overConnCap names the cap another connection counted under key would

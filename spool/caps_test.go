@@ -60,6 +60,38 @@ func TestConnectionCaps(t *testing.T) {
 	}
 }
 
+// A local user cannot get round the per-address cap by connecting from
+// other loopback addresses (any of 127.0.0.0/8 reaches a listener on
+// 127.0.0.1): they count as one.
+func TestConnectionCapCountsLoopbackAsOne(t *testing.T) {
+	s := startServer(t, Options{MaxConnectionsPerUser: 2})
+	var addr string
+	for _, a := range s.Addrs() {
+		if a.Network() == "tcp" {
+			addr = a.String()
+		}
+	}
+	from := func(src string) net.Conn {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for _, src := range []string{"127.0.0.1", "127.0.0.2"} {
+		if g := greeting(t, from(src)); !strings.HasPrefix(g, "220 ") {
+			t.Fatalf("connection from %s under the cap: greeting %q", src, g)
+		}
+	}
+	over := newClient(t, from("127.0.0.3"))
+	if g, _ := over.reply(); g != "421 4.7.0 Too many connections, try again later" {
+		t.Fatalf("third loopback connection, from 127.0.0.3: greeting %q, want 421 4.7.0", g)
+	}
+}
+
 // A connection that has not begun a transaction is closed after
 // IdleTimeout, much shorter than the ReadTimeout a transaction gets:
 // connections left idle cannot hold the caps for ten minutes.
