@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"net"
 	"net/textproto"
@@ -31,37 +32,69 @@ const bodyWriteSize = 32 << 10
 // recipients were taken), and then the connection is closed without the
 // dot, which leaves nothing queued (the daemon commits only at the dot).
 // sent says whether the whole message went out, the dot included.
-func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte) (reply string, sent bool, err error) {
+//
+// QUIT goes with the dot, in the same write, when the body fits in one
+// (bodyWriteSize; quit says it went): RFC 2920 lets the message content
+// begin a group of commands and QUIT end one. The daemon then has QUIT
+// when it answers the dot, and answers both at once (replies.go) and
+// closes, rather than wake once more for a QUIT sent after the 250 and
+// write a 221 that finds sendmail gone (EPIPE, SIGPIPE): work it did while
+// sendmail exited and the next one started. The reply to the dot is read
+// as before; the 221 is not waited for.
+func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte) (reply string, sent, quit bool, err error) {
 	batch, err := commandLines(c, env, len(body))
 	if err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
 	if _, err := nc.Write(batch); err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	r := newReplyReader(nc)
 	if _, err := readReply(r, 250); err != nil { // MAIL
-		return "", false, err
+		return "", false, false, err
 	}
 	for range env.Recipients {
 		if _, err := readReply(r, 25); err != nil { // 250 or 251
-			return "", false, err
+			return "", false, false, err
 		}
 	}
 	if _, err := readReply(r, 354); err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
-	dw := textproto.NewWriter(bufio.NewWriterSize(nc, min(len(body)+5, bodyWriteSize))).DotWriter()
-	if _, err := dw.Write(body); err != nil {
-		return "", false, err
+	if quit = len(body) < bodyWriteSize; quit {
+		err = writeDotAndQuit(nc, body)
+	} else {
+		err = writeDot(bufio.NewWriterSize(nc, bodyWriteSize), body)
 	}
-	if err := dw.Close(); err != nil { // writes the dot, and may have written part of it
-		return "", true, err
+	if err != nil { // the dot may have gone, or part of it
+		return "", true, false, err
 	}
 	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
 	reply, err = readReply(r, 250)
-	return reply, true, err
+	return reply, true, quit, err
+}
+
+// writeDot writes body dot-stuffed (textproto), and the final dot, to w,
+// and flushes it.
+func writeDot(w *bufio.Writer, body []byte) error {
+	dw := textproto.NewWriter(w).DotWriter()
+	if _, err := dw.Write(body); err != nil {
+		return err
+	}
+	return dw.Close() // writes the dot and flushes
+}
+
+// writeDotAndQuit writes body as writeDot does, then QUIT, in one write.
+func writeDotAndQuit(nc net.Conn, body []byte) error {
+	var b bytes.Buffer
+	b.Grow(len(body) + len(body)/64 + len(".\r\nQUIT\r\n"))
+	if err := writeDot(bufio.NewWriterSize(&b, min(len(body)+5, bodyWriteSize)), body); err != nil {
+		return err
+	}
+	b.WriteString("QUIT\r\n")
+	_, err := nc.Write(b.Bytes())
+	return err
 }
 
 // commandLines returns the MAIL, RCPT and DATA lines of env's transaction
