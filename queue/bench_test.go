@@ -215,33 +215,6 @@ func lifecycle(b *testing.B, opts Options, submitters, workers, backlog int) {
 	reportPages(b, q, pagesBefore, b.N)
 }
 
-// BenchmarkPacedSubmissions is one submitter that puts a message every
-// pace, as a script calling sendmail in a loop does (a process a message:
-// 3-8 ms each on a 2-core machine), and one worker that delivers each.
-// The outcome of a message comes between two Puts and waits for the next
-// one to share its commit (committer.linger): fsyncs/msg is 2 (one commit
-// a message), where an outcome committed on its own would make it 4.
-func BenchmarkPacedSubmissions(b *testing.B) {
-	for _, pace := range []time.Duration{3 * time.Millisecond, 8 * time.Millisecond} {
-		b.Run(pace.String(), func(b *testing.B) {
-			q, _ := openTest(b, Options{})
-			before := q.Stats()
-			d := &deliverer{q: q, n: int64(b.N), finished: make(chan struct{})}
-			var wg sync.WaitGroup
-			wg.Go(func() { d.run(b, benchDelivered) })
-			for range b.N {
-				if _, err := q.Put(context.Background(), benchEnv, benchBody); err != nil {
-					b.Fatal(err)
-				}
-				time.Sleep(pace)
-			}
-			wg.Wait()
-			after := q.Stats()
-			b.ReportMetric(2*float64(after.Commits-before.Commits)/float64(b.N), "fsyncs/msg")
-		})
-	}
-}
-
 // deliverer plays the delivery workers: lease due messages one at a time
 // and record them delivered, until n are.
 type deliverer struct {

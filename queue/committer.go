@@ -194,14 +194,6 @@ func (c *committer) loop() {
 // answered), and the worker holds the lease meanwhile. When intake is
 // quiet (no such change in lingerIdle) nothing lingers: a drain of the
 // queue commits as before. Reads queued with the batch run first.
-//
-// A submitter that sends one message at a time (a script calling
-// sendmail in a loop: a process per message, a few milliseconds each)
-// puts a message, and its outcome comes while the next call starts; the
-// outcome then waits for that call's Put, as long as intake counts as
-// busy, rather than commit alone in the middle of the call: one commit
-// per message instead of two, and the daemon's CPU that the second cost
-// (BenchmarkPacedSubmissions).
 func (c *committer) linger(batch []change) []change {
 	outcomes := 0
 	for _, ch := range batch {
@@ -241,11 +233,10 @@ func (c *committer) linger(batch []change) []change {
 
 // How long a batch of outcomes alone waits at most for a change somebody
 // waits for (linger; committer.lingerMax), and how recently such a change
-// must have come for it to wait at all. They are the same: while Puts
-// come closer together than lingerIdle, the next one is waited for.
+// must have come for it to wait at all.
 const (
+	lingerMax  = time.Millisecond
 	lingerIdle = 20 * time.Millisecond
-	lingerMax  = lingerIdle
 )
 
 // runAhead runs the batch's reads ahead (see run) and returns the rest.
