@@ -85,7 +85,7 @@ func (d *Deliverer) sendPart(ctx context.Context, l *queue.Lease, relay *relayIn
 			pause.endProbe()
 		}
 		if err == nil || ctx.Err() == nil {
-			d.noteRelay(id, ep.Name, res, err) // pause.go
+			d.noteRelay(id, ep.Name, probe, res, err) // pause.go
 		}
 		if err != nil && ctx.Err() != nil {
 			return sentPart{relay: ep.Name}, true

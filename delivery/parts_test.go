@@ -43,7 +43,7 @@ func TestOneProbeAtATime(t *testing.T) {
 	if ok, probe, _ := p.acquire(now); !ok || probe {
 		t.Fatal("a relay that never failed is not open")
 	}
-	p.failed(now)
+	p.failed(now, false)
 	if ok, _, retry := p.acquire(now); ok || !retry.Equal(now.Add(time.Second)) {
 		t.Fatalf("paused relay: ok %v, retry %v", ok, retry)
 	}

@@ -33,14 +33,23 @@ func newRelayPause(base, max time.Duration) *relayPause {
 	return &relayPause{base: base, max: max}
 }
 
-// failed records a session failure at now and returns the new pause.
-func (p *relayPause) failed(now time.Time) time.Duration {
+// failed records a session failure at now of an attempt that went out as
+// the probe or not, and returns the pause and whether this failure
+// started or lengthened it. The pause starts at the first failure and
+// doubles only when a probe fails: attempts that were already under way
+// when the relay went down (every worker's, at once) are that one outage,
+// not one each; counted, they doubled the pause to its maximum at once
+// (32 workers: 5 minutes for a relay that was back a second later).
+func (p *relayPause) failed(now time.Time, probe bool) (time.Duration, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.failures++
+	if p.interval != 0 && !probe {
+		return p.interval, false
+	}
 	p.interval = min(max(2*p.interval, p.base), p.max)
 	p.until = now.Add(p.interval)
-	p.failures++
-	return p.interval
+	return p.interval, true
 }
 
 // succeeded ends the pause; it reports whether there was one.
@@ -151,7 +160,7 @@ func sessionFailure(err error) bool {
 // noteRelay updates relay id's breaker after an attempt and logs changes
 // once; it keeps the attempt's result for RelayStatus. The first success
 // after a pause makes the messages waiting for the relay due at once.
-func (d *Deliverer) noteRelay(id, name string, res *transport.Result, err error) {
+func (d *Deliverer) noteRelay(id, name string, probe bool, res *transport.Result, err error) {
 	p := d.pauseOf(id)
 	p.noteResult(d.opts.Now(), res, err) // relaystatus.go
 	switch {
@@ -161,8 +170,9 @@ func (d *Deliverer) noteRelay(id, name string, res *transport.Result, err error)
 			d.releaseWaiting(id)
 		}
 	case sessionFailure(err):
-		wait := p.failed(d.opts.Now())
-		d.opts.Logger.Warn("relay unavailable; holding its deliveries", "relay", name, "for", wait, "err", err)
+		if wait, changed := p.failed(d.opts.Now(), probe); changed {
+			d.opts.Logger.Warn("relay unavailable; holding its deliveries", "relay", name, "for", wait, "err", err)
+		}
 	}
 }
 

@@ -52,14 +52,14 @@ func TestRelayStatusStates(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	d := New(Options{Relay: "smtp://relay:25", Now: func() time.Time { return now }})
 	refused := &transport.Error{Stage: transport.StageDial, Err: errors.New("connection refused")}
-	d.noteRelay(DefaultRelay, "test", nil, refused)
+	d.noteRelay(DefaultRelay, "test", false, nil, refused)
 	st := d.RelayStatus()
 	if st.State != RelayPaused || st.Failures != 1 || !st.PausedUntil.After(now) || !st.LastAttempt.Equal(now) ||
 		st.LastReply.Code != 0 || !strings.Contains(st.LastReply.String(), "connection refused") {
 		t.Fatalf("after a refused connection: %+v (%v)", st, st.LastReply)
 	}
 	now = st.PausedUntil
-	d.noteRelay(DefaultRelay, "test", nil, refused)
+	d.noteRelay(DefaultRelay, "test", true, nil, refused) // the probe
 	if st = d.RelayStatus(); st.State != RelayPaused || st.Failures != 2 {
 		t.Fatalf("after a second failure: %+v, want paused after 2 failures", st)
 	}
@@ -67,7 +67,7 @@ func TestRelayStatusStates(t *testing.T) {
 	if st = d.RelayStatus(); st.State != RelayProbing {
 		t.Fatalf("after the pause: %+v, want probing", st)
 	}
-	d.noteRelay(DefaultRelay, "test", &transport.Result{Recipients: []transport.RecipientResult{{Address: "a@x", Reply: "2.0.0 Ok: queued as 42"}}}, nil)
+	d.noteRelay(DefaultRelay, "test", true, &transport.Result{Recipients: []transport.RecipientResult{{Address: "a@x", Reply: "2.0.0 Ok: queued as 42"}}}, nil)
 	if st = d.RelayStatus(); st.State != RelayOK || st.Failures != 0 || st.LastReply.Code != 250 || st.LastReply.Enhanced != "2.0.0" {
 		t.Fatalf("after a success: %+v (%v), want ok with the 250", st, st.LastReply)
 	}

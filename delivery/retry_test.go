@@ -29,11 +29,30 @@ func TestRetryDefaultsAreLikePostfix(t *testing.T) {
 	}
 }
 
+// TestRelayPauseCountsOneOutageOnce: the attempts under way when the
+// relay went down (every worker's) fail together; the first starts the
+// pause, the others leave it as it is; only a failed probe doubles it.
+func TestRelayPauseCountsOneOutageOnce(t *testing.T) {
+	p := newRelayPause(time.Second, 5*time.Minute)
+	now := time.Now()
+	if got, changed := p.failed(now, false); got != time.Second || !changed {
+		t.Fatalf("first failure: pause %v (changed %v), want 1s", got, changed)
+	}
+	for range 31 {
+		if got, changed := p.failed(now, false); got != time.Second || changed {
+			t.Fatalf("failure of an attempt under way: pause %v (changed %v), want 1s unchanged", got, changed)
+		}
+	}
+	if got, changed := p.failed(now.Add(time.Second), true); got != 2*time.Second || !changed {
+		t.Fatalf("failed probe: pause %v (changed %v), want 2s", got, changed)
+	}
+}
+
 func TestRelayPauseDoublesAndEndsOnSuccess(t *testing.T) {
 	p := newRelayPause(time.Second, 4*time.Second)
 	now := time.Now()
 	for _, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
-		if got := p.failed(now); got != want {
+		if got, _ := p.failed(now, true); got != want {
 			t.Fatalf("pause %v, want %v", got, want)
 		}
 	}

@@ -370,8 +370,35 @@ func (c *committer) write(batch []change) {
 		batch[0].done <- c.retrySpare(batch[0], fullErr(err))
 		return
 	}
-	for _, ch := range batch {
-		ch.done <- c.retrySpare(ch, c.writeOne(ch))
+	c.writeEach(batch)
+}
+
+// writeEach commits the changes of a batch that failed one at a time: the
+// spare ones first (an outcome that must be recorded, a deletion that
+// makes room), in their order, then the others. Once one of the others
+// fails for lack of room, the rest of them are refused with ErrFull
+// without a transaction of their own: a commit that fails for lack of
+// room makes bbolt rebuild its free-page list by reading every page of
+// the file (v1.5.0 with NoFreelistSync), seconds at a million messages
+// with every other commit waiting, and on a full disk each of them would
+// fail the same way.
+func (c *committer) writeEach(batch []change) {
+	var full error
+	for _, spare := range []bool{true, false} {
+		for _, ch := range batch {
+			if ch.spare != spare {
+				continue
+			}
+			if full != nil {
+				ch.done <- full
+				continue
+			}
+			err := c.retrySpare(ch, c.writeOne(ch))
+			if !spare && errors.Is(err, ErrFull) {
+				full = err
+			}
+			ch.done <- err
+		}
 	}
 }
 

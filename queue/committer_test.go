@@ -2,6 +2,9 @@ package queue
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -201,5 +204,65 @@ func TestLingerEndsForARead(t *testing.T) {
 		}
 	default:
 		t.Fatal("the read queued with the outcome did not run before the wait")
+	}
+}
+
+// TestFullBatchRefusesTheRestAfterOneFails: a batch whose commit fails for
+// lack of room is tried change by change, the spare ones first, and once
+// one of the others fails for lack of room the rest are refused with
+// ErrFull at once. Every failed commit makes bbolt read the whole file
+// (NoFreelistSync), so ten Puts that cannot fit cost two readings, not
+// eleven as when each was tried alone; the spare change, which fits, is
+// committed.
+func TestFullBatchRefusesTheRestAfterOneFails(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "q.db"), 0o600, &bolt.Options{
+		NoFreelistSync: true, FreelistType: bolt.FreelistMapType, MaxSize: 1 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// A first commit, so that the file says its free-page list is not
+	// saved (a new file's is), as a queue's does after its first commit.
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucket([]byte("b"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCommitter(db, 64, nil, nil, nil)
+	defer c.close()
+	large := make([]byte, 2<<20) // never fits under the 1 MiB cap
+	put := func(key string, value []byte) func(*bolt.Tx) error {
+		return func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte("b")).Put([]byte(key), value)
+		}
+	}
+	var batch []change
+	for i := range 10 {
+		batch = append(batch, change{fn: put(fmt.Sprint("large", i), large), done: make(chan error, 1)})
+	}
+	batch = append(batch, change{fn: put("small", []byte("x")), done: make(chan error, 1), spare: true})
+	walks := db.Stats().TxN
+	c.write(batch) // as the loop does; the loop itself is idle
+	for i, ch := range batch {
+		err := <-ch.done
+		if ch.spare && err != nil {
+			t.Errorf("the spare change: %v, want it committed", err)
+		}
+		if !ch.spare && !errors.Is(err, ErrFull) {
+			t.Errorf("change %d: %v, want ErrFull", i, err)
+		}
+	}
+	if got := db.Stats().TxN - walks; got > 2 {
+		t.Errorf("bbolt read the whole file %d times for one batch that did not fit, want at most 2", got)
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte("b")); b == nil || b.Get([]byte("small")) == nil {
+			return errors.New("the spare change is not in the file")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // reported as ErrDamaged (openBolt). When Close saved the freelist
 // (freelist.go), Open skips that walk and starts this one instead, which
 // does the same reading in the background, a batch of keys per read
-// transaction, while intake takes mail:
+// transaction, while intake takes mail into the maildrop:
 //
 //   - Nothing else that reads the whole file starts before it has ended:
 //     Lease waits for it (delivery starts once it is done, a few seconds
@@ -24,12 +24,14 @@ import (
 //     history pruner and the give-back of free pages.
 //   - If it finds damage, Lease fails with ErrDamaged from then on, Close
 //     saves no freelist (so the next Open walks the file first and refuses
-//     it), and Damaged delivers the error: relayq serve then stops taking
-//     mail and exits 65, as it does when Open finds the damage.
+//     it), and Damaged delivers the error (to a caller that did not
+//     wait for Walked).
 //
-// What it cannot guard: a damaged page that intake's commit or an
-// operator's listing reads before the walk reaches it still panics there;
-// the process stops, the freelist is not saved, and the next start walks
+// relayq serve waits for the walk (Walked) before intake commits or the
+// maildrop is imported: until then intake keeps what it takes in the
+// maildrop, and damage the walk finds fails the start with exit 65. What
+// the walk cannot guard: a damaged page that an operator's listing reads
+// before the walk reaches it still panics there; the process stops, the freelist is not saved, and the next start walks
 // the file first and refuses it (exit 65). No acknowledged message is lost
 // by that: the commit that panicked never answered.
 
@@ -61,6 +63,17 @@ func (w *pageWalk) damaged() error {
 	default:
 		return nil
 	}
+}
+
+// Walked waits for the walk of the file's pages after Open to end (it
+// returns at once when Open walked the file first) and returns the damage
+// it found, an error matching ErrDamaged, or nil (also when Close stopped
+// the walk). A commit reads pages too, and one that reads a damaged page
+// panics in bbolt, where its rollback's rebuild of the freelist panics
+// again beyond any recover: whoever must not crash on a damaged file
+// commits only after Walked.
+func (q *Queue) Walked() error {
+	return q.pages.wait()
 }
 
 // Damaged returns a channel that receives an error matching ErrDamaged

@@ -118,7 +118,8 @@ type Queue struct {
 	interruptMu   sync.Mutex
 	interruptedBy map[string]bool // IDs out for delivery when the last run stopped
 
-	space *space // space.go: headroom on the file system
+	space *space  // space.go: headroom on the file system
+	cap   sizeCap // sizecap.go: Put refused without a commit at MaxSize
 
 	history historySize // archive_bound.go: the history's size as the pruner knows it
 	given   givenBack   // giveback.go: free pages whose disk blocks were given back
@@ -216,6 +217,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	}
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
+	q.cap = sizeCap{limit: opts.MaxSize, room: q.capRoom, now: opts.Now}
 	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve, q.notify, q.inflight.endAll)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
@@ -386,6 +388,9 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 	if err := q.space.admit(); err != nil {
 		return "", false, fmt.Errorf("queue: put: %w", err)
 	}
+	if err := q.cap.admit(int64(len(body))); err != nil {
+		return "", false, fmt.Errorf("queue: put: %w", err)
+	}
 	now := q.opts.Now()
 	id := env.ID
 	if id == "" {
@@ -432,6 +437,7 @@ func (q *Queue) put(ctx context.Context, env Envelope, body []byte, guard func(t
 	})
 	if errors.Is(err, ErrFull) {
 		q.space.noteFull()
+		q.cap.noteFailed(err, int64(len(body)))
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("queue: put: %w", err)

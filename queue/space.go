@@ -281,7 +281,12 @@ func writeZeros(f *os.File, size int64) error {
 // Room returns ErrFull (with the cause) when Put would refuse a new
 // message for lack of room right now, so that intake can say so before
 // the message is sent (MAIL FROM).
-func (q *Queue) Room() error { return q.space.admit() }
+func (q *Queue) Room() error {
+	if err := q.space.admit(); err != nil {
+		return err
+	}
+	return q.cap.admit(0) // sizecap.go
+}
 
 // Space reports the queue's file system: free space, the headroom kept and
 // whether new messages are refused for lack of room.

@@ -50,16 +50,19 @@ func ParseAliases(r io.Reader, name string) (map[string][]string, error) {
 	var errs []error
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	var entry string
+	// The entry being read, its continuation lines appended: a Builder, as
+	// adding each line to a string copied the whole entry every time
+	// (quadratic: 30 s for a list of 15,000 addresses).
+	var entry strings.Builder
 	start, n := 0, 0
 	flush := func() {
-		if entry == "" {
+		if entry.Len() == 0 {
 			return
 		}
-		if err := addAlias(aliases, defined, entry, start); err != nil {
+		if err := addAlias(aliases, defined, entry.String(), start); err != nil {
 			errs = append(errs, fmt.Errorf("%s:%d: %w", name, start, err))
 		}
-		entry = ""
+		entry.Reset()
 	}
 	for sc.Scan() {
 		n++
@@ -68,14 +71,16 @@ func ParseAliases(r io.Reader, name string) (map[string][]string, error) {
 		case strings.HasPrefix(strings.TrimSpace(line), "#") || strings.TrimSpace(line) == "":
 			flush()
 		case line[0] == ' ' || line[0] == '\t':
-			if entry == "" {
+			if entry.Len() == 0 {
 				errs = append(errs, fmt.Errorf("%s:%d: continuation line with no alias before it", name, n))
 				continue
 			}
-			entry += " " + strings.TrimSpace(line)
+			entry.WriteString(" ")
+			entry.WriteString(strings.TrimSpace(line))
 		default:
 			flush()
-			entry, start = line, n
+			entry.WriteString(line)
+			start = n
 		}
 	}
 	flush()

@@ -121,6 +121,11 @@ func (a *Connection) Submit(ctx context.Context, env queue.Envelope, body []byte
 	switch {
 	case err != nil && !sent:
 		return "", unreachableUnlessReply(socket, err)
+	case errors.As(err, &smtpErr) && smtpErr.Code == 421:
+		// A 421 to the dot: the daemon began shutting down as the message
+		// came, and its Data refuses it before reading a byte (session.go):
+		// nothing was queued, as with a 421 before the dot.
+		return "", unreachableUnlessReply(socket, err)
 	case errors.As(err, &smtpErr):
 		return "", fmt.Errorf("spool: submit to %s: %w", socket, err)
 	case err != nil:

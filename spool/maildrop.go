@@ -500,7 +500,8 @@ func (m *Maildrop) importFile(ctx context.Context, name string) (ok bool, err er
 // larger than MaxSize (plus room for the envelope lines) is refused before
 // it is read, so a full maildrop cannot exhaust the daemon's memory; and
 // since its owner can still append to it, the read itself stops one byte
-// past that bound, whatever the size was a moment before. The submitter
+// past that bound, whatever the size was a moment before. Intake's own
+// file (the daemon's uid, mode intakeFileMode) is read whole. The submitter
 // is the file's owner, Via "maildrop", unless intake wrote the file: then
 // it is the one its intake line names (maildrop_intake.go), returned too.
 func (m *Maildrop) readFile(path string) (queue.Envelope, []byte, *intakeOrigin, error) {
@@ -515,6 +516,13 @@ func (m *Maildrop) readFile(path string) (queue.Envelope, []byte, *intakeOrigin,
 		return queue.Envelope{}, nil, nil, err
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
+	if ok && int(st.Uid) == os.Geteuid() && fi.Mode().Perm() == intakeFileMode {
+		// Intake's own file (maildrop_intake.go; no local user can make a
+		// file of the daemon's uid, and sendmail's are 0644) holds what its
+		// session took: the recipients RCPT mapped, which an alias can make
+		// more than the envelope room.
+		maxSize = 0
+	}
 	switch {
 	case !fi.Mode().IsRegular():
 		return queue.Envelope{}, nil, nil, errors.New("not a regular file")

@@ -142,5 +142,9 @@ func writeIntakeFile(dir string, env queue.Envelope, body []byte, o intakeOrigin
 	}
 	// The intake line goes last, before the empty line that ends the header.
 	header = strings.TrimSuffix(header, "\n") + o.line() + "\n"
-	return placeMaildropFile(dir, header, body, 0o600)
+	return placeMaildropFile(dir, header, body, intakeFileMode)
 }
+
+// intakeFileMode is the mode of intake's own maildrop files: only the
+// daemon reads them (sendmail's are 0644).
+const intakeFileMode = 0o600

@@ -110,7 +110,7 @@ func (m *Maildrop) admitFile(base, work string) (env queue.Envelope, body []byte
 	}
 	env, body, origin, err := m.readFile(work)
 	if err == nil {
-		err = m.refused(env, body)
+		err = m.refused(env, body, origin)
 	}
 	if err != nil {
 		m.setAside(base, work, err)
@@ -146,13 +146,17 @@ func (m *Maildrop) forgetGone(names []string) {
 }
 
 // refused returns why a file is refused for good by the intake policy, or
-// nil.
-func (m *Maildrop) refused(env queue.Envelope, body []byte) error {
+// nil. A file intake wrote while starting (origin set) was checked by its
+// session already: its recipients are those RCPT mapped, aliases
+// expanded, where max_recipients counts RCPT commands, as with the queue
+// open; counted again here, a list alias set the acknowledged message
+// aside.
+func (m *Maildrop) refused(env queue.Envelope, body []byte, origin *intakeOrigin) error {
 	s := m.Intake
 	if s == nil {
 		return nil
 	}
-	if max := s.opts.MaxRecipients; max > 0 && len(env.Recipients) > max {
+	if max := s.opts.MaxRecipients; max > 0 && origin == nil && len(env.Recipients) > max {
 		return fmt.Errorf("%d recipients, more than max_recipients %d", len(env.Recipients), max)
 	}
 	if max := s.opts.MaxMessageSize; max > 0 && int64(len(body)) > max {

@@ -67,8 +67,15 @@ func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte)
 	} else {
 		err = writeDot(bufio.NewWriterSize(nc, bodyWriteSize), body)
 	}
-	if err != nil { // the dot may have gone, or part of it
-		return "", true, false, err
+	if err != nil {
+		// The dot is written last (QUIT after it, when it goes too, is
+		// not counted: writeDotAndQuit): a write that fails did not pass
+		// its last bytes to the socket, so the daemon never saw the end of
+		// the data and queued nothing (it closed its end: shutting down,
+		// or the connection timed out). Like a failure before the dot,
+		// that is an unreachable daemon, and the maildrop keeps the
+		// message.
+		return "", false, false, err
 	}
 	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
 	reply, err = readReply(r, 250)
@@ -86,15 +93,20 @@ func writeDot(w *bufio.Writer, body []byte) error {
 }
 
 // writeDotAndQuit writes body as writeDot does, then QUIT, in one write.
+// A write that fails once the dot has gone is no failure: only QUIT was
+// lost, and the reply to the dot is still to be read.
 func writeDotAndQuit(nc net.Conn, body []byte) error {
 	var b bytes.Buffer
 	b.Grow(len(body) + len(body)/64 + len(".\r\nQUIT\r\n"))
 	if err := writeDot(bufio.NewWriterSize(&b, min(len(body)+5, bodyWriteSize)), body); err != nil {
 		return err
 	}
+	dot := b.Len()
 	b.WriteString("QUIT\r\n")
-	_, err := nc.Write(b.Bytes())
-	return err
+	if n, err := nc.Write(b.Bytes()); err != nil && n < dot {
+		return err
+	}
+	return nil
 }
 
 // commandLines returns the MAIL, RCPT and DATA lines of env's transaction

@@ -192,7 +192,10 @@ apt-get install -y -q --no-install-recommends --no-download postfix bsd-mailx`)
 	var queue string
 	waitFor(c.t, 30*time.Second, "postfix deferring the message", func() bool {
 		queue = c.sh("postqueue -p")
-		return strings.Contains(queue, "Connection refused")
+		// While the queue manager moves the message from active to
+		// deferred, showq can list it in both, "in 2 Requests": wait for
+		// the move to end.
+		return strings.Contains(queue, "Connection refused") && strings.Contains(queue, "in 1 Request")
 	})
 	// postfix stop signals the master and returns; its master.pid stays
 	// behind. Wait until the master has gone, as an operator would before

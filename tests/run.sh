@@ -74,6 +74,33 @@ if ! grep -qE '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf; 
 	echo "== /etc/nsswitch.conf: adding systemd to passwd and group (nss-systemd, as libnss-systemd does)"
 	$sudo sed -i -E 's/^(passwd|group):([^#]*)$/\1:\2 systemd/' /etc/nsswitch.conf
 fi
+# exim (tests/exim_test.go) as a strict upstream relay: Debian's
+# exim4-daemon-light conflicts with postfix as a package, so it is never
+# installed: its .deb is downloaded into a cache and unpacked there
+# (dpkg -x), and the libraries it links are installed (they conflict with
+# nothing). The test runs it with a configuration of its own, in a mount
+# namespace that adds its Debian-exim user: nothing on the host changes.
+exim_cache=/var/cache/relayq-test-exim
+if [ ! -x "$exim_cache/root/usr/sbin/exim4" ]; then
+	echo "== fetching exim4-daemon-light into $exim_cache (unpacked, not installed)"
+	$sudo mkdir -p "$exim_cache"
+	if ! (cd "$exim_cache" && { $sudo apt-get download -qq exim4-daemon-light 2>/dev/null ||
+		{ $sudo apt-get update -qq && $sudo apt-get download -qq exim4-daemon-light; }; }); then
+		echo "tests/run.sh: cannot download exim4-daemon-light" >&2
+		exit 1
+	fi
+	deb=$(ls -t "$exim_cache"/exim4-daemon-light_*.deb | head -n1)
+	libs=()
+	for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -E 's/\(.*\)//; s/\|.*//; s/[[:space:]]//g'); do
+		case "$dep" in lib*) installed "$dep" || libs+=("$dep") ;; esac
+	done
+	if ((${#libs[@]})); then
+		echo "== installing what exim links: ${libs[*]}"
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${libs[@]}" >/dev/null
+	fi
+	$sudo rm -rf "$exim_cache/root"
+	$sudo dpkg -x "$deb" "$exim_cache/root"
+fi
 # Under this command a missing peer fails the peer tests; a plain
 # `go test ./...` without the packages skips them.
 export RELAYQ_REAL_PEERS=1

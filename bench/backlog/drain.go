@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync/atomic"
@@ -18,7 +19,8 @@ import (
 // message (an in-process go-smtp server that discards them), waits until
 // the queue is empty, then watches the daemon for idle, and prints its
 // RssAnon along the way: what issue 15 asks is flat while delivering and
-// back to baseline after the drain. The file is empty afterwards.
+// back to baseline after the drain; and, as that baseline, the RssAnon of
+// relayq serve idle on a new, empty queue. The file is empty afterwards.
 func drain(bin, dir string, idle time.Duration) {
 	relay, delivered := discardRelay()
 	cfg := writeConfig(dir, relay)
@@ -54,6 +56,26 @@ func drain(bin, dir string, idle time.Duration) {
 		lowest = min(lowest, last)
 	}
 	fmt.Printf("idle             RssAnon %d MiB after %v idle (lowest %d MiB)\n", last>>10, idle, lowest>>10)
+	d.stop()
+	wait := min(idle, time.Minute)
+	fmt.Printf("baseline         RssAnon %d MiB after %v idle on a new, empty queue\n", baseline(bin, wait)>>10, wait)
+}
+
+// baseline runs relayq serve on a new, empty queue file in a directory of
+// its own, idle for idle, and returns its RssAnon then: the memory a
+// drained daemon should come back to. (The RssAnon at start above is the
+// daemon's on the full file before its heap has grown, lower still.)
+func baseline(bin string, idle time.Duration) int64 {
+	dir, err := os.MkdirTemp("", "relayq-baseline-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	relay, _ := discardRelay()
+	d := startDaemon(bin, writeConfig(dir, relay), filepath.Join(dir, "submit.sock"))
+	defer d.stop()
+	time.Sleep(idle)
+	return memory(d.cmd.Process.Pid)["RssAnon"]
 }
 
 // queued asks the daemon how many messages it holds.

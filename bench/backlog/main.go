@@ -40,7 +40,9 @@
 //	              accepts everything, until the queue is empty (rate,
 //	              RssAnon at start, peak, when empty), then IDLE of quiet
 //	              (RssAnon after it): memory back to baseline after a
-//	              drain. A kept file is empty afterwards.
+//	              drain; the baseline is relayq serve's RssAnon on a new,
+//	              empty queue after min(IDLE, 1m) idle. A kept file is
+//	              empty afterwards.
 //
 // Each call is run -runs times; the median is printed. Run it by hand:
 //

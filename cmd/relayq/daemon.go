@@ -112,12 +112,22 @@ func (d *daemon) claimQueue() (func(), error) {
 }
 
 // openQueue opens the claimed queue file (taking bbolt's lock; seconds
-// for a large queue), then lets intake take mail.
+// for a large queue) and waits until its pages have been read through,
+// then lets intake take mail.
 func (d *daemon) openQueue() (func(), error) {
 	opts := d.queueOptions()
 	opts.Claim = d.claim
 	q, err := queue.Open(d.cfg.Queue.Path, opts)
 	if err != nil {
+		return nil, queueStartErr(err)
+	}
+	// After a clean stop Open reads the saved freelist and walks the
+	// file's pages in the background: a commit that read a damaged page
+	// would crash the daemon (queue/pagewalk.go). Intake keeps taking mail
+	// into the maildrop until the walk has read every page; damage fails
+	// the start with exit 65, as when Open finds it.
+	if err := q.Walked(); err != nil {
+		q.Close()
 		return nil, queueStartErr(err)
 	}
 	d.q = q

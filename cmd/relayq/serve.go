@@ -14,6 +14,7 @@ import (
 
 	"relayq/config"
 	"relayq/queue"
+	"relayq/spool"
 )
 
 func runServe(args []string, env cmdEnv) int {
@@ -69,7 +70,7 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "relayq serve: %v\n", err)
-		for _, hint := range []string{startupHint(err), stateDirHint(err, cfg.StateDir)} { // maintenance.go, statedir.go
+		for _, hint := range []string{startupHint(err), stateDirHint(err, cfg.StateDir), maildropHint(cfg.Submission.Maildrop)} { // maintenance.go, statedir.go
 			if hint != "" {
 				fmt.Fprintf(env.Stderr, "relayq serve: %s\n", hint)
 			}
@@ -91,6 +92,22 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	log.Info("relayq stopped")
 	return exitOK
+}
+
+// maildropHint says how many messages wait in the maildrop at dir when
+// relayq fails to start: those intake acknowledged while it started (and
+// sendmail's while it was down) are there, not lost, and the next start
+// that opens the queue imports them. "" when there are none.
+func maildropHint(dir string) string {
+	n, err := spool.PendingMaildrop(dir)
+	if err != nil || n == 0 {
+		return ""
+	}
+	what := fmt.Sprintf("%d messages wait", n)
+	if n == 1 {
+		what = "1 message waits"
+	}
+	return what + " in the maildrop " + dir + " (taken while relayq started, or by sendmail while it was down); the next start that opens the queue imports them"
 }
 
 // stopOnDamage returns a context that also ends when the walk of the queue
