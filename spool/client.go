@@ -116,7 +116,7 @@ func (a *Connection) Submit(ctx context.Context, env queue.Envelope, body []byte
 	if ok, _ := c.Extension("PIPELINING"); ok {
 		send = sendPipelined // pipelined.go
 	}
-	reply, sent, err := send(c, nc, env, body)
+	reply, sent, quit, err := send(c, nc, env, body)
 	var smtpErr *smtp.SMTPError
 	switch {
 	case err != nil && !sent:
@@ -135,37 +135,41 @@ func (a *Connection) Submit(ctx context.Context, env queue.Envelope, body []byte
 	// message is queued, whatever happens from here on. QUIT's reply
 	// carries nothing more, so it is not waited for: sendmail runs once
 	// per message and would be a round trip later; the daemon ends the
-	// session at QUIT, or at the close if QUIT never arrives.
-	nc.SetWriteDeadline(time.Now().Add(submitCommandTimeout))
-	_, _ = nc.Write([]byte("QUIT\r\n"))
+	// session at QUIT, or at the close if QUIT never arrives. QUIT went
+	// with the dot already, when the body fitted in that write.
+	if !quit {
+		nc.SetWriteDeadline(time.Now().Add(submitCommandTimeout))
+		_, _ = nc.Write([]byte("QUIT\r\n"))
+	}
 	return queuedID(reply), nil
 }
 
 // sendInTurn is the transaction one command at a time, each reply awaited
 // before the next command, for a daemon that does not offer PIPELINING.
 // sent says whether the whole message went out, the final dot included:
-// before that, nothing can have been queued.
-func sendInTurn(c *smtp.Client, _ net.Conn, env queue.Envelope, body []byte) (reply string, sent bool, err error) {
+// before that, nothing can have been queued. QUIT is left to Submit (quit
+// is false): a daemon that does not pipeline gets it after the 250.
+func sendInTurn(c *smtp.Client, _ net.Conn, env queue.Envelope, body []byte) (reply string, sent, quit bool, err error) {
 	if err := c.Mail(env.From, clientMailOptions(env, len(body))); err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	for i, r := range env.Recipients {
 		if err := c.Rcpt(r, clientRcptOptions(env, i)); err != nil {
-			return "", false, err
+			return "", false, false, err
 		}
 	}
 	w, err := c.Data()
 	if err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	if _, err := w.Write(body); err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		return "", true, err
+		return "", true, false, err
 	}
-	return resp.StatusText, true, nil
+	return resp.StatusText, true, false, nil
 }
 
 // queuedID is the ID in the daemon's "Ok: queued as ID" ("" if none). A

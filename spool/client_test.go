@@ -328,8 +328,7 @@ func TestSubmitSaysHelloAhead(t *testing.T) {
 	socket, result := aheadDaemon(t, nil, []exchange{
 		{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
 		{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
-		{"x\r\n.\r\n", "250 ok queued as Q3\r\n"},
-		{"QUIT\r\n", ""},
+		{"x\r\n.\r\nQUIT\r\n", "250 ok queued as Q3\r\n"},
 	})
 	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
 	id, err := Submit(context.Background(), socket, env, []byte("x\r\n"))
@@ -414,7 +413,7 @@ func TestDialAhead(t *testing.T) {
 		socket, result := aheadDaemon(t, hello, []exchange{
 			{"EHLO localhost\r\n", "220 ahead ESMTP\r\n250-ahead\r\n250 PIPELINING\r\n"},
 			{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
-			{"x\r\n.\r\n", "250 ok queued as Q4\r\n"},
+			{"x\r\n.\r\nQUIT\r\n", "250 ok queued as Q4\r\n"},
 		})
 		a := Dial(socket, time.Minute)
 		if err := <-hello; err != nil {

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"net"
 	"net/textproto"
@@ -31,43 +32,81 @@ const bodyWriteSize = 32 << 10
 // recipients were taken), and then the connection is closed without the
 // dot, which leaves nothing queued (the daemon commits only at the dot).
 // sent says whether the whole message went out, the dot included.
-func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte) (reply string, sent bool, err error) {
+//
+// QUIT goes with the dot, in the same write, when the body fits in one
+// (bodyWriteSize; quit says it went): RFC 2920 lets the message content
+// begin a group of commands and QUIT end one. The daemon then has QUIT
+// when it answers the dot, and answers both at once (replies.go) and
+// closes, rather than wake once more for a QUIT sent after the 250 and
+// write a 221 that finds sendmail gone (EPIPE, SIGPIPE): work it did while
+// sendmail exited and the next one started. The reply to the dot is read
+// as before; the 221 is not waited for.
+func sendPipelined(c *smtp.Client, nc net.Conn, env queue.Envelope, body []byte) (reply string, sent, quit bool, err error) {
 	batch, err := commandLines(c, env, len(body))
 	if err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
 	if _, err := nc.Write(batch); err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
 	r := newReplyReader(nc)
 	if _, err := readReply(r, 250); err != nil { // MAIL
-		return "", false, err
+		return "", false, false, err
 	}
 	for range env.Recipients {
 		if _, err := readReply(r, 25); err != nil { // 250 or 251
-			return "", false, err
+			return "", false, false, err
 		}
 	}
 	if _, err := readReply(r, 354); err != nil {
-		return "", false, err
+		return "", false, false, err
 	}
-	dw := textproto.NewWriter(bufio.NewWriterSize(nc, min(len(body)+5, bodyWriteSize))).DotWriter()
-	if _, err := dw.Write(body); err != nil {
-		return "", false, err
+	if quit = len(body) < bodyWriteSize; quit {
+		err = writeDotAndQuit(nc, body)
+	} else {
+		err = writeDot(bufio.NewWriterSize(nc, bodyWriteSize), body)
 	}
-	if err := dw.Close(); err != nil {
-		// Close writes what is left of the body and then the dot, last: a
-		// write that fails did not pass its last bytes to the socket, so the
-		// daemon never saw the end of the data and queued nothing (it closed
-		// its end: shutting down, or the connection timed out). Like a
-		// failure before the dot, that is an unreachable daemon, and the
-		// maildrop keeps the message.
-		return "", false, err
+	if err != nil {
+		// The dot is written last (QUIT after it, when it goes too, is
+		// not counted: writeDotAndQuit): a write that fails did not pass
+		// its last bytes to the socket, so the daemon never saw the end of
+		// the data and queued nothing (it closed its end: shutting down,
+		// or the connection timed out). Like a failure before the dot,
+		// that is an unreachable daemon, and the maildrop keeps the
+		// message.
+		return "", false, false, err
 	}
 	nc.SetDeadline(time.Now().Add(submitCommandTimeout))
 	reply, err = readReply(r, 250)
-	return reply, true, err
+	return reply, true, quit, err
+}
+
+// writeDot writes body dot-stuffed (textproto), and the final dot, to w,
+// and flushes it.
+func writeDot(w *bufio.Writer, body []byte) error {
+	dw := textproto.NewWriter(w).DotWriter()
+	if _, err := dw.Write(body); err != nil {
+		return err
+	}
+	return dw.Close() // writes the dot and flushes
+}
+
+// writeDotAndQuit writes body as writeDot does, then QUIT, in one write.
+// A write that fails once the dot has gone is no failure: only QUIT was
+// lost, and the reply to the dot is still to be read.
+func writeDotAndQuit(nc net.Conn, body []byte) error {
+	var b bytes.Buffer
+	b.Grow(len(body) + len(body)/64 + len(".\r\nQUIT\r\n"))
+	if err := writeDot(bufio.NewWriterSize(&b, min(len(body)+5, bodyWriteSize)), body); err != nil {
+		return err
+	}
+	dot := b.Len()
+	b.WriteString("QUIT\r\n")
+	if n, err := nc.Write(b.Bytes()); err != nil && n < dot {
+		return err
+	}
+	return nil
 }
 
 // commandLines returns the MAIL, RCPT and DATA lines of env's transaction

@@ -1,12 +1,16 @@
 package spool
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/textproto"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -15,9 +19,10 @@ import (
 
 // A daemon that offers PIPELINING gets MAIL, the RCPTs and DATA in one
 // write, the command lines exactly as go-smtp writes them unpipelined; the
-// body and dot in one write once DATA has its 354; then QUIT, whose reply
-// Submit does not wait for (this daemon never sends it: Submit returns
-// all the same, else the test hangs).
+// body, the dot and QUIT in one write once DATA has its 354 (this daemon
+// answers the dot only once it has read QUIT with it: before, sendmail
+// waited for the 250 to send QUIT, and the test hangs), and QUIT's reply
+// is not waited for (this daemon never sends it).
 func TestSubmitPipelines(t *testing.T) {
 	env := queue.Envelope{
 		From:         "a@example.org",
@@ -34,8 +39,7 @@ func TestSubmitPipelines(t *testing.T) {
 				"RCPT TO:<c@example.org>\r\n" +
 				"DATA\r\n",
 				"250 2.1.0 ok\r\n250 2.1.5 ok\r\n251 2.1.5 ok\r\n354 go ahead\r\n"},
-			{"Subject: x\r\n\r\n..dot\r\n.\r\n", "250 2.0.0 Ok: queued as Q1\r\n"},
-			{"QUIT\r\n", ""},
+			{"Subject: x\r\n\r\n..dot\r\n.\r\nQUIT\r\n", "250 2.0.0 Ok: queued as Q1\r\n"},
 		}
 		if err := converse(c, steps); err != nil {
 			return err
@@ -51,6 +55,49 @@ func TestSubmitPipelines(t *testing.T) {
 	}
 	if id != "Q1" {
 		t.Errorf("queued as %q, want Q1", id)
+	}
+	if err := result(); err != nil {
+		t.Error(err)
+	}
+}
+
+// A body too large for one write (bodyWriteSize) goes in writes of that
+// size and QUIT after the 250, as before: it is not copied whole into a
+// buffer to go with the dot.
+func TestSubmitLargeBodyQuitsAfterTheReply(t *testing.T) {
+	body := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstu\r\n", 2*bodyWriteSize/70)
+	socket, result := scriptedDaemon(t, func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		steps := []exchange{
+			{"EHLO localhost\r\n", "250-scripted\r\n250 PIPELINING\r\n"},
+			{"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", "250 ok\r\n250 ok\r\n354 go ahead\r\n"},
+		}
+		if err := converse(c, steps); err != nil {
+			return err
+		}
+		r := textproto.NewReader(bufio.NewReader(c))
+		got, err := r.ReadDotBytes()
+		if err != nil {
+			return err
+		}
+		if string(got) != strings.ReplaceAll(body, "\r\n", "\n") {
+			return errors.New("the body arrived changed")
+		}
+		if r.R.Buffered() > 0 {
+			return errors.New("QUIT came with the dot of a large body")
+		}
+		if err := reply(c, "250 ok queued as Q5\r\n"); err != nil {
+			return err
+		}
+		if line, err := r.ReadLine(); line != "QUIT" {
+			return fmt.Errorf("after the 250: %q, %v; want QUIT", line, err)
+		}
+		return nil
+	})
+	env := queue.Envelope{From: "a@example.org", Recipients: []string{"b@example.org"}}
+	id, err := Submit(context.Background(), socket, env, []byte(body))
+	if err != nil || id != "Q5" {
+		t.Errorf("Submit: %q, %v; want Q5", id, err)
 	}
 	if err := result(); err != nil {
 		t.Error(err)
