@@ -83,10 +83,7 @@ func measureStartup(tb testing.TB, d *daemon, relay *smtptest.Server, deliverN i
 	base := len(relay.Messages())
 	logStart := len(d.log.String()) // this run's log follows
 	start := time.Now()
-	d.mu.Lock()
-	p := d.spawn()
-	d.proc = p
-	d.mu.Unlock()
+	p := d.launch()
 	pid := p.cmd.Process.Pid
 
 	// Sample the resident set until the end (the samples are read once

@@ -91,10 +91,7 @@ func TestSigtermWhileStarting(t *testing.T) {
 		t.Fatalf("first stop: exit %d", code)
 	}
 	release := holdQueueFile(t, filepath.Join(d.dir, "queue.db"))
-	p := d.spawn()
-	d.mu.Lock()
-	d.proc = p
-	d.mu.Unlock()
+	p := d.launch()
 	submitWhileStarting(t, d, "term1@example.net", "term2@example.net")
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(100 * time.Millisecond) // the signal is handled before the queue opens
@@ -137,10 +134,7 @@ func TestDamagedQueueAfterStartingIntake(t *testing.T) {
 	}
 
 	release := holdQueueFile(t, path)
-	p := d.spawn()
-	d.mu.Lock()
-	d.proc = p
-	d.mu.Unlock()
+	p := d.launch()
 	taken := []string{"kept1@example.net", "kept2@example.net", "kept3@example.net"}
 	submitWhileStarting(t, d, taken...)
 	release()
@@ -198,10 +192,7 @@ func TestDiskFullWhileStarting(t *testing.T) {
 			smallfs.Fill(t, filler)
 
 			release := holdQueueFile(t, dbPath)
-			p := d.spawn()
-			d.mu.Lock()
-			d.proc = p
-			d.mu.Unlock()
+			d.launch()
 			waitFor(t, 5*time.Second, "the submission socket to greet", func() bool { return greets("unix", d.submitSocket()) })
 			body := newMessage(1, "full@example.org", []string{"full@example.net"}, 2000) // ~150 KB
 			_, err := submitSMTP("unix", d.submitSocket(), "full@example.org", []string{"full@example.net"}, body)
@@ -250,10 +241,7 @@ func TestAliasListWhileStarting(t *testing.T) {
 		t.Fatalf("first stop: exit %d", code)
 	}
 	release := holdQueueFile(t, filepath.Join(d.dir, "queue.db"))
-	p := d.spawn()
-	d.mu.Lock()
-	d.proc = p
-	d.mu.Unlock()
+	d.launch()
 	submitWhileStarting(t, d, "team@localhost")
 	release()
 	waitFor(t, 10*time.Second, "relayq to be ready", d.ready)
@@ -301,10 +289,7 @@ func TestLongAliasListWhileStarting(t *testing.T) {
 		t.Fatalf("first stop: exit %d", code)
 	}
 	release := holdQueueFile(t, filepath.Join(d.dir, "queue.db"))
-	p := d.spawn()
-	d.mu.Lock()
-	d.proc = p
-	d.mu.Unlock()
+	d.launch()
 	waitFor(t, 5*time.Second, "the submission socket to greet", func() bool { return greets("unix", d.submitSocket()) })
 	body := newMessage(1, "early@example.org", []string{"crowd@localhost"}, 700) // ~60 KB
 	if _, err := submitSMTP("unix", d.submitSocket(), "early@example.org", []string{"crowd@localhost"}, body); err != nil {
