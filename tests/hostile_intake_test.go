@@ -1,9 +1,12 @@
 package tests
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,4 +154,136 @@ func dropSubmission(network, addr, from string, to []string, at string, data []b
 	}
 	_, err = w.Write(data)
 	return err
+}
+
+// TestIdleConnectionsLetGo (catalogue D6): relayq with idle_timeout 1s and
+// max_connections_per_user 4. One uid opens four connections to the
+// submission socket and sends nothing after the greeting (two after EHLO);
+// its fifth is turned away with 421 4.7.0. Within a few seconds relayq
+// closes the four idle ones (and an idle one on the loopback listener),
+// and the same uid's next submission gets 250: idle clients cannot keep
+// the cap. A client that has given MAIL FROM is in a transaction and is
+// not cut at idle_timeout: after a 2.5 s pause it finishes and its message
+// is delivered.
+func TestIdleConnectionsLetGo(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "listen", fmt.Sprintf("[%q]", listen))
+		s.set("submission", "idle_timeout", `"1s"`)
+		s.set("submission", "max_connections_per_user", "4")
+	})
+	type idler struct {
+		nc     net.Conn
+		r      *bufio.Reader
+		opened time.Time
+	}
+	open := func(network, addr string, ehlo bool) (*idler, string) {
+		t.Helper()
+		nc, err := net.DialTimeout(network, addr, 10*time.Second)
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(30 * time.Second))
+		c := &idler{nc: nc, r: bufio.NewReader(nc), opened: time.Now()}
+		greeting, err := readReply(c.r)
+		if err != nil || !ehlo || !strings.HasPrefix(greeting, "220") {
+			return c, greeting
+		}
+		io.WriteString(nc, "EHLO tests.localhost\r\n")
+		if reply, err := readReply(c.r); err != nil || !strings.HasPrefix(reply, "250") {
+			t.Fatalf("EHLO: %q, %v", reply, err)
+		}
+		return c, greeting
+	}
+	var idlers []*idler
+	for i := range 4 {
+		c, greeting := open("unix", d.submitSocket(), i < 2)
+		if !strings.HasPrefix(greeting, "220") {
+			t.Fatalf("connection %d of 4: greeted %q, want 220", i+1, greeting)
+		}
+		idlers = append(idlers, c)
+	}
+	if _, greeting := open("unix", d.submitSocket(), false); !strings.HasPrefix(greeting, "421 4.7.0") {
+		t.Errorf("fifth connection of the uid greeted %q, want 421 4.7.0", greeting)
+	}
+	c, greeting := open("tcp", listen, false)
+	if !strings.HasPrefix(greeting, "220") {
+		t.Fatalf("loopback listener greeted %q, want 220", greeting)
+	}
+	idlers = append(idlers, c)
+
+	// A client in a transaction pauses longer than idle_timeout.
+	from, to := "pause@example.org", []string{"rcpt@example.net"}
+	paused := make(chan error, 1)
+	go func() {
+		body := newMessage(1, from, to, 20)
+		paused <- sendPaused(listen, from, to, body, 2500*time.Millisecond)
+	}()
+
+	for i, c := range idlers {
+		var last string
+		for {
+			line, err := c.r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			last = strings.TrimSpace(line)
+		}
+		after := time.Since(c.opened)
+		t.Logf("idle connection %d closed by relayq after %v (last reply %q)", i+1, after.Round(10*time.Millisecond), last)
+		if after < 900*time.Millisecond || after > 10*time.Second {
+			t.Errorf("idle connection %d closed after %v, want after idle_timeout 1s and within seconds", i+1, after)
+		}
+	}
+	d.submit(t, "next@example.org", to, newMessage(2, "next@example.org", to, 5))
+	if err := <-paused; err != nil {
+		t.Errorf("message with a 2.5 s pause inside the transaction: %v, want 250", err)
+	}
+	relay.WaitMessages(t, 2, 20*time.Second)
+	d.waitQueueEmpty(t, 10*time.Second)
+	if n := len(relay.Messages()); n != 2 {
+		t.Errorf("relay got %d messages, want 2", n)
+	}
+}
+
+// sendPaused sends one message over TCP to addr, waiting pause after MAIL
+// FROM and again after the first half of the data. It touches no
+// testing.TB, so goroutines may call it.
+func sendPaused(addr, from string, to []string, body []byte, pause time.Duration) error {
+	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	nc.SetDeadline(time.Now().Add(time.Minute))
+	c := smtp.NewClient(nc)
+	defer c.Close()
+	if err := c.Hello("tests.localhost"); err != nil {
+		return fmt.Errorf("EHLO: %w", err)
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return fmt.Errorf("MAIL: %w", err)
+	}
+	time.Sleep(pause)
+	for _, rcpt := range to {
+		if err := c.Rcpt(rcpt, nil); err != nil {
+			return fmt.Errorf("RCPT after a pause: %w", err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("DATA: %w", err)
+	}
+	if _, err := w.Write(body[:len(body)/2]); err != nil {
+		return err
+	}
+	time.Sleep(pause)
+	if _, err := w.Write(body[len(body)/2:]); err != nil {
+		return fmt.Errorf("data after a pause: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("end of data: %w", err)
+	}
+	return c.Quit()
 }
