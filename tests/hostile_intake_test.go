@@ -401,3 +401,62 @@ func TestRelayRestartsUnderLoad(t *testing.T) {
 		t.Errorf("%d dead letters, want none: %+v", len(dead), dead)
 	}
 }
+
+// TestRelayRecipientLimit (catalogue C2): one message to five recipients →
+// relayq → an SMTP relay that takes two recipients per transaction and
+// answers the others 452 4.5.3 "too many recipients" (RFC 5321
+// §4.5.3.1.10), three times in a row for the last one. Every recipient gets
+// the message exactly once, in the transactions the relay allowed: the
+// recipients already delivered are never sent again with the deferred ones,
+// and nothing is dead-lettered.
+func TestRelayRecipientLimit(t *testing.T) {
+	rcpts := []string{"r1@example.net", "r2@example.net", "r3@example.net", "r4@example.net", "r5@example.net"}
+	tooMany := smtptest.Reply(452, "4.5.3 Too many recipients")
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{Rcpt: map[string][]smtptest.Step{
+		rcpts[2]: {tooMany},
+		rcpts[3]: {tooMany},
+		rcpts[4]: {tooMany, tooMany, tooMany},
+	}}})
+	d := startDaemon(t, relay)
+	from := "limit@example.org"
+	body := newMessage(1, from, rcpts, 5)
+	id := d.submit(t, from, rcpts, body)
+	d.waitQueueEmpty(t, 30*time.Second)
+	time.Sleep(300 * time.Millisecond) // a duplicate would come right after
+
+	var batches [][]string
+	got := map[string]int{}
+	for _, m := range relay.Messages() {
+		batches = append(batches, m.To)
+		for _, r := range m.To {
+			got[r]++
+		}
+		if !sameMessage(m.Body, body) {
+			t.Errorf("body to %v differs", m.To)
+		}
+	}
+	t.Logf("transactions: %v", batches)
+	for _, r := range rcpts {
+		if n := got[r]; n != 1 {
+			t.Errorf("%s got the message %d times, want once", r, n)
+		}
+	}
+	if len(batches) < 3 {
+		t.Errorf("%d transactions %v, want at least 3 (two recipients at most in the first)", len(batches), batches)
+	}
+	if dead := d.deadList(t); len(dead) != 0 {
+		t.Errorf("%d dead letters, want none: %+v", len(dead), dead)
+	}
+	deferred := 0
+	for _, l := range d.deliveryLog(id) {
+		if l["status"] == "deferred" {
+			deferred++
+			if !strings.HasPrefix(l["reply"], "452 4.5.3") {
+				t.Errorf("deferred without the relay's reply: %v", l)
+			}
+		}
+	}
+	if deferred != 5 {
+		t.Errorf("%d deferred delivery log lines, want 5 (r3, r4 once, r5 three times)", deferred)
+	}
+}
