@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -459,4 +460,66 @@ func TestRelayRecipientLimit(t *testing.T) {
 	if deferred != 5 {
 		t.Errorf("%d deferred delivery log lines, want 5 (r3, r4 once, r5 three times)", deferred)
 	}
+}
+
+// TestGiveUpAfterMaxLifetime (catalogue B3): SMTP on the unix socket →
+// relayq with retry.max_lifetime 4s and [notify] bounce = "sender" → an
+// smtptest relay that answers the recipient 451 4.3.0 every time. relayq
+// is killed (SIGKILL) and restarted half-way: the lifetime counts from the
+// submission, not from the start. Once it is over, the message is a dead
+// letter (kept, never dropped) whose recipient still carries the relay's
+// last 451 reply; the sender gets exactly one notice, naming the queue ID,
+// saying "expired" with the relay's 451 in its Diagnostic-Code; and nothing
+// reaches the recipient.
+func TestGiveUpAfterMaxLifetime(t *testing.T) {
+	slow := "slow@example.net"
+	text := "4.3.0 <slow@example.net>: Temporary lookup failure"
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Rcpt: map[string][]smtptest.Step{slow: smtptest.Times(1000, smtptest.Reply(451, text))},
+	}})
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("retry", "max_lifetime", `"4s"`)
+		s.set("notify", "bounce", `"sender"`)
+	})
+	from := "patient@example.org"
+	submitted := time.Now()
+	id := d.submit(t, from, []string{slow}, newMessage(1, from, []string{slow}, 3))
+	time.Sleep(2 * time.Second)
+	d.kill()
+	d.start()
+	dl := waitDead(t, d, id)
+	died := time.Since(submitted)
+	t.Logf("dead letter after %v: %+v", died.Round(100*time.Millisecond), dl)
+	if died < 4*time.Second {
+		t.Errorf("dead after %v, before max_lifetime 4s", died)
+	}
+	if len(dl.Recipients) != 1 || dl.Recipients[0].Address != slow || dl.Recipients[0].ReplyCode != 451 ||
+		!strings.Contains(dl.Recipients[0].LastReply, "Temporary lookup failure") {
+		t.Errorf("dead letter recipients %+v, want %s with the relay's last 451 reply", dl.Recipients, slow)
+	}
+	waitFor(t, 20*time.Second, "the notice at the relay", func() bool { return len(bounces(relay)) > 0 })
+	time.Sleep(500 * time.Millisecond) // a second notice would come right after
+	got := bounces(relay)
+	if len(got) != 1 {
+		t.Fatalf("relay got %d messages from <>, want exactly 1", len(got))
+	}
+	if len(got[0].To) != 1 || got[0].To[0] != from {
+		t.Errorf("notice to %v, want %s", got[0].To, from)
+	}
+	if !bytes.Contains(got[0].Body, []byte(id)) {
+		t.Error("the notice does not name the queue ID")
+	}
+	rcpts := readReport(t, got[0].Body)
+	if len(rcpts) != 1 || rcpts[0].Get("Final-Recipient") != "rfc822; "+slow || rcpts[0].Get("Action") != "failed" ||
+		!strings.Contains(rcpts[0].Get("Diagnostic-Code"), "expired") || !strings.Contains(rcpts[0].Get("Diagnostic-Code"), "451 "+text) {
+		t.Errorf("notice's recipient fields %v, want %s failed, expired, with the relay's 451 in the Diagnostic-Code", rcpts, slow)
+	}
+	for _, m := range relay.Messages() {
+		for _, r := range m.To {
+			if r == slow {
+				t.Errorf("%s received a message despite the 451s", slow)
+			}
+		}
+	}
+	d.waitQueueEmpty(t, 10*time.Second)
 }
