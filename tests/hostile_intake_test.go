@@ -523,3 +523,38 @@ func TestGiveUpAfterMaxLifetime(t *testing.T) {
 	}
 	d.waitQueueEmpty(t, 10*time.Second)
 }
+
+// TestRelayStopsReadingTheBody (catalogue D2): a 17.5 MiB message → relayq
+// with relay.socket_timeout 2s → an smtptest relay that, on the first
+// attempt, stops reading after 100 kB of the body, so that the TCP window
+// fills and relayq's writes block. Meanwhile a small message goes through
+// another connection. The stalled attempt is given up before the dot (a
+// deferral, not a possible duplicate) within seconds, and the retry
+// delivers the big message once, whole.
+func TestRelayStopsReadingTheBody(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Body: []smtptest.Step{{Fault: smtptest.Hang, AfterBytes: 100000}},
+	}})
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "max_message_size", `"32MiB"`)
+		s.set("relay", "socket_timeout", `"2s"`)
+	})
+	from, to := "big@example.org", []string{"rcpt@example.net"}
+	big := newMessage(1, from, to, 300000)
+	t.Logf("message of %.1f MiB", float64(len(big))/(1<<20))
+	start := time.Now()
+	id := d.submit(t, from, to, big)
+	waitFor(t, 10*time.Second, "the relay to stall on the first attempt", func() bool { return relay.DataAttempts() >= 1 })
+	small := newMessage(2, from, to, 3)
+	d.submit(t, from, to, small)
+	relay.WaitMessages(t, 2, 60*time.Second)
+	took := time.Since(start)
+	d.waitQueueEmpty(t, 10*time.Second)
+	checkDeliveredOnce(t, relay, map[int][]byte{1: big, 2: small})
+	lines := d.deliveryLog(id)
+	if len(lines) != 2 || lines[0]["status"] != "deferred" || lines[0]["possible_duplicate"] == "true" || lines[1]["status"] != "sent" {
+		t.Errorf("delivery log of the big message %v, want one deferral (not a possible duplicate), then sent", lines)
+	} else {
+		t.Logf("stalled attempt: %s; delivered after %v", lines[0]["reply"], took.Round(100*time.Millisecond))
+	}
+}
