@@ -558,3 +558,51 @@ func TestRelayStopsReadingTheBody(t *testing.T) {
 		t.Logf("stalled attempt: %s; delivered after %v", lines[0]["reply"], took.Round(100*time.Millisecond))
 	}
 }
+
+// TestDuplicateRecipients (catalogue C4): one SMTP submission names
+// dup@example.net, then dup@EXAMPLE.NET (the same mailbox: domains have no
+// case) and Dup@example.net (another: the local part is case-sensitive).
+// relayq → an LMTP relay whose first reply after the dot, for
+// dup@example.net, is 550 and whose second, for Dup@example.net, is 250.
+// The relay sees two RCPTs, not three; each outcome stays with its own
+// recipient (go-smtp matches LMTP replies to recipients by address): dup@
+// is a dead letter with the 550, Dup@ is delivered once.
+func TestDuplicateRecipients(t *testing.T) {
+	lower, upperDomain, upperLocal := "dup@example.net", "dup@EXAMPLE.NET", "Dup@example.net"
+	relay := smtptest.NewServer(t, smtptest.Options{LMTP: true, Script: smtptest.Script{
+		LMTP: map[string][]smtptest.Step{lower: {smtptest.Reply(550, "5.1.1 <dup@example.net> mailbox unknown")}},
+	}})
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("relay", "url", tomlString(relayURL(relay, true)))
+	})
+	from := "twice@example.org"
+	rcpts := []string{lower, upperDomain, upperLocal}
+	body := newMessage(1, from, rcpts, 5)
+	id := d.submit(t, from, rcpts, body)
+	dl := waitDead(t, d, id)
+	d.waitQueueEmpty(t, 10*time.Second)
+	time.Sleep(300 * time.Millisecond) // a duplicate would come right after
+
+	var rcptCmds []string
+	for _, c := range relay.Commands() {
+		if strings.HasPrefix(strings.ToUpper(c), "RCPT TO:") {
+			rcptCmds = append(rcptCmds, c)
+		}
+	}
+	if len(rcptCmds) != 2 {
+		t.Errorf("relay got RCPT commands %q, want two (dup@example.net and Dup@example.net)", rcptCmds)
+	}
+	got := relay.Messages()
+	if len(got) != 1 || len(got[0].To) != 1 || got[0].To[0] != upperLocal {
+		var to [][]string
+		for _, m := range got {
+			to = append(to, m.To)
+		}
+		t.Errorf("relay delivered to %v, want once to [%s]", to, upperLocal)
+	} else if !sameMessage(got[0].Body, body) {
+		t.Errorf("body differs")
+	}
+	if len(dl.Recipients) != 1 || dl.Recipients[0].Address != lower || dl.Recipients[0].ReplyCode != 550 {
+		t.Errorf("dead letter recipients %+v, want only %s with the 550", dl.Recipients, lower)
+	}
+}
