@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -604,5 +606,83 @@ func TestDuplicateRecipients(t *testing.T) {
 	}
 	if len(dl.Recipients) != 1 || dl.Recipients[0].Address != lower || dl.Recipients[0].ReplyCode != 550 {
 		t.Errorf("dead letter recipients %+v, want only %s with the 550", dl.Recipients, lower)
+	}
+}
+
+// TestSighupStorm (catalogue J2, signals): 100 SIGHUPs 5 ms apart, while 4
+// clients submit 200 messages and 8 workers deliver them,
+// with the configuration switching the relay between two smtptest servers
+// on every tenth signal (written to a new file renamed over the old one).
+// relayq stays up (the same process), every message
+// is acknowledged and delivered exactly once (to one relay or the other),
+// and it still stops cleanly (exit 0).
+func TestSighupStorm(t *testing.T) {
+	a := smtptest.NewServer(t, smtptest.Options{})
+	b := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, a, func(s settings) { s.set("delivery", "workers", "8") })
+	pid := d.running().cmd.Process.Pid
+	const n, clients = 200, 4
+	from, to := "hup@example.org", []string{"rcpt@example.net"}
+	want := map[int][]byte{}
+	for seq := range n {
+		want[seq] = newMessage(seq, from, to, 5)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := c; seq < n; seq += clients {
+				_, errs[seq] = submitSMTP("unix", d.submitSocket(), from, to, want[seq])
+			}
+		}()
+	}
+	for i := range 100 {
+		if i%10 == 0 {
+			relay := a
+			if i/10%2 == 0 {
+				relay = b
+			}
+			d.settings.set("relay", "url", tomlString(relayURL(relay, false)))
+			// As editors and configuration tools do: a SIGHUP must never
+			// see the file half written (os.WriteFile truncates first).
+			tmp := d.config + ".new"
+			if err := os.WriteFile(tmp, []byte(d.settings.render()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, d.config); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+			t.Fatalf("SIGHUP %d: %v", i, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	for seq, err := range errs {
+		if err != nil {
+			t.Errorf("submission %d during the SIGHUPs: %v", seq, err)
+		}
+	}
+	waitFor(t, 60*time.Second, "every message delivered", func() bool { return len(a.Messages())+len(b.Messages()) >= n })
+	d.waitQueueEmpty(t, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	seen := map[int]int{}
+	for _, m := range append(a.Messages(), b.Messages()...) {
+		seen[seqOf(m.Body)]++
+	}
+	for seq := range n {
+		if seen[seq] != 1 {
+			t.Errorf("message %d delivered %d times, want once", seq, seen[seq])
+		}
+	}
+	if p := d.running(); p == nil || p.cmd.Process.Pid != pid {
+		t.Errorf("relayq is not the same process after the SIGHUPs")
+	}
+	t.Logf("%d messages to relay A, %d to B; %d reload lines", len(a.Messages()), len(b.Messages()), len(grepLines(d.log.String(), "reload")))
+	if code := d.stop(); code != 0 {
+		t.Errorf("stop after the SIGHUPs: exit %d", code)
 	}
 }
