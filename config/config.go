@@ -319,6 +319,29 @@ func FindForClient(flagPath string, getenv func(string) string) (cfg *Config, so
 	return l.find(flagPath, SystemConfigPath)
 }
 
+// FindForReload is Find for a running daemon reading its configuration
+// again, which started with the one from started (Find's source). It
+// refuses what is more likely a file caught half-written than a new
+// configuration: an empty file (a config tool or an editor that truncates
+// the file and then writes it, read in between, would otherwise put every
+// key back to its default: another relay, no [limits]), and a file the
+// daemon started with that is gone (Find would fall back to the embedded
+// default). A new file where the daemon started without one is taken.
+func FindForReload(flagPath string, getenv func(string) string, started string) (cfg *Config, source string, err error) {
+	l := newLoader(getenv)
+	l.reload = true
+	return l.findAgain(flagPath, SystemConfigPath, started)
+}
+
+// findAgain is find for FindForReload (l.reload set).
+func (l loader) findAgain(flagPath, systemPath, started string) (*Config, string, error) {
+	cfg, source, err := l.find(flagPath, systemPath)
+	if err == nil && source == embeddedName && started != embeddedName {
+		return nil, started, fmt.Errorf("config: %s, which relayq started with, is gone; the embedded default is not taken in its place", started)
+	}
+	return cfg, source, err
+}
+
 // ClientDefault is the embedded default loaded as FindForClient loads a
 // file: for a client whose config file exists but may not be read by this
 // user (installed 0640 for the relay's secrets). Its state directory is the
@@ -361,6 +384,7 @@ type loader struct {
 	writable    func(dir string) bool  // canWrite
 	skipSecrets bool                   // see FindForClient
 	client      bool                   // see FindForClient and stateDirFor
+	reload      bool                   // see FindForReload: an empty file is an error
 }
 
 func newLoader(getenv func(string) string) loader {
@@ -407,6 +431,9 @@ func (l loader) load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	if l.reload && len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("config: %s is empty (read while it was being written? write the new file beside it and rename it into place)", path)
 	}
 	return l.parse(data, path)
 }

@@ -213,6 +213,44 @@ func TestFindPrecedence(t *testing.T) {
 	})
 }
 
+// TestFindAgainRefusesAHalfWrittenFile: a reload refuses an empty file
+// (Find takes it: every key at its default) and the embedded default in
+// place of a system file the daemon started with that is gone; a new
+// system file where the daemon started without one is taken, and a file
+// with content is read as Find reads it.
+func TestFindAgainRefusesAHalfWrittenFile(t *testing.T) {
+	dir := t.TempDir()
+	system := filepath.Join(dir, "system.toml")
+	reloader := func() loader {
+		l := testLoader(t)
+		l.reload = true
+		return l
+	}
+	writeFile(t, dir, "system.toml", " \n\n")
+	if cfg, _, err := testLoader(t).find("", system); err != nil || cfg.Log.Level != "info" {
+		t.Fatalf("find of an empty file: %v, %v; want the defaults (at start an empty file is allowed)", cfg, err)
+	}
+	if _, source, err := reloader().findAgain("", system, system); err == nil || source != system || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("reload of an empty file: source %q, err %v; want an error saying it is empty", source, err)
+	}
+	writeFile(t, dir, "system.toml", "[log]\nlevel = \"warn\"\n")
+	if cfg, _, err := reloader().findAgain("", system, system); err != nil || cfg.Log.Level != "warn" {
+		t.Errorf("reload of a whole file: %v; want it read", err)
+	}
+	if cfg, source, err := reloader().findAgain("", system, embeddedName); err != nil || source != system || cfg.Log.Level != "warn" {
+		t.Errorf("reload that finds a new system file: source %q, err %v; want it taken", source, err)
+	}
+	if err := os.Remove(system); err != nil {
+		t.Fatal(err)
+	}
+	if _, source, err := reloader().findAgain("", system, system); err == nil || source != system || !strings.Contains(err.Error(), "is gone") {
+		t.Errorf("reload after the file relayq started with was removed: source %q, err %v; want an error", source, err)
+	}
+	if _, source, err := reloader().findAgain("", system, embeddedName); err != nil || source != embeddedName {
+		t.Errorf("reload of a daemon that started on the embedded default: source %q, err %v", source, err)
+	}
+}
+
 // TestStateDir: where the queue and sockets go when state_dir is empty. A
 // user's daemon uses /var/lib/relayq only when it may write there (else
 // `relayq serve` as an ordinary user failed with "permission denied"

@@ -78,6 +78,19 @@ func TestReloadSIGHUP(t *testing.T) {
 	if r := d.logRecords("reload refused; the configuration in force stays")[0]; r["level"] != "ERROR" || !strings.Contains(r["err"], "relayq.toml") {
 		t.Errorf("refusal logged as %v; want an ERROR naming the file", r)
 	}
+	// A file caught empty (truncated by whatever writes it, not yet
+	// written) is refused too, rather than taken as all defaults (another
+	// relay, no [limits]).
+	if err := os.WriteFile(d.config, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup()
+	waitFor(t, 15*time.Second, "the second refusal to be logged", func() bool {
+		return len(d.logRecords("reload refused; the configuration in force stays")) == 2
+	})
+	if r := d.logRecords("reload refused; the configuration in force stays")[1]; !strings.Contains(r["err"], "is empty") {
+		t.Errorf("reload of an empty file logged as %v; want a refusal saying it is empty", r)
+	}
 	d.submit(t, from, []string{"third@example.net"}, newMessage(4, from, []string{"third@example.net"}, 3))
 	b.WaitMessages(t, 3, 20*time.Second)
 	if p := d.running(); p == nil || p.cmd.Process.Pid != pid {

@@ -18,9 +18,11 @@ import (
 
 // Reloading the configuration: SIGHUP, or `relayq reload` over the control
 // socket (which also hears whether the new file was taken). The file is
-// read and checked as at start; a file that does not load, or a [relay]
-// the transport cannot be built from, is refused with an ERROR line and the
-// configuration in force stays. Otherwise these take effect at once:
+// read and checked as at start; a file that does not load, an empty file
+// (caught between a truncate and a write: config.FindForReload), the
+// system file relayq started with gone, or a [relay] the transport cannot
+// be built from, is refused with an ERROR line and the configuration in
+// force stays. Otherwise these take effect at once:
 //
 //   - [relay], [[relays]] and [[routes]], credentials files included (pass_file and the other _file
 //     keys are read again), TLS, pool and rate settings: attempts that start

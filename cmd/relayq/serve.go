@@ -56,8 +56,9 @@ func runServe(args []string, env cmdEnv) int {
 	defer stop()
 	tuneGC(ctx)          // gc.go
 	releaseWhenIdle(ctx) // gc.go
+	started := source
 	rl := reloader{level: level, load: func() (*config.Config, string, error) {
-		cfg, source, err := config.Find(*cfgPath, env.Getenv)
+		cfg, source, err := config.FindForReload(*cfgPath, env.Getenv, started)
 		if err == nil {
 			warnLooseSecrets(cfg, source, log)
 		}
