@@ -20,7 +20,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
-for pkg in postfix dovecot-core dovecot-lmtpd msmtp bsd-mailx debootstrap; do
+for pkg in postfix dovecot-core dovecot-lmtpd msmtp bsd-mailx debootstrap strace; do
 	installed "$pkg" || need+=("$pkg")
 done
 # systemd-analyze (verify and security of the units in systemd/):
