@@ -57,20 +57,33 @@ func (d *daemon) sendmail(msg []byte, args ...string) cmdResult {
 
 var queuedAs = regexp.MustCompile(`queued as (\S+)`)
 
+// helloSMTP dials network/addr (relayq's Unix socket or a TCP listener),
+// gives the connection the deadline within, and says EHLO as a test
+// client: what every SMTP submission of these tests begins with. The
+// caller closes the client. It touches no testing.TB.
+func helloSMTP(network, addr string, within time.Duration) (*smtp.Client, error) {
+	nc, err := net.DialTimeout(network, addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	nc.SetDeadline(time.Now().Add(within))
+	c := smtp.NewClient(nc)
+	if err := c.Hello("tests.localhost"); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("EHLO: %w", err)
+	}
+	return c, nil
+}
+
 // submitSMTP sends one message over SMTP to network/addr (relayq's Unix
 // socket or a TCP listener) and returns the queue ID of the 250 reply. It
 // never touches a testing.TB, so goroutines may call it.
 func submitSMTP(network, addr, from string, to []string, body []byte) (string, error) {
-	nc, err := net.DialTimeout(network, addr, 10*time.Second)
+	c, err := helloSMTP(network, addr, time.Minute)
 	if err != nil {
 		return "", err
 	}
-	nc.SetDeadline(time.Now().Add(time.Minute))
-	c := smtp.NewClient(nc)
 	defer c.Close()
-	if err := c.Hello("tests.localhost"); err != nil {
-		return "", fmt.Errorf("EHLO: %w", err)
-	}
 	if err := c.Mail(from, nil); err != nil {
 		return "", fmt.Errorf("MAIL: %w", err)
 	}

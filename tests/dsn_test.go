@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -91,16 +90,11 @@ func TestDSNSMTPSubmission(t *testing.T) {
 // submitDSN submits over SMTP with RET=FULL ENVID="Q+1=2", and for the
 // first recipient NOTIFY=DELAY ORCPT=rfc822;orig+alice@example.net.
 func submitDSN(socket, from string, to []string, body []byte) (string, error) {
-	nc, err := net.DialTimeout("unix", socket, 10*time.Second)
+	c, err := helloSMTP("unix", socket, time.Minute)
 	if err != nil {
 		return "", err
 	}
-	nc.SetDeadline(time.Now().Add(time.Minute))
-	c := smtp.NewClient(nc)
 	defer c.Close()
-	if err := c.Hello("tests.localhost"); err != nil {
-		return "", err
-	}
 	if err := c.Mail(from, &smtp.MailOptions{Return: smtp.DSNReturnFull, EnvelopeID: "Q+1=2"}); err != nil {
 		return "", fmt.Errorf("MAIL: %w", err)
 	}

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -406,16 +405,11 @@ func TestEximRelay(t *testing.T) {
 // submitSMTPUTF8 sends one message with an SMTPUTF8 envelope over the
 // Unix socket at path.
 func submitSMTPUTF8(path, from, rcpt string, body []byte) (string, error) {
-	nc, err := net.DialTimeout("unix", path, 10*time.Second)
+	c, err := helloSMTP("unix", path, time.Minute)
 	if err != nil {
 		return "", err
 	}
-	nc.SetDeadline(time.Now().Add(time.Minute))
-	c := smtp.NewClient(nc)
 	defer c.Close()
-	if err := c.Hello("tests.localhost"); err != nil {
-		return "", err
-	}
 	if err := c.Mail(from, &smtp.MailOptions{UTF8: true}); err != nil {
 		return "", fmt.Errorf("MAIL: %w", err)
 	}

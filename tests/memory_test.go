@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -110,16 +109,11 @@ func sendInTwo(path, from string, to []string, body []byte, n int, half *sync.Wa
 			half.Done()
 		}
 	}()
-	nc, err := net.DialTimeout("unix", path, 10*time.Second)
+	c, err := helloSMTP("unix", path, 2*time.Minute)
 	if err != nil {
 		return err
 	}
-	nc.SetDeadline(time.Now().Add(2 * time.Minute))
-	c := smtp.NewClient(nc)
 	defer c.Close()
-	if err := c.Hello("tests.localhost"); err != nil {
-		return fmt.Errorf("EHLO: %w", err)
-	}
 	if err := c.Mail(from, nil); err != nil {
 		return fmt.Errorf("MAIL: %w", err)
 	}
