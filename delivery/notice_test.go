@@ -463,6 +463,7 @@ func TestDSNStatus(t *testing.T) {
 		{queue.NoticeFailed, &queue.Reply{Lines: []string{queue.ExpiredByOperator, "last reply: 451 4.7.1 greylisted"}}, "4.4.7"},
 		{queue.NoticeFailed, replyOf(&transport.LocalError{Reply: smtpErr(552, smtp.EnhancedCode{5, 3, 4}, "too big")}), "5.3.4"},
 		{queue.NoticeFailed, &queue.Reply{Enhanced: "5.3.0", Lines: []string{queue.CorruptLine}}, "5.3.0"},
+		{queue.NoticeFailed, &queue.Reply{Code: 550, Enhanced: "5.7.1", Lines: []string{"message expired after a policy check"}}, "5.7.1"},
 		{queue.NoticeFailed, &queue.Reply{Code: 451, Enhanced: "4.3.0"}, "4.3.0"},
 		{queue.NoticeFailed, nil, "4.4.7"},
 		{queue.NoticeDelayed, &queue.Reply{Code: 451, Enhanced: "4.3.0"}, "4.3.0"},
@@ -499,6 +500,7 @@ func TestDiagnostic(t *testing.T) {
 		{expired(refused, 4*time.Second), "x-relayq; message expired after 4s in the queue; last reply: dial tcp 192.0.2.1:25: connect: connection refused"},
 		{expired(nil, 4*time.Second), "x-relayq; message expired after 4s in the queue"},
 		{&queue.Reply{Lines: []string{queue.ExpiredByOperator}}, "x-relayq; expired by operator"},
+		{&queue.Reply{Code: 550, Enhanced: "5.7.1", Lines: []string{"message expired after a policy check"}}, "smtp; 550 5.7.1 message expired after a policy check"},
 		{&queue.Reply{Enhanced: "5.3.0", Lines: []string{queue.CorruptLine, "crc mismatch"}}, "x-relayq; " + queue.CorruptLine + " crc mismatch"},
 	}
 	for _, tt := range tests {

@@ -78,10 +78,25 @@ func codeText(r *queue.Reply) string {
 }
 
 // isExpired reports whether r is an expired recipient's reply, by delivery
-// (expired) or by an operator.
+// (expired) or by an operator (Code 0, queue.ExpiredByOperator first). A
+// relay's reply that merely begins with the same words is not.
 func isExpired(r *queue.Reply) bool {
-	return r != nil && len(r.Lines) > 0 &&
-		(strings.HasPrefix(r.Lines[0], expiredPrefix) || r.Lines[0] == queue.ExpiredByOperator)
+	switch {
+	case r == nil || len(r.Lines) == 0:
+		return false
+	case r.Lines[0] == queue.ExpiredByOperator:
+		return r.Code == 0
+	case !strings.HasPrefix(r.Lines[0], expiredPrefix):
+		return false
+	case len(r.Lines) == 1:
+		return r.Code == 0 // expired(nil, …)
+	}
+	return strings.HasPrefix(r.Lines[1], lastReplyPrefix)
+}
+
+// byOperator reports whether r is the reply of an operator's expiry.
+func byOperator(r *queue.Reply) bool {
+	return isExpired(r) && r.Lines[0] == queue.ExpiredByOperator
 }
 
 // unexpired returns the last reply an expired reply carries; nil if it
@@ -125,13 +140,13 @@ func accountOf(r *queue.Reply, history []queue.Attempt, addr string) account {
 		return account{}
 	case fromRelay(r):
 		return account{relay: r}
-	case len(r.Lines) > 0 && strings.HasPrefix(r.Lines[0], expiredPrefix):
-		if last := unexpired(r); fromRelay(last) {
+	case byOperator(r):
+		if last := lastReplyTo(history, addr); fromRelay(last) {
 			return account{relay: last, own: r.Lines[0]}
 		}
 		return account{own: strings.Join(r.Lines, "; ")}
-	case len(r.Lines) > 0 && r.Lines[0] == queue.ExpiredByOperator:
-		if last := lastReplyTo(history, addr); fromRelay(last) {
+	case isExpired(r):
+		if last := unexpired(r); fromRelay(last) {
 			return account{relay: last, own: r.Lines[0]}
 		}
 		return account{own: strings.Join(r.Lines, "; ")}
