@@ -120,6 +120,11 @@ type SubmissionConfig struct {
 	// IdleTimeout bounds the wait for a command outside a transaction
 	// (before MAIL FROM); default 1m.
 	IdleTimeout Duration `toml:"idle_timeout"`
+	// ReadTimeout bounds the wait for each command inside a transaction
+	// and for the whole of DATA; default 10m (RFC 5321 §4.5.3.2 gives the
+	// client 5 minutes for most commands and 10 for the data's end); at
+	// least 1s.
+	ReadTimeout Duration `toml:"read_timeout"`
 	// MaxMemory caps the message bodies intake holds in memory at once
 	// (one user at most half of it); default 256 MiB, or twice
 	// MaxMessageSize if that is more; 0 = no cap. At least MaxMessageSize.
@@ -266,6 +271,7 @@ func defaults() *Config {
 			MaxConnections:        200,
 			MaxConnectionsPerUser: 50,
 			IdleTimeout:           Duration{time.Minute},
+			ReadTimeout:           Duration{10 * time.Minute},
 			MaxMemory:             256 << 20,
 		},
 		Control: ControlConfig{Socket: "control.sock", MailqSocket: "mailq.sock"},

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -469,5 +470,23 @@ func TestUserDBSetWhenLookedUp(t *testing.T) {
 				t.Errorf("UserDB = %v, want %v", cfg.UserDB, tt.want)
 			}
 		})
+	}
+}
+
+// TestSubmissionReadTimeout: [submission] read_timeout is 10m unless set;
+// a second is the shortest it takes (see the validate table for the
+// errors).
+func TestSubmissionReadTimeout(t *testing.T) {
+	l := testLoader(t)
+	if got := mustParse(t, l, "").Submission.ReadTimeout.Duration; got != 10*time.Minute {
+		t.Errorf("default read_timeout %v, want 10m", got)
+	}
+	for text, want := range map[string]time.Duration{
+		"[submission]\nread_timeout = \"5m\"\n": 5 * time.Minute,
+		"[submission]\nread_timeout = \"1s\"\n": time.Second,
+	} {
+		if got := mustParse(t, l, text).Submission.ReadTimeout.Duration; got != want {
+			t.Errorf("%q: read_timeout %v, want %v", text, got, want)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // maxSocketPath is the longest path a unix socket can have on Linux
@@ -154,6 +155,7 @@ func (l loader) validate(cfg *Config, c *checker) {
 	atLeast(c, "submission.max_connections", s.MaxConnections, 1)
 	atLeast(c, "submission.max_connections_per_user", s.MaxConnectionsPerUser, 1)
 	positive(c, "submission.idle_timeout", s.IdleTimeout)
+	atLeastDuration(c, "submission.read_timeout", s.ReadTimeout, time.Second)
 	if !validName(s.Hostname) {
 		c.add("submission.hostname", "%q is not a host name", s.Hostname)
 	}
@@ -288,6 +290,14 @@ func checkDistinct(c *checker, cfg *Config) {
 func atLeast(c *checker, key string, v, low int) {
 	if v < low {
 		c.add(key, "%d must be at least %d", v, low)
+	}
+}
+
+// atLeastDuration refuses a duration shorter than low: a timeout so short
+// that ordinary clients would trip over it.
+func atLeastDuration(c *checker, key string, d Duration, low time.Duration) {
+	if d.Duration < low {
+		c.add(key, "%s must be at least %s", d, Duration{low})
 	}
 }
 

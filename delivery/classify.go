@@ -54,14 +54,16 @@ func classifyRecipient(r transport.RecipientResult) verdict {
 }
 
 // replyOf keeps the relay's reply untouched when there is one, else the
+// refusal relayq decided by itself (localReply, ownreply.go), else the
 // local failure's text (Code 0).
 func replyOf(err error) *queue.Reply {
+	var local *transport.LocalError
+	if errors.As(err, &local) {
+		return localReply(local.Reply)
+	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
-		r := &queue.Reply{Code: se.Code, Lines: strings.Split(se.Message, "\n")}
-		if ec := se.EnhancedCode; ec != smtp.EnhancedCodeNotSet && ec != smtp.NoEnhancedCode {
-			r.Enhanced = fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
-		}
+		r := &queue.Reply{Code: se.Code, Enhanced: enhancedText(se.EnhancedCode), Lines: strings.Split(se.Message, "\n")}
 		var te *transport.Error
 		if errors.As(err, &te) {
 			r.Stage = te.Stage.String()
@@ -69,6 +71,15 @@ func replyOf(err error) *queue.Reply {
 		return r
 	}
 	return &queue.Reply{Lines: []string{err.Error()}}
+}
+
+// enhancedText is an enhanced status code as a reply shows it ("5.1.1");
+// "" when there is none.
+func enhancedText(ec smtp.EnhancedCode) string {
+	if ec == smtp.EnhancedCodeNotSet || ec == smtp.NoEnhancedCode {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
 }
 
 // successReply records the relay's final 2xx text, e.g. "2.0.0 Ok: queued

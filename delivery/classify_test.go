@@ -29,7 +29,7 @@ func TestClassifyRecipient(t *testing.T) {
 		{"local error", transport.RecipientResult{Err: io.ErrUnexpectedEOF}, queue.Deferred, 0},
 		{"999 is no refusal", transport.RecipientResult{Err: smtpErr(999, smtp.NoEnhancedCode, "foo")}, queue.Deferred, 999},
 		{"LMTP reply lost after the dot", transport.RecipientResult{Err: &transport.Error{Stage: transport.StageDot, Err: io.EOF, AfterDot: true}}, queue.Deferred, 0},
-		{"relay's own 5xx for a recipient is final", transport.RecipientResult{Err: &transport.LocalError{Reply: smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "bad address")}}, queue.Failed, 553},
+		{"relayq's own 5xx refusal of a recipient is final", transport.RecipientResult{Err: &transport.LocalError{Reply: smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "bad address")}}, queue.Failed, 553},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -303,16 +303,6 @@ func (d *Deliverer) outcomes(m *queue.Message, verdicts map[string]verdict, rela
 	return out
 }
 
-// expired wraps the last reply of a recipient that ran out of time.
-func expired(last *queue.Reply, lifetime time.Duration) *queue.Reply {
-	r := &queue.Reply{Lines: []string{"message expired after " + lifetime.String() + " in the queue"}}
-	if last != nil {
-		r.Code, r.Enhanced = last.Code, last.Enhanced
-		r.Lines = append(r.Lines, "last reply: "+last.String())
-	}
-	return r
-}
-
 // pendingAddresses lists the recipients still to be tried, each once: the
 // relay's per-recipient replies are keyed by address.
 func pendingAddresses(m *queue.Message) []string {

@@ -174,7 +174,7 @@ func (n *Notifier) failed(ctx context.Context, d *queue.DeadLetter) {
 	}
 	rep := n.report(queue.NoticeFailed, d.ID, d.From, d.Created, d.Attempts, rcpts)
 	if d.Record != nil {
-		rep.envid = d.Record.DSN.EnvelopeID
+		rep.envid, rep.history = d.Record.DSN.EnvelopeID, d.Record.History
 	}
 	n.put(ctx, rep)
 }
@@ -193,7 +193,7 @@ func (n *Notifier) delayed(ctx context.Context, m *queue.Message) {
 		return
 	}
 	rep := n.report(queue.NoticeDelayed, m.ID, m.From, m.Created, m.Attempts, rcpts)
-	rep.envid = m.DSN.EnvelopeID
+	rep.envid, rep.history = m.DSN.EnvelopeID, m.History
 	rep.waited = n.opts.Now().Sub(m.LifetimeStart())
 	if n.opts.MaxLifetime > 0 {
 		rep.retryUntil = m.LifetimeStart().Add(n.opts.MaxLifetime)

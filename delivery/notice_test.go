@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-message"
+	"github.com/emersion/go-smtp"
 
 	"relayq/queue"
+	"relayq/transport"
 )
 
 // dsn is a delivery status notification as a reader sees it, parsed with
@@ -329,6 +331,124 @@ func TestDelayNotice(t *testing.T) {
 	}
 }
 
+// onlyNotice parses the one notice queued and returns it with its
+// recipient blocks by Final-Recipient address.
+func (r *noticeRig) onlyNotice(t *testing.T) (dsn, map[string]textproto.MIMEHeader) {
+	t.Helper()
+	ns := r.notices(t)
+	if len(ns) != 1 {
+		t.Fatalf("%d notices queued, want 1", len(ns))
+	}
+	d := parseDSN(t, r.body(t, ns[0].ID))
+	blocks := make(map[string]textproto.MIMEHeader)
+	for _, b := range d.recipients {
+		blocks[strings.TrimPrefix(b.Get("Final-Recipient"), "rfc822; ")] = b
+	}
+	return d, blocks
+}
+
+// wantFields checks a recipient block: every field of want as given, and
+// no field named with an empty value.
+func wantFields(t *testing.T, addr string, b textproto.MIMEHeader, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got, ok := b[textproto.CanonicalMIMEHeaderKey(k)]; v == "" && ok {
+			t.Errorf("%s: %s: %q, want none", addr, k, got)
+		} else if v != "" && b.Get(k) != v {
+			t.Errorf("%s: %s: %q, want %q", addr, k, b.Get(k), v)
+		}
+	}
+}
+
+// TestExpiryNotice: a recipient the relay answered 451 until its lifetime
+// ran out is reported failed with Status 4.4.7 (delivery time expired),
+// the relay's 451 exactly as the relay sent it under "Diagnostic-Code:
+// smtp;" (none of relayq's words there) and the relay as Remote-MTA; the
+// text for people says that it expired, and quotes the relay. A recipient
+// that no relay ever answered (its connections were refused) expires the
+// same way, but its Diagnostic-Code is relayq's own ("x-relayq;") and
+// names no Remote-MTA.
+func TestExpiryNotice(t *testing.T) {
+	r := newNoticeRig(t, NoticeOptions{})
+	greylisted := &queue.Reply{Code: 451, Enhanced: "4.7.1", Lines: []string{"<slow@example.net>: Recipient address rejected:", "greylisted, try again later"}, Stage: "rcpt"}
+	refused := &queue.Reply{Lines: []string{"dial tcp 192.0.2.1:25: connect: connection refused"}}
+	r.attempt(t, queue.Envelope{From: "cron@example.org", Recipients: []string{"slow@example.net", "down@example.net"}},
+		queue.Outcome{Address: "slow@example.net", Result: queue.Failed, Reply: expired(greylisted, 120*time.Hour)},
+		queue.Outcome{Address: "down@example.net", Result: queue.Failed, Reply: expired(refused, 120*time.Hour)})
+	d, blocks := r.onlyNotice(t)
+	wantFields(t, "slow", blocks["slow@example.net"], map[string]string{
+		"Action":          "failed",
+		"Status":          "4.4.7",
+		"Remote-MTA":      "dns; mail.example.net",
+		"Diagnostic-Code": "smtp; 451 4.7.1 <slow@example.net>: Recipient address rejected: greylisted, try again later",
+	})
+	wantFields(t, "down", blocks["down@example.net"], map[string]string{
+		"Action":          "failed",
+		"Status":          "4.4.7",
+		"Remote-MTA":      "",
+		"Diagnostic-Code": "x-relayq; message expired after 120h0m0s in the queue; last reply: dial tcp 192.0.2.1:25: connect: connection refused",
+	})
+	for _, want := range []string{
+		"<slow@example.net>: message expired after 120h0m0s in the queue; the relay's last reply: 451 4.7.1 <slow@example.net>: Recipient address rejected: greylisted, try again later (in reply to rcpt)",
+		"<down@example.net>: message expired after 120h0m0s in the queue; last reply: dial tcp",
+	} {
+		if !strings.Contains(d.human, want) {
+			t.Errorf("text for people lacks %q:\n%s", want, d.human)
+		}
+	}
+}
+
+// TestLocalRefusalNotice: a message relayq would not send (larger than the
+// relay's SIZE) is reported with the status relayq chose (5.3.4), but its
+// words are its own ("x-relayq;"), with no Remote-MTA: the relay never
+// saw the message.
+func TestLocalRefusalNotice(t *testing.T) {
+	r := newNoticeRig(t, NoticeOptions{})
+	err := &transport.Error{Stage: transport.StageMail, Err: &transport.LocalError{
+		Reply: smtpErr(552, smtp.EnhancedCode{5, 3, 4}, "message size 3000 exceeds the relay's SIZE limit 2000")}}
+	r.attempt(t, queue.Envelope{From: "cron@example.org", Recipients: []string{"big@example.net"}},
+		queue.Outcome{Address: "big@example.net", Result: queue.Failed, Reply: classifyTransaction(err).reply})
+	d, blocks := r.onlyNotice(t)
+	wantFields(t, "big", blocks["big@example.net"], map[string]string{
+		"Action":          "failed",
+		"Status":          "5.3.4",
+		"Remote-MTA":      "",
+		"Diagnostic-Code": "x-relayq; refused by relayq: message size 3000 exceeds the relay's SIZE limit 2000",
+	})
+	if want := "<big@example.net>: refused by relayq: message size 3000"; !strings.Contains(d.human, want) {
+		t.Errorf("text for people lacks %q:\n%s", want, d.human)
+	}
+}
+
+// TestOperatorExpiryNotice: `relayq queue expire` on a message the relay
+// deferred: the notice (sent by the sweep) has Status 4.4.7, the relay's
+// last reply under "smtp;" as the relay sent it, and says that an operator
+// expired it.
+func TestOperatorExpiryNotice(t *testing.T) {
+	r := newNoticeRig(t, NoticeOptions{SweepInterval: time.Hour})
+	since, err := r.q.EnableNotices(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	greylisted := &queue.Reply{Code: 451, Enhanced: "4.7.1", Lines: []string{"greylisted, try again later"}, Stage: "rcpt"}
+	id := r.attempt(t, queue.Envelope{From: "cron@example.org", Recipients: []string{"slow@example.net"}},
+		queue.Outcome{Address: "slow@example.net", Result: queue.Deferred, Reply: greylisted, NextAttempt: time.Now().Add(time.Hour)})
+	if res, err := r.q.Expire([]string{id}); err != nil || len(res) != 1 || res[0].Err != nil {
+		t.Fatalf("expire: %+v %v", res, err)
+	}
+	r.n.sweep(context.Background(), since)
+	d, blocks := r.onlyNotice(t)
+	wantFields(t, "slow", blocks["slow@example.net"], map[string]string{
+		"Action":          "failed",
+		"Status":          "4.4.7",
+		"Remote-MTA":      "dns; mail.example.net",
+		"Diagnostic-Code": "smtp; 451 4.7.1 greylisted, try again later",
+	})
+	if want := "<slow@example.net>: expired by operator; the relay's last reply: 451 4.7.1 greylisted, try again later (in reply to rcpt)"; !strings.Contains(d.human, want) {
+		t.Errorf("text for people lacks %q:\n%s", want, d.human)
+	}
+}
+
 func TestDSNStatus(t *testing.T) {
 	tests := []struct {
 		kind  queue.NoticeKind
@@ -338,6 +458,12 @@ func TestDSNStatus(t *testing.T) {
 		{queue.NoticeFailed, reply550, "5.1.1"},
 		{queue.NoticeFailed, &queue.Reply{Code: 554}, "5.0.0"},
 		{queue.NoticeFailed, &queue.Reply{Lines: []string{"message expired after 120h0m0s in the queue"}}, "4.4.7"},
+		{queue.NoticeFailed, expired(&queue.Reply{Code: 451, Enhanced: "4.7.1", Lines: []string{"greylisted"}}, time.Hour), "4.4.7"},
+		{queue.NoticeFailed, expired(&queue.Reply{Code: 552, Enhanced: "5.2.2", Lines: []string{"mailbox full"}}, time.Hour), "4.4.7"},
+		{queue.NoticeFailed, &queue.Reply{Lines: []string{queue.ExpiredByOperator, "last reply: 451 4.7.1 greylisted"}}, "4.4.7"},
+		{queue.NoticeFailed, replyOf(&transport.LocalError{Reply: smtpErr(552, smtp.EnhancedCode{5, 3, 4}, "too big")}), "5.3.4"},
+		{queue.NoticeFailed, &queue.Reply{Enhanced: "5.3.0", Lines: []string{queue.CorruptLine}}, "5.3.0"},
+		{queue.NoticeFailed, &queue.Reply{Code: 550, Enhanced: "5.7.1", Lines: []string{"message expired after a policy check"}}, "5.7.1"},
 		{queue.NoticeFailed, &queue.Reply{Code: 451, Enhanced: "4.3.0"}, "4.3.0"},
 		{queue.NoticeFailed, nil, "4.4.7"},
 		{queue.NoticeDelayed, &queue.Reply{Code: 451, Enhanced: "4.3.0"}, "4.3.0"},
@@ -351,7 +477,12 @@ func TestDSNStatus(t *testing.T) {
 	}
 }
 
+// TestDiagnostic: only a relay's own reply is "smtp;"; relayq's words
+// (a local failure, its own refusal, an expiry without a relay reply) are
+// "x-relayq;"; an expiry after a relay's reply shows that reply alone.
 func TestDiagnostic(t *testing.T) {
+	tryLater := &queue.Reply{Code: 451, Enhanced: "4.3.0", Lines: []string{"try", "later"}, Stage: "rcpt"}
+	refused := &queue.Reply{Lines: []string{"dial tcp 192.0.2.1:25: connect: connection refused"}}
 	tests := []struct {
 		reply *queue.Reply
 		want  string
@@ -360,11 +491,21 @@ func TestDiagnostic(t *testing.T) {
 		{&queue.Reply{}, ""},
 		{&queue.Reply{Code: 550, Lines: []string{"no", "such user"}}, "smtp; 550 no such user"},
 		{&queue.Reply{Code: 550, Enhanced: "5.1.1", Lines: []string{"a\r\nInjected: yes"}}, "smtp; 550 5.1.1 a  Injected: yes"},
-		{&queue.Reply{Lines: []string{"dial tcp: connection refused"}}, "x-relayq; dial tcp: connection refused"},
+		{&queue.Reply{Code: 554}, "smtp; 554"},
+		{refused, "x-relayq; dial tcp 192.0.2.1:25: connect: connection refused"},
+		{replyOf(&transport.LocalError{Reply: smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "invalid recipient address: bad")}),
+			"x-relayq; refused by relayq: invalid recipient address: bad"},
+		{expired(tryLater, 4*time.Second), "smtp; 451 4.3.0 try later"},
+		{expired(&queue.Reply{Code: 421}, 4*time.Second), "smtp; 421"},
+		{expired(refused, 4*time.Second), "x-relayq; message expired after 4s in the queue; last reply: dial tcp 192.0.2.1:25: connect: connection refused"},
+		{expired(nil, 4*time.Second), "x-relayq; message expired after 4s in the queue"},
+		{&queue.Reply{Lines: []string{queue.ExpiredByOperator}}, "x-relayq; expired by operator"},
+		{&queue.Reply{Code: 550, Enhanced: "5.7.1", Lines: []string{"message expired after a policy check"}}, "smtp; 550 5.7.1 message expired after a policy check"},
+		{&queue.Reply{Enhanced: "5.3.0", Lines: []string{queue.CorruptLine, "crc mismatch"}}, "x-relayq; " + queue.CorruptLine + " crc mismatch"},
 	}
 	for _, tt := range tests {
-		if got := diagnostic(tt.reply); got != tt.want {
-			t.Errorf("diagnostic(%v) = %q, want %q", tt.reply, got, tt.want)
+		if got := accountOf(tt.reply, nil, "a@example.net").diagnostic(); got != tt.want {
+			t.Errorf("diagnostic of %v = %q, want %q", tt.reply, got, tt.want)
 		}
 	}
 }

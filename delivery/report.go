@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -34,8 +33,9 @@ type report struct {
 	arrival    time.Time
 	attempts   int
 	rcpts      []queue.Recipient
-	headers    []byte    // the original headers, CRLF, with the blank line
-	retryUntil time.Time // delayed: when relayq gives up; zero if unknown
+	history    []queue.Attempt // the message's attempts, where accountOf looks for the relay's last reply
+	headers    []byte          // the original headers, CRLF, with the blank line
+	retryUntil time.Time       // delayed: when relayq gives up; zero if unknown
 	waited     time.Duration
 	now        time.Time
 }
@@ -130,11 +130,7 @@ func (r *report) humanText() string {
 		fmt.Fprintf(&b, "%s (queue ID %s) could not be delivered to the recipients\nbelow; relayq gave up on them after %d attempt(s).\n\n", whose, r.id, r.attempts)
 	}
 	for _, rc := range r.rcpts {
-		reply := rc.LastReply.String()
-		if reply == "" {
-			reply = "no reply"
-		}
-		fmt.Fprintf(&b, "<%s>: %s\n", rc.Address, clean(reply))
+		fmt.Fprintf(&b, "<%s>: %s\n", rc.Address, clean(accountOf(rc.LastReply, r.history, rc.Address).line()))
 	}
 	b.WriteString("\nThe headers of the message are attached.\n")
 	return b.String()
@@ -165,10 +161,11 @@ func (r *report) writeStatus(b *bytes.Buffer) {
 		}
 		f("Action", action)
 		f("Status", dsnStatus(r.kind, rc.LastReply))
-		if rc.LastReply != nil && rc.LastReply.Code != 0 && r.relay != "" {
+		a := accountOf(rc.LastReply, r.history, rc.Address) // ownreply.go
+		if a.relay != nil && r.relay != "" {
 			f("Remote-MTA", "dns; "+r.relay)
 		}
-		if d := diagnostic(rc.LastReply); d != "" {
+		if d := a.diagnostic(); d != "" {
 			f("Diagnostic-Code", d)
 		}
 		if !rc.LastAttempt.IsZero() {
@@ -192,10 +189,12 @@ func addressType(addr string) string {
 	return "rfc822"
 }
 
-// dsnStatus is the Status field (RFC 3463 code): the relay's enhanced code
-// when it gave one of the right class, else one from the reply's class. A
-// recipient that died without a permanent reply ran out of time (4.4.7,
-// delivery time expired, as Postfix says it).
+// dsnStatus is the Status field (RFC 3463 code). A recipient that ran out
+// of time (or that an operator expired) failed with 4.4.7, delivery time
+// expired, as Postfix says it, whatever its last reply; any other failed
+// recipient has the enhanced code of the reply that killed it (the relay's,
+// or the one relayq chose for its own refusal), else one from the reply's
+// class. A delay is 4.x.x: the relay's, else 4.0.0.
 func dsnStatus(kind queue.NoticeKind, r *queue.Reply) string {
 	enhanced, code := "", 0
 	if r != nil {
@@ -208,30 +207,14 @@ func dsnStatus(kind queue.NoticeKind, r *queue.Reply) string {
 		return "4.0.0"
 	}
 	switch {
+	case isExpired(r): // ownreply.go
+		return "4.4.7"
 	case enhanced != "":
 		return enhanced
 	case code/100 == 5:
 		return "5.0.0"
 	}
 	return "4.4.7"
-}
-
-// diagnostic is the Diagnostic-Code field: the relay's reply as it sent it
-// ("smtp; 550 5.1.1 …"), or relayq's own account of a local failure; ""
-// when there is neither.
-func diagnostic(r *queue.Reply) string {
-	if r == nil || len(r.Lines) == 0 && r.Code == 0 {
-		return ""
-	}
-	text := clean(strings.Join(r.Lines, " "))
-	if r.Code == 0 {
-		return "x-relayq; " + text
-	}
-	code := strconv.Itoa(r.Code)
-	if r.Enhanced != "" {
-		code += " " + r.Enhanced
-	}
-	return "smtp; " + code + " " + text
 }
 
 // maxFieldText bounds the text of one field, well under the 998 octets a

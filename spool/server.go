@@ -72,7 +72,8 @@ type Options struct {
 	// DATA gets 552 5.3.4 and the connection is closed.
 	MaxLineLength int
 	// ReadTimeout bounds the wait for each command and for the whole of DATA
-	// (go-smtp does not renew it inside DATA); 0 means 10 minutes.
+	// (go-smtp does not renew it inside DATA); 0 means 10 minutes. The
+	// daemon sets it from [submission] read_timeout.
 	// WriteTimeout bounds each reply; 0 means 1 minute.
 	ReadTimeout, WriteTimeout time.Duration
 	// Logger receives a line per accepted message and the causes of refusals;

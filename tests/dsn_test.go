@@ -124,15 +124,18 @@ func submitDSN(socket, from string, to []string, body []byte) (string, error) {
 // TestSizeOverRelayLimit: SMTP on the unix socket → relayq → smtptest
 // relay advertising SIZE 2000. A 5000-byte message is dead-lettered at the
 // first attempt, without a MAIL to the relay, and `relayq dead list` gives
-// the reason with both sizes; a small one is delivered.
+// the reason with both sizes; a small one is delivered. The sender's
+// notice gives the status relayq chose (5.3.4) but presents the reason as
+// relayq's own (Diagnostic-Code "x-relayq;", no Remote-MTA), not as a
+// reply of the relay, which never saw the message.
 func TestSizeOverRelayLimit(t *testing.T) {
 	relay := smtptest.NewServer(t, smtptest.Options{MaxSize: 2000})
-	d := startDaemon(t, relay)
+	d := startDaemon(t, relay, func(s settings) { s.set("notify", "bounce", `"sender"`) })
 	from, to := "big@example.org", []string{"alice@example.net"}
 	big := newMessage(1, from, to, 80)
 	id := d.submit(t, from, to, big)
 	d.submit(t, from, to, newMessage(2, from, to, 2))
-	relay.WaitMessages(t, 1, 20*time.Second)
+	relay.WaitMessages(t, 2, 20*time.Second) // the small one and the notice
 	d.waitQueueEmpty(t, 10*time.Second)
 	dl, ok := findDead(d.deadList(t), id)
 	if !ok {
@@ -150,7 +153,19 @@ func TestSizeOverRelayLimit(t *testing.T) {
 	if !strings.Contains(res.stdout, want) {
 		t.Errorf("relayq dead list does not give the reason %q:\n%s", want, res.stdout)
 	}
-	if n := len(relay.MailTimes()); n != 1 {
-		t.Errorf("relay saw %d MAIL commands, want 1 (the small message)", n)
+	if n := len(relay.MailTimes()); n != 2 {
+		t.Errorf("relay saw %d MAIL commands, want 2 (the small message and the notice)", n)
+	}
+	got := bounces(relay)
+	if len(got) != 1 {
+		t.Fatalf("relay got %d notices, want 1", len(got))
+	}
+	rcpts, text := readReport(t, got[0].Body)
+	r := rcpts[0]
+	if r.Get("Status") != "5.3.4" || r.Get("Diagnostic-Code") != "x-relayq; refused by relayq: "+want || r.Get("Remote-Mta") != "" {
+		t.Errorf("notice's recipient fields %v, want Status 5.3.4, Diagnostic-Code %q and no Remote-MTA", r, "x-relayq; refused by relayq: "+want)
+	}
+	if !strings.Contains(text, "refused by relayq: "+want) {
+		t.Errorf("notice's text for people does not give the reason:\n%s", text)
 	}
 }

@@ -260,3 +260,118 @@ func TestListenerWarning(t *testing.T) {
 		t.Errorf("start-up warnings %v, want one WARN naming %s and socket_mode 0660", warned, addr)
 	}
 }
+
+// TestReadTimeout (catalogue D6, its second point): relayq with
+// [submission] read_timeout = "2s" (idle_timeout left at 1m). A client on
+// the socket sends EHLO and MAIL FROM, then nothing: relayq answers "421
+// 4.4.2" and closes the connection, no sooner than 2 s after the MAIL and
+// well within 20 s; nothing of it is queued. Meanwhile a client on a
+// second connection, in its own transaction, sends a NOOP every half
+// second for 4 s, then its message: it is not cut off, and its message is
+// delivered. A reload that changes read_timeout is named in the warning
+// for settings that need a restart, like the other intake timeouts, and
+// the 2 s stays in force.
+func TestReadTimeout(t *testing.T) {
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	d := startDaemon(t, relay, func(s settings) { s.set("submission", "read_timeout", `"2s"`) })
+
+	active := make(chan error, 1)
+	from, to := "busy@example.org", []string{"rcpt@example.net"}
+	body := newMessage(1, from, to, 5)
+	silentFor := func() (time.Duration, string) {
+		t.Helper()
+		nc, err := net.DialTimeout("unix", d.submitSocket(), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(30 * time.Second))
+		r := bufio.NewReader(nc)
+		for _, cmd := range []string{"", "EHLO tests.localhost", "MAIL FROM:<silent@example.org>"} {
+			if cmd != "" {
+				fmt.Fprintf(nc, "%s\r\n", cmd)
+			}
+			if reply, err := readReply(r); err != nil || reply[0] != '2' {
+				t.Fatalf("%q: %q, %v", cmd, reply, err)
+			}
+		}
+		silent := time.Now()
+		var last string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			last = strings.TrimSpace(line)
+		}
+		return time.Since(silent), last
+	}
+	go func() { active <- submitWithNoops(d.submitSocket(), from, to, body, 4*time.Second) }()
+	after, last := silentFor()
+	t.Logf("silent client cut off %v after its MAIL FROM: %q", after.Round(10*time.Millisecond), last)
+	if !strings.HasPrefix(last, "421 4.4.2") || after < 1900*time.Millisecond || after > 20*time.Second {
+		t.Errorf("silent client got %q after %v, want 421 4.4.2 after read_timeout 2s and within 20s", last, after)
+	}
+	if err := <-active; err != nil {
+		t.Errorf("active client on a second connection: %v, want its message taken", err)
+	}
+	relay.WaitMessages(t, 1, 20*time.Second)
+	d.waitQueueEmpty(t, 10*time.Second)
+	for _, m := range relay.Messages() {
+		if m.From != from {
+			t.Errorf("relay got a message from <%s>, want only the active client's", m.From)
+		}
+	}
+
+	d.settings.set("submission", "read_timeout", `"1m"`)
+	d.writeConfig()
+	if res := runCmd(relayqBin, nil, "reload", "-c", d.config); res.code != 0 {
+		t.Fatalf("relayq reload: %v", res)
+	}
+	warned := false
+	for _, r := range d.logRecords("reload: this setting changes only when relayq restarts; the old value stays in force") {
+		warned = warned || r["key"] == "submission.read_timeout"
+	}
+	if !warned {
+		t.Error("the reload did not warn that submission.read_timeout needs a restart")
+	}
+	if after, last := silentFor(); !strings.HasPrefix(last, "421 4.4.2") || after > 20*time.Second {
+		t.Errorf("after the reload, a silent client got %q after %v, want 421 4.4.2 within 20s (2s in force until a restart)", last, after)
+	}
+}
+
+// submitWithNoops sends one message on the socket at path, sending NOOP
+// every half second for busy between RCPT TO and DATA. It touches no
+// testing.TB, so goroutines may call it.
+func submitWithNoops(path, from string, to []string, body []byte, busy time.Duration) error {
+	c, err := helloSMTP("unix", path, time.Minute)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(from, nil); err != nil {
+		return fmt.Errorf("MAIL: %w", err)
+	}
+	for _, rcpt := range to {
+		if err := c.Rcpt(rcpt, nil); err != nil {
+			return fmt.Errorf("RCPT: %w", err)
+		}
+	}
+	for end := time.Now().Add(busy); time.Now().Before(end); {
+		time.Sleep(500 * time.Millisecond)
+		if err := c.Noop(); err != nil {
+			return fmt.Errorf("NOOP inside the transaction: %w", err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("DATA: %w", err)
+	}
+	if _, err := w.Write(body); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("end of data: %w", err)
+	}
+	return c.Quit()
+}

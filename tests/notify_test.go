@@ -30,8 +30,9 @@ func bounces(relay *smtptest.Server) []smtptest.Received {
 
 // readReport reads a notice with go-message: it must be a
 // multipart/report of report-type delivery-status; it returns the
-// per-recipient fields of its message/delivery-status part.
-func readReport(t *testing.T, body []byte) []textproto.MIMEHeader {
+// per-recipient fields of its message/delivery-status part, and its text
+// for people (the text/plain part).
+func readReport(t *testing.T, body []byte) (rcpts []textproto.MIMEHeader, text string) {
 	t.Helper()
 	e, err := message.Read(bytes.NewReader(body))
 	if err != nil {
@@ -42,7 +43,6 @@ func readReport(t *testing.T, body []byte) []textproto.MIMEHeader {
 		t.Fatalf("Content-Type %s %v (%v), want multipart/report; report-type=delivery-status", mt, params, err)
 	}
 	mr := e.MultipartReader()
-	var rcpts []textproto.MIMEHeader
 	for {
 		p, err := mr.NextPart()
 		if err == io.EOF {
@@ -51,10 +51,15 @@ func readReport(t *testing.T, body []byte) []textproto.MIMEHeader {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ct, _, _ := p.Header.ContentType(); ct != "message/delivery-status" {
+		data, _ := io.ReadAll(p.Body)
+		switch ct, _, _ := p.Header.ContentType(); ct {
+		case "text/plain":
+			text = string(data)
+			continue
+		case "message/delivery-status":
+		default:
 			continue
 		}
-		data, _ := io.ReadAll(p.Body)
 		for i, block := range strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n\n") {
 			if i == 0 || strings.TrimSpace(block) == "" {
 				continue // the per-message fields
@@ -69,7 +74,7 @@ func readReport(t *testing.T, body []byte) []textproto.MIMEHeader {
 	if len(rcpts) == 0 {
 		t.Fatalf("no message/delivery-status part with a recipient:\n%s", body)
 	}
-	return rcpts
+	return rcpts, text
 }
 
 // TestBounceToSender: SMTP on the unix socket → relayq → smtptest relay
@@ -103,7 +108,7 @@ func TestBounceToSender(t *testing.T) {
 		if len(b.To) != 1 || b.To[0] != from {
 			t.Errorf("notice to %v, want %s", b.To, from)
 		}
-		rcpts := readReport(t, b.Body)
+		rcpts, _ := readReport(t, b.Body)
 		r := rcpts[0]
 		if len(rcpts) != 1 || r.Get("Final-Recipient") != "rfc822; "+gone || r.Get("Action") != "failed" || r.Get("Status") != "5.1.1" {
 			t.Errorf("recipient fields %v, want one failed 5.1.1 for %s", rcpts, gone)
@@ -163,7 +168,8 @@ func TestDelayWarning(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("%d notices, want 1", len(got))
 	}
-	r := readReport(t, got[0].Body)[0]
+	rcpts, _ := readReport(t, got[0].Body)
+	r := rcpts[0]
 	if r.Get("Action") != "delayed" || r.Get("Status") != "4.3.0" || r.Get("Final-Recipient") != "rfc822; "+slow {
 		t.Errorf("recipient fields %v", r)
 	}

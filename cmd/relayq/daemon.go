@@ -211,6 +211,7 @@ func (d *daemon) startIntake() (func(), error) {
 		MaxConnections:        cfg.Submission.MaxConnections,
 		MaxConnectionsPerUser: cfg.Submission.MaxConnectionsPerUser,
 		IdleTimeout:           cfg.Submission.IdleTimeout.Duration,
+		ReadTimeout:           cfg.Submission.ReadTimeout.Duration,
 		MaxMemory:             int64(cfg.Submission.MaxMemory),
 		Rewriting:             rw,
 		Inherited:             d.inherited,
