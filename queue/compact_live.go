@@ -216,7 +216,7 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 	if after, err := os.Stat(path); err == nil {
 		res.SizeAfter = after.Size()
 	}
-	q.given.forget() // giveback.go: the copy has no free pages to give back
+	q.given.forget()     // giveback.go: the copy has no free pages to give back
 	debug.FreeOSMemory() // the old file's freelist, at once rather than in minutes
 	return res, nil
 }
