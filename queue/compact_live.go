@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -32,6 +33,15 @@ import (
 //     to the copy; renames the copy over the file and fsyncs the
 //     directory; closes the old file. A swap takes milliseconds; the copy
 //     it waits for takes about a second per 150 MB in use.
+//
+// The background loop (compactLoop) starts a copy only after the file has
+// gone compactQuiet without a commit: a draining queue commits all the
+// time, and its copies would only be overtaken. When commits overtake
+// compactTries copies in a row anyway, a file with at most
+// compactLockedMax in use is copied once more with every other use held
+// off (commits then wait for the copy, under half a second); a larger one
+// waits for the next look. `relayq compact` (Compact) holds them off for
+// the last copy whatever the size: an operator asked for it.
 //
 // A crash at any point leaves one whole file at the queue's path: the old
 // one until the rename, the copy (fsynced before it) after it. The copy's
@@ -68,9 +78,10 @@ var errSwapBusy = errors.New("the queue was never idle long enough to swap the c
 
 // CompactLive says what a compaction while relayq ran did.
 type CompactLive struct {
-	SizeBefore, SizeAfter int64
-	Took                  time.Duration // the whole of it, copy included
-	Swap                  time.Duration // what other uses of the file waited
+	SizeBefore int64         `json:"size_before"`
+	SizeAfter  int64         `json:"size_after"`
+	Took       time.Duration `json:"took"` // the whole of it, copy included
+	Swap       time.Duration `json:"swap"` // what other uses of the file waited
 }
 
 // compactDue reports whether the file's free pages are worth a
@@ -96,9 +107,11 @@ func (q *Queue) pagesInUse() (free, inUse int64, err error) {
 }
 
 // Compact rewrites the queue file without its free pages while the store
-// is in use, and swaps the copy in (see above). It fails, leaving the file
-// as it was, when the file system has no room for the copy, when a page
-// is damaged, or when commits never leave the copy time to be swapped in.
+// is in use, and swaps the copy in (see above); `relayq compact` asks for
+// it. When commits keep overtaking the copy, the last copy is made with
+// every other use of the file held off: an operator asked for it. It
+// fails, leaving the file as it was, when the file system has no room for
+// the copy or a page is damaged.
 func (q *Queue) Compact() (res CompactLive, err error) {
 	start := q.opts.Now()
 	defer func() {
@@ -115,15 +128,20 @@ func (q *Queue) Compact() (res CompactLive, err error) {
 	}
 	q.passes.Lock() // giveback.go: no pass over the file while it is replaced
 	defer q.passes.Unlock()
+	return q.compact(math.MaxInt64)
+}
+
+// compact is Compact; when commits never stop for the length of a copy,
+// a file with at most heldMax bytes in use is copied with every other use
+// held off meanwhile.
+func (q *Queue) compact(heldMax int64) (res CompactLive, err error) {
 	for range compactTries {
 		res, err = q.compactOnce(false)
 		if !errors.Is(err, errCopyStale) {
 			return res, err
 		}
 	}
-	// Commits never stopped for a whole copy: a small file is copied
-	// with every other use held off meanwhile.
-	if _, inUse, ierr := q.pagesInUse(); ierr == nil && inUse <= compactLockedMax {
+	if _, inUse, ierr := q.pagesInUse(); ierr == nil && inUse <= heldMax {
 		res, err = q.compactOnce(true)
 	}
 	return res, err
@@ -400,6 +418,27 @@ func (q *Queue) swap(copied *bolt.DB, tmpPath string, before uint64) error {
 	return nil
 }
 
+// compactQuiet is how long the file must go without a commit for the
+// background loop to start a copy: a queue that is draining commits all
+// the time, and a copy made then would only be overtaken.
+const compactQuiet = 2 * time.Second
+
+// quiet reports whether no commit came for compactQuiet (false if stop
+// came first).
+func (q *Queue) quiet(stop <-chan struct{}) bool {
+	before, err := q.txID()
+	if err != nil {
+		return false
+	}
+	select {
+	case <-time.After(compactQuiet):
+	case <-stop:
+		return false
+	}
+	now, err := q.txID()
+	return err == nil && now == before
+}
+
 // compactSuffix names the copy's temporary file after the queue file, as
 // the offline compaction does (maintenance.go).
 const compactSuffix = ".compact-"
@@ -426,10 +465,10 @@ func (q *Queue) compactLoop(stop <-chan struct{}) {
 		case <-stop:
 			return
 		}
-		if !failedAt.IsZero() && time.Since(failedAt) < compactBackoff || !q.compactDue(q.opts.CompactFree) {
+		if !failedAt.IsZero() && time.Since(failedAt) < compactBackoff || !q.compactDue(q.opts.CompactFree) || !q.quiet(stop) {
 			continue
 		}
-		res, err := q.Compact()
+		res, err := q.compact(compactLockedMax)
 		switch {
 		case errors.Is(err, errCopyStale) || errors.Is(err, errSwapBusy):
 			q.log.Info("the queue was too busy to compact its file; trying again later", "err", err)

@@ -13,11 +13,13 @@ import (
 // A bbolt file never shrinks: the pages a drained queue no longer uses
 // stay in the file, free for bbolt to reuse, and a queue that once held a
 // million messages kept its gigabytes on the disk for good (only the
-// offline `relayq queue compact` gave them back). So, while the daemon
+// offline `relayq compact` gave them back). So, while the daemon
 // runs, the store gives the disk blocks under free pages back to the file
 // system (fallocate PUNCH_HOLE): the file keeps its length and its pages,
 // but a free page then takes no room on the disk until bbolt writes to it
-// again, which it does as to any free page.
+// again, which it does as to any free page. Once the free pages are most
+// of the file, online compaction (compact_live.go) replaces the file with
+// a copy without them.
 //
 // Which pages are free is bbolt's to say: GiveBack asks it page by page
 // (Tx.Page) inside a read-write transaction, so that no commit can take
