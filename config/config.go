@@ -99,6 +99,10 @@ type QueueConfig struct {
 	// file: past it the oldest records go before their retention;
 	// default 1 GiB; 0 = no bound.
 	HistoryMaxSize ByteSize `toml:"history_max_size"`
+	// CompactFree is the room in the queue file's free pages at which the
+	// daemon rewrites the file without them while it runs, when they are
+	// also three times what is in use; default 256 MiB; 0 = never.
+	CompactFree ByteSize `toml:"compact_free"`
 }
 
 // SubmissionConfig is the [submission] table: how local programs hand mail in.
@@ -260,7 +264,7 @@ type HealthConfig struct {
 // (relay port) are filled in by resolve.
 func defaults() *Config {
 	return &Config{
-		Queue: QueueConfig{Path: "queue.db", HistoryRetention: Duration{7 * 24 * time.Hour}, HistoryMaxSize: 1 << 30},
+		Queue: QueueConfig{Path: "queue.db", HistoryRetention: Duration{7 * 24 * time.Hour}, HistoryMaxSize: 1 << 30, CompactFree: 256 << 20},
 		Submission: SubmissionConfig{
 			Socket:         "submit.sock",
 			SocketMode:     0o666,

@@ -42,6 +42,9 @@ const (
 	// OpQueueList.
 	OpMailq  = "mailq"
 	OpReload = "reload" // re-read the configuration file (as SIGHUP does) and say whether it was taken
+	// OpCompact rewrites the queue file without its free pages while the
+	// daemon runs (queue.Queue.Compact): `relayq compact` asks for it.
+	OpCompact = "compact"
 )
 
 // Request is what a client asks.
@@ -91,6 +94,8 @@ type Response struct {
 	Due int `json:"due,omitempty"`
 	// Lookup answers queue status.
 	Lookup *queue.Lookup `json:"lookup,omitempty"`
+	// Compacted answers compact.
+	Compacted *queue.CompactLive `json:"compacted,omitempty"`
 	// Next, in the answer to a listing, is the After of the next page;
 	// "" when the listing is over. Total is how many messages (dead
 	// letters for dead list) the store holds, filters aside, and
@@ -323,6 +328,8 @@ func (s *Server) answer(req Request, uid int) Response {
 		return s.mailq(req)
 	case OpReload:
 		return s.reloadConfig(uid)
+	case OpCompact:
+		return s.compact(uid)
 	case OpQueueRetry, OpQueueHold, OpQueueRelease, OpQueueDelete, OpQueueExpire, OpDeadRequeue, OpDeadPurge:
 		return s.change(req, uid)
 	default:
@@ -341,6 +348,22 @@ func (s *Server) reloadConfig(uid int) Response {
 		return Response{Error: err.Error(), Code: CodeConfig}
 	}
 	return Response{}
+}
+
+// compact answers OpCompact.
+func (s *Server) compact(uid int) Response {
+	s.log.Info("control: compaction of the queue file asked for", "uid", uid)
+	res, err := s.q.Compact()
+	if err != nil {
+		code := CodeInternal
+		if errors.Is(err, queue.ErrDamaged) {
+			code = CodeDamaged
+		}
+		return Response{Error: err.Error(), Code: code}
+	}
+	s.log.Info("compacted the queue file", "size_before", res.SizeBefore, "size_after", res.SizeAfter,
+		"took", res.Took.Round(time.Millisecond), "swap", res.Swap.Round(time.Microsecond))
+	return Response{Compacted: &res}
 }
 
 // Call sends req to the daemon listening on path and returns its answer.

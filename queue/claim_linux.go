@@ -84,3 +84,25 @@ func claimedElsewhere(f *os.File) bool {
 	}
 	return lk.Type != unix.F_UNLCK
 }
+
+// takeOver claims the file at path, which online compaction is about to
+// rename over the claimed file (compact_live.go), and lets the old one go:
+// the claim must be on the file a second relayq serve would find at the
+// queue's path. Nothing else knows the new file's name yet, so the lock
+// is taken at once or not at all.
+func (c *Claim) takeOver(path string) error {
+	if c == nil || c.f == nil {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := lockClaim(f, time.Now()); err != nil {
+		f.Close()
+		return err
+	}
+	old := c.f
+	c.f, c.created = f, false
+	return old.Close()
+}

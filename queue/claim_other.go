@@ -15,3 +15,6 @@ func claimFile(path string, _ time.Duration) (*Claim, error) {
 }
 
 func claimedElsewhere(*os.File) bool { return false }
+
+// takeOver does nothing where claims lock nothing.
+func (c *Claim) takeOver(string) error { return nil }

@@ -56,7 +56,7 @@ type change struct {
 }
 
 type committer struct {
-	db       *bolt.DB
+	db       updater // livedb.go
 	queue    chan change
 	maxBatch int
 	stop     chan struct{}
@@ -90,7 +90,7 @@ type committer struct {
 	lingerMax time.Duration
 }
 
-func newCommitter(db *bolt.DB, maxBatch int, release func() bool, wake func(), ended func([]string)) *committer {
+func newCommitter(db updater, maxBatch int, release func() bool, wake func(), ended func([]string)) *committer {
 	c := &committer{
 		db:        db,
 		queue:     make(chan change, maxBatch),

@@ -236,7 +236,7 @@ func TestCountersBuiltOnceForAnOlderFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := buildCounters(q.db); err != nil {
+	if err := buildCounters(q.db.raw()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -326,7 +326,7 @@ func TestTallyLayoutFileStillDelivered(t *testing.T) {
 	}
 
 	q := openAt(t, path, Options{})
-	if n, v, index := messageTallies(t, q.db); n != 0 || v != "3" || index {
+	if n, v, index := messageTallies(t, q.db.raw()); n != 0 || v != "3" || index {
 		t.Errorf("after Open: %d message tallies, version %q, time index %v; want 0, 3, false", n, v, index)
 	}
 	if p := q.Check(); len(p) != 0 {
@@ -410,7 +410,7 @@ func TestFormatTwoLeftoversWaitForRoom(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open without room for the deletion: %v", err)
 	}
-	if n, v, _ := messageTallies(t, q.db); n != 7 || v != "3" {
+	if n, v, _ := messageTallies(t, q.db.raw()); n != 7 || v != "3" {
 		t.Errorf("after an Open without room: %d message tallies, version %q; want 7 left, 3", n, v)
 	}
 	if delivered := deliverAll(t, q); delivered == 0 {
@@ -430,7 +430,7 @@ func TestFormatTwoLeftoversWaitForRoom(t *testing.T) {
 
 	formatTwoLeftovers = saved
 	q = openAt(t, path, Options{}) // checks the file when the test ends
-	if n, _, _ := messageTallies(t, q.db); n != 0 {
+	if n, _, _ := messageTallies(t, q.db.raw()); n != 0 {
 		t.Errorf("after an Open with room: %d message tallies left, want 0", n)
 	}
 }

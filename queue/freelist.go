@@ -58,12 +58,13 @@ import (
 // damaged keeps none, so that the next Open walks it and refuses it at once.
 // Nothing else may use the database meanwhile (Close has stopped it all).
 func (q *Queue) saveFreelist() {
-	if q.pages.damaged() != nil || !q.db.NoFreelistSync {
+	db := q.db.raw()
+	if q.pages.damaged() != nil || !db.NoFreelistSync {
 		return // damaged; or bbolt writes it at every commit already
 	}
-	q.db.NoFreelistSync = false
-	err := q.db.Update(func(*bolt.Tx) error { return nil })
-	q.db.NoFreelistSync = true
+	db.NoFreelistSync = false
+	err := db.Update(func(*bolt.Tx) error { return nil })
+	db.NoFreelistSync = true
 	if err != nil {
 		q.log.Warn("cannot save the queue file's freelist; the next start reads the whole file", "err", err)
 		return

@@ -13,11 +13,13 @@ import (
 // A bbolt file never shrinks: the pages a drained queue no longer uses
 // stay in the file, free for bbolt to reuse, and a queue that once held a
 // million messages kept its gigabytes on the disk for good (only the
-// offline `relayq queue compact` gave them back). So, while the daemon
+// offline `relayq compact` gave them back). So, while the daemon
 // runs, the store gives the disk blocks under free pages back to the file
 // system (fallocate PUNCH_HOLE): the file keeps its length and its pages,
 // but a free page then takes no room on the disk until bbolt writes to it
-// again, which it does as to any free page.
+// again, which it does as to any free page. Once the free pages are most
+// of the file, online compaction (compact_live.go) replaces the file with
+// a copy without them.
 //
 // Which pages are free is bbolt's to say: GiveBack asks it page by page
 // (Tx.Page) inside a read-write transaction, so that no commit can take
@@ -101,6 +103,14 @@ type givenBack struct {
 	pagesRead int64
 }
 
+// forget drops what the passes learnt of the file, which online
+// compaction replaced (compact_live.go): the next pass starts afresh.
+func (g *givenBack) forget() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pages, g.wasFree, g.passed, g.freeAt, g.allocAt, g.pending = 0, nil, false, 0, 0, 0
+}
+
 // freeCounts returns bbolt's count of free pages (pending ones included)
 // and of the pages it has allocated since Open.
 func (q *Queue) freeCounts() (free, allocated int64) {
@@ -116,7 +126,7 @@ func (q *Queue) freeCounts() (free, allocated int64) {
 // counts the pages given back as still without blocks after bbolt reused
 // them, until the next pass.)
 func (q *Queue) giveBackDue() bool {
-	pageSize := int64(q.db.Info().PageSize)
+	pageSize := int64(q.db.PageSize())
 	free, allocated := q.freeCounts()
 	g := &q.given
 	g.mu.Lock()
@@ -136,9 +146,11 @@ func (q *Queue) giveBackDue() bool {
 // stops there: (0, nil) when it had not begun; the background loop tries
 // again later.
 func (q *Queue) GiveBack() (int64, error) {
-	pageSize := int64(q.db.Info().PageSize)
+	pageSize := int64(q.db.PageSize())
 	// Its own descriptor: bbolt's lock is flock(2), which closing
 	// another descriptor of the file does not release.
+	q.passes.Lock() // compact_live.go: the file stays the same for the whole pass
+	defer q.passes.Unlock()
 	f, err := os.OpenFile(q.db.Path(), os.O_WRONLY, 0)
 	if err != nil {
 		return 0, fmt.Errorf("queue: give back free pages: %w", err)
@@ -181,7 +193,7 @@ func (q *Queue) GiveBack() (int64, error) {
 				}
 			}
 			// mapped.go: the headers read leave the resident set.
-			_ = dontNeed(q.db.Info().Data+uintptr(first*pageSize), (pass.upTo-first)*pageSize)
+			_ = dontNeed(tx.DB().Info().Data+uintptr(first*pageSize), (pass.upTo-first)*pageSize)
 			return errNoChange
 		})
 		if errors.Is(err, errReaderOpen) {
@@ -297,7 +309,7 @@ func (q *Queue) fileFree() int64 {
 	q.given.mu.Lock()
 	given := q.given.pages
 	q.given.mu.Unlock()
-	return max(0, int64(q.db.Stats().FreeAlloc)-given*int64(q.db.Info().PageSize))
+	return max(0, int64(q.db.Stats().FreeAlloc)-given*int64(q.db.PageSize()))
 }
 
 // giveBackLoop runs GiveBack every giveBackInterval when giveBackDue.

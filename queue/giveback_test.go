@@ -34,7 +34,7 @@ func TestGiveBackFreePages(t *testing.T) {
 	if n, err := q.GiveBack(); n != 0 || err != nil {
 		t.Fatalf("first pass gave back %d, %v; want nothing yet", n, err)
 	}
-	tx, err = q.db.Begin(false)
+	tx, err = q.db.raw().Begin(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestGiveBackPassOnlyWhenSomethingNew(t *testing.T) {
 		return q.given.pagesRead - before
 	}
 	cycle()
-	pages := fileSize(t, path) / int64(q.db.Info().PageSize)
+	pages := fileSize(t, path) / int64(q.db.PageSize())
 	if n := pass(); n < pages/2 {
 		t.Fatalf("first pass after the drain read %d of %d pages", n, pages)
 	}

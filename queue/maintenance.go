@@ -353,22 +353,36 @@ func CompactFile(path string, lockTimeout time.Duration) (res CompactResult, err
 }
 
 // compactInto copies src into a new bbolt file at dst, verifies the copy
-// and fsyncs it. It returns the entry counts.
+// and fsyncs it. It returns the entry counts. src must not change: the
+// offline compaction's file, opened read-only under bbolt's lock.
 func compactInto(src *bolt.DB, dst string) (keys map[string]int, err error) {
+	return copyInto(dst, func(db *bolt.DB) (map[string]int, error) {
+		before, err := countKeys(src)
+		if err != nil {
+			return nil, err
+		}
+		return before, bolt.Compact(db, src, compactTxSize)
+	})
+}
+
+// compactTxSize bounds the bytes one commit of a copy carries.
+const compactTxSize = 64 << 20
+
+// copyInto makes a new bbolt file at dst, fills it with fill, which
+// returns the entry counts of what it copied, verifies the copy has them
+// and passes bbolt's check, and fsyncs it.
+func copyInto(dst string, fill func(*bolt.DB) (map[string]int, error)) (keys map[string]int, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v (run relayq queue check)", ErrDamaged, r)
 		}
 	}()
-	before, err := countKeys(src)
-	if err != nil {
-		return nil, err
-	}
 	db, err := bolt.Open(dst, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, err
 	}
-	if err := bolt.Compact(db, src, 64<<20); err != nil {
+	before, err := fill(db)
+	if err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -25,7 +25,7 @@ const trimInterval = 2 * time.Second
 // the range is the live mapping.
 func (q *Queue) trimMappedPages() error {
 	return q.db.View(func(tx *bolt.Tx) error {
-		return dontNeed(q.db.Info().Data, tx.Size())
+		return dontNeed(tx.DB().Info().Data, tx.Size())
 	})
 }
 

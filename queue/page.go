@@ -88,7 +88,7 @@ func (q *Queue) DeadPage(o PageOptions, keep func(*DeadLetter) bool) (Page[*Dead
 // walkPage reads bucket from after o.After, keeping what visit accepts,
 // until the page is full, MaxScan records were read or the bucket (or
 // o.CreatedBefore) ends.
-func walkPage[T any](db *bolt.DB, bucket []byte, o PageOptions, visit func(tx *bolt.Tx, k, v []byte) (T, bool)) (Page[T], error) {
+func walkPage[T any](db viewer, bucket []byte, o PageOptions, visit func(tx *bolt.Tx, k, v []byte) (T, bool)) (Page[T], error) {
 	var p Page[T]
 	if o.Limit <= 0 {
 		return p, fmt.Errorf("page limit %d: must be positive", o.Limit)

@@ -55,6 +55,16 @@ func (w *pageWalk) wait() error {
 	return w.err
 }
 
+// finished reports whether the walk has ended (or was not needed).
+func (w *pageWalk) finished() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // damaged returns the damage the walk found, nil while it runs.
 func (w *pageWalk) damaged() error {
 	select {
@@ -162,7 +172,7 @@ func (q *Queue) walkBucketInBatches(name []byte, stop <-chan struct{}) error {
 				n++
 			}
 			last = bytes.Clone(last)
-			_ = dontNeed(q.db.Info().Data, tx.Size()) // mapped.go: what was read leaves the resident set
+			_ = dontNeed(tx.DB().Info().Data, tx.Size()) // mapped.go: what was read leaves the resident set
 			return nil
 		})
 		if err != nil || last == nil {
@@ -174,7 +184,7 @@ func (q *Queue) walkBucketInBatches(name []byte, stop <-chan struct{}) error {
 
 // readRecover runs fn in a read transaction, reporting a panic (bbolt's,
 // on a damaged page) as ErrDamaged.
-func readRecover(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
+func readRecover(db viewer, fn func(*bolt.Tx) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %v", ErrDamaged, r)

@@ -85,6 +85,10 @@ type Options struct {
 	// the queue takes in the file: past it the oldest records are pruned
 	// before their retention (archive_bound.go). Zero means no bound.
 	HistoryMaxSize int64
+	// CompactFree is the room in free pages at which the store rewrites
+	// its file without them while it runs, when they are also three
+	// times the pages in use (compact_live.go). Zero turns it off.
+	CompactFree int64
 	// IdempotencyWindow is how long PutOnce remembers a key (keys.go).
 	// Zero means DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration
@@ -101,7 +105,7 @@ type Options struct {
 
 // Queue is an open store. Its methods are safe for concurrent use.
 type Queue struct {
-	db     *bolt.DB
+	db     *liveDB // livedb.go: the open file, which online compaction replaces
 	opts   Options
 	commit *committer
 	ids    idSource
@@ -134,6 +138,10 @@ type Queue struct {
 	trimmer *background // releases mapped pages (mapped.go)
 	spacer  *background // allocates a released reserve again (space.go)
 	giver   *background // gives the blocks of free pages back (giveback.go)
+	packer  *background // compacts the file once it is mostly free pages (compact_live.go)
+	// passes is held by a GiveBack pass and by a compaction, for all of
+	// it: a pass must not punch one file with what it learnt of another.
+	passes sync.Mutex
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
@@ -187,6 +195,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %s: %w", path, err)
 	}
+	removeCompactLeftovers(path) // compact_live.go: bbolt's lock is ours, no copy is being made
 	if creating {
 		// The new file's directory entry must survive a crash too.
 		if err := syncDir(dir); err != nil {
@@ -194,7 +203,7 @@ func Open(path string, opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("queue: open %s: %w", path, err)
 		}
 	}
-	q := &Queue{db: db, opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep, min: giveBackMin},
+	q := &Queue{db: newLiveDB(db, path), opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep, min: giveBackMin},
 		damage: newDamageSet(), pages: walkedAlready()}
 	if unwalked {
 		q.pages = &pageWalk{done: make(chan struct{}), found: make(chan error, 1)} // pagewalk.go
@@ -218,7 +227,7 @@ func Open(path string, opts Options) (*Queue, error) {
 	q.startInflight(path + inflightSuffix)
 	q.space = newSpace(path, opts.MinFree, q.fileFree)
 	q.cap = sizeCap{limit: opts.MaxSize, room: q.capRoom, now: opts.Now}
-	q.commit = newCommitter(db, opts.MaxBatch, q.releaseReserve, q.notify, q.inflight.endAll)
+	q.commit = newCommitter(q.db, opts.MaxBatch, q.releaseReserve, q.notify, q.inflight.endAll)
 	if err := q.trimMappedPages(); err != nil {
 		q.log.Debug("cannot release mapped pages", "err", err)
 	}
@@ -245,6 +254,7 @@ func (q *Queue) startReaders() {
 	q.startPruner()
 	q.giver = runBackground(q.giveBackLoop)
 	q.auditor = runBackground(q.auditLoop) // counters.go
+	q.packer = runBackground(q.compactLoop)
 }
 
 // boltOptions are the settings relayq's durability rests on; see
@@ -347,6 +357,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 // Close waits for pending commits and closes the database.
 func (q *Queue) Close() error {
 	q.walker.halt() // first: it starts the others
+	q.packer.halt() // next: it replaces the file the others use
 	q.pruner.halt()
 	q.trimmer.halt()
 	q.giver.halt()
@@ -357,7 +368,7 @@ func (q *Queue) Close() error {
 		q.log.Warn("cannot close the in-flight journal", "err", err)
 	}
 	q.saveFreelist() // freelist.go: the next Open need not walk the file
-	return q.db.Close()
+	return q.db.raw().Close()
 }
 
 // Path is the database file.

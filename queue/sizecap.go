@@ -99,7 +99,7 @@ func (c *sizeCap) noteFailed(err error, size int64) {
 // farFromCap more than atLeast, it answers that lower bound without
 // reading the meta page: 2 µs a Put rather than 10 (BenchmarkCapAdmit).
 func (q *Queue) capRoom(atLeast int64) int64 {
-	pageSize, alloc := int64(q.db.Info().PageSize), int64(q.db.AllocSize)
+	pageSize, alloc := int64(q.db.PageSize()), int64(q.db.AllocSize())
 	free := int64(q.db.Stats().FreePageN) * pageSize
 	if grow := growRoom(q.opts.MaxSize, q.fileSize(), pageSize, alloc); grow-farFromCap >= atLeast {
 		return free + grow

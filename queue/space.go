@@ -20,9 +20,9 @@ import (
 //   - Put refuses (ErrFull, intake's 452 4.3.1) while the file system has
 //     less than Options.MinFree free (statfs, checked at each Put), so the
 //     queue's own intake never takes the last of the space. The free pages
-//     inside the database file count as free: the file never shrinks (only
-//     `relayq queue compact` shrinks it), so once the queue drains the
-//     room is there, inside it;
+//     inside the database file count as free: the file shrinks only when
+//     it is compacted (compact_live.go, `relayq compact`), so once the
+//     queue drains the room is there, inside it;
 //   - a reserve file next to the database (<file>.reserve, up to
 //     maxReserve, allocated with fallocate) holds space that something else
 //     filling the disk cannot take. When a change that frees space or

@@ -146,6 +146,7 @@ func (d *daemon) queueOptions() queue.Options {
 		// 0 in the config keeps no history; the queue's 0 means its default.
 		HistoryRetention:  cmp.Or(cfg.Queue.HistoryRetention.Duration, -1),
 		HistoryMaxSize:    int64(cfg.Queue.HistoryMaxSize),
+		CompactFree:       int64(cfg.Queue.CompactFree),
 		IdempotencyWindow: cfg.API.IdempotencyWindow.Duration,
 	}
 }

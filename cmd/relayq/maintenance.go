@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"relayq/control"
 	"relayq/queue"
 )
 
@@ -15,11 +17,14 @@ import (
 // only commands besides serve that open the database file. They take
 // bbolt's file lock, waiting at most maintenanceLockTimeout for it, so
 // they refuse while the daemon runs, and the daemon cannot start while
-// they do.
+// they do. `relayq compact` first asks a running daemon to compact the
+// file itself (queue.Queue.Compact), and opens the file only when none
+// answers.
 //
 // Exit codes: 0 done (check: the file is sound); 65 the file is damaged;
-// 66 there is no queue file; 75 the daemon is running (stop it first);
-// 77 no permission to read (or replace) the file; 74 another I/O error.
+// 66 there is no queue file; 75 the daemon is running (stop it first), or
+// its compaction failed; 77 no permission to read (or replace) the file,
+// or to use the control socket; 74 another I/O error.
 
 const maintenanceLockTimeout = 500 * time.Millisecond
 
@@ -126,11 +131,30 @@ Otherwise, please report it as a bug, with the output above.
 // compact one and swaps it in atomically (see queue.CompactFile).
 func runCompact(args []string, env cmdEnv) int {
 	const name = "compact"
-	path, code, done := maintenanceTarget(name, "relayq compact [-c FILE]\n"+
-		"Rewrites the queue file without its free space, while relayq is stopped, and swaps the copy in\n"+
-		"atomically, keeping the file's mode and owner. Every message, dead letter and history record is kept.", args, env)
-	if done {
+	fs := newFlags(name, "relayq compact [-c FILE]\n"+
+		"Rewrites the queue file without its free space and swaps the copy in atomically, keeping the\n"+
+		"file's mode and owner. Every message, dead letter and history record is kept. While relayq serve\n"+
+		"runs, it asks the daemon, which compacts the file without stopping (it also does so by itself once\n"+
+		"the file is mostly free pages: [queue] compact_free); otherwise it works on the file itself.", env)
+	cfgPath := fs.String("c", "", "configuration `file`")
+	if code := noArgs(name, fs, args, env); code >= 0 {
 		return code
+	}
+	cfg, code := loadConfig(*cfgPath, env)
+	if code != exitOK {
+		return code
+	}
+	path := cfg.Queue.Path
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	resp, err := control.Call(ctx, cfg.Control.Socket, control.Request{Op: control.OpCompact})
+	switch {
+	case err == nil && resp.Compacted != nil:
+		fmt.Fprintf(env.Stdout, "%s: compacted from %s to %s while relayq runs (commits waited %s)\n",
+			path, byteSize(resp.Compacted.SizeBefore), byteSize(resp.Compacted.SizeAfter), resp.Compacted.Swap.Round(time.Millisecond))
+		return exitOK
+	case err != nil && !errors.Is(err, control.ErrNotRunning):
+		return askFailed(name, resp, err, env)
 	}
 	res, err := queue.CompactFile(path, maintenanceLockTimeout)
 	if err != nil {
