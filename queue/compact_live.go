@@ -128,6 +128,9 @@ func (q *Queue) Compact() (res CompactLive, err error) {
 	}
 	q.passes.Lock() // giveback.go: no pass over the file while it is replaced
 	defer q.passes.Unlock()
+	if q.closed {
+		return res, errors.New("the queue is closing")
+	}
 	return q.compact(math.MaxInt64)
 }
 

@@ -302,3 +302,20 @@ func TestCompactWaitsForReaders(t *testing.T) {
 		t.Fatalf("a body read across the swap: %d bytes, %v", len(buf)+len(rest), err)
 	}
 }
+
+// TestCompactAfterCloseIsRefused: a compaction asked for on the control
+// socket while the daemon stops finds the store closed and says so; it
+// never touches the closed file.
+func TestCompactAfterCloseIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, _ := drainedQueue(t, path, 200, 50)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Compact(); err == nil || !strings.Contains(err.Error(), "closing") {
+		t.Fatalf("Compact after Close: %v", err)
+	}
+	if left, _ := filepath.Glob(path + compactSuffix + "*"); len(left) > 0 {
+		t.Errorf("copies left: %v", left)
+	}
+}
