@@ -57,6 +57,12 @@ func drain(bin, dir string, idle time.Duration) {
 		lowest = min(lowest, last)
 	}
 	fmt.Printf("idle             RssAnon %d MiB after %v idle (lowest %d MiB)\n", last>>10, idle, lowest>>10)
+	if os.Getenv("RELAYQ_PPROF_DIR") != "" {
+		// A binary built with -tags pprof writes heap.pprof and
+		// memory.txt there (cmd/relayq/pprof.go).
+		_ = d.cmd.Process.Signal(syscall.SIGUSR2)
+		time.Sleep(2 * time.Second)
+	}
 	// The file after the idle time: the daemon compacts it once it has
 	// been quiet ([queue] compact_free), and gives free pages' blocks back.
 	if fi, err := os.Stat(filepath.Join(dir, "queue.db")); err == nil {
