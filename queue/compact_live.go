@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -113,6 +114,13 @@ func (q *Queue) pagesInUse() (free, inUse int64, err error) {
 // fails, leaving the file as it was, when the file system has no room for
 // the copy or a page is damaged.
 func (q *Queue) Compact() (res CompactLive, err error) {
+	return q.compact(math.MaxInt64)
+}
+
+// compact is Compact; when commits never stop for the length of a copy,
+// a file with at most heldMax bytes in use is copied with every other use
+// held off meanwhile.
+func (q *Queue) compact(heldMax int64) (res CompactLive, err error) {
 	start := q.opts.Now()
 	defer func() {
 		res.Took = q.opts.Now().Sub(start)
@@ -131,13 +139,6 @@ func (q *Queue) Compact() (res CompactLive, err error) {
 	if q.closed {
 		return res, errors.New("the queue is closing")
 	}
-	return q.compact(math.MaxInt64)
-}
-
-// compact is Compact; when commits never stop for the length of a copy,
-// a file with at most heldMax bytes in use is copied with every other use
-// held off meanwhile.
-func (q *Queue) compact(heldMax int64) (res CompactLive, err error) {
 	for range compactTries {
 		res, err = q.compactOnce(false)
 		if !errors.Is(err, errCopyStale) {
@@ -459,7 +460,7 @@ func removeCompactLeftovers(path string) {
 // compactLoop compacts the file whenever compactDue says so, looking every
 // compactInterval, until stop.
 func (q *Queue) compactLoop(stop <-chan struct{}) {
-	ticker := time.NewTicker(compactInterval)
+	ticker := time.NewTicker(cmp.Or(q.compactEvery, compactInterval))
 	defer ticker.Stop()
 	var failedAt time.Time
 	for {

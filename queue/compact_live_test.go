@@ -319,3 +319,32 @@ func TestCompactAfterCloseIsRefused(t *testing.T) {
 		t.Errorf("copies left: %v", left)
 	}
 }
+
+// TestCompactLoopCompactsAQuietDrainedFile: the background loop compacts
+// a drained file once it has been quiet, and only then: while a writer
+// commits every 100 ms, it waits.
+func TestCompactLoopCompactsAQuietDrainedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, _ := drainedQueue(t, path, 1000, 100)
+	defer q.Close()
+	q.packer.halt()
+	q.opts.CompactFree, q.compactEvery = 1<<20, 20*time.Millisecond
+	q.packer = runBackground(q.compactLoop)
+	before := fileSize(t, path)
+	busyUntil := time.Now().Add(3 * time.Second)
+	for time.Now().Before(busyUntil) {
+		put(t, q, "busy\r\n", "busy@example.org")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := fileSize(t, path); got != before {
+		t.Fatalf("compacted while commits came every 100 ms: %d → %d bytes", before, got)
+	}
+	waitUntil := time.Now().Add(20 * time.Second)
+	for fileSize(t, path) == before {
+		if time.Now().After(waitUntil) {
+			t.Fatalf("a quiet drained file of %d bytes was not compacted in 20 s", before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("compacted by the loop: %d → %d bytes", before, fileSize(t, path))
+}

@@ -145,6 +145,9 @@ type Queue struct {
 	// control socket never runs into, or after, the closing of the file.
 	passes sync.Mutex
 	closed bool
+	// compactEvery is how often compactLoop looks: compactInterval when
+	// 0; tests set less.
+	compactEvery time.Duration
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
