@@ -302,3 +302,49 @@ func TestCompactWaitsForReaders(t *testing.T) {
 		t.Fatalf("a body read across the swap: %d bytes, %v", len(buf)+len(rest), err)
 	}
 }
+
+// TestCompactAfterCloseIsRefused: a compaction asked for on the control
+// socket while the daemon stops finds the store closed and says so; it
+// never touches the closed file.
+func TestCompactAfterCloseIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, _ := drainedQueue(t, path, 200, 50)
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Compact(); err == nil || !strings.Contains(err.Error(), "closing") {
+		t.Fatalf("Compact after Close: %v", err)
+	}
+	if left, _ := filepath.Glob(path + compactSuffix + "*"); len(left) > 0 {
+		t.Errorf("copies left: %v", left)
+	}
+}
+
+// TestCompactLoopCompactsAQuietDrainedFile: the background loop compacts
+// a drained file once it has been quiet, and only then: while a writer
+// commits every 100 ms, it waits.
+func TestCompactLoopCompactsAQuietDrainedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, _ := drainedQueue(t, path, 1000, 100)
+	defer q.Close()
+	q.packer.halt()
+	q.opts.CompactFree, q.compactEvery = 1<<20, 20*time.Millisecond
+	q.packer = runBackground(q.compactLoop)
+	before := fileSize(t, path)
+	busyUntil := time.Now().Add(3 * time.Second)
+	for time.Now().Before(busyUntil) {
+		put(t, q, "busy\r\n", "busy@example.org")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := fileSize(t, path); got != before {
+		t.Fatalf("compacted while commits came every 100 ms: %d → %d bytes", before, got)
+	}
+	waitUntil := time.Now().Add(20 * time.Second)
+	for fileSize(t, path) == before {
+		if time.Now().After(waitUntil) {
+			t.Fatalf("a quiet drained file of %d bytes was not compacted in 20 s", before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("compacted by the loop: %d → %d bytes", before, fileSize(t, path))
+}

@@ -151,6 +151,9 @@ func (q *Queue) GiveBack() (int64, error) {
 	// another descriptor of the file does not release.
 	q.passes.Lock() // compact_live.go: the file stays the same for the whole pass
 	defer q.passes.Unlock()
+	if q.closed {
+		return 0, nil
+	}
 	f, err := os.OpenFile(q.db.Path(), os.O_WRONLY, 0)
 	if err != nil {
 		return 0, fmt.Errorf("queue: give back free pages: %w", err)

@@ -141,7 +141,13 @@ type Queue struct {
 	packer  *background // compacts the file once it is mostly free pages (compact_live.go)
 	// passes is held by a GiveBack pass and by a compaction, for all of
 	// it: a pass must not punch one file with what it learnt of another.
+	// Close takes it too, and sets closed: a compaction asked for on the
+	// control socket never runs into, or after, the closing of the file.
 	passes sync.Mutex
+	closed bool
+	// compactEvery is how often compactLoop looks: compactInterval when
+	// 0; tests set less.
+	compactEvery time.Duration
 }
 
 // Open opens (creating it if needed) the store at path. It takes bbolt's
@@ -363,6 +369,9 @@ func (q *Queue) Close() error {
 	q.giver.halt()
 	q.auditor.halt()
 	q.spacer.halt()
+	q.passes.Lock()
+	q.closed = true
+	q.passes.Unlock()
 	q.commit.close()
 	if err := q.inflight.close(); err != nil {
 		q.log.Warn("cannot close the in-flight journal", "err", err)

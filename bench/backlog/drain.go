@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -56,6 +57,21 @@ func drain(bin, dir string, idle time.Duration) {
 		lowest = min(lowest, last)
 	}
 	fmt.Printf("idle             RssAnon %d MiB after %v idle (lowest %d MiB)\n", last>>10, idle, lowest>>10)
+	if os.Getenv("RELAYQ_PPROF_DIR") != "" {
+		// A binary built with -tags pprof writes heap.pprof and
+		// memory.txt there (cmd/relayq/pprof.go).
+		_ = d.cmd.Process.Signal(syscall.SIGUSR2)
+		time.Sleep(2 * time.Second)
+	}
+	// The file after the idle time: the daemon compacts it once it has
+	// been quiet ([queue] compact_free), and gives free pages' blocks back.
+	if fi, err := os.Stat(filepath.Join(dir, "queue.db")); err == nil {
+		blocks := int64(0)
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			blocks = st.Blocks * 512
+		}
+		fmt.Printf("file             queue.db %d MiB long, %d MiB on disk after %v idle\n", fi.Size()>>20, blocks>>20, idle)
+	}
 	d.stop()
 	wait := min(idle, time.Minute)
 	fmt.Printf("baseline         RssAnon %d MiB after %v idle on a new, empty queue\n", baseline(bin, wait)>>10, wait)

@@ -381,6 +381,9 @@ func startDaemon(bin, cfg, socket string) *daemon {
 			if strings.Contains(sc.Text(), `msg="relayq ready"`) {
 				once()
 			}
+			if strings.Contains(sc.Text(), "compact") && !strings.Contains(sc.Text(), `msg="relayq starting"`) {
+				fmt.Printf("daemon log       %s (%v after start)\n", sc.Text(), time.Since(start).Round(time.Second))
+			}
 			if strings.Contains(sc.Text(), `msg="queue file read through after start`) {
 				d.walked <- time.Since(start)
 			}
