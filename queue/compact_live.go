@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -248,8 +249,13 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 	if after, err := os.Stat(path); err == nil {
 		res.SizeAfter = after.Size()
 	}
-	q.given.forget()     // giveback.go: the copy has no free pages to give back
-	debug.FreeOSMemory() // the old file's freelist, at once rather than in minutes
+	q.given.forget() // giveback.go: the copy has no free pages to give back
+	// The old file's freelist, and the copy's page buffers, go back to
+	// the system at once rather than in minutes. bbolt keeps a commit's
+	// page buffers in a sync.Pool, which outlives one collection: at 1M
+	// drained, 65 MB of them were still live after a single one.
+	runtime.GC()
+	debug.FreeOSMemory()
 	return res, nil
 }
 
