@@ -73,6 +73,10 @@ const (
 	compactBackoff = time.Hour
 )
 
+// beforeCopy runs after the check for room and before the copy: tests
+// take the room away there.
+var beforeCopy = func() {}
+
 // errCopyStale is a copy that commits overtook before it could be swapped in.
 var errCopyStale = errors.New("the queue changed during the copy")
 
@@ -177,6 +181,7 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 		return res, fmt.Errorf("%w: %d bytes free on the file system, a copy needs about %d and min_free is %d", ErrFull, free, inUse+inUse/8, q.opts.MinFree)
 	}
 
+	beforeCopy() // tests fill the disk here
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+compactSuffix+"*")
 	if err != nil {
 		return res, err
