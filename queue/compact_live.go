@@ -205,7 +205,7 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 	// open until the swap below.
 	makeCopy := func() error {
 		if _, err := copyInto(tmpPath, func(dst *bolt.DB) (map[string]int, error) { // maintenance.go
-			return copyLive(dst, q.db.raw())
+			return copyLive(dst, q.db.raw(), q.closing)
 		}); err != nil {
 			return err
 		}
@@ -217,7 +217,7 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 	}
 	if !held {
 		if err := makeCopy(); err != nil {
-			if now, _ := q.txID(); now != before {
+			if now, _ := q.txID(); now != before && !errors.Is(err, errCopyStopped) {
 				return res, errCopyStale
 			}
 			return res, err
@@ -281,14 +281,14 @@ func txIDOf(db viewer) (id uint64, err error) {
 // still read from the source's memory map, which a commit to a source in
 // use may have remapped meanwhile (it faults: a SIGSEGV, found by
 // TestCompactLosesNoConcurrentCommit). bbolt v1.5.0.
-func copyLive(dst, src *bolt.DB) (map[string]int, error) {
+func copyLive(dst, src *bolt.DB, stop <-chan struct{}) (map[string]int, error) {
 	tx, err := src.Begin(false)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
 	keys := make(map[string]int)
-	c := &liveCopy{dst: dst}
+	c := &liveCopy{dst: dst, stop: stop}
 	if c.w, err = dst.Begin(true); err != nil {
 		return nil, err
 	}
@@ -314,7 +314,12 @@ type liveCopy struct {
 	dst  *bolt.DB
 	w    *bolt.Tx
 	size int64 // bytes put since the last commit
+	stop <-chan struct{}
+	n    int // entries put, to look at stop every so often
 }
+
+// errCopyStopped ends a copy that Close interrupted.
+var errCopyStopped = errors.New("the queue is closing")
 
 // bucket copies b, found at path, with its nested buckets.
 func (c *liveCopy) bucket(path [][]byte, b *bolt.Bucket) error {
@@ -341,6 +346,13 @@ func (c *liveCopy) bucket(path [][]byte, b *bolt.Bucket) error {
 				return err
 			}
 			c.size = 0
+		}
+		if c.n++; c.n%1024 == 0 {
+			select {
+			case <-c.stop:
+				return errCopyStopped
+			default:
+			}
 		}
 		into, err := c.open(path)
 		if err != nil {

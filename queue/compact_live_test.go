@@ -406,3 +406,32 @@ func TestCompactOnAFullDisk(t *testing.T) {
 		t.Fatalf("Check: %v", p)
 	}
 }
+
+// TestCloseStopsACopy: Close while a copy is under way stops it rather
+// than wait for it; the file is as it was, with every message, and no
+// copy is left.
+func TestCloseStopsACopy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, kept := drainedQueue(t, path, 600, 2)
+	closed := make(chan error, 1)
+	beforeCopy = func() {
+		go func() { closed <- q.Close() }()
+		<-q.closing // Close has begun; it waits for the copy to end
+	}
+	defer func() { beforeCopy = func() {} }()
+	if _, err := q.Compact(); !errors.Is(err, errCopyStopped) {
+		t.Fatalf("a copy interrupted by Close: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(path + compactSuffix + "*"); len(left) > 0 {
+		t.Errorf("copies left: %v", left)
+	}
+	q = openAt(t, path, Options{})
+	for _, id := range kept {
+		if _, err := q.Get(id); err != nil {
+			t.Fatalf("%s after the stop: %v", id, err)
+		}
+	}
+}
