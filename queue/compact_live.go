@@ -181,6 +181,10 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 		return res, fmt.Errorf("%w: %d bytes free on the file system, a copy needs about %d and min_free is %d", ErrFull, free, inUse+inUse/8, q.opts.MinFree)
 	}
 
+	// What the queue left behind (after a drain, tens of MB of heap the
+	// runtime has not given back yet) goes first, so that the copy's
+	// own memory comes on top of little: the copy is the daemon's peak.
+	debug.FreeOSMemory()
 	beforeCopy() // tests fill the disk here
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+compactSuffix+"*")
 	if err != nil {
