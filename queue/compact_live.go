@@ -327,8 +327,10 @@ type liveCopy struct {
 // and the collector lets the heap grow to twice that before it runs: with
 // the offline compaction's 64 MiB, copying the 211 MiB file of a drained
 // million took the daemon's RssAnon to 394 MiB, against the 64 MiB it
-// keeps at 1M. Smaller commits cost an fsync each, ~50 for that file.
-const liveCopyTxSize = 4 << 20
+// keeps at 1M; 4 MiB peaked at 67 MiB after a real drain (bbolt's
+// freelist of the old file is still live then), 2 MiB at 61. Smaller
+// commits cost an fsync each, ~100 for that file (the copy took 2.7 s).
+const liveCopyTxSize = 2 << 20
 
 // errCopyStopped ends a copy that Close interrupted.
 var errCopyStopped = errors.New("the queue is closing")
