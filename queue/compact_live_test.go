@@ -13,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"relayq/smallfs"
 )
 
 // drainedQueue is a store that held n messages of 16 KiB and delivered
@@ -347,4 +349,89 @@ func TestCompactLoopCompactsAQuietDrainedFile(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("compacted by the loop: %d → %d bytes", before, fileSize(t, path))
+}
+
+// TestCompactOnAFullDisk, on a real 48 MiB tmpfs: with too little room
+// for a copy, the compaction is refused up front (ErrFull); when the disk
+// fills up after that check, in the middle of the copy, it fails with the
+// file system's error. Either way the file is as it was, no copy is left,
+// and once there is room again the store takes messages and compacts.
+func TestCompactOnAFullDisk(t *testing.T) {
+	mnt := smallfs.Mount(t, "48m")
+	path := filepath.Join(mnt, "queue.db")
+	q, kept := drainedQueue(t, path, 1200, 3) // 16 KiB each, a third kept: ~6.5 MiB in use
+	defer q.Close()
+	before := fileSize(t, path)
+	filler := filepath.Join(mnt, "filler")
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s: compacted", what)
+		}
+		t.Logf("%s: %v", what, err)
+		if got := fileSize(t, path); got != before {
+			t.Errorf("%s: the file went from %d to %d bytes", what, before, got)
+		}
+		if left, _ := filepath.Glob(path + compactSuffix + "*"); len(left) > 0 {
+			t.Errorf("%s: copies left: %v", what, left)
+		}
+		for _, id := range kept[:5] {
+			if _, err := io.ReadAll(q.Body(id)); err != nil {
+				t.Fatalf("%s: body of %s: %v", what, id, err)
+			}
+		}
+	}
+
+	smallfs.Fill(t, filler)
+	_, err := q.Compact()
+	if !errors.Is(err, ErrFull) {
+		t.Errorf("with the disk full: %v, want ErrFull", err)
+	}
+	check("disk full", err)
+	os.Remove(filler)
+
+	beforeCopy = func() { smallfs.Fill(t, filler) }
+	_, err = q.Compact()
+	beforeCopy = func() {}
+	check("disk filled during the copy", err)
+	os.Remove(filler)
+
+	put(t, q, "after\r\n", "after@example.org")
+	res, err := q.Compact()
+	if err != nil {
+		t.Fatalf("with room again: %v", err)
+	}
+	t.Logf("with room again: %d → %d bytes", res.SizeBefore, res.SizeAfter)
+	if p := q.Check(); len(p) > 0 {
+		t.Fatalf("Check: %v", p)
+	}
+}
+
+// TestCloseStopsACopy: Close while a copy is under way stops it rather
+// than wait for it; the file is as it was, with every message, and no
+// copy is left.
+func TestCloseStopsACopy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	q, kept := drainedQueue(t, path, 600, 2)
+	closed := make(chan error, 1)
+	beforeCopy = func() {
+		go func() { closed <- q.Close() }()
+		<-q.closing // Close has begun; it waits for the copy to end
+	}
+	defer func() { beforeCopy = func() {} }()
+	if _, err := q.Compact(); !errors.Is(err, errCopyStopped) {
+		t.Fatalf("a copy interrupted by Close: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(path + compactSuffix + "*"); len(left) > 0 {
+		t.Errorf("copies left: %v", left)
+	}
+	q = openAt(t, path, Options{})
+	for _, id := range kept {
+		if _, err := q.Get(id); err != nil {
+			t.Fatalf("%s after the stop: %v", id, err)
+		}
+	}
 }

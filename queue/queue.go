@@ -145,6 +145,10 @@ type Queue struct {
 	// control socket never runs into, or after, the closing of the file.
 	passes sync.Mutex
 	closed bool
+	// closing is closed when Close begins: a copy under way stops there
+	// (compact_live.go) rather than hold the stop up.
+	closing     chan struct{}
+	closingOnce sync.Once
 	// compactEvery is how often compactLoop looks: compactInterval when
 	// 0; tests set less.
 	compactEvery time.Duration
@@ -209,7 +213,7 @@ func Open(path string, opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("queue: open %s: %w", path, err)
 		}
 	}
-	q := &Queue{db: newLiveDB(db, path), opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep, min: giveBackMin},
+	q := &Queue{db: newLiveDB(db, path), closing: make(chan struct{}), opts: opts, log: opts.Logger, wake: make(chan struct{}), given: givenBack{keep: giveBackKeep, min: giveBackMin},
 		damage: newDamageSet(), pages: walkedAlready()}
 	if unwalked {
 		q.pages = &pageWalk{done: make(chan struct{}), found: make(chan error, 1)} // pagewalk.go
@@ -362,6 +366,7 @@ func (q *Queue) clearStoredLeases(tx *bolt.Tx) error {
 
 // Close waits for pending commits and closes the database.
 func (q *Queue) Close() error {
+	q.closingOnce.Do(func() { close(q.closing) })
 	q.walker.halt() // first: it starts the others
 	q.packer.halt() // next: it replaces the file the others use
 	q.pruner.halt()

@@ -50,13 +50,15 @@ func drain(bin, dir string, idle time.Duration) {
 	if idle <= 0 {
 		return
 	}
-	lowest, last := end, end
-	for waited := time.Duration(0); waited < idle; waited += 5 * time.Second {
-		time.Sleep(5 * time.Second)
+	// Sampled every 100 ms: the daemon compacts the drained file in this
+	// time ([queue] compact_free), and its peak is part of "flat".
+	lowest, last, idlePeak := end, end, end
+	for waited := time.Duration(0); waited < idle; waited += 100 * time.Millisecond {
+		time.Sleep(100 * time.Millisecond)
 		last = memory(pid)["RssAnon"]
-		lowest = min(lowest, last)
+		lowest, idlePeak = min(lowest, last), max(idlePeak, last)
 	}
-	fmt.Printf("idle             RssAnon %d MiB after %v idle (lowest %d MiB)\n", last>>10, idle, lowest>>10)
+	fmt.Printf("idle             RssAnon %d MiB after %v idle (lowest %d MiB, peak %d MiB)\n", last>>10, idle, lowest>>10, idlePeak>>10)
 	if os.Getenv("RELAYQ_PPROF_DIR") != "" {
 		// A binary built with -tags pprof writes heap.pprof and
 		// memory.txt there (cmd/relayq/pprof.go).
