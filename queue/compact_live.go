@@ -220,8 +220,11 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 		return err
 	}
 	if !held {
-		if err := makeCopy(); err != nil {
-			if now, _ := q.txID(); now != before && !errors.Is(err, errCopyStopped) {
+		if err := fullErr(makeCopy()); err != nil {
+			// A commit during the copy makes its checks differ (the
+			// counts are taken apart from it): that copy is stale. A full
+			// disk or a stop is what it says, whatever came meanwhile.
+			if now, _ := q.txID(); now != before && !errors.Is(err, ErrFull) && !errors.Is(err, errCopyStopped) {
 				return res, errCopyStale
 			}
 			return res, err
@@ -235,7 +238,7 @@ func (q *Queue) compactOnce(held bool) (res CompactLive, err error) {
 			if before, swapErr = txIDOf(q.db.raw()); swapErr != nil {
 				return
 			}
-			if swapErr = makeCopy(); swapErr != nil {
+			if swapErr = fullErr(makeCopy()); swapErr != nil {
 				return
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -393,6 +394,9 @@ func TestCompactOnAFullDisk(t *testing.T) {
 	beforeCopy = func() { smallfs.Fill(t, filler) }
 	_, err = q.Compact()
 	beforeCopy = func() {}
+	if !errors.Is(err, ErrFull) || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("with the disk filled during the copy: %v, want ErrFull and ENOSPC", err)
+	}
 	check("disk filled during the copy", err)
 	os.Remove(filler)
 
