@@ -75,6 +75,27 @@ func helloSMTP(network, addr string, within time.Duration) (*smtp.Client, error)
 	return c, nil
 }
 
+// envelopeSMTP is helloSMTP followed by MAIL FROM and every RCPT TO: a
+// client ready for DATA (or for what a test does before it). The caller
+// closes it.
+func envelopeSMTP(network, addr string, within time.Duration, from string, to []string) (*smtp.Client, error) {
+	c, err := helloSMTP(network, addr, within)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("MAIL: %w", err)
+	}
+	for _, rcpt := range to {
+		if err := c.Rcpt(rcpt, nil); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("RCPT: %w", err)
+		}
+	}
+	return c, nil
+}
+
 // submitSMTP sends one message over SMTP to network/addr (relayq's Unix
 // socket or a TCP listener) and returns the queue ID of the 250 reply. It
 // never touches a testing.TB, so goroutines may call it.

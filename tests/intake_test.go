@@ -344,19 +344,11 @@ func TestReadTimeout(t *testing.T) {
 // every half second for busy between RCPT TO and DATA. It touches no
 // testing.TB, so goroutines may call it.
 func submitWithNoops(path, from string, to []string, body []byte, busy time.Duration) error {
-	c, err := helloSMTP("unix", path, time.Minute)
+	c, err := envelopeSMTP("unix", path, time.Minute, from, to)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.Mail(from, nil); err != nil {
-		return fmt.Errorf("MAIL: %w", err)
-	}
-	for _, rcpt := range to {
-		if err := c.Rcpt(rcpt, nil); err != nil {
-			return fmt.Errorf("RCPT: %w", err)
-		}
-	}
 	for end := time.Now().Add(busy); time.Now().Before(end); {
 		time.Sleep(500 * time.Millisecond)
 		if err := c.Noop(); err != nil {

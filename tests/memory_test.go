@@ -109,19 +109,11 @@ func sendInTwo(path, from string, to []string, body []byte, n int, half *sync.Wa
 			half.Done()
 		}
 	}()
-	c, err := helloSMTP("unix", path, 2*time.Minute)
+	c, err := envelopeSMTP("unix", path, 2*time.Minute, from, to)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if err := c.Mail(from, nil); err != nil {
-		return fmt.Errorf("MAIL: %w", err)
-	}
-	for _, rcpt := range to {
-		if err := c.Rcpt(rcpt, nil); err != nil {
-			return fmt.Errorf("RCPT: %w", err)
-		}
-	}
 	w, err := c.Data()
 	if err != nil {
 		return fmt.Errorf("DATA: %w", err)
