@@ -45,6 +45,11 @@ const (
 	// OpCompact rewrites the queue file without its free pages while the
 	// daemon runs (queue.Queue.Compact): `relayq compact` asks for it.
 	OpCompact = "compact"
+	// OpBackup writes a copy of the queue file (queue.Queue.Backup) into
+	// the file whose descriptor comes with the request (CallWithFile):
+	// `relayq backup` creates the file, so it lands wherever the caller
+	// may write, with the caller's owner.
+	OpBackup = "backup"
 )
 
 // Request is what a client asks.
@@ -96,6 +101,8 @@ type Response struct {
 	Lookup *queue.Lookup `json:"lookup,omitempty"`
 	// Compacted answers compact.
 	Compacted *queue.CompactLive `json:"compacted,omitempty"`
+	// Backup answers backup.
+	Backup *queue.BackupResult `json:"backup,omitempty"`
 	// Next, in the answer to a listing, is the After of the next page;
 	// "" when the listing is over. Total is how many messages (dead
 	// letters for dead list) the store holds, filters aside, and
@@ -293,8 +300,18 @@ func (s *Server) handle(c net.Conn, public bool) {
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
 	// The request is read before the peer is judged, so that a refused
 	// client reads its answer instead of failing to send (broken pipe).
+	// On the control socket a request may come with a file (passed.go);
+	// on the public one, the kernel drops any.
+	var in io.Reader = c
+	var file *os.File
+	if !public {
+		in, file = readPassed(c)
+		if file != nil {
+			defer file.Close()
+		}
+	}
 	var req Request
-	decodeErr := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req)
+	decodeErr := json.NewDecoder(io.LimitReader(in, maxRequest)).Decode(&req)
 	p, err := peerOf(c)
 	// On the mailq socket anyone may list the queue as mailq shows it, and
 	// do nothing else.
@@ -306,6 +323,15 @@ func (s *Server) handle(c net.Conn, public bool) {
 	}
 	if decodeErr != nil {
 		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + decodeErr.Error(), Code: CodeBadRequest})
+		return
+	}
+	if req.Op == OpBackup {
+		// A copy takes as long as the disks need; the answer then gets
+		// a minute again.
+		_ = c.SetDeadline(time.Time{})
+		resp := s.backup(file, p.uid)
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		_ = json.NewEncoder(c).Encode(resp)
 		return
 	}
 	_ = json.NewEncoder(c).Encode(s.answer(req, p.uid))
@@ -366,8 +392,41 @@ func (s *Server) compact(uid int) Response {
 	return Response{Compacted: &res}
 }
 
+// backup answers OpBackup, writing into file.
+func (s *Server) backup(file *os.File, uid int) Response {
+	if file == nil {
+		return Response{Error: "backup: no file came with the request", Code: CodeBadRequest}
+	}
+	s.log.Info("control: backup of the queue file asked for", "uid", uid)
+	res, err := s.q.Backup(file)
+	if err != nil {
+		code := CodeInternal
+		switch {
+		case errors.Is(err, queue.ErrFull):
+			code = CodeFull
+		case errors.Is(err, queue.ErrNotRegular):
+			code = CodeBadRequest
+		}
+		s.log.Warn("backup of the queue file failed", "uid", uid, "err", err)
+		return Response{Error: err.Error(), Code: code}
+	}
+	s.log.Info("backed up the queue file", "uid", uid, "size", res.Size, "messages", res.Messages,
+		"dead", res.Dead, "took", res.Took.Round(time.Millisecond))
+	return Response{Backup: &res}
+}
+
 // Call sends req to the daemon listening on path and returns its answer.
 func Call(ctx context.Context, path string, req Request) (*Response, error) {
+	return call(ctx, path, req, nil)
+}
+
+// CallWithFile is Call with f's descriptor passed along with the request
+// (SCM_RIGHTS), for OpBackup.
+func CallWithFile(ctx context.Context, path string, req Request, f *os.File) (*Response, error) {
+	return call(ctx, path, req, f)
+}
+
+func call(ctx context.Context, path string, req Request, f *os.File) (*Response, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if errors.Is(err, fs.ErrPermission) {
@@ -380,7 +439,7 @@ func Call(ctx context.Context, path string, req Request) (*Response, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	if err := json.NewEncoder(c).Encode(req); err != nil {
+	if err := send(c, req, f); err != nil {
 		return nil, fmt.Errorf("control: send: %w", err)
 	}
 	var resp Response

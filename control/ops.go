@@ -21,6 +21,7 @@ const (
 	CodeDamaged    = "damaged"     // the record does not decode: only delete or expire work
 	CodeInternal   = "internal"    // the store failed
 	CodeConfig     = "config"      // reload: the new configuration was refused; the old one stays
+	CodeFull       = "full"        // backup: no room for the copy where it goes
 )
 
 // Result is what an operation did to one ID. Error is empty when it was

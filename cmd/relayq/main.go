@@ -35,6 +35,7 @@ var commands = map[string]command{
 	"status":         {runStatus, "the queue at a glance; exits 1 when a [health] limit is exceeded"},
 	"verify":         {runVerify, "connect to the relay as delivery would and report (verify [--json] [--from A --to B])"},
 	"mailq":          {runMailq, "the queue in Postfix's mailq format, for any user (also: mailq, sendmail -bp) [--json]"},
+	"backup":         {runBackup, "write a checked copy of the queue file (backup PATH; the daemon running or not)"},
 	"compact":        {runCompact, "rewrite the queue file without its free space (the daemon running or not)"},
 	"rewrite":        {runRewrite, "show the envelope and header a message would be sent with (rewrite --dry-run -f SENDER RCPT... < message)"},
 	"newaliases":     {runNewaliases, "check the [aliases] and aliases_file, errors by line (also: newaliases, sendmail -bi)"},

@@ -13,8 +13,9 @@ import (
 	"relayq/queue"
 )
 
-// Offline maintenance: `relayq queue check` and `relayq compact` are the
-// only commands besides serve that open the database file. They take
+// Offline maintenance: `relayq queue check` and `relayq compact` (and
+// `relayq backup`, backup.go) are the only commands besides serve that
+// open the database file. They take
 // bbolt's file lock, waiting at most maintenanceLockTimeout for it, so
 // they refuse while the daemon runs, and the daemon cannot start while
 // they do. `relayq compact` first asks a running daemon to compact the

@@ -20,7 +20,7 @@ import (
 // `relayq help --completion bash`. packaging/build-deb.sh runs them.
 
 // commandOrder is the order of `relayq --help` and of relayq(8).
-var commandOrder = []string{"serve", "reload", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "compact", "rewrite", "newaliases", "import-postfix"}
+var commandOrder = []string{"serve", "reload", "sendmail", "queue", "dead", "flush", "status", "verify", "mailq", "backup", "compact", "rewrite", "newaliases", "import-postfix"}
 
 // runHelpGenerated answers `relayq help --man SECTION` and `relayq help
 // --completion bash`; ok is false for any other `relayq help` arguments.
