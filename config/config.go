@@ -306,7 +306,7 @@ func defaults() *Config {
 			MaxLifetime:     Duration{120 * time.Hour},
 		},
 		Log:     LogConfig{Level: "info", Format: "text", Output: "stderr", SyslogFacility: "mail"},
-		Notify:  NotifyConfig{Bounce: BounceNone},
+		Notify:  NotifyConfig{Bounce: BounceNone, MaxPerHour: DefaultNoticesPerHour},
 		Rewrite: RewriteConfig{SenderPolicy: SenderPolicy{EnvelopeFromWhen: "local", FromHeaderWhen: "local"}},
 		API:     defaultAPI(), // api.go
 	}

@@ -15,7 +15,11 @@ type NotifyConfig struct {
 	Bounce            string   `toml:"bounce"`              // "none" (default), "sender" or "postmaster"
 	PostmasterAddress string   `toml:"postmaster_address"`  // where notices go with bounce = "postmaster"; default ""
 	DelayWarningAfter Duration `toml:"delay_warning_after"` // one "still trying" notice after this long; "0s" (default) = none
+	MaxPerHour        int      `toml:"max_per_hour"`        // notices to one address in an hour, the rest withheld; default 100, 0 = no cap
 }
+
+// DefaultNoticesPerHour is notify.max_per_hour's default.
+const DefaultNoticesPerHour = 100
 
 // Values of notify.bounce.
 const (
@@ -47,6 +51,9 @@ func validateNotify(c *checker, cfg *Config) {
 		c.add("notify.delay_warning_after", "needs notify.bounce = \"sender\" or \"postmaster\" (notices are off)")
 	case d > 0 && d >= cfg.Retry.MaxLifetime.Duration:
 		c.add("notify.delay_warning_after", "%s is not shorter than retry.max_lifetime (%s): the warning would never be sent", n.DelayWarningAfter, cfg.Retry.MaxLifetime)
+	}
+	if n.MaxPerHour < 0 {
+		c.add("notify.max_per_hour", "%d must not be negative (0 sends every notice)", n.MaxPerHour)
 	}
 	if cfg.Control.AdminGroup != "" {
 		cfg.UserDB = cfg.UserDB || groupName(cfg.Control.AdminGroup)

@@ -56,6 +56,9 @@ type NoticeOptions struct {
 	// Relay names the relay ("smtp://mail.example.com:587"); its host is
 	// the Remote-MTA of relay replies.
 	Relay string
+	// MaxPerHour caps the notices to one address in an hour (see
+	// noticeLimit); 0 sends every one.
+	MaxPerHour int
 	// SweepInterval is how often Run looks for failure notices owed that
 	// no attempt sent; default 1m.
 	SweepInterval time.Duration
@@ -68,6 +71,7 @@ type Notifier struct {
 	opts  NoticeOptions
 	relay string
 	log   *slog.Logger
+	limit *noticeLimit
 }
 
 // NewNotifier returns a Notifier; call Run to start its sweep, and pass it
@@ -82,7 +86,7 @@ func NewNotifier(opts NoticeOptions) *Notifier {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	n := &Notifier{opts: opts, log: opts.Logger}
+	n := &Notifier{opts: opts, log: opts.Logger, limit: newNoticeLimit(opts.MaxPerHour)}
 	if u, err := url.Parse(opts.Relay); err == nil {
 		n.relay = u.Hostname()
 	}
@@ -213,8 +217,13 @@ func (n *Notifier) report(kind queue.NoticeKind, id, from string, arrival time.T
 	}
 }
 
-// put reads the original headers, builds the notice and queues it.
+// put reads the original headers, builds the notice and queues it; or,
+// past MaxPerHour for its recipient, records it as withheld.
 func (n *Notifier) put(ctx context.Context, rep *report) {
+	if ok, first, withheld := n.limit.take(rep.to, n.opts.Now()); !ok {
+		n.withhold(rep, first, withheld)
+		return
+	}
 	headers, err := readHeaders(n.opts.Queue.Body(rep.id))
 	if err != nil {
 		n.log.Warn("notices: cannot read the message's headers; sending the notice without them", "id", rep.id, "err", err)
@@ -241,6 +250,27 @@ func (n *Notifier) put(ctx context.Context, rep *report) {
 		addrs = append(addrs, r.Address)
 	}
 	n.log.Info("notice queued", "id", rep.id, "kind", rep.kind, "notice", id, "to", rep.to, "rcpts", addrs)
+}
+
+// withhold records that rep is not sent. The first notice withheld in
+// its recipient's window is logged at WARN, the rest at DEBUG.
+func (n *Notifier) withhold(rep *report, first bool, withheld int) {
+	err := n.opts.Queue.WithholdNotice(rep.id, rep.kind)
+	switch {
+	case errors.Is(err, queue.ErrNoticeSent), errors.Is(err, queue.ErrNotFound):
+		return
+	case err != nil:
+		n.log.Error("notices: cannot record a withheld notice; will try again", "id", rep.id, "kind", rep.kind, "err", err)
+		return
+	}
+	level := slog.LevelDebug
+	msg := "notice withheld: notify.max_per_hour reached for its recipient"
+	if first {
+		level = slog.LevelWarn
+		msg += "; further notices to it are withheld until the hour is over, logged at DEBUG (relayq dead list shows the dead letters)"
+	}
+	n.log.Log(context.Background(), level, msg, "id", rep.id, "kind", rep.kind, "to", rep.to,
+		"max_per_hour", n.opts.MaxPerHour, "withheld", withheld)
 }
 
 func isASCII(b []byte) bool {

@@ -112,24 +112,7 @@ func (q *Queue) PutNotice(ctx context.Context, about string, kind NoticeKind, en
 	env.Submitter.Via = ViaNotice
 	m := newMessage(q.ids.next(now), env, body, now)
 	err := q.commit.commit(func(tx *bolt.Tx) error {
-		rec, err := getNotices(tx, about)
-		if err != nil {
-			return err
-		}
-		if id := rec.Sent(kind); id != "" {
-			return fmt.Errorf("%w (as %s)", ErrNoticeSent, id)
-		}
-		if kind == NoticeDelayed {
-			if err := stillPending(tx, about); err != nil {
-				return err
-			}
-		}
-		rec.set(kind, m.ID, now)
-		v, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketNotices).Put([]byte(about), v); err != nil {
+		if err := recordNotice(tx, about, kind, m.ID, now); err != nil {
 			return err
 		}
 		if err := putBody(tx, m.ID, body); err != nil {
@@ -145,6 +128,48 @@ func (q *Queue) PutNotice(ctx context.Context, about string, kind NoticeKind, en
 	}
 	q.notify()
 	return m.ID, nil
+}
+
+// NoticeWithheld stands in a NoticeRecord for the queue ID of a notice
+// that delivery decided not to send ([notify] max_per_hour): that notice
+// is settled, and neither the sweep nor a restart sends it.
+const NoticeWithheld = "withheld"
+
+// WithholdNotice records that no notice of kind will be sent about message
+// about, as PutNotice records one it queued: ErrNoticeSent when one was
+// queued or withheld already; for a delay notice, ErrNotFound when about
+// has nothing pending any more.
+func (q *Queue) WithholdNotice(about string, kind NoticeKind) error {
+	err := q.commit.commit(func(tx *bolt.Tx) error {
+		return recordNotice(tx, about, kind, NoticeWithheld, q.opts.Now())
+	})
+	if err != nil {
+		return fmt.Errorf("queue: withhold %s notice about %s: %w", kind, about, err)
+	}
+	return nil
+}
+
+// recordNotice sets the notice of kind about message about to id in its
+// NoticeRecord, unless one is set already (ErrNoticeSent).
+func recordNotice(tx *bolt.Tx, about string, kind NoticeKind, id string, now time.Time) error {
+	rec, err := getNotices(tx, about)
+	if err != nil {
+		return err
+	}
+	if sent := rec.Sent(kind); sent != "" {
+		return fmt.Errorf("%w (as %s)", ErrNoticeSent, sent)
+	}
+	if kind == NoticeDelayed {
+		if err := stillPending(tx, about); err != nil {
+			return err
+		}
+	}
+	rec.set(kind, id, now)
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketNotices).Put([]byte(about), v)
 }
 
 // newMessage is the record of a message that enters the queue now.

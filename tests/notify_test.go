@@ -174,3 +174,55 @@ func TestDelayWarning(t *testing.T) {
 		t.Errorf("recipient fields %v", r)
 	}
 }
+
+// TestBounceStormIsCapped (catalogue B6): a script mails 8 bad addresses
+// from one sender, and the relay refuses each with 550. With [notify]
+// max_per_hour = 3, the sender gets 3 notices; the other 5 are withheld
+// (one WARN in the log says so) while the 8 dead letters stay. A notice
+// that the relay refuses in turn (its recipient is bad too) is
+// dead-lettered without a notice about it: no storm of notices about
+// notices.
+func TestBounceStormIsCapped(t *testing.T) {
+	refused := map[string][]smtptest.Step{}
+	refuse := func(addr string) {
+		refused[addr] = smtptest.Times(1000, smtptest.Reply(550, "5.1.1 <"+addr+">: Recipient address rejected: User unknown"))
+	}
+	var bad []string
+	for i := range 8 {
+		addr := "gone" + string(rune('a'+i)) + "@example.net"
+		bad = append(bad, addr)
+		refuse(addr)
+	}
+	refuse("nobody@example.net")
+	relay := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{Rcpt: refused}})
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("notify", "bounce", `"sender"`)
+		s.set("notify", "max_per_hour", "3")
+	})
+	from := "script@example.org"
+	for i, addr := range bad {
+		id := d.submit(t, from, []string{addr}, newMessage(i, from, []string{addr}, 3))
+		waitDead(t, d, id)
+	}
+	// Its notice goes to nobody@, which the relay refuses too.
+	id := d.submit(t, "nobody@example.net", []string{bad[0]}, newMessage(100, "nobody@example.net", []string{bad[0]}, 3))
+	waitDead(t, d, id)
+	d.waitQueueEmpty(t, 30*time.Second)
+	toSender := 0
+	for _, b := range bounces(relay) {
+		if len(b.To) == 1 && b.To[0] == from {
+			toSender++
+		}
+	}
+	if toSender != 3 {
+		t.Errorf("the sender of 8 failed messages got %d notices, want 3", toSender)
+	}
+	// 8 + the message from nobody@ + its notice, refused, dead-lettered
+	// without a notice of its own.
+	if dead := d.deadList(t); len(dead) != 10 {
+		t.Errorf("%d dead letters, want 10", len(dead))
+	}
+	if n := strings.Count(d.log.String(), "notice withheld"); n != 1 {
+		t.Errorf("%d log lines about withheld notices at the default level, want 1:\n%s", n, d.log.String())
+	}
+}

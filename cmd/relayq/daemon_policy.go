@@ -108,6 +108,7 @@ func (d *daemon) startNotifier(ctx context.Context) (*delivery.Notifier, <-chan 
 		To:          delivery.NoticeTarget(n.Bounce),
 		Postmaster:  n.PostmasterAddress,
 		DelayAfter:  n.DelayWarningAfter.Duration,
+		MaxPerHour:  n.MaxPerHour,
 		MaxLifetime: d.cfg.Retry.MaxLifetime.Duration,
 		Hostname:    d.cfg.Submission.Hostname,
 		Relay:       noticeRelay(d.relaySet), // routing.go
