@@ -34,6 +34,7 @@ func init() {
 	}
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	profilingSignals = true // serve.go
 	go func() {
 		var cpu *os.File
 		for s := range sig {

@@ -36,6 +36,8 @@ func runServe(args []string, env cmdEnv) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	stray := catchStraySignals()
+	defer signal.Stop(stray)
 	cfg, source, code := loadConfigSource(*cfgPath, env)
 	if code != exitOK {
 		return code
@@ -49,6 +51,7 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	defer closeLog()
 	log := newLevelLogger(cfg.Log, level, out)
+	go logStraySignals(stray, log)
 	log.Info("relayq starting", "config", source, "settings", cfg)
 	warnLooseSecrets(cfg, source, log)
 
@@ -93,6 +96,35 @@ func runServe(args []string, env cmdEnv) int {
 	}
 	log.Info("relayq stopped")
 	return exitOK
+}
+
+// straySignals mean nothing to relayq serve, yet each would end it at once
+// (Go's default for a signal nobody asked for), as a crash would: a
+// `kill -USR1` meant for another daemon, or a logrotate script written
+// for one that reopens its log on SIGUSR1. They are logged and ignored.
+// The -tags pprof build takes USR1 and USR2 for itself (pprof.go).
+var straySignals = []os.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM}
+
+// profilingSignals is set by pprof.go when it has taken USR1 and USR2.
+var profilingSignals bool
+
+func catchStraySignals() chan os.Signal {
+	stray := make(chan os.Signal, 8)
+	for _, sig := range straySignals {
+		if profilingSignals && sig != syscall.SIGALRM {
+			continue
+		}
+		signal.Notify(stray, sig)
+	}
+	return stray
+}
+
+// logStraySignals logs each stray signal until stray is no longer
+// written to (the process ends).
+func logStraySignals(stray <-chan os.Signal, log *slog.Logger) {
+	for sig := range stray {
+		log.Warn("signal ignored: relayq serve reloads on SIGHUP and stops on SIGTERM or SIGINT", "signal", sig.String())
+	}
 }
 
 // maildropHint says how many messages wait in the maildrop at dir when
