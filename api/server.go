@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"relayq/conncap"
 	"relayq/queue"
 	"relayq/spool"
 )
@@ -201,7 +202,7 @@ func (s *Server) Start() error {
 		ls, tcps = append(ls, l), append(tcps, true)
 	}
 	for i, l := range ls {
-		s.serve(newCapListener(l, s.opts.MaxConnections, s.opts.MaxConnectionsPerCaller, !tcps[i]), tcps[i])
+		s.serve(conncap.New(l, s.opts.MaxConnections, s.opts.MaxConnectionsPerCaller, replyBusy), tcps[i])
 	}
 	return nil
 }
@@ -216,6 +217,12 @@ func (s *Server) Addr() string {
 	return ""
 }
 
+// replyBusy answers a connection over a cap (conncap): it is closed at
+// once, as intake answers 421 (spool caps.go), instead of waiting where it
+// would hold up the accept loop.
+const replyBusy = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 84\r\n\r\n" +
+	`{"error": {"code": "too_many_connections", "message": "too many connections, retry"}}`
+
 func (s *Server) serve(l net.Listener, tcp bool) {
 	srv := &http.Server{
 		Handler:           s.handler(tcp),
@@ -227,8 +234,8 @@ func (s *Server) serve(l net.Listener, tcp bool) {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cl := caller{tcp: tcp, uid: -1, addr: c.RemoteAddr().String()}
-			if cc, ok := c.(*capConn); ok && !tcp {
-				cl.uid = cc.uid
+			if cc, ok := c.(*conncap.Conn); ok && !tcp {
+				cl.uid = cc.UID
 			}
 			return context.WithValue(ctx, viaKey{}, cl)
 		},

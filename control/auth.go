@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"relayq/conncap"
 )
 
 // Who may use the control socket. The socket's mode keeps other users from
@@ -36,6 +38,9 @@ type peer struct {
 }
 
 func peerOf(c net.Conn) (peer, error) {
+	if cc, ok := c.(*conncap.Conn); ok {
+		c = cc.Conn
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return peer{uid: -1, gid: -1}, errors.New("not a unix socket")

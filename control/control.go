@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"relayq/acceptretry"
+	"relayq/conncap"
 	"relayq/queue"
 )
 
@@ -220,7 +221,7 @@ func listen(opts Options, allow func(peer) bool) (*Server, error) {
 			ln.Close()
 			return nil, err
 		}
-		s.mailqLn = acceptretry.Wrap(mailqLn, opts.Logger)
+		s.mailqLn = conncap.New(acceptretry.Wrap(mailqLn, opts.Logger), mailqMaxConns, mailqMaxConnsPerUser, replyBusy)
 		s.wg.Add(1)
 		go s.serve(s.mailqLn, true)
 	}
@@ -295,9 +296,27 @@ func (s *Server) serve(ln net.Listener, public bool) {
 // maxRequest bounds what a client may send; requests are a few bytes.
 const maxRequest = 64 << 10
 
+// The mailq socket is open to every local user, so its connections are
+// capped (conncap), in all and per uid, and each gets publicTimeout for
+// its request and answer (a page of the listing takes milliseconds): no
+// user can hold the daemon's descriptors or goroutines with connections
+// that send nothing.
+const (
+	mailqMaxConns        = 64
+	mailqMaxConnsPerUser = 8
+	publicTimeout        = 10 * time.Second
+)
+
+// replyBusy answers a connection over the mailq socket's caps.
+const replyBusy = `{"error":"too many connections to the mailq socket, try again","code":"` + CodeBusy + `"}` + "\n"
+
 func (s *Server) handle(c net.Conn, public bool) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Minute))
+	timeout := time.Minute
+	if public {
+		timeout = publicTimeout
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	// The request is read before the peer is judged, so that a refused
 	// client reads its answer instead of failing to send (broken pipe).
 	// On the control socket a request may come with a file (passed.go);
@@ -439,13 +458,16 @@ func call(ctx context.Context, path string, req Request, f *os.File) (*Response,
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	if err := send(c, req, f); err != nil {
-		return nil, fmt.Errorf("control: send: %w", err)
-	}
+	sendErr := send(c, req, f)
 	var resp Response
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		if sendErr != nil {
+			return nil, fmt.Errorf("control: send: %w", sendErr)
+		}
 		return nil, fmt.Errorf("control: read answer: %w", err)
 	}
+	// A refusal may come before the request is read (conncap), and the
+	// request's write then fails: the answer says why.
 	if resp.Error != "" {
 		return &resp, fmt.Errorf("control: %s", resp.Error)
 	}

@@ -22,6 +22,7 @@ const (
 	CodeInternal   = "internal"    // the store failed
 	CodeConfig     = "config"      // reload: the new configuration was refused; the old one stays
 	CodeFull       = "full"        // backup: no room for the copy where it goes
+	CodeBusy       = "busy"        // too many connections to the mailq socket; try again
 )
 
 // Result is what an operation did to one ID. Error is empty when it was

@@ -1,4 +1,4 @@
-package api
+package conncap
 
 import (
 	"net"
@@ -6,14 +6,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// peerUID is the uid of the process at the other end of a Unix socket
+// PeerUID is the uid of the process at the other end of a Unix socket
 // (SO_PEERCRED), or -1.
-func peerUID(c net.Conn) int {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return -1
-	}
-	raw, err := uc.SyscallConn()
+func PeerUID(c *net.UnixConn) int {
+	raw, err := c.SyscallConn()
 	if err != nil {
 		return -1
 	}
