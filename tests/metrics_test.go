@@ -2,8 +2,11 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -186,4 +189,50 @@ func get(t *testing.T, url string) (int, string) {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// TestMetricsListenerHoldsFewConnections: the metrics listener is open to
+// every local user. 300 connections that send nothing cost the daemon at
+// most its cap of descriptors (the rest are answered 503 and closed at
+// once); once they are gone, a scrape works.
+func TestMetricsListenerHoldsFewConnections(t *testing.T) {
+	d := startDaemon(t, nil, func(s settings) { s.set("metrics", "listen", `"127.0.0.1:0"`) })
+	addr := metricsAddr(t, d)
+	pid := d.running().cmd.Process.Pid
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	var conns []net.Conn
+	for range 300 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond) // the refused ones answered and closed
+	if held := fds() - before; held > 40 {
+		t.Errorf("300 idle connections to the metrics listener hold %d of the daemon's descriptors", held)
+	}
+	busy := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		b, _ := io.ReadAll(c)
+		if strings.HasPrefix(string(b), "HTTP/1.1 503") {
+			busy++
+		}
+		c.Close()
+	}
+	if busy < 250 {
+		t.Errorf("%d of 300 idle connections were answered 503", busy)
+	}
+	waitFor(t, 10*time.Second, "a scrape after the connections closed", func() bool {
+		code, _ := get(t, "http://"+addr+"/metrics")
+		return code == http.StatusOK
+	})
 }

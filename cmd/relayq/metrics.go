@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"relayq/conncap"
 	"relayq/delivery"
 	"relayq/metrics"
 	"relayq/spool"
@@ -36,6 +37,15 @@ type promMetrics struct {
 	srv      *http.Server
 	addr     net.Addr
 }
+
+// The metrics listener's caps: scrapers are few and make a request at a
+// time.
+const (
+	metricsMaxConns          = 32
+	metricsMaxConnsPerCaller = 8
+	metricsIdleTimeout       = 30 * time.Second
+	metricsBusy              = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 21\r\n\r\ntoo many connections\n"
+)
 
 // newMetrics makes the packages' counters and the registry that serves
 // them.
@@ -76,8 +86,12 @@ func (d *daemon) startMetrics() (func(), error) {
 	mux.Handle("/metrics", m.reg.Handler(slog.NewLogLogger(d.log.Handler(), slog.LevelWarn), metricsTimeout))
 	h := &health{d: d}
 	mux.HandleFunc("/healthz", h.serve)
+	// Any local user may connect: connections are capped (conncap) and
+	// an idle keep-alive connection is closed, so that none can hold the
+	// daemon's descriptors.
+	ln = conncap.New(ln, metricsMaxConns, metricsMaxConnsPerCaller, metricsBusy)
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: metricsTimeout + 5*time.Second,
-		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
+		IdleTimeout: metricsIdleTimeout, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 	m.addr = ln.Addr()
 	go func() {
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
