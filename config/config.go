@@ -438,7 +438,13 @@ func (l loader) find(flagPath, systemPath string) (*Config, string, error) {
 }
 
 func (l loader) load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	var data []byte
+	var err error
+	if l.reload {
+		data, err = readSettled(path, reloadSettle, reloadSettleMax)
+	} else {
+		data, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -446,6 +452,56 @@ func (l loader) load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %s is empty (read while it was being written? write the new file beside it and rename it into place)", path)
 	}
 	return l.parse(data, path)
+}
+
+// A reload reads the file only once it has gone reloadSettle without a
+// change: a config tool or an editor that truncates the file and writes
+// it again, caught between its writes by a SIGHUP (or by systemctl
+// reload right after the edit), would otherwise hand the daemon a prefix
+// of the new file, and a prefix that ends at a line break parses, with
+// defaults for every key it lacks. A file that keeps changing for
+// reloadSettleMax is refused.
+const (
+	reloadSettle    = 300 * time.Millisecond
+	reloadSettleMax = 5 * time.Second
+)
+
+// readSettled reads path once it has not changed for settle (its size,
+// modification time and inode the same over that long, or its
+// modification time that long ago), and not during the read.
+func readSettled(path string, settle, max time.Duration) ([]byte, error) {
+	deadline := time.Now().Add(max)
+	for {
+		before, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		if time.Since(before.ModTime()) < settle {
+			time.Sleep(settle)
+			if now, err := os.Stat(path); err != nil || !sameVersion(before, now) {
+				if time.Now().After(deadline) {
+					return nil, fmt.Errorf("%s is still being written (it changed within the last %s, again and again for %s); not reloaded", path, settle, max)
+				}
+				continue
+			}
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if after, err := os.Stat(path); err == nil && sameVersion(before, after) {
+			return data, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s changed while it was read, again and again for %s; not reloaded", path, max)
+		}
+	}
+}
+
+// sameVersion reports whether two looks at a file saw the same content
+// as far as its metadata says.
+func sameVersion(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // parse is the one place a config is decoded: defaults, then the file, then

@@ -252,6 +252,58 @@ func TestFindAgainRefusesAHalfWrittenFile(t *testing.T) {
 	}
 }
 
+// TestReloadWaitsForAFileBeingWritten: an editor truncates the file and
+// writes it again, and a reload comes in between, when the file holds a
+// prefix that ends at a line break and parses (no [log] yet: defaults).
+// The reload waits until the file has settled and takes the whole new
+// file.
+func TestReloadWaitsForAFileBeingWritten(t *testing.T) {
+	dir := t.TempDir()
+	system := filepath.Join(dir, "system.toml")
+	whole := "[submission]\nmax_recipients = 7\n[log]\nlevel = \"warn\"\n"
+	writeFile(t, dir, "system.toml", "[submission]\nmax_recipients = 7\n") // the first write of two
+	l := testLoader(t)
+	l.reload = true
+	type result struct {
+		cfg *Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cfg, _, err := l.findAgain("", system, system)
+		done <- result{cfg, err}
+	}()
+	time.Sleep(reloadSettle / 3)
+	writeFile(t, dir, "system.toml", whole) // the second write
+	r := <-done
+	if r.err != nil || r.cfg.Log.Level != "warn" || r.cfg.Submission.MaxRecipients != 7 {
+		t.Fatalf("reload during the edit: %+v, %v; want the whole new file (log level warn)", r.cfg, r.err)
+	}
+}
+
+// TestReadSettledRefusesAFileThatKeepsChanging: a file rewritten without
+// a pause for longer than the wait allowed is refused, not read half-way.
+func TestReadSettledRefusesAFileThatKeepsChanging(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			os.WriteFile(path, []byte(strings.Repeat("# x\n", i%50+1)), 0o644)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if data, err := readSettled(path, 100*time.Millisecond, 300*time.Millisecond); err == nil {
+		t.Fatalf("read %d bytes of a file rewritten every 5 ms", len(data))
+	}
+}
+
 // TestStateDir: where the queue and sockets go when state_dir is empty. A
 // user's daemon uses /var/lib/relayq only when it may write there (else
 // `relayq serve` as an ordinary user failed with "permission denied"
