@@ -406,9 +406,7 @@ func (s *Server) compact(uid int) Response {
 		}
 		return Response{Error: err.Error(), Code: code}
 	}
-	s.log.Info("compacted the queue file", "size_before", res.SizeBefore, "size_after", res.SizeAfter,
-		"took", res.Took.Round(time.Millisecond), "swap", res.Swap.Round(time.Microsecond))
-	return Response{Compacted: &res}
+	return Response{Compacted: &res} // the queue logged it
 }
 
 // backup answers OpBackup, writing into file.

@@ -133,7 +133,10 @@ func (q *Queue) compact(heldMax int64) (res CompactLive, err error) {
 		res.Took = time.Since(start)
 		if err != nil {
 			err = fmt.Errorf("queue: compact %s while running: %w", q.db.Path(), err)
+			return
 		}
+		q.log.Info("compacted the queue file", "size_before", res.SizeBefore, "size_after", res.SizeAfter,
+			"took", res.Took.Round(time.Millisecond), "swap", res.Swap.Round(time.Microsecond))
 	}()
 	if err := q.pages.damaged(); err != nil {
 		return res, err
@@ -519,7 +522,7 @@ func (q *Queue) compactLoop(stop <-chan struct{}) {
 		if !failedAt.IsZero() && time.Since(failedAt) < compactBackoff || !q.compactDue(q.opts.CompactFree) || !q.quiet(stop) {
 			continue
 		}
-		res, err := q.compact(compactLockedMax)
+		_, err := q.compact(compactLockedMax)
 		switch {
 		case errors.Is(err, errCopyStale) || errors.Is(err, errSwapBusy):
 			q.log.Info("the queue was too busy to compact its file; trying again later", "err", err)
@@ -527,9 +530,7 @@ func (q *Queue) compactLoop(stop <-chan struct{}) {
 			failedAt = time.Now()
 			q.log.Warn("cannot compact the queue file while running; trying again in an hour", "err", err)
 		default:
-			failedAt = time.Time{}
-			q.log.Info("compacted the queue file", "size_before", res.SizeBefore, "size_after", res.SizeAfter,
-				"took", res.Took.Round(time.Millisecond), "swap", res.Swap.Round(time.Microsecond))
+			failedAt = time.Time{} // compact logged it
 		}
 	}
 }
