@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,5 +173,52 @@ func TestBackupCommand(t *testing.T) {
 	}
 	if res := d.relayq("status"); res.code != 0 {
 		t.Errorf("relayq status after the failed backup: %v", res)
+	}
+}
+
+// TestKill9DuringBackup: relayq is killed with SIGKILL while `relayq
+// backup` runs, at a random moment. Either the backup completed (exit 0,
+// a sound copy at PATH) or it failed (non-zero, nothing at PATH); no
+// temporary file is left, the queue file passes its check after the
+// restart, and every message is still queued.
+func TestKill9DuringBackup(t *testing.T) {
+	d := startDaemon(t, nil)
+	from, to := "backup@example.org", []string{"rcpt@example.net"}
+	const n = 400
+	for seq := range n {
+		d.submit(t, from, to, newMessage(seq, from, to, 600))
+	}
+	dir := t.TempDir()
+	for round := range 4 {
+		dst := filepath.Join(dir, fmt.Sprintf("b%d", round))
+		done := make(chan cmdResult, 1)
+		go func() { done <- d.relayq("backup", dst) }()
+		time.Sleep(time.Duration(round*7) * time.Millisecond)
+		d.kill()
+		res := <-done
+		_, statErr := os.Stat(dst)
+		switch {
+		case res.code == 0:
+			if problems, err := queue.CheckFile(dst, time.Second); err != nil || len(problems) > 0 {
+				t.Errorf("round %d: backup reported written, check: %v %v", round, err, problems)
+			}
+		case statErr == nil:
+			t.Errorf("round %d: backup failed (%v) but %s exists", round, res, dst)
+		}
+		t.Logf("round %d: relayq backup: exit %d %s", round, res.code, strings.TrimSpace(res.stdout+res.stderr))
+		if left, _ := filepath.Glob(dst + ".relayq-backup-*"); len(left) > 0 {
+			t.Errorf("round %d: temporary files left: %v", round, left)
+		}
+		d.start()
+	}
+	if code := d.stop(); code != 0 {
+		t.Fatalf("relayq serve exited %d", code)
+	}
+	if res := d.relayq("queue", "check"); res.code != 0 {
+		t.Errorf("queue check: %v", res)
+	}
+	d.start()
+	if got := len(d.queueList(t)); got != n {
+		t.Errorf("%d messages queued after the kills, want %d", got, n)
 	}
 }
