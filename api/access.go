@@ -53,7 +53,9 @@ func readUnder(root, rel string, uid int, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer r.Close()
-	f, err := r.Open(rel)
+	// O_NONBLOCK: a FIFO would otherwise hold the open until a writer
+	// came; it is refused below, as is anything not a regular file.
+	f, err := r.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) {
 			err = fmt.Errorf("%w: %v", errOutside, err) // escapes (a link out, "..")

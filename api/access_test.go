@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -23,6 +24,9 @@ func fileEnv(t *testing.T, access Access) (*env, string, string) {
 	os.Symlink(outside, filepath.Join(root, "link.txt"))
 	os.Symlink("..", filepath.Join(root, "up"))
 	os.WriteFile(filepath.Join(root, "big.bin"), make([]byte, 2048), 0o644)
+	if err := syscall.Mkfifo(filepath.Join(root, "fifo"), 0o666); err != nil {
+		t.Fatal(err)
+	}
 	e := newEnv(t, envOptions{api: Options{SocketAccess: access, FileRoots: []string{root}, MaxAttachmentSize: 1024}})
 	return e, root, outside
 }
@@ -59,6 +63,7 @@ func TestFileAccessRefusals(t *testing.T) {
 		{"outside every root", outside, "file_refused", "attachments[0].path", 400},
 		{"relative path", "report.txt", "file_refused", "attachments[0].path", 400},
 		{"directory", root, "file_refused", "attachments[0].path", 400},
+		{"FIFO with no writer (the open must not wait for one)", filepath.Join(root, "fifo"), "file_refused", "attachments[0].path", 400},
 		{"missing", filepath.Join(root, "nope"), "file_refused", "attachments[0].path", 400},
 		{"too large", filepath.Join(root, "big.bin"), "attachment_too_large", "attachments[0]", 413},
 	} {
