@@ -64,6 +64,14 @@ func (w tWriter) Write(p []byte) (int, error) {
 // down when the test ends.
 func startServer(t testing.TB, opts Options) *Server {
 	t.Helper()
+	return startServerWith(t, opts, nil)
+}
+
+// startServerWith is startServer, with setup (if not nil) called on the
+// Server before it listens: to replace how it looks up the owner of a TCP
+// client's socket (tcpOwnedBy, tcpOwnerUnknown).
+func startServerWith(t testing.TB, opts Options, setup func(*Server)) *Server {
+	t.Helper()
 	if opts.Queue == nil {
 		opts.Queue = openQueue(t, queue.Options{})
 	}
@@ -80,14 +88,23 @@ func startServer(t testing.TB, opts Options) *Server {
 	if opts.Hostname == "" {
 		opts.Hostname = "relayq.test"
 	}
-	return runServer(t, opts)
+	return runServerWith(t, opts, setup)
 }
 
 // runServer starts a Server with opts as they are and shuts it down when
 // the test ends.
 func runServer(t testing.TB, opts Options) *Server {
 	t.Helper()
+	return runServerWith(t, opts, nil)
+}
+
+// runServerWith is runServer with setup as in startServerWith.
+func runServerWith(t testing.TB, opts Options, setup func(*Server)) *Server {
+	t.Helper()
 	s := NewServer(opts)
+	if setup != nil {
+		setup(s)
+	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -290,3 +307,31 @@ func captureLog(t testing.TB) (*slog.Logger, func() string) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// tcpOwnedBy has every TCP client of the Server counted as uid's: another
+// local user than the test's, whatever uid the test runs as.
+func tcpOwnedBy(uid int) func(*Server) {
+	return func(s *Server) {
+		s.tcpOwner = func(net.Addr, net.Addr) (int, error) { return uid, nil }
+	}
+}
+
+// tcpOwnerUnknown has the Server's lookups of TCP clients' owners fail
+// with err, as when a sandbox refuses netlink.
+func tcpOwnerUnknown(err error) func(*Server) {
+	return func(s *Server) {
+		s.tcpOwner = func(net.Addr, net.Addr) (int, error) { return -1, err }
+	}
+}
+
+// tcpAddr is the Server's first TCP listener's address.
+func tcpAddr(t testing.TB, s *Server) *net.TCPAddr {
+	t.Helper()
+	for _, a := range s.Addrs() {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			return ta
+		}
+	}
+	t.Fatal("server has no TCP listener")
+	return nil
+}
