@@ -335,3 +335,46 @@ func tcpAddr(t testing.TB, s *Server) *net.TCPAddr {
 	t.Fatal("server has no TCP listener")
 	return nil
 }
+
+// nobodyUID is the other local user of the tests: the owner of sockets
+// they make as another user (dialAs, with root), or that a replaced
+// lookup reports (tcpOwnedBy).
+const nobodyUID = 65534
+
+// dialFrom connects to the TCP listener at to, from the address from (nil:
+// any), with a socket that uid owns (-1: this process; another uid needs
+// root and Linux, see dialAs).
+func dialFrom(t testing.TB, uid int, from, to *net.TCPAddr) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if uid >= 0 {
+		c = dialAs(t, uid, from, to)
+	} else {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		if from != nil {
+			d.LocalAddr = from
+		}
+		var err error
+		if c, err = d.Dial("tcp", to.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// accepted returns the server's end of client's connection to l.
+func accepted(t testing.TB, l net.Listener, client net.Conn) net.Conn {
+	t.Helper()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if c.RemoteAddr().String() == client.LocalAddr().String() {
+			return c
+		}
+	}
+}

@@ -7,13 +7,9 @@ import (
 	"os"
 	"runtime"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// nobodyUID owns the sockets the tests make as another user (with root).
-const nobodyUID = 65534
 
 // TestTCPOwner: the owner of a TCP client's socket, looked up by the
 // server's end of the connection, is the uid that made it: this process's
@@ -137,23 +133,17 @@ func BenchmarkTCPOwner(b *testing.B) {
 	}
 }
 
-// dialFrom connects to the listener at to, from the address from (nil:
-// any), with a socket that uid owns (-1: this process). The owner the
-// kernel records is the filesystem uid of the thread that makes the
-// socket, so the socket is made on a thread whose fsuid is set to uid
-// for that moment: this needs root.
-func dialFrom(t testing.TB, uid int, from, to *net.TCPAddr) net.Conn {
+// dialAs connects to to, from the address from (nil: any), with a socket
+// that uid owns. The owner the kernel records is the filesystem uid of the
+// thread that makes the socket, so the socket is made on a thread whose
+// fsuid is set to uid for that moment: this needs root.
+func dialAs(t testing.TB, uid int, from, to *net.TCPAddr) net.Conn {
 	t.Helper()
 	family, sa, fromSA := sockaddrs(to, from)
 	runtime.LockOSThread()
-	prev := -1
-	if uid >= 0 {
-		prev, _ = unix.SetfsuidRetUid(uid)
-	}
+	prev, _ := unix.SetfsuidRetUid(uid)
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if prev >= 0 {
-		unix.Setfsuid(prev)
-	}
+	unix.Setfsuid(prev)
 	runtime.UnlockOSThread()
 	if err != nil {
 		t.Fatal(err)
@@ -172,8 +162,6 @@ func dialFrom(t testing.TB, uid int, from, to *net.TCPAddr) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	t.Cleanup(func() { c.Close() })
 	return c
 }
 
@@ -198,19 +186,4 @@ func sockaddrs(to, from *net.TCPAddr) (family int, sa, fromSA unix.Sockaddr) {
 		fromSA = f
 	}
 	return unix.AF_INET6, sa6, fromSA
-}
-
-// accepted returns the server's end of client's connection to l.
-func accepted(t testing.TB, l net.Listener, client net.Conn) net.Conn {
-	t.Helper()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if c.RemoteAddr().String() == client.LocalAddr().String() {
-			return c
-		}
-	}
 }
