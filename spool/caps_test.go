@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -166,4 +167,23 @@ func TestIdleTimeoutBeforeMail(t *testing.T) {
 	busy.run([]step{{send: "RCPT TO:<b@example.com>", expect: "250 "}, {send: "DATA", expect: "354 "}})
 	time.Sleep(time.Second)
 	busy.run([]step{{raw: "Subject: x\r\n\r\nx\r\n.\r\n", expect: "250 2.0.0 "}})
+}
+
+// With descriptors low (here a reserve larger than any limit), a TCP
+// connection is turned away before its owner is looked up: the lookup
+// would take one of the descriptors kept in reserve.
+func TestNoOwnerLookupWhenDescriptorsLow(t *testing.T) {
+	var lookups atomic.Int32
+	s := startServerWith(t, Options{ReserveDescriptors: 1 << 30}, func(s *Server) {
+		s.tcpOwner = func(client, server net.Addr) (int, error) {
+			lookups.Add(1)
+			return tcpOwner(client, server)
+		}
+	})
+	if g, _ := newClient(t, dialTCPFrom(t, s, -1, "127.0.0.1")).reply(); g != "421 4.7.0 Too many connections, try again later" {
+		t.Errorf("connection with descriptors low: greeting %q, want 421 4.7.0", g)
+	}
+	if n := lookups.Load(); n != 0 {
+		t.Errorf("%d owner lookups with descriptors low, want none", n)
+	}
 }
