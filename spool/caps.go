@@ -85,8 +85,8 @@ func (s *Server) tcpKey(nc net.Conn) (uid int, key string) {
 		return uid, "uid " + strconv.Itoa(uid)
 	}
 	if !errors.Is(err, errPeerGone) && s.tcpOwnerFailed.CompareAndSwap(false, true) {
-		s.log.Warn("TCP clients are counted together: the uid behind a loopback connection cannot be looked up, "+
-			"so max_connections_per_user and [limits] take them all as one submitter", "err", err)
+		s.log.Warn("TCP clients whose uid cannot be looked up are counted together, as one submitter for "+
+			"max_connections_per_user and [limits] (logged once)", "err", err)
 	}
 	return -1, addrKey(nc.RemoteAddr())
 }

@@ -136,7 +136,7 @@ func TestConnectionCapWithoutOwnerLookup(t *testing.T) {
 			if g := greeting(t, dial(t, s, "unix")); !strings.HasPrefix(g, "220 ") {
 				t.Errorf("the socket, counted by uid apart: greeting %q, want 220", g)
 			}
-			const line = "TCP clients are counted together"
+			const line = "TCP clients whose uid cannot be looked up are counted together"
 			if n := strings.Count(logged(), line); n != tt.logged {
 				t.Errorf("%q logged %d times, want %d:\n%s", line, n, tt.logged, logged())
 			}
