@@ -117,8 +117,9 @@ type SubmissionConfig struct {
 	Hostname       string   `toml:"hostname"`         // greeting, EHLO, Received and Message-ID name; default the machine's host name
 	// MaxConnections caps the intake connections open at once (socket and
 	// listeners together); default 200. MaxConnectionsPerUser caps those of
-	// one uid on the socket, of one address on a listener (all of loopback
-	// counting as one address); default 50.
+	// one uid, on the socket and the listeners together (a TCP client is the
+	// uid that owns its socket; without that lookup, all of loopback counts
+	// as one); default 50.
 	MaxConnections        int `toml:"max_connections"`
 	MaxConnectionsPerUser int `toml:"max_connections_per_user"`
 	// IdleTimeout bounds the wait for a command outside a transaction

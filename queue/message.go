@@ -64,8 +64,9 @@ func (r *Reply) String() string {
 
 // Submitter records who handed a message to relayq.
 type Submitter struct {
-	// UID of the peer on the Unix socket (SO_PEERCRED), or of the process
-	// that wrote a maildrop file; -1 when unknown (a TCP listener).
+	// UID of the peer on the Unix socket (SO_PEERCRED), of the owner of a
+	// TCP client's socket (NETLINK_SOCK_DIAG), or of the process that wrote
+	// a maildrop file; -1 when unknown.
 	UID int `json:"uid"`
 	// Via names the way in: "socket", "tcp" (with Addr), "maildrop", or
 	// ViaNotice for relayq's own delivery status notifications.

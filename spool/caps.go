@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -12,8 +13,11 @@ import (
 //
 //   - Options.MaxConnections caps the connections open at once, on every
 //     listener together;
-//   - Options.MaxConnectionsPerUser caps them per uid on the socket (the
-//     peer's credentials), per remote address on a TCP listener;
+//   - Options.MaxConnectionsPerUser caps them per local user: per uid on
+//     the socket (the peer's credentials) and on a TCP listener (the owner
+//     of the client's socket, tcpOwner), over both together. A TCP client
+//     whose owner cannot be looked up counts under its address, every
+//     loopback address as one (addrKey);
 //   - whatever the caps say, a connection is turned away when accepting it
 //     left fewer than Options.ReserveDescriptors descriptors free, so that
 //     the control socket, the maildrop import, the queue and delivery still
@@ -42,16 +46,18 @@ const replyTooManyConns = "421 4.7.0 Too many connections, try again later\r\n"
 // over a cap, answers it 421 and closes it and returns nil.
 func (s *Server) admitConn(nc net.Conn, via string) *conn {
 	c := &conn{Conn: nc, srv: s, via: via, uid: -1, wire: wire{hostname: s.opts.Hostname}}
-	switch via {
-	case viaSocket:
-		c.uid, c.pid, c.credErr = peerCred(nc)
-		c.key = "uid " + strconv.Itoa(c.uid)
-	default:
-		c.key = addrKey(nc.RemoteAddr())
-	}
 	why := ""
 	if descriptorsLow(nc, s.opts.ReserveDescriptors) {
 		why = "reserved descriptors"
+	}
+	switch {
+	case via == viaSocket:
+		c.uid, c.pid, c.credErr = peerCred(nc)
+		c.key = "uid " + strconv.Itoa(c.uid)
+	case why != "":
+		c.key = addrKey(nc.RemoteAddr()) // refused: no lookup, which takes a descriptor
+	default:
+		c.uid, c.key = s.tcpKey(nc)
 	}
 	s.mu.Lock()
 	if why == "" {
@@ -67,12 +73,29 @@ func (s *Server) admitConn(nc net.Conn, via string) *conn {
 	return nil
 }
 
-// addrKey is what a TCP client's connections count under: its address,
-// except that every loopback address is one key. A TCP listener is on
-// loopback (the config allows nothing else), and a local user can connect
-// from any of 127.0.0.0/8: counted per address, one user could open
-// max_connections_per_user connections from each of millions of addresses
-// and take the whole of max_connections.
+// tcpKey returns the uid that owns the client's end of a TCP connection
+// and "uid N", the key its user's socket connections count under too; or,
+// when the owner cannot be looked up, -1 and addrKey's key. A TCP listener
+// is on loopback (the config allows nothing else), so every client is a
+// process of this host. The first time a lookup cannot be made at all
+// (not for a client that is already gone) the log says so, once.
+func (s *Server) tcpKey(nc net.Conn) (uid int, key string) {
+	uid, err := s.tcpOwner(nc.RemoteAddr(), nc.LocalAddr())
+	if err == nil {
+		return uid, "uid " + strconv.Itoa(uid)
+	}
+	if !errors.Is(err, errPeerGone) && s.tcpOwnerFailed.CompareAndSwap(false, true) {
+		s.log.Warn("TCP clients whose uid cannot be looked up are counted together, as one submitter for "+
+			"max_connections_per_user and [limits] (logged once)", "err", err)
+	}
+	return -1, addrKey(nc.RemoteAddr())
+}
+
+// addrKey is what a TCP client's connections count under when its owner
+// is unknown: its address, except that every loopback address is one key.
+// A local user can connect from any of 127.0.0.0/8: counted per address,
+// one user could open max_connections_per_user connections from each of
+// millions of addresses and take the whole of max_connections.
 func addrKey(remote net.Addr) string {
 	host, _, err := net.SplitHostPort(remote.String())
 	if err != nil {

@@ -63,7 +63,7 @@ type conn struct {
 	srv *Server
 	via string
 	key string // what the per-user cap counts it under (caps.go)
-	uid int    // the peer's uid on the socket; -1 elsewhere or unknown
+	uid int    // the peer's uid (on TCP: its socket's owner); -1 if unknown
 	pid int    // the peer's pid on the socket, 0 if unknown
 	// credErr is why the peer's credentials are unknown.
 	credErr error

@@ -8,7 +8,8 @@
 //     queued as ID" only after queue.Put has returned, that is after the
 //     bbolt commit. Options.Limits caps what each submitter may send
 //     (limits.go): over a limit it answers 452 4.7.0 and accepts nothing.
-//     Connections are capped in total and per uid (per address on TCP),
+//     Connections are capped in total and per uid (on TCP the owner of the
+//     client's socket, tcpowner_linux.go),
 //     idle ones closed early, and descriptors kept for the rest of the
 //     daemon (caps.go): over a cap a connection gets 421 4.7.0. The
 //     bodies being received share Options.MaxMemory, one submitter at most

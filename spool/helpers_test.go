@@ -64,6 +64,14 @@ func (w tWriter) Write(p []byte) (int, error) {
 // down when the test ends.
 func startServer(t testing.TB, opts Options) *Server {
 	t.Helper()
+	return startServerWith(t, opts, nil)
+}
+
+// startServerWith is startServer, with setup (if not nil) called on the
+// Server before it listens: to replace how it looks up the owner of a TCP
+// client's socket (tcpOwnedBy, tcpOwnerUnknown).
+func startServerWith(t testing.TB, opts Options, setup func(*Server)) *Server {
+	t.Helper()
 	if opts.Queue == nil {
 		opts.Queue = openQueue(t, queue.Options{})
 	}
@@ -80,14 +88,23 @@ func startServer(t testing.TB, opts Options) *Server {
 	if opts.Hostname == "" {
 		opts.Hostname = "relayq.test"
 	}
-	return runServer(t, opts)
+	return runServerWith(t, opts, setup)
 }
 
 // runServer starts a Server with opts as they are and shuts it down when
 // the test ends.
 func runServer(t testing.TB, opts Options) *Server {
 	t.Helper()
+	return runServerWith(t, opts, nil)
+}
+
+// runServerWith is runServer with setup as in startServerWith.
+func runServerWith(t testing.TB, opts Options, setup func(*Server)) *Server {
+	t.Helper()
 	s := NewServer(opts)
+	if setup != nil {
+		setup(s)
+	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -290,3 +307,74 @@ func captureLog(t testing.TB) (*slog.Logger, func() string) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// tcpOwnedBy has every TCP client of the Server counted as uid's: another
+// local user than the test's, whatever uid the test runs as.
+func tcpOwnedBy(uid int) func(*Server) {
+	return func(s *Server) {
+		s.tcpOwner = func(net.Addr, net.Addr) (int, error) { return uid, nil }
+	}
+}
+
+// tcpOwnerUnknown has the Server's lookups of TCP clients' owners fail
+// with err, as when a sandbox refuses netlink.
+func tcpOwnerUnknown(err error) func(*Server) {
+	return func(s *Server) {
+		s.tcpOwner = func(net.Addr, net.Addr) (int, error) { return -1, err }
+	}
+}
+
+// tcpAddr is the Server's first TCP listener's address.
+func tcpAddr(t testing.TB, s *Server) *net.TCPAddr {
+	t.Helper()
+	for _, a := range s.Addrs() {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			return ta
+		}
+	}
+	t.Fatal("server has no TCP listener")
+	return nil
+}
+
+// nobodyUID is the other local user of the tests: the owner of sockets
+// they make as another user (dialAs, with root), or that a replaced
+// lookup reports (tcpOwnedBy).
+const nobodyUID = 65534
+
+// dialFrom connects to the TCP listener at to, from the address from (nil:
+// any), with a socket that uid owns (-1: this process; another uid needs
+// root and Linux, see dialAs).
+func dialFrom(t testing.TB, uid int, from, to *net.TCPAddr) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if uid >= 0 {
+		c = dialAs(t, uid, from, to)
+	} else {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		if from != nil {
+			d.LocalAddr = from
+		}
+		var err error
+		if c, err = d.Dial("tcp", to.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// accepted returns the server's end of client's connection to l.
+func accepted(t testing.TB, l net.Listener, client net.Conn) net.Conn {
+	t.Helper()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if c.RemoteAddr().String() == client.LocalAddr().String() {
+			return c
+		}
+	}
+}

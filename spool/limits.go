@@ -20,8 +20,9 @@ import (
 //   - the rule for its systemd unit, if there is one ("unit cron.service":
 //     every process of that unit together);
 //   - else the rule for its uid, or for its user name;
-//   - else Limits.Default, counted per uid (TCP submissions, whose uid is
-//     unknown, share one count).
+//   - else Limits.Default, counted per uid. A TCP submission's uid is the
+//     owner of the client's socket (caps.go); those whose owner could not
+//     be looked up share one count, "uid -1" ("TCP submissions").
 //
 // Over a limit, MAIL FROM (or, once the size is known, the end of DATA) is
 // answered 452 4.7.0: nothing is accepted, so nothing acknowledged is ever

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -35,7 +36,13 @@ func (c *testClock) advance(d time.Duration) {
 // clock.
 func limitedServer(t *testing.T, l Limits) (*Server, *testClock) {
 	t.Helper()
-	s := startServer(t, Options{Limits: l})
+	return limitedServerWith(t, l, nil)
+}
+
+// limitedServerWith is limitedServer with setup as in startServerWith.
+func limitedServerWith(t *testing.T, l Limits, setup func(*Server)) (*Server, *testClock) {
+	t.Helper()
+	s := startServerWith(t, Options{Limits: l}, setup)
 	clock := &testClock{now: time.Now()}
 	s.limits.Load().now = clock.Now
 	return s, clock
@@ -44,33 +51,41 @@ func limitedServer(t *testing.T, l Limits) (*Server, *testClock) {
 const limitBody = "Subject: x\r\n\r\nhello\r\n.\r\n" // 21 bytes, and the headers the intake adds
 
 // stampedSize is the size limitBody is queued with, once the intake has
-// added its headers, when sent after hello over via.
-func stampedSize(via string) int64 {
-	sub := queue.Submitter{Via: via, UID: os.Getuid(), Addr: "127.0.0.1:1"}
+// added its headers, when sent after hello over via by uid (-1: unknown).
+func stampedSize(via string, uid int) int64 {
+	sub := queue.Submitter{Via: via, UID: uid, Addr: "127.0.0.1:1"}
 	msg := []byte(strings.TrimSuffix(limitBody, ".\r\n"))
 	st := stamp{id: strings.Repeat("0", 20), hostname: "relayq.test", helo: "client.test", with: "ESMTP", submitter: sub, now: time.Now()}
 	return int64(len(stampMessage(nil, msg, st)))
 }
 
 // TestLimitMessagesPerHour: a uid may send two messages an hour; the third
-// MAIL FROM gets 452 4.7.0, a TCP client (another count) still gets
-// through, and an hour later the uid may send again.
+// MAIL FROM gets 452 4.7.0, over TCP too (the client's socket is the same
+// uid's: one count), while another uid's TCP client (nobody, when the test
+// runs as root) still gets through; an hour later the uid may send again.
 func TestLimitMessagesPerHour(t *testing.T) {
 	s, clock := limitedServer(t, Limits{Default: Limit{MessagesPerHour: 2}})
+	over := "452 4.7.0 Too many messages from uid " + strconv.Itoa(os.Getuid()) + ": limit 2 an hour"
 	c := newClient(t, dial(t, s, "unix"))
 	c.run(dialog(hello, transaction(limitBody, queuedReply), transaction(limitBody, queuedReply), []step{
-		{send: "MAIL FROM:<cron@example.org>", expect: "452 4.7.0 Too many messages from uid " + strconv.Itoa(os.Getuid()) + ": limit 2 an hour"},
+		{send: "MAIL FROM:<cron@example.org>", expect: over},
 		{send: "RSET", expect: "250"},
 	}))
 	tcp := newClient(t, dial(t, s, "tcp"))
-	tcp.run(dialog(hello, transaction(limitBody, queuedReply)))
+	tcp.run(dialog(hello, []step{{send: "MAIL FROM:<cron@example.org>", expect: over}, {send: "RSET", expect: "250"}}))
+	want := 3
+	if os.Geteuid() == 0 {
+		other := newClient(t, dialFrom(t, nobodyUID, nil, tcpAddr(t, s)))
+		other.run(dialog(hello, transaction(limitBody, queuedReply)))
+		want++
+	}
 
 	clock.advance(59 * time.Minute)
 	c.run([]step{{send: "MAIL FROM:<cron@example.org>", expect: "452 4.7.0"}, {send: "RSET", expect: "250"}})
 	clock.advance(2 * time.Minute)
 	c.run(transaction(limitBody, queuedReply))
-	if msgs, _ := queued(t, s.opts.Queue); len(msgs) != 4 {
-		t.Errorf("%d messages queued, want 4", len(msgs))
+	if msgs, _ := queued(t, s.opts.Queue); len(msgs) != want {
+		t.Errorf("%d messages queued, want %d", len(msgs), want)
 	}
 }
 
@@ -80,7 +95,7 @@ func TestLimitMessagesPerHour(t *testing.T) {
 // a permanent 552. Once the first message has left the queue, and the
 // figures were read again, the uid may send again.
 func TestLimitQueuedBytes(t *testing.T) {
-	size := stampedSize(viaSocket)
+	size := stampedSize(viaSocket, os.Getuid())
 	limit := size + size/2
 	s, clock := limitedServer(t, Limits{Default: Limit{QueuedBytes: limit}})
 	c := newClient(t, dial(t, s, "unix"))
@@ -201,19 +216,19 @@ func TestLimitConcurrentAdmit(t *testing.T) {
 }
 
 // TestLimitUsage: what status shows. The uid with a rule of 2 messages an
-// hour sent 2 and was refused once; TCP submissions, under the default
-// (50 queued bytes), have one message queued; every rule is listed, idle
-// or not, sorted by key.
+// hour sent 2 and was refused once; TCP submissions whose owner cannot be
+// looked up (netlink refused), under the default (50 queued bytes), have
+// one message queued; every rule is listed, idle or not, sorted by key.
 func TestLimitUsage(t *testing.T) {
 	uid := strconv.Itoa(os.Getuid())
-	unix, tcp := stampedSize(viaSocket), stampedSize(viaTCP)
-	s, clock := limitedServer(t, Limits{
+	unix, tcp := stampedSize(viaSocket, os.Getuid()), stampedSize(viaTCP, -1)
+	s, clock := limitedServerWith(t, Limits{
 		Default: Limit{QueuedBytes: 3 * tcp},
 		Rules: []LimitRule{
 			{Kind: LimitUID, Value: uid, Limit: Limit{MessagesPerHour: 2}},
 			{Kind: LimitUnit, Value: "idle.service", Limit: Limit{MessagesPerHour: 7}},
 		},
-	})
+	}, tcpOwnerUnknown(errors.New("netlink refused (test)")))
 	if u := s.LimitUsage(); len(u) != 2 || u[0].Key != "uid "+uid || u[1].Key != "unit idle.service" || u[1].MessagesPerHour != 7 || u[0].Refused != 0 {
 		t.Fatalf("before any mail: %+v, want the two rules, idle", u)
 	}

@@ -17,8 +17,8 @@ import (
 //     hold. A body's buffer reserves from it as it grows, memChunk at a
 //     time (one lock per 64 KiB, none per write), and gives it all back
 //     when Data returns: queued, refused or failed.
-//   - One submitter (the key of its connection: a uid on the socket, an
-//     address on a TCP listener) may hold at most half of the budget, or
+//   - One submitter (the key of its connection, caps.go: its uid, on the
+//     socket and TCP alike) may hold at most half of the budget, or
 //     one message of Options.MaxMessageSize if that is more, so that one
 //     user's burst leaves the other half to everyone else.
 //   - A reservation that does not fit waits, oldest session first: a

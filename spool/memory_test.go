@@ -162,14 +162,14 @@ func (m *memClient) send(from, to int) error {
 
 // TestMemoryBudgetBurst: a Server with a real queue and a 1 MiB budget
 // (512 KiB for one submitter); four clients on the socket (uid of the
-// test) and four on TCP (127.0.0.1) each send 300 KiB, all of them having
+// test) and four on TCP (another uid's sockets) each send 300 KiB, all of them having
 // sent half before any sends the rest, so that the messages cannot all be
 // held at once. Some get 452 4.3.1 after their final dot, the others 250;
 // exactly the 250'd messages are queued, whole; nothing stays reserved;
 // and a later session succeeds.
 func TestMemoryBudgetBurst(t *testing.T) {
 	q := openQueue(t, queue.Options{})
-	s := startServer(t, Options{Queue: q, MaxMessageSize: 400 << 10, MaxMemory: 1 << 20, MemoryWait: 5 * time.Second})
+	s := startServerWith(t, Options{Queue: q, MaxMessageSize: 400 << 10, MaxMemory: 1 << 20, MemoryWait: 5 * time.Second}, tcpOwnedBy(nobodyUID))
 	const n, size = 8, 300 << 10
 	clients := make([]*memClient, n)
 	for i := range clients {
@@ -252,13 +252,13 @@ func TestMemoryBudgetBurst(t *testing.T) {
 
 // TestMemoryShareLeavesRoom: one submitter (the test's uid on the socket)
 // holds its half of the budget (two messages of 250 KiB, 256 KiB each
-// reserved) and does not finish them; a message of another submitter (TCP)
-// still gets through at once, while one more of the first gets 452 4.3.1
+// reserved) and does not finish them; a message of another submitter (a
+// TCP client of another uid) still gets through at once, while one more of the first gets 452 4.3.1
 // once its wait is over, and that refusal is logged once.
 func TestMemoryShareLeavesRoom(t *testing.T) {
 	q := openQueue(t, queue.Options{})
 	log, logged := captureLog(t)
-	s := startServer(t, Options{Queue: q, MaxMessageSize: 256 << 10, MaxMemory: 1 << 20, MemoryWait: 300 * time.Millisecond, Logger: log})
+	s := startServerWith(t, Options{Queue: q, MaxMessageSize: 256 << 10, MaxMemory: 1 << 20, MemoryWait: 300 * time.Millisecond, Logger: log}, tcpOwnedBy(nobodyUID))
 	var hogs []*memClient
 	for i := range 2 {
 		m := startMemClient(t, s, "unix", i, 300<<10)

@@ -83,9 +83,11 @@ type Options struct {
 	// value limits nothing.
 	Limits Limits
 	// MaxConnections caps the connections open at once on all listeners
-	// together, MaxConnectionsPerUser those of one uid on the socket or of
-	// one remote address on a TCP listener; more get 421 4.7.0 (caps.go).
-	// 0 means no cap.
+	// together, MaxConnectionsPerUser those of one uid, on the socket and
+	// the TCP listeners together (a TCP client's uid is the owner of its
+	// socket; one whose owner cannot be looked up counts under its address,
+	// every loopback address as one); more get 421 4.7.0 (caps.go). 0
+	// means no cap.
 	MaxConnections, MaxConnectionsPerUser int
 	// ReserveDescriptors is how many descriptors under RLIMIT_NOFILE intake
 	// leaves to the rest of the daemon: a connection that leaves fewer free
@@ -149,6 +151,11 @@ type Server struct {
 	receiving sync.WaitGroup // sessions inside Data (Add only while !closing)
 	stopped   chan struct{}  // closed when the first Shutdown returns
 	stopErr   error
+
+	// tcpOwner looks up who owns a TCP client's socket (tcpowner_linux.go);
+	// tests replace it before Start.
+	tcpOwner       func(client, server net.Addr) (uid int, err error)
+	tcpOwnerFailed atomic.Bool // a lookup could not be made; logged once (caps.go)
 }
 
 // NewServer returns a server that is not listening yet; see Start.
@@ -186,6 +193,7 @@ func NewServer(opts Options) *Server {
 		mem:      newMemBudget(opts.MaxMemory, opts.MaxMessageSize, opts.MemoryWait),
 		memLog:   logEvery{interval: refusalLogInterval},
 		stopped:  make(chan struct{}),
+		tcpOwner: tcpOwner,
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
 	s.limitsSet = opts.Limits

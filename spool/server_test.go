@@ -272,7 +272,8 @@ func TestEnvelopeAndSubmitter(t *testing.T) {
 			// The test process's own name and unit (often none here).
 			want := queue.Submitter{UID: os.Getuid(), Via: "socket", User: userName(os.Getuid()), Unit: unitOf(os.Getpid())}
 			if network == "tcp" {
-				want = queue.Submitter{UID: -1, Via: "tcp", Addr: localAddr}
+				// The owner of the client's socket; no unit (no pid).
+				want = queue.Submitter{UID: os.Getuid(), Via: "tcp", Addr: localAddr, User: userName(os.Getuid())}
 			}
 			if m.Submitter != want {
 				t.Errorf("submitter %+v, want %+v", m.Submitter, want)

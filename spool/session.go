@@ -80,8 +80,15 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 			log = log.With("unit", sub.Unit)
 		}
 	case viaTCP:
+		// The owner of the client's socket, read at Accept (caps.go):
+		// [limits] count it as that uid's, as on the socket. No pid: the
+		// systemd unit, and [limits] unit rules, are the socket's only.
 		sub.Addr = sc.RemoteAddr().String()
 		log = log.With("addr", sub.Addr)
+		if sc.uid >= 0 {
+			sub.UID, sub.User = sc.uid, userName(sc.uid)
+			log = log.With("uid", sc.uid)
+		}
 	}
 	return &session{srv: s, conn: sc, smtp: c, submitter: sub, log: log.With("helo", c.Hostname()), probe: c.Hostname() == startingProbeName}, nil
 }

@@ -119,11 +119,11 @@ func TestStartingKeepsMessageInMaildrop(t *testing.T) {
 					t.Errorf("Received does not name the socket's uid:\n%s", body)
 				}
 			case "tcp":
-				if m.Submitter.UID != -1 || m.Submitter.Via != viaTCP || !strings.HasPrefix(m.Submitter.Addr, "127.0.0.1:") {
-					t.Errorf("submitter %+v, want the TCP address", m.Submitter)
+				if m.Submitter.UID != os.Getuid() || m.Submitter.Via != viaTCP || !strings.HasPrefix(m.Submitter.Addr, "127.0.0.1:") {
+					t.Errorf("submitter %+v, want uid %d (the client socket's owner) and the TCP address", m.Submitter, os.Getuid())
 				}
-				if !strings.HasPrefix(body, "Received: from client.test ([127.0.0.1]") {
-					t.Errorf("Received does not name the HELO and address:\n%s", body)
+				if !strings.HasPrefix(body, fmt.Sprintf("Received: from client.test ([127.0.0.1])\r\n\tby relayq.test (relayq, from userid %d)", os.Getuid())) {
+					t.Errorf("Received does not name the HELO, the address and the uid:\n%s", body)
 				}
 			}
 			if !strings.Contains(body, "\twith ESMTP id "+m.ID+";") {

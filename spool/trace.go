@@ -29,9 +29,9 @@ const maxHeloInHeader = 255
 // stampMessage returns msg (CRLF line endings) with the headers the intake
 // adds before it:
 //
-//   - Received, always, first: our name, the submitter's uid (socket,
-//     maildrop) or its HELO name and address (TCP), the protocol, the
-//     queue ID and the time;
+//   - Received, always, first: our name, the submitter's HELO name and
+//     address (TCP), its uid when known (socket, maildrop, and the owner
+//     of a TCP client's socket), the protocol, the queue ID and the time;
 //   - Date and Message-ID, each when the header lacks it, in the daemon's
 //     local time and as <YYYYMMDDhhmmss.QUEUEID@hostname>;
 //   - an empty line when msg does not begin with a header (nor with the
@@ -51,13 +51,13 @@ func stampMessage(dst, msg []byte, s stamp) []byte {
 	b = append(b, "Received: "...)
 	if s.submitter.Via == viaTCP {
 		b = append(append(append(b, "from "...), headerSafe(s.helo)...), " ("...)
-		b = append(append(appendBracketAddr(b, s.submitter.Addr), ")\r\n\tby "...), s.hostname...)
-		b = append(b, " (relayq)"...)
-	} else if s.submitter.UID >= 0 {
-		b = append(append(append(b, "by "...), s.hostname...), " (relayq, from userid "...)
-		b = append(strconv.AppendInt(b, int64(s.submitter.UID), 10), ')')
+		b = append(appendBracketAddr(b, s.submitter.Addr), ")\r\n\t"...)
+	}
+	b = append(append(b, "by "...), s.hostname...)
+	if s.submitter.UID >= 0 {
+		b = append(strconv.AppendInt(append(b, " (relayq, from userid "...), int64(s.submitter.UID), 10), ')')
 	} else {
-		b = append(append(append(b, "by "...), s.hostname...), " (relayq)"...)
+		b = append(b, " (relayq)"...)
 	}
 	b = append(b, "\r\n\t"...)
 	if s.with != "" {

@@ -18,7 +18,8 @@ import (
 
 // TestAddedHeaders: as Postfix does for local submitters, the intake puts
 // a Received header first, naming relayq, the queue ID and the submitter
-// (its uid on the socket, its HELO name and address over TCP), and adds
+// (its uid, and over TCP its HELO name and address: the uid there is the
+// owner of the client's socket), and adds
 // Date and Message-ID when the message has none. A message that has them
 // keeps its own, and its bytes follow the Received header unchanged.
 func TestAddedHeaders(t *testing.T) {
@@ -26,7 +27,7 @@ func TestAddedHeaders(t *testing.T) {
 	uid := fmt.Sprint(os.Getuid())
 	received := map[string]string{
 		"unix": `Received: by relayq\.test \(relayq, from userid ` + uid + `\)\r\n\twith (E?SMTP) id (\w{20}); (` + date + `)\r\n`,
-		"tcp":  `Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby relayq\.test \(relayq\)\r\n\twith (E?SMTP) id (\w{20}); (` + date + `)\r\n`,
+		"tcp":  `Received: from client\.test \(\[127\.0\.0\.1\]\)\r\n\tby relayq\.test \(relayq, from userid ` + uid + `\)\r\n\twith (E?SMTP) id (\w{20}); (` + date + `)\r\n`,
 	}
 	const bare = "Subject: no date\r\nFrom: a@example.org\r\n\r\nbody\r\n"
 	const full = "Subject: dated\r\nDATE: Tue, 1 Dec 2026 10:00:00 +0100\r\nmessage-id: <own@example.org>\r\n\r\nbody\r\n"
@@ -131,8 +132,9 @@ func refStampMessage(msg []byte, s stamp) []byte {
 	var b bytes.Buffer
 	b.WriteString("Received: ")
 	if s.submitter.Via == viaTCP {
-		fmt.Fprintf(&b, "from %s (%s)\r\n\tby %s (relayq)", headerSafe(s.helo), appendBracketAddr(nil, s.submitter.Addr), s.hostname)
-	} else if s.submitter.UID >= 0 {
+		fmt.Fprintf(&b, "from %s (%s)\r\n\t", headerSafe(s.helo), appendBracketAddr(nil, s.submitter.Addr))
+	}
+	if s.submitter.UID >= 0 {
 		fmt.Fprintf(&b, "by %s (relayq, from userid %d)", s.hostname, s.submitter.UID)
 	} else {
 		fmt.Fprintf(&b, "by %s (relayq)", s.hostname)
@@ -167,6 +169,7 @@ func TestStampMessageAsBefore(t *testing.T) {
 		{id: "ID1", hostname: "mx.test", helo: "client.example", with: "ESMTP", now: now, submitter: queue.Submitter{Via: viaTCP, Addr: "127.0.0.1:5000", UID: -1}},
 		{id: "ID2", hostname: "mx.test", helo: "bad (name)\\é", with: "SMTP", now: now, submitter: queue.Submitter{Via: viaTCP, Addr: "[::1]:25", UID: -1}},
 		{id: "ID3", hostname: "mx.test", helo: "", now: now, submitter: queue.Submitter{Via: viaTCP, Addr: "nohostport", UID: -1}},
+		{id: "ID6", hostname: "mx.test", helo: "client.example", with: "ESMTP", now: now, submitter: queue.Submitter{Via: viaTCP, Addr: "127.0.0.1:5000", UID: 1000}},
 		{id: "ID4", hostname: "mx.test", with: "ESMTP", now: now, submitter: queue.Submitter{Via: viaSocket, UID: 1000}},
 		{id: "ID5", hostname: "mx.test", now: now, submitter: queue.Submitter{Via: viaMaildrop, UID: -1}},
 	}

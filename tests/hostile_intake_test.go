@@ -27,8 +27,11 @@ import (
 // max_memory 4 MiB (one user may hold 2 MiB). TCP connections are reset
 // (SO_LINGER 0), not closed. Nothing of them is queued or reaches the
 // relay; the memory budget and the connection caps come back (status shows
-// 0 bytes in flight), so that three whole 1.5 MiB messages from the same
-// uid at once then get 250 and are delivered once each.
+// 0 bytes in flight), so that three whole messages of 0.45 MiB from the
+// same uid at once, two on the socket and one over TCP, then get 250 and
+// are delivered once each. (The uid's connections and its share of the
+// memory, 2 MiB, are one over the socket and TCP: three messages of 1.5
+// MiB at once would not fit in it.)
 func TestDroppedSubmissionsLeaveNothing(t *testing.T) {
 	relay := smtptest.NewServer(t, smtptest.Options{})
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -96,7 +99,7 @@ func TestDroppedSubmissionsLeaveNothing(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range 3 {
-		want[i+1] = newMessage(i+1, "good@example.org", to, 26500)
+		want[i+1] = newMessage(i+1, "good@example.org", to, 8000)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -160,14 +163,14 @@ func dropSubmission(network, addr, from string, to []string, at string, data []b
 }
 
 // TestIdleConnectionsLetGo (catalogue D6): relayq with idle_timeout 1s and
-// max_connections_per_user 4. One uid opens four connections to the
-// submission socket and sends nothing after the greeting (two after EHLO);
-// its fifth is turned away with 421 4.7.0. Within a few seconds relayq
-// closes the four idle ones (and an idle one on the loopback listener),
-// and the same uid's next submission gets 250: idle clients cannot keep
-// the cap. A client that has given MAIL FROM is in a transaction and is
-// not cut at idle_timeout: after a 2.5 s pause it finishes and its message
-// is delivered.
+// max_connections_per_user 4. One uid opens three connections to the
+// submission socket and one to the loopback listener (one cap over both)
+// and sends nothing after the greeting (two after EHLO); its fifth, on the
+// socket or over TCP, is turned away with 421 4.7.0. Within a few seconds
+// relayq closes the four idle ones, and the same uid's next submissions
+// get 250: idle clients cannot keep the cap. A client that has given MAIL
+// FROM is in a transaction and is not cut at idle_timeout: after a 2.5 s
+// pause it finishes and its message is delivered.
 func TestIdleConnectionsLetGo(t *testing.T) {
 	relay := smtptest.NewServer(t, smtptest.Options{})
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -201,29 +204,18 @@ func TestIdleConnectionsLetGo(t *testing.T) {
 		return c, greeting
 	}
 	var idlers []*idler
-	for i := range 4 {
-		c, greeting := open("unix", d.submitSocket(), i < 2)
+	for i, to := range [][2]string{{"unix", d.submitSocket()}, {"unix", d.submitSocket()}, {"unix", d.submitSocket()}, {"tcp", listen}} {
+		c, greeting := open(to[0], to[1], i < 2)
 		if !strings.HasPrefix(greeting, "220") {
-			t.Fatalf("connection %d of 4: greeted %q, want 220", i+1, greeting)
+			t.Fatalf("connection %d of 4 (%s): greeted %q, want 220", i+1, to[0], greeting)
 		}
 		idlers = append(idlers, c)
 	}
-	if _, greeting := open("unix", d.submitSocket(), false); !strings.HasPrefix(greeting, "421 4.7.0") {
-		t.Errorf("fifth connection of the uid greeted %q, want 421 4.7.0", greeting)
+	for _, to := range [][2]string{{"unix", d.submitSocket()}, {"tcp", listen}} {
+		if _, greeting := open(to[0], to[1], false); !strings.HasPrefix(greeting, "421 4.7.0") {
+			t.Errorf("fifth connection of the uid (%s) greeted %q, want 421 4.7.0", to[0], greeting)
+		}
 	}
-	c, greeting := open("tcp", listen, false)
-	if !strings.HasPrefix(greeting, "220") {
-		t.Fatalf("loopback listener greeted %q, want 220", greeting)
-	}
-	idlers = append(idlers, c)
-
-	// A client in a transaction pauses longer than idle_timeout.
-	from, to := "pause@example.org", []string{"rcpt@example.net"}
-	paused := make(chan error, 1)
-	go func() {
-		body := newMessage(1, from, to, 20)
-		paused <- sendPaused(listen, from, to, body, 2500*time.Millisecond)
-	}()
 
 	for i, c := range idlers {
 		var last string
@@ -240,10 +232,12 @@ func TestIdleConnectionsLetGo(t *testing.T) {
 			t.Errorf("idle connection %d closed after %v, want after idle_timeout 1s and within seconds", i+1, after)
 		}
 	}
-	d.submit(t, "next@example.org", to, newMessage(2, "next@example.org", to, 5))
-	if err := <-paused; err != nil {
+	// A client in a transaction pauses longer than idle_timeout.
+	from, to := "pause@example.org", []string{"rcpt@example.net"}
+	if err := sendPaused(listen, from, to, newMessage(1, from, to, 20), 2500*time.Millisecond); err != nil {
 		t.Errorf("message with a 2.5 s pause inside the transaction: %v, want 250", err)
 	}
+	d.submit(t, "next@example.org", to, newMessage(2, "next@example.org", to, 5))
 	relay.WaitMessages(t, 2, 20*time.Second)
 	d.waitQueueEmpty(t, 10*time.Second)
 	if n := len(relay.Messages()); n != 2 {

@@ -2,6 +2,8 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"relayq/transport/smtptest"
 )
@@ -163,6 +167,99 @@ func TestIntakeConnectionsPerUser(t *testing.T) {
 	if imported[1]["via"] != "maildrop" || imported[1]["uid"] != "0" {
 		t.Errorf("accepted: %v, want the second from uid 0 via the maildrop", imported)
 	}
+}
+
+// TestLoopbackConnectionsPerUser: two local users on relayq's loopback
+// listener, with max_connections_per_user = 4 and [limits]
+// messages_per_hour = 1. root (the test) holds four connections, from
+// 127.0.0.1 to 127.0.0.4, and sends one message on the first; its fifth
+// connection, from 127.0.0.5, gets 421 4.7.0, and its second MAIL FROM
+// 452 4.7.0 naming uid 0. swaks run as nobody → relayq (the same listener)
+// → smtptest relay is greeted and its message taken meanwhile: each TCP
+// client counts as the uid that owns its socket, for the cap and the
+// limits, not all TCP clients as one. The log and the Received header
+// name nobody's uid.
+func TestLoopbackConnectionsPerUser(t *testing.T) {
+	needRoot(t)
+	swaks := needTool(t, "swaks", "swaks")
+	relay := smtptest.NewServer(t, smtptest.Options{})
+	port := freePort(t)
+	d := startDaemon(t, relay, func(s settings) {
+		s.set("submission", "listen", fmt.Sprintf(`["127.0.0.1:%d"]`, port))
+		s.set("submission", "max_connections_per_user", "4")
+		s.set("limits", "messages_per_hour", "1")
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	from := func(src string) net.Conn {
+		dialer := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		nc, err := dialer.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connect from %s: %v", src, err)
+		}
+		nc.SetDeadline(time.Now().Add(time.Minute))
+		t.Cleanup(func() { nc.Close() })
+		return nc
+	}
+	var held []*smtp.Client
+	for i := 1; i <= 4; i++ {
+		c := smtp.NewClient(from(fmt.Sprintf("127.0.0.%d", i)))
+		if err := c.Hello("tests.localhost"); err != nil {
+			t.Fatalf("root's connection %d of 4: %v, want 220 and 250", i, err)
+		}
+		held = append(held, c)
+	}
+	rcpt := []string{"rcpt@example.net"}
+	if err := sendOn(held[0], "root@example.org", rcpt, newMessage(1, "root@example.org", rcpt, 3)); err != nil {
+		t.Fatalf("root's first message: %v", err)
+	}
+	if greeting, _ := readReply(bufio.NewReader(from("127.0.0.5"))); !strings.HasPrefix(greeting, "421 4.7.0") {
+		t.Errorf("root's fifth connection, from 127.0.0.5: greeted %q, want 421 4.7.0", greeting)
+	}
+	err := held[1].Mail("root@example.org", nil)
+	var reply *smtp.SMTPError
+	if !errors.As(err, &reply) || reply.Code != 452 || !strings.HasPrefix(reply.Message, "Too many messages from uid 0:") {
+		t.Errorf("root's second MAIL FROM: %v, want 452 4.7.0 naming uid 0", err)
+	}
+
+	res := asUser(swaks, nobody, nobody, nil, nil, "--server", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--from", "nobody@example.org", "--to", rcpt[0], "--header", "X-Seq: 2", "--body", "sent by nobody")
+	if res.code != 0 || !queuedAs.MatchString(res.stdout) {
+		t.Fatalf("swaks as nobody while root holds its connections: %v, want exit 0 and a \"queued as\" reply", res)
+	}
+	got := relay.WaitMessages(t, 2, 15*time.Second)
+	for _, m := range got {
+		field, _, _ := relayqReceived(m.Body)
+		if seqOf(m.Body) == 2 && !bytes.Contains(field, []byte(fmt.Sprintf("(relayq, from userid %d)", nobody))) {
+			t.Errorf("nobody's message: Received %q, want it to name uid %d", field, nobody)
+		}
+	}
+	accepted := d.logRecords("accepted")
+	if len(accepted) != 2 || accepted[0]["uid"] != "0" || accepted[1]["uid"] != strconv.Itoa(nobody) || accepted[1]["via"] != "tcp" {
+		t.Errorf("accepted: %v, want root's then nobody's (uid %d) via tcp", accepted, nobody)
+	}
+	if refused := d.logRecords("connection refused: too many connections"); len(refused) != 1 || refused[0]["submitter"] != "uid 0" {
+		t.Errorf("refusals logged %v, want one naming uid 0", refused)
+	}
+}
+
+// sendOn sends one message on c, a client past EHLO.
+func sendOn(c *smtp.Client, from string, to []string, body []byte) error {
+	if err := c.Mail(from, nil); err != nil {
+		return fmt.Errorf("MAIL: %w", err)
+	}
+	for _, rcpt := range to {
+		if err := c.Rcpt(rcpt, nil); err != nil {
+			return fmt.Errorf("RCPT: %w", err)
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("DATA: %w", err)
+	}
+	if _, err := w.Write(body); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	return w.Close()
 }
 
 // TestSendmailBurstOverTheCap: 60 `sendmail` calls at once from one uid
