@@ -1,11 +1,18 @@
-// Package conncap caps the connections open at once on a listener, in all
-// and per caller, so that no local user can take a socket, or the
-// daemon's descriptors, for themselves. The caller is the peer's uid on a
-// Unix socket (SO_PEERCRED) and the remote address on TCP, every loopback
-// address counting as one (a local user can connect from any of
-// 127.0.0.0/8). A connection over a cap is answered with the listener's
-// refusal (an HTTP 503, a JSON error) and closed at once, in Accept, so
-// it never reaches the server or costs a goroutine.
+// Package conncap says who is at the other end of a local connection and
+// caps the connections open at once on a listener, in all and per caller,
+// so that no local user can take a socket, or the daemon's descriptors,
+// for themselves. The caller is a local user's uid: the peer's on a Unix
+// socket (SO_PEERCRED), and on a loopback TCP connection the owner of the
+// client's socket (TCPOwner, NETLINK_SOCK_DIAG). A TCP client whose owner
+// cannot be looked up counts under its address, every loopback address as
+// one (AddrKey: a local user can connect from any of 127.0.0.0/8). A
+// connection over a cap is answered with the listener's refusal (an HTTP
+// 503, a JSON error) and closed at once, in Accept, so it never reaches
+// the server or costs a goroutine.
+//
+// spool's intake keeps its own caps (they share one count over the
+// socket and every listener, and a reserve of descriptors) with the same
+// keys.
 package conncap
 
 import (
@@ -45,9 +52,14 @@ func (l *Listener) Accept() (net.Conn, error) {
 		cc := &Conn{Conn: c, UID: -1, l: l}
 		if uc, ok := c.(*net.UnixConn); ok {
 			cc.UID = PeerUID(uc)
-			cc.key = "uid " + strconv.Itoa(cc.UID)
+			cc.key = UIDKey(cc.UID)
 		} else {
-			cc.key = addrKey(c.RemoteAddr())
+			cc.key = AddrKey(c.RemoteAddr())
+			if isLoopback(c.RemoteAddr()) {
+				if uid, err := TCPOwner(c.RemoteAddr(), c.LocalAddr()); err == nil {
+					cc.UID, cc.key = uid, UIDKey(uid)
+				}
+			}
 		}
 		if l.admit(cc.key) {
 			return cc, nil
@@ -88,7 +100,8 @@ func (l *Listener) release(key string) {
 // Conn is a connection counted under the caps until it is closed.
 type Conn struct {
 	net.Conn
-	// UID is the peer's uid on a Unix socket; -1 on TCP or when unknown.
+	// UID is the peer's uid on a Unix socket, the owner of the client's
+	// socket on loopback TCP; -1 when unknown.
 	UID  int
 	key  string
 	l    *Listener
@@ -102,9 +115,13 @@ func (c *Conn) Close() error {
 	return err
 }
 
-// addrKey is the caller of a TCP connection: its address, every loopback
-// address as one.
-func addrKey(remote net.Addr) string {
+// UIDKey is the key of a local user's connections.
+func UIDKey(uid int) string { return "uid " + strconv.Itoa(uid) }
+
+// AddrKey is the key of a TCP client whose owner is not known: its
+// address, every loopback address as one (counted per address, one user
+// could connect from each of millions of 127.0.0.0/8 addresses).
+func AddrKey(remote net.Addr) string {
 	host, _, err := net.SplitHostPort(remote.String())
 	if err != nil {
 		host = remote.String()
@@ -113,4 +130,9 @@ func addrKey(remote net.Addr) string {
 		return "addr loopback"
 	}
 	return "addr " + host
+}
+
+func isLoopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
 }

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strconv"
 	"time"
+
+	"relayq/conncap"
 )
 
 // Connection caps, so that no local user can take intake down for the
@@ -15,9 +16,9 @@ import (
 //     listener together;
 //   - Options.MaxConnectionsPerUser caps them per local user: per uid on
 //     the socket (the peer's credentials) and on a TCP listener (the owner
-//     of the client's socket, tcpOwner), over both together. A TCP client
+//     of the client's socket, conncap.TCPOwner), over both together. A TCP client
 //     whose owner cannot be looked up counts under its address, every
-//     loopback address as one (addrKey);
+//     loopback address as one (conncap.AddrKey);
 //   - whatever the caps say, a connection is turned away when accepting it
 //     left fewer than Options.ReserveDescriptors descriptors free, so that
 //     the control socket, the maildrop import, the queue and delivery still
@@ -53,9 +54,9 @@ func (s *Server) admitConn(nc net.Conn, via string) *conn {
 	switch {
 	case via == viaSocket:
 		c.uid, c.pid, c.credErr = peerCred(nc)
-		c.key = "uid " + strconv.Itoa(c.uid)
+		c.key = conncap.UIDKey(c.uid)
 	case why != "":
-		c.key = addrKey(nc.RemoteAddr()) // refused: no lookup, which takes a descriptor
+		c.key = conncap.AddrKey(nc.RemoteAddr()) // refused: no lookup, which takes a descriptor
 	default:
 		c.uid, c.key = s.tcpKey(nc)
 	}
@@ -75,36 +76,20 @@ func (s *Server) admitConn(nc net.Conn, via string) *conn {
 
 // tcpKey returns the uid that owns the client's end of a TCP connection
 // and "uid N", the key its user's socket connections count under too; or,
-// when the owner cannot be looked up, -1 and addrKey's key. A TCP listener
+// when the owner cannot be looked up, -1 and conncap.AddrKey's key. A TCP listener
 // is on loopback (the config allows nothing else), so every client is a
 // process of this host. The first time a lookup cannot be made at all
 // (not for a client that is already gone) the log says so, once.
 func (s *Server) tcpKey(nc net.Conn) (uid int, key string) {
 	uid, err := s.tcpOwner(nc.RemoteAddr(), nc.LocalAddr())
 	if err == nil {
-		return uid, "uid " + strconv.Itoa(uid)
+		return uid, conncap.UIDKey(uid)
 	}
-	if !errors.Is(err, errPeerGone) && s.tcpOwnerFailed.CompareAndSwap(false, true) {
+	if !errors.Is(err, conncap.ErrPeerGone) && s.tcpOwnerFailed.CompareAndSwap(false, true) {
 		s.log.Warn("TCP clients whose uid cannot be looked up are counted together, as one submitter for "+
 			"max_connections_per_user and [limits] (logged once)", "err", err)
 	}
-	return -1, addrKey(nc.RemoteAddr())
-}
-
-// addrKey is what a TCP client's connections count under when its owner
-// is unknown: its address, except that every loopback address is one key.
-// A local user can connect from any of 127.0.0.0/8: counted per address,
-// one user could open max_connections_per_user connections from each of
-// millions of addresses and take the whole of max_connections.
-func addrKey(remote net.Addr) string {
-	host, _, err := net.SplitHostPort(remote.String())
-	if err != nil {
-		host = remote.String()
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return "addr loopback"
-	}
-	return "addr " + host
+	return -1, conncap.AddrKey(nc.RemoteAddr())
 }
 
 // overConnCap names the cap another connection counted under key would

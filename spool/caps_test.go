@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"relayq/conncap"
 	"relayq/queue"
 )
 
@@ -119,7 +120,7 @@ func TestConnectionCapWithoutOwnerLookup(t *testing.T) {
 		logged int
 	}{
 		{"netlink refused", fmt.Errorf("spool: owner of a TCP client: netlink socket: %w", syscall.EAFNOSUPPORT), 1},
-		{"client gone", errPeerGone, 0},
+		{"client gone", conncap.ErrPeerGone, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			log, logged := captureLog(t)
@@ -177,7 +178,7 @@ func TestNoOwnerLookupWhenDescriptorsLow(t *testing.T) {
 	s := startServerWith(t, Options{ReserveDescriptors: 1 << 30}, func(s *Server) {
 		s.tcpOwner = func(client, server net.Addr) (int, error) {
 			lookups.Add(1)
-			return tcpOwner(client, server)
+			return conncap.TCPOwner(client, server)
 		}
 	})
 	if g, _ := newClient(t, dialTCPFrom(t, s, -1, "127.0.0.1")).reply(); g != "421 4.7.0 Too many connections, try again later" {

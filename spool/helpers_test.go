@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"relayq/internal/sockettest"
 	"relayq/queue"
 )
 
@@ -337,44 +338,12 @@ func tcpAddr(t testing.TB, s *Server) *net.TCPAddr {
 }
 
 // nobodyUID is the other local user of the tests: the owner of sockets
-// they make as another user (dialAs, with root), or that a replaced
+// they make as another user (dialFrom, with root), or that a replaced
 // lookup reports (tcpOwnedBy).
-const nobodyUID = 65534
+const nobodyUID = sockettest.Nobody
 
-// dialFrom connects to the TCP listener at to, from the address from (nil:
-// any), with a socket that uid owns (-1: this process; another uid needs
-// root and Linux, see dialAs).
+// dialFrom and accepted: see package sockettest.
 func dialFrom(t testing.TB, uid int, from, to *net.TCPAddr) net.Conn {
 	t.Helper()
-	var c net.Conn
-	if uid >= 0 {
-		c = dialAs(t, uid, from, to)
-	} else {
-		d := net.Dialer{Timeout: 5 * time.Second}
-		if from != nil {
-			d.LocalAddr = from
-		}
-		var err error
-		if c, err = d.Dial("tcp", to.String()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// accepted returns the server's end of client's connection to l.
-func accepted(t testing.TB, l net.Listener, client net.Conn) net.Conn {
-	t.Helper()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if c.RemoteAddr().String() == client.LocalAddr().String() {
-			return c
-		}
-	}
+	return sockettest.DialFrom(t, uid, from, to)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"relayq/acceptretry"
+	"relayq/conncap"
 	"relayq/queue"
 )
 
@@ -152,7 +153,7 @@ type Server struct {
 	stopped   chan struct{}  // closed when the first Shutdown returns
 	stopErr   error
 
-	// tcpOwner looks up who owns a TCP client's socket (tcpowner_linux.go);
+	// tcpOwner looks up who owns a TCP client's socket (conncap.TCPOwner);
 	// tests replace it before Start.
 	tcpOwner       func(client, server net.Addr) (uid int, err error)
 	tcpOwnerFailed atomic.Bool // a lookup could not be made; logged once (caps.go)
@@ -193,7 +194,7 @@ func NewServer(opts Options) *Server {
 		mem:      newMemBudget(opts.MaxMemory, opts.MaxMessageSize, opts.MemoryWait),
 		memLog:   logEvery{interval: refusalLogInterval},
 		stopped:  make(chan struct{}),
-		tcpOwner: tcpOwner,
+		tcpOwner: conncap.TCPOwner,
 	}
 	s.putCtx, s.cancelPut = context.WithCancel(context.Background())
 	s.limitsSet = opts.Limits

@@ -1,4 +1,4 @@
-package spool
+package conncap
 
 import (
 	"encoding/binary"
@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tcpOwner returns the uid that owns the client's end of a TCP connection
+// TCPOwner returns the uid that owns the client's end of a TCP connection
 // made on this host: the socket whose local address is client and whose
 // remote address is server (the accepted connection's RemoteAddr and
 // LocalAddr). The kernel records as a socket's owner the (filesystem) uid
@@ -26,11 +26,11 @@ import (
 // kernel answers inside the write, so the read finds the answer waiting;
 // a receive timeout of tcpOwnerTimeout bounds it all the same.
 //
-// errPeerGone when the client's socket no longer belongs to a process (it
+// ErrPeerGone when the client's socket no longer belongs to a process (it
 // closed: an orphan in FIN_WAIT, TIME_WAIT, or gone) or the addresses are
 // not two TCP addresses of one family; any other error says the lookup
 // itself cannot be made (netlink refused by a sandbox, sock_diag missing).
-func tcpOwner(client, server net.Addr) (int, error) {
+func TCPOwner(client, server net.Addr) (int, error) {
 	var req [sizeofSockDiagRequest]byte
 	seq := tcpOwnerSeq.Add(1)
 	clientPort, serverPort, err := sockDiagRequest(req[:], client, server, seq)
@@ -39,21 +39,21 @@ func tcpOwner(client, server net.Addr) (int, error) {
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		return -1, fmt.Errorf("spool: owner of a TCP client: netlink socket: %w", err)
+		return -1, fmt.Errorf("conncap: owner of a TCP client: netlink socket: %w", err)
 	}
 	defer unix.Close(fd)
 	tv := unix.NsecToTimeval(tcpOwnerTimeout.Nanoseconds())
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return -1, fmt.Errorf("spool: owner of a TCP client: netlink receive timeout: %w", err)
+		return -1, fmt.Errorf("conncap: owner of a TCP client: netlink receive timeout: %w", err)
 	}
 	// An unconnected netlink socket writes to the kernel.
 	if _, err := unix.Write(fd, req[:]); err != nil {
-		return -1, fmt.Errorf("spool: owner of a TCP client: netlink request: %w", err)
+		return -1, fmt.Errorf("conncap: owner of a TCP client: netlink request: %w", err)
 	}
 	var answer [512]byte
 	n, err := readNetlink(fd, answer[:])
 	if err != nil {
-		return -1, fmt.Errorf("spool: owner of a TCP client: netlink answer: %w", err)
+		return -1, fmt.Errorf("conncap: owner of a TCP client: netlink answer: %w", err)
 	}
 	return sockDiagOwner(answer[:n], seq, clientPort, serverPort)
 }
@@ -62,9 +62,9 @@ func tcpOwner(client, server net.Addr) (int, error) {
 // holding up the accept loop of its listener (it runs in Accept).
 const tcpOwnerTimeout = 100 * time.Millisecond
 
-// errPeerGone says that a TCP client's socket is gone or has no owner any
-// more (see tcpOwner): its connection is counted without its uid.
-var errPeerGone = errors.New("spool: owner of a TCP client: the client's socket is closed or gone")
+// ErrPeerGone says that a TCP client's socket is gone or has no owner any
+// more (see TCPOwner): its connection is counted without its uid.
+var ErrPeerGone = errors.New("conncap: owner of a TCP client: the client's socket is closed or gone")
 
 // tcpOwnerSeq numbers the requests, so that an answer is known for ours.
 var tcpOwnerSeq atomic.Uint32
@@ -90,13 +90,13 @@ func sockDiagRequest(b []byte, client, server net.Addr, seq uint32) (clientPort,
 	c, ok1 := client.(*net.TCPAddr)
 	s, ok2 := server.(*net.TCPAddr)
 	if !ok1 || !ok2 {
-		return 0, 0, fmt.Errorf("%w (%s, %s are not TCP addresses)", errPeerGone, client, server)
+		return 0, 0, fmt.Errorf("%w (%s, %s are not TCP addresses)", ErrPeerGone, client, server)
 	}
 	family, cIP, sIP := uint8(unix.AF_INET), c.IP.To4(), s.IP.To4()
 	if cIP == nil || sIP == nil {
 		family, cIP, sIP = unix.AF_INET6, c.IP.To16(), s.IP.To16()
 		if cIP == nil || sIP == nil || c.IP.To4() != nil || s.IP.To4() != nil {
-			return 0, 0, fmt.Errorf("%w (%s, %s are not of one family)", errPeerGone, client, server)
+			return 0, 0, fmt.Errorf("%w (%s, %s are not of one family)", ErrPeerGone, client, server)
 		}
 	}
 	clientPort, serverPort = uint16(c.Port), uint16(s.Port)
@@ -129,27 +129,27 @@ func sockDiagRequest(b []byte, client, server net.Addr, seq uint32) (clientPort,
 func sockDiagOwner(b []byte, seq uint32, clientPort, serverPort uint16) (int, error) {
 	ne := binary.NativeEndian
 	if len(b) < unix.SizeofNlMsghdr+4 || ne.Uint32(b[8:]) != seq {
-		return -1, fmt.Errorf("spool: owner of a TCP client: %d bytes of netlink answer, not ours", len(b))
+		return -1, fmt.Errorf("conncap: owner of a TCP client: %d bytes of netlink answer, not ours", len(b))
 	}
 	body := b[unix.SizeofNlMsghdr:]
 	switch ne.Uint16(b[4:]) {
 	case unix.NLMSG_ERROR:
 		errno := unix.Errno(-int32(ne.Uint32(body)))
 		if errno == unix.ENOENT {
-			return -1, errPeerGone
+			return -1, ErrPeerGone
 		}
-		return -1, fmt.Errorf("spool: owner of a TCP client: %w", errno)
+		return -1, fmt.Errorf("conncap: owner of a TCP client: %w", errno)
 	case unix.SOCK_DIAG_BY_FAMILY:
 	default:
-		return -1, fmt.Errorf("spool: owner of a TCP client: netlink answer of type %d", ne.Uint16(b[4:]))
+		return -1, fmt.Errorf("conncap: owner of a TCP client: netlink answer of type %d", ne.Uint16(b[4:]))
 	}
 	if len(body) < sizeofInetDiagMsg {
-		return -1, fmt.Errorf("spool: owner of a TCP client: short answer (%d bytes)", len(body))
+		return -1, fmt.Errorf("conncap: owner of a TCP client: short answer (%d bytes)", len(body))
 	}
 	state, id := body[1], body[sockidOffset:]
 	if binary.BigEndian.Uint16(id[0:]) != clientPort || binary.BigEndian.Uint16(id[2:]) != serverPort ||
 		ne.Uint32(body[diagInodeOffset:]) == 0 || !connectedState(state) {
-		return -1, errPeerGone
+		return -1, ErrPeerGone
 	}
 	return int(ne.Uint32(body[diagUIDOffset:])), nil
 }

@@ -1,14 +1,14 @@
-package spool
+package conncap
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
-	"runtime"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"relayq/internal/sockettest"
 )
 
 // TestTCPOwner: the owner of a TCP client's socket, looked up by the
@@ -34,29 +34,29 @@ func TestTCPOwner(t *testing.T) {
 			}
 			to := l.Addr().(*net.TCPAddr)
 
-			server := accepted(t, l, dialFrom(t, -1, from, to))
-			if uid, err := tcpOwner(server.RemoteAddr(), server.LocalAddr()); err != nil || uid != os.Getuid() {
+			server := sockettest.Accepted(t, l, sockettest.DialFrom(t, -1, from, to))
+			if uid, err := TCPOwner(server.RemoteAddr(), server.LocalAddr()); err != nil || uid != os.Getuid() {
 				t.Errorf("owner of this process's connection: %d, %v; want %d", uid, err, os.Getuid())
 			}
 			if os.Geteuid() == 0 {
-				server := accepted(t, l, dialFrom(t, nobodyUID, from, to))
-				if uid, err := tcpOwner(server.RemoteAddr(), server.LocalAddr()); err != nil || uid != nobodyUID {
-					t.Errorf("owner of nobody's connection: %d, %v; want %d", uid, err, nobodyUID)
+				server := sockettest.Accepted(t, l, sockettest.DialFrom(t, sockettest.Nobody, from, to))
+				if uid, err := TCPOwner(server.RemoteAddr(), server.LocalAddr()); err != nil || uid != sockettest.Nobody {
+					t.Errorf("owner of nobody's connection: %d, %v; want %d", uid, err, sockettest.Nobody)
 				}
 			}
 
-			client := dialFrom(t, -1, from, to)
-			server = accepted(t, l, client)
+			client := sockettest.DialFrom(t, -1, from, to)
+			server = sockettest.Accepted(t, l, client)
 			client.Close()
-			if uid, err := tcpOwner(server.RemoteAddr(), server.LocalAddr()); !errors.Is(err, errPeerGone) {
-				t.Errorf("owner of a closed client: %d, %v; want errPeerGone", uid, err)
+			if uid, err := TCPOwner(server.RemoteAddr(), server.LocalAddr()); !errors.Is(err, ErrPeerGone) {
+				t.Errorf("owner of a closed client: %d, %v; want ErrPeerGone", uid, err)
 			}
-			client = dialFrom(t, -1, from, to)
-			server = accepted(t, l, client)
+			client = sockettest.DialFrom(t, -1, from, to)
+			server = sockettest.Accepted(t, l, client)
 			client.(*net.TCPConn).SetLinger(0)
 			client.Close()
-			if uid, err := tcpOwner(server.RemoteAddr(), server.LocalAddr()); !errors.Is(err, errPeerGone) {
-				t.Errorf("owner of a reset client: %d, %v; want errPeerGone", uid, err)
+			if uid, err := TCPOwner(server.RemoteAddr(), server.LocalAddr()); !errors.Is(err, ErrPeerGone) {
+				t.Errorf("owner of a reset client: %d, %v; want ErrPeerGone", uid, err)
 			}
 		})
 	}
@@ -72,8 +72,8 @@ func TestTCPOwnerIsNotAListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	client := dialFrom(t, -1, nil, l.Addr().(*net.TCPAddr))
-	server := accepted(t, l, client)
+	client := sockettest.DialFrom(t, -1, nil, l.Addr().(*net.TCPAddr))
+	server := sockettest.Accepted(t, l, client)
 	client.(*net.TCPConn).SetLinger(0)
 	client.Close()
 	squatter, err := net.Listen("tcp", client.LocalAddr().String())
@@ -81,8 +81,8 @@ func TestTCPOwnerIsNotAListener(t *testing.T) {
 		t.Fatalf("listen on the reset client's address: %v", err)
 	}
 	defer squatter.Close()
-	if uid, err := tcpOwner(server.RemoteAddr(), server.LocalAddr()); !errors.Is(err, errPeerGone) {
-		t.Errorf("owner with a listener on the client's address: %d, %v; want errPeerGone", uid, err)
+	if uid, err := TCPOwner(server.RemoteAddr(), server.LocalAddr()); !errors.Is(err, ErrPeerGone) {
+		t.Errorf("owner with a listener on the client's address: %d, %v; want ErrPeerGone", uid, err)
 	}
 }
 
@@ -99,8 +99,8 @@ func TestTCPOwnerOtherAddresses(t *testing.T) {
 		{"mixed", v4, v6},
 		{"no IP", &net.TCPAddr{Port: 1}, v4},
 	} {
-		if uid, err := tcpOwner(tt.client, tt.server); !errors.Is(err, errPeerGone) {
-			t.Errorf("%s: %d, %v; want errPeerGone", tt.name, uid, err)
+		if uid, err := TCPOwner(tt.client, tt.server); !errors.Is(err, ErrPeerGone) {
+			t.Errorf("%s: %d, %v; want ErrPeerGone", tt.name, uid, err)
 		}
 	}
 }
@@ -118,14 +118,14 @@ func BenchmarkTCPOwner(b *testing.B) {
 			}
 			defer l.Close()
 			to := l.Addr().(*net.TCPAddr)
-			server := accepted(b, l, dialFrom(b, -1, nil, to))
+			server := sockettest.Accepted(b, l, sockettest.DialFrom(b, -1, nil, to))
 			for range others {
-				accepted(b, l, dialFrom(b, -1, nil, to))
+				sockettest.Accepted(b, l, sockettest.DialFrom(b, -1, nil, to))
 			}
 			remote, local := server.RemoteAddr(), server.LocalAddr()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := tcpOwner(remote, local); err != nil {
+				if _, err := TCPOwner(remote, local); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -133,57 +133,44 @@ func BenchmarkTCPOwner(b *testing.B) {
 	}
 }
 
-// dialAs connects to to, from the address from (nil: any), with a socket
-// that uid owns. The owner the kernel records is the filesystem uid of the
-// thread that makes the socket, so the socket is made on a thread whose
-// fsuid is set to uid for that moment: this needs root.
-func dialAs(t testing.TB, uid int, from, to *net.TCPAddr) net.Conn {
-	t.Helper()
-	family, sa, fromSA := sockaddrs(to, from)
-	runtime.LockOSThread()
-	prev, _ := unix.SetfsuidRetUid(uid)
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	unix.Setfsuid(prev)
-	runtime.UnlockOSThread()
+// TestListenerCountsLoopbackTCPByOwner: on a loopback TCP listener the
+// caller is the uid that owns the client's socket: this process's two
+// connections, from 127.0.0.1 and 127.0.0.2, fill its share, and its
+// third, from 127.0.0.3, is refused; nobody's (when the test runs as
+// root) still gets in, with its uid on the connection.
+func TestListenerCountsLoopbackTCPByOwner(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := os.NewFile(uintptr(fd), "client")
-	defer f.Close()
-	if fromSA != nil {
-		if err := unix.Bind(fd, fromSA); err != nil {
-			t.Fatalf("bind %s: %v", from, err)
+	l := New(inner, 10, 2, "busy\n")
+	defer l.Close()
+	to := inner.Addr().(*net.TCPAddr)
+	accepted := make(chan *Conn, 10)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*Conn)
+		}
+	}()
+	from := func(ip string) *net.TCPAddr { return &net.TCPAddr{IP: net.ParseIP(ip)} }
+	for _, ip := range []string{"127.0.0.1", "127.0.0.2"} {
+		sockettest.DialFrom(t, -1, from(ip), to)
+		if c := <-accepted; c.UID != os.Getuid() {
+			t.Errorf("connection from %s: uid %d, want %d", ip, c.UID, os.Getuid())
 		}
 	}
-	if err := unix.Connect(fd, sa); err != nil {
-		t.Fatalf("connect %s: %v", to, err)
+	third := sockettest.DialFrom(t, -1, from("127.0.0.3"), to)
+	if b, _ := io.ReadAll(third); string(b) != "busy\n" {
+		t.Errorf("third connection of one user from another address read %q, want the refusal", b)
 	}
-	c, err := net.FileConn(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// sockaddrs returns the family of to, and to and from (nil when from is)
-// as socket addresses.
-func sockaddrs(to, from *net.TCPAddr) (family int, sa, fromSA unix.Sockaddr) {
-	if ip := to.IP.To4(); ip != nil {
-		sa4 := &unix.SockaddrInet4{Port: to.Port}
-		copy(sa4.Addr[:], ip)
-		if from != nil {
-			f := &unix.SockaddrInet4{Port: from.Port}
-			copy(f.Addr[:], from.IP.To4())
-			fromSA = f
+	if os.Geteuid() == 0 {
+		sockettest.DialFrom(t, sockettest.Nobody, nil, to)
+		if c := <-accepted; c.UID != sockettest.Nobody {
+			t.Errorf("nobody's connection: uid %d", c.UID)
 		}
-		return unix.AF_INET, sa4, fromSA
 	}
-	sa6 := &unix.SockaddrInet6{Port: to.Port}
-	copy(sa6.Addr[:], to.IP.To16())
-	if from != nil {
-		f := &unix.SockaddrInet6{Port: from.Port}
-		copy(f.Addr[:], from.IP.To16())
-		fromSA = f
-	}
-	return unix.AF_INET6, sa6, fromSA
 }
