@@ -268,7 +268,7 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	for i := range n {
 		users = append(users, fmt.Sprintf("user%d", i))
 	}
-	users = append(users, "eight", "long", "mixed", "dsn", "big")
+	users = append(users, "eight", "long", "mixed", "dsn", "bounce", "big", "jürgen")
 	s := startOpenSMTPD(t, smtpdOptions{users: users})
 	d := newDaemonFor(t, s)
 	d.settings.set("relay.tls", "ignore_tls", "true")
@@ -313,6 +313,12 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	// DSN parameters, which OpenSMTPD offers: ENVID (xtext on the wire),
 	// NOTIFY, ORCPT.
 	deliver("dsn", newMessage(102, from, []string{"dsn@" + smtpdDomain}, 4), true, "-V", "env+id=1", "-N", "success,failure")
+	// The null sender, as in a bounce.
+	bounce := newMessage(106, "MAILER-DAEMON@example.org", []string{"bounce@" + smtpdDomain}, 4)
+	want["bounce@"+smtpdDomain] = bounce
+	if res := d.sendmail(bounce, "-i", "-f", "<>", "bounce@"+smtpdDomain); res.code != 0 {
+		t.Fatalf("relayq sendmail -f '<>': %v", res)
+	}
 	// A recipient OpenSMTPD does not know beside one it does; one it
 	// defers.
 	mixed := newMessage(103, from, []string{"mixed@" + smtpdDomain, "nobody-here@" + smtpdDomain}, 4)
@@ -321,6 +327,12 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	submit([]string{"deferred@" + smtpdDomain}, newMessage(104, from, []string{"deferred@" + smtpdDomain}, 4), false)
 	// Over max-message-size (1 MiB), which OpenSMTPD announces in SIZE.
 	submit([]string{"big@" + smtpdDomain}, newMessage(105, from, []string{"big@" + smtpdDomain}, 20000), false)
+	// An SMTPUTF8 envelope: this OpenSMTPD does not offer SMTPUTF8.
+	utf8Rcpt := "jürgen@" + smtpdDomain
+	if _, err := submitSMTPUTF8(d.submitSocket(), "sénder@example.org", utf8Rcpt,
+		[]byte("From: <sender@example.org>\r\nTo: "+utf8Rcpt+"\r\nSubject: UTF-8\r\n\r\nUTF-8 envelope\r\n")); err != nil {
+		t.Fatalf("SMTPUTF8 submission: %v", err)
+	}
 
 	var got [][]byte
 	waitFor(t, 60*time.Second, fmt.Sprintf("OpenSMTPD to deliver %d messages", len(want)), func() bool {
@@ -344,7 +356,20 @@ func testOpenSMTPDDelivery(t *testing.T) {
 			t.Errorf("OpenSMTPD delivered a message for %s, which nobody sent or it refused", rcpt)
 			continue
 		}
-		added := checkDelivered(t, stored, w, rcpt, from)
+		var added string
+		if rcpt == "bounce@"+smtpdDomain {
+			// OpenSMTPD writes no Return-Path for the null sender; its log
+			// shows the envelope.
+			var ok bool
+			if added, ok = splitDelivered(stored, w); !ok {
+				t.Errorf("message to %s is not the one sent after prepended header lines:\n got %q\nwant …%q", rcpt, stored, w)
+			}
+			if len(grepLines(s.log(), "smtp envelope", "from=<> to=<"+rcpt+">")) != 1 {
+				t.Errorf("OpenSMTPD logged no envelope with the null sender for %s", rcpt)
+			}
+		} else {
+			added = checkDelivered(t, stored, w, rcpt, from)
+		}
 		if !strings.Contains(added, "by "+s.Name+" (OpenSMTPD) with ESMTP id") {
 			t.Errorf("%s: no Received of OpenSMTPD (ESMTP) in the header lines it added:\n%s", rcpt, added)
 		}
@@ -356,9 +381,9 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	}
 
 	// The unknown recipient: dead-lettered with OpenSMTPD's reply as it
-	// was (it has no enhanced code); the message over the size limit:
-	// refused by relayq from OpenSMTPD's SIZE, never sent.
-	waitFor(t, 10*time.Second, "two dead letters", func() bool { return len(d.deadList(t)) == 2 })
+	// was (it has no enhanced code); the message over the size limit and
+	// the SMTPUTF8 one: refused by relayq, never sent.
+	waitFor(t, 10*time.Second, "three dead letters", func() bool { return len(d.deadList(t)) == 3 })
 	dead := map[string]string{}
 	for _, l := range d.deadList(t) {
 		for _, r := range l.Recipients {
@@ -371,15 +396,20 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	if got, want := dead["big@"+smtpdDomain], "exceeds the relay's SIZE limit 1048576"; !strings.HasPrefix(got, "552 5.3.4 refused by relayq:") || !strings.Contains(got, want) {
 		t.Errorf("message over the size limit dead-lettered with %q, want relayq's 552 5.3.4 refusal naming OpenSMTPD's SIZE", got)
 	}
-	if lines := grepLines(s.log(), "big@"+smtpdDomain); len(lines) > 0 {
-		t.Errorf("OpenSMTPD saw the message over its size limit:\n%s", strings.Join(lines, "\n"))
+	if got := dead[utf8Rcpt]; !strings.HasPrefix(got, "5") || !strings.Contains(got, "refused by relayq: the message needs SMTPUTF8") {
+		t.Errorf("SMTPUTF8 message dead-lettered with %q, want relayq's refusal naming SMTPUTF8", got)
+	}
+	for _, rcpt := range []string{"big@" + smtpdDomain, utf8Rcpt} {
+		if lines := grepLines(s.log(), rcpt); len(lines) > 0 {
+			t.Errorf("OpenSMTPD heard of the message to %s, which relayq must not send:\n%s", rcpt, strings.Join(lines, "\n"))
+		}
 	}
 	if l := d.queueList(t); len(l) != 1 || len(l[0].Recipients) != 1 || l[0].Recipients[0].LastReply != "451 4.3.0 not now" {
 		t.Errorf("queue holds %+v, want only the message OpenSMTPD deferred, with its 451 4.3.0 not now", l)
 	}
 	// Nothing else was deferred: a session at OpenSMTPD's limit of
 	// messages made relayq open another, not wait for a retry.
-	outcome := map[string]string{"deferred@" + smtpdDomain: "deferred", "nobody-here@" + smtpdDomain: "dead", "big@" + smtpdDomain: "dead"}
+	outcome := map[string]string{"deferred@" + smtpdDomain: "deferred", "nobody-here@" + smtpdDomain: "dead", "big@" + smtpdDomain: "dead", utf8Rcpt: "dead"}
 	for _, rec := range d.logRecords("delivery") {
 		if want := cmp.Or(outcome[rec["rcpt"]], "sent"); rec["status"] != want {
 			t.Errorf("delivery to %s %s, want %s: %s", rec["rcpt"], rec["status"], want, rec["reply"])
@@ -388,7 +418,7 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	// Pooled connections: OpenSMTPD logs one "smtp connected" per session
 	// (and one for the test's check that it greets); each carried up to
 	// smtpdMaxMails messages.
-	transactions := len(want) + 1 // the deferred message's RCPT
+	transactions := len(want) + 1 // and the deferred message's
 	if sessions, most := len(grepLines(s.log(), "smtp connected"))-1, (transactions+smtpdMaxMails-1)/smtpdMaxMails+5; sessions > most {
 		t.Errorf("relayq opened %d sessions for %d transactions, want at most %d (%d messages a session, pool of 5)", sessions, transactions, most, smtpdMaxMails)
 	}
