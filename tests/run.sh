@@ -74,14 +74,16 @@ if ! grep -qE '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf; 
 	echo "== /etc/nsswitch.conf: adding systemd to passwd and group (nss-systemd, as libnss-systemd does)"
 	$sudo sed -i -E 's/^(passwd|group):([^#]*)$/\1:\2 systemd/' /etc/nsswitch.conf
 fi
-# exim (tests/exim_test.go) and OpenSMTPD (tests/opensmtpd_test.go) as
-# strict upstream relays: Debian's exim4-daemon-light and opensmtpd
-# conflict with postfix as packages, so they are never installed: each
-# .deb is downloaded into a cache of its own and unpacked there (dpkg -x),
-# and the libraries it links are installed (they conflict with nothing).
-# Each test runs its peer with a configuration of its own, in a mount
-# namespace that adds the peer's users (and, for OpenSMTPD, its spool,
-# run and helper directories): nothing on the host changes.
+# exim (tests/exim_test.go), OpenSMTPD (tests/opensmtpd_test.go) and
+# chasquid (tests/chasquid_test.go) as strict upstream relays: Debian's
+# exim4-daemon-light and opensmtpd conflict with postfix as packages, and
+# chasquid's would set up a system mail service, so none is installed:
+# each .deb is downloaded into a cache of its own and unpacked there
+# (dpkg -x), and the libraries it links are installed (they conflict with
+# nothing). Each test runs its
+# peer with a configuration of its own; exim and OpenSMTPD in a mount
+# namespace that adds their users (and OpenSMTPD's spool, run and helper
+# directories): nothing on the host changes.
 unpack_peer() { # PACKAGE CACHE BINARY (relative to the unpacked root)
 	local pkg=$1 cache=$2 bin=$3 deb dep libs=()
 	[ -x "$cache/root/$bin" ] && return 0
@@ -105,6 +107,7 @@ unpack_peer() { # PACKAGE CACHE BINARY (relative to the unpacked root)
 }
 unpack_peer exim4-daemon-light /var/cache/relayq-test-exim usr/sbin/exim4
 unpack_peer opensmtpd /var/cache/relayq-test-opensmtpd usr/sbin/smtpd
+unpack_peer chasquid /var/cache/relayq-test-chasquid usr/bin/chasquid
 # Under this command a missing peer fails the peer tests; a plain
 # `go test ./...` without the packages skips them.
 export RELAYQ_REAL_PEERS=1
