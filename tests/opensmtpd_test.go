@@ -312,7 +312,14 @@ func testOpenSMTPDDelivery(t *testing.T) {
 		strings.Repeat("y", 998)+"\r\n."+strings.Repeat("z", 997)+"\r\n"+strings.Repeat("w", 2000)+"\r\nend\r\n"...), false)
 	// DSN parameters, which OpenSMTPD offers: ENVID (xtext on the wire),
 	// NOTIFY, ORCPT.
-	deliver("dsn", newMessage(102, from, []string{"dsn@" + smtpdDomain}, 4), true, "-V", "env+id=1", "-N", "success,failure")
+	// OpenSMTPD takes an ENVID of up to 100 characters as sent (xtext,
+	// where "+" and "=" take three) and refuses a longer one with 503
+	// 5.5.4 at MAIL, so relayq refuses that at once.
+	envid := strings.Repeat("e", 94) + "+="
+	deliver("dsn", newMessage(102, from, []string{"dsn@" + smtpdDomain}, 4), true, "-V", envid, "-N", "success,failure")
+	if res := d.sendmail(newMessage(107, from, []string{"dsn@" + smtpdDomain}, 4), "-i", "-f", from, "-V", "e"+envid, "dsn@"+smtpdDomain); res.code == 0 || !strings.Contains(res.stderr, "ENVID longer than 100 characters in xtext") {
+		t.Errorf("relayq sendmail -V with an ENVID of 101 characters in xtext: %v; want it refused", res)
+	}
 	// The null sender, as in a bounce.
 	bounce := newMessage(106, "MAILER-DAEMON@example.org", []string{"bounce@" + smtpdDomain}, 4)
 	want["bounce@"+smtpdDomain] = bounce
@@ -427,7 +434,7 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	conversation := d.log.String()
 	for _, line := range []string{
 		"MAIL FROM:<sender@example.org> BODY=8BITMIME SIZE=",
-		" ENVID=env+2Bid+3D1\"", // sendmail -V, in xtext
+		" ENVID=" + strings.Repeat("e", 94) + "+2B+3D\"", // sendmail -V, in xtext
 		"RCPT TO:<dsn@" + smtpdDomain + "> NOTIFY=SUCCESS,FAILURE\"",
 	} {
 		if !strings.Contains(conversation, line) {

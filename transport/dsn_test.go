@@ -68,6 +68,20 @@ func TestDSNLeftOutWithoutExtension(t *testing.T) {
 	}
 }
 
+// TestDSNEnvelopeIDAtTheLimit: an ENVID of 100 characters in xtext (96
+// decoded) goes out as it is; one more character is refused
+// (TestDSNInvalidRefused), so that no relay sees an ENVID over the limit.
+func TestDSNEnvelopeIDAtTheLimit(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{DSN: true})
+	m := dsnMessage()
+	m.DSN.EnvelopeID = strings.Repeat("x", 94) + "+="
+	mustSend(t, newTransport(t, srv), m)
+	want := "ENVID=" + strings.Repeat("x", 94) + "+2B+3D"
+	if got := srv.WaitMessages(t, 1, time.Second)[0].MailParams; !slices.Contains(got, want) || len(want)-len("ENVID=") != maxEnvelopeID {
+		t.Errorf("MAIL parameters %q, want %s (100 characters)", got, want)
+	}
+}
+
 // TestDSNInvalidRefused: DSN values go-smtp would not send are a
 // permanent local refusal, and nothing reaches the relay.
 func TestDSNInvalidRefused(t *testing.T) {
@@ -75,6 +89,8 @@ func TestDSNInvalidRefused(t *testing.T) {
 		"RET":             func(m *Message) { m.DSN.Return = "ALL" },
 		"ENVID control":   func(m *Message) { m.DSN.EnvelopeID = "a\r\nRSET" },
 		"ENVID too long":  func(m *Message) { m.DSN.EnvelopeID = strings.Repeat("x", 101) },
+		"ENVID xtext":     func(m *Message) { m.DSN.EnvelopeID = strings.Repeat("x", 96) + "+=" }, // 102 as sent
+		"ORCPT xtext":     func(m *Message) { m.RecipientDSN[0].Orig = strings.Repeat("x", 494) + "++@x" },
 		"NOTIFY NEVER+":   func(m *Message) { m.RecipientDSN[1].Notify = []string{"NEVER", "DELAY"} },
 		"NOTIFY twice":    func(m *Message) { m.RecipientDSN[1].Notify = []string{"DELAY", "DELAY"} },
 		"ORCPT type":      func(m *Message) { m.RecipientDSN[0].OrigType = "X400" },
