@@ -200,7 +200,8 @@ func (t *Transport) hello(nc net.Conn, br *bufio.Reader) (map[string][]byte, err
 // hello reply. With RequireTLS it sends STARTTLS even when the relay does
 // not offer it (a man in the middle may have stripped the offer), and
 // fails if the relay refuses. It returns nil (and no error) when the
-// session stays in clear, which only happens when TLS is not required.
+// session stays in clear, which only happens when TLS is not required:
+// the relay offers no STARTTLS, or refuses the one it offers.
 func (t *Transport) startTLS(ctx context.Context, c *conn, rc *replyConn, br *bufio.Reader, hellos map[string][]byte) (net.Conn, error) {
 	offered := hasExtension(string(hellos["EHLO"])+string(hellos["LHLO"]), "STARTTLS")
 	if !offered && !t.opts.RequireTLS {
@@ -211,6 +212,17 @@ func (t *Transport) startTLS(ctx context.Context, c *conn, rc *replyConn, br *bu
 	if _, err := t.command(rc, br, 220, "STARTTLS"); err != nil {
 		if !offered && errors.As(err, &se) {
 			err = fmt.Errorf("%w: the relay does not offer STARTTLS and refused it: %w", ErrTLSUnavailable, err)
+		}
+		if !t.opts.RequireTLS && errors.As(err, &se) && se.Code != 421 {
+			// It offered STARTTLS and then refused it ("454 4.7.0 TLS not
+			// available due to local problem": Postfix with a broken key
+			// or certificate): the session goes on in clear, as it would
+			// had there been no offer (RFC 3207 §4), and as Postfix and
+			// exim go on.
+			t.log.Warn("relay refused the STARTTLS it offers; going on in clear, as TLS is not required (tls.require_tls)",
+				"conn", c.id, "relay", t.opts.Address, "reply", se.Error())
+			c.tr.addString(dirNote, "the relay refused STARTTLS; this session stays in clear, as TLS is not required")
+			return nil, nil
 		}
 		return nil, &Error{Stage: StageTLS, Err: err}
 	}

@@ -20,10 +20,11 @@
 //     when RequireTLS is set (STARTTLS is tried even when the relay does
 //     not offer it, since the offer may have been stripped), and
 //     credentials never go over a connection without TLS unless
-//     AllowInsecureAuth is set. Without RequireTLS, a relay whose offered
-//     STARTTLS ends in its own alert internal_error (its TLS is broken)
-//     is used in clear on a new connection, as Postfix and exim do
-//     (dial.go); any other TLS failure fails the session.
+//     AllowInsecureAuth is set. Without RequireTLS, a relay that refuses
+//     the STARTTLS it offers (454) is used in clear on the same session,
+//     and one whose handshake ends in its own alert internal_error (its
+//     TLS is broken) in clear on a new connection, as Postfix and exim
+//     do (dial.go); any other TLS failure fails the session.
 //   - The EHLO/LHLO name is LocalName before and after STARTTLS, and a
 //     session says it once, and once more only after STARTTLS (RFC 3207),
 //     however many transactions and RSETs it carries: relays such as

@@ -177,6 +177,33 @@ func TestRelayTLSBroken(t *testing.T) {
 	}
 }
 
+// TestRelayRefusesOfferedSTARTTLS: a relay that offers STARTTLS and
+// answers it with 454 (Postfix with a broken key: "TLS not available due
+// to local problem"). With TLS opportunistic the session goes on in clear
+// and the message is delivered on it; with RequireTLS it is refused with
+// the relay's reply and nothing goes in clear.
+func TestRelayRefusesOfferedSTARTTLS(t *testing.T) {
+	refuse := smtptest.Script{StartTLS: []smtptest.Step{smtptest.Reply(454, "4.7.0 TLS not available due to local problem")}}
+	srv := smtptest.NewServer(t, smtptest.Options{TLS: true, Script: refuse})
+	res := mustSend(t, newTransport(t, srv), message("s@example.org", "r@example.net"))
+	if got := srv.WaitMessages(t, 1, time.Second); got[0].TLS || srv.Connections() != 1 {
+		t.Errorf("TLS %v on %d connections; want the message in clear on the same one", got[0].TLS, srv.Connections())
+	}
+	if !strings.Contains(res.Transcript, "the relay refused STARTTLS") {
+		t.Errorf("transcript does not say why the session is in clear:\n%s", res.Transcript)
+	}
+
+	srv = smtptest.NewServer(t, smtptest.Options{TLS: true, Script: refuse})
+	_, err := send(t, newTransport(t, srv, requireTLS), message("s@example.org", "r@example.net"))
+	wantError(t, err, StageTLS, true)
+	if !strings.Contains(err.Error(), "454") {
+		t.Errorf("err = %v, want the relay's 454", err)
+	}
+	if got, want := srv.Commands(), []string{"EHLO " + localName, "STARTTLS"}; !slices.Equal(got, want) {
+		t.Errorf("with RequireTLS the relay saw %q, want only %q", got, want)
+	}
+}
+
 // TestIPHostWithServerName: a relay given by IP address is connected to
 // without any lookup, and its certificate, valid only for its name, is
 // verified against ServerName; without ServerName it is refused.
