@@ -8,10 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"relayq/transport/smtptest"
 )
@@ -50,6 +53,9 @@ type opensmtpd struct {
 type smtpdOptions struct {
 	users []string // the local parts it delivers; others get 550
 	clear bool     // no STARTTLS, hence no AUTH either
+	// relayTo, when set, is a host:port OpenSMTPD relays all mail for
+	// relayq.test to, with its own SMTP client, as a smarthost.
+	relayTo string
 }
 
 // requireOpenSMTPD skips the test (fails it under tests/run.sh, which
@@ -159,6 +165,10 @@ func (s *opensmtpd) config() string {
 	if s.o.clear {
 		tls = ""
 	}
+	relay := ""
+	if s.o.relayTo != "" {
+		relay = fmt.Sprintf("action \"relayq\" relay host \"smtp://%s\"\nmatch from any for domain \"relayq.test\" action \"relayq\"\n", s.o.relayTo)
+	}
 	return fmt.Sprintf(`# relayq tests: private instance
 pki %[1]s cert "%[2]s/cert.pem"
 pki %[1]s key "%[2]s/key.pem"
@@ -170,7 +180,7 @@ filter "defer" phase rcpt-to match rcpt-to regex "^defer" reject "451 4.3.0 not 
 listen on 127.0.0.1 port %[3]s hostname %[1]s %[7]s filter "defer"
 action "deliver" maildir "%[6]s" userbase <users>
 match from any for domain "%[4]s" action "deliver"
-`, s.Name, s.dir, port, smtpdDomain, smtpdMaxMails, s.maildir(), tls)
+%[8]s`, s.Name, s.dir, port, smtpdDomain, smtpdMaxMails, s.maildir(), tls, relay)
 }
 
 func (s *opensmtpd) maildir() string { return filepath.Join(s.dir, "mail") }
@@ -248,6 +258,7 @@ func TestOpenSMTPDRelay(t *testing.T) {
 	t.Run("delivery", testOpenSMTPDDelivery)
 	t.Run("STARTTLS", testOpenSMTPDTLS)
 	t.Run("AUTH without TLS", testOpenSMTPDClearAuth)
+	t.Run("as submitter", testOpenSMTPDSubmitter)
 }
 
 // testOpenSMTPDDelivery, in clear (tls.ignore_tls: see above): 30
@@ -525,4 +536,85 @@ func testOpenSMTPDClearAuth(t *testing.T) {
 	if got := s.messages(t); len(got) != 0 {
 		t.Errorf("OpenSMTPD delivered %d messages", len(got))
 	}
+}
+
+// testOpenSMTPDSubmitter: SMTP → OpenSMTPD, which relays mail for
+// relayq.test from its queue with its own SMTP client → relayq's loopback
+// listener → smtptest relay (with DSN). A plain message, an 8-bit one, one
+// with a 2,000-octet line and dots, one with DSN parameters and one to two
+// recipients each reach the relay once, byte for byte after the header
+// lines OpenSMTPD and relayq add, with the envelope and the DSN request as
+// given to OpenSMTPD.
+func testOpenSMTPDSubmitter(t *testing.T) {
+	t.Parallel()
+	relay := smtptest.NewServer(t, smtptest.Options{DSN: true})
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startDaemon(t, relay, func(st settings) { st.set("submission", "listen", fmt.Sprintf("[%q]", listen)) })
+	s := startOpenSMTPD(t, smtpdOptions{relayTo: listen})
+	from := "cron@example.org"
+	type msg struct {
+		to   []string
+		body []byte
+		dsn  *smtp.RcptOptions
+	}
+	var msgs []msg
+	for i, extra := range []string{"", "Grüße aus Köln — 8-bit UTF-8\r\n.\r\n", strings.Repeat("w", 2000) + "\r\n..two dots\r\n", "", ""} {
+		to := []string{fmt.Sprintf("r%d@relayq.test", i)}
+		if i == 4 {
+			to = append(to, "second@relayq.test")
+		}
+		m := msg{to: to, body: append(newMessage(200+i, from, to, 5), extra...)}
+		if i == 3 {
+			m.dsn = &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}}
+		}
+		msgs = append(msgs, m)
+		c, err := helloSMTP("tcp", s.Addr, time.Minute)
+		if err != nil {
+			t.Fatalf("OpenSMTPD: %v", err)
+		}
+		if err := c.Mail(from, nil); err != nil {
+			t.Fatalf("OpenSMTPD MAIL: %v", err)
+		}
+		for _, r := range to {
+			if err := c.Rcpt(r, m.dsn); err != nil {
+				t.Fatalf("OpenSMTPD RCPT %s: %v", r, err)
+			}
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatalf("OpenSMTPD DATA: %v", err)
+		}
+		if _, err := w.Write(m.body); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatalf("OpenSMTPD end of data: %v", err)
+		}
+		c.Quit()
+	}
+	got := relay.WaitMessages(t, len(msgs), 30*time.Second)
+	time.Sleep(time.Second) // a duplicate would come right after
+	if got = relay.Messages(); len(got) != len(msgs) {
+		t.Errorf("the relay got %d messages, want %d", len(got), len(msgs))
+	}
+	for _, m := range msgs {
+		i := slices.IndexFunc(got, func(r smtptest.Received) bool { return seqOf(r.Body) == seqOf(m.body) })
+		if i < 0 {
+			t.Errorf("message %d never reached the relay", seqOf(m.body))
+			continue
+		}
+		r := got[i]
+		if added, ok := splitDelivered(r.Body, m.body); !ok {
+			t.Errorf("message %d is not the one sent after prepended header lines:\n got %q\nwant …%q", seqOf(m.body), r.Body, m.body)
+		} else if !strings.Contains(added, "(OpenSMTPD) with ESMTP") || !strings.Contains(added, "(relayq)") {
+			t.Errorf("message %d lacks the Received lines of OpenSMTPD and relayq:\n%s", seqOf(m.body), added)
+		}
+		if r.From != from || !slices.Equal(slices.Sorted(slices.Values(r.To)), slices.Sorted(slices.Values(m.to))) {
+			t.Errorf("message %d: envelope %s → %v, want %s → %v", seqOf(m.body), r.From, r.To, from, m.to)
+		}
+		if m.dsn != nil && !slices.Contains(r.RcptParams[m.to[0]], "NOTIFY=SUCCESS,FAILURE") {
+			t.Errorf("message %d: RCPT parameters %v, want the NOTIFY given to OpenSMTPD", seqOf(m.body), r.RcptParams)
+		}
+	}
+	d.waitQueueEmpty(t, 10*time.Second)
 }
