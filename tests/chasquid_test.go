@@ -71,7 +71,7 @@ func startChasquid(t *testing.T, users []string) *chasquid {
 	}
 	conf := filepath.Join(dir, "conf")
 	certs := filepath.Join(conf, "certs", c.Name)
-	for _, d := range []string{certs, filepath.Join(conf, "domains", chasquidDomain), filepath.Join(dir, "data"), c.maildir()} {
+	for _, d := range []string{certs, filepath.Join(conf, "domains", chasquidDomain), filepath.Join(dir, "data"), filepath.Join(dir, "tmp"), c.maildir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -82,10 +82,12 @@ func startChasquid(t *testing.T, users []string) *chasquid {
 		t.Fatal(err)
 	}
 	mda := filepath.Join(dir, "mda.sh")
+	// Written in tmp, then renamed into mail, as into a Maildir: the test
+	// never reads a message half written.
 	if err := os.WriteFile(mda, []byte(`#!/bin/sh
 # chasquid's delivery agent for the test: $1 is the recipient, $2 the sender.
-f=$(mktemp "`+c.maildir()+`/msg.XXXXXX") || exit 75
-{ printf 'Delivered-To: %s\nReturn-Path: <%s>\n' "$1" "$2" && cat; } >"$f" || exit 75
+f=$(mktemp "`+filepath.Join(dir, "tmp")+`/msg.XXXXXX") || exit 75
+{ printf 'Delivered-To: %s\nReturn-Path: <%s>\n' "$1" "$2" && cat; } >"$f" && mv "$f" "`+c.maildir()+`/" || exit 75
 `), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -148,26 +150,27 @@ func (c *chasquid) messages(t *testing.T) [][]byte {
 	return out
 }
 
-// viaChasquid points a relayq at c's submission port (addr: c.Submission,
-// or c.TLSAddr with secure), TLS required and checked against c's CA and
-// name, logged in as chasquidLogin with mechanism method ("": relayq's
-// choice).
-func viaChasquid(c *chasquid, caFile, addr string, secure bool, method string) func(settings) {
-	return func(s settings) {
-		scheme := "smtp://"
-		if secure {
-			scheme = "smtps://"
-		}
-		s.set("relay", "url", tomlString(scheme+addr))
-		s.set("relay.tls", "ca_file", tomlString(caFile))
-		s.set("relay.tls", "servername", tomlString(c.Name))
-		s.set("relay.tls", "require_tls", "true")
-		s.set("relay.auth", "user", tomlString(chasquidLogin[0]))
-		s.set("relay.auth", "pass", tomlString(chasquidLogin[1]))
-		if method != "" {
-			s.set("relay.auth", "method", tomlString(method))
-		}
+// startDaemonFor starts a relayq that relays to c at addr (c.Submission,
+// or c.TLSAddr with secure): TLS required and checked against c's CA and
+// name, logged in as chasquidLogin with the mechanism relayq picks.
+func (c *chasquid) startDaemonFor(t *testing.T, addr string, secure bool) *daemon {
+	t.Helper()
+	d := newDaemon(t, nil)
+	caFile := filepath.Join(d.dir, "chasquid-ca.pem")
+	writeFile(t, caFile, string(c.CA.CertPEM))
+	scheme := "smtp://"
+	if secure {
+		scheme = "smtps://"
 	}
+	d.settings.set("relay", "url", tomlString(scheme+addr))
+	d.settings.set("relay.tls", "ca_file", tomlString(caFile))
+	d.settings.set("relay.tls", "servername", tomlString(c.Name))
+	d.settings.set("relay.tls", "require_tls", "true")
+	d.settings.set("relay.auth", "user", tomlString(chasquidLogin[0]))
+	d.settings.set("relay.auth", "pass", tomlString(chasquidLogin[1]))
+	d.writeConfig()
+	d.start()
+	return d
 }
 
 // TestChasquidRelay: `relayq sendmail` and SMTP on the Unix socket →
@@ -192,29 +195,15 @@ func TestChasquidRelay(t *testing.T) {
 func testChasquidSubmission(t *testing.T) {
 	t.Parallel()
 	const n = 12
-	var users []string
-	for i := range n {
-		users = append(users, fmt.Sprintf("user%d", i))
-	}
-	users = append(users, "eight", "long", "mixed", "jürgen", "big", "login")
-	c := startChasquid(t, users)
-	d := newDaemon(t, nil)
-	caFile := filepath.Join(d.dir, "chasquid-ca.pem")
-	writeFile(t, caFile, string(c.CA.CertPEM))
-	viaChasquid(c, caFile, c.Submission, false, "")(d.settings)
-	d.writeConfig()
-	d.start()
+	c := startChasquid(t, append(numbered("user", n), "eight", "long", "mixed", "jürgen", "big", "login"))
+	d := c.startDaemonFor(t, c.Submission, false)
 
 	from := "sender@example.org"
-	type sent struct {
-		body []byte
-		from string
-	}
-	want := map[string]sent{} // recipient → message
+	want := map[string]sentTo{} // recipient → message
 	deliver := func(local string, body []byte, viaSendmail bool) {
 		t.Helper()
 		rcpt := local + "@" + chasquidDomain
-		want[rcpt] = sent{body, from}
+		want[rcpt] = sentTo{body, from}
 		if !viaSendmail {
 			d.submit(t, from, []string{rcpt}, body)
 		} else if res := d.sendmail(body, "-i", "-f", from, rcpt); res.code != 0 {
@@ -231,12 +220,12 @@ func testChasquidSubmission(t *testing.T) {
 		strings.Repeat("y", 998)+"\r\n."+strings.Repeat("z", 997)+"\r\n"+strings.Repeat("w", 2000)+"\r\nend\r\n"...), false)
 	utf8Rcpt, utf8From := "jürgen@"+chasquidDomain, "sénder@example.org"
 	utf8Body := []byte("From: <" + utf8From + ">\r\nTo: " + utf8Rcpt + "\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\nX-Seq: 102\r\n\r\nUTF-8 envelope\r\n")
-	want[utf8Rcpt] = sent{utf8Body, utf8From}
+	want[utf8Rcpt] = sentTo{utf8Body, utf8From}
 	if _, err := submitSMTPUTF8(d.submitSocket(), utf8From, utf8Rcpt, utf8Body); err != nil {
 		t.Fatalf("SMTPUTF8 submission: %v", err)
 	}
 	mixed := newMessage(103, from, []string{"mixed@" + chasquidDomain, "nobody-here@" + chasquidDomain}, 4)
-	want["mixed@"+chasquidDomain] = sent{mixed, from}
+	want["mixed@"+chasquidDomain] = sentTo{mixed, from}
 	d.submit(t, from, []string{"mixed@" + chasquidDomain, "nobody-here@" + chasquidDomain}, mixed)
 	d.submit(t, from, []string{"big@" + chasquidDomain}, newMessage(104, from, []string{"big@" + chasquidDomain}, 20000))
 
@@ -244,39 +233,13 @@ func testChasquidSubmission(t *testing.T) {
 		return len(c.messages(t)) >= len(want)
 	})
 	time.Sleep(time.Second) // a duplicate would come right after
-	seen := map[string]int{}
-	for _, stored := range c.messages(t) {
-		m := deliveredTo.FindSubmatch(stored)
-		if m == nil {
-			t.Errorf("a message without Delivered-To:\n%s", stored)
-			continue
-		}
-		rcpt := string(m[1])
-		if seen[rcpt]++; seen[rcpt] > 1 {
-			continue
-		}
-		w, ok := want[rcpt]
-		if !ok {
-			t.Errorf("chasquid delivered a message for %s, which nobody sent or it refused", rcpt)
-			continue
-		}
-		added := checkDelivered(t, stored, w.body, rcpt, w.from)
+	for rcpt, added := range storedOnce(t, "chasquid", c.messages(t), want) {
 		if !strings.Contains(added, "by "+c.Name+" (chasquid) with ESMTPSA") || !strings.Contains(added, "(over submission, TLS-1.3, envelope from") {
 			t.Errorf("%s: chasquid's Received does not show a submission over TLS 1.3 with AUTH:\n%s", rcpt, added)
 		}
 	}
-	for rcpt := range want {
-		if seen[rcpt] != 1 {
-			t.Errorf("chasquid delivered %d messages for %s, want 1", seen[rcpt], rcpt)
-		}
-	}
 	waitFor(t, 10*time.Second, "two dead letters", func() bool { return len(d.deadList(t)) == 2 })
-	dead := map[string]string{}
-	for _, l := range d.deadList(t) {
-		for _, r := range l.Recipients {
-			dead[r.Address] = r.LastReply
-		}
-	}
+	dead := deadReplies(t, d)
 	if got, want := dead["nobody-here@"+chasquidDomain], "550 5.1.1 Destination address is unknown (user does not exist)"; got != want {
 		t.Errorf("unknown recipient dead-lettered with %q, want chasquid's reply %q", got, want)
 	}
@@ -307,12 +270,7 @@ func testChasquidSubmission(t *testing.T) {
 func testChasquidImplicitTLS(t *testing.T) {
 	t.Parallel()
 	c := startChasquid(t, []string{"tls"})
-	d := newDaemon(t, nil)
-	caFile := filepath.Join(d.dir, "chasquid-ca.pem")
-	writeFile(t, caFile, string(c.CA.CertPEM))
-	viaChasquid(c, caFile, c.TLSAddr, true, "")(d.settings)
-	d.writeConfig()
-	d.start()
+	d := c.startDaemonFor(t, c.TLSAddr, true)
 	from, to := "tls@example.org", []string{"tls@" + chasquidDomain}
 	body := newMessage(1, from, to, 5)
 	if res := d.sendmail(body, "-i", "-f", from, to[0]); res.code != 0 {

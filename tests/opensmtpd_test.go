@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -241,8 +240,6 @@ func newDaemonFor(t *testing.T, s *opensmtpd) *daemon {
 	return d
 }
 
-var deliveredTo = regexp.MustCompile(`(?m)^Delivered-To: (.*)\r$`)
-
 // TestOpenSMTPDRelay: `relayq sendmail` and SMTP on the Unix socket →
 // relayq → OpenSMTPD 6.8 (Debian 12's opensmtpd, a strict OpenBSD MTA:
 // one EHLO per session, no PIPELINING, AUTH only after STARTTLS, a limit
@@ -275,12 +272,7 @@ func TestOpenSMTPDRelay(t *testing.T) {
 func testOpenSMTPDDelivery(t *testing.T) {
 	t.Parallel()
 	const n = 30
-	var users []string
-	for i := range n {
-		users = append(users, fmt.Sprintf("user%d", i))
-	}
-	users = append(users, "eight", "long", "mixed", "dsn", "bounce", "big", "jürgen")
-	s := startOpenSMTPD(t, smtpdOptions{users: users})
+	s := startOpenSMTPD(t, smtpdOptions{users: append(numbered("user", n), "eight", "long", "mixed", "dsn", "bounce", "big", "jürgen")})
 	d := newDaemonFor(t, s)
 	d.settings.set("relay.tls", "ignore_tls", "true")
 	d.settings.set("relay", "debug", "true")
@@ -290,7 +282,7 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	d.start()
 
 	from := "sender@example.org"
-	want := map[string][]byte{} // recipient → message
+	want := map[string]sentTo{} // recipient → message
 	submit := func(to []string, body []byte, viaSendmail bool, args ...string) {
 		t.Helper()
 		if viaSendmail {
@@ -305,7 +297,7 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	deliver := func(local string, body []byte, viaSendmail bool, args ...string) {
 		t.Helper()
 		rcpt := local + "@" + smtpdDomain
-		want[rcpt] = body
+		want[rcpt] = sentTo{body, from}
 		submit([]string{rcpt}, body, viaSendmail, args...)
 	}
 	for i := range n {
@@ -333,14 +325,14 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	}
 	// The null sender, as in a bounce.
 	bounce := newMessage(106, "MAILER-DAEMON@example.org", []string{"bounce@" + smtpdDomain}, 4)
-	want["bounce@"+smtpdDomain] = bounce
+	want["bounce@"+smtpdDomain] = sentTo{bounce, ""}
 	if res := d.sendmail(bounce, "-i", "-f", "<>", "bounce@"+smtpdDomain); res.code != 0 {
 		t.Fatalf("relayq sendmail -f '<>': %v", res)
 	}
 	// A recipient OpenSMTPD does not know beside one it does; one it
 	// defers.
 	mixed := newMessage(103, from, []string{"mixed@" + smtpdDomain, "nobody-here@" + smtpdDomain}, 4)
-	want["mixed@"+smtpdDomain] = mixed
+	want["mixed@"+smtpdDomain] = sentTo{mixed, from}
 	submit([]string{"mixed@" + smtpdDomain, "nobody-here@" + smtpdDomain}, mixed, false)
 	submit([]string{"deferred@" + smtpdDomain}, newMessage(104, from, []string{"deferred@" + smtpdDomain}, 4), false)
 	// Over max-message-size (1 MiB), which OpenSMTPD announces in SIZE.
@@ -358,56 +350,20 @@ func testOpenSMTPDDelivery(t *testing.T) {
 		return len(got) >= len(want)
 	})
 	time.Sleep(time.Second) // a duplicate would come right after
-	seen := map[string]int{}
-	for _, stored := range s.messages(t) {
-		m := deliveredTo.FindSubmatch(stored)
-		if m == nil {
-			t.Errorf("a message without Delivered-To:\n%s", stored)
-			continue
-		}
-		rcpt := string(m[1])
-		if seen[rcpt]++; seen[rcpt] > 1 {
-			continue
-		}
-		w, ok := want[rcpt]
-		if !ok {
-			t.Errorf("OpenSMTPD delivered a message for %s, which nobody sent or it refused", rcpt)
-			continue
-		}
-		var added string
-		if rcpt == "bounce@"+smtpdDomain {
-			// OpenSMTPD writes no Return-Path for the null sender; its log
-			// shows the envelope.
-			var ok bool
-			if added, ok = splitDelivered(stored, w); !ok {
-				t.Errorf("message to %s is not the one sent after prepended header lines:\n got %q\nwant …%q", rcpt, stored, w)
-			}
-			if len(grepLines(s.log(), "smtp envelope", "from=<> to=<"+rcpt+">")) != 1 {
-				t.Errorf("OpenSMTPD logged no envelope with the null sender for %s", rcpt)
-			}
-		} else {
-			added = checkDelivered(t, stored, w, rcpt, from)
-		}
+	for rcpt, added := range storedOnce(t, "OpenSMTPD", s.messages(t), want) {
 		if !strings.Contains(added, "by "+s.Name+" (OpenSMTPD) with ESMTP id") {
 			t.Errorf("%s: no Received of OpenSMTPD (ESMTP) in the header lines it added:\n%s", rcpt, added)
 		}
 	}
-	for rcpt := range want {
-		if seen[rcpt] != 1 {
-			t.Errorf("OpenSMTPD delivered %d messages for %s, want 1", seen[rcpt], rcpt)
-		}
+	if len(grepLines(s.log(), "smtp envelope", "from=<> to=<bounce@"+smtpdDomain+">")) != 1 {
+		t.Errorf("OpenSMTPD logged no envelope with the null sender for bounce@%s", smtpdDomain)
 	}
 
 	// The unknown recipient: dead-lettered with OpenSMTPD's reply as it
 	// was (it has no enhanced code); the message over the size limit and
 	// the SMTPUTF8 one: refused by relayq, never sent.
 	waitFor(t, 10*time.Second, "three dead letters", func() bool { return len(d.deadList(t)) == 3 })
-	dead := map[string]string{}
-	for _, l := range d.deadList(t) {
-		for _, r := range l.Recipients {
-			dead[r.Address] = r.LastReply
-		}
-	}
+	dead := deadReplies(t, d)
 	if got, want := dead["nobody-here@"+smtpdDomain], "550 Invalid recipient: <nobody-here@"+smtpdDomain+">"; got != want {
 		t.Errorf("unknown recipient dead-lettered with %q, want OpenSMTPD's reply %q", got, want)
 	}
