@@ -71,7 +71,10 @@
 //     transaction. Idle connections are
 //     checked with NOOP after IdleCheck and closed after IdleTimeout, and
 //     each carries at most MaxMessages transactions; with NoPool, one.
-//     A pooled connection the relay closed is replaced within the Send.
+//     A pooled connection the relay closed is replaced within the Send,
+//     and so is one on which it refuses MAIL for now (4xx): relays limit
+//     the messages of a session and then refuse MAIL on a session they
+//     keep open (OpenSMTPD's max-mails: 452 4.5.3).
 //   - With RateLimit, no RateDelta-long span holds more than RateLimit
 //     MAIL commands, across the pool (rate.go); a Send waits for room
 //     without holding a connection.
