@@ -272,7 +272,7 @@ func TestOpenSMTPDRelay(t *testing.T) {
 func testOpenSMTPDDelivery(t *testing.T) {
 	t.Parallel()
 	const n = 30
-	s := startOpenSMTPD(t, smtpdOptions{users: append(numbered("user", n), "eight", "long", "mixed", "dsn", "bounce", "big", "jürgen")})
+	s := startOpenSMTPD(t, smtpdOptions{users: append(numbered("user", n), "eight", "long", "mixed", "dsn", "orcpt", "bounce", "big", "jürgen")})
 	d := newDaemonFor(t, s)
 	d.settings.set("relay.tls", "ignore_tls", "true")
 	d.settings.set("relay", "debug", "true")
@@ -322,6 +322,13 @@ func testOpenSMTPDDelivery(t *testing.T) {
 	deliver("dsn", newMessage(102, from, []string{"dsn@" + smtpdDomain}, 4), true, "-V", envid, "-N", "success,failure")
 	if res := d.sendmail(newMessage(107, from, []string{"dsn@" + smtpdDomain}, 4), "-i", "-f", from, "-V", "e"+envid, "dsn@"+smtpdDomain); res.code == 0 || !strings.Contains(res.stderr, "ENVID longer than 100 characters in xtext") {
 		t.Errorf("relayq sendmail -V with an ENVID of 101 characters in xtext: %v; want it refused", res)
+	}
+	// An ORCPT of type utf-8 (RFC 6533) with an ASCII address, which
+	// OpenSMTPD would refuse with 553: relayq sends it as rfc822.
+	orcpt := newMessage(108, from, []string{"orcpt@" + smtpdDomain}, 4)
+	want["orcpt@"+smtpdDomain] = sentTo{orcpt, from}
+	if err := submitWithORCPT(d.submitSocket(), from, "orcpt@"+smtpdDomain, "first@example.net", orcpt); err != nil {
+		t.Fatalf("submission with ORCPT: %v", err)
 	}
 	// The null sender, as in a bounce.
 	bounce := newMessage(106, "MAILER-DAEMON@example.org", []string{"bounce@" + smtpdDomain}, 4)
@@ -403,6 +410,7 @@ func testOpenSMTPDDelivery(t *testing.T) {
 		"MAIL FROM:<sender@example.org> BODY=8BITMIME SIZE=",
 		" ENVID=" + strings.Repeat("e", 94) + "+2B+3D\"", // sendmail -V, in xtext
 		"RCPT TO:<dsn@" + smtpdDomain + "> NOTIFY=SUCCESS,FAILURE\"",
+		"RCPT TO:<orcpt@" + smtpdDomain + "> ORCPT=RFC822;first@example.net\"",
 	} {
 		if !strings.Contains(conversation, line) {
 			t.Errorf("relayq's conversation with OpenSMTPD has no %q", line)
@@ -503,6 +511,7 @@ func testOpenSMTPDClearAuth(t *testing.T) {
 // given to OpenSMTPD.
 func testOpenSMTPDSubmitter(t *testing.T) {
 	t.Parallel()
+	requireOpenSMTPD(t)
 	relay := smtptest.NewServer(t, smtptest.Options{DSN: true})
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	d := startDaemon(t, relay, func(st settings) { st.set("submission", "listen", fmt.Sprintf("[%q]", listen)) })
@@ -573,4 +582,28 @@ func testOpenSMTPDSubmitter(t *testing.T) {
 		}
 	}
 	d.waitQueueEmpty(t, 10*time.Second)
+}
+
+// submitWithORCPT sends one message over the Unix socket at path whose
+// recipient carries ORCPT=utf-8;orig.
+func submitWithORCPT(path, from, rcpt, orig string, body []byte) error {
+	c, err := helloSMTP("unix", path, time.Minute)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(from, nil); err != nil {
+		return fmt.Errorf("MAIL: %w", err)
+	}
+	if err := c.Rcpt(rcpt, &smtp.RcptOptions{OriginalRecipientType: smtp.DSNAddressTypeUTF8, OriginalRecipient: orig}); err != nil {
+		return fmt.Errorf("RCPT: %w", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("DATA: %w", err)
+	}
+	if _, err := w.Write(body); err != nil {
+		return err
+	}
+	return w.Close()
 }

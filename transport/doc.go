@@ -83,7 +83,7 @@
 //     the message needs them and only then (refused, not sent mangled,
 //     when the relay lacks them), and the submission's DSN parameters (RET, ENVID,
 //     NOTIFY, ORCPT) when the relay offers DSN, left out otherwise
-//     (dsn.go).
+//     (dsn.go); a utf-8 ORCPT whose address is ASCII goes as rfc822.
 //   - With Debug, the conversation is logged line by line, as the protocol
 //     sees it (above TLS), and never holds a credential: AUTH initial
 //     responses and every client line of an AUTH exchange are redacted,

@@ -120,6 +120,12 @@ func rcptOptions(m *Message, i int) *smtp.RcptOptions {
 		OriginalRecipientType: smtp.DSNAddressType(d.OrigType),
 		OriginalRecipient:     d.Orig,
 	}
+	if o.OriginalRecipientType == smtp.DSNAddressTypeUTF8 && printableASCII(d.Orig) && xtextLen(d.Orig) <= maxOrig {
+		// The same address as rfc822 (RFC 6533 §3), which every relay
+		// that offers DSN takes: OpenSMTPD refuses any utf-8 ORCPT with
+		// 553, and that recipient would be dead.
+		o.OriginalRecipientType = smtp.DSNAddressTypeRFC822
+	}
 	for _, n := range d.Notify {
 		o.Notify = append(o.Notify, smtp.DSNNotify(n))
 	}

@@ -47,6 +47,25 @@ func TestDSNPassedToRelay(t *testing.T) {
 	}
 }
 
+// TestDSNOriginalRecipientUTF8: an ORCPT of type utf-8 whose address is
+// ASCII goes as rfc822, the same address (OpenSMTPD refuses utf-8 ORCPTs
+// with 553); one with non-ASCII stays utf-8.
+func TestDSNOriginalRecipientUTF8(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{DSN: true, SMTPUTF8: true})
+	m := dsnMessage()
+	m.UTF8 = true
+	m.RecipientDSN[0] = RecipientDSN{OrigType: "UTF-8", Orig: "alias@example.net"}
+	m.RecipientDSN[1] = RecipientDSN{OrigType: "UTF-8", Orig: "rené@example.net"}
+	mustSend(t, newTransport(t, srv), m)
+	got := srv.WaitMessages(t, 1, time.Second)[0].RcptParams
+	if p := got["a@example.net"]; !slices.Equal(p, []string{"ORCPT=RFC822;alias@example.net"}) {
+		t.Errorf("RCPT a@example.net parameters %q, want the ASCII utf-8 ORCPT as rfc822", p)
+	}
+	if p := got["b@example.net"]; len(p) != 1 || !strings.HasPrefix(p[0], "ORCPT=UTF-8;") {
+		t.Errorf("RCPT b@example.net parameters %q, want a utf-8 ORCPT", p)
+	}
+}
+
 // TestDSNLeftOutWithoutExtension: a relay without DSN gets the message
 // without the parameters (not a refusal), and the omission is logged once
 // per connection.
