@@ -50,7 +50,7 @@ func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 	}
 	healthy, err := t.run(ctx, c, tx)
 	if why := spentConn(err); why != "" && c.reused && ctx.Err() == nil {
-		t.log.Debug("pooled relay connection "+why+"; reconnecting", "conn", c.id, "messages", c.sent-1, "err", err)
+		t.log.Debug("pooled relay connection cannot take the message; reconnecting", "why", why, "conn", c.id, "messages", c.sent-1, "err", err)
 		t.close(c, healthy) // QUIT when the session is still in step
 		spent := err
 		if c, err = t.dial(ctx); err != nil {
