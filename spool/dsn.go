@@ -20,7 +20,11 @@ import (
 // does not enforce, so that whatever is queued can go to the relay as it
 // is. The values are kept with the message and passed on by the transport.
 
-// Limits of RFC 3461 §4.2 (ORCPT) and §4.4 (ENVID).
+// Limits of RFC 3461 §4.2 (ORCPT) and §4.4 (ENVID), on the values as they
+// go on the wire, in xtext, where "+", "=" and a space take three
+// characters: OpenSMTPD refuses an ENVID longer than 100 that way with
+// 503 5.5.4 at MAIL, which would fail the whole message at the relay
+// after intake accepted it.
 const (
 	maxEnvelopeID = 100
 	maxOrig       = 500
@@ -49,8 +53,8 @@ func checkDSN(d queue.DSN) error {
 	default:
 		return fmt.Errorf("RET must be FULL or HDRS, not %.20q", d.Return)
 	}
-	if len(d.EnvelopeID) > maxEnvelopeID {
-		return fmt.Errorf("ENVID longer than %d characters", maxEnvelopeID)
+	if len(xtextEncode(d.EnvelopeID)) > maxEnvelopeID {
+		return fmt.Errorf("ENVID longer than %d characters in xtext", maxEnvelopeID)
 	}
 	if !printableASCII(d.EnvelopeID) {
 		return fmt.Errorf("ENVID must be printable ASCII")
@@ -100,6 +104,9 @@ func checkRecipientDSN(d queue.RecipientDSN) error {
 	case smtp.DSNAddressType(d.OrigType) == smtp.DSNAddressTypeRFC822:
 		if !printableASCII(d.Orig) {
 			return fmt.Errorf("ORCPT rfc822 address must be printable ASCII")
+		}
+		if len(xtextEncode(d.Orig)) > maxOrig {
+			return fmt.Errorf("ORCPT longer than %d characters in xtext", maxOrig)
 		}
 	case smtp.DSNAddressType(d.OrigType) == smtp.DSNAddressTypeUTF8:
 		if !utf8.ValidString(d.Orig) || strings.ContainsFunc(d.Orig, unicode.IsControl) {

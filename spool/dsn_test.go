@@ -64,10 +64,13 @@ func TestDSNRefused(t *testing.T) {
 		{"MAIL FROM:<a@example.org> RET=ALL", "501 5.5.4 Unknown RET value"},
 		{"MAIL FROM:<a@example.org> ENVID=" + strings.Repeat("x", 101), "501 5.5.4 ENVID longer than 100 characters"},
 		{"MAIL FROM:<a@example.org> ENVID=a+0Db", "501 5.5.4 Malformed ENVID parameter value"},
+		// 98 characters decoded, 102 in xtext: OpenSMTPD would refuse it.
+		{"MAIL FROM:<a@example.org> ENVID=" + strings.Repeat("x", 96) + "+2B+3D", "501 5.5.4 ENVID longer than 100 characters in xtext"},
 		{"RCPT TO:<b@example.com> NOTIFY=NEVER,SUCCESS", "501 5.5.4 Malformed NOTIFY parameter value"},
 		{"RCPT TO:<b@example.com> NOTIFY=SOMETIMES", "501 5.5.4 Malformed NOTIFY parameter value"},
 		{"RCPT TO:<b@example.com> ORCPT=x400;abc", "501 5.5.4 Malformed ORCPT parameter value"},
 		{"RCPT TO:<b@example.com> ORCPT=rfc822;" + strings.Repeat("x", 501), "501 5.5.4 ORCPT longer than 500 characters"},
+		{"RCPT TO:<b@example.com> ORCPT=rfc822;" + strings.Repeat("x", 494) + "+2B+2B@x", "501 5.5.4 ORCPT longer than 500 characters in xtext"},
 		{"RCPT TO:<b@example.com> ORCPT=utf-8;a\\x{7}b@example.com", "501 5.5.4 Malformed ORCPT parameter value"},
 	}
 	for _, tt := range tests {

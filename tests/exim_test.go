@@ -77,7 +77,7 @@ func startExim(t *testing.T, cert *smtptest.Certificate, o eximOptions) *exim {
 	t.Helper()
 	bin := requireExim(t)
 	dir := peerDir(t)
-	uid := unusedUID(t)
+	uid := unusedUIDs(t, 1)[0]
 	e := &exim{Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), dir: dir}
 	for _, sub := range []string{"spool", "mail", "log"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o750); err != nil {
@@ -191,8 +191,9 @@ plain:
 	return b.String()
 }
 
-// unusedUID is a uid no user of /etc/passwd has.
-func unusedUID(t *testing.T) int {
+// unusedUIDs are n uids no user of /etc/passwd has, for the users a
+// peer runs as inside its own mount namespace.
+func unusedUIDs(t *testing.T, n int) []int {
 	t.Helper()
 	used := map[int]bool{}
 	for line := range strings.Lines(readRootFile("/etc/passwd")) {
@@ -201,13 +202,16 @@ func unusedUID(t *testing.T) int {
 			used[n] = true
 		}
 	}
-	for uid := 64100; uid < 65000; uid++ {
+	var uids []int
+	for uid := 64100; uid < 65000 && len(uids) < n; uid++ {
 		if !used[uid] {
-			return uid
+			uids = append(uids, uid)
 		}
 	}
-	t.Fatal("no unused uid between 64100 and 65000")
-	return -1
+	if len(uids) < n {
+		t.Fatalf("fewer than %d unused uids between 64100 and 65000", n)
+	}
+	return uids
 }
 
 // logFile is one of exim's logs ("main", "reject", "panic").

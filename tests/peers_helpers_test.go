@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -570,4 +571,79 @@ func headerValue(header, name string) string {
 		return strings.TrimSpace(v)
 	}
 	return ""
+}
+
+// sentTo is a message a test gave relayq for one recipient, with its
+// envelope sender ("" for the null sender).
+type sentTo struct {
+	body []byte
+	from string
+}
+
+// deliveredTo finds the recipient in the Delivered-To line a peer's
+// delivery writes before the message.
+var deliveredTo = regexp.MustCompile(`(?m)^Delivered-To: (.*)\r$`)
+
+// storedOnce checks what a peer stored (CRLF line ends, with a
+// Delivered-To line naming the recipient): each message in want arrived
+// exactly once, byte for byte after the header lines the peers prepended,
+// with Return-Path naming its envelope sender (none, or "<>", for the null
+// sender), and nothing else arrived. It returns the prepended header
+// lines by recipient, for the caller's checks of what its peer adds.
+func storedOnce(t *testing.T, peer string, stored [][]byte, want map[string]sentTo) map[string]string {
+	t.Helper()
+	added := map[string]string{}
+	seen := map[string]int{}
+	for _, msg := range stored {
+		m := deliveredTo.FindSubmatch(msg)
+		if m == nil {
+			t.Errorf("%s stored a message without Delivered-To:\n%s", peer, msg)
+			continue
+		}
+		rcpt := string(m[1])
+		if seen[rcpt]++; seen[rcpt] > 1 {
+			continue
+		}
+		w, ok := want[rcpt]
+		switch {
+		case !ok:
+			t.Errorf("%s delivered a message for %s, which nobody sent or it refused", peer, rcpt)
+		case w.from != "":
+			added[rcpt] = checkDelivered(t, msg, w.body, rcpt, w.from)
+		default:
+			a, ok := splitDelivered(msg, w.body)
+			if rp := headerValue(a, "Return-Path"); !ok || (rp != "" && rp != "<>") {
+				t.Errorf("message to %s (null sender) is not the one sent after prepended header lines, or its Return-Path is %q:\n got %q\nwant …%q", rcpt, rp, msg, w.body)
+			}
+			added[rcpt] = a
+		}
+	}
+	for rcpt := range want {
+		if seen[rcpt] != 1 {
+			t.Errorf("%s delivered %d messages for %s, want 1", peer, seen[rcpt], rcpt)
+		}
+	}
+	return added
+}
+
+// deadReplies is the last reply of each dead-lettered recipient, on one
+// line ("550 5.1.1 text").
+func deadReplies(t *testing.T, d *daemon) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, l := range d.deadList(t) {
+		for _, r := range l.Recipients {
+			out[r.Address] = r.LastReply
+		}
+	}
+	return out
+}
+
+// numbered is prefix0 … prefix(n-1): the local parts of a peer's users.
+func numbered(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i)
+	}
+	return out
 }

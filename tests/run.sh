@@ -74,33 +74,40 @@ if ! grep -qE '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf; 
 	echo "== /etc/nsswitch.conf: adding systemd to passwd and group (nss-systemd, as libnss-systemd does)"
 	$sudo sed -i -E 's/^(passwd|group):([^#]*)$/\1:\2 systemd/' /etc/nsswitch.conf
 fi
-# exim (tests/exim_test.go) as a strict upstream relay: Debian's
-# exim4-daemon-light conflicts with postfix as a package, so it is never
-# installed: its .deb is downloaded into a cache and unpacked there
+# exim (tests/exim_test.go), OpenSMTPD (tests/opensmtpd_test.go) and
+# chasquid (tests/chasquid_test.go) as strict upstream relays: Debian's
+# exim4-daemon-light and opensmtpd conflict with postfix as packages, and
+# chasquid's would set up a system mail service, so none is installed:
+# each .deb is downloaded into a cache of its own and unpacked there
 # (dpkg -x), and the libraries it links are installed (they conflict with
-# nothing). The test runs it with a configuration of its own, in a mount
-# namespace that adds its Debian-exim user: nothing on the host changes.
-exim_cache=/var/cache/relayq-test-exim
-if [ ! -x "$exim_cache/root/usr/sbin/exim4" ]; then
-	echo "== fetching exim4-daemon-light into $exim_cache (unpacked, not installed)"
-	$sudo mkdir -p "$exim_cache"
-	if ! (cd "$exim_cache" && { $sudo apt-get download -qq exim4-daemon-light 2>/dev/null ||
-		{ $sudo apt-get update -qq && $sudo apt-get download -qq exim4-daemon-light; }; }); then
-		echo "tests/run.sh: cannot download exim4-daemon-light" >&2
+# nothing). Each test runs its
+# peer with a configuration of its own; exim and OpenSMTPD in a mount
+# namespace that adds their users (and OpenSMTPD's spool, run and helper
+# directories): nothing on the host changes.
+unpack_peer() { # PACKAGE CACHE BINARY (relative to the unpacked root)
+	local pkg=$1 cache=$2 bin=$3 deb dep libs=()
+	[ -x "$cache/root/$bin" ] && return 0
+	echo "== fetching $pkg into $cache (unpacked, not installed)"
+	$sudo mkdir -p "$cache"
+	if ! (cd "$cache" && { $sudo apt-get download -qq "$pkg" 2>/dev/null ||
+		{ $sudo apt-get update -qq && $sudo apt-get download -qq "$pkg"; }; }); then
+		echo "tests/run.sh: cannot download $pkg" >&2
 		exit 1
 	fi
-	deb=$(ls -t "$exim_cache"/exim4-daemon-light_*.deb | head -n1)
-	libs=()
+	deb=$(ls -t "$cache/${pkg}"_*.deb | head -n1)
 	for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed -E 's/\(.*\)//; s/\|.*//; s/[[:space:]]//g'); do
 		case "$dep" in lib*) installed "$dep" || libs+=("$dep") ;; esac
 	done
 	if ((${#libs[@]})); then
-		echo "== installing what exim links: ${libs[*]}"
+		echo "== installing what $pkg links: ${libs[*]}"
 		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${libs[@]}" >/dev/null
 	fi
-	$sudo rm -rf "$exim_cache/root"
-	$sudo dpkg -x "$deb" "$exim_cache/root"
-fi
+	$sudo rm -rf "$cache/root"
+	$sudo dpkg -x "$deb" "$cache/root"
+}
+unpack_peer exim4-daemon-light /var/cache/relayq-test-exim usr/sbin/exim4
+unpack_peer opensmtpd /var/cache/relayq-test-opensmtpd usr/sbin/smtpd
+unpack_peer chasquid /var/cache/relayq-test-chasquid usr/bin/chasquid
 # Under this command a missing peer fails the peer tests; a plain
 # `go test ./...` without the packages skips them.
 export RELAYQ_REAL_PEERS=1

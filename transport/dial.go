@@ -49,7 +49,35 @@ type conn struct {
 // dialOnce opens a relay session ready for MAIL: connected, greeted, TLS
 // as configured, EHLO/LHLO said with LocalName, authenticated. dial (in
 // auth.go) calls it, and once more when the relay rejected an OAuth2 token.
+//
+// When TLS is opportunistic (STARTTLS, not RequireTLS), a relay that
+// offers STARTTLS and then ends the handshake with its own alert
+// internal_error (its TLS does not work: Debian 12's OpenSMTPD, built
+// with OpenSSL 3, does that to every client) gets a second connection
+// that stays in clear, as Postfix (smtp_tls_security_level = may) and
+// exim (tls_tempfail_tryclear) would; otherwise each message to it would
+// wait until it expired. A man in the middle gains nothing by it that
+// stripping the STARTTLS offer would not give him. Every other failure
+// still fails the session: a certificate that does not verify
+// (tls.reject_unauthorized), a version below MinVersion, no common
+// cipher. Credentials still need TLS unless AllowInsecureAuth.
 func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
+	c, err := t.session(ctx, true)
+	if err == nil || t.opts.RequireTLS || t.opts.Secure || !relayTLSBroken(err) || ctx.Err() != nil {
+		return c, err
+	}
+	t.log.Warn("relay's TLS handshake failed; delivering in clear on a new connection, as TLS is not required (tls.require_tls)",
+		"relay", t.opts.Address, "err", err)
+	if c, err = t.session(ctx, false); err != nil {
+		return nil, err
+	}
+	c.tr.addString(dirNote, "the relay's TLS handshake failed on the connection before; this one stays in clear, as TLS is not required")
+	return c, nil
+}
+
+// session connects and runs the session up to the first MAIL (setup); with
+// starttls false, it does no STARTTLS whatever the options say.
+func (t *Transport) session(ctx context.Context, starttls bool) (*conn, error) {
 	if strings.ContainsFunc(t.localName, badAddressRune) {
 		return nil, &Error{Stage: StageHello, Err: fmt.Errorf("invalid local name %q", t.localName)}
 	}
@@ -60,7 +88,7 @@ func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
 	c := &conn{id: t.nextID.Add(1), io: newIOConn(nc, t.opts.CommandTimeout)}
 	unbind := c.io.bind(ctx)
 	defer unbind()
-	if err := t.setup(ctx, c); err != nil {
+	if err := t.setup(ctx, c, starttls); err != nil {
 		nc.Close()
 		err = t.cleanErr(err)
 		var te *Error
@@ -81,8 +109,8 @@ func (t *Transport) dialOnce(ctx context.Context) (*conn, error) {
 // can be opportunistic; then it hands the session to go-smtp, on a
 // clientConn that answers go-smtp's own hellos with the replies transport
 // got, so that the relay hears one hello per session (and one more after
-// STARTTLS).
-func (t *Transport) setup(ctx context.Context, c *conn) error {
+// STARTTLS). With starttls false it does no STARTTLS.
+func (t *Transport) setup(ctx context.Context, c *conn, starttls bool) error {
 	var nc net.Conn = c.io
 	if t.opts.Secure {
 		tc, err := t.handshake(ctx, c.io)
@@ -100,7 +128,7 @@ func (t *Transport) setup(ctx context.Context, c *conn) error {
 	if err != nil {
 		return &Error{Stage: StageGreeting, Err: err}
 	}
-	tryTLS := !t.opts.Secure && (t.opts.RequireTLS || !t.opts.IgnoreTLS)
+	tryTLS := starttls && !t.opts.Secure && (t.opts.RequireTLS || !t.opts.IgnoreTLS)
 	if tryTLS && t.opts.IgnoreTLS { // and RequireTLS: the two contradict each other
 		return &Error{Stage: StageTLS, Err: fmt.Errorf("%w: IgnoreTLS forbids STARTTLS", ErrTLSUnavailable)}
 	}
@@ -172,7 +200,8 @@ func (t *Transport) hello(nc net.Conn, br *bufio.Reader) (map[string][]byte, err
 // hello reply. With RequireTLS it sends STARTTLS even when the relay does
 // not offer it (a man in the middle may have stripped the offer), and
 // fails if the relay refuses. It returns nil (and no error) when the
-// session stays in clear, which only happens when TLS is not required.
+// session stays in clear, which only happens when TLS is not required:
+// the relay offers no STARTTLS, or refuses the one it offers.
 func (t *Transport) startTLS(ctx context.Context, c *conn, rc *replyConn, br *bufio.Reader, hellos map[string][]byte) (net.Conn, error) {
 	offered := hasExtension(string(hellos["EHLO"])+string(hellos["LHLO"]), "STARTTLS")
 	if !offered && !t.opts.RequireTLS {
@@ -183,6 +212,17 @@ func (t *Transport) startTLS(ctx context.Context, c *conn, rc *replyConn, br *bu
 	if _, err := t.command(rc, br, 220, "STARTTLS"); err != nil {
 		if !offered && errors.As(err, &se) {
 			err = fmt.Errorf("%w: the relay does not offer STARTTLS and refused it: %w", ErrTLSUnavailable, err)
+		}
+		if !t.opts.RequireTLS && errors.As(err, &se) && se.Code != 421 {
+			// It offered STARTTLS and then refused it ("454 4.7.0 TLS not
+			// available due to local problem": Postfix with a broken key
+			// or certificate): the session goes on in clear, as it would
+			// had there been no offer (RFC 3207 §4), and as Postfix and
+			// exim go on.
+			t.log.Warn("relay refused the STARTTLS it offers; going on in clear, as TLS is not required (tls.require_tls)",
+				"conn", c.id, "relay", t.opts.Address, "reply", se.Error())
+			c.tr.addString(dirNote, "the relay refused STARTTLS; this session stays in clear, as TLS is not required")
+			return nil, nil
 		}
 		return nil, &Error{Stage: StageTLS, Err: err}
 	}
@@ -308,6 +348,14 @@ func handshakeError(err error) error {
 		return fmt.Errorf("the relay's certificate is refused: %w", err)
 	}
 	return fmt.Errorf("TLS handshake: %w", err)
+}
+
+// relayTLSBroken reports whether a TLS handshake ended with the relay's
+// own alert internal_error: its TLS does not work, and nothing relayq
+// offers (version, ciphers) or checks (the certificate) is the cause.
+func relayTLSBroken(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == "tls: internal error"
 }
 
 // certNames lists the DNS names and IP addresses a certificate is valid for.

@@ -20,7 +20,11 @@
 //     when RequireTLS is set (STARTTLS is tried even when the relay does
 //     not offer it, since the offer may have been stripped), and
 //     credentials never go over a connection without TLS unless
-//     AllowInsecureAuth is set.
+//     AllowInsecureAuth is set. Without RequireTLS, a relay that refuses
+//     the STARTTLS it offers (454) is used in clear on the same session,
+//     and one whose handshake ends in its own alert internal_error (its
+//     TLS is broken) in clear on a new connection, as Postfix and exim
+//     do (dial.go); any other TLS failure fails the session.
 //   - The EHLO/LHLO name is LocalName before and after STARTTLS, and a
 //     session says it once, and once more only after STARTTLS (RFC 3207),
 //     however many transactions and RSETs it carries: relays such as
@@ -67,7 +71,10 @@
 //     transaction. Idle connections are
 //     checked with NOOP after IdleCheck and closed after IdleTimeout, and
 //     each carries at most MaxMessages transactions; with NoPool, one.
-//     A pooled connection the relay closed is replaced within the Send.
+//     A pooled connection the relay closed is replaced within the Send,
+//     and so is one on which it refuses MAIL for now (4xx): relays limit
+//     the messages of a session and then refuse MAIL on a session they
+//     keep open (OpenSMTPD's max-mails: 452 4.5.3).
 //   - With RateLimit, no RateDelta-long span holds more than RateLimit
 //     MAIL commands, across the pool (rate.go); a Send waits for room
 //     without holding a connection.
@@ -76,7 +83,7 @@
 //     the message needs them and only then (refused, not sent mangled,
 //     when the relay lacks them), and the submission's DSN parameters (RET, ENVID,
 //     NOTIFY, ORCPT) when the relay offers DSN, left out otherwise
-//     (dsn.go).
+//     (dsn.go); a utf-8 ORCPT whose address is ASCII goes as rfc822.
 //   - With Debug, the conversation is logged line by line, as the protocol
 //     sees it (above TLS), and never holds a credential: AUTH initial
 //     responses and every client line of an AUTH exchange are redacted,

@@ -21,7 +21,8 @@ type RecipientDSN struct {
 	Orig     string   // ORCPT address, decoded
 }
 
-// Limits of RFC 3461 §4.2 and §4.4.
+// Limits of RFC 3461 §4.2 and §4.4, on the values as sent, in xtext
+// (xtextLen): OpenSMTPD refuses a longer ENVID with 503 5.5.4.
 const (
 	maxEnvelopeID = 100
 	maxOrig       = 500
@@ -41,7 +42,7 @@ func checkDSN(m *Message) error {
 	default:
 		return bad("RET=" + m.DSN.Return)
 	}
-	if id := m.DSN.EnvelopeID; len(id) > maxEnvelopeID || !printableASCII(id) {
+	if id := m.DSN.EnvelopeID; xtextLen(id) > maxEnvelopeID || !printableASCII(id) {
 		return bad("ENVID")
 	}
 	if m.RecipientDSN == nil {
@@ -58,7 +59,7 @@ func checkDSN(m *Message) error {
 		case d.OrigType == "" && d.Orig == "":
 		case len(d.Orig) > maxOrig || d.Orig == "":
 			return bad("ORCPT")
-		case d.OrigType == string(smtp.DSNAddressTypeRFC822) && printableASCII(d.Orig):
+		case d.OrigType == string(smtp.DSNAddressTypeRFC822) && printableASCII(d.Orig) && xtextLen(d.Orig) <= maxOrig:
 		case d.OrigType == string(smtp.DSNAddressTypeUTF8) && utf8.ValidString(d.Orig):
 		default:
 			return bad("ORCPT")
@@ -119,6 +120,12 @@ func rcptOptions(m *Message, i int) *smtp.RcptOptions {
 		OriginalRecipientType: smtp.DSNAddressType(d.OrigType),
 		OriginalRecipient:     d.Orig,
 	}
+	if o.OriginalRecipientType == smtp.DSNAddressTypeUTF8 && printableASCII(d.Orig) && xtextLen(d.Orig) <= maxOrig {
+		// The same address as rfc822 (RFC 6533 §3), which every relay
+		// that offers DSN takes: OpenSMTPD refuses any utf-8 ORCPT with
+		// 553, and that recipient would be dead.
+		o.OriginalRecipientType = smtp.DSNAddressTypeRFC822
+	}
 	for _, n := range d.Notify {
 		o.Notify = append(o.Notify, smtp.DSNNotify(n))
 	}
@@ -147,4 +154,16 @@ func (t *Transport) noteDSN(c *conn, m *Message) {
 	}
 	c.dsnNoted = true
 	t.log.Debug("relay does not offer DSN; RET, ENVID, NOTIFY and ORCPT are left out", "conn", c.id, "relay", t.opts.Address)
+}
+
+// xtextLen is the length of s in xtext (RFC 3461 §4), as go-smtp writes
+// it: "+", "=" and any byte outside "!".."~" take three characters.
+func xtextLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < '!' || c > '~' || c == '+' || c == '=' {
+			n += 2
+		}
+	}
+	return n
 }

@@ -47,6 +47,25 @@ func TestDSNPassedToRelay(t *testing.T) {
 	}
 }
 
+// TestDSNOriginalRecipientUTF8: an ORCPT of type utf-8 whose address is
+// ASCII goes as rfc822, the same address (OpenSMTPD refuses utf-8 ORCPTs
+// with 553); one with non-ASCII stays utf-8.
+func TestDSNOriginalRecipientUTF8(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{DSN: true, SMTPUTF8: true})
+	m := dsnMessage()
+	m.UTF8 = true
+	m.RecipientDSN[0] = RecipientDSN{OrigType: "UTF-8", Orig: "alias@example.net"}
+	m.RecipientDSN[1] = RecipientDSN{OrigType: "UTF-8", Orig: "rené@example.net"}
+	mustSend(t, newTransport(t, srv), m)
+	got := srv.WaitMessages(t, 1, time.Second)[0].RcptParams
+	if p := got["a@example.net"]; !slices.Equal(p, []string{"ORCPT=RFC822;alias@example.net"}) {
+		t.Errorf("RCPT a@example.net parameters %q, want the ASCII utf-8 ORCPT as rfc822", p)
+	}
+	if p := got["b@example.net"]; len(p) != 1 || !strings.HasPrefix(p[0], "ORCPT=UTF-8;") {
+		t.Errorf("RCPT b@example.net parameters %q, want a utf-8 ORCPT", p)
+	}
+}
+
 // TestDSNLeftOutWithoutExtension: a relay without DSN gets the message
 // without the parameters (not a refusal), and the omission is logged once
 // per connection.
@@ -68,6 +87,20 @@ func TestDSNLeftOutWithoutExtension(t *testing.T) {
 	}
 }
 
+// TestDSNEnvelopeIDAtTheLimit: an ENVID of 100 characters in xtext (96
+// decoded) goes out as it is; one more character is refused
+// (TestDSNInvalidRefused), so that no relay sees an ENVID over the limit.
+func TestDSNEnvelopeIDAtTheLimit(t *testing.T) {
+	srv := smtptest.NewServer(t, smtptest.Options{DSN: true})
+	m := dsnMessage()
+	m.DSN.EnvelopeID = strings.Repeat("x", 94) + "+="
+	mustSend(t, newTransport(t, srv), m)
+	want := "ENVID=" + strings.Repeat("x", 94) + "+2B+3D"
+	if got := srv.WaitMessages(t, 1, time.Second)[0].MailParams; !slices.Contains(got, want) || len(want)-len("ENVID=") != maxEnvelopeID {
+		t.Errorf("MAIL parameters %q, want %s (100 characters)", got, want)
+	}
+}
+
 // TestDSNInvalidRefused: DSN values go-smtp would not send are a
 // permanent local refusal, and nothing reaches the relay.
 func TestDSNInvalidRefused(t *testing.T) {
@@ -75,6 +108,8 @@ func TestDSNInvalidRefused(t *testing.T) {
 		"RET":             func(m *Message) { m.DSN.Return = "ALL" },
 		"ENVID control":   func(m *Message) { m.DSN.EnvelopeID = "a\r\nRSET" },
 		"ENVID too long":  func(m *Message) { m.DSN.EnvelopeID = strings.Repeat("x", 101) },
+		"ENVID xtext":     func(m *Message) { m.DSN.EnvelopeID = strings.Repeat("x", 96) + "+=" }, // 102 as sent
+		"ORCPT xtext":     func(m *Message) { m.RecipientDSN[0].Orig = strings.Repeat("x", 494) + "++@x" },
 		"NOTIFY NEVER+":   func(m *Message) { m.RecipientDSN[1].Notify = []string{"NEVER", "DELAY"} },
 		"NOTIFY twice":    func(m *Message) { m.RecipientDSN[1].Notify = []string{"DELAY", "DELAY"} },
 		"ORCPT type":      func(m *Message) { m.RecipientDSN[0].OrigType = "X400" },

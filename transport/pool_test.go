@@ -124,6 +124,33 @@ func TestPoolStaleConnection(t *testing.T) {
 	}
 }
 
+// TestPoolSessionLimit: a relay that takes two messages a session and
+// then refuses MAIL with 452 on a session it keeps open (OpenSMTPD's
+// max-mails). The Send that meets the limit is made on a new connection
+// instead of failing, and the spent one is closed (QUIT), pipelined or
+// not. A 4xx to MAIL on a new connection still fails the Send, once.
+func TestPoolSessionLimit(t *testing.T) {
+	for _, without := range [][]string{nil, {"PIPELINING"}} {
+		srv := smtptest.NewServer(t, smtptest.Options{MaxMails: 2, Without: without})
+		tr := newTransport(t, srv)
+		for range 5 {
+			mustSend(t, tr, message("s@example.org", "r@example.net"))
+		}
+		if n, quits := srv.Connections(), countCommands(srv, "QUIT"); n != 3 || quits != 2 {
+			t.Errorf("without %v: %d connections, %d QUIT for 5 messages at 2 a session; want 3 and 2", without, n, quits)
+		}
+	}
+	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
+		Mail: []smtptest.Step{smtptest.Reply(451, "4.7.1 Try later")},
+	}})
+	tr := newTransport(t, srv)
+	_, err := send(t, tr, message("s@example.org", "r@example.net"))
+	wantError(t, err, StageMail, true)
+	if n := len(srv.MailTimes()); n != 1 || srv.Connections() != 1 {
+		t.Errorf("a 451 to MAIL on a new connection: %d MAIL on %d connections, want 1 on 1", n, srv.Connections())
+	}
+}
+
 func TestPoolAfterRefusal(t *testing.T) {
 	srv := smtptest.NewServer(t, smtptest.Options{Script: smtptest.Script{
 		Mail: []smtptest.Step{smtptest.Reply(553, "5.7.1 Sender rejected")},

@@ -19,7 +19,12 @@ import (
 //
 // A connection taken from the pool that turns out to be dead before the
 // transaction started (EOF or 421 at MAIL) is replaced at once, within the
-// same Send: nothing was sent on it, so that is not a failed attempt.
+// same Send: nothing was sent on it, so that is not a failed attempt. So
+// is one on which the relay refuses MAIL for now (any other 4xx): relays
+// limit the messages of a session and then refuse every MAIL on a session
+// they keep open (OpenSMTPD's `smtp limit max-mails`: "452 4.5.3 Too many
+// recipients: Too many messages sent"); a refusal that is not about the
+// session comes again on the new connection, and that one counts.
 func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 	tx, err := newTransaction(m)
 	if err != nil {
@@ -44,15 +49,15 @@ func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 		return nil, err
 	}
 	healthy, err := t.run(ctx, c, tx)
-	if err != nil && c.reused && staleConn(err) && ctx.Err() == nil {
-		t.log.Debug("pooled relay connection was dead; reconnecting", "conn", c.id, "err", err)
-		t.close(c, false)
-		stale := err
+	if why := spentConn(err); why != "" && c.reused && ctx.Err() == nil {
+		t.log.Debug("pooled relay connection cannot take the message; reconnecting", "why", why, "conn", c.id, "messages", c.sent-1, "err", err)
+		t.close(c, healthy) // QUIT when the session is still in step
+		spent := err
 		if c, err = t.dial(ctx); err != nil {
 			t.freeSlot()
 			return nil, err
 		}
-		c.tr.addString(dirNote, "a pooled connection turned out closed ("+stale.Error()+"); this new one replaces it")
+		c.tr.addString(dirNote, "a pooled connection "+why+" ("+spent.Error()+"); this new one replaces it")
 		healthy, err = t.run(ctx, c, tx)
 	}
 	// Taken before release: once back in the pool, c is another Send's.
@@ -72,15 +77,24 @@ func (t *Transport) Send(ctx context.Context, m *Message) (*Result, error) {
 	return tx.res, nil
 }
 
-// staleConn: the transaction failed at MAIL because the session was gone
-// (I/O error or 421), so nothing of the message was sent.
-func staleConn(err error) bool {
+// spentConn says why a pooled connection cannot take the message although
+// nothing of it was sent, or "" when that is not what happened: the
+// transaction failed at MAIL because the session was gone (I/O error or
+// 421), or the relay refused MAIL for now (another 4xx) and may go on
+// refusing it on this session whatever the message.
+func spentConn(err error) string {
 	var te *Error
 	if !errors.As(err, &te) || te.Stage != StageMail {
-		return false
+		return ""
 	}
 	var se *smtp.SMTPError
-	return !errors.As(te.Err, &se) || se.Code == 421
+	switch {
+	case !errors.As(te.Err, &se) || se.Code == 421:
+		return "turned out closed"
+	case se.Code/100 == 4:
+		return "refused MAIL for now"
+	}
+	return ""
 }
 
 // transaction is one Send's state.

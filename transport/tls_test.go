@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"relayq/transport/smtptest"
 )
@@ -138,6 +139,68 @@ func TestMinVersion(t *testing.T) {
 				t.Errorf("relay got %d messages over a refused TLS version", n)
 			}
 		})
+	}
+}
+
+// TestRelayTLSBroken: a relay that offers STARTTLS and ends every
+// handshake with its alert internal_error (Debian 12's OpenSMTPD under
+// OpenSSL 3). With TLS opportunistic, the message goes in clear on a
+// second connection, whose transcript says why; with RequireTLS it is
+// refused and nothing goes in clear. A relay that refuses the client's
+// TLS version (a handshake failure of another kind) is no reason to
+// send in clear: TestMinVersion.
+func TestRelayTLSBroken(t *testing.T) {
+	broken := func(c *tls.Config) {
+		c.Certificates = nil
+		c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return nil, errors.New("the key process failed")
+		}
+	}
+	srv := smtptest.NewServer(t, smtptest.Options{TLS: true, ConfigureTLS: broken})
+	res := mustSend(t, newTransport(t, srv), message("s@example.org", "r@example.net"))
+	got := srv.WaitMessages(t, 1, time.Second)
+	if got[0].TLS || srv.Connections() != 2 {
+		t.Errorf("TLS %v on %d connections; want the message in clear on a second connection", got[0].TLS, srv.Connections())
+	}
+	if !strings.Contains(res.Transcript, "TLS handshake failed on the connection before") {
+		t.Errorf("transcript does not say why the session is in clear:\n%s", res.Transcript)
+	}
+
+	srv = smtptest.NewServer(t, smtptest.Options{TLS: true, ConfigureTLS: broken})
+	_, err := send(t, newTransport(t, srv, func(o *Options) { o.RequireTLS = true }), message("s@example.org", "r@example.net"))
+	wantError(t, err, StageTLS, true)
+	if !strings.Contains(err.Error(), "remote error: tls: internal error") {
+		t.Errorf("err = %v, want the relay's alert", err)
+	}
+	if srv.Connections() != 1 || slices.ContainsFunc(srv.Commands(), func(c string) bool { return strings.HasPrefix(c, "MAIL") }) {
+		t.Errorf("with RequireTLS: %d connections, commands %q; want one connection and no MAIL", srv.Connections(), srv.Commands())
+	}
+}
+
+// TestRelayRefusesOfferedSTARTTLS: a relay that offers STARTTLS and
+// answers it with 454 (Postfix with a broken key: "TLS not available due
+// to local problem"). With TLS opportunistic the session goes on in clear
+// and the message is delivered on it; with RequireTLS it is refused with
+// the relay's reply and nothing goes in clear.
+func TestRelayRefusesOfferedSTARTTLS(t *testing.T) {
+	refuse := smtptest.Script{StartTLS: []smtptest.Step{smtptest.Reply(454, "4.7.0 TLS not available due to local problem")}}
+	srv := smtptest.NewServer(t, smtptest.Options{TLS: true, Script: refuse})
+	res := mustSend(t, newTransport(t, srv), message("s@example.org", "r@example.net"))
+	if got := srv.WaitMessages(t, 1, time.Second); got[0].TLS || srv.Connections() != 1 {
+		t.Errorf("TLS %v on %d connections; want the message in clear on the same one", got[0].TLS, srv.Connections())
+	}
+	if !strings.Contains(res.Transcript, "the relay refused STARTTLS") {
+		t.Errorf("transcript does not say why the session is in clear:\n%s", res.Transcript)
+	}
+
+	srv = smtptest.NewServer(t, smtptest.Options{TLS: true, Script: refuse})
+	_, err := send(t, newTransport(t, srv, requireTLS), message("s@example.org", "r@example.net"))
+	wantError(t, err, StageTLS, true)
+	if !strings.Contains(err.Error(), "454") {
+		t.Errorf("err = %v, want the relay's 454", err)
+	}
+	if got, want := srv.Commands(), []string{"EHLO " + localName, "STARTTLS"}; !slices.Equal(got, want) {
+		t.Errorf("with RequireTLS the relay saw %q, want only %q", got, want)
 	}
 }
 

@@ -66,6 +66,11 @@ type Options struct {
 	// one more is expected (RFC 3207 §4.2). A refused one is counted in
 	// RepeatedHellos and the session goes on as identified before.
 	OneHello bool
+	// MaxMails, when set, refuses MAIL on a connection that has carried
+	// this many messages with "452 4.5.3 Too many recipients: Too many
+	// messages sent" and keeps the session open, as OpenSMTPD does with
+	// `smtp limit max-mails`.
+	MaxMails int
 	// BareReplies sends every reply without its text, as RFC 5321 §4.2
 	// allows (reply-line = reply-code [ SP textstring ] CRLF): a one-line
 	// reply is its code alone ("250\r\n"); a multi-line one (EHLO) is

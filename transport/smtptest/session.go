@@ -266,6 +266,9 @@ func (ss *session) mail(arg string) bool {
 	if ss.inMail {
 		return ss.reply(503, "5.5.1 Nested MAIL command") == nil
 	}
+	if max := ss.srv.opts.MaxMails; max > 0 && ss.n >= max {
+		return ss.reply(452, "4.5.3 Too many recipients: Too many messages sent") == nil
+	}
 	rest, ok := cutPrefixFold(arg, "FROM:")
 	if !ok {
 		return ss.reply(501, "5.5.4 Syntax: MAIL FROM:<address>") == nil

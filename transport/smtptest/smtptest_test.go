@@ -154,6 +154,35 @@ func TestDialogScript(t *testing.T) {
 	dialog(t, srv, "S: <closed>")
 }
 
+// TestDialogMaxMails: after MaxMails messages on a connection, MAIL gets
+// 452 4.5.3 and the session stays open; a new connection starts again.
+func TestDialogMaxMails(t *testing.T) {
+	srv := NewServer(t, Options{MaxMails: 1})
+	session := []string{
+		"S: 220 ",
+		"C: HELO c",
+		"S: 250 ",
+		"C: MAIL FROM:<s@example.org>",
+		"S: 250 ",
+		"C: RCPT TO:<r@example.net>",
+		"S: 250 ",
+		"C: DATA",
+		"S: 354 ",
+		"C: x",
+		"C: .",
+		"S: 250 ",
+		"C: MAIL FROM:<s@example.org>",
+		"S= 452 4.5.3 Too many recipients: Too many messages sent",
+		"C: NOOP",
+		"S: 250 ",
+	}
+	dialog(t, srv, session...)
+	dialog(t, srv, session...)
+	if n := len(srv.Messages()); n != 2 {
+		t.Errorf("%d messages, want one per connection", n)
+	}
+}
+
 // TestDialogRaw: a Raw step replaces the reply with its bytes as they are,
 // and the session goes on.
 func TestDialogRaw(t *testing.T) {
