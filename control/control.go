@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -461,6 +462,9 @@ func call(ctx context.Context, path string, req Request, f *os.File) (*Response,
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
 		if sendErr != nil {
 			return nil, fmt.Errorf("control: send: %w", sendErr)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+			return nil, fmt.Errorf("control: relayq serve closed the connection without an answer (it stopped, or was killed): %w", err)
 		}
 		return nil, fmt.Errorf("control: read answer: %w", err)
 	}
