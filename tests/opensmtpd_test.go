@@ -571,7 +571,7 @@ func testOpenSMTPDSubmitter(t *testing.T) {
 		r := got[i]
 		if added, ok := splitDelivered(r.Body, m.body); !ok {
 			t.Errorf("message %d is not the one sent after prepended header lines:\n got %q\nwant …%q", seqOf(m.body), r.Body, m.body)
-		} else if !strings.Contains(added, "(OpenSMTPD) with ESMTP") || !strings.Contains(added, "(relayq)") {
+		} else if !strings.Contains(added, "(OpenSMTPD) with ESMTP") || !strings.Contains(added, "(relayq") {
 			t.Errorf("message %d lacks the Received lines of OpenSMTPD and relayq:\n%s", seqOf(m.body), added)
 		}
 		if r.From != from || !slices.Equal(slices.Sorted(slices.Values(r.To)), slices.Sorted(slices.Values(m.to))) {
