@@ -53,8 +53,13 @@ func TestPutOnce(t *testing.T) {
 	if rec, _ := q.LookupKey("k"); rec != nil {
 		t.Errorf("expired key still seen: %+v", rec)
 	}
-	if n, err := q.PruneKeys(10); n != 1 || err != nil {
+	// The queue's own prune loop, which runs at Open, may have taken it
+	// first when it ran late (a loaded machine): pruned once in all.
+	if n, err := q.PruneKeys(10); n > 1 || err != nil {
 		t.Errorf("pruned %d, %v", n, err)
+	}
+	if n, err := q.PruneKeys(10); n != 0 || err != nil {
+		t.Errorf("pruned %d more, %v", n, err)
 	}
 	if id2, replayed, err := q.PutOnce(ctx, env, []byte("x\r\n"), "k", KeyRecord{Hash: "h1"}); id2 == id || replayed || err != nil {
 		t.Errorf("after the window: %s %v %v", id2, replayed, err)
