@@ -42,6 +42,11 @@ type BackupResult struct {
 	Took     time.Duration `json:"took"`
 }
 
+// ErrBackupNotCreated is matched by SaveBackup's errors when the backup
+// file itself cannot be made where it was asked for (no such directory,
+// no permission there, or the rename into place failed).
+var ErrBackupNotCreated = errors.New("queue: cannot create the backup file")
+
 // ErrNotRegular is returned by Backup for a destination that is not a
 // regular file (a pipe, a socket, a device).
 var ErrNotRegular = errors.New("queue: a backup is written only into a regular file")
@@ -106,9 +111,9 @@ const backupSuffix = ".relayq-backup-"
 // ErrDamaged.
 func SaveBackup(path string, take func(*os.File) (BackupResult, error)) (res BackupResult, err error) {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+backupSuffix+"*")
+	f, err := os.CreateTemp(dir, filepath.Base(path)+backupSuffix+"*") // mode 0600
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("%w %s: %w", ErrBackupNotCreated, path, err)
 	}
 	tmp := f.Name()
 	defer func() {
@@ -116,10 +121,7 @@ func SaveBackup(path string, take func(*os.File) (BackupResult, error)) (res Bac
 			os.Remove(tmp)
 		}
 	}()
-	err = f.Chmod(0o600)
-	if err == nil {
-		res, err = take(f)
-	}
+	res, err = take(f)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("queue: backup %s: %w", tmp, cerr)
 	}
@@ -134,7 +136,7 @@ func SaveBackup(path string, take func(*os.File) (BackupResult, error)) (res Bac
 		return res, fmt.Errorf("%w: the backup fails its check: %v", ErrDamaged, errors.Join(problems...))
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return res, err
+		return res, fmt.Errorf("%w %s: %w", ErrBackupNotCreated, path, err)
 	}
 	if err := syncDir(dir); err != nil {
 		return res, fmt.Errorf("queue: backup %s: fsync of its directory: %w", path, err)

@@ -145,6 +145,9 @@ func TestBackupCommand(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "from the stopped queue") || !strings.Contains(res.stdout, "50 message(s)") {
 		t.Fatalf("relayq backup with relayq stopped: %v", res)
 	}
+	if res := d.relayq("backup", filepath.Join(d.dir, ".", "queue.db")); res.code != 64 || !strings.Contains(res.stderr, "the queue file itself") {
+		t.Errorf("relayq backup onto the queue file: %v, want exit 64", res)
+	}
 	if res := d.relayq("backup"); res.code != 64 {
 		t.Errorf("relayq backup without PATH: %v, want exit 64", res)
 	}

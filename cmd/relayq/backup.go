@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"relayq/control"
@@ -47,7 +46,7 @@ func runBackup(args []string, env cmdEnv) int {
 	if code != exitOK {
 		return code
 	}
-	if abs, err := filepath.Abs(path); err == nil && abs == cfg.Queue.Path {
+	if sameFile(path, cfg.Queue.Path) {
 		fmt.Fprintf(env.Stderr, "relayq %s: %s is the queue file itself\n", name, path)
 		return exitUsage
 	}
@@ -95,18 +94,17 @@ func backupError(name, path, queuePath string, resp *control.Response, askErr, e
 	case errors.Is(err, queue.ErrDamaged):
 		fmt.Fprintf(env.Stderr, "relayq %s: %v\n%s is left as it was.\n", name, err, path)
 		return exitDataErr
-	case errors.Is(err, os.ErrPermission) || errors.Is(err, os.ErrNotExist):
-		var pe *os.PathError
-		if errors.As(err, &pe) && filepath.Dir(pe.Path) == filepath.Dir(path) && !sameFile(pe.Path, queuePath) {
-			fmt.Fprintf(env.Stderr, "relayq %s: cannot create %s: %v\n", name, path, err)
-			return exitCantCreate
-		}
+	case errors.Is(err, queue.ErrBackupNotCreated):
+		fmt.Fprintf(env.Stderr, "relayq %s: %v\n", name, err)
+		return exitCantCreate
 	}
 	return maintenanceError(name, queuePath, err, env)
 }
 
+// sameFile reports whether paths a and b name one existing file (links
+// and relative paths followed).
 func sameFile(a, b string) bool {
-	fa, err1 := filepath.Abs(a)
-	fb, err2 := filepath.Abs(b)
-	return err1 == nil && err2 == nil && fa == fb
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
 }
